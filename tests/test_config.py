@@ -1,0 +1,46 @@
+import pytest
+
+from xserve.config import ConfigError, XServeConfig, load_config
+
+
+def test_reference_defaults():
+    c = XServeConfig()
+    w = c.scoring.weights
+    assert (w.favorite, w.reply, w.report, w.share_via_copy_link) == (0.5, 5.0, -234.0, 20.0)
+    assert (c.mixer.top_k, c.mixer.result_size, c.mixer.max_post_age_ms) == (50, 35, 48 * 3600 * 1000)
+    assert (c.scoring.author_diversity_decay, c.scoring.author_diversity_floor, c.scoring.oon_weight_factor) == (0.5, 0.25, 0.75)
+
+
+def test_file_then_env_then_overrides(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[mixer]\ntop_k = 40\nresult_size = 20\n[scoring.weights]\nfavorite = 1.5\n")
+    c = load_config(f, environ={"XSERVE__MIXER__RESULT_SIZE": "10", "XSERVE_DATA_DIR": "/d"})
+    assert (c.mixer.top_k, c.mixer.result_size, c.scoring.weights.favorite) == (40, 10, 1.5)
+    assert c.scoring.weights.reply == 5.0 and c.storage.data_dir == "/d"
+    y = tmp_path / "c.yaml"
+    y.write_text("thunder:\n  num_shards: 8\n")
+    assert load_config(y, environ={}).thunder.num_shards == 8
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[mixer]\ntopk = 3\n", "unknown field `topk`"),
+        ("[mixer]\ntop_k = 'x'\n", "mixer.top_k"),
+        ("[nope]\na = 1\n", "unknown field `nope`"),
+        ("not toml [", "not valid"),
+    ],
+)
+def test_bad_files_name_the_problem(tmp_path, text, needle):
+    f = tmp_path / "c.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_config(f, environ={})
+
+
+def test_missing_file_and_wrong_suffix(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "none.toml", environ={})
+    (tmp_path / "c.ini").write_text("")
+    with pytest.raises(ConfigError, match=".toml"):
+        load_config(tmp_path / "c.ini", environ={})

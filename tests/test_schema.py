@@ -1,0 +1,62 @@
+import msgspec
+import pytest
+
+from xserve.schema import (
+    ACTIONS,
+    Action,
+    ActionScores,
+    FeedRequest,
+    Media,
+    MediaKind,
+    Post,
+    PostCandidate,
+    PostCreated,
+    PostDeleted,
+    PostEvent,
+    QuotedPostDeleted,
+    ServedType,
+)
+
+
+def test_eighteen_actions_in_reference_head_order():
+    assert len(ACTIONS) == 18
+    assert ACTIONS[0] is Action.FAVORITE and ACTIONS[-1] is Action.REPORT
+    fields = [f for f in ActionScores.__struct_fields__ if f != "dwell_time"]
+    assert fields == [a.value for a in ACTIONS]
+
+
+def test_action_scores_from_sequence_round_trip():
+    probs = [i / 100 for i in range(18)]
+    s = ActionScores.from_sequence(probs, dwell_time=3.5)
+    assert [s.get(a) for a in ACTIONS] == probs
+    assert s.dwell_time == 3.5
+    with pytest.raises(ValueError, match="expected 18"):
+        ActionScores.from_sequence([0.1])
+
+
+def test_post_events_are_a_tagged_union():
+    post = Post(post_id=7, author_id=3, created_at_ms=1000, media=(Media(MediaKind.VIDEO, 12_000),))
+    events = [PostCreated(post), PostDeleted(post_id=7, deleted_at_ms=2000), QuotedPostDeleted(8, 7, 3000)]
+    raw = msgspec.json.encode(events)
+    assert b'"type":"post_created"' in raw
+    assert msgspec.json.decode(raw, type=list[PostEvent]) == events
+    assert post.video_duration_ms() == 12_000 and post.root_id == 7
+
+
+def test_feed_request_validates_at_the_edge():
+    dec = msgspec.json.Decoder(FeedRequest)
+    assert dec.decode(b'{"viewer_id": 1}').limit is None
+    for bad, needle in [
+        (b'{"viewer_id": 0}', "viewer_id"),
+        (b'{"viewer_id": 1, "limit": -1}', "limit"),
+        (b'{"viewer_id": 1, "bogus": true}', "bogus"),
+        (b'{"viewer_id": "x"}', "viewer_id"),
+        (b"{}", "viewer_id"),
+    ]:
+        with pytest.raises(msgspec.ValidationError, match=needle):
+            dec.decode(bad)
+
+
+def test_related_post_ids():
+    c = PostCandidate(post_id=5, author_id=1, served_type=ServedType.IN_NETWORK, repost_of_post_id=3, in_reply_to_post_id=2)
+    assert c.related_post_ids() == (5, 3, 2)

@@ -1,0 +1,5 @@
+import sys
+
+from xserve.cli import main
+
+sys.exit(main())

@@ -1,0 +1,252 @@
+"""Every tunable of xserve: frozen msgspec Structs with documented defaults.
+
+Defaults follow the reference (``shared/reference/x-algorithm.md``; the values X
+published in August 2026 where the January release was silent). Components
+receive their section in ``__init__``; only the CLI, ``app.py`` and scripts read
+files or the environment, through :func:`load_config`.
+
+A config file is TOML (``.toml``) or YAML (``.yaml``/``.yml``) with the same
+nesting as :class:`XServeConfig`; any key left out keeps its default, and an
+unknown key is an error naming the key. Environment variables override the
+file: ``XSERVE__<SECTION>__<FIELD>=<value>`` (value parsed as JSON when it
+parses, else taken as a string), e.g. ``XSERVE__MIXER__RESULT_SIZE=20``.
+``XSERVE_DATA_DIR`` sets ``storage.data_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+__all__ = [
+    "ConfigError",
+    "MixerConfig",
+    "PhoenixConfig",
+    "RetrievalConfig",
+    "ScoringConfig",
+    "ScoringWeights",
+    "StorageConfig",
+    "ThunderConfig",
+    "TrainConfig",
+    "XServeConfig",
+    "config_to_dict",
+    "load_config",
+]
+
+HOUR_MS = 3_600_000
+
+
+class _Section(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ScoringWeights(_Section):
+    """Weight of each predicted action in the weighted score (reference, Aug 2026 params)."""
+
+    favorite: float = 0.5
+    reply: float = 5.0
+    repost: float = 1.0
+    photo_expand: float = 0.05
+    click: float = 0.4
+    profile_click: float = 0.0
+    video_quality_view: float = 0.05  # counted only for videos longer than min_video_duration_ms
+    share: float = 2.0
+    share_via_dm: float = 5.0
+    share_via_copy_link: float = 20.0
+    dwell: float = 0.0
+    quote: float = 5.0
+    quoted_click: float = 0.05
+    follow_author: float = 4.0
+    dwell_time: float = 0.004  # per second of predicted dwell (continuous head)
+    not_interested: float = -43.2
+    block_author: float = -31.2
+    mute_author: float = -58.8
+    report: float = -234.0
+
+
+class ScoringConfig(_Section):
+    weights: ScoringWeights = ScoringWeights()
+    negative_scores_offset: float = 0.001  # reference NEGATIVE_SCORES_OFFSET: net-negative scores squeezed into [0, offset)
+    min_video_duration_ms: int = 10_000  # reference MinVideoDurationMs: VQV weight needs a longer video
+    author_diversity_decay: float = 0.5  # reference AUTHOR_DIVERSITY_DECAY
+    author_diversity_floor: float = 0.25  # reference AUTHOR_DIVERSITY_FLOOR
+    oon_weight_factor: float = 0.75  # reference OonWeightFactor, applied to out-of-network posts
+
+
+class MixerConfig(_Section):
+    """The For You pipeline: sizes, ages and per-stage deadlines."""
+
+    top_k: int = 50  # reference TOP_K_CANDIDATES_TO_SELECT
+    result_size: int = 35  # reference RESULT_SIZE
+    max_post_age_ms: int = 48 * HOUR_MS  # reference MAX_POST_AGE (Aug: 48 h)
+    thunder_max_results: int = 1200  # reference THUNDER_MAX_RESULTS
+    retrieval_max_results: int = 1000  # reference PhoenixMaxResults
+    history_length: int = 128  # engagement-sequence entries given to the ranker and retrieval (newest kept)
+    history_window_ms: int = 300_000  # reference UAS_WINDOW_TIME_MS: actions on one post within 5 min aggregate
+    query_hydrator_timeout_s: float = 0.2  # per query hydrator (user store)
+    source_timeout_s: float = 0.3  # per source (Thunder, retrieval)
+    hydrator_timeout_s: float = 0.2  # per candidate hydrator
+    scorer_timeout_s: float = 0.5  # per scorer (the ranker is the slow one)
+    filter_timeout_s: float = 0.1  # per filter
+    request_timeout_s: float = 1.5  # whole request deadline
+
+
+class ThunderConfig(_Section):
+    """In-network post store (reference thunder/, limits unpublished: our choices)."""
+
+    num_shards: int = 4  # posts sharded by author id
+    replicas_per_shard: int = 1  # each replica consumes its shard's full stream
+    retention_ms: int = 48 * HOUR_MS  # PostStore::default() = 2 days
+    trim_interval_s: float = 120.0  # reference auto-trim every 2 minutes
+    min_video_duration_ms: int = 10_000  # a post "has video" at or above this
+    max_original_posts_per_author: int = 10
+    max_reply_posts_per_author: int = 10  # replies and reposts
+    max_video_posts_per_author: int = 5
+    max_tiny_posts_per_user_scan: int = 200  # newest-first scan cap per author
+    max_posts_to_return: int = 1200  # when the request gives no max_results
+    max_videos_to_return: int = 200
+    max_input_list_size: int = 10_000  # followed / excluded ids beyond this are ignored
+    max_concurrent_requests: int = 64  # per shard; beyond this a request is refused "at capacity"
+
+
+class PhoenixConfig(_Section):
+    """The ranker transformer and the two retrieval towers (small CPU-serving default)."""
+
+    emb_dim: int = 128
+    num_layers: int = 4
+    num_q_heads: int = 4
+    num_kv_heads: int = 2  # grouped-query attention
+    key_size: int = 32
+    widening_factor: float = 2.0
+    attn_output_multiplier: float = 0.125
+    attn_logit_cap: float = 30.0  # soft cap 30·tanh(x/30)
+    history_len: int = 128
+    num_user_hashes: int = 2
+    num_post_hashes: int = 2
+    num_author_hashes: int = 2
+    user_vocab: int = 100_003  # rows per hashed-id table (row 0 = padding)
+    post_vocab: int = 1_000_003
+    author_vocab: int = 100_003
+    product_surface_vocab: int = 16
+    age_buckets: int = 82  # reference: floor(age_min/60)+1, overflow 81, 0 unknown
+    rope_base: float = 10_000.0
+
+
+class TrainConfig(_Section):
+    seed: int = 0
+    epochs: int = 2
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    validation_fraction: float = 0.1  # newest share of engagements held out (time split)
+    num_threads: int = 2
+
+
+class RetrievalConfig(_Section):
+    num_shards: int = 4  # LanceDB tables, by post id
+    top_k: int = 1000
+    nprobes: int = 20
+    refine_factor: int = 5
+
+
+class StorageConfig(_Section):
+    data_dir: str = "./xserve-data"  # overridden by $XSERVE_DATA_DIR
+    fsync: bool = True  # acknowledged writes survive a power loss, not just a crash
+
+
+class XServeConfig(_Section):
+    scoring: ScoringConfig = ScoringConfig()
+    mixer: MixerConfig = MixerConfig()
+    thunder: ThunderConfig = ThunderConfig()
+    phoenix: PhoenixConfig = PhoenixConfig()
+    train: TrainConfig = TrainConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    storage: StorageConfig = StorageConfig()
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says which key and why."""
+
+
+def config_to_dict(config: Struct) -> dict[str, Any]:
+    return msgspec.to_builtins(config)
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"config file {path} is not valid: {exc}") from None
+    except Exception as exc:  # yaml.YAMLError, without importing yaml at module load
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table of sections, got {type(data).__name__}")
+    return data
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith("XSERVE__"):
+            continue
+        path = [p.lower() for p in key[len("XSERVE__") :].split("__") if p]
+        if not path:
+            continue
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    if "XSERVE_DATA_DIR" in environ:
+        out.setdefault("storage", {})["data_dir"] = environ["XSERVE_DATA_DIR"]
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> XServeConfig:
+    """Defaults, then the file at ``path``, then ``XSERVE__*`` variables, then ``overrides``."""
+    data = config_to_dict(XServeConfig())
+    if path is not None:
+        data = _deep_merge(data, _read_file(Path(path)))
+    data = _deep_merge(data, _env_overrides(os.environ if environ is None else environ))
+    if overrides:
+        data = _deep_merge(data, overrides)
+    try:
+        return msgspec.convert(data, XServeConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}".replace("`$.", "`")) from None

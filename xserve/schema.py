@@ -1,0 +1,481 @@
+"""Every record that crosses a boundary in xserve, as msgspec Structs.
+
+One module, shared by every layer (HTTP bodies, Ray calls, the event log, the
+pipeline's candidates). Conventions:
+
+* ids are ``int`` ``NewType``s (``UserId``, ``PostId``); 0 is never a valid id
+  (hash embeddings reserve 0 for padding);
+* times are integer milliseconds since the Unix epoch, named ``*_ms``;
+* new fields get a default and go last, so old payloads still decode
+  (msgspec schema evolution);
+* records that enter from outside (requests, events) carry ``Meta`` bounds
+  that msgspec checks on decode, so bad input fails at the edge with a
+  message naming the field and the rule.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, NewType
+
+import msgspec
+from msgspec import Meta, Struct
+
+__all__ = [
+    "ACTIONS",
+    "ACTION_INDEX",
+    "NEGATIVE_ACTIONS",
+    "Action",
+    "ActionScores",
+    "Engagement",
+    "FeedRequest",
+    "FeedResponse",
+    "FilteredOut",
+    "HistoryItem",
+    "ImpressionBloomFilter",
+    "InNetworkRequest",
+    "LightPost",
+    "Media",
+    "MediaKind",
+    "Post",
+    "PostCandidate",
+    "PostCreated",
+    "PostDeleted",
+    "PostEvent",
+    "PostId",
+    "ProductSurface",
+    "QuotedPostDeleted",
+    "RankCandidate",
+    "RankRequest",
+    "RankResponse",
+    "RetrievalRequest",
+    "RetrievedPost",
+    "ScoreExplanation",
+    "ScoredPost",
+    "ServedType",
+    "StageReport",
+    "UserFeatures",
+    "UserId",
+    "VisibilityLabel",
+    "json_decoder",
+    "json_encoder",
+]
+
+UserId = NewType("UserId", int)
+PostId = NewType("PostId", int)
+
+# Bounds enforced on decode. Ids are positive int64s.
+PositiveId = Annotated[int, Meta(gt=0, le=2**63 - 1)]
+TimestampMs = Annotated[int, Meta(ge=0, le=2**62)]
+MAX_ID_LIST = 10_000  # seen/served/exclude lists accepted in one request
+MAX_TEXT_CHARS = 25_000  # long posts are ~25k characters on X
+
+
+# --------------------------------------------------------------------------- actions
+
+
+class Action(enum.StrEnum):
+    """The 18 discrete actions the ranker predicts, in the reference's head order.
+
+    The model's output index for an action is ``ACTION_INDEX[action]``; the
+    continuous dwell-time head is separate (``ActionScores.dwell_time``).
+    """
+
+    FAVORITE = "favorite"
+    REPLY = "reply"
+    REPOST = "repost"
+    PHOTO_EXPAND = "photo_expand"
+    CLICK = "click"
+    PROFILE_CLICK = "profile_click"
+    VIDEO_QUALITY_VIEW = "video_quality_view"
+    SHARE = "share"
+    SHARE_VIA_DM = "share_via_dm"
+    SHARE_VIA_COPY_LINK = "share_via_copy_link"
+    DWELL = "dwell"
+    QUOTE = "quote"
+    QUOTED_CLICK = "quoted_click"
+    FOLLOW_AUTHOR = "follow_author"
+    NOT_INTERESTED = "not_interested"
+    BLOCK_AUTHOR = "block_author"
+    MUTE_AUTHOR = "mute_author"
+    REPORT = "report"
+
+
+ACTIONS: tuple[Action, ...] = tuple(Action)
+ACTION_INDEX: dict[Action, int] = {a: i for i, a in enumerate(ACTIONS)}
+NEGATIVE_ACTIONS: frozenset[Action] = frozenset(
+    {Action.NOT_INTERESTED, Action.BLOCK_AUTHOR, Action.MUTE_AUTHOR, Action.REPORT}
+)
+
+
+class ProductSurface(enum.IntEnum):
+    """Where an engagement or impression happened; embedded by the ranker (vocab 16)."""
+
+    UNKNOWN = 0
+    HOME_FOR_YOU = 1
+    HOME_FOLLOWING = 2
+    CONVERSATION = 3
+    PROFILE = 4
+    SEARCH = 5
+    NOTIFICATIONS = 6
+    EXPLORE = 7
+
+
+class ActionScores(Struct, frozen=True, forbid_unknown_fields=True):
+    """Predicted probability of each action (0..1) plus expected dwell time in seconds."""
+
+    favorite: float = 0.0
+    reply: float = 0.0
+    repost: float = 0.0
+    photo_expand: float = 0.0
+    click: float = 0.0
+    profile_click: float = 0.0
+    video_quality_view: float = 0.0
+    share: float = 0.0
+    share_via_dm: float = 0.0
+    share_via_copy_link: float = 0.0
+    dwell: float = 0.0
+    quote: float = 0.0
+    quoted_click: float = 0.0
+    follow_author: float = 0.0
+    not_interested: float = 0.0
+    block_author: float = 0.0
+    mute_author: float = 0.0
+    report: float = 0.0
+    dwell_time: float = 0.0  # continuous head, seconds
+
+    @classmethod
+    def from_sequence(cls, probs: "list[float] | tuple[float, ...]", dwell_time: float = 0.0) -> "ActionScores":
+        """Build from probabilities in ``ACTIONS`` order (the model's head order)."""
+        if len(probs) != len(ACTIONS):
+            raise ValueError(f"expected {len(ACTIONS)} action probabilities, got {len(probs)}")
+        return cls(*(float(p) for p in probs), dwell_time=float(dwell_time))
+
+    def get(self, action: Action) -> float:
+        return getattr(self, action.value)
+
+
+# --------------------------------------------------------------------------- posts
+
+
+class MediaKind(enum.StrEnum):
+    PHOTO = "photo"
+    VIDEO = "video"
+    GIF = "gif"
+
+
+class Media(Struct, frozen=True, forbid_unknown_fields=True):
+    kind: MediaKind
+    duration_ms: Annotated[int, Meta(ge=0)] = 0  # videos only
+
+
+class VisibilityLabel(enum.StrEnum):
+    """Safety labels; any label on a post removes it in the post-selection visibility filter."""
+
+    DELETED = "deleted"
+    SPAM = "spam"
+    VIOLENCE = "violence"
+    GORE = "gore"
+    NSFW = "nsfw"
+    HATE = "hate"
+    ABUSE = "abuse"
+
+
+class Post(Struct, frozen=True, forbid_unknown_fields=True):
+    """A post as the write path accepts it and the posts table stores it."""
+
+    post_id: PositiveId
+    author_id: PositiveId
+    created_at_ms: TimestampMs
+    text: Annotated[str, Meta(max_length=MAX_TEXT_CHARS)] = ""
+    in_reply_to_post_id: PositiveId | None = None
+    in_reply_to_user_id: PositiveId | None = None  # the author of the parent post
+    repost_of_post_id: PositiveId | None = None
+    repost_of_user_id: PositiveId | None = None
+    quote_of_post_id: PositiveId | None = None
+    conversation_id: PositiveId | None = None  # root of the thread; None means the post is its own root
+    media: Annotated[tuple[Media, ...], Meta(max_length=4)] = ()
+    subscription_only: bool = False  # visible only to subscribers of the author
+    labels: tuple[VisibilityLabel, ...] = ()
+
+    @property
+    def is_reply(self) -> bool:
+        return self.in_reply_to_post_id is not None
+
+    @property
+    def is_repost(self) -> bool:
+        return self.repost_of_post_id is not None
+
+    @property
+    def root_id(self) -> int:
+        return self.conversation_id if self.conversation_id is not None else self.post_id
+
+    def video_duration_ms(self) -> int | None:
+        """Duration of the post's first video, or None if it has none."""
+        for m in self.media:
+            if m.kind is MediaKind.VIDEO:
+                return m.duration_ms
+        return None
+
+
+class LightPost(Struct, frozen=True, array_like=True):
+    """Thunder's compact record of a recent post (what in-network queries return)."""
+
+    post_id: int
+    author_id: int
+    created_at_ms: int
+    in_reply_to_post_id: int | None = None
+    in_reply_to_user_id: int | None = None
+    repost_of_post_id: int | None = None
+    repost_of_user_id: int | None = None
+    conversation_id: int | None = None
+    has_video: bool = False
+
+    @property
+    def is_reply(self) -> bool:
+        return self.in_reply_to_post_id is not None
+
+    @property
+    def is_repost(self) -> bool:
+        return self.repost_of_post_id is not None
+
+
+# --------------------------------------------------------------------------- events
+
+
+class PostCreated(Struct, frozen=True, tag="post_created", forbid_unknown_fields=True):
+    post: Post
+
+
+class PostDeleted(Struct, frozen=True, tag="post_deleted", forbid_unknown_fields=True):
+    post_id: PositiveId
+    deleted_at_ms: TimestampMs
+    author_id: PositiveId | None = None  # routes the delete to its shard; None = every shard
+
+
+class QuotedPostDeleted(Struct, frozen=True, tag="quoted_post_deleted", forbid_unknown_fields=True):
+    """The quoted post was deleted, so the quoting post is deleted too (reference behaviour)."""
+
+    quoting_post_id: PositiveId
+    quoted_post_id: PositiveId
+    deleted_at_ms: TimestampMs
+    quoting_author_id: PositiveId | None = None
+
+
+PostEvent = PostCreated | PostDeleted | QuotedPostDeleted
+
+
+class Engagement(Struct, frozen=True, forbid_unknown_fields=True):
+    """One user action on one post; the unit of the engagement log and of training data."""
+
+    user_id: PositiveId
+    post_id: PositiveId
+    author_id: PositiveId
+    action: Action
+    timestamp_ms: TimestampMs
+    dwell_ms: Annotated[int, Meta(ge=0)] = 0
+    product_surface: ProductSurface = ProductSurface.HOME_FOR_YOU
+    post_created_at_ms: TimestampMs | None = None
+
+
+# --------------------------------------------------------------------------- users
+
+
+class UserFeatures(Struct, frozen=True, forbid_unknown_fields=True):
+    followed_user_ids: frozenset[int] = frozenset()
+    blocked_user_ids: frozenset[int] = frozenset()
+    muted_user_ids: frozenset[int] = frozenset()
+    muted_keywords: tuple[str, ...] = ()
+    subscribed_user_ids: frozenset[int] = frozenset()
+
+
+class HistoryItem(Struct, frozen=True, array_like=True):
+    """One aggregated entry of a user's engagement sequence (actions on one post in one window)."""
+
+    post_id: int
+    author_id: int
+    actions: frozenset[Action]
+    timestamp_ms: int  # the latest action in the window
+    product_surface: ProductSurface = ProductSurface.HOME_FOR_YOU
+    dwell_ms: int = 0
+
+
+# --------------------------------------------------------------------------- service calls
+
+
+class InNetworkRequest(Struct, frozen=True):
+    """Thunder query: recent posts of followed authors."""
+
+    viewer_id: int
+    followed_ids: tuple[int, ...]
+    max_results: int
+    exclude_ids: frozenset[int] = frozenset()
+    video_only: bool = False
+
+
+class RetrievalRequest(Struct, frozen=True):
+    """Phoenix retrieval query: out-of-network candidates for a user's engagement history."""
+
+    user_id: int
+    history: tuple[HistoryItem, ...]
+    max_results: int
+    exclude_ids: frozenset[int] = frozenset()
+    now_ms: int = 0  # posts older than the configured max age are not retrieved
+
+
+class RetrievedPost(Struct, frozen=True, array_like=True):
+    post_id: int
+    author_id: int
+    score: float  # cosine similarity of user and candidate embeddings
+    in_reply_to_post_id: int | None = None
+
+
+class RankCandidate(Struct, frozen=True, array_like=True):
+    post_id: int
+    author_id: int
+    created_at_ms: int | None = None  # for the post-age bucket; None = unknown
+    product_surface: ProductSurface = ProductSurface.HOME_FOR_YOU
+
+
+class RankRequest(Struct, frozen=True):
+    """Ranker query: score each candidate for one user given the user's history."""
+
+    user_id: int
+    history: tuple[HistoryItem, ...]
+    candidates: tuple[RankCandidate, ...]
+    now_ms: int = 0
+
+
+class RankResponse(Struct, frozen=True):
+    scores: tuple[ActionScores, ...]  # same length and order as the request's candidates
+    model_version: str = ""
+
+
+# --------------------------------------------------------------------------- the feed
+
+
+class ServedType(enum.StrEnum):
+    IN_NETWORK = "for_you_in_network"  # Thunder
+    RETRIEVAL = "for_you_phoenix_retrieval"  # Phoenix retrieval (out-of-network)
+
+
+class ImpressionBloomFilter(Struct, frozen=True, forbid_unknown_fields=True):
+    """A client-kept Bloom filter of impressed post ids (see ``xserve.mixer.bloom``)."""
+
+    bits: Annotated[bytes, Meta(max_length=1 << 20)]  # base64 in JSON
+    num_hashes: Annotated[int, Meta(ge=1, le=32)]
+
+
+class FeedRequest(Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of ``POST /v1/feed/for_you``."""
+
+    viewer_id: PositiveId
+    limit: Annotated[int, Meta(ge=1, le=200)] | None = None  # None = config result_size
+    seen_ids: Annotated[tuple[PositiveId, ...], Meta(max_length=MAX_ID_LIST)] = ()
+    served_ids: Annotated[tuple[PositiveId, ...], Meta(max_length=MAX_ID_LIST)] = ()
+    in_network_only: bool = False
+    is_bottom_request: bool = False  # a "load more" page: previously served posts are excluded
+    country_code: Annotated[str, Meta(max_length=8)] = ""
+    language_code: Annotated[str, Meta(max_length=16)] = ""
+    client_app_id: Annotated[int, Meta(ge=0)] = 0
+    explain: bool = False  # add per-post score breakdown and per-filter removals
+    bloom_filters: Annotated[tuple[ImpressionBloomFilter, ...], Meta(max_length=8)] = ()
+
+
+class PostCandidate(Struct):
+    """A candidate as it moves through the For You pipeline; stages fill their own fields."""
+
+    post_id: int
+    author_id: int
+    served_type: ServedType
+    # core data (hydrated)
+    created_at_ms: int | None = None
+    text: str | None = None  # None = core data not hydrated
+    in_reply_to_post_id: int | None = None
+    repost_of_post_id: int | None = None
+    repost_of_user_id: int | None = None
+    ancestors: tuple[int, ...] = ()  # parent and conversation root, for conversation dedup
+    retrieval_score: float | None = None
+    # other hydrators
+    in_network: bool | None = None
+    video_duration_ms: int | None = None
+    subscription_author_id: int | None = None  # set when the post is subscriber-only
+    author_screen_name: str | None = None
+    author_followers_count: int | None = None
+    repost_screen_name: str | None = None
+    visibility_labels: tuple[VisibilityLabel, ...] | None = None  # None = not yet checked
+    # scorers
+    action_scores: ActionScores | None = None
+    weighted_score: float | None = None
+    diversity_multiplier: float | None = None
+    oon_multiplier: float | None = None
+    score: float | None = None
+
+    def related_post_ids(self) -> tuple[int, ...]:
+        """The post, the original it reposts and the post it replies to (seen-filtering keys)."""
+        ids = [self.post_id]
+        if self.repost_of_post_id is not None:
+            ids.append(self.repost_of_post_id)
+        if self.in_reply_to_post_id is not None:
+            ids.append(self.in_reply_to_post_id)
+        return tuple(ids)
+
+
+class ScoreExplanation(Struct, frozen=True):
+    """Why a post got its score: every factor of the final score, for audits."""
+
+    action_scores: ActionScores | None
+    weighted_score: float | None  # Σ weight·P(action), after the negative-score squeeze
+    diversity_multiplier: float | None
+    oon_multiplier: float | None
+    source: ServedType
+    retrieval_score: float | None = None
+
+
+class ScoredPost(Struct, frozen=True):
+    post_id: int
+    author_id: int
+    score: float | None
+    served_type: ServedType
+    in_network: bool | None
+    repost_of_post_id: int | None = None
+    repost_of_user_id: int | None = None
+    in_reply_to_post_id: int | None = None
+    ancestors: tuple[int, ...] = ()
+    screen_names: dict[int, str] = {}
+    explain: ScoreExplanation | None = None
+
+
+class FilteredOut(Struct, frozen=True):
+    """Candidates one filter removed (returned when ``explain`` is set)."""
+
+    filter: str
+    post_ids: tuple[int, ...]
+
+
+class StageReport(Struct, frozen=True):
+    """Timing and counts of one pipeline component for one request."""
+
+    stage: str
+    component: str
+    status: str  # ok | error | timeout | length_mismatch | disabled
+    duration_ms: float
+    count_in: int
+    count_out: int
+    error: str = ""
+
+
+class FeedResponse(Struct, frozen=True):
+    request_id: str
+    posts: tuple[ScoredPost, ...]
+    degraded: tuple[str, ...] = ()  # components that failed or timed out; the feed was built without them
+    filtered: tuple[FilteredOut, ...] = ()  # explain only
+    trace: tuple[StageReport, ...] = ()  # explain only
+
+
+json_encoder = msgspec.json.Encoder()
+
+
+def json_decoder(type_: type) -> msgspec.json.Decoder:
+    """A reusable JSON decoder for one schema type (build once, decode many)."""
+    return msgspec.json.Decoder(type_)
