@@ -32,6 +32,7 @@ __all__ = [
     "RetrievalConfig",
     "ScoringConfig",
     "ScoringWeights",
+    "ServingConfig",
     "StorageConfig",
     "ThunderConfig",
     "TrainConfig",
@@ -161,6 +162,22 @@ class StorageConfig(_Section):
     fsync: bool = True  # acknowledged writes survive a power loss, not just a crash
 
 
+class ServingConfig(_Section):
+    """The Serve graph: user store, hydration, HTTP limits and the demo world (our choices)."""
+
+    num_user_shards: int = 2  # UserStoreShard actors, users sharded by id
+    max_history_items: int = 256  # aggregated engagement-sequence entries kept per user (newest)
+    max_served_ids: int = 200  # served-history post ids kept per user (newest)
+    max_edges_per_kind: int = 20_000  # follows (or blocks, mutes, subscriptions) per user; more is refused
+    num_hydration_shards: int = 1  # PostHydrationShard actors, posts sharded by id
+    hydration_cache_size: int = 400_000  # posts held by each hydration shard's LRU
+    max_body_bytes: int = 1 << 20  # larger request bodies are refused with 413
+    host: str = "127.0.0.1"  # HTTP bind address (0.0.0.0 on a cluster head)
+    port: int = 8000  # Serve's default HTTP port
+    demo_world: str = "small"  # world size seeded on first run with an empty data dir
+    demo_clock: bool = True  # serve at the world's time when its posts are older than max_post_age_ms
+
+
 class XServeConfig(_Section):
     scoring: ScoringConfig = ScoringConfig()
     mixer: MixerConfig = MixerConfig()
@@ -169,6 +186,7 @@ class XServeConfig(_Section):
     train: TrainConfig = TrainConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     storage: StorageConfig = StorageConfig()
+    serving: ServingConfig = ServingConfig()
 
 
 class ConfigError(ValueError):
