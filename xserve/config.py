@@ -174,8 +174,7 @@ class ServingConfig(_Section):
     max_body_bytes: int = 1 << 20  # larger request bodies are refused with 413
     host: str = "127.0.0.1"  # HTTP bind address (0.0.0.0 on a cluster head)
     port: int = 8000  # Serve's default HTTP port
-    demo_world: str = "small"  # world size seeded on first run with an empty data dir
-    demo_clock: bool = True  # serve at the world's time when its posts are older than max_post_age_ms
+    demo_world: str = "small"  # synthetic world seeded on first run with an empty data dir (xserve.synth sizes)
 
 
 class XServeConfig(_Section):

@@ -21,17 +21,21 @@ per user and ``max_served_ids`` per user.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from xserve.config import MixerConfig, ServingConfig
 from xserve.schema import (
+    ACTIONS,
     EdgeKind,
     EdgeSet,
     EdgeUnset,
     Engagement,
     EngagementRecorded,
     MutedKeywordsSet,
+    ProductSurface,
     Served,
     UserEvent,
     UserFeatures,
@@ -41,7 +45,7 @@ from xserve.schema import (
 )
 from xserve.users.history import EngagementSequence
 
-__all__ = ["UserStore", "event_user_ids", "shard_of"]
+__all__ = ["UserStore", "event_user_ids", "shard_array", "shard_of"]
 
 
 _MIX = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: spreads sequential ids evenly (Fibonacci hashing)
@@ -52,6 +56,14 @@ def shard_of(user_id: int, num_shards: int) -> int:
     if num_shards <= 1:
         return 0
     return (((user_id * _MIX) & 0xFFFFFFFFFFFFFFFF) >> 32) % num_shards
+
+
+def shard_array(user_ids: np.ndarray, num_shards: int) -> np.ndarray:
+    """``shard_of`` over an int64 array (uint64 arithmetic wraps like the mask)."""
+    if num_shards <= 1:
+        return np.zeros(len(user_ids), dtype=np.int64)
+    mixed = (user_ids.astype(np.uint64) * np.uint64(_MIX)) >> np.uint64(32)
+    return (mixed % np.uint64(num_shards)).astype(np.int64)
 
 
 def event_user_ids(event: UserEvent) -> tuple[int, ...]:
@@ -235,3 +247,30 @@ class UserStore:
 
     def load_engagements(self, engagements: Iterable[Engagement]) -> int:
         return sum(self.apply(EngagementRecorded(e)) for e in engagements)
+
+    def load_engagement_arrays(self, cols: Mapping[str, np.ndarray]) -> int:
+        """Fold an engagements table given as arrays (``action`` as ``ACTION_INDEX`` codes, any row order).
+
+        Only the owned users' newest ``max_history_items`` raw rows each are
+        folded: older ones could not survive the sequence's cap anyway (an
+        aggregated item holds at least one row), so a large table loads fast.
+        """
+        users = np.asarray(cols["user_id"], dtype=np.int64)
+        if not len(users):
+            return 0
+        own = shard_array(users, self.num_shards) == self.shard
+        idx = np.nonzero(own)[0]
+        ts = np.asarray(cols["timestamp_ms"], dtype=np.int64)[idx]
+        order = idx[np.lexsort((ts, users[idx]))]  # by user, then time
+        u = users[order]
+        starts = np.r_[0, np.nonzero(u[1:] != u[:-1])[0] + 1]
+        ends = np.r_[starts[1:], len(u)]
+        rank_from_end = np.repeat(ends, ends - starts) - np.arange(len(u)) - 1
+        keep = order[rank_from_end < self._cfg.max_history_items]
+        get = {k: np.asarray(cols[k])[keep].tolist() for k in ("user_id", "post_id", "author_id", "action", "timestamp_ms", "dwell_ms", "product_surface")}
+        n = 0
+        for uid, pid, aid, act, t, dwell, surface in zip(*get.values()):
+            n += self._user(uid).history.add(
+                Engagement(uid, pid, aid, ACTIONS[act], t, dwell_ms=dwell, product_surface=ProductSurface(surface))
+            )
+        return n
