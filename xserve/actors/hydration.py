@@ -31,9 +31,8 @@ from xserve.schema import Post, PostCreated, PostDeleted, PostLabelsSet, QuotedP
 from xserve.storage.journal import Journal
 from xserve.users import shard_of
 
-__all__ = ["PostDataClient", "PostHydrationShard", "RequestPostCache", "request_cache"]
+__all__ = ["PostDataClient", "PostHydrationShard", "RequestPostCache", "close_request_cache", "request_cache"]
 
-_ENC = msgspec.msgpack.Encoder()
 _POSTS_DEC = msgspec.msgpack.Decoder(dict[int, Post])
 
 
@@ -42,6 +41,7 @@ class PostHydrationShard:
     """One shard of the post catalog (see the module docstring)."""
 
     def __init__(self, config: XServeConfig, shard: int, num_shards: int, now_ms: int) -> None:
+        self._enc = msgspec.msgpack.Encoder()  # per instance: Ray may pickle the class by value
         self._shard, self._num_shards = shard, num_shards
         data_dir = Path(config.storage.data_dir)
         lookup = None
@@ -68,7 +68,7 @@ class PostHydrationShard:
         return {"catalog": repr(c), "preloaded": self.preloaded, "replayed": self.replayed, "hits": c.hits, "misses": c.misses}
 
     def get(self, post_ids: Sequence[int]) -> bytes:
-        return _ENC.encode(self._catalog.get(post_ids))
+        return self._enc.encode(self._catalog.get(post_ids))
 
     def apply(self, events: Sequence[CatalogEvent]) -> None:
         """Journal then apply; durable when this returns."""
@@ -96,6 +96,10 @@ _cache: contextvars.ContextVar[RequestPostCache | None] = contextvars.ContextVar
 def request_cache() -> contextvars.Token:
     """Open a per-request post cache in the current context (the ingress, before running the pipeline)."""
     return _cache.set(RequestPostCache())
+
+
+def close_request_cache(token: contextvars.Token) -> None:
+    _cache.reset(token)
 
 
 class PostDataClient:

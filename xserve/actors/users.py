@@ -39,9 +39,8 @@ from xserve.schema import (
 from xserve.storage.journal import Journal
 from xserve.users import UserStore, event_user_ids, shard_of
 
-__all__ = ["UserShardsClient", "UserStoreShard", "WriteRefused", "prefetched_user", "required_users"]
+__all__ = ["UserShardsClient", "UserStoreShard", "WriteRefused", "clear_prefetched", "prefetched_user", "required_users"]
 
-_ENC = msgspec.msgpack.Encoder()
 _QUERY_DEC = msgspec.msgpack.Decoder(UserQueryData | None)
 _PROFILES_DEC = msgspec.msgpack.Decoder(dict[int, UserProfile])
 
@@ -73,6 +72,7 @@ class UserStoreShard:
     """One shard of the user store (see the module docstring)."""
 
     def __init__(self, config: XServeConfig, shard: int, num_shards: int) -> None:
+        self._enc = msgspec.msgpack.Encoder()  # per instance: Ray may pickle the class by value
         self._store = UserStore(config.serving, config.mixer, shard, num_shards)
         data_dir = Path(config.storage.data_dir)
         self.loaded = _load_tables(self._store, data_dir)
@@ -88,10 +88,10 @@ class UserStoreShard:
         return {"store": repr(self._store), "loaded": self.loaded, "replayed": self.replayed}
 
     def query_data(self, user_id: int, history_limit: int) -> bytes:
-        return _ENC.encode(self._store.query_data(user_id, history_limit))
+        return self._enc.encode(self._store.query_data(user_id, history_limit))
 
     def profiles(self, user_ids: Sequence[int]) -> bytes:
-        return _ENC.encode(self._store.profiles(user_ids))
+        return self._enc.encode(self._store.profiles(user_ids))
 
     def check(self, events: Sequence[UserEvent]) -> tuple[int, str] | None:
         """(status, reason) for the first event this shard refuses, or None."""
@@ -141,6 +141,10 @@ def prefetched_user(data: UserQueryData | None) -> contextvars.Token:
     shard twice: one user-store call per feed request.
     """
     return _prefetched.set(data)
+
+
+def clear_prefetched(token: contextvars.Token) -> None:
+    _prefetched.reset(token)
 
 
 class UserShardsClient:
