@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 from xserve.config import ConfigError, XServeConfig, config_to_dict, load_config
@@ -34,7 +35,29 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    raise CliError("serving is not built yet (issue #7: the For You graph on Ray Serve); run `make test` meanwhile")
+    overrides: dict = {"storage": {"data_dir": args.data_dir}} if args.data_dir else {}
+    serving = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if serving:
+        overrides["serving"] = serving
+    config = load_config(args.config, overrides=overrides)
+    if not 0 < config.serving.port < 65536:
+        raise CliError(f"--port must be in 1..65535, got {config.serving.port}")
+    from xserve.app import build_app, prepare_data_dir
+
+    prepare_data_dir(config)  # seeding and training show progress here, before Ray starts
+    import ray
+    from ray import serve
+
+    ray.init(include_dashboard=False, logging_level="WARNING", configure_logging=False)
+    serve.start(http_options={"host": config.serving.host, "port": config.serving.port})
+    serve.run(build_app(config, prepare=False), blocking=False)
+    print(f"xserve: serving on http://{config.serving.host}:{config.serving.port} (Ctrl-C stops)", file=sys.stderr)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--data-dir", metavar="DIR", help="data directory (default $XSERVE_DATA_DIR or ./xserve-data)")
     show.set_defaults(fn=_cmd_config_show)
 
-    add("serve", _cmd_serve, "run the For You server on a local Ray cluster")
+    serve = add("serve", _cmd_serve, "run the For You server on a local Ray cluster (seeds a demo world on first run)")
+    serve.add_argument("--data-dir", metavar="DIR", help="data directory (default $XSERVE_DATA_DIR or ./xserve-data)")
+    serve.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
     return parser
 
 
