@@ -19,6 +19,7 @@ import ray
 from xserve.actors.hydration import PostDataClient, PostHydrationShard
 from xserve.actors.users import UserShardsClient, UserStoreShard
 from xserve.config import XServeConfig
+from xserve.deployments.metrics import RayMetricsSink
 from xserve.mixer import ForYouClients, ForYouQuery, build_for_you_pipeline, feed_response
 from xserve.schema import FeedRequest, FeedResponse
 
@@ -84,13 +85,14 @@ class ServiceGraph:
         self.ranker = RankerHandleAdapter(ranker)
         self._ranker_handle = ranker
         self.sinks = [self.thunder, self]  # post writes go to Thunder and to retrieval (below)
+        self._metrics = RayMetricsSink()
         self.rebuild_pipeline(config)
 
     def rebuild_pipeline(self, config: XServeConfig) -> None:
         clients = ForYouClients(
             user_data=self.users, in_network=self.thunder, retrieval=self.retrieval, post_data=self.posts, ranker=self.ranker
         )
-        self.pipeline = build_for_you_pipeline(config, clients)
+        self.pipeline = build_for_you_pipeline(config, clients, self._metrics)
 
     async def run_pipeline(self, req: FeedRequest, request_id: str, now_ms: int) -> FeedResponse:
         pipeline = self.pipeline  # a reconfigure mid-request does not change this request's pipeline
