@@ -61,8 +61,15 @@ def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, A
     raise NotImplementedError("wired when the phoenix and retrieval branches land")
 
 
-def build_app(config: XServeConfig | None = None, prepare: bool = True) -> Application:
-    """The application: ``FeedIngress`` (HTTP) bound to the ``Retrieval`` and ``Ranker`` deployments."""
+def build_app(
+    config: XServeConfig | None = None, prepare: bool = True, user_config: dict[str, Any] | None = None
+) -> Application:
+    """The application: ``FeedIngress`` (HTTP) bound to the ``Retrieval`` and ``Ranker`` deployments.
+
+    ``config`` defaults to ``load_config($XSERVE_CONFIG)`` (env overrides apply); ``prepare`` seeds and
+    trains when the data directory needs it; ``user_config`` is the ingress's live settings (as in
+    ``serve_config.yaml``), applied through ``FeedIngress.reconfigure``.
+    """
     from xserve.deployments.ingress import FeedIngress
     from xserve.deployments.ranker import Ranker
     from xserve.deployments.retrieval import Retrieval
@@ -74,7 +81,8 @@ def build_app(config: XServeConfig | None = None, prepare: bool = True) -> Appli
     config = load_config(environ={}, overrides={**config_to_dict(config), "storage": {**config_to_dict(config.storage), "data_dir": data_dir}})
     retrieval = Retrieval.bind(data_dir, config_to_dict(config.retrieval), config.mixer.max_post_age_ms, True)
     ranker = Ranker.bind(data_dir, config_to_dict(config))
-    return FeedIngress.bind(config_to_dict(config), retrieval, ranker)
+    ingress = FeedIngress if user_config is None else FeedIngress.options(user_config=user_config)
+    return ingress.bind(config_to_dict(config), retrieval, ranker)
 
 
 def __getattr__(name: str) -> Any:
