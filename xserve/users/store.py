@@ -34,6 +34,7 @@ from xserve.schema import (
     EdgeUnset,
     Engagement,
     EngagementRecorded,
+    HistoryItem,
     MutedKeywordsSet,
     ProductSurface,
     Served,
@@ -48,6 +49,7 @@ from xserve.users.history import EngagementSequence
 __all__ = ["UserStore", "event_user_ids", "shard_array", "shard_of"]
 
 
+_ENGAGEMENT_COLUMNS = ("user_id", "post_id", "author_id", "action", "timestamp_ms", "dwell_ms", "product_surface")
 _MIX = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: spreads sequential ids evenly (Fibonacci hashing)
 
 
@@ -103,6 +105,8 @@ class UserStore:
         self._cfg = serving
         self._window_ms = mixer.history_window_ms
         self._users: dict[int, _User] = {}
+        self._bulk: list[dict[str, np.ndarray]] = []  # engagement rows loaded from tables, by user then time
+        self._pending: dict[int, list[tuple[int, int, int]]] = {}  # user -> (bulk chunk, start, end) not yet folded
 
     def __repr__(self) -> str:
         return f"UserStore(shard={self.shard}/{self.num_shards}, users={len(self._users)})"
@@ -139,16 +143,16 @@ class UserStore:
             subscribed_user_ids=frozenset(e[EdgeKind.SUBSCRIBE]),
         )
 
-    def history(self, user_id: int, limit: int) -> tuple:
-        user = self._users.get(user_id)
-        return () if user is None else user.history.latest(limit)
+    def history(self, user_id: int, limit: int) -> tuple[HistoryItem, ...]:
+        known = user_id in self._users or user_id in self._pending
+        return self._sequence(user_id).latest(limit) if known else ()
 
     def query_data(self, user_id: int, history_limit: int) -> UserQueryData | None:
         """Features, history and served ids of an existing user; None when the user does not exist."""
         if not self.exists(user_id):
             return None
         user = self._users[user_id]
-        return UserQueryData(user_id, self.features(user_id), user.history.latest(history_limit), tuple(user.served))
+        return UserQueryData(user_id, self.features(user_id), self._sequence(user_id).latest(history_limit), tuple(user.served))
 
     def profiles(self, user_ids: Iterable[int]) -> dict[int, UserProfile]:
         """Profiles of the existing owned users among ``user_ids``."""
@@ -203,7 +207,7 @@ class UserStore:
                 user.muted_keywords = keywords
                 return changed
             case EngagementRecorded(engagement=e):
-                return self.owns(e.user_id) and self._user(e.user_id).history.add(e)
+                return self.owns(e.user_id) and self._sequence(e.user_id).add(e)
             case Served(user_id=u, post_ids=post_ids, at_ms=at_ms):
                 if not self.owns(u):
                     return False
@@ -249,17 +253,18 @@ class UserStore:
         return sum(self.apply(EngagementRecorded(e)) for e in engagements)
 
     def load_engagement_arrays(self, cols: Mapping[str, np.ndarray]) -> int:
-        """Fold an engagements table given as arrays (``action`` as ``ACTION_INDEX`` codes, any row order).
+        """Take an engagements table given as arrays (``action`` as ``ACTION_INDEX`` codes, any row order).
 
         Only the owned users' newest ``max_history_items`` raw rows each are
-        folded: older ones could not survive the sequence's cap anyway (an
-        aggregated item holds at least one row), so a large table loads fast.
+        kept (older ones could not survive the sequence's cap: an aggregated
+        item holds at least one row), and they are folded into a user's
+        sequence on its first use, so a large table loads in about a second.
+        Returns the rows kept.
         """
         users = np.asarray(cols["user_id"], dtype=np.int64)
         if not len(users):
             return 0
-        own = shard_array(users, self.num_shards) == self.shard
-        idx = np.nonzero(own)[0]
+        idx = np.nonzero(shard_array(users, self.num_shards) == self.shard)[0]
         ts = np.asarray(cols["timestamp_ms"], dtype=np.int64)[idx]
         order = idx[np.lexsort((ts, users[idx]))]  # by user, then time
         u = users[order]
@@ -267,10 +272,20 @@ class UserStore:
         ends = np.r_[starts[1:], len(u)]
         rank_from_end = np.repeat(ends, ends - starts) - np.arange(len(u)) - 1
         keep = order[rank_from_end < self._cfg.max_history_items]
-        get = {k: np.asarray(cols[k])[keep].tolist() for k in ("user_id", "post_id", "author_id", "action", "timestamp_ms", "dwell_ms", "product_surface")}
-        n = 0
-        for uid, pid, aid, act, t, dwell, surface in zip(*get.values()):
-            n += self._user(uid).history.add(
-                Engagement(uid, pid, aid, ACTIONS[act], t, dwell_ms=dwell, product_surface=ProductSurface(surface))
-            )
-        return n
+        rows = {k: np.asarray(cols[k])[keep] for k in _ENGAGEMENT_COLUMNS}
+        self._bulk.append(rows)
+        ku = rows["user_id"]
+        firsts = np.r_[0, np.nonzero(ku[1:] != ku[:-1])[0] + 1]
+        lasts = np.r_[firsts[1:], len(ku)]
+        for uid, a, b in zip(ku[firsts].tolist(), firsts.tolist(), lasts.tolist()):
+            self._pending.setdefault(uid, []).append((len(self._bulk) - 1, a, b))
+        return len(keep)
+
+    def _sequence(self, user_id: int) -> EngagementSequence:
+        """The user's sequence, with any bulk-loaded rows folded in first."""
+        seq = self._user(user_id).history
+        for chunk, a, b in self._pending.pop(user_id, ()):
+            rows = {k: v[a:b].tolist() for k, v in self._bulk[chunk].items()}
+            for uid, pid, aid, act, t, dwell, surface in zip(*(rows[k] for k in _ENGAGEMENT_COLUMNS)):
+                seq.add(Engagement(uid, pid, aid, ACTIONS[act], t, dwell_ms=dwell, product_surface=ProductSurface(surface)))
+        return seq
