@@ -1,0 +1,117 @@
+"""``build_for_you_pipeline``: the For You pipeline, every component listed in execution order.
+
+Mirrors the reference ``phoenix_candidate_pipeline.rs`` (January 2026).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+from xserve.config import XServeConfig
+from xserve.mixer.clients import ForYouClients
+from xserve.mixer.filters import (
+    AgeFilter,
+    AuthorSocialgraphFilter,
+    CoreDataHydrationFilter,
+    DropDuplicatesFilter,
+    IneligibleSubscriptionFilter,
+    MutedKeywordFilter,
+    PreviouslySeenFilter,
+    PreviouslyServedFilter,
+    RepostDeduplicationFilter,
+    SelfPostFilter,
+)
+from xserve.mixer.hydrators import (
+    AuthorInfoHydrator,
+    CoreDataHydrator,
+    InNetworkHydrator,
+    SubscriptionHydrator,
+    VideoDurationHydrator,
+)
+from xserve.mixer.post_selection import DedupConversationFilter, VisibilityFilter, VisibilityHydrator
+from xserve.mixer.query import ForYouQuery
+from xserve.mixer.query_hydrators import UserActionSeqQueryHydrator, UserFeaturesQueryHydrator
+from xserve.mixer.scorers import (
+    AuthorDiversityScorer,
+    OONScorer,
+    PhoenixScorer,
+    RecencyFallbackScorer,
+    WeightedScorer,
+)
+from xserve.mixer.selectors import TopKScoreSelector
+from xserve.mixer.side_effects import ServedHistorySideEffect
+from xserve.mixer.sources import PhoenixSource, ThunderSource
+from xserve.pipeline import CandidatePipeline, Component, MetricsSink, NullMetricsSink
+from xserve.schema import PostCandidate
+
+__all__ = ["ForYouPipeline", "build_for_you_pipeline"]
+
+ForYouPipeline = CandidatePipeline[ForYouQuery, PostCandidate]
+_C = TypeVar("_C", bound=Component)
+
+
+def build_for_you_pipeline(
+    config: XServeConfig, clients: ForYouClients, metrics: MetricsSink | None = None
+) -> ForYouPipeline:
+    mixer, scoring = config.mixer, config.scoring
+    post_data = clients.post_data
+
+    def result_size(query: ForYouQuery) -> int:
+        return query.limit if query.limit is not None else mixer.result_size
+
+    return CandidatePipeline(
+        query_hydrators=_timed(
+            mixer.query_hydrator_timeout_s,
+            UserActionSeqQueryHydrator(clients.user_data, mixer.history_length),
+            UserFeaturesQueryHydrator(clients.user_data),
+        ),
+        # Phoenix first, as the reference: DropDuplicatesFilter then keeps the Phoenix copy of a post both return.
+        sources=_timed(
+            mixer.source_timeout_s,
+            PhoenixSource(clients.retrieval, mixer.retrieval_max_results),
+            ThunderSource(clients.in_network, mixer.thunder_max_results),
+        ),
+        hydrators=_timed(
+            mixer.hydrator_timeout_s,
+            InNetworkHydrator(),
+            CoreDataHydrator(post_data),
+            VideoDurationHydrator(post_data),
+            SubscriptionHydrator(post_data),
+            AuthorInfoHydrator(post_data),
+        ),
+        filters=_timed(
+            mixer.filter_timeout_s,
+            DropDuplicatesFilter(),
+            CoreDataHydrationFilter(),
+            AgeFilter(mixer.max_post_age_ms),
+            SelfPostFilter(),
+            RepostDeduplicationFilter(),
+            IneligibleSubscriptionFilter(),
+            PreviouslySeenFilter(),
+            PreviouslyServedFilter(),
+            MutedKeywordFilter(),
+            AuthorSocialgraphFilter(),
+        ),
+        scorers=_timed(
+            mixer.scorer_timeout_s,
+            PhoenixScorer(clients.ranker),
+            WeightedScorer(scoring),
+            AuthorDiversityScorer(scoring.author_diversity_decay, scoring.author_diversity_floor),
+            OONScorer(scoring.oon_weight_factor),
+            RecencyFallbackScorer(),
+        ),
+        selector=TopKScoreSelector(mixer.top_k),
+        post_selection_hydrators=_timed(mixer.hydrator_timeout_s, VisibilityHydrator(post_data)),
+        post_selection_filters=_timed(mixer.filter_timeout_s, VisibilityFilter(), DedupConversationFilter()),
+        side_effects=_timed(mixer.side_effect_timeout_s, ServedHistorySideEffect(clients.user_data)),
+        result_size=result_size,
+        request_timeout_s=mixer.request_timeout_s,
+        metrics=metrics or NullMetricsSink(),
+    )
+
+
+def _timed(timeout_s: float, *components: _C) -> Sequence[_C]:
+    for c in components:
+        c.timeout_s = timeout_s
+    return components
