@@ -19,6 +19,7 @@ post   author  age    what it is                                                
 111    11 bo    55    repost of 400 (frank's); ranked AS 400                       kept
 112    12 ca    80    in the request's impression Bloom filter                     PreviouslySeen
 113    13 da    85    reply to 105 (seen) -> related id seen                       PreviouslySeen
+114    11 bo    90    repost of 402 "best New York pizza" (text of the original)   muted keyword "New York"
 300    30 er   185    out-of-network (Phoenix)                                     kept, x0.75
 301    31 fr   300    out-of-network, labelled SPAM                                VisibilityFilter
 302    20      100    author blocked (Phoenix)                                     AuthorSocialgraph
@@ -108,12 +109,14 @@ def world():
         _post(111, 11, 55, repost_of_post_id=400, repost_of_user_id=31),
         _post(112, 12, 80, text="impressed on another device"),
         _post(113, 13, 85, text="replying to a seen post", in_reply_to_post_id=105, conversation_id=105),
+        _post(114, 11, 90, repost_of_post_id=402, repost_of_user_id=31),
         _post(300, 30, 185, text="out of network"),
         _post(301, 31, 300, text="spammy", labels=(VisibilityLabel.SPAM,)),
         _post(302, 20, 100, text="from a blocked account"),
         _post(303, 21, 110, text="from a muted account"),
         _post(305, 30, 360, text="short clip", media=video(5_000)),
         _post(400, 31, 600, text="frank's original"),
+        _post(402, 31, 700, text="best New York pizza"),
     ]
     by_id = {p.post_id: p for p in posts}
     profiles = {
@@ -189,7 +192,7 @@ def test_golden_feed_exact_order_and_filters():
         "RepostDeduplicationFilter": (104,),
         "IneligibleSubscriptionFilter": (106,),
         "PreviouslySeenFilter": (112, 113, 105),  # Thunder order: newest first
-        "MutedKeywordFilter": (102,),
+        "MutedKeywordFilter": (114, 102),
         "AuthorSocialgraphFilter": (302, 303),
         "VisibilityFilter": (301,),
         "DedupConversationFilter": (109, 107),
@@ -244,7 +247,7 @@ def test_golden_trace_names_every_component_in_order():
     assert statuses["PreviouslyServedFilter"] == "disabled"  # not a bottom request
     assert all(s in ("ok", "disabled") for s in statuses.values())
     sources = {r.component: r.count_out for r in resp.trace if r.stage == "source"}
-    assert sources == {"PhoenixSource": 8, "ThunderSource": 13}
+    assert sources == {"PhoenixSource": 8, "ThunderSource": 14}
 
 
 def test_ranker_down_feed_falls_back_to_recency():

@@ -122,10 +122,11 @@ POSTS = {
 }
 
 
-def test_core_data_copies_links_and_leaves_missing_posts_unhydrated():
+def test_core_data_copies_links_repost_text_and_leaves_missing_posts_unhydrated():
     cands = hydrate(CoreDataHydrator(InMemoryPostData(POSTS)), [cand(1, text=None), cand(2, text=None), cand(3, text=None)])
     assert (cands[0].text, cands[0].in_reply_to_post_id, cands[0].created_at_ms) == ("hi", 7, NOW_MS - 9)
-    assert (cands[1].repost_of_post_id, cands[1].repost_of_user_id, cands[1].text) == (1, 5, "")
+    # a plain repost takes its original's text (so muted keywords apply to it)
+    assert (cands[1].repost_of_post_id, cands[1].repost_of_user_id, cands[1].text) == (1, 5, "hi")
     assert cands[2].text is None
 
 

@@ -9,16 +9,23 @@ from xserve.mixer.post_selection import DedupConversationFilter, VisibilityFilte
 from xserve.schema import Post, VisibilityLabel
 
 
-def test_visibility_hydrator_labels_and_deleted_posts():
+def test_visibility_hydrator_labels_deleted_posts_and_reposted_originals():
     posts = {
         1: Post(post_id=1, author_id=9, created_at_ms=NOW_MS),
         2: Post(post_id=2, author_id=9, created_at_ms=NOW_MS, labels=(VisibilityLabel.GORE,)),
     }
-    cands = [cand(1), cand(2), cand(3)]
+    posts[4] = Post(post_id=4, author_id=8, created_at_ms=NOW_MS, repost_of_post_id=2, labels=(VisibilityLabel.GORE,))
+    cands = [cand(1), cand(2), cand(3), cand(4, repost_of_post_id=2), cand(1, repost_of_post_id=3)]
     hydrator = VisibilityHydrator(InMemoryPostData(posts))
     values, _ = asyncio.run(hydrator.run(query(), cands))
     hydrator.update_all(cands, values)
-    assert [c.visibility_labels for c in cands] == [(), (VisibilityLabel.GORE,), (VisibilityLabel.DELETED,)]
+    assert [c.visibility_labels for c in cands] == [
+        (),
+        (VisibilityLabel.GORE,),
+        (VisibilityLabel.DELETED,),  # gone
+        (VisibilityLabel.GORE,),  # labelled like its original, once
+        (VisibilityLabel.DELETED,),  # a repost of a deleted post
+    ]
 
 
 def test_visibility_filter_any_label_removes_unknown_is_kept():

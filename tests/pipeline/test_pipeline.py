@@ -225,3 +225,11 @@ def test_repr_shows_parameters_and_hides_private_state():
     f.timeout_s = 0.1
     assert repr(f) == "AsyncDropAbove(limit=7, timeout_s=0.1)"
     assert repr(ScoreBy(abs)) == "ScoreBy(fail=False, delay=0.0)"
+
+
+def test_a_broken_metrics_sink_does_not_fail_the_request():
+    class Broken:
+        def observe(self, report: ComponentReport) -> None:
+            raise RuntimeError("exporter down")
+
+    assert ids(run(CandidatePipeline(sources=[Ids([1])], metrics=Broken())).selected) == [1]

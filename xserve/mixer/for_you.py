@@ -6,6 +6,7 @@ Mirrors the reference ``phoenix_candidate_pipeline.rs`` (January 2026).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from xserve.config import XServeConfig
@@ -45,7 +46,7 @@ from xserve.mixer.sources import PhoenixSource, ThunderSource
 from xserve.pipeline import CandidatePipeline, Component, MetricsSink, NullMetricsSink
 from xserve.schema import PostCandidate
 
-__all__ = ["ForYouPipeline", "build_for_you_pipeline"]
+__all__ = ["ForYouPipeline", "RequestLimit", "build_for_you_pipeline"]
 
 ForYouPipeline = CandidatePipeline[ForYouQuery, PostCandidate]
 _C = TypeVar("_C", bound=Component)
@@ -56,10 +57,6 @@ def build_for_you_pipeline(
 ) -> ForYouPipeline:
     mixer, scoring = config.mixer, config.scoring
     post_data = clients.post_data
-
-    def result_size(query: ForYouQuery) -> int:
-        return query.limit if query.limit is not None else mixer.result_size
-
     return CandidatePipeline(
         query_hydrators=_timed(
             mixer.query_hydrator_timeout_s,
@@ -105,10 +102,20 @@ def build_for_you_pipeline(
         post_selection_hydrators=_timed(mixer.hydrator_timeout_s, VisibilityHydrator(post_data)),
         post_selection_filters=_timed(mixer.filter_timeout_s, VisibilityFilter(), DedupConversationFilter()),
         side_effects=_timed(mixer.side_effect_timeout_s, ServedHistorySideEffect(clients.user_data)),
-        result_size=result_size,
+        result_size=RequestLimit(mixer.result_size),
         request_timeout_s=mixer.request_timeout_s,
         metrics=metrics or NullMetricsSink(),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimit:
+    """The feed's length: the request's ``limit``, else ``default`` (config ``result_size``)."""
+
+    default: int
+
+    def __call__(self, query: ForYouQuery) -> int:
+        return query.limit if query.limit is not None else self.default
 
 
 def _timed(timeout_s: float, *components: _C) -> Sequence[_C]:

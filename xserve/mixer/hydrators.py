@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
+
 from xserve.mixer.clients import PostDataClient
 from xserve.mixer.query import ForYouQuery
 from xserve.pipeline import Hydrator
@@ -46,7 +48,18 @@ class _PostLookup(Hydrator[ForYouQuery, PostCandidate, "Post | None"]):
 
 
 class CoreDataHydrator(_PostLookup):
-    """Created time, text and reply/repost links; a missing post keeps ``text=None`` (filtered next)."""
+    """Created time, text and reply/repost links; a missing post keeps ``text=None`` (filtered next).
+
+    A plain repost (no text of its own) takes its original's text, so muted
+    keywords apply to reposts too (the reference's core data carries the
+    "RT" text for the same effect).
+    """
+
+    async def hydrate(self, query: ForYouQuery, candidates: Sequence[PostCandidate]) -> list[Post | None]:
+        posts = await super().hydrate(query, candidates)
+        wanted = sorted({p.repost_of_post_id for p in posts if p is not None and p.repost_of_post_id and not p.text})
+        originals = await self._post_data.get_posts(wanted) if wanted else {}
+        return [_with_original_text(p, originals) for p in posts]
 
     def update(self, candidate: PostCandidate, post: Post | None) -> None:
         if post is None:
@@ -102,6 +115,12 @@ class AuthorInfoHydrator(Hydrator[ForYouQuery, PostCandidate, tuple["UserProfile
             candidate.author_followers_count = author.followers_count
         if reposted is not None:
             candidate.repost_screen_name = reposted.screen_name
+
+
+def _with_original_text(post: Post | None, originals: dict[int, Post]) -> Post | None:
+    if post is None or post.text or post.repost_of_post_id not in originals:
+        return post
+    return msgspec.structs.replace(post, text=originals[post.repost_of_post_id].text)
 
 
 def _reposted_user(post: Post | None) -> int | None:

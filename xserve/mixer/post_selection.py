@@ -21,15 +21,26 @@ Labels = tuple[VisibilityLabel, ...]
 
 
 class VisibilityHydrator(Hydrator[ForYouQuery, PostCandidate, Labels]):
-    """Current safety labels of each selected post; a post that is gone counts as ``DELETED``."""
+    """Current safety labels of each selected post, and of the original for a repost.
+
+    A post (or reposted original) that is gone counts as ``DELETED``.
+    """
 
     def __init__(self, post_data: PostDataClient) -> None:
         self._post_data = post_data
 
     async def hydrate(self, query: ForYouQuery, candidates: Sequence[PostCandidate]) -> list[Labels]:
-        posts = await self._post_data.get_posts(sorted({c.post_id for c in candidates}))
-        deleted = (VisibilityLabel.DELETED,)
-        return [posts[c.post_id].labels if c.post_id in posts else deleted for c in candidates]
+        ids = {c.post_id for c in candidates} | {c.repost_of_post_id for c in candidates if c.repost_of_post_id}
+        posts = await self._post_data.get_posts(sorted(ids))
+
+        def labels(post_id: int) -> Labels:
+            return posts[post_id].labels if post_id in posts else (VisibilityLabel.DELETED,)
+
+        out: list[Labels] = []
+        for c in candidates:
+            found = labels(c.post_id) + (labels(c.repost_of_post_id) if c.repost_of_post_id else ())
+            out.append(tuple(dict.fromkeys(found)))  # de-duplicated, in order
+        return out
 
     def update(self, candidate: PostCandidate, value: Labels) -> None:
         candidate.visibility_labels = value

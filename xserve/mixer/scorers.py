@@ -52,21 +52,24 @@ class PhoenixScorer(Scorer[ForYouQuery, PostCandidate, ActionScores]):
         self._ranker = ranker
 
     async def score(self, query: ForYouQuery, candidates: Sequence[PostCandidate]) -> list[ActionScores]:
+        if not candidates:
+            return []
         if not query.history:
             raise RuntimeError("no engagement history: candidates left unscored")
-        ranked = tuple(
-            RankCandidate(
-                post_id=c.repost_of_post_id or c.post_id,
-                author_id=(c.repost_of_user_id or c.author_id) if c.repost_of_post_id else c.author_id,
-                created_at_ms=c.created_at_ms,
-            )
-            for c in candidates
-        )
+        ranked = tuple(_as_ranked(c) for c in candidates)
         req = RankRequest(user_id=query.viewer_id, history=query.history, candidates=ranked, now_ms=query.now_ms)
         return list((await self._ranker.rank(req)).scores)
 
     def update(self, candidate: PostCandidate, value: ActionScores) -> None:
         candidate.action_scores = value
+
+
+def _as_ranked(c: PostCandidate) -> RankCandidate:
+    if c.repost_of_post_id is None:
+        return RankCandidate(post_id=c.post_id, author_id=c.author_id, created_at_ms=c.created_at_ms)
+    return RankCandidate(
+        post_id=c.repost_of_post_id, author_id=c.repost_of_user_id or c.author_id, created_at_ms=c.created_at_ms
+    )
 
 
 class WeightedScorer(Scorer[ForYouQuery, PostCandidate, "float | None"]):

@@ -161,7 +161,7 @@ class CandidatePipeline(Generic[Q, C]):
     async def _side_effect(self, effect: SideEffect[Q, C], query: Q, selected: Sequence[C], request_id: str) -> ComponentReport:
         report = await effect.launch(query, selected)
         _log(request_id, report)
-        self.metrics.observe(report)
+        _observe(self.metrics, report)
         return report
 
 
@@ -185,8 +185,15 @@ class _Run:
         if report.status.degraded:
             self.degraded.append(report.component)
         _log(self.request_id, report)
-        self.metrics.observe(report)
+        _observe(self.metrics, report)
         return report.status is Status.OK
+
+
+def _observe(metrics: MetricsSink, report: ComponentReport) -> None:
+    try:
+        metrics.observe(report)
+    except Exception:  # noqa: BLE001 - a broken metrics exporter must not fail the request
+        log.exception("metrics sink %r failed on %s", metrics, report.component)
 
 
 def _log(request_id: str, report: ComponentReport) -> None:
