@@ -36,7 +36,7 @@ class InNetworkHydrator(Hydrator[ForYouQuery, PostCandidate, bool]):
         candidate.in_network = value
 
 
-class _PostLookup(Hydrator[ForYouQuery, PostCandidate, "Post | None"]):
+class _PostLookup(Hydrator[ForYouQuery, PostCandidate, Post | None]):
     """Fetches each candidate's ``Post`` in one call; subclasses copy their fields from it."""
 
     def __init__(self, post_data: PostDataClient) -> None:
@@ -85,7 +85,7 @@ class SubscriptionHydrator(_PostLookup):
         candidate.subscription_author_id = post.author_id if post is not None and post.subscription_only else None
 
 
-class AuthorInfoHydrator(Hydrator[ForYouQuery, PostCandidate, tuple["UserProfile | None", "UserProfile | None"]]):
+class AuthorInfoHydrator(Hydrator[ForYouQuery, PostCandidate, tuple[UserProfile | None, UserProfile | None]]):
     """Author screen name and follower count, and the reposted user's screen name.
 
     Thunder candidates carry the reposted user; for the others it looks the

@@ -38,7 +38,7 @@ __all__ = [
     "WeightedScorer",
 ]
 
-Multiplied = tuple[float, "float | None"]  # (multiplier, new score)
+Multiplied = tuple[float, float | None]  # (multiplier, new score)
 
 
 class PhoenixScorer(Scorer[ForYouQuery, PostCandidate, ActionScores]):
@@ -72,7 +72,7 @@ def _as_ranked(c: PostCandidate) -> RankCandidate:
     )
 
 
-class WeightedScorer(Scorer[ForYouQuery, PostCandidate, "float | None"]):
+class WeightedScorer(Scorer[ForYouQuery, PostCandidate, float | None]):
     """Σ weight·probability with the negative squeeze (module docstring); None when unscored."""
 
     def __init__(self, config: ScoringConfig) -> None:
@@ -154,7 +154,7 @@ class OONScorer(Scorer[ForYouQuery, PostCandidate, Multiplied]):
         candidate.oon_multiplier, candidate.score = value
 
 
-class RecencyFallbackScorer(Scorer[ForYouQuery, PostCandidate, "float | None"]):
+class RecencyFallbackScorer(Scorer[ForYouQuery, PostCandidate, float | None]):
     """Scores posts the ranker did not: ``-1 - age_hours``, so newest first and below every ranked post.
 
     Ranked scores are never negative (the weighted score is at least 0 and the

@@ -106,7 +106,9 @@ class CandidatePipeline(Generic[Q, C]):
             run.record(report)
 
         # 7, 8. post-selection hydrators and filters
-        await self._hydrate(run, self.post_selection_hydrators, Stage.POST_SELECTION_HYDRATOR, query, candidates, deadline)
+        await self._hydrate(
+            run, self.post_selection_hydrators, Stage.POST_SELECTION_HYDRATOR, query, candidates, deadline
+        )
         candidates = await self._filter(
             run, self.post_selection_filters, Stage.POST_SELECTION_FILTER, query, candidates, filtered
         )
@@ -158,7 +160,9 @@ class CandidatePipeline(Generic[Q, C]):
                 filtered.setdefault(flt.name, []).extend(result.removed)
         return candidates
 
-    async def _side_effect(self, effect: SideEffect[Q, C], query: Q, selected: Sequence[C], request_id: str) -> ComponentReport:
+    async def _side_effect(
+        self, effect: SideEffect[Q, C], query: Q, selected: Sequence[C], request_id: str
+    ) -> ComponentReport:
         report = await effect.launch(query, selected)
         _log(request_id, report)
         _observe(self.metrics, report)

@@ -210,7 +210,12 @@ class SideEffect(Component[Q], ABC, Generic[Q, C]):
 
     async def launch(self, query: Q, selected: Sequence[C], deadline: float | None = None) -> ComponentReport:
         _, report = await self._guarded(
-            Stage.SIDE_EFFECT, query, len(selected), lambda: self.run(query, selected), lambda _: len(selected), deadline
+            Stage.SIDE_EFFECT,
+            query,
+            len(selected),
+            lambda: self.run(query, selected),
+            lambda _: len(selected),
+            deadline,
         )
         return report
 
