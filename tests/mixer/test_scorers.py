@@ -125,6 +125,27 @@ def test_squeeze_is_monotone_and_keeps_negatives_below_positives(p1, p2):
     assert o1 >= 0
 
 
+def reference_combined(w: ScoringWeights, p: ActionScores, video_ms: int | None, min_video_ms: int) -> float:
+    """The formula as written in the reference, one term at a time (oracle for the dot product)."""
+    total = w.dwell_time * p.dwell_time
+    for action in ACTIONS:
+        if action is Action.VIDEO_QUALITY_VIEW and not (video_ms is not None and video_ms > min_video_ms):
+            continue
+        total += getattr(w, action.value) * p.get(action)
+    return total
+
+
+weights = st.lists(st.floats(-300, 300), min_size=19, max_size=19)
+
+
+@given(weights, probs, st.floats(0, 100), st.sampled_from([None, 0, 10_000, 10_001, 60_000]))
+def test_dot_product_equals_the_term_by_term_formula(ws, p, dwell, video_ms):
+    w = ScoringWeights(**dict(zip(ScoringWeights.__struct_fields__, ws)))
+    scorer = WeightedScorer(ScoringConfig(weights=w))
+    s = ActionScores.from_sequence(p, dwell_time=dwell)
+    assert scorer.combined(s, video_ms) == pytest.approx(reference_combined(w, s, video_ms, 10_000), abs=1e-9)
+
+
 # ---------------------------------------------------------------- AuthorDiversityScorer
 
 

@@ -29,3 +29,21 @@ def test_any_contiguous_slice_of_the_text_matches(words, data):
     j = data.draw(st.integers(i + 1, len(words)))
     text = " ".join(words)
     assert KeywordMatcher([" ".join(words[i:j]).upper()]).matches(text)
+
+
+def reference_matches(keywords: list[str], text: str) -> bool:
+    """Token-run search without the substring pre-check (oracle for KeywordMatcher)."""
+    tokens = tokenize(text)
+    for kw in keywords:
+        seq = tokenize(kw)
+        if seq and any(tokens[i : i + len(seq)] == seq for i in range(len(tokens))):
+            return True
+    return False
+
+
+words = st.sampled_from(["new", "york", "NEW", "newyork", "Straße", "strasse", "ＹＯＲＫ", "it's", "-", "!", "é", "É"])
+
+
+@given(st.lists(st.lists(words, max_size=3).map(" ".join), max_size=3), st.lists(words, max_size=8).map(" ".join))
+def test_matcher_equals_the_reference_search(keywords, text):
+    assert KeywordMatcher(keywords).matches(text) == reference_matches(keywords, text)

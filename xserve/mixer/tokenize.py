@@ -20,8 +20,11 @@ _WORD = re.compile(r"\w+(?:['’]\w+)*")
 
 
 def tokenize(text: str) -> list[str]:
-    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-    return _WORD.findall(folded)
+    return _WORD.findall(_fold(text))
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 
 
 class KeywordMatcher:
@@ -38,7 +41,11 @@ class KeywordMatcher:
         return bool(self._by_first)
 
     def matches(self, text: str) -> bool:
-        tokens = tokenize(text)
+        folded = _fold(text)
+        # a keyword's first token must occur as a substring: skips the tokenizer for most posts
+        if not any(first in folded for first in self._by_first):
+            return False
+        tokens = _WORD.findall(folded)
         for i, token in enumerate(tokens):
             for seq in self._by_first.get(token, ()):
                 if tuple(tokens[i : i + len(seq)]) == seq:
