@@ -136,6 +136,7 @@ class Component(Generic[Q]):
         """
         start = time.perf_counter()
         result: Any = None
+        timeout: float | None = None
         status, error, count_out = Status.OK, "", 0
         try:
             if not self.enable(query):
@@ -148,7 +149,7 @@ class Component(Generic[Q]):
                 result = await asyncio.wait_for(result, timeout)
             count_out = check(result)
         except (TimeoutError, asyncio.TimeoutError) as exc:
-            status, error = Status.TIMEOUT, f"TimeoutError: {exc or f'no result within {self.timeout_s} s'}"
+            status, error = Status.TIMEOUT, f"TimeoutError: {exc or f'no result within {timeout:.3g} s'}"
         except ContractViolation as exc:
             status, error = exc.status, str(exc)
         except Exception as exc:  # noqa: BLE001 - a component failure degrades, never fails the request
