@@ -149,7 +149,7 @@ class Component(Generic[Q]):
                 result = await asyncio.wait_for(result, timeout)
             count_out = check(result)
         except (TimeoutError, asyncio.TimeoutError) as exc:
-            status, error = Status.TIMEOUT, f"TimeoutError: {exc or f'no result within {timeout:.3g} s'}"
+            status, error = Status.TIMEOUT, f"TimeoutError: {str(exc) or f'no result within {timeout:.3g} s'}"
         except ContractViolation as exc:
             status, error = exc.status, str(exc)
         except Exception as exc:  # noqa: BLE001 - a component failure degrades, never fails the request
