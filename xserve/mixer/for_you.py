@@ -55,6 +55,11 @@ _C = TypeVar("_C", bound=Component)
 def build_for_you_pipeline(
     config: XServeConfig, clients: ForYouClients, metrics: MetricsSink | None = None
 ) -> ForYouPipeline:
+    """The For You pipeline over ``clients``, sized and timed by ``config.mixer``, scored by ``config.scoring``.
+
+    Cheap to call: a deployment rebuilds it when its config is reloaded.
+    ``metrics`` receives every component report (default: dropped).
+    """
     mixer, scoring = config.mixer, config.scoring
     post_data = clients.post_data
     return CandidatePipeline(
