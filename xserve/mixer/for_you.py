@@ -115,7 +115,10 @@ def build_for_you_pipeline(
 
 @dataclass(frozen=True, slots=True)
 class RequestLimit:
-    """The feed's length: the request's ``limit``, else ``default`` (config ``result_size``)."""
+    """The feed's length: the request's ``limit``, else ``default`` (config ``result_size``).
+
+    The selector has already cut to ``top_k``, so a feed never exceeds ``top_k`` posts.
+    """
 
     default: int
 
