@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from tests.mixer.fakes import MINUTE_MS, NOW_MS, cand, query
 from xserve.mixer.bloom import BloomFilterBuilder
 from xserve.mixer.filters import (
@@ -125,3 +128,44 @@ def test_author_socialgraph_blocked_muted_and_reposted_user():
     q = query(user_features=UserFeatures(blocked_user_ids=frozenset({20}), muted_user_ids=frozenset({21})))
     cands = [cand(1, author_id=20), cand(2, author_id=21), cand(3, repost_of_post_id=9, repost_of_user_id=20), cand(4)]
     assert run(AuthorSocialgraphFilter(), cands, q)[:2] == ([4], [1, 2, 3])
+
+
+ALL_FILTERS = [
+    DropDuplicatesFilter(), CoreDataHydrationFilter(), AgeFilter(60 * MINUTE_MS), SelfPostFilter(),
+    RepostDeduplicationFilter(), IneligibleSubscriptionFilter(), PreviouslySeenFilter(), PreviouslyServedFilter(),
+    MutedKeywordFilter(), AuthorSocialgraphFilter(),
+]
+small = st.integers(1, 6)
+candidates = st.lists(
+    st.builds(
+        cand,
+        post_id=small,
+        author_id=small,
+        repost_of_post_id=st.none() | small,
+        repost_of_user_id=st.none() | small,
+        in_reply_to_post_id=st.none() | small,
+        subscription_author_id=st.none() | small,
+        text=st.none() | st.sampled_from(["", "a b", "b c"]),
+        created_at_ms=st.none() | st.integers(NOW_MS - 120 * MINUTE_MS, NOW_MS),
+    ),
+    max_size=12,
+)
+features = st.builds(
+    UserFeatures,
+    followed_user_ids=st.frozensets(small),
+    blocked_user_ids=st.frozensets(small),
+    muted_user_ids=st.frozensets(small),
+    muted_keywords=st.lists(st.sampled_from(["a", "b c", "z"]), max_size=2).map(tuple),
+    subscribed_user_ids=st.frozensets(small),
+)
+
+
+@given(candidates, features, st.frozensets(small), st.booleans())
+def test_every_filter_splits_its_input_into_two_ordered_parts(cands, feats, ids, bottom):
+    q = query(user_features=feats, seen_ids=ids, served_ids=ids, is_bottom_request=bottom)
+    for flt in ALL_FILTERS:
+        result = flt.filter(q, list(cands))
+        kept_pos = [next(i for i, c in enumerate(cands) if c is k) for k in result.kept]
+        removed_pos = [next(i for i, c in enumerate(cands) if c is r) for r in result.removed]
+        assert kept_pos == sorted(kept_pos) and removed_pos == sorted(removed_pos), flt
+        assert sorted(kept_pos + removed_pos) == list(range(len(cands))), flt

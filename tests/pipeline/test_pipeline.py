@@ -6,6 +6,9 @@ import asyncio
 import math
 import time
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from tests.pipeline.toys import (
     AsyncDropAbove,
     Broken,
@@ -233,3 +236,13 @@ def test_a_broken_metrics_sink_does_not_fail_the_request():
             raise RuntimeError("exporter down")
 
     assert ids(run(CandidatePipeline(sources=[Ids([1])], metrics=Broken())).selected) == [1]
+
+
+@given(st.lists(st.none() | st.floats(allow_infinity=True, allow_nan=True), max_size=20), st.none() | st.integers(0, 25))
+def test_top_k_selector_matches_a_reference_sort(scores, size):
+    items = [Item(i, score=s) for i, s in enumerate(scores)]
+    got = ids(ByScore(size).select(Query(), items))
+    numbers = sorted((i for i, s in enumerate(scores) if s is not None and not math.isnan(s)), key=lambda i: -scores[i])
+    rest = [i for i, s in enumerate(scores) if s is None or math.isnan(s)]
+    expected = numbers + rest  # Python's sort is stable: ties keep input order
+    assert got == (expected if size is None else expected[:size])
