@@ -56,6 +56,7 @@ __all__ = [
     "StageReport",
     "UserFeatures",
     "UserId",
+    "UserProfile",
     "VisibilityLabel",
     "json_decoder",
     "json_encoder",
@@ -479,3 +480,14 @@ json_encoder = msgspec.json.Encoder()
 def json_decoder(type_: type) -> msgspec.json.Decoder:
     """A reusable JSON decoder for one schema type (build once, decode many)."""
     return msgspec.json.Decoder(type_)
+
+
+# --------------------------------------------------------------------------- added by the mixer
+
+
+class UserProfile(Struct, frozen=True):
+    """What the feed shows about an author (the reference's Gizmoduck user)."""
+
+    user_id: int
+    screen_name: str
+    followers_count: int = 0
