@@ -97,6 +97,7 @@ class MixerConfig(_Section):
     scorer_timeout_s: float = 0.5  # per scorer (the ranker is the slow one)
     filter_timeout_s: float = 0.1  # per filter
     request_timeout_s: float = 1.5  # whole request deadline
+    side_effect_timeout_s: float = 1.0  # per side effect (served-history write); runs after the response
 
 
 class ThunderConfig(_Section):

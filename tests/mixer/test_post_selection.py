@@ -1,0 +1,48 @@
+"""Visibility hydrator and filter, conversation dedup."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.mixer.fakes import NOW_MS, InMemoryPostData, cand, query
+from xserve.mixer.post_selection import DedupConversationFilter, VisibilityFilter, VisibilityHydrator
+from xserve.schema import Post, VisibilityLabel
+
+
+def test_visibility_hydrator_labels_deleted_posts_and_reposted_originals():
+    posts = {
+        1: Post(post_id=1, author_id=9, created_at_ms=NOW_MS),
+        2: Post(post_id=2, author_id=9, created_at_ms=NOW_MS, labels=(VisibilityLabel.GORE,)),
+    }
+    posts[4] = Post(post_id=4, author_id=8, created_at_ms=NOW_MS, repost_of_post_id=2, labels=(VisibilityLabel.GORE,))
+    cands = [cand(1), cand(2), cand(3), cand(4, repost_of_post_id=2), cand(1, repost_of_post_id=3)]
+    hydrator = VisibilityHydrator(InMemoryPostData(posts))
+    values, _ = asyncio.run(hydrator.run(query(), cands))
+    hydrator.update_all(cands, values)
+    assert [c.visibility_labels for c in cands] == [
+        (),
+        (VisibilityLabel.GORE,),
+        (VisibilityLabel.DELETED,),  # gone
+        (VisibilityLabel.GORE,),  # labelled like its original, once
+        (VisibilityLabel.DELETED,),  # a repost of a deleted post
+    ]
+
+
+def test_visibility_filter_any_label_removes_unknown_is_kept():
+    cands = [cand(1, visibility_labels=()), cand(2, visibility_labels=(VisibilityLabel.SPAM,)), cand(3)]
+    result = VisibilityFilter().filter(query(), cands)
+    assert [c.post_id for c in result.kept] == [1, 3] and [c.post_id for c in result.removed] == [2]
+
+
+def test_dedup_conversation_keeps_the_best_scored_per_conversation():
+    cands = [
+        cand(10, score=0.5),  # root of conversation 10
+        cand(11, ancestors=(10,), score=0.9),  # reply to the root
+        cand(12, ancestors=(11, 10), score=0.7),  # reply to the reply
+        cand(20, score=None),  # its own conversation
+        cand(21, ancestors=(20,), score=None),  # tie on unknown scores: the earlier wins
+        cand(30, ancestors=(31, 29), score=1.0),  # conversation 29
+    ]
+    result = DedupConversationFilter().filter(query(), cands)
+    assert [c.post_id for c in result.kept] == [11, 20, 30]
+    assert [c.post_id for c in result.removed] == [10, 12, 21]

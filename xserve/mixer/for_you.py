@@ -1,0 +1,132 @@
+"""``build_for_you_pipeline``: the For You pipeline, every component listed in execution order.
+
+Mirrors the reference ``phoenix_candidate_pipeline.rs`` (January 2026).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from xserve.config import XServeConfig
+from xserve.mixer.clients import ForYouClients
+from xserve.mixer.filters import (
+    AgeFilter,
+    AuthorSocialgraphFilter,
+    CoreDataHydrationFilter,
+    DropDuplicatesFilter,
+    IneligibleSubscriptionFilter,
+    MutedKeywordFilter,
+    PreviouslySeenFilter,
+    PreviouslyServedFilter,
+    RepostDeduplicationFilter,
+    SelfPostFilter,
+)
+from xserve.mixer.hydrators import (
+    AuthorInfoHydrator,
+    CoreDataHydrator,
+    InNetworkHydrator,
+    SubscriptionHydrator,
+    VideoDurationHydrator,
+)
+from xserve.mixer.post_selection import DedupConversationFilter, VisibilityFilter, VisibilityHydrator
+from xserve.mixer.query import ForYouQuery
+from xserve.mixer.query_hydrators import UserActionSeqQueryHydrator, UserFeaturesQueryHydrator
+from xserve.mixer.scorers import (
+    AuthorDiversityScorer,
+    OONScorer,
+    PhoenixScorer,
+    RecencyFallbackScorer,
+    WeightedScorer,
+)
+from xserve.mixer.selectors import TopKScoreSelector
+from xserve.mixer.side_effects import ServedHistorySideEffect
+from xserve.mixer.sources import PhoenixSource, ThunderSource
+from xserve.pipeline import CandidatePipeline, Component, MetricsSink, NullMetricsSink
+from xserve.schema import PostCandidate
+
+__all__ = ["ForYouPipeline", "RequestLimit", "build_for_you_pipeline"]
+
+ForYouPipeline = CandidatePipeline[ForYouQuery, PostCandidate]
+_C = TypeVar("_C", bound=Component)
+
+
+def build_for_you_pipeline(
+    config: XServeConfig, clients: ForYouClients, metrics: MetricsSink | None = None
+) -> ForYouPipeline:
+    """The For You pipeline over ``clients``, sized and timed by ``config.mixer``, scored by ``config.scoring``.
+
+    Cheap to call: a deployment rebuilds it when its config is reloaded.
+    ``metrics`` receives every component report (default: dropped).
+    """
+    mixer, scoring = config.mixer, config.scoring
+    post_data = clients.post_data
+    return CandidatePipeline(
+        query_hydrators=_timed(
+            mixer.query_hydrator_timeout_s,
+            UserActionSeqQueryHydrator(clients.user_data, mixer.history_length),
+            UserFeaturesQueryHydrator(clients.user_data),
+        ),
+        # Phoenix first, as the reference: DropDuplicatesFilter then keeps the Phoenix copy of a post both return.
+        sources=_timed(
+            mixer.source_timeout_s,
+            PhoenixSource(clients.retrieval, mixer.retrieval_max_results),
+            ThunderSource(clients.in_network, mixer.thunder_max_results),
+        ),
+        hydrators=_timed(
+            mixer.hydrator_timeout_s,
+            InNetworkHydrator(),
+            CoreDataHydrator(post_data),
+            VideoDurationHydrator(post_data),
+            SubscriptionHydrator(post_data),
+            AuthorInfoHydrator(post_data),
+        ),
+        filters=_timed(
+            mixer.filter_timeout_s,
+            DropDuplicatesFilter(),
+            CoreDataHydrationFilter(),
+            AgeFilter(mixer.max_post_age_ms),
+            SelfPostFilter(),
+            RepostDeduplicationFilter(),
+            IneligibleSubscriptionFilter(),
+            PreviouslySeenFilter(),
+            PreviouslyServedFilter(),
+            MutedKeywordFilter(),
+            AuthorSocialgraphFilter(),
+        ),
+        scorers=_timed(
+            mixer.scorer_timeout_s,
+            PhoenixScorer(clients.ranker),
+            WeightedScorer(scoring),
+            AuthorDiversityScorer(scoring.author_diversity_decay, scoring.author_diversity_floor),
+            OONScorer(scoring.oon_weight_factor),
+            RecencyFallbackScorer(),
+        ),
+        selector=TopKScoreSelector(mixer.top_k),
+        post_selection_hydrators=_timed(mixer.hydrator_timeout_s, VisibilityHydrator(post_data)),
+        post_selection_filters=_timed(mixer.filter_timeout_s, VisibilityFilter(), DedupConversationFilter()),
+        side_effects=_timed(mixer.side_effect_timeout_s, ServedHistorySideEffect(clients.user_data)),
+        result_size=RequestLimit(mixer.result_size),
+        request_timeout_s=mixer.request_timeout_s,
+        metrics=metrics or NullMetricsSink(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimit:
+    """The feed's length: the request's ``limit``, else ``default`` (config ``result_size``).
+
+    The selector has already cut to ``top_k``, so a feed never exceeds ``top_k`` posts.
+    """
+
+    default: int
+
+    def __call__(self, query: ForYouQuery) -> int:
+        return query.limit if query.limit is not None else self.default
+
+
+def _timed(timeout_s: float, *components: _C) -> Sequence[_C]:
+    for c in components:
+        c.timeout_s = timeout_s
+    return components

@@ -1,0 +1,57 @@
+"""Turn a ``PipelineResult`` into the ``FeedResponse`` the API returns."""
+
+from __future__ import annotations
+
+from xserve.mixer.query import ForYouQuery
+from xserve.pipeline import PipelineResult
+from xserve.schema import FeedResponse, FilteredOut, PostCandidate, ScoredPost, ScoreExplanation, StageReport
+
+__all__ = ["feed_response", "scored_post"]
+
+
+def feed_response(result: PipelineResult[ForYouQuery, PostCandidate]) -> FeedResponse:
+    """Posts in feed order; with ``explain``, each post's score factors, per-filter removals and the trace."""
+    explain = result.query.explain
+    posts = tuple(scored_post(c, explain) for c in result.selected)
+    if not explain:
+        return FeedResponse(request_id=result.query.request_id, posts=posts, degraded=tuple(result.degraded))
+    return FeedResponse(
+        request_id=result.query.request_id,
+        posts=posts,
+        degraded=tuple(result.degraded),
+        filtered=tuple(FilteredOut(name, tuple(c.post_id for c in cs)) for name, cs in result.filtered.items()),
+        trace=tuple(
+            StageReport(r.stage.value, r.component, r.status.value, r.duration_ms, r.count_in, r.count_out, r.error)
+            for r in result.reports
+        ),
+    )
+
+
+def scored_post(c: PostCandidate, explain: bool = False) -> ScoredPost:
+    names: dict[int, str] = {}
+    if c.author_screen_name is not None:
+        names[c.author_id] = c.author_screen_name
+    if c.repost_of_user_id is not None and c.repost_screen_name is not None:
+        names[c.repost_of_user_id] = c.repost_screen_name
+    return ScoredPost(
+        post_id=c.post_id,
+        author_id=c.author_id,
+        score=c.score,
+        served_type=c.served_type,
+        in_network=c.in_network,
+        repost_of_post_id=c.repost_of_post_id,
+        repost_of_user_id=c.repost_of_user_id,
+        in_reply_to_post_id=c.in_reply_to_post_id,
+        ancestors=c.ancestors,
+        screen_names=names,
+        explain=ScoreExplanation(
+            action_scores=c.action_scores,
+            weighted_score=c.weighted_score,
+            diversity_multiplier=c.diversity_multiplier,
+            oon_multiplier=c.oon_multiplier,
+            source=c.served_type,
+            retrieval_score=c.retrieval_score,
+        )
+        if explain
+        else None,
+    )

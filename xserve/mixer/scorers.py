@@ -1,0 +1,182 @@
+"""Scorers (reference ``home-mixer/scorers/``), run in this order:
+
+``PhoenixScorer`` (action probabilities from the ranker) -> ``WeightedScorer``
+(one number per post) -> ``AuthorDiversityScorer`` (repeat authors decay) ->
+``OONScorer`` (out-of-network discount) -> ``RecencyFallbackScorer`` (posts the
+ranker could not score: newest first, below every ranked post).
+
+Weighted score, per candidate with probabilities ``p`` and weights ``w``::
+
+    combined = Σ_a w_a·p_a + w_dwell_time·dwell_time     (VQV term only if video > min_video_duration_ms)
+    positive_sum = Σ max(w, 0) over all 19 weights
+    negative_sum = Σ max(-w, 0) over all 19 weights      (a magnitude: 367.2 with the defaults)
+    total = positive_sum + negative_sum
+    weighted = max(combined, 0)                           if total == 0
+             = (combined + negative_sum) / total · offset  if combined < 0   (squeezed into [0, offset))
+             = combined + offset                           otherwise         (at least offset)
+
+so a net-negative post ranks below every non-negative one while negatives
+keep their relative order. The reference then applies an unpublished
+``normalize_score``; xserve uses the identity.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+from msgspec.structs import astuple
+
+from xserve.config import ScoringConfig, ScoringWeights
+from xserve.mixer.clients import RankerClient
+from xserve.mixer.query import ForYouQuery
+from xserve.pipeline import Scorer
+from xserve.schema import Action, ActionScores, PostCandidate, RankCandidate, RankRequest
+
+__all__ = [
+    "AuthorDiversityScorer",
+    "OONScorer",
+    "PhoenixScorer",
+    "RecencyFallbackScorer",
+    "WeightedScorer",
+]
+
+Multiplied = tuple[float, float | None]  # (multiplier, new score)
+
+
+class PhoenixScorer(Scorer[ForYouQuery, PostCandidate, ActionScores]):
+    """Per-action probabilities from the ranker; a repost is scored as its original post and author.
+
+    Without an engagement history, or when the ranker fails, it raises: the
+    pipeline reports it degraded and candidates stay unscored.
+    """
+
+    def __init__(self, ranker: RankerClient) -> None:
+        self._ranker = ranker
+
+    async def score(self, query: ForYouQuery, candidates: Sequence[PostCandidate]) -> list[ActionScores]:
+        if not candidates:
+            return []
+        if not query.history:
+            raise RuntimeError("no engagement history: candidates left unscored")
+        ranked = tuple(_as_ranked(c) for c in candidates)
+        req = RankRequest(user_id=query.viewer_id, history=query.history, candidates=ranked, now_ms=query.now_ms)
+        return list((await self._ranker.rank(req)).scores)
+
+    def update(self, candidate: PostCandidate, value: ActionScores) -> None:
+        candidate.action_scores = value
+
+
+def _as_ranked(c: PostCandidate) -> RankCandidate:
+    if c.repost_of_post_id is None:
+        return RankCandidate(post_id=c.post_id, author_id=c.author_id, created_at_ms=c.created_at_ms)
+    return RankCandidate(
+        post_id=c.repost_of_post_id, author_id=c.repost_of_user_id or c.author_id, created_at_ms=c.created_at_ms
+    )
+
+
+class WeightedScorer(Scorer[ForYouQuery, PostCandidate, float | None]):
+    """Σ weight·probability with the negative squeeze (module docstring); None when unscored."""
+
+    def __init__(self, config: ScoringConfig) -> None:
+        self.weights = config.weights
+        self.min_video_duration_ms = config.min_video_duration_ms
+        self.negative_scores_offset = config.negative_scores_offset
+        values = [getattr(config.weights, f) for f in ScoringWeights.__struct_fields__]
+        self._negative_sum = sum(-w for w in values if w < 0)
+        self._total_sum = sum(w for w in values if w > 0) + self._negative_sum
+        # weights aligned with ActionScores' fields (18 actions + dwell_time), with and without the VQV term:
+        # one dot product per candidate instead of 19 attribute lookups (the oracle test checks they agree)
+        self._with_vqv = tuple(getattr(config.weights, f) for f in ActionScores.__struct_fields__)
+        vqv = ActionScores.__struct_fields__.index(Action.VIDEO_QUALITY_VIEW.value)
+        self._without_vqv = self._with_vqv[:vqv] + (0.0,) + self._with_vqv[vqv + 1 :]
+
+    def combined(self, scores: ActionScores, video_duration_ms: int | None) -> float:
+        """Σ w·p + w_dwell_time·dwell_time, the VQV term only for videos over ``min_video_duration_ms``."""
+        long_video = video_duration_ms is not None and video_duration_ms > self.min_video_duration_ms
+        return sum(map(operator.mul, self._with_vqv if long_video else self._without_vqv, astuple(scores)))
+
+    def offset(self, combined: float) -> float:
+        if self._total_sum == 0:
+            return max(combined, 0.0)
+        if combined < 0:
+            return (combined + self._negative_sum) / self._total_sum * self.negative_scores_offset
+        return combined + self.negative_scores_offset
+
+    async def score(self, query: ForYouQuery, candidates: Sequence[PostCandidate]) -> list[float | None]:
+        return [
+            None if c.action_scores is None else self.offset(self.combined(c.action_scores, c.video_duration_ms))
+            for c in candidates
+        ]
+
+    def update(self, candidate: PostCandidate, value: float | None) -> None:
+        candidate.weighted_score = value
+        candidate.score = value
+
+
+class AuthorDiversityScorer(Scorer[ForYouQuery, PostCandidate, Multiplied]):
+    """An author's k-th best post (by weighted score, whole set) gets ``(1-floor)·decay^k + floor``."""
+
+    def __init__(self, decay: float, floor: float) -> None:
+        self.decay = decay
+        self.floor = floor
+
+    def multiplier(self, k: int) -> float:
+        return (1.0 - self.floor) * self.decay**k + self.floor
+
+    async def score(self, query: ForYouQuery, candidates: Sequence[PostCandidate]) -> list[Multiplied]:
+        order = sorted(range(len(candidates)), key=lambda i: -_or_neg_inf(candidates[i].weighted_score))
+        seen: dict[int, int] = {}
+        out: list[Multiplied] = [(1.0, None)] * len(candidates)
+        for i in order:
+            c = candidates[i]
+            k = seen.get(c.author_id, 0)
+            seen[c.author_id] = k + 1
+            m = self.multiplier(k)
+            out[i] = (m, None if c.weighted_score is None else c.weighted_score * m)
+        return out
+
+    def update(self, candidate: PostCandidate, value: Multiplied) -> None:
+        candidate.diversity_multiplier, candidate.score = value
+
+
+class OONScorer(Scorer[ForYouQuery, PostCandidate, Multiplied]):
+    """Out-of-network posts (``in_network`` False, not None) are multiplied by ``factor``."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    async def score(self, query: ForYouQuery, candidates: Sequence[PostCandidate]) -> list[Multiplied]:
+        out: list[Multiplied] = []
+        for c in candidates:
+            m = self.factor if c.in_network is False else 1.0
+            out.append((m, None if c.score is None else c.score * m))
+        return out
+
+    def update(self, candidate: PostCandidate, value: Multiplied) -> None:
+        candidate.oon_multiplier, candidate.score = value
+
+
+class RecencyFallbackScorer(Scorer[ForYouQuery, PostCandidate, float | None]):
+    """Scores posts the ranker did not: ``-1 - age_hours``, so newest first and below every ranked post.
+
+    Ranked scores are never negative (the weighted score is at least 0 and the
+    multipliers are positive), so when the ranker is down the whole feed comes
+    back in reverse-chronological order, like Twitter's backup timeline.
+    """
+
+    async def score(self, query: ForYouQuery, candidates: Sequence[PostCandidate]) -> list[float | None]:
+        return [c.score if c.score is not None else _recency(query.now_ms, c.created_at_ms) for c in candidates]
+
+    def update(self, candidate: PostCandidate, value: float | None) -> None:
+        candidate.score = value
+
+
+def _recency(now_ms: int, created_at_ms: int | None) -> float:
+    if created_at_ms is None:
+        return float("-inf")
+    return -1.0 - max(now_ms - created_at_ms, 0) / 3_600_000
+
+
+def _or_neg_inf(x: float | None) -> float:
+    return float("-inf") if x is None or x != x else x

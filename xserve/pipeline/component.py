@@ -1,0 +1,167 @@
+"""What every pipeline component shares: a name, ``enable``, a timeout, a repr, and a guarded call.
+
+A stage's provided ``run()`` goes through :meth:`Component._guarded`, which
+times the call, applies the component's timeout (and the request deadline),
+turns any exception into a report instead of raising, and checks the stage's
+contract on the result. The framework never lets a component fail a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+__all__ = [
+    "Component",
+    "ComponentReport",
+    "ContractViolation",
+    "MetricsSink",
+    "NullMetricsSink",
+    "Stage",
+    "Status",
+]
+
+Q = TypeVar("Q")
+C = TypeVar("C")
+
+log = logging.getLogger("xserve.pipeline")
+
+
+class Stage(enum.StrEnum):
+    """Where in ``CandidatePipeline.execute`` a component ran."""
+
+    QUERY_HYDRATOR = "query_hydrator"
+    SOURCE = "source"
+    HYDRATOR = "hydrator"
+    FILTER = "filter"
+    SCORER = "scorer"
+    SELECTOR = "selector"
+    POST_SELECTION_HYDRATOR = "post_selection_hydrator"
+    POST_SELECTION_FILTER = "post_selection_filter"
+    SIDE_EFFECT = "side_effect"
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+    ERROR = "error"  # raised; the component contributed nothing
+    TIMEOUT = "timeout"  # ran past its timeout or the request deadline; contributed nothing
+    LENGTH_MISMATCH = "length_mismatch"  # broke the same-length contract; its output was discarded
+    DISABLED = "disabled"  # enable(query) was False; not called
+
+    @property
+    def degraded(self) -> bool:
+        return self in (Status.ERROR, Status.TIMEOUT, Status.LENGTH_MISMATCH)
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentReport:
+    """Timing and counts of one component for one request (one line of the trace)."""
+
+    stage: Stage
+    component: str
+    status: Status
+    duration_ms: float
+    count_in: int  # candidates given to the component (1 for a query hydrator)
+    count_out: int  # candidates it returned / kept / values it produced
+    error: str = ""  # "<ExceptionType>: <message>" when status is not ok
+
+
+class MetricsSink(Protocol):
+    """Receives every component report, e.g. to export latency histograms and counters."""
+
+    def observe(self, report: ComponentReport) -> None: ...
+
+
+class NullMetricsSink:
+    """The default sink: drops reports (deployments plug in an exporter)."""
+
+    def observe(self, report: ComponentReport) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "NullMetricsSink()"
+
+
+class ContractViolation(Exception):
+    """A component returned something its stage forbids (e.g. the wrong number of values)."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Component(Generic[Q]):
+    """Base of every stage: ``name``, ``enable(query)``, ``timeout_s`` and a parameter repr.
+
+    Subclasses store their parameters as public attributes (shown by ``repr``)
+    and their service clients as ``_private`` ones (hidden).
+    """
+
+    timeout_s: float | None = None  # per-call limit; None = only the request deadline applies
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def enable(self, query: Q) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        params = [
+            f"{k}={v!r}"
+            for k, v in vars(self).items()
+            if not k.startswith("_") and not (k == "timeout_s" and v is None)
+        ]
+        return f"{self.name}({', '.join(params)})"
+
+    async def _guarded(
+        self,
+        stage: Stage,
+        query: Q,
+        count_in: int,
+        call: Callable[[], Any],
+        check: Callable[[Any], int],
+        deadline: float | None,
+    ) -> tuple[Any, ComponentReport]:
+        """Run ``call()`` (sync or async) under the timeouts; ``check(result)`` returns count_out.
+
+        Returns ``(result, report)``; ``result`` is None unless the report is ok.
+        ``deadline`` is an ``asyncio`` loop time after which the call is not started.
+        """
+        start = time.perf_counter()
+        result: Any = None
+        timeout: float | None = None
+        status, error, count_out = Status.OK, "", 0
+        try:
+            if not self.enable(query):
+                return None, ComponentReport(stage, self.name, Status.DISABLED, 0.0, count_in, 0)
+            timeout = _effective_timeout(self.timeout_s, deadline)
+            if timeout is not None and timeout <= 0:
+                raise TimeoutError("request deadline exceeded before start")
+            result = call()
+            if inspect.isawaitable(result):
+                result = await asyncio.wait_for(result, timeout)
+            count_out = check(result)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            status, error = Status.TIMEOUT, f"TimeoutError: {str(exc) or f'no result within {timeout:.3g} s'}"
+        except ContractViolation as exc:
+            status, error = exc.status, str(exc)
+        except Exception as exc:  # noqa: BLE001 - a component failure degrades, never fails the request
+            status, error = Status.ERROR, f"{type(exc).__name__}: {exc}"
+        if status is not Status.OK:
+            result, count_out = None, 0
+        duration_ms = (time.perf_counter() - start) * 1000.0
+        return result, ComponentReport(stage, self.name, status, duration_ms, count_in, count_out, error)
+
+
+def _effective_timeout(timeout_s: float | None, deadline: float | None) -> float | None:
+    if deadline is None:
+        return timeout_s
+    remaining = deadline - asyncio.get_running_loop().time()
+    return remaining if timeout_s is None else min(timeout_s, remaining)

@@ -1,0 +1,217 @@
+"""``CandidatePipeline``: the stages listed explicitly, and ``execute(query)`` running them in order.
+
+Order (reference ``candidate_pipeline.rs``):
+
+1. query hydrators, concurrently; successful values merged in list order;
+2. sources, concurrently; candidates concatenated in source-list order;
+3. hydrators, concurrently over the same candidates; values applied in list order;
+4. filters, in order, each on the survivors of the previous;
+5. scorers, in order;
+6. selector (pass-through when absent or disabled);
+7. post-selection hydrators (as 3) and 8. post-selection filters (as 4);
+9. truncate to ``result_size``;
+10. side effects, scheduled as tasks after the result is built, never awaited.
+
+No component failure fails the request: a failed query hydrator, source,
+hydrator or scorer contributes nothing, a failed filter keeps its input, and
+each is named in ``PipelineResult.degraded``. ``request_timeout_s`` is a
+deadline for the I/O stages (query hydrators, sources, hydrators, scorers):
+once it has passed they are reported ``timeout`` without being called, while
+filters and the selector still run so a late request never skips a filter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
+
+from xserve.pipeline.component import ComponentReport, MetricsSink, NullMetricsSink, Stage, Status
+from xserve.pipeline.stages import Filter, Hydrator, QueryHydrator, Scorer, Selector, SideEffect, Source
+
+__all__ = ["CandidatePipeline", "PipelineResult"]
+
+Q = TypeVar("Q")
+C = TypeVar("C")
+
+log = logging.getLogger("xserve.pipeline")
+
+
+@dataclass(slots=True)
+class PipelineResult(Generic[Q, C]):
+    query: Q  # after query hydration
+    retrieved: list[C]  # every candidate the sources returned (hydrated in place)
+    filtered: dict[str, list[C]]  # removed candidates per filter name, in filter order
+    selected: list[C]  # the final, truncated result
+    reports: list[ComponentReport]  # one per component, in execution order (side effects excluded)
+    degraded: list[str]  # names of components that failed, timed out or broke their contract
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidatePipeline(Generic[Q, C]):
+    """A product's pipeline: its components in execution order. No registry; build it in one function.
+
+    ``query`` may carry a ``request_id`` attribute; it keys the log lines.
+    ``result_size`` is an int, None (no truncation) or a function of the query.
+    """
+
+    query_hydrators: Sequence[QueryHydrator[Q, Any]] = ()
+    sources: Sequence[Source[Q, C]] = ()
+    hydrators: Sequence[Hydrator[Q, C, Any]] = ()
+    filters: Sequence[Filter[Q, C]] = ()
+    scorers: Sequence[Scorer[Q, C, Any]] = ()
+    selector: Selector[Q, C] | None = None
+    post_selection_hydrators: Sequence[Hydrator[Q, C, Any]] = ()
+    post_selection_filters: Sequence[Filter[Q, C]] = ()
+    side_effects: Sequence[SideEffect[Q, C]] = ()
+    result_size: int | Callable[[Q], int | None] | None = None
+    request_timeout_s: float | None = None
+    metrics: MetricsSink = field(default_factory=NullMetricsSink)
+    _tasks: set[asyncio.Task[ComponentReport]] = field(default_factory=set, init=False, repr=False, compare=False)
+
+    async def execute(self, query: Q) -> PipelineResult[Q, C]:
+        loop = asyncio.get_running_loop()
+        deadline = None if self.request_timeout_s is None else loop.time() + self.request_timeout_s
+        run = _Run(self, str(getattr(query, "request_id", "-")))
+
+        # 1. query hydrators
+        outcomes = await asyncio.gather(*(h.run(query, deadline) for h in self.query_hydrators))
+        for hydrator, (value, report) in zip(self.query_hydrators, outcomes):
+            run.record(report, lambda h=hydrator, v=value: h.update(query, v))
+
+        # 2. sources: concatenated in list order, whichever finished first
+        candidates: list[C] = []
+        for found, report in await asyncio.gather(*(s.run(query, deadline) for s in self.sources)):
+            if run.record(report):
+                candidates.extend(found)
+        retrieved = list(candidates)
+
+        # 3. hydrators
+        await self._hydrate(run, self.hydrators, Stage.HYDRATOR, query, candidates, deadline)
+
+        # 4. filters
+        filtered: dict[str, list[C]] = {}
+        candidates = await self._filter(run, self.filters, Stage.FILTER, query, candidates, filtered)
+
+        # 5. scorers, in order
+        for scorer in self.scorers:
+            values, report = await scorer.run(query, candidates, deadline)
+            run.record(report, lambda s=scorer, v=values: s.update_all(candidates, v))
+
+        # 6. selector
+        if self.selector is not None:
+            candidates, report = await self.selector.run(query, candidates)
+            run.record(report)
+
+        # 7, 8. post-selection hydrators and filters
+        await self._hydrate(
+            run, self.post_selection_hydrators, Stage.POST_SELECTION_HYDRATOR, query, candidates, deadline
+        )
+        candidates = await self._filter(
+            run, self.post_selection_filters, Stage.POST_SELECTION_FILTER, query, candidates, filtered
+        )
+
+        # 9. truncate
+        size = self.result_size(query) if callable(self.result_size) else self.result_size
+        selected = candidates if size is None else candidates[:size]
+        result = PipelineResult(query, retrieved, filtered, selected, run.reports, run.degraded)
+
+        # 10. side effects: after the result exists, not awaited
+        for effect in self.side_effects:
+            task = loop.create_task(self._side_effect(effect, query, tuple(selected), run.request_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return result
+
+    async def drain(self) -> None:
+        """Wait for every scheduled side effect (tests and graceful shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _hydrate(
+        self,
+        run: _Run,
+        hydrators: Sequence[Hydrator[Q, C, Any]],
+        stage: Stage,
+        query: Q,
+        candidates: list[C],
+        deadline: float | None,
+    ) -> None:
+        outcomes = await asyncio.gather(*(h.run(query, candidates, deadline, stage) for h in hydrators))
+        for hydrator, (values, report) in zip(hydrators, outcomes):
+            run.record(report, lambda h=hydrator, v=values: h.update_all(candidates, v))
+
+    async def _filter(
+        self,
+        run: _Run,
+        filters: Sequence[Filter[Q, C]],
+        stage: Stage,
+        query: Q,
+        candidates: list[C],
+        filtered: dict[str, list[C]],
+    ) -> list[C]:
+        for flt in filters:
+            result, report = await flt.run(query, candidates, stage)
+            run.record(report)
+            candidates = result.kept
+            if result.removed:
+                filtered.setdefault(flt.name, []).extend(result.removed)
+        return candidates
+
+    async def _side_effect(
+        self, effect: SideEffect[Q, C], query: Q, selected: Sequence[C], request_id: str
+    ) -> ComponentReport:
+        report = await effect.launch(query, selected)
+        _log(request_id, report)
+        _observe(self.metrics, report)
+        return report
+
+
+class _Run:
+    """Per-request bookkeeping: the reports, the degraded list, logging and metrics."""
+
+    def __init__(self, pipeline: CandidatePipeline[Any, Any], request_id: str) -> None:
+        self.metrics = pipeline.metrics
+        self.request_id = request_id
+        self.reports: list[ComponentReport] = []
+        self.degraded: list[str] = []
+
+    def record(self, report: ComponentReport, apply: Callable[[], None] | None = None) -> bool:
+        """Keep ``report``; if it is ok, call ``apply`` (an update), downgrading it to error if that raises."""
+        if report.status is Status.OK and apply is not None:
+            try:
+                apply()
+            except Exception as exc:  # noqa: BLE001 - a broken update degrades like a broken hydrate
+                report = replace(report, status=Status.ERROR, count_out=0, error=f"update: {type(exc).__name__}: {exc}")
+        self.reports.append(report)
+        if report.status.degraded:
+            self.degraded.append(report.component)
+        _log(self.request_id, report)
+        _observe(self.metrics, report)
+        return report.status is Status.OK
+
+
+def _observe(metrics: MetricsSink, report: ComponentReport) -> None:
+    try:
+        metrics.observe(report)
+    except Exception:  # noqa: BLE001 - a broken metrics exporter must not fail the request
+        log.exception("metrics sink %r failed on %s", metrics, report.component)
+
+
+def _log(request_id: str, report: ComponentReport) -> None:
+    level = logging.INFO if report.status.degraded else logging.DEBUG
+    if log.isEnabledFor(level):
+        log.log(
+            level,
+            "request_id=%s stage=%s component=%s status=%s in=%d out=%d ms=%.2f %s",
+            request_id,
+            report.stage,
+            report.component,
+            report.status,
+            report.count_in,
+            report.count_out,
+            report.duration_ms,
+            report.error,
+        )
