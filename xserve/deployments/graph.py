@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ from xserve.schema import FeedRequest, FeedResponse
 __all__ = ["NAMESPACE", "ServiceGraph", "actor_prefix", "kill_named_actors", "wall_clock_ms"]
 
 NAMESPACE = "xserve"
+log = logging.getLogger("xserve.graph")
 
 
 def wall_clock_ms() -> int:
@@ -86,6 +88,8 @@ class ServiceGraph:
         self._ranker_handle = ranker
         self.sinks = [self.thunder, self]  # post writes go to Thunder and to retrieval (below)
         self._metrics = RayMetricsSink()
+        self._trim_interval_s = config.thunder.trim_interval_s
+        self._maintenance: asyncio.Task[None] | None = None
         self.rebuild_pipeline(config)
 
     def rebuild_pipeline(self, config: XServeConfig) -> None:
@@ -133,6 +137,19 @@ class ServiceGraph:
 
     async def drain(self) -> None:
         await self.pipeline.drain()
+
+    def ensure_maintenance(self) -> None:
+        """Start (once per replica) the loop that trims old live posts from the post catalog."""
+        if self._maintenance is None or self._maintenance.done():
+            self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(self._trim_interval_s)
+            try:
+                await asyncio.gather(*(a.trim.remote(self.now_ms()) for a in self.post_shards))
+            except Exception:  # noqa: BLE001 - retried next interval; serving is unaffected
+                log.warning("post catalog trim failed", exc_info=True)
 
 
 async def _awaitable(aw: Any) -> Any:

@@ -139,6 +139,7 @@ class FeedIngress:
         return body
 
     async def _call(self, fn: Any, *args: Any, request: Request | None = None) -> Response:
+        self._graph.ensure_maintenance()
         try:
             if request is not None:
                 args = (*args, await self._body(request))
