@@ -108,7 +108,8 @@ class UserStoreShard:
         """Check (unless the caller did), journal, apply; returns the refusal or None once durable."""
         if not checked and (refused := self.check(events)) is not None:
             return refused
-        self._journal.append(events)
+        # served history is a soft signal written on every feed: no fsync, so it never stalls the shard
+        self._journal.append(events, sync=not all(isinstance(e, Served) for e in events))
         for event in events:
             self._store.apply(event)
         return None

@@ -59,8 +59,9 @@ class Journal(Generic[T]):
             with open(self.path, "r+b") as fh:
                 fh.truncate(pos)
 
-    def append(self, events: Sequence[T]) -> None:
-        """Write ``events`` as one batch; durable when this returns."""
+    def append(self, events: Sequence[T], sync: bool = True) -> None:
+        """Write ``events`` as one batch; durable when this returns (``sync=False``: survives a process
+        crash, not a power loss - for soft data such as served history)."""
         if not events:
             return
         if self._file is None:
@@ -72,7 +73,7 @@ class Journal(Generic[T]):
             chunks.append(payload)
         self._file.write(b"".join(chunks))
         self._file.flush()
-        if self._fsync:
+        if self._fsync and sync:
             os.fsync(self._file.fileno())
         self.records += len(events)
 
