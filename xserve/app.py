@@ -71,7 +71,7 @@ def build_app(
     ``serve_config.yaml``), applied through ``FeedIngress.reconfigure``.
     """
     from xserve.deployments.ingress import FeedIngress
-    from xserve.deployments.ranker import Ranker
+    from xserve.deployments.ranker import Ranker, ranker_options
     from xserve.deployments.retrieval import Retrieval
 
     config = config or load_config(os.environ.get("XSERVE_CONFIG"))
@@ -80,7 +80,7 @@ def build_app(
     data_dir = str(Path(config.storage.data_dir).resolve())
     config = load_config(environ={}, overrides={**config_to_dict(config), "storage": {**config_to_dict(config.storage), "data_dir": data_dir}})
     retrieval = Retrieval.bind(data_dir, config_to_dict(config.retrieval), config.mixer.max_post_age_ms, True)
-    ranker = Ranker.bind(data_dir, config_to_dict(config))
+    ranker = Ranker.options(**ranker_options(config)).bind(config)
     ingress = FeedIngress if user_config is None else FeedIngress.options(user_config=user_config)
     return ingress.bind(config_to_dict(config), retrieval, ranker)
 

@@ -22,7 +22,7 @@ from xserve.actors.users import UserShardsClient, UserStoreShard
 from xserve.config import XServeConfig
 from xserve.deployments.metrics import RayMetricsSink
 from xserve.mixer import ForYouClients, ForYouQuery, build_for_you_pipeline, feed_response
-from xserve.schema import FeedRequest, FeedResponse
+from xserve.schema import FeedRequest, FeedResponse, PostCreated, PostDeleted
 
 __all__ = ["NAMESPACE", "ServiceGraph", "actor_prefix", "kill_named_actors", "wall_clock_ms"]
 
@@ -64,8 +64,8 @@ class ServiceGraph:
     def __init__(
         self, config: XServeConfig, retrieval: Any, ranker: Any, now_ms: Callable[[], int] = wall_clock_ms
     ) -> None:
-        from xserve.actors.thunder import ThunderClient, create_thunder_shards
-        from xserve.deployments.ranker import RankerHandleAdapter
+        from xserve.actors.thunder import ThunderClient
+        from xserve.deployments.ranker import RankerHandleClient
         from xserve.deployments.retrieval import RetrievalHandleAdapter
 
         self.now_ms = now_ms
@@ -81,12 +81,12 @@ class ServiceGraph:
         ]
         self.users = UserShardsClient(self.user_shards, config.mixer.history_length)
         self.posts = PostDataClient(self.post_shards, self.users)
-        self.thunder = ThunderClient(create_thunder_shards(config, prefix))
+        self.thunder = ThunderClient.start(config.thunder, config.storage, prefix=f"{prefix}-thunder", detached=True)
         self.retrieval = RetrievalHandleAdapter(retrieval)
         self._retrieval_handle = retrieval
-        self.ranker = RankerHandleAdapter(ranker)
+        self.ranker = RankerHandleClient(ranker)
         self._ranker_handle = ranker
-        self.sinks = [self.thunder, self]  # post writes go to Thunder and to retrieval (below)
+        self.sinks = [_ThunderSink(self.thunder), self]  # post writes go to Thunder and to retrieval (below)
         self._metrics = RayMetricsSink()
         self._trim_interval_s = config.thunder.trim_interval_s
         self._maintenance: asyncio.Task[None] | None = None
@@ -115,7 +115,7 @@ class ServiceGraph:
         checks: dict[str, Any] = {
             **{f"users[{i}]": a.stats.remote() for i, a in enumerate(self.user_shards)},
             **{f"posts[{i}]": a.stats.remote() for i, a in enumerate(self.post_shards)},
-            "thunder": self.thunder.health(),
+            "thunder": self.thunder.stats(),
             "retrieval": self._retrieval_handle.stats.remote(),
             "ranker": self._ranker_handle.stats.remote(),
         }
@@ -154,3 +154,21 @@ class ServiceGraph:
 
 async def _awaitable(aw: Any) -> Any:
     return await aw
+
+
+class _ThunderSink:
+    """Thunder as a post sink: its ingest actor logs the events durably, then applies them to the shards."""
+
+    def __init__(self, thunder: Any) -> None:
+        self._thunder = thunder
+
+    async def posts_created(self, posts: Any) -> None:
+        await self._ingest([PostCreated(p) for p in posts])
+
+    async def posts_deleted(self, post_ids: Any, now_ms: int) -> None:
+        await self._ingest([PostDeleted(pid, now_ms) for pid in post_ids], now_ms)
+
+    async def _ingest(self, events: list[Any], now_ms: int | None = None) -> None:
+        result = await self._thunder.ingest(events, now_ms)
+        if result.rejected:
+            raise RuntimeError(f"thunder refused {result.rejected[0].reason}")
