@@ -71,7 +71,7 @@ class PostSink(Protocol):
 
     async def posts_created(self, posts: Sequence[Post]) -> Any: ...
 
-    async def posts_deleted(self, post_ids: Sequence[int], now_ms: int) -> Any: ...
+    async def posts_deleted(self, posts: Sequence[Post], now_ms: int) -> Any: ...
 
 
 def _decoder(type_: Any) -> msgspec.json.Decoder:
@@ -166,11 +166,11 @@ class FeedAPI:
 
     async def delete_post(self, post_id: int) -> dict[str, int]:
         check_id("post_id", post_id)
-        await self._require_posts([post_id])
+        post = (await self._require_posts([post_id]))[post_id]
         now = self._now_ms()
-        await self._posts.write([PostDeleted(post_id, now)])
+        await self._posts.write([PostDeleted(post_id, now, author_id=post.author_id)])
         for sink in self._sinks:
-            await sink.posts_deleted([post_id], now)
+            await sink.posts_deleted([post], now)
         return {"post_id": post_id}
 
     async def set_labels(self, post_id: int, body: bytes) -> dict[str, int]:

@@ -107,8 +107,8 @@ class ServiceGraph:
     async def posts_created(self, posts: Any) -> Any:
         return await self._retrieval_handle.posts_created.remote(list(posts))
 
-    async def posts_deleted(self, post_ids: Any, now_ms: int) -> Any:
-        return await self._retrieval_handle.posts_deleted.remote(list(post_ids), now_ms)
+    async def posts_deleted(self, posts: Any, now_ms: int) -> Any:
+        return await self._retrieval_handle.posts_deleted.remote([p.post_id for p in posts], now_ms)
 
     async def health(self) -> dict[str, str]:
         """``"ok"`` or the error, per part; bounded by a 5 s timeout."""
@@ -165,8 +165,8 @@ class _ThunderSink:
     async def posts_created(self, posts: Any) -> None:
         await self._ingest([PostCreated(p) for p in posts])
 
-    async def posts_deleted(self, post_ids: Any, now_ms: int) -> None:
-        await self._ingest([PostDeleted(pid, now_ms) for pid in post_ids], now_ms)
+    async def posts_deleted(self, posts: Any, now_ms: int) -> None:
+        await self._ingest([PostDeleted(p.post_id, now_ms, author_id=p.author_id) for p in posts], now_ms)
 
     async def _ingest(self, events: list[Any], now_ms: int | None = None) -> None:
         result = await self._thunder.ingest(events, now_ms)
