@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import xserve
-from xserve.config import XServeConfig, load_config
+from xserve.config import XServeConfig, load_config, merge_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,6 @@ def test_serve_config_matches_the_application():
     from ray.serve.schema import ServeDeploySchema
 
     from xserve.app import build_app
-    from xserve.deployments.ingress import merge_user_config
 
     doc = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(doc)
@@ -63,19 +62,18 @@ def test_serve_config_matches_the_application():
         assert auto["min_replicas"] <= auto["max_replicas"] and auto["target_ongoing_requests"] > 0
         assert d.max_queued_requests > 0 and d.max_ongoing_requests > 0
     # the live settings are valid config sections: with the file's values, the defaults
-    assert merge_user_config(XServeConfig(), ingress.user_config) == XServeConfig()
+    assert merge_config(XServeConfig(), ingress.user_config) == XServeConfig()
 
 
-def test_merge_user_config_changes_only_what_it_names():
+def test_merge_config_changes_only_what_it_names():
     from msgspec import ValidationError
 
-    from xserve.deployments.ingress import merge_user_config
 
-    merged = merge_user_config(XServeConfig(), {"scoring": {"weights": {"reply": 1.0}}, "mixer": {"result_size": 10}})
+    merged = merge_config(XServeConfig(), {"scoring": {"weights": {"reply": 1.0}}, "mixer": {"result_size": 10}})
     assert merged.scoring.weights.reply == 1.0 and merged.mixer.result_size == 10
     assert merged.scoring.weights.favorite == XServeConfig().scoring.weights.favorite
-    with pytest.raises(ValidationError):
-        merge_user_config(XServeConfig(), {"scoring": {"weights": {"nope": 1.0}}})
+    with pytest.raises(ConfigError):
+        merge_config(XServeConfig(), {"scoring": {"weights": {"nope": 1.0}}})
 
 
 def test_cluster_yaml_is_a_valid_cluster_launcher_file():

@@ -22,9 +22,9 @@ from typing import Any
 
 from ray.serve import Application
 
-from xserve.config import XServeConfig, config_to_dict, load_config
+from xserve.config import XServeConfig, config_to_dict, load_config, merge_config
 
-__all__ = ["app", "build_app", "prepare_data_dir"]
+__all__ = ["app", "build_app", "prepare_data_dir", "with_models"]
 
 
 def _say(msg: str) -> None:
@@ -57,8 +57,97 @@ def prepare_data_dir(config: XServeConfig, progress: bool = True) -> dict[str, A
 
 
 def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, Any]:
-    """Train the ranker and towers and index the posts for retrieval, unless already done."""
-    raise NotImplementedError("wired when the phoenix and retrieval branches land")
+    """Train the ranker and towers, index the posts for retrieval and fill Thunder's log, unless done."""
+    done: dict[str, Any] = {}
+    models = _models_dir(config)
+    if not (models / _RANKER).exists() or not (models / _TOWERS).exists():
+        from xserve.phoenix.train import train
+
+        _say(f"training the ranker and the retrieval towers on {dd.count('engagements'):,} engagements (first run only)")
+        started = time.perf_counter()
+        train(dd.read_engagements(), dd.read_posts(), config, out_dir=models, progress=progress)
+        done["train_s"] = round(time.perf_counter() - started, 1)
+    served = with_models(config)
+    now_ms = time.time_ns() // 1_000_000
+    recent = None
+    from xserve.storage.embeddings import EmbeddingVersions
+
+    if EmbeddingVersions(config.storage.data_dir).current_name() is None:
+        started = time.perf_counter()
+        recent = _recent_posts(dd, now_ms - config.mixer.max_post_age_ms)
+        done["indexed"] = _index_posts(served, recent, now_ms, progress)
+        done["index_s"] = round(time.perf_counter() - started, 1)
+    from xserve.actors.thunder import open_event_log
+
+    log = open_event_log(config.storage, config.thunder, writer=True)
+    try:
+        if log.next_offset == 0:
+            from xserve.schema import PostCreated
+
+            recent = recent if recent is not None else _recent_posts(dd, now_ms - config.thunder.retention_ms)
+            log.append([PostCreated(p) for p in recent if p.created_at_ms >= now_ms - config.thunder.retention_ms], now_ms)
+            done["thunder_events"] = log.next_offset
+    finally:
+        log.close()
+    return done
+
+
+_RANKER, _TOWERS = "ranker.pt", "towers.pt"
+
+
+def _models_dir(config: XServeConfig) -> Path:
+    return Path(config.storage.data_dir) / "models"
+
+
+def with_models(config: XServeConfig) -> XServeConfig:
+    """``config`` serving the data directory's trained models where it names none."""
+    models = _models_dir(config)
+    changes: dict[str, Any] = {}
+    if not config.ranker_serving.checkpoint and (models / _RANKER).exists():
+        changes["ranker_serving"] = {"checkpoint": str(models / _RANKER)}
+    if not config.retrieval.towers_checkpoint and (models / _TOWERS).exists():
+        changes["retrieval"] = {"towers_checkpoint": str(models / _TOWERS)}
+    return merge_config(config, changes)
+
+
+def _recent_posts(dd: Any, min_created_at_ms: int) -> list[Any]:
+    from xserve.storage.post_lookup import PostTableLookup
+
+    return PostTableLookup(dd.path).recent(min_created_at_ms)
+
+
+def _index_posts(config: XServeConfig, posts: list[Any], now_ms: int, progress: bool) -> int:
+    """Embed the candidate-eligible posts with the candidate tower into the first embedding version.
+
+    The demo's in-process path (no Ray needed before serving); ``scripts/backfill_embeddings.py``
+    is the Ray Data path that re-embeds a whole corpus at scale.
+    """
+    import numpy as np
+    from tqdm import tqdm
+
+    from xserve.retrieval.encoders import load_encoders
+    from xserve.retrieval.routing import shard_of
+    from xserve.storage.embeddings import EmbeddingVersions
+
+    rcfg = config.retrieval
+    _, encoder, model_version = load_encoders(rcfg)
+    versions = EmbeddingVersions(config.storage.data_dir)
+    version = "initial"
+    versions.begin(version)
+    shards = [versions.open_shard(version, s, rcfg, create=True) for s in range(rcfg.num_shards)]
+    ids = np.array([p.post_id for p in posts], dtype=np.int64)
+    authors = np.array([p.author_id for p in posts], dtype=np.int64)
+    created = np.array([p.created_at_ms for p in posts], dtype=np.int64)
+    owner = shard_of(ids, rcfg.num_shards)
+    for s, shard in enumerate(tqdm(shards, desc="indexing posts", unit="shard", disable=not progress)):
+        mine = np.nonzero(owner == s)[0]
+        vectors = [encoder.encode_posts(ids[c], authors[c]) for c in np.array_split(mine, max(1, len(mine) // 8192))]
+        if len(mine):
+            shard.upsert(ids[mine], authors[mine], created[mine], np.concatenate(vectors), model_version)
+        shard.build_index()
+    versions.finish(version, rcfg.num_shards, rcfg.embedding_dim, rows=len(ids), now_ms=now_ms)
+    versions.switch(version)
+    return len(ids)
 
 
 def build_app(
@@ -77,8 +166,8 @@ def build_app(
     config = config or load_config(os.environ.get("XSERVE_CONFIG"))
     if prepare:
         prepare_data_dir(config)
-    data_dir = str(Path(config.storage.data_dir).resolve())
-    config = load_config(environ={}, overrides={**config_to_dict(config), "storage": {**config_to_dict(config.storage), "data_dir": data_dir}})
+    config = with_models(merge_config(config, {"storage": {"data_dir": str(Path(config.storage.data_dir).resolve())}}))
+    data_dir = config.storage.data_dir
     retrieval = Retrieval.bind(data_dir, config_to_dict(config.retrieval), config.mixer.max_post_age_ms, True)
     ranker = Ranker.options(**ranker_options(config)).bind(config)
     ingress = FeedIngress if user_config is None else FeedIngress.options(user_config=user_config)

@@ -39,6 +39,7 @@ __all__ = [
     "XServeConfig",
     "config_to_dict",
     "load_config",
+    "merge_config",
 ]
 
 HOUR_MS = 3_600_000
@@ -266,5 +267,15 @@ def load_config(
         data = _deep_merge(data, overrides)
     try:
         return msgspec.convert(data, XServeConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}".replace("`$.", "`")) from None
+
+
+def merge_config(config: XServeConfig, changes: Mapping[str, Any] | None) -> XServeConfig:
+    """``config`` with ``changes`` (nested sections, as in a config file) merged in; ConfigError if invalid."""
+    if not changes:
+        return config
+    try:
+        return msgspec.convert(_deep_merge(config_to_dict(config), changes), XServeConfig)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}".replace("`$.", "`")) from None

@@ -34,7 +34,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 
-from xserve.config import XServeConfig, config_to_dict
+from xserve.config import XServeConfig, merge_config
 from xserve.deployments.api import ApiError, FeedAPI
 from xserve.deployments.graph import ServiceGraph
 from xserve.schema import (
@@ -47,7 +47,7 @@ from xserve.schema import (
     UserBody,
 )
 
-__all__ = ["FeedIngress", "api_app", "merge_user_config"]
+__all__ = ["FeedIngress", "api_app"]
 
 log = logging.getLogger("xserve.ingress")
 
@@ -87,23 +87,6 @@ async def _bad_path(request: Request, exc: RequestValidationError) -> JSONRespon
     return _error(422, f"{where}: {first.get('msg', 'invalid value')}")
 
 
-def merge_user_config(base: XServeConfig, user_config: dict[str, Any] | None) -> XServeConfig:
-    """``base`` with the sections given in ``user_config`` (same nesting as ``XServeConfig``) merged in."""
-    if not user_config:
-        return base
-    data = config_to_dict(base)
-
-    def merge(into: dict[str, Any], new: dict[str, Any]) -> None:
-        for k, v in new.items():
-            if isinstance(v, dict) and isinstance(into.get(k), dict):
-                merge(into[k], v)
-            else:
-                into[k] = v
-
-    merge(data, user_config)
-    return msgspec.convert(data, XServeConfig)
-
-
 @serve.deployment(max_ongoing_requests=32)
 @serve.ingress(api_app)
 class FeedIngress:
@@ -125,7 +108,7 @@ class FeedIngress:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Live update from the Serve config: scoring weights and mixer limits take effect on the next request."""
-        self._config = merge_user_config(self._base, user_config)
+        self._config = merge_config(self._base, user_config)
         self._graph.rebuild_pipeline(self._config)
         log.info("reconfigured: %s", sorted(user_config or {}))
 
