@@ -65,7 +65,9 @@ def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, A
 
         _say(f"training the ranker and the retrieval towers on {dd.count('engagements'):,} engagements (first run only)")
         started = time.perf_counter()
-        train(dd.read_engagements(), dd.read_posts(), config, out_dir=models, progress=progress)
+        n = config.serving.bootstrap_train_examples  # a quick first model; `xserve train` trains longer
+        quick = merge_config(config, {"train": {"ranker_examples_per_epoch": n, "tower_examples_per_epoch": n}})
+        train(dd.read_engagements(), dd.read_posts(), quick, out_dir=models, progress=progress)
         done["train_s"] = round(time.perf_counter() - started, 1)
     served = with_models(config)
     now_ms = time.time_ns() // 1_000_000
@@ -168,10 +170,15 @@ def build_app(
         prepare_data_dir(config)
     config = with_models(merge_config(config, {"storage": {"data_dir": str(Path(config.storage.data_dir).resolve())}}))
     data_dir = config.storage.data_dir
-    retrieval = Retrieval.bind(data_dir, config_to_dict(config.retrieval), config.mixer.max_post_age_ms, True)
+    cpus = config.serving
+    retrieval = Retrieval.options(ray_actor_options={"num_cpus": cpus.retrieval_num_cpus}).bind(
+        data_dir, config_to_dict(config.retrieval), config.mixer.max_post_age_ms, True
+    )
     ranker = Ranker.options(**ranker_options(config)).bind(config)
-    ingress = FeedIngress if user_config is None else FeedIngress.options(user_config=user_config)
-    return ingress.bind(config_to_dict(config), retrieval, ranker)
+    options: dict[str, Any] = {"ray_actor_options": {"num_cpus": cpus.ingress_num_cpus}}
+    if user_config is not None:
+        options["user_config"] = user_config
+    return FeedIngress.options(**options).bind(config_to_dict(config), retrieval, ranker)
 
 
 def __getattr__(name: str) -> Any:

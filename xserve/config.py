@@ -177,6 +177,9 @@ class ServingConfig(_Section):
     host: str = "127.0.0.1"  # HTTP bind address (0.0.0.0 on a cluster head)
     port: int = 8000  # Serve's default HTTP port
     demo_world: str = "small"  # synthetic world seeded on first run with an empty data dir (xserve.synth sizes)
+    ingress_num_cpus: float = 0.5  # Ray CPUs reserved per FeedIngress replica (serve_config.yaml sets 1 on a cluster)
+    retrieval_num_cpus: float = 0.5  # per Retrieval replica; with the ranker's 1.0 the app fits a 2-CPU machine
+    bootstrap_train_examples: int = 6_000  # examples per epoch for each model in the first run's training (minutes)
 
 
 class XServeConfig(_Section):

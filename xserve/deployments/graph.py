@@ -49,9 +49,9 @@ def kill_named_actors(config: XServeConfig) -> int:
     prefix = actor_prefix(config)
     killed = 0
     for info in ray.util.list_named_actors(all_namespaces=True):
-        if info["namespace"] == NAMESPACE and info["name"].startswith(prefix):
+        if info["name"].startswith(prefix):  # Thunder's actors live in their creator's namespace
             try:
-                ray.kill(ray.get_actor(info["name"], namespace=NAMESPACE), no_restart=True)
+                ray.kill(ray.get_actor(info["name"], namespace=info["namespace"]), no_restart=True)
                 killed += 1
             except ValueError:
                 pass
