@@ -23,7 +23,7 @@ applies the Serve config's ``user_config`` (scoring weights, mixer limits)
 live by rebuilding the pipeline.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: FastAPI must see the real Request annotations through @serve.ingress
 
 import logging
 from typing import Any
