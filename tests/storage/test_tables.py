@@ -143,7 +143,7 @@ def test_upsert_is_idempotent_and_last_row_wins(dd):
 def test_insert_new_keeps_existing_rows(dd):
     dd.write_users(users_table())
     minimal = pa.table({"user_id": [3, 9, 9], "created_at_ms": [0, 1, 2]})  # screen_name/followers default
-    assert dd.write_users(minimal, mode="insert_new") == 2
+    assert dd.write_users(minimal, mode="insert_new") == 1  # only user 9 is new
     rows = {r["user_id"]: r for r in dd.read_users().to_pylist()}
     assert rows[3]["screen_name"] == "u3" and rows[9] == {"user_id": 9, "screen_name": "", "followers_count": 0,
                                                          "created_at_ms": 1}

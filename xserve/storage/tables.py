@@ -419,12 +419,13 @@ class DataDir:
         else:
             whole = pa.concat_tables([schema.empty_table(), *tables])
             whole = _dedupe(whole, TABLE_KEYS[name], "last" if mode == "upsert" else "first")
-            written = whole.num_rows
-            if written:
+            written = 0
+            if whole.num_rows:
                 builder = table.merge_insert(list(TABLE_KEYS[name]))
                 if mode == "upsert":
                     builder = builder.when_matched_update_all()
-                builder.when_not_matched_insert_all().execute(whole)
+                result = builder.when_not_matched_insert_all().execute(whole)
+                written = result.num_inserted_rows + result.num_updated_rows
         if self.fsync:
             _fsync_changed(self.path / f"{name}.lance", started_ns)
         return written
@@ -446,7 +447,7 @@ class DataDir:
         return out.cast(pa.schema([schema.field(c) for c in cols]))
 
     def write_posts(self, data: Any, mode: WriteMode = "append") -> int:
-        """Write posts (POSTS_SCHEMA); returns rows written (after deduplication for upserts)."""
+        """Write posts (POSTS_SCHEMA); returns rows written (inserted + updated for the merge modes)."""
         return self._write("posts", data, mode)
 
     def write_users(self, data: Any, mode: WriteMode = "append") -> int:
