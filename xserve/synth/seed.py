@@ -40,8 +40,9 @@ def seed_data_dir(
         data_dir.clear()
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     bar = _progress_bar(spec, progress)
+    counted = ("users", "posts", "engagements")  # the stages the bar's total is made of
     world = generate_world(spec, np.random.default_rng(seed), now_ms, seed=seed,
-                           progress=(lambda stage, n: bar.update(n)) if bar else None)
+                           progress=(lambda stage, n: bar.update(n) if stage in counted else None) if bar else None)
     started = time.perf_counter()
     if bar:
         bar.set_description("writing")
