@@ -70,11 +70,11 @@ def _cmd_seed(args: argparse.Namespace) -> int:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from xserve.storage import DataDirError
-    from xserve.storage.import_log import import_log
+    from xserve.storage.import_log import import_log, read_log
 
-    data_dir = _open_data_dir(args)
     try:
-        report = import_log(data_dir, args.input)
+        table = read_log(args.input)  # a bad file fails before the data directory is opened
+        report = import_log(_open_data_dir(args), args.input, table=table)
     except DataDirError as exc:
         raise CliError(str(exc)) from None
     print("\n".join(report.lines()))

@@ -319,11 +319,14 @@ def _minimal_users(eng: pa.Table, posts: pa.Table) -> pa.Table:
         ["user_id", "created_at_ms"])
 
 
-def import_log(data_dir: DataDir, path: str | Path, now_ms: int | None = None) -> ImportReport:
-    """Validate the log at ``path`` and add its accepted rows to ``data_dir`` (see the module docstring)."""
+def import_log(
+    data_dir: DataDir, path: str | Path, now_ms: int | None = None, table: pa.Table | None = None
+) -> ImportReport:
+    """Validate the log at ``path`` (or ``table``, already read from it by :func:`read_log`) and add its
+    accepted rows to ``data_dir`` (see the module docstring)."""
     started = time.perf_counter()
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    table = read_log(path)
+    table = read_log(path) if table is None else table
     report = ImportReport(path=str(path), rows_read=table.num_rows)
     report.ignored_columns = [c for c in table.column_names if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
     known = data_dir.read_posts(["post_id", "author_id"])

@@ -61,7 +61,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import lancedb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -376,6 +375,8 @@ class DataDir:
                 raise DataDirError(f"data directory {self.path} does not exist")
             self.path.mkdir(parents=True)
         self.fsync = fsync
+        import lancedb  # here, not at module level: it takes seconds to import and schema users don't need it
+
         self._db = lancedb.connect(str(self.path))
         version = self._stored_meta().get("schema_version", SCHEMA_VERSION)
         if version > SCHEMA_VERSION:
