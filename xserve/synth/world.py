@@ -97,7 +97,7 @@ class WorldSpec(msgspec.Struct, frozen=True, kw_only=True):
     in_network_share: float = 0.5  # impressions from followed authors
     topic_discovery_share: float = 0.6  # of out-of-network impressions: topic-driven (rest: popularity)
     impression_delay_hours: float = 10.0  # mean delay from creation to impression (truncated at now)
-    chunk_impressions: int = 1_000_000  # impressions simulated per vectorised chunk (bounds memory)
+    chunk_impressions: int = 65_536  # impressions per vectorised chunk: (chunk, 18) arrays stay in cache (5x faster than 1M)
 
 
 WORLD_SIZES: dict[str, WorldSpec] = {
@@ -207,6 +207,28 @@ def _pointer_jump(up: np.ndarray) -> np.ndarray:
         if np.array_equal(nxt, up):
             return up
         up = nxt
+
+
+def _sorted_search(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """``np.searchsorted`` with the queries sorted first: neighbouring searches share cache lines (~3x faster
+    on large tables)."""
+    order = np.argsort(queries)
+    out = np.empty(len(queries), dtype=np.int64)
+    out[order] = np.searchsorted(sorted_keys, queries[order])
+    return out
+
+
+def _sample_cdf(rng: np.random.Generator, cdf: np.ndarray, n: int) -> np.ndarray:
+    """n draws of an index with probability proportional to the increments of the (unnormalised) ``cdf``."""
+    return np.minimum(_sorted_search(cdf, rng.random(n) * cdf[-1]), len(cdf) - 1)
+
+
+def _member(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """``np.isin(queries, sorted_keys)`` by binary search (isin hashes both sides: several times slower here)."""
+    if len(sorted_keys) == 0:
+        return np.zeros(len(queries), dtype=bool)
+    pos = np.minimum(_sorted_search(sorted_keys, queries), len(sorted_keys) - 1)
+    return sorted_keys[pos] == queries
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -359,11 +381,11 @@ def _texts(rng: np.random.Generator, topic: np.ndarray, k: int) -> np.ndarray:
 # --------------------------------------------------------------------------- engagements
 
 
-def _impressions(spec, rng, n, people, posts, follow_csr, topic_csr, pop_p, sub_keys):
+def _impressions(spec, rng, n, people, posts, follow_csr, topic_csr, cdfs, sub_keys):
     """n (viewer index, post index, in_network) impressions; own and unsubscribed subscriber-only posts dropped."""
-    n_users, n_posts = spec.num_users, spec.num_posts
-    act = people["activity"]
-    viewer = rng.choice(n_users, size=n, p=act / act.sum())
+    n_users = spec.num_users
+    activity_cdf, popularity_cdf = cdfs
+    viewer = _sample_cdf(rng, activity_cdf, n)
     in_net = rng.random(n) < spec.in_network_share
     f_order, f_off, f_dst, p_order, p_off = follow_csr
     followee = _pick_in_groups(rng, viewer, f_order, f_off)
@@ -373,13 +395,13 @@ def _impressions(spec, rng, n, people, posts, follow_csr, topic_csr, pop_p, sub_
     t_order, t_off = topic_csr
     topic = _categorical_rows(rng, people["interests"][viewer])
     topic_post = _pick_in_groups(rng, topic, t_order, t_off)
-    pop_post = rng.choice(n_posts, size=n, p=pop_p)
+    pop_post = _sample_cdf(rng, popularity_cdf, n)
     use_topic = (rng.random(n) < spec.topic_discovery_share) & (topic_post >= 0)
     post = np.where(in_net, in_post, np.where(use_topic, topic_post, pop_post))
     author = posts["author"][post]
     ok = author != viewer
     needs_sub = posts["subscription_only"][post]
-    ok &= ~needs_sub | np.isin(viewer.astype(np.int64) * n_users + author, sub_keys)
+    ok &= ~needs_sub | _member(sub_keys, viewer.astype(np.int64) * n_users + author)
     return viewer[ok], post[ok], in_net[ok]
 
 
@@ -396,7 +418,7 @@ def _act(spec, rng, viewer, post, in_net, people, posts, follow_keys, now_ms):
     topic_vec[np.arange(n), posts["topic"][post]] += 0.75
     aff = np.einsum("ij,ij->i", people["interests"][viewer], topic_vec)
     author = posts["author"][post]
-    follows = np.isin(viewer.astype(np.int64) * spec.num_users + author, follow_keys)
+    follows = _member(follow_keys, viewer.astype(np.int64) * spec.num_users + author)
     # float32 throughout: NumPy's float64 exp is ~10x slower and precision is irrelevant here.
     features = np.stack(
         [
@@ -455,14 +477,14 @@ def _engagements(spec, rng, people, posts, follow_src, follow_dst, sub_keys, now
     follow_csr = (f_order, f_off, follow_dst, p_order, p_off)
     topic_csr = _csr(posts["topic"].astype(np.int64), spec.num_topics)
     pop_w = people["popularity"][posts["author"]].astype(np.float64) ** 0.7
-    pop_p = pop_w / pop_w.sum()
+    cdfs = (np.cumsum(people["activity"]), np.cumsum(pop_w))  # built once, searched per chunk
     follow_keys = np.sort(follow_src.astype(np.int64) * n_users + follow_dst)
 
     impressions = 0
 
     def simulate(n):
         nonlocal impressions
-        v, p, i = _impressions(spec, rng, n, people, posts, follow_csr, topic_csr, pop_p, sub_keys)
+        v, p, i = _impressions(spec, rng, n, people, posts, follow_csr, topic_csr, cdfs, sub_keys)
         impressions += len(v)
         return _act(spec, rng, v, p, i, people, posts, follow_keys, now_ms)
 
@@ -478,7 +500,7 @@ def _engagements(spec, rng, people, posts, follow_src, follow_dst, sub_keys, now
         tick(len(chunks[-1]["action"]))
         remaining -= n
     eng = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
-    order = np.lexsort((eng["action"], eng["post"], eng["viewer"], eng["timestamp_ms"]))
+    order = np.argsort(eng["timestamp_ms"], kind="stable")  # ties keep generation order: deterministic
     return {key: value[order] for key, value in eng.items()}, impressions
 
 
