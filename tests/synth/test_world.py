@@ -147,3 +147,10 @@ def test_ground_truth_signal_is_in_the_engagements(world):
     shuffled = affinity(world.ground_truth, eng["user_id"], rng.permutation(eng["post_id"]))
     assert aff.mean() > 1.5 * shuffled.mean()
     assert world.ground_truth["user_interests"].shape == (200, world.spec.num_topics)
+
+
+def test_engagements_are_unique_on_the_table_key(world):
+    eng = world.engagements
+    keys = set(zip(eng["user_id"].tolist(), eng["post_id"].tolist(), eng["action"].tolist(),
+                   eng["timestamp_ms"].tolist()))
+    assert len(keys) == len(eng["user_id"])

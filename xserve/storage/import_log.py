@@ -339,7 +339,9 @@ def import_log(
         # Posts and users first: an interrupted import re-run completes them, never leaves dangling engagements.
         report.new_posts = data_dir.write_posts(posts, mode="insert_new")
         report.new_users = data_dir.write_users(_minimal_users(accepted, posts), mode="insert_new")
-        report.inserted = data_dir.write_engagements(accepted, mode="insert_new")
+        # Rows are unique within the file (duplicate_row), so a first import can skip the merge's join.
+        mode = "append" if data_dir.count("engagements") == 0 else "insert_new"
+        report.inserted = data_dir.write_engagements(accepted, mode=mode)
     report.seconds = time.perf_counter() - started
     imports = data_dir.meta().get("imports", [])
     data_dir.update_meta(imports=[*imports, {**report.to_dict(), "at_ms": now_ms}])

@@ -463,7 +463,8 @@ def _act(spec, rng, viewer, post, in_net, people, posts, follow_keys, now_ms):
     )
     surface = np.where((posts["kind"][post[rows]] == _REPLY) & (rng.random(len(rows)) < 0.5),
                        ProductSurface.CONVERSATION, surface)
-    ts = np.minimum(t[rows] + rng.integers(0, 60_000, size=len(rows)), now_ms)
+    room = np.minimum(60_000, now_ms - t[rows])  # actions follow the impression within a minute, never after now
+    ts = t[rows] + (rng.random(len(rows)) * room).astype(np.int64)
     return {
         "viewer": viewer[rows], "post": post[rows], "action": action.astype(np.int8), "timestamp_ms": ts,
         "dwell_ms": dwell, "product_surface": surface.astype(np.int32),
@@ -500,8 +501,15 @@ def _engagements(spec, rng, people, posts, follow_src, follow_dst, sub_keys, now
         tick(len(chunks[-1]["action"]))
         remaining -= n
     eng = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
-    order = np.argsort(eng["timestamp_ms"], kind="stable")  # ties keep generation order: deterministic
-    return {key: value[order] for key, value in eng.items()}, impressions
+    # Sort by time and drop exact repeats of the table key (user, post, action, timestamp): a viewer who
+    # sees a post twice can draw the same millisecond, and the engagements table keeps one row per key.
+    key = (eng["viewer"].astype(np.int64) * n_posts + eng["post"]) * len(ACTIONS) + eng["action"]
+    order = np.lexsort((key, eng["timestamp_ms"]))
+    ts, key = eng["timestamp_ms"][order], key[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (ts[1:] != ts[:-1]) | (key[1:] != key[:-1])
+    order = order[first]
+    return {name: value[order] for name, value in eng.items()}, impressions
 
 
 # --------------------------------------------------------------------------- public API
