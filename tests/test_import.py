@@ -150,3 +150,12 @@ def test_accepted_plus_rejected_is_everything(rows, defects):
     counted = {r: len(i) for r, i in failures.items() if r != "duplicate_row"}
     assert counted == {r: defects.count(r) for r in set(defects)}
     assert accepted.num_rows + sum(len(i) for i in failures.values()) == len(rows) + len(defects)
+
+
+def test_gzipped_csv_with_bom_is_read(tmp_path):
+    import gzip
+
+    path = tmp_path / "log.csv.gz"
+    path.write_bytes(gzip.compress(("\ufeff" + HEADER + "\n" + "\n".join(GOOD_ROWS) + "\n").encode()))
+    table = read_log(path)
+    assert table.num_rows == 5 and table.column("user_id").type == pa.string()

@@ -124,15 +124,10 @@ def read_log(path: str | Path) -> pa.Table:
             magic = fh.read(4)
         if magic == b"PAR1" or path.suffix in (".parquet", ".pq"):
             table = pq.read_table(path)
-        else:
-            with open(path, "rb") as fh:
-                header = fh.readline().decode("utf-8", "replace").strip().split(",")
-            names = [h.strip().strip('"') for h in header]
+        else:  # compression (.gz, .bz2, ...) is detected from the extension; a UTF-8 BOM is skipped
+            text_columns = {name: pa.string() for name in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
             table = pa_csv.read_csv(
-                path,
-                convert_options=pa_csv.ConvertOptions(
-                    column_types={n: pa.string() for n in names}, strings_can_be_null=True
-                ),
+                path, convert_options=pa_csv.ConvertOptions(column_types=text_columns, strings_can_be_null=True)
             )
     except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
         raise LogFormatError(f"cannot read engagement log {path}: {str(exc).splitlines()[0]}") from None
