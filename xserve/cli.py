@@ -59,7 +59,8 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         raise CliError(f"--seed must be >= 0, got {args.seed}")
     data_dir = _open_data_dir(args)
     try:
-        world = seed_data_dir(data_dir, args.size, args.seed, args.now_ms, force=args.force, progress=not args.quiet and args.size in ("medium", "large"))
+        world = seed_data_dir(data_dir, args.size, args.seed, args.now_ms, force=args.force,
+                              progress=not args.quiet and args.size in ("medium", "large"))
     except DataDirError as exc:
         raise CliError(str(exc)) from None
     counts = ", ".join(f"{n:,} {name}" for name, n in world.counts().items())
@@ -84,7 +85,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _add_data_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
-    seed = add("seed", _cmd_seed, "write a synthetic world (users, follow graph, posts, engagements) to the data directory")
+    seed = add("seed", _cmd_seed, "write a synthetic world (users, graph, posts, engagements) to the data directory")
     seed.add_argument("--size", choices=("tiny", "small", "medium", "large"), default="tiny",
                       help="tiny (tests), small, medium (training target), large (benchmarks); default tiny")
     seed.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same world")

@@ -245,7 +245,8 @@ def validate_log(table: pa.Table, now_ms: int, known_authors: pa.Table | None = 
         dwell = np.where(dwell_null, 0, dwell)
     else:
         dwell = np.zeros(n, dtype=np.int64)
-    surface, ok = _parse_surface(table.column("product_surface") if "product_surface" in table.column_names else None, n)
+    names = table.column_names
+    surface, ok = _parse_surface(table.column("product_surface") if "product_surface" in names else None, n)
     reject("bad_product_surface", ~ok)
 
     # One author per post: the stored one if any, else the first row's in this file.

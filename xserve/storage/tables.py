@@ -198,7 +198,9 @@ def _conform(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
                 try:
                     col = col.cast(field.type)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                    raise DataDirError(f"{name}.{field.name}: cannot convert {col.type} to {field.type}: {exc}") from None
+                    raise DataDirError(
+                        f"{name}.{field.name}: cannot convert {col.type} to {field.type}: {exc}"
+                    ) from None
             if not field.nullable and col.null_count:
                 if field.name not in _DEFAULTS:
                     raise DataDirError(f"{name}.{field.name}: {col.null_count} null value(s) in a required column")
@@ -224,7 +226,9 @@ def _as_tables(data: Any) -> Iterator[pa.Table]:
         for item in data:
             yield from _as_tables(item)
     else:
-        raise DataDirError(f"cannot write {type(data).__name__}: give a pyarrow Table, RecordBatch(es) or a dict of columns")
+        raise DataDirError(
+            f"cannot write {type(data).__name__}: give a pyarrow Table, RecordBatch(es) or a dict of columns"
+        )
 
 
 def _dedupe(table: pa.Table, keys: Sequence[str], keep: Literal["first", "last"]) -> pa.Table:

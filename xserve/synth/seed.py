@@ -33,6 +33,8 @@ def seed_data_dir(
     ``now_ms`` defaults to the current time; pass it for reproducible tables. Returns the world, with
     ``timings_s`` extended by ``write``.
     """
+    if isinstance(size, str) and size not in WORLD_SIZES:
+        raise ValueError(f"world size must be one of {tuple(WORLD_SIZES)}, got {size!r}")
     spec = WORLD_SIZES[size] if isinstance(size, str) else size
     if not data_dir.is_empty():
         if not force:

@@ -97,7 +97,7 @@ class WorldSpec(msgspec.Struct, frozen=True, kw_only=True):
     in_network_share: float = 0.5  # impressions from followed authors
     topic_discovery_share: float = 0.6  # of out-of-network impressions: topic-driven (rest: popularity)
     impression_delay_hours: float = 10.0  # mean delay from creation to impression (truncated at now)
-    chunk_impressions: int = 65_536  # impressions per vectorised chunk: (chunk, 18) arrays stay in cache (5x faster than 1M)
+    chunk_impressions: int = 65_536  # impressions per vectorised chunk: (chunk, 18) arrays stay in cache (5x vs 1M)
 
 
 WORLD_SIZES: dict[str, WorldSpec] = {
