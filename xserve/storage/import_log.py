@@ -181,8 +181,6 @@ def _parse_text(col: pa.ChunkedArray) -> pa.Array:
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        col = col.cast(pa.string())
     return pc.utf8_lower(pc.utf8_trim_whitespace(col.cast(pa.string())))
 
 

@@ -408,7 +408,8 @@ class DataDir:
             raise DataDirError(f"write mode must be one of {_MODES}, got {mode!r}")
         schema = TABLES[name]
         tables = (_check_values(name, _conform(t, schema, name)) for t in _as_tables(data))
-        started_ns = time.time_ns()
+        # File mtimes come from a coarse kernel clock that can lag time_ns(): a margin so no new file is missed.
+        started_ns = time.time_ns() - 2_000_000_000
         table = self._table_or_create(name)
         if mode in ("append", "overwrite"):
             counted = _Counter(tables)
