@@ -113,24 +113,26 @@ WORLD_SIZES: dict[str, WorldSpec] = {
 #   + w_label*labelled + user propensity. x_aff = log((aff+0.01)/(1/K+0.01)) is 0 at average affinity.
 # Columns: bias, w_aff, w_q, w_follow, w_rec, w_label.
 _ACTION_MODEL: dict[Action, tuple[float, float, float, float, float, float]] = {
-    Action.DWELL: (-1.4, 0.6, 1.0, 0.3, 0.5, 0.0),
-    Action.CLICK: (-3.35, 0.7, 1.0, 0.2, 0.4, 0.0),
-    Action.FAVORITE: (-4.8, 1.1, 2.0, 0.6, 0.5, -1.0),
-    Action.REPLY: (-6.95, 0.9, 1.0, 0.8, 0.6, 0.0),
-    Action.REPOST: (-6.85, 1.0, 2.0, 0.6, 0.5, -1.0),
-    Action.QUOTE: (-7.75, 0.8, 1.0, 0.4, 0.5, 0.0),
-    Action.PROFILE_CLICK: (-5.2, 0.6, 1.0, -0.6, 0.2, 0.0),
-    Action.PHOTO_EXPAND: (-2.45, 0.8, 1.0, 0.2, 0.3, 0.0),  # photo posts only
-    Action.VIDEO_QUALITY_VIEW: (-1.4, 0.9, 1.5, 0.2, 0.3, 0.0),  # video posts only
-    Action.SHARE: (-7.45, 0.9, 1.5, 0.2, 0.4, 0.0),
-    Action.SHARE_VIA_DM: (-7.75, 0.9, 1.5, 0.2, 0.4, 0.0),
-    Action.SHARE_VIA_COPY_LINK: (-8.15, 0.9, 1.5, 0.2, 0.4, 0.0),
-    Action.QUOTED_CLICK: (-2.8, 0.5, 0.5, 0.0, 0.2, 0.0),  # quote posts only
-    Action.FOLLOW_AUTHOR: (-6.75, 1.2, 2.0, 0.0, 0.2, -1.0),  # authors not yet followed only
-    Action.NOT_INTERESTED: (-5.0, -1.2, -4.0, -1.0, 0.0, 1.5),
-    Action.MUTE_AUTHOR: (-6.8, -1.0, -4.0, -1.0, 0.0, 1.5),
-    Action.BLOCK_AUTHOR: (-7.45, -1.0, -5.0, -1.0, 0.0, 2.0),
-    Action.REPORT: (-9.1, -0.8, -5.0, -0.5, 0.0, 3.5),
+    # Dwell and clicks follow exposure more than interest; the explicit actions follow interest and quality
+    # strongly, so they stay predictable among engaged impressions (the only ones the log keeps).
+    Action.DWELL: (-1.18, 0.25, 0.4, 0.2, 0.5, 0.0),
+    Action.CLICK: (-3.12, 0.4, 0.6, 0.2, 0.4, 0.0),
+    Action.FAVORITE: (-5.91, 1.8, 3.0, 0.8, 0.5, -1.0),
+    Action.REPLY: (-8.0, 1.5, 2.0, 1.2, 0.6, 0.0),
+    Action.REPOST: (-7.88, 1.6, 3.0, 0.8, 0.5, -1.0),
+    Action.QUOTE: (-8.65, 1.4, 2.0, 0.6, 0.5, 0.0),
+    Action.PROFILE_CLICK: (-5.37, 0.8, 1.0, -0.6, 0.2, 0.0),
+    Action.PHOTO_EXPAND: (-2.54, 0.9, 1.0, 0.2, 0.3, 0.0),  # photo posts only
+    Action.VIDEO_QUALITY_VIEW: (-1.61, 1.2, 2.0, 0.2, 0.3, 0.0),  # video posts only
+    Action.SHARE: (-8.37, 1.5, 2.5, 0.2, 0.4, 0.0),
+    Action.SHARE_VIA_DM: (-8.56, 1.5, 2.5, 0.2, 0.4, 0.0),
+    Action.SHARE_VIA_COPY_LINK: (-9.06, 1.5, 2.5, 0.2, 0.4, 0.0),
+    Action.QUOTED_CLICK: (-3.05, 0.8, 0.5, 0.0, 0.2, 0.0),  # quote posts only
+    Action.FOLLOW_AUTHOR: (-7.83, 1.8, 3.0, 0.0, 0.2, -1.0),  # authors not yet followed only
+    Action.NOT_INTERESTED: (-4.99, -1.2, -4.0, -1.0, 0.0, 1.5),
+    Action.MUTE_AUTHOR: (-6.63, -1.0, -4.0, -1.0, 0.0, 1.5),
+    Action.BLOCK_AUTHOR: (-7.48, -1.0, -5.0, -1.0, 0.0, 2.0),
+    Action.REPORT: (-8.9, -0.8, -5.0, -0.5, 0.0, 3.5),
 }
 _NEGATIVES = (Action.NOT_INTERESTED, Action.MUTE_AUTHOR, Action.BLOCK_AUTHOR, Action.REPORT)
 
