@@ -223,3 +223,32 @@ def test_any_engagements_round_trip(tmp_path_factory, engagements):
     dd = DataDir(tmp_path_factory.mktemp("d"))
     dd.write_engagements(engagements_to_table(engagements))
     assert table_to_engagements(dd.read_engagements()) == sorted(engagements, key=lambda e: e.timestamp_ms)
+
+
+_user_batch = st.lists(st.tuples(st.integers(1, 8), st.text("ab", max_size=2)), max_size=6)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["upsert", "insert_new", "append"]), _user_batch), max_size=4))
+def test_merge_writes_match_a_dict_model(tmp_path_factory, writes):
+    """Oracle: upsert = dict update (last row per key wins), insert_new = setdefault (first wins)."""
+    dd = DataDir(tmp_path_factory.mktemp("d"), fsync=False)
+    model: list[tuple[int, str]] = []  # rows in the table, as (user_id, screen_name)
+    for mode, rows in writes:
+        batch = pa.table({"user_id": pa.array([r[0] for r in rows], pa.int64()),
+                          "screen_name": pa.array([r[1] for r in rows], pa.string()),
+                          "created_at_ms": pa.array([0] * len(rows), pa.int64())})
+        dd.write_users(batch, mode=mode)
+        if mode == "append":
+            model += rows
+            continue
+        present = {u for u, _ in model}
+        latest: dict[int, str] = {}
+        for u, name in rows:
+            if mode == "upsert" or u not in latest:
+                latest[u] = name
+        if mode == "upsert":
+            model = [(u, latest.get(u, name)) for u, name in model]
+        model += [(u, name) for u, name in latest.items() if u not in present]
+    got = sorted(zip(*dd.read_users(["user_id", "screen_name"]).to_pydict().values()))
+    assert got == sorted(model)
