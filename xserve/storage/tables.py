@@ -120,8 +120,8 @@ POSTS_SCHEMA = pa.schema(
 USERS_SCHEMA = pa.schema(
     [
         _f("user_id", pa.int64(), doc="positive id, unique"),
-        _f("screen_name", pa.string()),
-        _f("followers_count", pa.int64()),
+        _f("screen_name", pa.string(), doc="handle ('' when unknown, e.g. imported)"),
+        _f("followers_count", pa.int64(), doc="followers (0 when unknown)"),
         _f("created_at_ms", pa.int64(), doc="account creation, ms since epoch"),
     ]
 )
@@ -131,18 +131,18 @@ EDGES_SCHEMA = pa.schema(
         _f("user_id", pa.int64(), doc="the acting user"),
         _f("target_id", pa.int64(), doc="the user acted on"),
         _f("kind", pa.string(), doc="one of EDGE_KINDS"),
-        _f("created_at_ms", pa.int64()),
+        _f("created_at_ms", pa.int64(), doc="when the edge was made, ms since epoch"),
     ]
 )
 
 ENGAGEMENTS_SCHEMA = pa.schema(
     [
-        _f("user_id", pa.int64()),
-        _f("post_id", pa.int64()),
+        _f("user_id", pa.int64(), doc="the acting user"),
+        _f("post_id", pa.int64(), doc="the post acted on"),
         _f("author_id", pa.int64(), doc="author of the post"),
         _f("action", pa.string(), doc="an xserve.schema.Action value"),
         _f("timestamp_ms", pa.int64(), doc="when the action happened"),
-        _f("dwell_ms", pa.int64(), doc="dwell time; > 0 only on 'dwell' rows"),
+        _f("dwell_ms", pa.int64(), doc="dwell time in ms, 0 = none (synthetic worlds: > 0 on 'dwell' rows only)"),
         _f("product_surface", pa.int32(), doc="xserve.schema.ProductSurface value"),
         _f("post_created_at_ms", pa.int64(), True, "the post's creation time, if known"),
     ]
