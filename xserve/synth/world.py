@@ -48,6 +48,8 @@ HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 POST_ID_BASE = 1_000_000_000  # post ids start here so they never collide with user ids (1..num_users)
 
+_EDGE_KINDS = ("follow", "block", "mute", "subscribe")  # the data directory's EDGE_KINDS
+
 # post kinds (internal codes)
 _ORIGINAL, _REPLY, _REPOST, _QUOTE = 0, 1, 2, 3
 
@@ -212,8 +214,10 @@ def _pointer_jump(up: np.ndarray) -> np.ndarray:
 
 
 def _sorted_search(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """``np.searchsorted`` with the queries sorted first: neighbouring searches share cache lines (~3x faster
-    on large tables)."""
+    """``np.searchsorted``, with the queries sorted first when the table outgrows the caches (neighbouring
+    searches then share cache lines: ~3x faster); small tables are searched directly."""
+    if len(sorted_keys) < 300_000:
+        return np.searchsorted(sorted_keys, queries)
     order = np.argsort(queries)
     out = np.empty(len(queries), dtype=np.int64)
     out[order] = np.searchsorted(sorted_keys, queries[order])
@@ -261,14 +265,12 @@ def _users(spec: WorldSpec, rng: np.random.Generator, now_ms: int) -> dict[str, 
 
 def _follow_graph(spec: WorldSpec, rng: np.random.Generator, people: dict[str, np.ndarray]):
     """(follower index, followee index) pairs: per user ~lognormal out-degree, Gumbel-top-n of 4n
-    popularity-proportional candidates keyed by beta * affinity."""
+    popularity-proportional candidates keyed by beta * affinity (minus repeats, so a little fewer)."""
     n_users = spec.num_users
     mu = np.log(spec.mean_follows) - 0.5
     degree = np.clip(rng.lognormal(mu, 1.0, size=n_users), 1, min(n_users - 1, 5_000)).astype(np.int64)
-    pop = people["popularity"].astype(np.float64)
-    cand_per_user = 4 * degree
-    src = np.repeat(np.arange(n_users), cand_per_user)
-    dst = rng.choice(n_users, size=len(src), p=pop / pop.sum())
+    src = np.repeat(np.arange(n_users), 4 * degree)
+    dst = _sample_cdf(rng, np.cumsum(people["popularity"].astype(np.float64)), len(src))
     key = np.empty(len(src), dtype=np.float32)
     for lo in range(0, len(src), 2_000_000):  # bounded (chunk, K) temporaries
         s, d = src[lo : lo + 2_000_000], dst[lo : lo + 2_000_000]
@@ -277,15 +279,23 @@ def _follow_graph(spec: WorldSpec, rng: np.random.Generator, people: dict[str, n
     key += rng.gumbel(size=len(src)).astype(np.float32)
     keep = src != dst
     src, dst, key = src[keep], dst[keep], key[keep]
-    order = np.lexsort((-key, src))  # by user, best key first
+    # By user, best key first: one argsort of "user index minus a (0, 1) squashing of the key" instead of a
+    # two-key lexsort (several times slower at 24M candidates).
+    squashed = np.float32(1.0) / (np.float32(1.0) + np.exp(key / np.float32(-8.0)))  # float32 exp: ~10x faster
+    order = np.argsort(src - squashed.astype(np.float64))
     src, dst = src[order], dst[order]
-    _, first = np.unique(src * n_users + dst, return_index=True)  # drop repeated candidates
+
+    def best(src, dst, n):  # the first n[user] rows of each user (rows are grouped by user)
+        rank = np.arange(len(src)) - np.searchsorted(src, np.arange(n_users))[src]
+        keep = rank < n[src]
+        return src[keep], dst[keep]
+
+    # A popular author is often drawn twice: drop repeats among each user's best 2n (a smaller sort than over
+    # all 4n), then keep the best n.
+    src, dst = best(src, dst, 2 * degree)
+    _, first = np.unique(src * n_users + dst, return_index=True)
     first.sort()
-    src, dst = src[first], dst[first]
-    starts = np.searchsorted(src, np.arange(n_users))
-    rank = np.arange(len(src)) - starts[src]
-    keep = rank < degree[src]
-    return src[keep], dst[keep]
+    return best(src[first], dst[first], degree)
 
 
 # --------------------------------------------------------------------------- posts
@@ -619,21 +629,18 @@ def generate_world(
 
 def _dedupe_edges(parts, n_users: int) -> dict[str, np.ndarray]:
     """Concatenate (kind, src index, dst index, created) parts; keep the earliest edge per (src, dst, kind)."""
-    kinds = np.concatenate([np.full(len(s), i, dtype=np.int64) for i, (_, s, _, _) in enumerate(parts)])
-    names = np.array([kind for kind, *_ in parts], dtype=object)
+    code = np.concatenate([np.full(len(s), _EDGE_KINDS.index(kind), dtype=np.int64) for kind, s, _, _ in parts])
     src = np.concatenate([p[1] for p in parts]).astype(np.int64)
     dst = np.concatenate([p[2] for p in parts]).astype(np.int64)
     created = np.concatenate([p[3] for p in parts]).astype(np.int64)
-    kind_names = names[kinds]
-    kind_code = np.unique(kind_names, return_inverse=True)[1]
-    order = np.lexsort((created, kind_code, dst, src))
-    key = (src[order] * n_users + dst[order]) * 8 + kind_code[order]
+    key = (src * n_users + dst) * len(_EDGE_KINDS) + code
+    order = np.lexsort((created, key))
     first = np.ones(len(order), dtype=bool)
-    first[1:] = key[1:] != key[:-1]
+    first[1:] = key[order][1:] != key[order][:-1]
     keep = order[first]
     keep = keep[src[keep] != dst[keep]]
-    return {"user_id": src[keep] + 1, "target_id": dst[keep] + 1, "kind": kind_names[keep],
-            "created_at_ms": created[keep]}
+    return {"user_id": src[keep] + 1, "target_id": dst[keep] + 1,
+            "kind": np.array(_EDGE_KINDS, dtype=object)[code[keep]], "created_at_ms": created[keep]}
 
 
 def affinity(ground_truth: dict[str, np.ndarray], user_ids: np.ndarray, post_ids: np.ndarray) -> np.ndarray:
