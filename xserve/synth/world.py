@@ -385,8 +385,10 @@ def _texts(rng: np.random.Generator, topic: np.ndarray, k: int) -> np.ndarray:
     vocab = np.array([w for ws in words for w in ws], dtype=np.dtypes.StringDType())
     tags = np.array([f" #{name}" for name in names], dtype=np.dtypes.StringDType())
     out = vocab[topic * 8 + rng.integers(0, 8, size=len(topic))]
-    for _ in range(rng.integers(2, 5)):
-        out = np.strings.add(np.strings.add(out, " "), vocab[topic * 8 + rng.integers(0, 8, size=len(topic))])
+    extra = rng.integers(2, 5, size=len(topic))  # 3 to 5 words per post
+    for i in range(4):
+        word = np.strings.add(" ", vocab[topic * 8 + rng.integers(0, 8, size=len(topic))])
+        out = np.where(i < extra, np.strings.add(out, word), out)
     return np.strings.add(out, tags[topic])
 
 
