@@ -33,7 +33,7 @@ from bisect import insort
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from itertools import islice
-from operator import attrgetter
+from operator import attrgetter, eq
 
 from xserve.config import ThunderConfig
 from xserve.schema import (
@@ -91,12 +91,27 @@ def is_original(p: LightPost) -> bool:
 def merge_newest_first(posts: list[LightPost], max_results: int) -> list[LightPost]:
     """Sort ``posts`` in place newest first (ties: larger post id first) and keep ``max_results``.
 
-    Two stable C-level sorts instead of one tuple key: no per-post tuple.
+    One C-level sort by time; only when two kept posts share a millisecond
+    (rare) a second pass orders the ties by post id. No per-post tuples.
     """
-    posts.sort(key=_POST_ID, reverse=True)
     posts.sort(key=_CREATED, reverse=True)
+    keys = list(map(_CREATED, islice(posts, max_results + 1)))
+    if any(map(eq, keys, islice(keys, 1, None))):
+        posts.sort(key=_POST_ID, reverse=True)
+        posts.sort(key=_CREATED, reverse=True)
     del posts[max_results:]
     return posts
+
+
+def _scan_window(d: deque[LightPost], scan: int, exclude: frozenset[int], cutoff: int) -> Iterable[LightPost]:
+    """Newest-first posts of ``d`` within retention, excluded ones skipped, at most ``scan`` of them."""
+    n = 0
+    for p in reversed(d):
+        if p.created_at_ms < cutoff or n >= scan:
+            return
+        if p.post_id not in exclude:
+            n += 1
+            yield p
 
 
 class PostStore:
@@ -162,14 +177,15 @@ class PostStore:
         cutoff = now_ms - self._retention
         outcome: Counter[str] = Counter()
         creates: list[Post] = []
+        future = stale = 0
         for event in events:
             match event:
                 case PostCreated(post=post):
                     t = post.created_at_ms
                     if t > now_ms:
-                        outcome["dropped_future"] += 1
+                        future += 1
                     elif t < cutoff:
-                        outcome["dropped_stale"] += 1
+                        stale += 1
                     else:
                         creates.append(post)
                 case PostDeleted(post_id=pid, deleted_at_ms=t):
@@ -180,10 +196,11 @@ class PostStore:
                     raise TypeError(f"not a post event: {type(event).__name__}")
         creates.sort(key=_POST_ID)
         creates.sort(key=_CREATED)
-        for post in creates:
-            outcome[self._insert(post)] += 1
+        outcome["dropped_future"] += future
+        outcome["dropped_stale"] += stale
+        outcome.update(self._insert_sorted(creates))
         self.counters.update(outcome)
-        return outcome
+        return +outcome
 
     def _delete(self, post_id: int, deleted_at_ms: int, cutoff: int) -> str:
         # A post is created before it is deleted, so a delete older than
@@ -207,30 +224,59 @@ class PostStore:
                     del by_author[a]
         return "deleted"
 
-    def _insert(self, post: Post) -> str:
-        pid = post.post_id
-        if pid in self._deleted:
-            return "skipped_deleted"
-        lp = light_post(post, self.config.min_video_duration_ms)
-        if not self.owns(post.author_id):
-            if pid in self._foreign:
-                return "duplicates"
-            self._foreign[pid] = lp
-            return "created_foreign"
-        if pid in self._posts:
-            return "duplicates"
-        self._posts[pid] = lp
-        reply = _is_reply(lp)
-        self._push(self._secondary if reply or lp.repost_of_post_id is not None else self._originals, lp, True)
-        video = lp.has_video
-        if not video and lp.repost_of_post_id is not None:
-            source = self.get(lp.repost_of_post_id)
-            video = source is not None and source.has_video and not _is_reply(source)
-        if video and not reply:  # replies never go to the video deque
-            self._push(self._videos, lp, False)
-        return "created"
+    def _insert_sorted(self, creates: list[Post]) -> Counter[str]:
+        # The ingest hot loop: locals, no per-event method calls on the common path.
+        outcome: Counter[str] = Counter()
+        posts, foreign, deleted = self._posts, self._foreign, self._deleted
+        originals, secondary = self._originals, self._secondary
+        min_video = self.config.min_video_duration_ms
+        list_cap = self.config.max_posts_per_author_list
+        sharded = self.num_shards > 1
+        n_created = n_foreign = n_dup = n_del = 0
+        for post in creates:
+            pid = post.post_id
+            if pid in deleted:
+                n_del += 1
+                continue
+            if sharded and shard_for(post.author_id, self.num_shards) != self.shard:
+                if pid in foreign:
+                    n_dup += 1
+                else:
+                    foreign[pid] = light_post(post, min_video)
+                    n_foreign += 1
+                continue
+            if pid in posts:
+                n_dup += 1
+                continue
+            lp = posts[pid] = light_post(post, min_video)
+            n_created += 1
+            a = lp.author_id
+            reply = lp.in_reply_to_post_id is not None or lp.in_reply_to_user_id is not None
+            repost = lp.repost_of_post_id is not None
+            by_author = secondary if reply or repost else originals
+            d = by_author.get(a)
+            if d is None:
+                by_author[a] = deque((lp,))
+            elif len(d) < list_cap and (d[-1].created_at_ms < lp.created_at_ms or _TIME_KEY(d[-1]) < _TIME_KEY(lp)):
+                d.append(lp)
+            else:
+                self._push(by_author, lp, True)
+            if reply:  # replies never go to the video deque
+                continue
+            video = lp.has_video
+            if not video and repost:
+                source = posts.get(lp.repost_of_post_id) or foreign.get(lp.repost_of_post_id)  # type: ignore[arg-type]
+                video = source is not None and source.has_video and not _is_reply(source)
+            if video:
+                self._push(self._videos, lp, False)
+        outcome["created"] = n_created
+        outcome["created_foreign"] = n_foreign
+        outcome["duplicates"] = n_dup
+        outcome["skipped_deleted"] = n_del
+        return outcome
 
     def _push(self, by_author: dict[int, deque[LightPost]], lp: LightPost, owns_table: bool) -> None:
+        """Append ``lp`` to its author's deque: evict the oldest beyond the list cap, keep time order."""
         a = lp.author_id
         d = by_author.get(a)
         if d is None:
@@ -243,7 +289,7 @@ class PostStore:
                 if v is not None and old in v:
                     v.remove(old)
         if d and _TIME_KEY(d[-1]) > _TIME_KEY(lp):
-            insort(d, lp, key=_TIME_KEY)  # late event: keep the deque sorted
+            insort(d, lp, key=_TIME_KEY)  # a late event
         else:
             d.append(lp)
 
@@ -373,28 +419,43 @@ class PostStore:
         followed_set: frozenset[int] | None,
         out: list[LightPost],
     ) -> None:
-        """The reference's per-author scan; ``followed_set`` given = apply the reply rule."""
+        """The reference's per-author scan; ``followed_set`` given = apply the reply rule.
+
+        The rules are inlined (this is the query's hot loop); :meth:`_reply_ok`
+        is the same rule, readable, and the oracle tests hold both to it.
+        """
         scan = self.config.max_tiny_posts_per_user_scan
         get = by_author.get
+        posts_get, foreign_get = self._posts.get, self._foreign.get
         append = out.append
-        reply_ok = self._reply_ok
         for a in followed:
             d = get(a)
             if d is None:
                 continue
-            scanned = taken = 0
-            for p in reversed(d):
-                if p.created_at_ms < cutoff:
-                    break
-                if p.post_id in exclude:
-                    continue
-                scanned += 1
-                if scanned > scan:
-                    break
+            k = len(d) if len(d) < scan else scan
+            if d[-k].created_at_ms >= cutoff and (not exclude or exclude.isdisjoint(map(_POST_ID, islice(reversed(d), k)))):
+                window: Iterable[LightPost] = islice(reversed(d), k)  # nothing old or excluded in the scan window
+            else:
+                window = _scan_window(d, scan, exclude, cutoff)
+            taken = 0
+            for p in window:
                 if p.repost_of_user_id == viewer_id and p.repost_of_post_id is not None:
                     continue
-                if followed_set is not None and p.in_reply_to_post_id is not None and not reply_ok(p, cutoff, followed_set):
-                    continue
+                parent_id = p.in_reply_to_post_id
+                if parent_id is not None and followed_set is not None:
+                    parent = posts_get(parent_id) or foreign_get(parent_id)
+                    if parent is None or parent.created_at_ms < cutoff:
+                        continue
+                    if (
+                        parent.in_reply_to_post_id is not None
+                        or parent.in_reply_to_user_id is not None
+                        or parent.repost_of_post_id is not None
+                    ) and (
+                        p.conversation_id is None
+                        or parent.in_reply_to_post_id != p.conversation_id
+                        or p.in_reply_to_user_id not in followed_set
+                    ):
+                        continue
                 append(p)
                 taken += 1
                 if taken >= cap:
