@@ -104,11 +104,14 @@ def test_duplicates_are_idempotent():
     assert (query(s, [7]), s.stats()["posts"], s.stats()["deleted_posts"]) == before
 
 
-def test_stale_delete_is_dropped_and_future_delete_applied():
-    s = store(*created(post(1, 7)))
-    out = s.apply([deleted(1, NOW - R - 1)], NOW)
-    assert out["dropped_stale"] == 1 and query(s, [7]) == [1]
-    s.apply([deleted(1, NOW + 1000)], NOW)  # honouring a deletion is always safe
+def test_stale_and_future_deletes_are_honoured_and_age_out():
+    s = store(*created(post(1, 7), post(2, 7, NOW - 2)))
+    s.apply([deleted(1, NOW - R - 1)], NOW)  # recorded until the next trim
+    s.apply(created(post(1, 7)), NOW)  # so a replayed create of it stays out
+    assert query(s, [7]) == [2]
+    s.trim(NOW)
+    assert s.stats()["deleted_posts"] == 0
+    s.apply([deleted(2, NOW + 1000)], NOW)  # a deletion from the future is still a deletion
     assert query(s, [7]) == []
 
 

@@ -170,7 +170,7 @@ class PostStore:
         """Apply one batch of events; returns what happened to them (also added to ``counters``).
 
         Creates older than retention or newer than ``now_ms`` are dropped;
-        deletes are applied first, then creates in time order, so a batch that
+        deletes are always recorded (they age out in :meth:`trim`) and applied first, then creates in time order, so a batch that
         both creates and deletes a post leaves it deleted whatever the order;
         a create of a deleted id or of a post already held is skipped.
         """
@@ -189,9 +189,9 @@ class PostStore:
                     else:
                         creates.append(post)
                 case PostDeleted(post_id=pid, deleted_at_ms=t):
-                    outcome[self._delete(pid, t, cutoff)] += 1
+                    outcome[self._delete(pid, t)] += 1
                 case QuotedPostDeleted(quoting_post_id=pid, deleted_at_ms=t):
-                    outcome[self._delete(pid, t, cutoff)] += 1
+                    outcome[self._delete(pid, t)] += 1
                 case _:
                     raise TypeError(f"not a post event: {type(event).__name__}")
         creates.sort(key=_POST_ID)
@@ -202,11 +202,10 @@ class PostStore:
         self.counters.update(outcome)
         return +outcome
 
-    def _delete(self, post_id: int, deleted_at_ms: int, cutoff: int) -> str:
-        # A post is created before it is deleted, so a delete older than
-        # retention refers to a post that can no longer be held.
-        if deleted_at_ms < cutoff:
-            return "dropped_stale"
+    def _delete(self, post_id: int, deleted_at_ms: int) -> str:
+        # Even a delete older than retention is recorded until the next trim:
+        # replaying a log, it may precede a (bogus, later-dated) create of the
+        # same id that the live store had blocked; honouring it is always safe.
         if post_id in self._deleted:
             return "duplicates"
         self._deleted[post_id] = deleted_at_ms
