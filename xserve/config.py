@@ -20,7 +20,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from msgspec import Struct
@@ -115,7 +115,7 @@ class ThunderConfig(_Section):
     max_input_list_size: int = 10_000  # followed / excluded ids beyond this are ignored
     max_concurrent_requests: int = 64  # per shard; beyond this a request is refused "at capacity"
     max_posts_per_author_list: int = 1_000  # reference MAX_POSTING_LIST_SIZE: oldest evicted beyond this per deque
-    event_source: str = "log"  # "log": events arrive through the ingest API; "kafka": also consumed from a topic
+    event_source: Literal["log", "kafka"] = "log"  # "log": events arrive through the ingest API; "kafka": also consumed from a topic
     kafka_brokers: str = "localhost:9092"  # bootstrap servers, comma-separated (event_source = "kafka")
     kafka_topic: str = "xserve.post-events"  # JSON-encoded PostEvent per message
     kafka_group: str = "xserve-thunder-ingest"  # consumer group; offsets committed after the local log append
