@@ -248,7 +248,7 @@ def worlds(draw):
     posts_, events = {}, []
     for pid in range(1, n + 1):
         kind = draw(st.sampled_from(["orig", "orig", "reply", "repost", "video"]))
-        t = NOW - draw(st.integers(0, R + HOUR))
+        t = NOW - draw(st.one_of(st.integers(0, R + HOUR), st.sampled_from([10, 20, 30])))  # ties too
         a = draw(authors)
         earlier = [p for p in posts_.values()]
         if kind == "reply" and earlier:

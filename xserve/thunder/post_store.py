@@ -29,11 +29,13 @@ answers do not depend on when the trim timer last ran; ties in
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, insort
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from itertools import islice
 from operator import attrgetter, eq
+
+import numpy as np
 
 from xserve.config import ThunderConfig
 from xserve.schema import (
@@ -48,7 +50,7 @@ from xserve.schema import (
 )
 from xserve.thunder.sharding import shard_for
 
-__all__ = ["PostStore", "is_original", "light_post", "merge_newest_first"]
+__all__ = ["PostStore", "is_original", "light_post", "kth_newest_time", "merge_newest_first"]
 
 _CREATED = attrgetter("created_at_ms")
 _POST_ID = attrgetter("post_id")
@@ -88,19 +90,38 @@ def is_original(p: LightPost) -> bool:
     return p.repost_of_post_id is None and not _is_reply(p)
 
 
-def merge_newest_first(posts: list[LightPost], max_results: int) -> list[LightPost]:
-    """Sort ``posts`` in place newest first (ties: larger post id first) and keep ``max_results``.
+def kth_newest_time(posts: list[LightPost], k: int) -> int | None:
+    """``created_at_ms`` of the ``k``-th newest of ``posts`` (``None`` when there are at most ``k``)."""
+    n = len(posts)
+    if n <= k:
+        return None
+    keys = np.fromiter(map(_CREATED, posts), dtype=np.int64, count=n)
+    return int(np.partition(keys, n - k)[n - k])
 
-    One C-level sort by time; only when two kept posts share a millisecond
-    (rare) a second pass orders the ties by post id. No per-post tuples.
+
+def merge_newest_first(posts: list[LightPost], max_results: int) -> list[LightPost]:
+    """``posts`` newest first (ties: larger post id first), at most ``max_results`` of them.
+
+    Sorts keys in numpy and gathers the posts once (no Python-level comparison
+    of posts, no per-post tuples): pre-selects the newest ``max_results`` when
+    there are many more, then a stable argsort by time; the post ids are
+    read only when two kept posts share a millisecond.
     """
-    posts.sort(key=_CREATED, reverse=True)
-    keys = list(map(_CREATED, islice(posts, max_results + 1)))
-    if any(map(eq, keys, islice(keys, 1, None))):
-        posts.sort(key=_POST_ID, reverse=True)
-        posts.sort(key=_CREATED, reverse=True)
-    del posts[max_results:]
-    return posts
+    n = len(posts)
+    if n <= 1:
+        return posts[:max_results]
+    keys = np.fromiter(map(_CREATED, posts), dtype=np.int64, count=n)
+    if n > 2 * max_results:
+        floor = np.partition(keys, n - max_results)[n - max_results]
+        keep = np.flatnonzero(keys >= floor)
+        posts = list(map(posts.__getitem__, keep.tolist()))
+        keys = keys[keep]
+    order = np.argsort(-keys, kind="stable")
+    ranked = keys[order[: max_results + 1]]
+    if (ranked[1:] == ranked[:-1]).any():  # a tie among the kept posts or at the boundary
+        ids = np.fromiter(map(_POST_ID, posts), dtype=np.int64, count=len(posts))
+        order = np.lexsort((-ids, -keys))
+    return list(map(posts.__getitem__, order[:max_results].tolist()))
 
 
 def _scan_window(d: deque[LightPost], scan: int, exclude: frozenset[int], cutoff: int) -> Iterable[LightPost]:
@@ -367,10 +388,16 @@ class PostStore:
         out: list[LightPost] = []
         if req.video_only:
             max_results = req.max_results if req.max_results > 0 else cfg.max_videos_to_return
-            self._collect(self._videos, followed, cfg.max_video_posts_per_author, exclude, req.viewer_id, cutoff, None, out)
+            self._collect(
+                self._videos, followed, cfg.max_video_posts_per_author, exclude, req.viewer_id, cutoff, cutoff, None, out
+            )
         else:
             max_results = req.max_results if req.max_results > 0 else cfg.max_posts_to_return
             self._collect_originals(followed, exclude, cutoff, out)
+            # Originals pass no further rule, so once there are max_results of them
+            # anything older than the max_results-th newest cannot make the cut:
+            # the replies scan stops there (exact: ties at the floor are kept).
+            floor = kth_newest_time(out, max_results)
             self._collect(
                 self._secondary,
                 followed,
@@ -378,6 +405,7 @@ class PostStore:
                 exclude,
                 req.viewer_id,
                 cutoff,
+                cutoff if floor is None else max(cutoff, floor),
                 frozenset(followed),
                 out,
             )
@@ -404,7 +432,7 @@ class PostStore:
                 extend(islice(reversed(d), k))
         if slow:
             self._collect(
-                self._originals, slow, self.config.max_original_posts_per_author, exclude, 0, cutoff, None, out
+                self._originals, slow, self.config.max_original_posts_per_author, exclude, 0, cutoff, cutoff, None, out
             )
 
     def _collect(
@@ -415,10 +443,14 @@ class PostStore:
         exclude: frozenset[int],
         viewer_id: int,
         cutoff: int,
+        floor: int,
         followed_set: frozenset[int] | None,
         out: list[LightPost],
     ) -> None:
         """The reference's per-author scan; ``followed_set`` given = apply the reply rule.
+
+        ``cutoff`` is the retention limit (for parents too); posts older than
+        ``floor`` (>= cutoff) are not collected because they cannot make the answer.
 
         The rules are inlined (this is the query's hot loop); :meth:`_reply_ok`
         is the same rule, readable, and the oracle tests hold both to it.
@@ -429,13 +461,15 @@ class PostStore:
         append = out.append
         for a in followed:
             d = get(a)
-            if d is None:
+            if d is None or d[-1].created_at_ms < floor:
                 continue
             k = len(d) if len(d) < scan else scan
-            if d[-k].created_at_ms >= cutoff and (not exclude or exclude.isdisjoint(map(_POST_ID, islice(reversed(d), k)))):
+            if d[-k].created_at_ms < floor:  # only the newest m are new enough
+                k = len(d) - bisect_left(d, floor, key=_CREATED)
+            if not exclude or exclude.isdisjoint(map(_POST_ID, islice(reversed(d), k))):
                 window: Iterable[LightPost] = islice(reversed(d), k)  # nothing old or excluded in the scan window
             else:
-                window = _scan_window(d, scan, exclude, cutoff)
+                window = _scan_window(d, scan, exclude, floor)
             taken = 0
             for p in window:
                 if p.repost_of_user_id == viewer_id and p.repost_of_post_id is not None:
