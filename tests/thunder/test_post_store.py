@@ -299,3 +299,13 @@ def test_sharded_fanout_equals_unsharded_equals_oracle(world, num_shards, follow
     assert fan_out_merge([s.in_network_posts(req, now) for s in shards], req, cfg) == expected
     videos = {p.post_id for d in one._videos.values() for p in d}
     assert expected == oracle(one._posts, videos, req, now, cfg)
+
+
+def test_in_process_adapter_satisfies_the_mixer_protocol():
+    import asyncio
+
+    from xserve.thunder.client import InProcessThunder
+
+    s = store(*created(post(1, 7, NOW - 10)))
+    assert ids(asyncio.run(InProcessThunder(s, lambda: NOW).in_network_posts(request([7])))) == [1]
+    assert ids(asyncio.run(InProcessThunder(s, lambda: NOW + R).in_network_posts(request([7])))) == []

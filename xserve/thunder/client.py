@@ -7,14 +7,14 @@ unsharded :class:`~xserve.thunder.post_store.PostStore` answers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from xserve.config import ThunderConfig
 from xserve.schema import InNetworkRequest, LightPost
-from xserve.thunder.post_store import merge_newest_first
+from xserve.thunder.post_store import PostStore, merge_newest_first
 from xserve.thunder.sharding import shards_for
 
-__all__ = ["fan_out_merge", "max_results_for", "shards_to_ask"]
+__all__ = ["InProcessThunder", "fan_out_merge", "max_results_for", "shards_to_ask"]
 
 
 def max_results_for(req: InNetworkRequest, config: ThunderConfig) -> int:
@@ -37,3 +37,21 @@ def fan_out_merge(answers: Iterable[list[LightPost]], req: InNetworkRequest, con
     """
     merged = [p for answer in answers for p in answer]
     return merge_newest_first(merged, max_results_for(req, config))
+
+
+class InProcessThunder:
+    """The mixer's ``InNetworkClient`` Protocol over one in-process, unsharded :class:`PostStore`.
+
+    For single-process runs and the end-to-end golden test; ``clock_ms`` is
+    the time source (passed in, never read from a hidden global).
+    """
+
+    def __init__(self, store: PostStore, clock_ms: Callable[[], int]) -> None:
+        self.store = store
+        self.clock_ms = clock_ms
+
+    def __repr__(self) -> str:
+        return f"InProcessThunder({self.store!r})"
+
+    async def in_network_posts(self, req: InNetworkRequest) -> list[LightPost]:
+        return self.store.in_network_posts(req, self.clock_ms())

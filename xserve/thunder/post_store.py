@@ -11,7 +11,7 @@ Data structures (one ``LightPost`` object per live post, referenced, never copie
 * ``_originals`` / ``_secondary`` / ``_videos``: author id -> ``deque`` of that
   author's originals, replies + reposts, and video posts, sorted by
   ``(created_at_ms, post_id)``, **newest last**. Every deque entry is also in
-  ``_posts`` (deletes remove eagerly), so a query never looks a post up;
+  ``_posts`` (deletes remove eagerly), so a query never looks a candidate up;
 * ``_foreign``: post id -> ``LightPost`` for posts of authors *other* shards own.
   A reply's parent and a repost's source can be by any author, so each shard
   sees the whole event stream and keeps this table (no deques) to decide the
@@ -33,7 +33,7 @@ from bisect import bisect_left, insort
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from itertools import islice
-from operator import attrgetter, eq
+from operator import attrgetter
 
 import numpy as np
 
@@ -50,7 +50,7 @@ from xserve.schema import (
 )
 from xserve.thunder.sharding import shard_for
 
-__all__ = ["PostStore", "is_original", "light_post", "kth_newest_time", "merge_newest_first"]
+__all__ = ["PostStore", "light_post", "kth_newest_time", "merge_newest_first"]
 
 _CREATED = attrgetter("created_at_ms")
 _POST_ID = attrgetter("post_id")
@@ -83,11 +83,6 @@ def light_post(post: Post, min_video_duration_ms: int) -> LightPost:
 def _is_reply(p: LightPost) -> bool:
     # The reference sets is_reply when any in-reply-to field is present.
     return p.in_reply_to_post_id is not None or p.in_reply_to_user_id is not None
-
-
-def is_original(p: LightPost) -> bool:
-    """Neither a reply nor a repost (goes to the originals deque)."""
-    return p.repost_of_post_id is None and not _is_reply(p)
 
 
 def kth_newest_time(posts: list[LightPost], k: int) -> int | None:
@@ -370,7 +365,7 @@ class PostStore:
         Per followed author (first ``max_input_list_size`` of them): newest-first
         scan of at most ``max_tiny_posts_per_user_scan`` posts not in
         ``exclude_ids``; drop reposts of the viewer's own posts; keep a reply
-        only under the reply rule (:meth:`_reply_ok`); at most
+        only under the reply rule (see :meth:`_collect`); at most
         ``max_original_posts_per_author`` originals and
         ``max_reply_posts_per_author`` replies + reposts (or
         ``max_video_posts_per_author`` videos when ``video_only``). Then merge,
@@ -452,8 +447,13 @@ class PostStore:
         ``cutoff`` is the retention limit (for parents too); posts older than
         ``floor`` (>= cutoff) are not collected because they cannot make the answer.
 
-        The rules are inlined (this is the query's hot loop); :meth:`_reply_ok`
-        is the same rule, readable, and the oracle tests hold both to it.
+        The rules are inlined (this is the query's hot loop); the oracle in
+        ``tests/thunder/factories.py`` states them plainly and the tests hold
+        this loop to it. Reply rule (x-algorithm.md §5.3): keep a reply if its
+        parent is in the store (live, within retention) and is an original; or
+        if the parent is itself a reply directly to the conversation root
+        (``parent.in_reply_to_post_id == reply.conversation_id``) and the reply
+        is addressed to someone the viewer follows.
         """
         scan = self.config.max_tiny_posts_per_user_scan
         get = by_author.get
@@ -464,7 +464,7 @@ class PostStore:
             if d is None or d[-1].created_at_ms < floor:
                 continue
             k = len(d) if len(d) < scan else scan
-            if d[-k].created_at_ms < floor:  # only the newest m are new enough
+            if d[-k].created_at_ms < floor:  # only the newest k are new enough
                 k = len(d) - bisect_left(d, floor, key=_CREATED)
             if not exclude or exclude.isdisjoint(map(_POST_ID, islice(reversed(d), k))):
                 window: Iterable[LightPost] = islice(reversed(d), k)  # nothing old or excluded in the scan window
@@ -493,22 +493,6 @@ class PostStore:
                 taken += 1
                 if taken >= cap:
                     break
-
-    def _reply_ok(self, reply: LightPost, cutoff: int, followed: frozenset[int]) -> bool:
-        """The reference reply-eligibility rule (x-algorithm.md §5.3).
-
-        Keep a reply if its parent is in the store (live, within retention) and
-        is an original; or if the parent is itself a reply directly to the
-        conversation root (``parent.in_reply_to_post_id == reply.conversation_id``)
-        and the reply is addressed to someone the viewer follows.
-        """
-        parent = self.get(reply.in_reply_to_post_id)  # type: ignore[arg-type]
-        if parent is None or parent.created_at_ms < cutoff:
-            return False
-        if is_original(parent):
-            return True
-        conv = reply.conversation_id
-        return conv is not None and parent.in_reply_to_post_id == conv and reply.in_reply_to_user_id in followed
 
     # ------------------------------------------------------------------ introspection
 
