@@ -65,6 +65,8 @@ def test_segments_roll_and_old_ones_drop(tmp_path):
         assert log.drop_before(10**9) == 1  # never the active segment
         assert [o for o, _, _ in EventLog(tmp_path).read()] == [6, 7, 8]
         assert log.append(EVENTS[:1], 400) == (9, 10)
+        assert [o for o, _, _ in EventLog(tmp_path).read(since_ms=301)] == [9]
+        assert [o for o, _, _ in EventLog(tmp_path).read(from_offset=7, since_ms=300)] == [7, 8, 9]
 
 
 def test_one_writer_at_a_time(tmp_path):

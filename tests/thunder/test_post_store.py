@@ -309,3 +309,19 @@ def test_in_process_adapter_satisfies_the_mixer_protocol():
     s = store(*created(post(1, 7, NOW - 10)))
     assert ids(asyncio.run(InProcessThunder(s, lambda: NOW).in_network_posts(request([7])))) == [1]
     assert ids(asyncio.run(InProcessThunder(s, lambda: NOW + R).in_network_posts(request([7])))) == []
+
+
+def test_shard_for_is_stable_even_and_the_fan_out_skips_unneeded_shards():
+    from xserve.thunder.client import shards_to_ask
+    from xserve.thunder.sharding import shard_for
+
+    counts = [0] * 4
+    for a in range(1, 40_001):
+        counts[shard_for(a, 4)] += 1
+    assert max(counts) < 1.05 * min(counts)  # sequential ids spread evenly
+    assert [shard_for(a, 4) for a in (1, 2, 3, 2**63 - 1)] == [shard_for(a, 4) for a in (1, 2, 3, 2**63 - 1)]
+    assert shard_for(12345, 1) == 0
+    cfg = ThunderConfig(num_shards=4)
+    on_2 = [a for a in range(1, 200) if shard_for(a, 4) == 2][:5]
+    assert shards_to_ask(request(on_2), cfg) == [2]
+    assert shards_to_ask(request(range(1, 50)), cfg) == [0, 1, 2, 3]

@@ -237,19 +237,29 @@ class EventLog:
         """The offset the next appended record gets (writer), or the end as last read (reader)."""
         return self._next_offset
 
-    def read(self, from_offset: int = 0, until_offset: int | None = None) -> Iterator[LogEntry]:
+    def read(
+        self, from_offset: int = 0, until_offset: int | None = None, since_ms: int | None = None
+    ) -> Iterator[LogEntry]:
         """Records with ``from_offset <= offset < until_offset`` (``None`` = to the end), in order.
 
-        Segments already dropped are skipped silently: a reader that starts
-        before the oldest kept record gets what is left. Decoding failures
-        are corruption (the writer only logs validated events).
+        ``since_ms`` also skips records appended before that time (whole
+        segments are skipped without reading them when the next one starts
+        earlier). Segments already dropped are skipped silently: a reader that
+        starts before the oldest kept record gets what is left. Decoding
+        failures are corruption (the writer only logs validated events).
         """
-        segs = [s for s in _segments(self.directory)]
-        # skip segments entirely before from_offset
+        segs = _segments(self.directory)
+        # start at the last segment that can hold from_offset / records since since_ms
         start = 0
         for i, (base, _) in enumerate(segs):
             if base <= from_offset:
                 start = i
+        if since_ms is not None:
+            while start + 1 < len(segs):
+                first_at = self._first_appended_at(segs[start + 1][1])
+                if first_at is None or first_at > since_ms:
+                    break
+                start += 1
         decode = self._decoder.decode
         for i, (base, path) in enumerate(segs[start:], start):
             if until_offset is not None and base >= until_offset:
@@ -265,6 +275,8 @@ class EventLog:
                     continue
                 if until_offset is not None and offset >= until_offset:
                     return
+                if since_ms is not None and at < since_ms:
+                    continue
                 try:
                     event = decode(data[payload_start:frame_end])
                 except msgspec.DecodeError as exc:
