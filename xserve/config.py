@@ -20,7 +20,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from msgspec import Struct
@@ -115,6 +115,16 @@ class ThunderConfig(_Section):
     max_videos_to_return: int = 200
     max_input_list_size: int = 10_000  # followed / excluded ids beyond this are ignored
     max_concurrent_requests: int = 64  # per shard; beyond this a request is refused "at capacity"
+    max_posts_per_author_list: int = 1_000  # reference MAX_POSTING_LIST_SIZE: oldest evicted beyond this per deque
+    event_source: Literal["log", "kafka"] = "log"  # "log": events arrive through the ingest API; "kafka": also consumed from a topic
+    kafka_brokers: str = "localhost:9092"  # bootstrap servers, comma-separated (event_source = "kafka")
+    kafka_topic: str = "xserve.post-events"  # JSON-encoded PostEvent per message
+    kafka_group: str = "xserve-thunder-ingest"  # consumer group; offsets committed after the local log append
+    kafka_batch_size: int = 500  # messages per ingest call (reference kafka_batch_size)
+    max_ingest_batch: int = 10_000  # events accepted in one ingest call; larger calls are refused
+    log_segment_bytes: int = 64 * 1024 * 1024  # event-log segment size before a new file is started
+    log_retention_slack_ms: int = HOUR_MS  # segments are kept this long past retention (clock skew, late readers)
+    replay_batch_size: int = 20_000  # events applied per step when a shard rebuilds from the log
 
 
 class PhoenixConfig(_Section):

@@ -33,6 +33,8 @@ __all__ = [
     "FilteredOut",
     "HistoryItem",
     "ImpressionBloomFilter",
+    "IngestRejection",
+    "IngestResult",
     "InNetworkRequest",
     "LightPost",
     "Media",
@@ -491,3 +493,23 @@ class UserProfile(Struct, frozen=True):
     user_id: int
     screen_name: str
     followers_count: int = 0
+
+
+# --------------------------------------------------------------------------- ingest (Thunder write path)
+
+
+class IngestRejection(Struct, frozen=True):
+    """One event the ingest API refused; nothing about it was logged or applied."""
+
+    index: int  # position in the submitted batch
+    reason: str  # "<kind>: <detail>", kind one of invalid | future | stale
+
+
+class IngestResult(Struct, frozen=True):
+    """The acknowledgement of one ingest call: accepted events are durable in the event log."""
+
+    accepted: int
+    rejected: tuple[IngestRejection, ...] = ()
+    first_offset: int = 0  # log offsets of the accepted events: [first_offset, next_offset)
+    next_offset: int = 0
+    lagging_shards: tuple[str, ...] = ()  # sinks that failed to apply; they catch up from the log

@@ -1,4 +1,4 @@
-"""Durable storage: the data directory's LanceDB tables (the only package that imports lancedb)."""
+"""Durable storage under the data directory: LanceDB tables and the event log (the only package that imports lancedb)."""
 
 from xserve.storage.tables import (
     EDGE_KINDS,
