@@ -16,7 +16,7 @@ pipeline's candidates). Conventions:
 from __future__ import annotations
 
 import enum
-from typing import Annotated, NewType
+from typing import Annotated, Any, NewType
 
 import msgspec
 from msgspec import Meta, Struct
@@ -53,6 +53,8 @@ __all__ = [
     "ScoreExplanation",
     "ScoredPost",
     "ServedType",
+    "ShardHits",
+    "PostEmbeddings",
     "StageReport",
     "UserFeatures",
     "UserId",
@@ -479,3 +481,36 @@ json_encoder = msgspec.json.Encoder()
 def json_decoder(type_: type) -> msgspec.json.Decoder:
     """A reusable JSON decoder for one schema type (build once, decode many)."""
     return msgspec.json.Decoder(type_)
+
+
+# --------------------------------------------------------------------------- retrieval shards
+
+
+class PostEmbeddings(Struct, frozen=True):
+    """A batch of post embeddings on its way into a retrieval shard (live upserts, backfill).
+
+    Columns are NumPy arrays of one length N (Ray ships them without copying
+    element by element); ``vectors`` is (N, D) float32, unit-norm.
+    """
+
+    post_ids: Any  # (N,) int64
+    author_ids: Any  # (N,) int64
+    created_at_ms: Any  # (N,) int64
+    vectors: Any  # (N, D) float32
+    model_version: str = ""
+
+    def __len__(self) -> int:
+        return len(self.post_ids)
+
+
+class ShardHits(Struct, frozen=True):
+    """One retrieval shard's (or the merged) top-k: parallel NumPy arrays, best first."""
+
+    post_ids: Any  # (K,) int64
+    author_ids: Any  # (K,) int64
+    created_at_ms: Any  # (K,) int64
+    scores: Any  # (K,) float32 cosine similarity
+    version: str = ""  # the embedding version searched ("" = none yet)
+
+    def __len__(self) -> int:
+        return len(self.post_ids)
