@@ -10,9 +10,11 @@ issue 53727).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -77,8 +79,10 @@ class RetrievalShard:
         self._stop.set()
 
 
-def shard_actor_name(shard: int) -> str:
-    return f"xserve-retrieval-shard-{shard}"
+def shard_actor_name(data_dir: str, shard: int) -> str:
+    """A name every replica derives alike; the data directory is part of it, so two apps never share shards."""
+    digest = hashlib.sha1(str(Path(data_dir).resolve()).encode()).hexdigest()[:10]
+    return f"xserve-retrieval-{digest}-shard-{shard}"
 
 
 def get_or_create_shards(
@@ -97,7 +101,7 @@ def get_or_create_shards(
     handles = []
     for i in range(config.num_shards):
         opts: dict[str, Any] = dict(
-            name=shard_actor_name(i), get_if_exists=True, max_concurrency=config.shard_max_concurrency, num_cpus=0
+            name=shard_actor_name(data_dir, i), get_if_exists=True, max_concurrency=config.shard_max_concurrency, num_cpus=0
         )
         if namespace is not None:
             opts["namespace"] = namespace
