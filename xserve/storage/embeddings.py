@@ -376,10 +376,17 @@ class EmbeddingVersions:
         vdir = self.version_dir(version)
         if self.manifest(version) is not None:
             raise VersionError(f"embedding version {version} is already complete; choose a new version name")
-        if vdir.exists():
-            shutil.rmtree(vdir)
+        self.discard_incomplete(version)
         vdir.mkdir(parents=True)
         return vdir
+
+    def discard_incomplete(self, version: str) -> bool:
+        """Delete a version directory that has no manifest (a crashed write); True if one was removed."""
+        vdir = self.version_dir(version)
+        if vdir.exists() and self.manifest(version) is None:
+            shutil.rmtree(vdir)
+            return True
+        return False
 
     def open_shard(self, version: str, shard: int, config: RetrievalConfig, create: bool = False) -> EmbeddingShard:
         info = self.manifest(version) if not create else None
