@@ -164,7 +164,7 @@ class RetrievalConfig(_Section):
     hnsw_ef: int = 300  # IVF_HNSW_SQ only: search beam, raised to k when k is larger
     index_min_rows: int = 5000  # smaller shards are flat-searched (exact, and fast at this size)
     reindex_growth: float = 2.0  # retrain the index once rows grew this much since training; else fold in
-    overfetch: float = 1.1  # shards fetch k·this so post-filtered stale rows do not leave them short
+    overfetch: float = 1.2  # shards fetch k·this: up to ~15% stale rows are post-filtered without a re-query
     flush_size: int = 256  # live upserts: flush when this many created posts are buffered
     flush_age_s: float = 1.0  # ...or when the oldest buffered post has waited this long
     maintenance_interval_s: float = 60.0  # trim aged-out rows, compact, index new rows (background thread)
