@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help="where to write tables (default: a temp dir, removed afterwards)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    # Ray Data spawns helpers by fork+exec after LanceDB started its runtime; exec makes that safe
+    warnings.filterwarnings("ignore", message="lancedb fork support")
 
     max_age = MixerConfig().max_post_age_ms
     cfg = RetrievalConfig(
@@ -128,6 +131,26 @@ def main(argv: list[str] | None = None) -> int:
         line("exact_p50_ms", pct(lat, 50), "ms")
         line("exact_p99_ms", pct(lat, 99), "ms")
 
+        # ------------------------------------------------------------ backfill (Ray Data) on a smaller set; first, so Ray forks before LanceDB runs here
+        if a.backfill_posts:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+            import ray
+
+            from scripts.backfill_embeddings import run_backfill
+
+            n = min(a.backfill_posts, a.posts)
+            pq.write_table(pa.table({"post_id": post_ids[:n], "author_id": author_ids[:n], "created_at_ms": created[:n]}), tmp / "posts.parquet")
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False)
+            try:
+                xcfg = XServeConfig(retrieval=cfg)
+                summary = run_backfill(tmp / "bf", xcfg, posts=str(tmp / "posts.parquet"), version="bf", batch_size=4096,
+                                       concurrency=2, now_ms=NOW_MS, quiet=True)
+            finally:
+                ray.shutdown()
+            line("backfill_rows", n, "rows")
+            line("backfill_rows_per_s", summary["rows_per_s"], "rows/s")
+            line("backfill_total_s", summary["seconds"], "s")
         # ------------------------------------------------------------ write + index
         versions = EmbeddingVersions(tmp)
         versions.begin("bench")
@@ -226,26 +249,6 @@ def main(argv: list[str] | None = None) -> int:
         for s in results.values():
             s.close()
 
-        # ------------------------------------------------------------ backfill (Ray Data) on a smaller set
-        if a.backfill_posts:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-            import ray
-
-            from scripts.backfill_embeddings import run_backfill
-
-            n = a.backfill_posts
-            pq.write_table(pa.table({"post_id": post_ids[:n], "author_id": author_ids[:n], "created_at_ms": created[:n]}), tmp / "posts.parquet")
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False)
-            try:
-                xcfg = XServeConfig(retrieval=cfg)
-                summary = run_backfill(tmp / "bf", xcfg, posts=str(tmp / "posts.parquet"), version="bf", batch_size=4096,
-                                       concurrency=2, now_ms=NOW_MS, quiet=True)
-            finally:
-                ray.shutdown()
-            line("backfill_rows", n, "rows")
-            line("backfill_rows_per_s", summary["rows_per_s"], "rows/s")
-            line("backfill_total_s", summary["seconds"], "s")
     finally:
         if not a.data_dir:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -186,6 +186,7 @@ def run_backfill(
                 ctx.print_on_execution_start = False
                 logging.getLogger("ray.data").setLevel(logging.ERROR)
                 warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data")
+                warnings.filterwarnings("ignore", message="lancedb fork support")  # fork+exec helpers: safe
                 ds, total = _posts_dataset(ray.data, data_dir, posts)
                 versions.begin(version)
                 shards = [versions.open_shard(version, s, rcfg, create=True) for s in range(rcfg.num_shards)]
