@@ -143,3 +143,17 @@ def test_prune_keeps_current_and_previous(tmp_path):
     versions.begin("half")  # a backfill in progress is never pruned
     assert versions.prune(keep=2) == ["v1"]
     assert versions.list_versions() == ["half", "v2", "v3"]
+
+
+def test_retrain_rule_survives_reopen(tmp_path):
+    corpus = make_corpus(1000)
+    config = small_config(reindex_growth=2.0)
+    shard = _shard(tmp_path, reindex_growth=2.0)
+    _put(shard, corpus, slice(0, 500))
+    shard.build_index()
+    _put(shard, corpus, slice(500, 700))
+    shard.maintain(None)  # folds 200 rows in: indexed 700, trained on 500
+    reopened = EmbeddingShard.open(tmp_path / "v1", 0, DIM, config)
+    _put(reopened, corpus, slice(700, None))
+    assert reopened.maintain(None)["retrained"] == 1, "1000 rows = 2x the 500 trained on"
+    assert [i.name for i in reopened._table.list_indices()] == ["vector_ivf_1000"]

@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_INDEX_NAME_RE = re.compile(r"^vector_ivf_(\d+)$")
 _SEARCH_COLUMNS = ["post_id", "author_id", "created_at_ms", "_distance"]
 
 
@@ -99,7 +100,7 @@ class EmbeddingShard:
         self._table = table
         self.dim = dim
         self.config = config
-        self._indexed_rows = self._count_indexed()
+        self._indexed_rows = self._trained_rows()
 
     # ------------------------------------------------------------------ open
 
@@ -233,11 +234,16 @@ class EmbeddingShard:
 
     # ------------------------------------------------------------------ index
 
-    def _count_indexed(self) -> int:
+    def _trained_rows(self) -> int:
+        """Rows the vector index was trained on, kept in the index's name so it survives a reopen.
+
+        ``optimize`` folds new rows into the trained partitions without moving
+        them, so the retrain rule compares against this, not the indexed count.
+        """
         for idx in self._table.list_indices():
             if "vector" in idx.columns:
-                stats = self._table.index_stats(idx.name)
-                return 0 if stats is None else int(stats.num_indexed_rows)
+                m = _INDEX_NAME_RE.match(idx.name)
+                return int(m.group(1)) if m else 1
         return 0
 
     def num_unindexed_rows(self) -> int:
@@ -265,7 +271,10 @@ class EmbeddingShard:
             index = HnswSq(distance_type="l2", num_partitions=max(1, partitions // 64))
         else:  # config validation happens in RetrievalConfig users; keep a clear message here too
             raise ValueError(f"retrieval.index_type must be IVF_FLAT, IVF_PQ or IVF_HNSW_SQ, got {cfg.index_type!r}")
-        self._table.create_index("vector", config=index, replace=True)
+        for idx in self._table.list_indices():  # the name changes with the trained size: drop the old one
+            if "vector" in idx.columns and idx.name != f"vector_ivf_{rows}":
+                self._table.drop_index(idx.name)
+        self._table.create_index("vector", config=index, replace=True, name=f"vector_ivf_{rows}")
         self._indexed_rows = rows
         return True
 
