@@ -246,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         worker.join()
         line("maintenance_s", time.perf_counter() - t_m, "s")
         line("fanout_p99_during_maintenance_ms", pct(lat, 99), "ms")
+        lat = []
+        for q in users[:50]:
+            t = time.perf_counter()
+            service.search_vector(q, k, NOW_MS)
+            lat.append((time.perf_counter() - t) * 1000)
+        line("fanout_p99_after_maintenance_ms", pct(lat, 99), "ms")
         for s in results.values():
             s.close()
 

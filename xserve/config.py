@@ -20,7 +20,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from msgspec import Struct
@@ -157,7 +157,7 @@ class RetrievalConfig(_Section):
     nprobes: int = 40  # IVF partitions probed per query (of ~rows/rows_per_partition); see docs/retrieval.md
     refine_factor: int = 5  # IVF_PQ only: re-rank refine_factor·k rows with full vectors
     embedding_dim: int = 128  # width of the towers' output (= phoenix.emb_dim)
-    index_type: str = "IVF_FLAT"  # IVF_FLAT | IVF_PQ | IVF_HNSW_SQ; picked by benchmarks/bench_retrieval.py
+    index_type: Literal["IVF_FLAT", "IVF_PQ", "IVF_HNSW_SQ"] = "IVF_FLAT"  # IVF_FLAT | IVF_PQ | IVF_HNSW_SQ; picked by benchmarks/bench_retrieval.py
     rows_per_partition: int = 1000  # IVF partitions = rows / this (when index_partitions is 0)
     index_partitions: int = 0  # fixed IVF partition count; 0 = derive from rows_per_partition
     pq_sub_vectors: int = 16  # IVF_PQ only; 0 = LanceDB default (dim / 16)
@@ -168,6 +168,8 @@ class RetrievalConfig(_Section):
     flush_size: int = 256  # live upserts: flush when this many created posts are buffered
     flush_age_s: float = 1.0  # ...or when the oldest buffered post has waited this long
     maintenance_interval_s: float = 60.0  # trim aged-out rows, compact, index new rows (background thread)
+    maintenance_check_s: float = 2.0  # the maintenance thread wakes this often to see if a pass is due
+    optimize_after_writes: int = 16  # ...and compacts + indexes new rows after this many writes (small fragments slow searches 4x)
     cleanup_older_than_s: float = 300.0  # LanceDB table versions older than this are deleted by optimize
     version_poll_s: float = 1.0  # how often serving re-reads embeddings/CURRENT for a version switch
     keep_versions: int = 2  # complete embedding versions kept on disk (current + previous)

@@ -105,3 +105,16 @@ def test_no_version_yet_returns_nothing(tmp_path):
     assert len(shard.search(np.ones(32, np.float32) / np.sqrt(32), 10, NOW_MS)) == 0
     with pytest.raises(RuntimeError, match="no current embedding version"):
         shard.upsert(_rows(make_corpus(2)), NOW_MS)
+
+
+def test_writes_make_a_light_maintenance_pass_due(tmp_path):
+    corpus = make_corpus(600)
+    shard = _one_shard(tmp_path, corpus, optimize_after_writes=3)
+    new = make_corpus(6, seed=4, first_id=20_000)
+    for i in range(3):
+        assert not shard.maintenance_due()
+        shard.upsert(_rows(new, slice(2 * i, 2 * i + 2)), NOW_MS)
+    assert shard.maintenance_due()
+    result = shard.maintain(NOW_MS, trim=False)
+    assert result["trimmed"] == 0 and not shard.maintenance_due()
+    assert shard.stats()["rows"] == 606

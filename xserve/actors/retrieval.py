@@ -2,8 +2,9 @@
 
 All logic is in :class:`xserve.retrieval.shard.ShardSearcher`; this shell adds
 a maintenance thread (trim, compaction, index update every
-``maintenance_interval_s``) that runs beside the query threads, so maintenance
-never queues ahead of a search. Constructor arguments are small (a path, an
+``maintenance_interval_s``, and an index update alone once
+``optimize_after_writes`` writes piled up) that runs beside the query threads,
+so maintenance never queues ahead of a search. Constructor arguments are small (a path, an
 index and a config dict) so a restarted actor can always be rebuilt (ray
 issue 53727).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -50,12 +52,20 @@ class RetrievalShard:
             self._thread.start()
 
     def _maintenance_loop(self) -> None:
-        while not self._stop.wait(self.config.maintenance_interval_s):
+        """Full pass (trim + index) every ``maintenance_interval_s``; a light pass (index new
+        rows) sooner when ``optimize_after_writes`` writes have piled up small fragments."""
+        last_full = time.monotonic()
+        while not self._stop.wait(min(self.config.maintenance_check_s, self.config.maintenance_interval_s)):
+            full = time.monotonic() - last_full >= self.config.maintenance_interval_s
+            if not (full or self.searcher.maintenance_due()):
+                continue
             try:
-                self.searcher.maintain(wall_clock_ms())
-            except Exception:  # a failed pass is retried next interval; queries are unaffected
+                self.searcher.maintain(wall_clock_ms(), trim=full)
+            except Exception:  # a failed pass is retried next time; queries are unaffected
                 self.maintenance_errors += 1
                 log.exception("retrieval shard %d: maintenance failed", self.searcher.shard)
+            if full:
+                last_full = time.monotonic()
 
     def search(
         self, vector: np.ndarray, k: int, now_ms: int, exclude_ids: Collection[int] = (), version: str | None = None

@@ -66,6 +66,7 @@ class ShardSearcher:
         self._deleted: dict[int, int] = {}  # post id → deleted_at_ms, kept one max age
         self._write_lock = threading.Lock()
         self._open_lock = threading.Lock()
+        self._writes = 0  # upsert/delete calls since the last maintenance pass
         self.counters = {"searches": 0, "fallbacks": 0, "upserted": 0, "refused_old": 0, "deleted": 0, "maintenance_runs": 0}
         self.last_maintenance: dict[str, float] = {}
 
@@ -163,6 +164,7 @@ class ShardSearcher:
                 rows.model_version,
             )
         self.counters["upserted"] += n
+        self._writes += 1
         return n
 
     def delete(self, post_ids: Collection[int], now_ms: int) -> int:
@@ -174,10 +176,16 @@ class ShardSearcher:
             for table in list(self._tables.values()):
                 table.delete(ids)
         self.counters["deleted"] += len(ids)
+        self._writes += 1
         return len(ids)
 
-    def maintain(self, now_ms: int) -> dict[str, float]:
-        """Trim aged-out rows and update the index of the current version (off the query path)."""
+    def maintenance_due(self) -> bool:
+        """True once enough writes piled up small unindexed fragments (each one slows every search)."""
+        return self._writes >= self.config.optimize_after_writes
+
+    def maintain(self, now_ms: int, trim: bool = True) -> dict[str, float]:
+        """One pass on the current version, off the query path: trim aged-out rows (unless
+        ``trim`` is False), then compact and fold new rows into the index (or retrain it)."""
         t0 = time.perf_counter()
         cutoff = now_ms - self.max_post_age_ms
         self._deleted = {p: t for p, t in self._deleted.items() if t >= cutoff}
@@ -185,7 +193,8 @@ class ShardSearcher:
         result: dict[str, float] = {}
         if table is not None:
             with self._write_lock:
-                result.update(table.maintain(cutoff))
+                self._writes = 0
+                result.update(table.maintain(cutoff if trim else None))
         result["seconds"] = time.perf_counter() - t0
         self.counters["maintenance_runs"] += 1
         self.last_maintenance = result

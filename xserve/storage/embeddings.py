@@ -100,7 +100,7 @@ class EmbeddingShard:
         self._table = table
         self.dim = dim
         self.config = config
-        self._indexed_rows = self._trained_rows()
+        self._trained = self._trained_rows()
 
     # ------------------------------------------------------------------ open
 
@@ -269,13 +269,13 @@ class EmbeddingShard:
             index = IvfPq(distance_type="l2", num_partitions=partitions, num_sub_vectors=cfg.pq_sub_vectors or None)
         elif cfg.index_type == "IVF_HNSW_SQ":
             index = HnswSq(distance_type="l2", num_partitions=max(1, partitions // 64))
-        else:  # config validation happens in RetrievalConfig users; keep a clear message here too
+        else:  # load_config already refuses other names; a hand-built config gets the same message
             raise ValueError(f"retrieval.index_type must be IVF_FLAT, IVF_PQ or IVF_HNSW_SQ, got {cfg.index_type!r}")
         for idx in self._table.list_indices():  # the name changes with the trained size: drop the old one
             if "vector" in idx.columns and idx.name != f"vector_ivf_{rows}":
                 self._table.drop_index(idx.name)
         self._table.create_index("vector", config=index, replace=True, name=f"vector_ivf_{rows}")
-        self._indexed_rows = rows
+        self._trained = rows
         return True
 
     def optimize(self) -> None:
@@ -291,7 +291,7 @@ class EmbeddingShard:
         trimmed = self.trim(cutoff_ms) if cutoff_ms is not None else 0
         rows = self.num_rows()
         retrained = 0
-        if not self.has_index() or rows >= self.config.reindex_growth * max(self._indexed_rows, 1):
+        if not self.has_index() or rows >= self.config.reindex_growth * max(self._trained, 1):
             retrained = int(self.build_index())
         if not retrained and self.has_index():
             self.optimize()
