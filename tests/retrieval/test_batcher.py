@@ -50,3 +50,13 @@ def test_discard_drops_deleted_posts():
     b.add(_posts([1, 2]), now_s=0.0)
     b.discard([1, 2, 99])
     assert len(b) == 0 and b.drain() == {}
+
+
+def test_put_back_after_a_failed_flush():
+    b = _batcher()
+    b.add(_posts([1, 2]), now_s=0.0)
+    taken = b.take()
+    b.add([Post(post_id=2, author_id=4, created_at_ms=NOW_MS)], now_s=1.0)  # arrived during the flush
+    b.put_back(taken, now_s=2.0)
+    post_ids, author_ids, _ = b.take()
+    assert dict(zip(post_ids.tolist(), author_ids.tolist())) == {1: 2, 2: 4}

@@ -15,7 +15,7 @@ satisfies the mixer's ``async retrieve(req) -> list[RetrievedPost]`` Protocol.
 from __future__ import annotations
 
 import asyncio
-import math
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -31,10 +31,13 @@ from xserve.retrieval.encoders import load_encoders
 from xserve.retrieval.merge import hits_to_posts, merge_top_k
 from xserve.retrieval.routing import shard_of
 from xserve.retrieval.service import request_k, split_excludes, wall_clock_ms
+from xserve.retrieval.version_poll import PolledVersion
 from xserve.schema import Post, RetrievalRequest, RetrievedPost
 from xserve.storage.embeddings import EmbeddingVersions
 
 __all__ = ["Retrieval", "RetrievalHandleAdapter"]
+
+log = logging.getLogger(__name__)
 
 
 @serve.deployment(max_ongoing_requests=64)
@@ -57,20 +60,12 @@ class Retrieval:
         )
         self._encode_user.set_max_batch_size(self.config.user_batch_size)
         self._encode_user.set_batch_wait_timeout_s(self.config.user_batch_wait_s)
-        self._version: str | None = None
-        self._version_checked = -math.inf
+        self._current_version = PolledVersion(self.versions.current_name, self.config.version_poll_s)
         self._flush_lock = asyncio.Lock()
         self._flusher: asyncio.Task | None = None
         self.user_batch_sizes: list[int] = []  # recent @serve.batch sizes (stats)
 
     # ------------------------------------------------------------------ reads
-
-    def _current_version(self) -> str | None:
-        now = time.monotonic()
-        if now - self._version_checked >= self.config.version_poll_s:
-            self._version = self.versions.current_name()
-            self._version_checked = now
-        return self._version
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def _encode_user(self, requests: list[RetrievalRequest]) -> list[np.ndarray]:
@@ -99,17 +94,28 @@ class Retrieval:
         while True:
             await asyncio.sleep(tick)
             if self.batcher.due(time.monotonic()):
-                await self.flush()
+                try:
+                    await self.flush()
+                except Exception:  # the posts went back into the buffer; the next tick retries
+                    log.exception("retrieval: flushing live upserts failed")
 
     async def flush(self) -> int:
-        """Embed and upsert everything buffered now; returns rows written."""
+        """Embed and upsert everything buffered now; returns rows written.
+
+        On failure the taken posts go back into the buffer (upserts are
+        idempotent, so shards that did succeed are simply written again).
+        """
         async with self._flush_lock:
             taken = self.batcher.take()
             if taken is None:
                 return 0
-            per_shard = await asyncio.to_thread(self.batcher.encode, taken)  # tower call off the event loop
-            now_ms = wall_clock_ms()
-            written = await asyncio.gather(*(self.shards[s].upsert.remote(rows, now_ms) for s, rows in per_shard.items()))
+            try:
+                per_shard = await asyncio.to_thread(self.batcher.encode, taken)  # tower call off the event loop
+                now_ms = wall_clock_ms()
+                written = await asyncio.gather(*(self.shards[s].upsert.remote(rows, now_ms) for s, rows in per_shard.items()))
+            except BaseException:
+                self.batcher.put_back(taken, time.monotonic())
+                raise
             return int(sum(written))
 
     async def posts_created(self, posts: Sequence[Post]) -> int:

@@ -70,6 +70,13 @@ class UpsertBatcher:
         self._oldest_s = None
         return post_ids, meta[:, 0].copy(), meta[:, 1].copy()
 
+    def put_back(self, taken: tuple[np.ndarray, np.ndarray, np.ndarray], now_s: float) -> None:
+        """Return posts from a failed flush; newer buffered versions of the same ids win."""
+        for pid, author, created in zip(*(a.tolist() for a in taken)):
+            self._posts.setdefault(pid, (author, created))
+        if self._posts and self._oldest_s is None:
+            self._oldest_s = now_s
+
     def encode(self, taken: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> dict[int, PostEmbeddings]:
         """Embed taken posts (one tower call) and group the rows by shard; touches no state.
 

@@ -29,6 +29,7 @@ import numpy as np
 from xserve.config import RetrievalConfig
 from xserve.retrieval.merge import empty_hits, filter_hits, top_k
 from xserve.retrieval.protocols import ShardTable
+from xserve.retrieval.version_poll import PolledVersion
 from xserve.schema import PostEmbeddings, ShardHits
 
 __all__ = ["ShardSearcher"]
@@ -58,11 +59,8 @@ class ShardSearcher:
         self.config = config
         self.max_post_age_ms = max_post_age_ms
         self._open_table = open_table
-        self._current_version = current_version
-        self._monotonic = monotonic
+        self.current_version = PolledVersion(current_version, config.version_poll_s, monotonic)
         self._tables: dict[str, ShardTable] = {}  # insertion order = open order; at most 2 kept
-        self._current: str | None = None
-        self._checked_at = -math.inf
         self._deleted: dict[int, int] = {}  # post id → deleted_at_ms, kept one max age
         self._write_lock = threading.Lock()
         self._open_lock = threading.Lock()
@@ -71,16 +69,9 @@ class ShardSearcher:
         self.last_maintenance: dict[str, float] = {}
 
     def __repr__(self) -> str:
-        return f"ShardSearcher(shard={self.shard}, version={self._current}, max_age_ms={self.max_post_age_ms})"
+        return f"ShardSearcher(shard={self.shard}, max_age_ms={self.max_post_age_ms})"
 
     # ------------------------------------------------------------------ versions
-
-    def current_version(self) -> str | None:
-        now = self._monotonic()
-        if now - self._checked_at >= self.config.version_poll_s:
-            self._current = self._current_version()
-            self._checked_at = now
-        return self._current
 
     def _table(self, version: str | None) -> tuple[str | None, ShardTable | None]:
         version = version or self.current_version()
