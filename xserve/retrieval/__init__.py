@@ -6,6 +6,7 @@ reference), ``shard`` (one shard: filters, versions, maintenance), ``batcher``
 (buffer created posts, embed and flush in batches), ``version_poll`` (the
 current version without a file read per query), ``service`` (in-process
 fan-out satisfying the mixer's retrieval Protocol), ``synthetic`` (a clustered
-stand-in encoder), ``encoders`` + ``towers`` (the Phoenix towers adapter). Ray shells live in ``xserve.actors.retrieval`` and
-``xserve.deployments.retrieval``; the LanceDB tables in ``xserve.storage.embeddings``.
+stand-in encoder), ``encoders`` and ``towers`` (the Phoenix towers adapter).
+Ray shells live in ``xserve.actors.retrieval`` and ``xserve.deployments.retrieval``;
+the LanceDB tables in ``xserve.storage.embeddings``.
 """
