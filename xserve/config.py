@@ -157,7 +157,7 @@ class RetrievalConfig(_Section):
     nprobes: int = 40  # IVF partitions probed per query (of ~rows/rows_per_partition); see docs/retrieval.md
     refine_factor: int = 5  # IVF_PQ only: re-rank refine_factor·k rows with full vectors
     embedding_dim: int = 128  # width of the towers' output (= phoenix.emb_dim)
-    index_type: Literal["IVF_FLAT", "IVF_PQ", "IVF_HNSW_SQ"] = "IVF_FLAT"  # IVF_FLAT | IVF_PQ | IVF_HNSW_SQ; picked by benchmarks/bench_retrieval.py
+    index_type: Literal["IVF_FLAT", "IVF_PQ", "IVF_HNSW_SQ"] = "IVF_FLAT"  # picked by measurement, see docs/retrieval.md
     rows_per_partition: int = 1000  # IVF partitions = rows / this (when index_partitions is 0)
     index_partitions: int = 0  # fixed IVF partition count; 0 = derive from rows_per_partition
     pq_sub_vectors: int = 16  # IVF_PQ only; 0 = LanceDB default (dim / 16)

@@ -16,20 +16,26 @@ refine step to reach recall@100 0.98, and refine reads full vectors row by row:
 at k = 1000 that costs 50-100 ms per shard and recall@1000 stays at 0.56-0.76.
 IVF_FLAT stores full vectors inside each partition, so the distances it returns
 are exact and recall is limited only by how many partitions are probed; at 128-d
-a probed partition of ~1000 rows is a 0.5 MB sequential read. IVF_HNSW_SQ built
-slower and was not better at k = 1000. See ``benchmarks/bench_retrieval.py`` for
-the numbers, re-measured each run against brute force. The default is IVF_FLAT;
-the index kind is a config field, so IVF_PQ stays one setting away for corpora
-whose full vectors no longer fit the page cache.
+a probed partition of ~1000 rows is a 0.5 MB sequential read: nprobes 40 gave
+recall@100 0.99 and recall@1000 0.78 per shard at p50 6 ms for k = 1000. An
+IVF_HNSW_SQ build had not finished after two minutes for 250k rows (226 s for
+1M in ``measured-here.md``), too slow for an index that follows a moving window,
+so it was not pursued. ``docs/retrieval.md`` has the sweep, and
+``benchmarks/bench_retrieval.py`` re-measures recall against brute force. The
+default is IVF_FLAT; the index kind is a config field, so IVF_PQ stays one
+setting away for corpora whose full vectors no longer fit the page cache.
 
 **Recency rule.** A selective ``where created_at_ms >= cutoff`` prefilter makes
 IVF search walk partitions that are mostly filtered out, and recall collapsed in
-measurement (0.70 keeping 5 %, 0.32 keeping 0.5 %). So the index holds only
-the serving window: writes older than ``max_post_age_ms`` are refused, the
-maintenance pass deletes rows that have aged out, and a search post-filters
-the few stale rows left between passes from a slightly larger k (the caller,
-``xserve.retrieval.shard``, owns that rule). The reference does the same: its
-retrieval corpus is the recent window, not the whole history.
+measurement (0.70 keeping 5 %, 0.32 keeping 0.5 %). Per-day tables would keep
+the rule exact but triple the searches per query (a 48 h window spans three
+days), and a search has a fixed cost of several ms here. So the index holds
+only the serving window: :class:`~xserve.retrieval.shard.ShardSearcher` refuses
+writes older than the max age, its maintenance pass deletes rows that aged out
+(:meth:`EmbeddingShard.trim`), and its search post-filters the few stale rows
+left between passes from a slightly larger k (recall measured 0.996@100 with
+9 % stale rows). The reference does the same: its retrieval corpus is the
+recent window, not the whole history.
 
 Only this module imports lancedb for embeddings. Not thread-safe for two
 writers on one shard; reads may run concurrently with one writer (the
