@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
@@ -42,6 +44,7 @@ from xserve.storage.embeddings import EmbeddingShard, EmbeddingVersions, Version
 __all__ = ["EmbedPosts", "main", "run_backfill"]
 
 POST_COLUMNS = ["post_id", "author_id", "created_at_ms"]
+REPLY_COLUMN = "in_reply_to_post_id"  # optional in the source; missing or null = not a reply
 
 
 class EmbedPosts:
@@ -57,14 +60,21 @@ class EmbedPosts:
         self.num_shards = config.num_shards
         self.min_created_at_ms = min_created_at_ms
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        keep = batch["created_at_ms"] >= self.min_created_at_ms
-        post_ids = batch["post_id"][keep].astype(np.int64)
-        author_ids = batch["author_id"][keep].astype(np.int64)
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        # Arrow in (not NumPy): a nullable int64 column would arrive as float64 and lose large ids
+        keep = pc.greater_equal(batch["created_at_ms"], self.min_created_at_ms)
+        batch = batch.filter(keep)
+        post_ids = batch["post_id"].to_numpy().astype(np.int64)
+        author_ids = batch["author_id"].to_numpy().astype(np.int64)
+        if REPLY_COLUMN in batch.column_names:
+            replies = pc.fill_null(batch[REPLY_COLUMN], 0).to_numpy().astype(np.int64)
+        else:
+            replies = np.zeros(len(post_ids), np.int64)
         return {
             "post_id": post_ids,
             "author_id": author_ids,
-            "created_at_ms": batch["created_at_ms"][keep].astype(np.int64),
+            "created_at_ms": batch["created_at_ms"].to_numpy().astype(np.int64),
+            REPLY_COLUMN: replies,
             "shard": shard_of(post_ids, self.num_shards),
             "vector": np.asarray(self.encoder.encode_posts(post_ids, author_ids), dtype=np.float32),  # (N, D)
         }
@@ -97,7 +107,7 @@ class _ShardWriter:
     def add(self, batch: dict[str, np.ndarray]) -> None:
         for s in np.unique(batch["shard"]).tolist():
             m = batch["shard"] == s
-            self.buffers[s].append({k: batch[k][m] for k in ("post_id", "author_id", "created_at_ms", "vector")})
+            self.buffers[s].append({k: batch[k][m] for k in ("post_id", "author_id", "created_at_ms", REPLY_COLUMN, "vector")})
             self.buffered[s] += int(m.sum())
             if self.buffered[s] >= self.chunk_rows:
                 self._flush(s)
@@ -114,7 +124,8 @@ class _ShardWriter:
         self.duplicates += len(cols["post_id"]) - len(fresh)
         self.seen[s].update(cols["post_id"][fresh].tolist())
         self.rows += self.shards[s].append(
-            cols["post_id"][fresh], cols["author_id"][fresh], cols["created_at_ms"][fresh], cols["vector"][fresh], self.version
+            cols["post_id"][fresh], cols["author_id"][fresh], cols["created_at_ms"][fresh], cols["vector"][fresh],
+            self.version, cols[REPLY_COLUMN][fresh],
         )
 
     def close(self) -> None:
@@ -130,13 +141,14 @@ def _posts_dataset(ray_data: Any, data_dir: Path, posts: str | None) -> tuple[An
         path = Path(posts)
         if not path.exists():
             raise FileNotFoundError(f"--posts {posts}: no such file or directory")
-        total = pads.dataset(str(path), format="parquet").count_rows()
-        return ray_data.read_parquet(str(path), columns=POST_COLUMNS), total
+        source = pads.dataset(str(path), format="parquet")
+        columns = POST_COLUMNS + ([REPLY_COLUMN] if REPLY_COLUMN in source.schema.names else [])
+        return ray_data.read_parquet(str(path), columns=columns), source.count_rows()
     try:
         from xserve.storage.tables import DataDir  # the data directory's posts table
     except ImportError:
         raise FileNotFoundError("no --posts given and this build has no posts table reader; pass --posts") from None
-    table = DataDir(data_dir, create=False).read_posts(columns=POST_COLUMNS)
+    table = DataDir(data_dir, create=False).read_posts(columns=POST_COLUMNS + [REPLY_COLUMN])
     return ray_data.from_arrow(table), table.num_rows
 
 
@@ -196,7 +208,7 @@ def run_backfill(
                     EmbedPosts,
                     fn_constructor_kwargs={"retrieval": msgspec.to_builtins(rcfg), "min_created_at_ms": cutoff},
                     batch_size=batch_size,
-                    batch_format="numpy",
+                    batch_format="pyarrow",
                     concurrency=concurrency,
                     num_cpus=actor_cpus,
                 )

@@ -498,6 +498,7 @@ class PostEmbeddings(Struct, frozen=True):
     created_at_ms: Any  # (N,) int64
     vectors: Any  # (N, D) float32
     model_version: str = ""
+    in_reply_to_post_ids: Any = None  # (N,) int64, 0 = not a reply; None = no replies in the batch
 
     def __len__(self) -> int:
         return len(self.post_ids)
@@ -511,6 +512,7 @@ class ShardHits(Struct, frozen=True):
     created_at_ms: Any  # (K,) int64
     scores: Any  # (K,) float32 cosine similarity
     version: str = ""  # the embedding version searched ("" = none yet)
+    in_reply_to_post_ids: Any = None  # (K,) int64, 0 = not a reply; None = unknown (all 0)
 
     def __len__(self) -> int:
         return len(self.post_ids)

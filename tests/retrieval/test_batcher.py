@@ -11,7 +11,7 @@ from xserve.schema import Post
 
 
 def _posts(ids):
-    return [Post(post_id=i, author_id=i % 5 + 1, created_at_ms=NOW_MS - i) for i in ids]
+    return [Post(post_id=i, author_id=i % 5 + 1, created_at_ms=NOW_MS - i, in_reply_to_post_id=i + 1000 if i % 2 else None) for i in ids]
 
 
 def _batcher(**kw):
@@ -43,6 +43,7 @@ def test_drain_embeds_and_groups_by_shard():
         assert (shard_of(rows.post_ids, 3) == s).all()
         np.testing.assert_allclose(rows.vectors, encoder().encode_posts(rows.post_ids, rows.author_ids))
         assert rows.model_version == "m" and (rows.created_at_ms == NOW_MS - rows.post_ids).all()
+        assert (rows.in_reply_to_post_ids == np.where(rows.post_ids % 2 == 1, rows.post_ids + 1000, 0)).all()
 
 
 def test_discard_drops_deleted_posts():
@@ -58,5 +59,5 @@ def test_put_back_after_a_failed_flush():
     taken = b.take()
     b.add([Post(post_id=2, author_id=4, created_at_ms=NOW_MS)], now_s=1.0)  # arrived during the flush
     b.put_back(taken, now_s=2.0)
-    post_ids, author_ids, _ = b.take()
+    post_ids, author_ids, _, _ = b.take()
     assert dict(zip(post_ids.tolist(), author_ids.tolist())) == {1: 2, 2: 4}

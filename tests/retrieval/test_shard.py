@@ -68,6 +68,17 @@ def test_upsert_visible_and_delete_invisible_immediately(tmp_path):
     assert shard.upsert(_rows(new, slice(0, 1)), NOW_MS) == 0, "a late upsert cannot resurrect a deleted post"
 
 
+def test_replies_keep_their_parent(tmp_path):
+    from xserve.retrieval.merge import hits_to_posts
+
+    shard = _one_shard(tmp_path, make_corpus(300))
+    new = make_corpus(2, seed=3, first_id=30_000)
+    rows = PostEmbeddings(new["post_id"], new["author_id"], new["created_at_ms"], new["vector"], "m", np.array([77, 0]))
+    shard.upsert(rows, NOW_MS)
+    got = [hits_to_posts(shard.search(new["vector"][i], 1, NOW_MS))[0] for i in range(2)]
+    assert [(p.post_id, p.in_reply_to_post_id) for p in got] == [(30_000, 77), (30_001, None)]
+
+
 def test_upsert_refuses_posts_past_max_age(tmp_path):
     shard = _one_shard(tmp_path, make_corpus(100))
     old = make_corpus(4, first_id=50_000)

@@ -18,8 +18,10 @@ from xserve.storage.embeddings import EmbeddingVersions
 
 
 def _write_posts(path, corpus):
+    replies = pa.array([int(p) - 1 if p % 3 == 0 else None for p in corpus["post_id"]], pa.int64())  # nullable, as in the posts table
     pq.write_table(
-        pa.table({"post_id": corpus["post_id"], "author_id": corpus["author_id"], "created_at_ms": corpus["created_at_ms"], "text": ["hi"] * len(corpus["post_id"])}),
+        pa.table({"post_id": corpus["post_id"], "author_id": corpus["author_id"], "created_at_ms": corpus["created_at_ms"],
+                  "in_reply_to_post_id": replies, "text": ["hi"] * len(corpus["post_id"])}),
         path,
     )
 
@@ -75,13 +77,18 @@ def test_backfill_end_to_end_while_serving(ray_cluster, tmp_path, capsys):
         done.set()
         thread.join()
     assert not errors, errors[:1]
-    out = capsys.readouterr().out
     fresh = corpus["created_at_ms"] >= NOW_MS - MAX_AGE_MS
+    out = capsys.readouterr().out
     assert f"{int(fresh.sum())} rows" in out and "switched" in out
 
     versions = EmbeddingVersions(data)
     assert versions.current_name() == "new" and not (data / "embeddings" / "vnew" / "junk").exists()
     assert versions.manifest("old") is not None, "the previous version is kept"
+    stored = {}
+    for s in range(config.num_shards):
+        t = versions.open_shard("new", s, config).read_all(["post_id", "in_reply_to_post_id"]).to_pydict()
+        stored.update(zip(t["post_id"], t["in_reply_to_post_id"]))
+    assert stored == {int(p): (int(p) - 1 if p % 3 == 0 else 0) for p in corpus["post_id"][fresh]}
 
     # every answer during the backfill is exactly the old version's or the new one's, never a mix
     expected = {

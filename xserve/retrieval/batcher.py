@@ -17,7 +17,9 @@ from xserve.retrieval.protocols import PostEncoder
 from xserve.retrieval.routing import shard_of
 from xserve.schema import Post, PostEmbeddings
 
-__all__ = ["UpsertBatcher"]
+__all__ = ["Taken", "UpsertBatcher"]
+
+Taken = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # post ids, author ids, created_at_ms, in reply to (0 = none)
 
 
 class UpsertBatcher:
@@ -33,7 +35,7 @@ class UpsertBatcher:
         self.flush_size = flush_size
         self.flush_age_s = flush_age_s
         self.model_version = model_version
-        self._posts: dict[int, tuple[int, int]] = {}  # post id → (author id, created_at_ms); last write wins
+        self._posts: dict[int, tuple[int, int, int]] = {}  # post id → (author, created_at_ms, in reply to or 0)
         self._oldest_s: float | None = None
 
     def __len__(self) -> int:
@@ -44,7 +46,7 @@ class UpsertBatcher:
 
     def add(self, posts: Iterable[Post], now_s: float) -> None:
         for post in posts:
-            self._posts[post.post_id] = (post.author_id, post.created_at_ms)
+            self._posts[post.post_id] = (post.author_id, post.created_at_ms, post.in_reply_to_post_id or 0)
         if self._posts and self._oldest_s is None:
             self._oldest_s = now_s
 
@@ -60,24 +62,25 @@ class UpsertBatcher:
             return False
         return len(self._posts) >= self.flush_size or now_s - (self._oldest_s or now_s) >= self.flush_age_s
 
-    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Empty the buffer (fast, no encoding): (post ids, author ids, created_at_ms), or None."""
+    def take(self) -> Taken | None:
+        """Empty the buffer (fast, no encoding): (post ids, author ids, created_at_ms, in reply to), or None."""
         if not self._posts:
             return None
         post_ids = np.fromiter(self._posts, dtype=np.int64, count=len(self._posts))
-        meta = np.array(list(self._posts.values()), dtype=np.int64).reshape(-1, 2)  # (N, 2): author, created
+        meta = np.array(list(self._posts.values()), dtype=np.int64).reshape(-1, 3)  # (N, 3): author, created, reply
         self._posts = {}
         self._oldest_s = None
-        return post_ids, meta[:, 0].copy(), meta[:, 1].copy()
+        return post_ids, meta[:, 0].copy(), meta[:, 1].copy(), meta[:, 2].copy()
 
-    def put_back(self, taken: tuple[np.ndarray, np.ndarray, np.ndarray], now_s: float) -> None:
+    def put_back(self, taken: Taken, now_s: float) -> None:
         """Return posts from a failed flush; newer buffered versions of the same ids win."""
-        for pid, author, created in zip(*(a.tolist() for a in taken)):
-            self._posts.setdefault(pid, (author, created))
+        post_ids, *meta = (a.tolist() for a in taken)
+        for pid, row in zip(post_ids, zip(*meta)):
+            self._posts.setdefault(pid, row)
         if self._posts and self._oldest_s is None:
             self._oldest_s = now_s
 
-    def encode(self, taken: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> dict[int, PostEmbeddings]:
+    def encode(self, taken: Taken | None) -> dict[int, PostEmbeddings]:
         """Embed taken posts (one tower call) and group the rows by shard; touches no state.
 
         Split from :meth:`take` so a shell can run the slow tower call off its
@@ -85,13 +88,13 @@ class UpsertBatcher:
         """
         if taken is None:
             return {}
-        post_ids, author_ids, created = taken
+        post_ids, author_ids, created, replies = taken
         vectors = np.asarray(self.encoder.encode_posts(post_ids, author_ids), dtype=np.float32)  # (N, D)
         shards = shard_of(post_ids, self.num_shards)
         out: dict[int, PostEmbeddings] = {}
         for s in np.unique(shards).tolist():
             m = shards == s
-            out[s] = PostEmbeddings(post_ids[m], author_ids[m], created[m], vectors[m], self.model_version)
+            out[s] = PostEmbeddings(post_ids[m], author_ids[m], created[m], vectors[m], self.model_version, replies[m])
         return out
 
     def drain(self) -> dict[int, PostEmbeddings]:

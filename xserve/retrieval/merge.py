@@ -17,11 +17,15 @@ __all__ = ["empty_hits", "exact_top_k", "filter_hits", "hits_to_posts", "merge_t
 
 def empty_hits(version: str = "") -> ShardHits:
     z = np.zeros(0, dtype=np.int64)
-    return ShardHits(z, z, z, np.zeros(0, dtype=np.float32), version)
+    return ShardHits(z, z, z, np.zeros(0, dtype=np.float32), version, z)
+
+
+def _replies(h: ShardHits) -> np.ndarray:
+    return np.zeros(len(h), np.int64) if h.in_reply_to_post_ids is None else h.in_reply_to_post_ids
 
 
 def _take(h: ShardHits, idx: np.ndarray) -> ShardHits:
-    return ShardHits(h.post_ids[idx], h.author_ids[idx], h.created_at_ms[idx], h.scores[idx], h.version)
+    return ShardHits(h.post_ids[idx], h.author_ids[idx], h.created_at_ms[idx], h.scores[idx], h.version, _replies(h)[idx])
 
 
 def top_k(h: ShardHits, k: int) -> ShardHits:
@@ -57,6 +61,7 @@ def merge_top_k(parts: Sequence[ShardHits], k: int, exclude_ids: Collection[int]
         np.concatenate([p.created_at_ms for p in parts]),
         np.concatenate([p.scores for p in parts]),
         parts[0].version,
+        np.concatenate([_replies(p) for p in parts]),
     )
     cat = top_k(filter_hits(cat, exclude_ids), len(cat))
     _, first = np.unique(cat.post_ids, return_index=True)  # best occurrence of each id (sorted input)
@@ -80,6 +85,6 @@ def exact_top_k(
 
 def hits_to_posts(h: ShardHits) -> list[RetrievedPost]:
     return [
-        RetrievedPost(post_id=int(p), author_id=int(a), score=float(s))
-        for p, a, s in zip(h.post_ids.tolist(), h.author_ids.tolist(), h.scores.tolist())
+        RetrievedPost(post_id=int(p), author_id=int(a), score=float(s), in_reply_to_post_id=int(r) or None)
+        for p, a, s, r in zip(h.post_ids.tolist(), h.author_ids.tolist(), h.scores.tolist(), _replies(h).tolist())
     ]

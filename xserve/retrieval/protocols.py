@@ -41,10 +41,11 @@ class ShardTable(Protocol):
         self, vector: np.ndarray, limit: int, nprobes: int | None = None, refine_factor: int | None = None,
         min_created_at_ms: int | None = None,
     ) -> dict[str, np.ndarray]:
-        """Top-``limit`` as arrays ``post_id``, ``author_id``, ``created_at_ms``, ``score``, best first."""
+        """Top-``limit`` as arrays ``post_id``, ``author_id``, ``created_at_ms``, ``in_reply_to_post_id``
+        (0 = none) and ``score``, best first."""
         ...
 
-    def upsert(self, post_ids, author_ids, created_at_ms, vectors, model_version: str = "") -> int: ...
+    def upsert(self, post_ids, author_ids, created_at_ms, vectors, model_version: str = "", replies=None) -> int: ...
 
     def delete(self, post_ids: np.ndarray) -> None: ...
 

@@ -125,7 +125,9 @@ class ShardSearcher:
 
     @staticmethod
     def _as_hits(cols: dict[str, np.ndarray], version: str) -> ShardHits:
-        return ShardHits(cols["post_id"], cols["author_id"], cols["created_at_ms"], cols["score"], version)
+        return ShardHits(
+            cols["post_id"], cols["author_id"], cols["created_at_ms"], cols["score"], version, cols["in_reply_to_post_id"]
+        )
 
     # ------------------------------------------------------------------ writes
 
@@ -153,6 +155,7 @@ class ShardSearcher:
                 created[keep],
                 np.asarray(rows.vectors)[keep],
                 rows.model_version,
+                None if rows.in_reply_to_post_ids is None else np.asarray(rows.in_reply_to_post_ids)[keep],
             )
         self.counters["upserted"] += n
         self._writes += 1

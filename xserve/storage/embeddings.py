@@ -5,7 +5,8 @@ Layout (``docs/retrieval.md`` has the longer story)::
     <data_dir>/embeddings/CURRENT                 {"version": ..., "num_shards": ..., "dim": ...}
     <data_dir>/embeddings/v<version>/MANIFEST.json  written last: the version is complete
     <data_dir>/embeddings/v<version>/shard<i>.lance columns post_id, author_id, created_at_ms,
-                                                  model_version, vector (fixed-size list float32, D)
+                                                  in_reply_to_post_id (0 = none), model_version,
+                                                  vector (fixed-size list float32, D)
 
 A shard is one LanceDB table, vectors unit-norm, searched with squared-L2
 distance (``score = 1 - d/2`` is then the cosine similarity).
@@ -72,7 +73,7 @@ __all__ = [
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _INDEX_NAME_RE = re.compile(r"^vector_ivf_(\d+)$")
-_SEARCH_COLUMNS = ["post_id", "author_id", "created_at_ms", "_distance"]
+_SEARCH_COLUMNS = ["post_id", "author_id", "created_at_ms", "in_reply_to_post_id", "_distance"]
 
 
 class VersionError(ValueError):
@@ -85,6 +86,7 @@ def embedding_schema(dim: int) -> pa.Schema:
             pa.field("post_id", pa.int64(), nullable=False),
             pa.field("author_id", pa.int64(), nullable=False),
             pa.field("created_at_ms", pa.int64(), nullable=False),
+            pa.field("in_reply_to_post_id", pa.int64(), nullable=False),  # 0 = not a reply (ids are never 0)
             pa.field("model_version", pa.string()),
             pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
         ]
@@ -131,7 +133,7 @@ class EmbeddingShard:
 
     # ------------------------------------------------------------------ writes
 
-    def _arrow(self, post_ids, author_ids, created_at_ms, vectors, model_version: str) -> pa.Table:
+    def _arrow(self, post_ids, author_ids, created_at_ms, vectors, model_version: str, replies=None) -> pa.Table:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n = len(post_ids)
         if vectors.shape != (n, self.dim):
@@ -145,20 +147,26 @@ class EmbeddingShard:
                 "post_id": pa.array(np.asarray(post_ids, dtype=np.int64)),
                 "author_id": pa.array(np.asarray(author_ids, dtype=np.int64)),
                 "created_at_ms": pa.array(np.asarray(created_at_ms, dtype=np.int64)),
+                "in_reply_to_post_id": pa.array(
+                    np.zeros(n, np.int64) if replies is None else np.asarray(replies, dtype=np.int64)
+                ),
                 "model_version": pa.array([model_version] * n, pa.string()),
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.dim),
             },
             schema=embedding_schema(self.dim),
         )
 
-    def append(self, post_ids, author_ids, created_at_ms, vectors, model_version: str = "") -> int:
-        """Plain append (backfill into a fresh table; the caller guarantees unique ids)."""
-        batch = self._arrow(post_ids, author_ids, created_at_ms, vectors, model_version)
+    def append(self, post_ids, author_ids, created_at_ms, vectors, model_version: str = "", replies=None) -> int:
+        """Plain append (backfill into a fresh table; the caller guarantees unique ids).
+
+        ``replies`` is each post's ``in_reply_to_post_id`` (0 = none; None = no replies).
+        """
+        batch = self._arrow(post_ids, author_ids, created_at_ms, vectors, model_version, replies)
         if batch.num_rows:
             self._table.add(batch)
         return batch.num_rows
 
-    def upsert(self, post_ids, author_ids, created_at_ms, vectors, model_version: str = "") -> int:
+    def upsert(self, post_ids, author_ids, created_at_ms, vectors, model_version: str = "", replies=None) -> int:
         """Insert or replace rows by ``post_id``; within the batch the last row of an id wins.
 
         LanceDB's ``merge_insert`` rejects a batch holding one key twice, so the
@@ -176,6 +184,7 @@ class EmbeddingShard:
             np.asarray(created_at_ms)[keep],
             np.asarray(vectors)[keep],
             model_version,
+            None if replies is None else np.asarray(replies)[keep],
         )
         (
             self._table.merge_insert("post_id")
@@ -213,7 +222,8 @@ class EmbeddingShard:
 
         ``min_created_at_ms`` turns on LanceDB's ``where`` prefilter (the slow,
         low-recall path; see the module docstring). Returns arrays ``post_id``,
-        ``author_id``, ``created_at_ms`` and ``score`` (cosine), best first.
+        ``author_id``, ``created_at_ms``, ``in_reply_to_post_id`` and ``score``
+        (cosine), best first.
         """
         cfg = self.config
         q = self._table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
@@ -231,6 +241,7 @@ class EmbeddingShard:
             "post_id": out["post_id"].to_numpy(),
             "author_id": out["author_id"].to_numpy(),
             "created_at_ms": out["created_at_ms"].to_numpy(),
+            "in_reply_to_post_id": out["in_reply_to_post_id"].to_numpy(),
             "score": (1.0 - out["_distance"].to_numpy() / 2.0).astype(np.float32),
         }
 
