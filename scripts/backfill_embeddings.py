@@ -283,8 +283,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (ConfigError, VersionError, FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
+    except Exception as exc:  # anything else (Ray, Arrow, disk): one line, no trace; re-running is safe
+        print(f"backfill_embeddings: error: backfill failed: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
     if summary.get("already_current"):
         print(f"backfill: version {summary['version']} is already current; nothing to do")
+    elif summary.get("resumed"):
+        print(f"backfill: version {summary['version']} was already written; {'switched' if summary['switched'] else 'not switched'}")
     else:
         print(
             f"backfill: version {summary['version']}: {summary.get('rows', 0)} rows"
