@@ -6,7 +6,7 @@ from benchmarks.bench_retrieval import main
 
 
 def test_bench_retrieval_small(capsys, tmp_path):
-    argv = ["--posts", "4000", "--queries", "5", "--k", "100", "--upsert-rows", "300", "--backfill-posts", "0",
+    argv = ["--posts", "4000", "--queries", "5", "--k", "100", "--upsert-rows", "300", "--backfill-posts", "0", "--no-ray-fanout",
             "--data-dir", str(tmp_path)]
     assert main(argv) == 0
     lines = dict(line.split(" ", 2)[:2] for line in capsys.readouterr().out.splitlines() if line.startswith("retrieval."))
