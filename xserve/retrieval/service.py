@@ -3,7 +3,8 @@
 :class:`RetrievalService` satisfies the mixer's retrieval Protocol
 (``async retrieve(req) -> list[RetrievedPost]``) with plain objects: shards are
 :class:`~xserve.retrieval.shard.ShardSearcher` s searched on a thread pool
-(LanceDB releases the GIL). It is the in-process wiring for tests and the
+(LanceDB's sync API; its async API was ~30 % faster for this in a probe, see
+``docs/retrieval.md``). It is the in-process wiring for tests and the
 single-process server, and the reference the Ray deployment must agree with.
 
 One request reads the current embedding version once and asks every shard for

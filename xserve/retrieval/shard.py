@@ -111,7 +111,9 @@ class ShardSearcher:
         cutoff = now_ms - self.max_post_age_ms
         deleted = list(self._deleted)
         drop = set(exclude_ids).union(deleted) if deleted else exclude_ids
-        fetch = math.ceil(k * self.config.overfetch) + min(len(drop), k)
+        # deleted rows leave the table when they are deleted, so only the caller's excludes need room;
+        # a late race is covered by the fallback below
+        fetch = math.ceil(k * self.config.overfetch) + min(len(exclude_ids), k)
         raw = self._as_hits(table.search(vector, fetch), version)
         hits = filter_hits(raw, drop, cutoff)
         if len(hits) < k and len(raw) == fetch:
