@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = {
     "schema": 0, "config": 0,
     "pipeline": 1,
-    "mixer": 2, "thunder": 2, "store": 2, "phoenix": 2, "storage": 2,
+    "mixer": 2, "thunder": 2, "store": 2, "phoenix": 2, "storage": 2, "synth": 2,
+    "retrieval": 2, "users": 2, "hydration": 2,
     "actors": 3, "deployments": 3,
     "app": 4,
     "cli": 5, "__main__": 5,

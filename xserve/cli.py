@@ -34,6 +34,72 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- data directory: seed, import
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", metavar="DIR", help="data directory (default $XSERVE_DATA_DIR, else ./xserve-data)")
+
+
+def _open_data_dir(args: argparse.Namespace):
+    """The DataDir of ``--data-dir`` / $XSERVE_DATA_DIR / ./xserve-data (storage imported lazily: lancedb is slow)."""
+    from xserve.storage import DataDir, DataDirError
+
+    storage = _config(args).storage
+    try:
+        return DataDir(storage.data_dir, fsync=storage.fsync)
+    except DataDirError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _cmd_seed(args: argparse.Namespace) -> int:
+    from xserve.storage import DataDirError
+    from xserve.synth.seed import seed_data_dir
+
+    if args.seed < 0:
+        raise CliError(f"--seed must be >= 0, got {args.seed}")
+    data_dir = _open_data_dir(args)
+    try:
+        world = seed_data_dir(data_dir, args.size, args.seed, args.now_ms, force=args.force,
+                              progress=not args.quiet and args.size in ("medium", "large"))
+    except DataDirError as exc:
+        raise CliError(str(exc)) from None
+    counts = ", ".join(f"{n:,} {name}" for name, n in world.counts().items())
+    write_s = world.timings_s.get("write", 0.0)
+    generate_s = sum(world.timings_s.values()) - write_s
+    print(f"seeded a {args.size} world (seed {args.seed}) in {data_dir.path}: {counts} "
+          f"(generated in {generate_s:.1f} s, written in {write_s:.1f} s)")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from xserve.storage import DataDirError
+    from xserve.storage.import_log import import_log, read_log
+
+    try:
+        table = read_log(args.input)  # a bad file fails before the data directory is opened
+        report = import_log(_open_data_dir(args), args.input, table=table)
+    except DataDirError as exc:
+        raise CliError(str(exc)) from None
+    print("\n".join(report.lines()))
+    return 0
+
+
+def _add_data_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    seed = add("seed", _cmd_seed, "write a synthetic world (users, graph, posts, engagements) to the data directory")
+    seed.add_argument("--size", choices=("tiny", "small", "medium", "large"), default="tiny",
+                      help="tiny (tests), small, medium (training target), large (benchmarks); default tiny")
+    seed.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same world")
+    seed.add_argument("--now-ms", type=int, default=None, metavar="MS",
+                      help="the world's present, ms since epoch (default: now); fix it for identical tables")
+    seed.add_argument("--force", action="store_true", help="replace a data directory that already holds data")
+    seed.add_argument("--quiet", action="store_true", help="no progress bar (shown for medium and large)")
+    _add_data_dir(seed)
+    imp = add("import", _cmd_import, "load an engagement log (CSV or Parquet, see README) into the data directory")
+    imp.add_argument("--input", required=True, metavar="FILE", help="the log file (.csv or .parquet)")
+    _add_data_dir(imp)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     overrides: dict = {"storage": {"data_dir": args.data_dir}} if args.data_dir else {}
     serving = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -80,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", metavar="DIR", help="data directory (default $XSERVE_DATA_DIR or ./xserve-data)")
     serve.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    _add_data_commands(add)
     return parser
 
 

@@ -20,7 +20,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from msgspec import Struct
@@ -117,6 +117,16 @@ class ThunderConfig(_Section):
     max_videos_to_return: int = 200
     max_input_list_size: int = 10_000  # followed / excluded ids beyond this are ignored
     max_concurrent_requests: int = 64  # per shard; beyond this a request is refused "at capacity"
+    max_posts_per_author_list: int = 1_000  # reference MAX_POSTING_LIST_SIZE: oldest evicted beyond this per deque
+    event_source: Literal["log", "kafka"] = "log"  # "log": events arrive through the ingest API; "kafka": also consumed from a topic
+    kafka_brokers: str = "localhost:9092"  # bootstrap servers, comma-separated (event_source = "kafka")
+    kafka_topic: str = "xserve.post-events"  # JSON-encoded PostEvent per message
+    kafka_group: str = "xserve-thunder-ingest"  # consumer group; offsets committed after the local log append
+    kafka_batch_size: int = 500  # messages per ingest call (reference kafka_batch_size)
+    max_ingest_batch: int = 10_000  # events accepted in one ingest call; larger calls are refused
+    log_segment_bytes: int = 64 * 1024 * 1024  # event-log segment size before a new file is started
+    log_retention_slack_ms: int = HOUR_MS  # segments are kept this long past retention (clock skew, late readers)
+    replay_batch_size: int = 20_000  # events applied per step when a shard rebuilds from the log
 
 
 class PhoenixConfig(_Section):
@@ -153,10 +163,33 @@ class TrainConfig(_Section):
 
 
 class RetrievalConfig(_Section):
+    """Out-of-network retrieval: LanceDB shards, ANN index, live upserts (see docs/retrieval.md)."""
+
     num_shards: int = 4  # LanceDB tables, by post id
     top_k: int = 1000
-    nprobes: int = 20
-    refine_factor: int = 5
+    nprobes: int = 40  # IVF partitions probed per query (of ~rows/rows_per_partition); see docs/retrieval.md
+    refine_factor: int = 5  # IVF_PQ only: re-rank refine_factor·k rows with full vectors
+    embedding_dim: int = 128  # width of the towers' output (= phoenix.emb_dim)
+    index_type: Literal["IVF_FLAT", "IVF_PQ", "IVF_HNSW_SQ"] = "IVF_FLAT"  # picked by measurement, see docs/retrieval.md
+    rows_per_partition: int = 1000  # IVF partitions = rows / this (when index_partitions is 0)
+    index_partitions: int = 0  # fixed IVF partition count; 0 = derive from rows_per_partition
+    pq_sub_vectors: int = 16  # IVF_PQ only; 0 = LanceDB default (dim / 16)
+    hnsw_ef: int = 300  # IVF_HNSW_SQ only: search beam, raised to k when k is larger
+    index_min_rows: int = 5000  # smaller shards are flat-searched (exact, and fast at this size)
+    reindex_growth: float = 2.0  # retrain the index once rows grew this much since training; else fold in
+    overfetch: float = 1.2  # shards fetch k·this: up to ~15% stale rows are post-filtered without a re-query
+    flush_size: int = 256  # live upserts: flush when this many created posts are buffered
+    flush_age_s: float = 1.0  # ...or when the oldest buffered post has waited this long
+    maintenance_interval_s: float = 60.0  # trim aged-out rows, compact, index new rows (background thread)
+    maintenance_check_s: float = 2.0  # the maintenance thread wakes this often to see if a pass is due
+    optimize_after_writes: int = 16  # ...and compacts + indexes new rows after this many writes (small fragments slow searches 4x)
+    cleanup_older_than_s: float = 300.0  # LanceDB table versions older than this are deleted by optimize
+    version_poll_s: float = 1.0  # how often serving re-reads embeddings/CURRENT for a version switch
+    keep_versions: int = 2  # complete embedding versions kept on disk (current + previous)
+    user_batch_size: int = 16  # @serve.batch: most user encodings per tower call
+    user_batch_wait_s: float = 0.005  # @serve.batch: wait this long for more concurrent requests
+    towers_checkpoint: str = ""  # phoenix towers checkpoint; "" = synthetic ClusteredEncoder (demo, tests)
+    shard_max_concurrency: int = 4  # concurrent calls per RetrievalShard actor (searches run in parallel)
 
 
 class StorageConfig(_Section):

@@ -16,7 +16,7 @@ pipeline's candidates). Conventions:
 from __future__ import annotations
 
 import enum
-from typing import Annotated, NewType
+from typing import Annotated, Any, NewType
 
 import msgspec
 from msgspec import Meta, Struct
@@ -38,6 +38,8 @@ __all__ = [
     "FilteredOut",
     "HistoryItem",
     "ImpressionBloomFilter",
+    "IngestRejection",
+    "IngestResult",
     "InNetworkRequest",
     "LabelsBody",
     "LightPost",
@@ -50,6 +52,7 @@ __all__ = [
     "PostCandidate",
     "PostCreated",
     "PostDeleted",
+    "PostEmbeddings",
     "PostEvent",
     "PostId",
     "PostLabelsSet",
@@ -64,6 +67,7 @@ __all__ = [
     "ScoredPost",
     "Served",
     "ServedType",
+    "ShardHits",
     "StageReport",
     "UserBody",
     "UserEvent",
@@ -506,6 +510,61 @@ class UserProfile(Struct, frozen=True):
     user_id: int
     screen_name: str
     followers_count: int = 0
+
+
+# --------------------------------------------------------------------------- ingest (Thunder write path)
+
+
+class IngestRejection(Struct, frozen=True):
+    """One event the ingest API refused; nothing about it was logged or applied."""
+
+    index: int  # position in the submitted batch
+    reason: str  # "<kind>: <detail>", kind one of invalid | future | stale
+
+
+class IngestResult(Struct, frozen=True):
+    """The acknowledgement of one ingest call: accepted events are durable in the event log."""
+
+    accepted: int
+    rejected: tuple[IngestRejection, ...] = ()
+    first_offset: int = 0  # log offsets of the accepted events: [first_offset, next_offset)
+    next_offset: int = 0
+    lagging_shards: tuple[str, ...] = ()  # sinks that failed to apply; they catch up from the log
+
+
+# --------------------------------------------------------------------------- retrieval shards
+
+
+class PostEmbeddings(Struct, frozen=True):
+    """A batch of post embeddings on its way into a retrieval shard (live upserts, backfill).
+
+    Columns are NumPy arrays of one length N (Ray ships them without copying
+    element by element); ``vectors`` is (N, D) float32, unit-norm.
+    """
+
+    post_ids: Any  # (N,) int64
+    author_ids: Any  # (N,) int64
+    created_at_ms: Any  # (N,) int64
+    vectors: Any  # (N, D) float32
+    model_version: str = ""
+    in_reply_to_post_ids: Any = None  # (N,) int64, 0 = not a reply; None = no replies in the batch
+
+    def __len__(self) -> int:
+        return len(self.post_ids)
+
+
+class ShardHits(Struct, frozen=True):
+    """One retrieval shard's (or the merged) top-k: parallel NumPy arrays, best first."""
+
+    post_ids: Any  # (K,) int64
+    author_ids: Any  # (K,) int64
+    created_at_ms: Any  # (K,) int64
+    scores: Any  # (K,) float32 cosine similarity
+    version: str = ""  # the embedding version searched ("" = none yet)
+    in_reply_to_post_ids: Any = None  # (K,) int64, 0 = not a reply; None = unknown (all 0)
+
+    def __len__(self) -> int:
+        return len(self.post_ids)
 
 
 # --------------------------------------------------------------------------- added by serving: user events

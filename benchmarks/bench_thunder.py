@@ -1,0 +1,231 @@
+"""Thunder benchmark: ingest rate, in-network query latency (in-process and through Ray actors), memory.
+
+Seeded synthetic world: ``--posts`` posts over ``--authors`` authors within the
+retention window; authors' activity is Zipf-like (weight 1/rank^0.5: a few post a lot), 55 %
+originals, 25 % replies (18 % to a recent original, 7 % to any recent post), 15 % reposts, 5 % videos; viewers follow authors picked
+by activity. Prints one ``name value unit`` line per figure; latencies are
+the median over ``--repeats`` runs of the per-run percentile, wall clock and
+(``query_cpu_*``) this thread's CPU time, which a busy shared machine disturbs
+less. The baseline in the same run (``thunder.baseline_naive_*``) is the
+brute-force query: every post of every followed author, sorted, truncated,
+no rules.
+
+    python benchmarks/bench_thunder.py                     # the issue's sizes (1M posts, 100k authors)
+    python benchmarks/bench_thunder.py --posts 20000 --authors 2000 --queries 50 --no-actors   # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from xserve.config import ThunderConfig  # noqa: E402
+from xserve.schema import InNetworkRequest, Media, MediaKind, Post, PostCreated, PostEvent  # noqa: E402
+from xserve.thunder.post_store import PostStore  # noqa: E402
+
+HOUR_MS = 3_600_000
+NOW_MS = 1_800_000_000_000
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def make_world(num_posts: int, num_authors: int, seed: int, retention_ms: int) -> tuple[list[PostEvent], list[float]]:
+    """Time-ordered create events and each author's activity weight (index = author id - 1)."""
+    rng = random.Random(seed)
+    weights = [1.0 / (i + 1) ** 0.5 for i in range(num_authors)]  # the busiest author: ~1.5k posts per million
+    rng.shuffle(weights)
+    authors = rng.choices(range(1, num_authors + 1), weights=weights, k=num_posts)
+    times = sorted(rng.randrange(NOW_MS - retention_ms + 60_000, NOW_MS) for _ in range(num_posts))
+    video = (Media(MediaKind.VIDEO, 30_000),)
+    events: list[PostEvent] = []
+    recent: list[Post] = []  # a sample of recent posts; replies and reposts point into it
+    roots: list[Post] = []  # recent originals: most replies answer the conversation root
+    for i in range(num_posts):
+        pid, a, t = i + 1, authors[i], times[i]
+        r = rng.random()
+        if recent and r < 0.25:
+            pool = roots if roots and r < 0.18 else recent
+            parent = pool[rng.randrange(len(pool))]
+            root = parent.conversation_id or parent.post_id
+            p = Post(pid, a, t, in_reply_to_post_id=parent.post_id, in_reply_to_user_id=parent.author_id, conversation_id=root)
+        elif recent and r < 0.40:
+            src = recent[rng.randrange(len(recent))]
+            p = Post(pid, a, t, repost_of_post_id=src.post_id, repost_of_user_id=src.author_id)
+        else:
+            p = Post(pid, a, t, media=video if r > 0.95 else ())
+        events.append(PostCreated(p))
+        for pool, ok in ((recent, True), (roots, p.conversation_id is None and p.repost_of_post_id is None)):
+            if not ok:
+                continue
+            if len(pool) < 5000:
+                pool.append(p)
+            else:
+                pool[rng.randrange(5000)] = p
+    return events, weights
+
+
+def make_requests(weights: list[float], follows: int, count: int, seed: int) -> list[InNetworkRequest]:
+    rng = random.Random(seed)
+    n = len(weights)
+    reqs = []
+    for _ in range(count):
+        followed = set()
+        while len(followed) < min(follows, n):
+            followed.update(rng.choices(range(1, n + 1), weights=weights, k=follows - len(followed)))
+        reqs.append(InNetworkRequest(viewer_id=rng.randrange(1, n + 1), followed_ids=tuple(followed), max_results=0))
+    return reqs
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def time_queries(store: PostStore, reqs: list[InNetworkRequest], repeats: int) -> dict[str, float]:
+    """Wall-clock and CPU-time (this thread only: robust to a busy machine) percentiles in microseconds.
+
+    Each figure is the median over ``repeats`` runs of that run's percentile.
+    """
+    runs: dict[str, list[float]] = {"p50": [], "p99": [], "cpu_p50": [], "cpu_p99": []}
+    sizes = []
+    for _ in range(repeats):
+        lat, cpu = [], []
+        for req in reqs:
+            c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
+            out = store.in_network_posts(req, NOW_MS)
+            lat.append((time.perf_counter_ns() - t0) / 1e3)
+            cpu.append((time.thread_time_ns() - c0) / 1e3)
+            sizes.append(len(out))
+        runs["p50"].append(percentile(lat, 0.5))
+        runs["p99"].append(percentile(lat, 0.99))
+        runs["cpu_p50"].append(percentile(cpu, 0.5))
+        runs["cpu_p99"].append(percentile(cpu, 0.99))
+    out = {k: statistics.median(v) for k, v in runs.items()}
+    out["results"] = statistics.fmean(sizes)
+    return out
+
+
+def baseline_query(posts_by_author: dict[int, list[Post]], req: InNetworkRequest) -> list[Post]:
+    """Naive: every post of every followed author, sort, truncate (no caps, no rules)."""
+    out = [p for a in req.followed_ids for p in posts_by_author.get(a, ())]
+    out.sort(key=lambda p: p.created_at_ms, reverse=True)
+    return out[:1200]
+
+
+def bench_actors(events: list[PostEvent], reqs: list[InNetworkRequest], cfg: ThunderConfig, shards: int, repeats: int) -> None:
+    """Load through the real ingest actor (log without fsync), then time queries through ThunderClient."""
+    import tempfile
+
+    import msgspec
+    import ray
+
+    from xserve.actors.thunder import ThunderClient
+    from xserve.config import StorageConfig
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = msgspec.structs.replace(cfg, num_shards=shards)
+            client = ThunderClient.start(cfg, StorageConfig(data_dir=tmp, fsync=False), prefix="bench")
+
+            async def run() -> tuple[float, float, float]:
+                await client.stats()  # every actor started (and rebuilt from the empty log) before timing
+                t0 = time.perf_counter()
+                for i in range(0, len(events), cfg.max_ingest_batch):
+                    await client.ingest(events[i : i + cfg.max_ingest_batch], now_ms=NOW_MS)
+                rate = len(events) / (time.perf_counter() - t0)
+                for req in reqs[:5]:  # warm up
+                    await client.in_network_posts(req, now_ms=NOW_MS)
+                p50s, p99s = [], []
+                for _ in range(repeats):
+                    lat = []
+                    for req in reqs:
+                        t = time.perf_counter()
+                        await client.in_network_posts(req, now_ms=NOW_MS)
+                        lat.append((time.perf_counter() - t) * 1e3)
+                    p50s.append(percentile(lat, 0.5))
+                    p99s.append(percentile(lat, 0.99))
+                return statistics.median(p50s), statistics.median(p99s), rate
+
+            p50, p99, rate = asyncio.run(run())
+            print(f"thunder.actor_ingest_events_per_s.shards{shards} {rate:.0f} events/s")
+            print(f"thunder.actor_fanout_p50_ms.shards{shards} {p50:.2f} ms")
+            print(f"thunder.actor_fanout_p99_ms.shards{shards} {p99:.2f} ms")
+    finally:
+        ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--posts", type=int, default=1_000_000, help="posts in the world (default 1M)")
+    ap.add_argument("--authors", type=int, default=100_000, help="authors (default 100k)")
+    ap.add_argument("--queries", type=int, default=300, help="queries per latency run")
+    ap.add_argument("--repeats", type=int, default=3, help="latency runs; the median is printed")
+    ap.add_argument("--shards", type=int, default=4, help="shards for the actor fan-out figure")
+    ap.add_argument("--no-actors", action="store_true", help="skip the Ray actor fan-out figure")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.posts < 1 or args.authors < 1 or args.queries < 1 or args.repeats < 1:
+        ap.error("--posts, --authors, --queries and --repeats must be >= 1")
+
+    cfg = ThunderConfig()
+    events, weights = make_world(args.posts, args.authors, args.seed, cfg.retention_ms)
+    gc.collect()
+
+    # Ingest: best of repeats into a fresh store (the store's RSS is measured on the last one).
+    rates = []
+    store = None
+    for _ in range(args.repeats):
+        store = None
+        gc.collect()
+        rss0 = _rss_mb()
+        store = PostStore(cfg)
+        t0 = time.perf_counter()
+        for i in range(0, len(events), 10_000):
+            store.apply(events[i : i + 10_000], NOW_MS)
+        rates.append(len(events) / (time.perf_counter() - t0))
+        gc.collect()
+        rss = _rss_mb() - rss0
+    assert store is not None
+    live = store.stats()["posts"]
+    print(f"thunder.ingest_events_per_s {statistics.median(rates):.0f} events/s")
+    print(f"thunder.posts_held {live} posts")
+    print(f"thunder.rss_mb_per_million_posts {rss * 1e6 / max(live, 1):.0f} MB")
+
+    by_author: dict[int, list[Post]] = {}
+    for e in events:
+        by_author.setdefault(e.post.author_id, []).append(e.post)
+    for follows in (200, 2000):
+        reqs = make_requests(weights, follows, args.queries, args.seed + follows)
+        q = time_queries(store, reqs, args.repeats)
+        print(f"thunder.query_p50_us.follows{follows} {q['p50']:.0f} us")
+        print(f"thunder.query_p99_us.follows{follows} {q['p99']:.0f} us")
+        print(f"thunder.query_cpu_p50_us.follows{follows} {q['cpu_p50']:.0f} us")
+        print(f"thunder.query_cpu_p99_us.follows{follows} {q['cpu_p99']:.0f} us")
+        print(f"thunder.query_mean_results.follows{follows} {q['results']:.0f} posts")
+        lat = []
+        for req in reqs[:50]:
+            t0 = time.perf_counter()
+            baseline_query(by_author, req)
+            lat.append((time.perf_counter() - t0) * 1e6)
+        print(f"thunder.baseline_naive_p99_us.follows{follows} {percentile(lat, 0.99):.0f} us")
+    if not args.no_actors:
+        reqs = make_requests(weights, 200, args.queries, args.seed + 200)
+        bench_actors(events, reqs, cfg, args.shards, args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

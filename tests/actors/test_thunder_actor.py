@@ -1,0 +1,114 @@
+"""Thunder on Ray: fan-out == unsharded store, restart recovery from the log, backpressure."""
+
+import asyncio
+import time
+
+import pytest
+
+from tests.thunder.factories import HOUR, created, deleted, ids, post, request
+from xserve.config import StorageConfig, ThunderConfig
+from xserve.thunder.post_store import PostStore
+
+pytestmark = pytest.mark.ray
+
+
+def _now() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _world(now: int):
+    """Posts of 12 authors incl. cross-author replies and reposts, plus deletes."""
+    posts = []
+    for i in range(1, 121):
+        a, t = i % 12 + 1, now - i * 60_000
+        if i % 5 == 0:
+            parent = i + 3  # older post by another author
+            posts.append(post(i, a, t, reply_to=parent, reply_user=(i + 3) % 12 + 1, conv=parent))
+        elif i % 7 == 0:
+            posts.append(post(i, a, t, repost_of=i + 2, repost_user=(i + 2) % 12 + 1))
+        else:
+            posts.append(post(i, a, t, conv=i, video_ms=30_000 if i % 3 == 0 else None))
+    return created(*posts) + [deleted(9, now - 1000), deleted(44, now - 1000)]
+
+
+def _stop(client):
+    import ray
+
+    for h in client.actors():
+        ray.kill(h, no_restart=True)
+
+
+def test_fanout_equals_unsharded_and_survives_restarts(ray_cluster, tmp_path):
+    from xserve.actors.thunder import ThunderClient
+
+    ray = ray_cluster
+    cfg = ThunderConfig(num_shards=3, replicas_per_shard=2, trim_interval_s=0.5)
+    storage = StorageConfig(data_dir=str(tmp_path), fsync=True)
+    client = ThunderClient.start(cfg, storage, prefix="t1")
+    now = _now()
+    events = _world(now)
+    res = asyncio.run(client.ingest(events + [b"garbage"], now_ms=now))
+    assert res.accepted == len(events) and res.lagging_shards == ()
+    assert [r.index for r in res.rejected] == [len(events)]
+
+    oracle = PostStore(cfg)
+    oracle.apply(events, now)
+    reqs = [
+        request(range(1, 13), viewer=3),
+        request([2, 5, 7], viewer=6, max_results=7),
+        request(range(1, 13), video_only=True),
+        request([4], exclude={4, 16, 28}),
+    ]
+
+    def answers():
+        return [ids(asyncio.run(client.in_network_posts(r, now_ms=now))) for r in reqs]
+
+    expected = [ids(oracle.in_network_posts(r, now)) for r in reqs]
+    assert answers() == answers() == expected  # twice: both replicas of each shard answer
+    assert any(expected) and 9 not in expected[0] and 44 not in expected[0]
+
+    # kill one replica of every shard: Ray restarts it, it rebuilds from the log
+    for replicas in client._shards:
+        ray.kill(replicas[0], no_restart=False)
+    ray.kill(client._ingest, no_restart=False)
+    time.sleep(1.0)
+    assert answers() == answers() == expected
+    # the restarted ingest reopens the log (lock released) and keeps offsets
+    res = asyncio.run(client.ingest([deleted(1, now - 500)], now_ms=now))
+    assert (res.accepted, res.first_offset) == (1, len(events))
+    assert 1 not in ids(asyncio.run(client.in_network_posts(reqs[0], now_ms=now)))
+
+    # a whole restart: every actor gone, new ones on the same data directory
+    _stop(client)
+    client = ThunderClient.start(cfg, storage, prefix="t1b")
+    oracle.apply([deleted(1, now - 500)], now)
+    assert answers() == [ids(oracle.in_network_posts(r, now)) for r in reqs]
+    stats = asyncio.run(client.stats())
+    assert stats[-1]["next_offset"] == len(events) + 1
+    _stop(client)
+
+
+def test_shard_at_capacity_answers_retry_at_once(ray_cluster, tmp_path):
+    from xserve.actors.thunder import ThunderClient
+    from xserve.thunder.replica import ThunderAtCapacity
+
+    # slow queries on purpose: every post of every author is collected and sorted
+    cfg = ThunderConfig(num_shards=1, max_concurrent_requests=1, max_original_posts_per_author=1000)
+    client = ThunderClient.start(cfg, StorageConfig(data_dir=str(tmp_path), fsync=False), prefix="t2")
+    now = _now()
+    authors = range(1, 2001)
+    for start in range(0, 40_000, 10_000):
+        evs = created(*(post(i, i % 2000 + 1, now - HOUR + i) for i in range(start + 1, start + 10_001)))
+        asyncio.run(client.ingest(evs, now_ms=now))
+    req = request(authors)
+
+    async def burst():
+        return await asyncio.gather(*(client.in_network_posts(req) for _ in range(8)), return_exceptions=True)
+
+    out = asyncio.run(burst())
+    refused = [r for r in out if isinstance(r, Exception)]
+    served = [r for r in out if isinstance(r, list)]
+    assert refused and served, out
+    assert all(isinstance(r, ThunderAtCapacity) and "at capacity" in str(r) and "retry" in str(r) for r in refused)
+    assert all(len(r) == cfg.max_posts_to_return for r in served)
+    _stop(client)

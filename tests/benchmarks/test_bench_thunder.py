@@ -1,0 +1,30 @@
+"""Smoke test: the Thunder benchmark runs tiny and prints its required lines."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIRED = [
+    "thunder.ingest_events_per_s",
+    "thunder.query_p50_us.follows200",
+    "thunder.query_p99_us.follows200",
+    "thunder.query_p99_us.follows2000",
+    "thunder.rss_mb_per_million_posts",
+]
+
+
+def test_bench_thunder_runs_tiny():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/bench_thunder.py"), "--posts", "3000", "--authors", "300",
+         "--queries", "5", "--repeats", "1", "--no-actors"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    lines = dict(line.split(" ", 1) for line in out.strip().splitlines())
+    for name in REQUIRED:
+        assert re.fullmatch(r"-?[0-9.]+ \S+", lines[name]), (name, out)
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/bench_thunder.py"), "--posts", "0"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "must be >= 1" in bad.stderr

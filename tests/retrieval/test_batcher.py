@@ -1,0 +1,63 @@
+"""UpsertBatcher: flush on size or age, shard grouping, deleted-while-buffered posts dropped."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.retrieval.factories import NOW_MS, encoder
+from xserve.retrieval.batcher import UpsertBatcher
+from xserve.retrieval.routing import shard_of
+from xserve.schema import Post
+
+
+def _posts(ids):
+    return [Post(post_id=i, author_id=i % 5 + 1, created_at_ms=NOW_MS - i, in_reply_to_post_id=i + 1000 if i % 2 else None) for i in ids]
+
+
+def _batcher(**kw):
+    args = dict(encoder=encoder(), num_shards=3, flush_size=4, flush_age_s=1.0, model_version="m")
+    args.update(kw)
+    return UpsertBatcher(**args)
+
+
+def test_due_on_size_or_age():
+    b = _batcher()
+    assert not b.due(0.0)
+    b.add(_posts([1, 2, 3]), now_s=10.0)
+    assert not b.due(10.5)
+    assert b.due(11.0), "the oldest post waited flush_age_s"
+    b.add(_posts([4]), now_s=10.1)
+    assert b.due(10.2), "flush_size reached"
+
+
+def test_drain_embeds_and_groups_by_shard():
+    b = _batcher()
+    ids = list(range(1, 21))
+    b.add(_posts(ids), now_s=0.0)
+    b.add(_posts([3]), now_s=0.0)  # a repeat is one row
+    out = b.drain()
+    assert len(b) == 0 and not b.due(100.0)
+    got = np.concatenate([rows.post_ids for rows in out.values()])
+    assert sorted(got.tolist()) == ids
+    for s, rows in out.items():
+        assert (shard_of(rows.post_ids, 3) == s).all()
+        np.testing.assert_allclose(rows.vectors, encoder().encode_posts(rows.post_ids, rows.author_ids))
+        assert rows.model_version == "m" and (rows.created_at_ms == NOW_MS - rows.post_ids).all()
+        assert (rows.in_reply_to_post_ids == np.where(rows.post_ids % 2 == 1, rows.post_ids + 1000, 0)).all()
+
+
+def test_discard_drops_deleted_posts():
+    b = _batcher()
+    b.add(_posts([1, 2]), now_s=0.0)
+    b.discard([1, 2, 99])
+    assert len(b) == 0 and b.drain() == {}
+
+
+def test_put_back_after_a_failed_flush():
+    b = _batcher()
+    b.add(_posts([1, 2]), now_s=0.0)
+    taken = b.take()
+    b.add([Post(post_id=2, author_id=4, created_at_ms=NOW_MS)], now_s=1.0)  # arrived during the flush
+    b.put_back(taken, now_s=2.0)
+    post_ids, author_ids, _, _ = b.take()
+    assert dict(zip(post_ids.tolist(), author_ids.tolist())) == {1: 2, 2: 4}

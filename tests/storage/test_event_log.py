@@ -1,0 +1,94 @@
+import os
+
+import pytest
+
+from tests.thunder.factories import created, deleted, post
+from xserve.storage.event_log import EventLog, EventLogCorrupt, EventLogLocked
+
+EVENTS = created(post(1, 7), post(2, 8)) + [deleted(1)]
+
+
+def test_append_read_and_reopen(tmp_path):
+    with EventLog(tmp_path, writer=True) as log:
+        assert log.append(EVENTS, 100) == (0, 3)
+        assert log.append(EVENTS[:1], 200) == (3, 4)
+    with EventLog(tmp_path, writer=True) as log:  # reopen: offsets continue
+        assert log.next_offset == 4 and log.truncated_bytes == 0
+        assert log.append(EVENTS[1:2], 300) == (4, 5)
+    entries = list(EventLog(tmp_path).read())
+    assert [(o, t) for o, t, _ in entries] == [(0, 100), (1, 100), (2, 100), (3, 200), (4, 300)]
+    assert [e for _, _, e in entries] == EVENTS + EVENTS[:1] + EVENTS[1:2]
+    assert [o for o, _, _ in EventLog(tmp_path).read(from_offset=2, until_offset=4)] == [2, 3]
+
+
+@pytest.mark.parametrize("cut", [1, 7, 20, -1])
+def test_torn_tail_is_truncated_on_open(tmp_path, cut):
+    with EventLog(tmp_path, writer=True) as log:
+        log.append(EVENTS, 100)
+        seg = next(tmp_path.glob("*.seg"))
+        whole = seg.stat().st_size
+        log.append(EVENTS[:1], 200)
+    size = seg.stat().st_size
+    with open(seg, "r+b") as f:  # a crash mid-record: only part of the last frame reached the disk
+        f.truncate(size - cut if cut > 0 else size)
+        if cut < 0:  # or the whole frame is there but its payload is garbage
+            f.seek(size - 2)
+            f.write(b"\xff\xff")
+    # a reader (another process) stops at the torn tail without touching the file
+    assert [o for o, _, _ in EventLog(tmp_path).read()] == [0, 1, 2]
+    with EventLog(tmp_path, writer=True) as log:
+        assert log.truncated_bytes == (size - cut if cut > 0 else size) - whole
+        assert seg.stat().st_size == whole and log.next_offset == 3
+        assert log.append(EVENTS[2:], 300) == (3, 4)
+    assert [o for o, _, _ in EventLog(tmp_path).read()] == [0, 1, 2, 3]
+
+
+def test_corruption_before_the_tail_is_an_error(tmp_path):
+    with EventLog(tmp_path, writer=True, segment_bytes=1) as log:  # one segment per append
+        log.append(EVENTS[:1], 1)
+        log.append(EVENTS[1:2], 2)
+    first = sorted(tmp_path.glob("*.seg"))[0]
+    data = bytearray(first.read_bytes())
+    data[-1] ^= 0xFF
+    first.write_bytes(bytes(data))
+    with pytest.raises(EventLogCorrupt, match="not the log's tail"):
+        list(EventLog(tmp_path).read())
+
+
+def test_segments_roll_and_old_ones_drop(tmp_path):
+    with EventLog(tmp_path, writer=True, segment_bytes=1) as log:
+        for t in (100, 200, 300):
+            log.append(EVENTS, t)
+        assert len(list(tmp_path.glob("*.seg"))) == 3
+        assert log.drop_before(150) == 0  # the second segment started at 200: the first may hold live records
+        assert log.drop_before(250) == 1
+        assert log.drop_before(10**9) == 1  # never the active segment
+        assert [o for o, _, _ in EventLog(tmp_path).read()] == [6, 7, 8]
+        assert log.append(EVENTS[:1], 400) == (9, 10)
+        assert [o for o, _, _ in EventLog(tmp_path).read(since_ms=301)] == [9]
+        assert [o for o, _, _ in EventLog(tmp_path).read(from_offset=7, since_ms=300)] == [7, 8, 9]
+
+
+def test_one_writer_at_a_time(tmp_path):
+    with EventLog(tmp_path, writer=True):
+        with pytest.raises(EventLogLocked, match="already open for writing"):
+            EventLog(tmp_path, writer=True)
+        with pytest.raises(RuntimeError, match="read-only"):
+            EventLog(tmp_path).append(EVENTS, 1)
+
+
+def test_fsync_path_syncs_file_and_directory(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    with EventLog(tmp_path, writer=True, fsync=True, segment_bytes=1) as log:
+        n = len(synced)  # the first segment's directory entry
+        assert n >= 1
+        log.append(EVENTS, 1)
+        assert len(synced) == n + 1  # the data
+        log.append(EVENTS, 2)  # rolls: directory entry + data
+        assert len(synced) == n + 3
+    synced.clear()
+    with EventLog(tmp_path, writer=True, fsync=False, segment_bytes=1) as log:
+        log.append(EVENTS, 3)
+    assert synced == []

@@ -1,0 +1,121 @@
+"""``RetrievalShard``: the Ray actor owning one retrieval shard (a thin shell).
+
+All logic is in :class:`xserve.retrieval.shard.ShardSearcher`; this shell adds
+a maintenance thread (trim, compaction, index update every
+``maintenance_interval_s``, and an index update alone once
+``optimize_after_writes`` writes piled up) that runs beside the query threads,
+so maintenance never queues ahead of a search. Constructor arguments are small (a path, an
+index and a config dict) so a restarted actor can always be rebuilt (ray
+issue 53727).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import ray
+
+from xserve.config import RetrievalConfig
+from xserve.retrieval.service import wall_clock_ms
+from xserve.retrieval.shard import ShardSearcher
+from xserve.schema import PostEmbeddings, ShardHits
+from xserve.storage.embeddings import EmbeddingVersions
+
+__all__ = ["RetrievalShard", "get_or_create_shards", "shard_actor_name"]
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(max_restarts=3, max_task_retries=0)
+class RetrievalShard:
+    """One shard: ``search``/``upsert``/``delete``/``maintain``/``stats`` of a ``ShardSearcher``."""
+
+    def __init__(self, data_dir: str, shard: int, config: dict[str, Any], max_post_age_ms: int, maintenance: bool = True):
+        self.config = msgspec.convert(config, RetrievalConfig)
+        versions = EmbeddingVersions(data_dir)
+        self.searcher = ShardSearcher(
+            shard, versions.shard_opener(shard, self.config), versions.current_name, self.config, max_post_age_ms
+        )
+        self.maintenance_errors = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if maintenance and self.config.maintenance_interval_s > 0:
+            self._thread = threading.Thread(target=self._maintenance_loop, name=f"shard{shard}-maintenance", daemon=True)
+            self._thread.start()
+
+    def _maintenance_loop(self) -> None:
+        """Full pass (trim + index) every ``maintenance_interval_s``; a light pass (index new
+        rows) sooner when ``optimize_after_writes`` writes have piled up small fragments."""
+        last_full = time.monotonic()
+        while not self._stop.wait(min(self.config.maintenance_check_s, self.config.maintenance_interval_s)):
+            full = time.monotonic() - last_full >= self.config.maintenance_interval_s
+            if not (full or self.searcher.maintenance_due()):
+                continue
+            try:
+                self.searcher.maintain(wall_clock_ms(), trim=full)
+            except Exception:  # a failed pass is retried next time; queries are unaffected
+                self.maintenance_errors += 1
+                log.exception("retrieval shard %d: maintenance failed", self.searcher.shard)
+            if full:
+                last_full = time.monotonic()
+
+    def search(
+        self, vector: np.ndarray, k: int, now_ms: int, exclude_ids: Collection[int] = (), version: str | None = None
+    ) -> ShardHits:
+        return self.searcher.search(vector, k, now_ms, exclude_ids, version)
+
+    def upsert(self, rows: PostEmbeddings, now_ms: int | None = None) -> int:
+        return self.searcher.upsert(rows, now_ms or wall_clock_ms())
+
+    def delete(self, post_ids: Collection[int], now_ms: int | None = None) -> int:
+        return self.searcher.delete(post_ids, now_ms or wall_clock_ms())
+
+    def maintain(self, now_ms: int | None = None) -> dict[str, float]:
+        return self.searcher.maintain(now_ms or wall_clock_ms())
+
+    def stats(self) -> dict[str, object]:
+        return {**self.searcher.stats(), "maintenance_errors": self.maintenance_errors}
+
+    def stop(self) -> None:
+        """Stop the maintenance thread (before the actor is killed)."""
+        self._stop.set()
+
+
+def shard_actor_name(data_dir: str, shard: int) -> str:
+    """A name every replica derives alike; the data directory is part of it, so two apps never share shards."""
+    digest = hashlib.sha1(str(Path(data_dir).resolve()).encode()).hexdigest()[:10]
+    return f"xserve-retrieval-{digest}-shard-{shard}"
+
+
+def get_or_create_shards(
+    data_dir: str,
+    config: RetrievalConfig,
+    max_post_age_ms: int,
+    detached: bool = False,
+    namespace: str | None = None,
+) -> list[Any]:
+    """Handles to the named shard actors, created on first use (every replica shares them).
+
+    ``detached`` keeps the actors alive when the replica that created them
+    goes away (production); tests leave it off so the cluster cleans up.
+    """
+    cfg = msgspec.to_builtins(config)
+    handles = []
+    for i in range(config.num_shards):
+        opts: dict[str, Any] = dict(
+            name=shard_actor_name(data_dir, i), get_if_exists=True, max_concurrency=config.shard_max_concurrency, num_cpus=0
+        )
+        if namespace is not None:
+            opts["namespace"] = namespace
+        if detached:
+            opts["lifetime"] = "detached"
+        handles.append(RetrievalShard.options(**opts).remote(data_dir, i, cfg, max_post_age_ms))
+    return handles

@@ -1,0 +1,102 @@
+"""The live-upsert batcher: buffer created posts, embed them in batches, hand them out per shard.
+
+Encoding one post at a time wastes the candidate tower (a batch of 256 costs
+about what one costs), so created posts wait here until ``flush_size`` are
+buffered or the oldest has waited ``flush_age_s``; the shell that owns the
+batcher (the Retrieval deployment) polls :meth:`due` on a timer and sends each
+shard its part of :meth:`drain`. A post deleted while buffered is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+import numpy as np
+
+from xserve.retrieval.protocols import PostEncoder
+from xserve.retrieval.routing import shard_of
+from xserve.schema import Post, PostEmbeddings
+
+__all__ = ["Taken", "UpsertBatcher"]
+
+Taken = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # post ids, author ids, created_at_ms, in reply to (0 = none)
+
+
+class UpsertBatcher:
+    """Buffers posts; ``drain`` embeds them and groups the rows by shard. Not thread-safe."""
+
+    def __init__(self, encoder: PostEncoder, num_shards: int, flush_size: int, flush_age_s: float, model_version: str = ""):
+        if flush_size < 1:
+            raise ValueError(f"flush_size must be >= 1, got {flush_size}")
+        if flush_age_s < 0:
+            raise ValueError(f"flush_age_s must be >= 0, got {flush_age_s}")
+        self.encoder = encoder
+        self.num_shards = num_shards
+        self.flush_size = flush_size
+        self.flush_age_s = flush_age_s
+        self.model_version = model_version
+        self._posts: dict[int, tuple[int, int, int]] = {}  # post id → (author, created_at_ms, in reply to or 0)
+        self._oldest_s: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._posts)
+
+    def __repr__(self) -> str:
+        return f"UpsertBatcher(flush_size={self.flush_size}, flush_age_s={self.flush_age_s}, buffered={len(self)})"
+
+    def add(self, posts: Iterable[Post], now_s: float) -> None:
+        for post in posts:
+            self._posts[post.post_id] = (post.author_id, post.created_at_ms, post.in_reply_to_post_id or 0)
+        if self._posts and self._oldest_s is None:
+            self._oldest_s = now_s
+
+    def discard(self, post_ids: Collection[int]) -> None:
+        """Forget buffered posts that were deleted before being flushed."""
+        for pid in post_ids:
+            self._posts.pop(pid, None)
+        if not self._posts:
+            self._oldest_s = None
+
+    def due(self, now_s: float) -> bool:
+        if not self._posts:
+            return False
+        return len(self._posts) >= self.flush_size or now_s - (self._oldest_s or now_s) >= self.flush_age_s
+
+    def take(self) -> Taken | None:
+        """Empty the buffer (fast, no encoding): (post ids, author ids, created_at_ms, in reply to), or None."""
+        if not self._posts:
+            return None
+        post_ids = np.fromiter(self._posts, dtype=np.int64, count=len(self._posts))
+        meta = np.array(list(self._posts.values()), dtype=np.int64).reshape(-1, 3)  # (N, 3): author, created, reply
+        self._posts = {}
+        self._oldest_s = None
+        return post_ids, meta[:, 0].copy(), meta[:, 1].copy(), meta[:, 2].copy()
+
+    def put_back(self, taken: Taken, now_s: float) -> None:
+        """Return posts from a failed flush; newer buffered versions of the same ids win."""
+        post_ids, *meta = (a.tolist() for a in taken)
+        for pid, row in zip(post_ids, zip(*meta)):
+            self._posts.setdefault(pid, row)
+        if self._posts and self._oldest_s is None:
+            self._oldest_s = now_s
+
+    def encode(self, taken: Taken | None) -> dict[int, PostEmbeddings]:
+        """Embed taken posts (one tower call) and group the rows by shard; touches no state.
+
+        Split from :meth:`take` so a shell can run the slow tower call off its
+        event loop while new posts keep arriving.
+        """
+        if taken is None:
+            return {}
+        post_ids, author_ids, created, replies = taken
+        vectors = np.asarray(self.encoder.encode_posts(post_ids, author_ids), dtype=np.float32)  # (N, D)
+        shards = shard_of(post_ids, self.num_shards)
+        out: dict[int, PostEmbeddings] = {}
+        for s in np.unique(shards).tolist():
+            m = shards == s
+            out[s] = PostEmbeddings(post_ids[m], author_ids[m], created[m], vectors[m], self.model_version, replies[m])
+        return out
+
+    def drain(self) -> dict[int, PostEmbeddings]:
+        """``encode(take())``: embed every buffered post and empty the buffer; shard → rows."""
+        return self.encode(self.take())

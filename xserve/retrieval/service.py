@@ -1,0 +1,94 @@
+"""In-process retrieval: encode the user once, fan out to every shard, merge the top-k.
+
+:class:`RetrievalService` satisfies the mixer's retrieval Protocol
+(``async retrieve(req) -> list[RetrievedPost]``) with plain objects: shards are
+:class:`~xserve.retrieval.shard.ShardSearcher` s searched on a thread pool
+(LanceDB's sync API; its async API was ~30 % faster for this in a probe, see
+``docs/retrieval.md``). It is the in-process wiring for tests and the
+single-process server, and the reference the Ray deployment must agree with.
+
+One request reads the current embedding version once and asks every shard for
+that version, so a version switch mid-request cannot mix old and new vectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from xserve.config import RetrievalConfig
+from xserve.retrieval.merge import hits_to_posts, merge_top_k
+from xserve.retrieval.protocols import UserEncoder
+from xserve.retrieval.routing import shard_of
+from xserve.retrieval.shard import ShardSearcher
+from xserve.schema import RetrievalRequest, RetrievedPost, ShardHits
+
+__all__ = ["RetrievalService", "request_k", "split_excludes", "wall_clock_ms"]
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def request_k(req: RetrievalRequest, config: RetrievalConfig) -> int:
+    """How many posts a request gets: its ``max_results``, or the config's ``top_k`` when 0."""
+    if req.max_results < 0:
+        raise ValueError(f"RetrievalRequest.max_results must be >= 0, got {req.max_results}")
+    return req.max_results or config.top_k
+
+
+def split_excludes(exclude_ids: Collection[int], num_shards: int) -> list[frozenset[int]]:
+    """Route each excluded id to the one shard that can hold it (smaller messages per shard)."""
+    if not exclude_ids:
+        return [frozenset()] * num_shards
+    ids = np.fromiter(exclude_ids, dtype=np.int64, count=len(exclude_ids))
+    owner = shard_of(ids, num_shards)
+    return [frozenset(ids[owner == s].tolist()) for s in range(num_shards)]
+
+
+class RetrievalService:
+    """Fan-out over in-process shards; see the module docstring."""
+
+    def __init__(
+        self,
+        shards: Sequence[ShardSearcher],
+        user_encoder: UserEncoder,
+        config: RetrievalConfig,
+        current_version: Callable[[], str | None],
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ):
+        self.shards = list(shards)
+        self.user_encoder = user_encoder
+        self.config = config
+        self.current_version = current_version
+        self.clock_ms = clock_ms
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.shards)), thread_name_prefix="retrieval-shard")
+
+    def __repr__(self) -> str:
+        return f"RetrievalService(shards={len(self.shards)}, top_k={self.config.top_k})"
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def search_vector(
+        self, vector: np.ndarray, k: int, now_ms: int, exclude_ids: Collection[int] = (), version: str | None = None
+    ) -> ShardHits:
+        """Global top-``k`` for one user vector: every shard in parallel, then merge."""
+        version = version or self.current_version()
+        excludes = split_excludes(exclude_ids, len(self.shards))
+        futures = [
+            self._pool.submit(s.search, vector, k, now_ms, excludes[i], version) for i, s in enumerate(self.shards)
+        ]
+        return merge_top_k([f.result() for f in futures], k)
+
+    def retrieve_sync(self, req: RetrievalRequest) -> list[RetrievedPost]:
+        vector = self.user_encoder.encode_users([req])[0]  # (D,)
+        now_ms = req.now_ms or self.clock_ms()
+        return hits_to_posts(self.search_vector(vector, request_k(req, self.config), now_ms, req.exclude_ids))
+
+    async def retrieve(self, req: RetrievalRequest) -> list[RetrievedPost]:
+        return await asyncio.get_running_loop().run_in_executor(None, self.retrieve_sync, req)

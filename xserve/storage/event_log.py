@@ -1,0 +1,289 @@
+"""A durable, append-only log of post events in the data directory.
+
+Layout: ``<directory>/<base_offset:020d>.seg`` segment files plus a ``LOCK``
+file held (``flock``) by the one writer. Each record is framed as::
+
+    u32 length | u32 crc32 | i64 offset | i64 appended_at_ms | payload (msgpack of a PostEvent)
+
+little-endian; ``length`` counts the payload bytes and the CRC covers offset,
+time and payload. Offsets are consecutive integers from 0, so a reader can
+resume from any offset.
+
+Durability contract: :meth:`EventLog.append` returns only after the batch is
+written and, when ``fsync`` is on, ``fsync``-ed (plus the directory when a new
+segment was created), so an acknowledged event survives a crash or power
+loss. A crash mid-write leaves a torn last record; the writer detects it on
+open (short frame or CRC mismatch) and truncates the segment back to the last
+whole record. Readers (other processes) treat a torn tail as the end of the
+log. A bad record *before* the tail is corruption, not a crash, and raises
+:class:`EventLogCorrupt` naming the file and byte position.
+
+Retention: :meth:`drop_before` deletes whole segments whose every record was
+appended before a cutoff; the active segment is never dropped.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import msgspec
+
+from xserve.schema import PostEvent
+
+__all__ = ["EventLog", "EventLogCorrupt", "EventLogLocked", "LogEntry"]
+
+_HEADER = struct.Struct("<IIqq")
+_CRC_PART = struct.Struct("<qq")
+_SUFFIX = ".seg"
+_MAX_RECORD = 16 * 1024 * 1024  # a length beyond this is a torn or corrupt header, not a record
+
+LogEntry = tuple[int, int, PostEvent]  # (offset, appended_at_ms, event)
+
+
+class EventLogCorrupt(RuntimeError):
+    """A record in the middle of the log failed its length or CRC check."""
+
+
+class EventLogLocked(RuntimeError):
+    """Another process holds the log's writer lock."""
+
+
+def _segment_path(directory: Path, base: int) -> Path:
+    return directory / f"{base:020d}{_SUFFIX}"
+
+
+def _segments(directory: Path) -> list[tuple[int, Path]]:
+    out = []
+    for p in directory.glob(f"*{_SUFFIX}"):
+        try:
+            out.append((int(p.stem), p))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def _scan(data: bytes | memoryview) -> Iterator[tuple[int, int, int, int, int]]:
+    """Whole, CRC-valid frames of one segment: (start, end, offset, appended_at_ms, payload_start).
+
+    Stops at the first short or invalid frame; the caller compares the last
+    ``end`` with the data length to see whether a tail was torn.
+    """
+    pos, n = 0, len(data)
+    while pos + _HEADER.size <= n:
+        length, crc, offset, at = _HEADER.unpack_from(data, pos)
+        start = pos + _HEADER.size
+        end = start + length
+        if length > _MAX_RECORD or end > n:
+            return
+        if zlib.crc32(data[start:end], zlib.crc32(_CRC_PART.pack(offset, at))) != crc:
+            return
+        yield pos, end, offset, at, start
+        pos = end
+
+
+class EventLog:
+    """Append-only segmented log of :data:`~xserve.schema.PostEvent` records.
+
+    ``writer=True`` takes the directory's lock (one writer per log), repairs a
+    torn tail and allows :meth:`append`/:meth:`drop_before`; readers may be
+    many and may run in other processes while the writer appends.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        writer: bool = False,
+        fsync: bool = True,
+        segment_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.directory = Path(directory)
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes
+        self.writer = writer
+        self.truncated_bytes = 0  # torn-tail bytes removed when this writer opened the log
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(PostEvent)
+        self._lock_fd: int | None = None
+        self._fd: int | None = None
+        self._next_offset = 0
+        self._active_base = 0
+        self._active_size = 0
+        if writer:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+                raise EventLogLocked(f"event log {self.directory} is already open for writing by another process") from None
+            self._recover()
+
+    def __repr__(self) -> str:
+        return f"EventLog({str(self.directory)!r}, writer={self.writer}, next_offset={self.next_offset})"
+
+    # ------------------------------------------------------------------ writer
+
+    def _recover(self) -> None:
+        segs = _segments(self.directory)
+        if not segs:
+            self._open_segment(0)
+            return
+        base, path = segs[-1]
+        data = path.read_bytes()
+        end, next_offset = 0, base
+        for _, frame_end, offset, _, _ in _scan(data):
+            end, next_offset = frame_end, offset + 1
+        if end < len(data):
+            self.truncated_bytes = len(data) - end
+            with open(path, "r+b") as f:
+                f.truncate(end)
+                os.fsync(f.fileno())
+        self._next_offset = next_offset
+        self._active_base = base
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._active_size = end
+
+    def _open_segment(self, base: int) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = os.open(_segment_path(self.directory, base), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._active_base = base
+        self._active_size = 0
+        if self.fsync:  # make the new file's directory entry durable too
+            dfd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    def append(self, events: Sequence[PostEvent], appended_at_ms: int) -> tuple[int, int]:
+        """Write ``events`` as consecutive records; returns ``(first_offset, next_offset)``.
+
+        Returns only once the records are on disk (``fsync`` when configured).
+        """
+        if not self.writer or self._fd is None:
+            raise RuntimeError("event log opened read-only (or closed): append needs writer=True")
+        first = self._next_offset
+        if not events:
+            return first, first
+        parts = []
+        offset = first
+        for event in events:
+            payload = self._encoder.encode(event)
+            crc = zlib.crc32(payload, zlib.crc32(_CRC_PART.pack(offset, appended_at_ms)))
+            parts.append(_HEADER.pack(len(payload), crc, offset, appended_at_ms))
+            parts.append(payload)
+            offset += 1
+        blob = b"".join(parts)
+        if self._active_size and self._active_size + len(blob) > self.segment_bytes:
+            self._open_segment(first)
+        view = memoryview(blob)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        if self.fsync:
+            os.fsync(self._fd)
+        self._active_size += len(blob)
+        self._next_offset = offset
+        return first, offset
+
+    def drop_before(self, cutoff_ms: int) -> int:
+        """Delete segments whose records were all appended before ``cutoff_ms``; returns how many."""
+        if not self.writer:
+            raise RuntimeError("event log opened read-only: drop_before needs writer=True")
+        segs = _segments(self.directory)
+        dropped = 0
+        for (_, path), (next_base, next_path) in zip(segs, segs[1:]):
+            if next_base > self._active_base:
+                break
+            first_at = self._first_appended_at(next_path)
+            if first_at is None or first_at >= cutoff_ms:
+                break
+            path.unlink()
+            dropped += 1
+        return dropped
+
+    @staticmethod
+    def _first_appended_at(path: Path) -> int | None:
+        with open(path, "rb") as f:
+            head = f.read(_HEADER.size)
+        if len(head) < _HEADER.size:
+            return None
+        return _HEADER.unpack(head)[3]
+
+    def close(self) -> None:
+        for fd in (self._fd, self._lock_fd):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._lock_fd = None
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ readers
+
+    @property
+    def next_offset(self) -> int:
+        """The offset the next appended record gets (writer), or the end as last read (reader)."""
+        return self._next_offset
+
+    def read(
+        self, from_offset: int = 0, until_offset: int | None = None, since_ms: int | None = None
+    ) -> Iterator[LogEntry]:
+        """Records with ``from_offset <= offset < until_offset`` (``None`` = to the end), in order.
+
+        ``since_ms`` also skips records appended before that time (whole
+        segments are skipped without reading them when the next one starts
+        earlier). Segments already dropped are skipped silently: a reader that
+        starts before the oldest kept record gets what is left. Decoding
+        failures are corruption (the writer only logs validated events).
+        """
+        segs = _segments(self.directory)
+        # start at the last segment that can hold from_offset / records since since_ms
+        start = 0
+        for i, (base, _) in enumerate(segs):
+            if base <= from_offset:
+                start = i
+        if since_ms is not None:
+            while start + 1 < len(segs):
+                first_at = self._first_appended_at(segs[start + 1][1])
+                if first_at is None or first_at > since_ms:
+                    break
+                start += 1
+        decode = self._decoder.decode
+        for i, (base, path) in enumerate(segs[start:], start):
+            if until_offset is not None and base >= until_offset:
+                return
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:  # dropped by the writer meanwhile
+                continue
+            end = 0
+            for _, frame_end, offset, at, payload_start in _scan(data):
+                end = frame_end
+                if offset < from_offset:
+                    continue
+                if until_offset is not None and offset >= until_offset:
+                    return
+                if since_ms is not None and at < since_ms:
+                    continue
+                try:
+                    event = decode(data[payload_start:frame_end])
+                except msgspec.DecodeError as exc:
+                    raise EventLogCorrupt(f"{path}: record at offset {offset} does not decode: {exc}") from None
+                if not self.writer:
+                    self._next_offset = offset + 1
+                yield offset, at, event
+            last = i == len(segs) - 1
+            if end < len(data) and not last:
+                raise EventLogCorrupt(f"{path}: bad record at byte {end} of {len(data)} (not the log's tail)")

@@ -1,0 +1,510 @@
+"""Thunder's in-memory store of recent posts, and the in-network query over it.
+
+Follows the reference ``thunder/posts/post_store.rs`` (see
+``shared/reference/x-algorithm.md`` §5.2-5.3). Pure Python, no Ray, no clock:
+every method that depends on time takes ``now_ms``.
+
+Data structures (one ``LightPost`` object per live post, referenced, never copied):
+
+* ``_posts``: post id -> ``LightPost`` for the posts of the authors this shard
+  owns, live only (deleted and trimmed posts are removed);
+* ``_originals`` / ``_secondary`` / ``_videos``: author id -> ``deque`` of that
+  author's originals, replies + reposts, and video posts, sorted by
+  ``(created_at_ms, post_id)``, **newest last**. Every deque entry is also in
+  ``_posts`` (deletes remove eagerly), so a query never looks a candidate up;
+* ``_foreign``: post id -> ``LightPost`` for posts of authors *other* shards own.
+  A reply's parent and a repost's source can be by any author, so each shard
+  sees the whole event stream and keeps this table (no deques) to decide the
+  reply rule and repost-of-video exactly as one unsharded store would; it is
+  what makes the sharded fan-out equal the unsharded answer;
+* ``_deleted``: post id -> ``deleted_at_ms``, with ``_deletions`` (arrival
+  order) so deletions age out after the retention window like posts do.
+
+Differences from the reference, on purpose: a delete removes the post from
+its deques at once, so deleted posts do not use up the per-author scan budget;
+a query ignores posts older than retention even before the next ``trim``, so
+answers do not depend on when the trim timer last ran; ties in
+``created_at_ms`` are ordered by post id so every answer is deterministic.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
+from itertools import islice
+from operator import attrgetter
+
+import numpy as np
+
+from xserve.config import ThunderConfig
+from xserve.schema import (
+    InNetworkRequest,
+    LightPost,
+    MediaKind,
+    Post,
+    PostCreated,
+    PostDeleted,
+    PostEvent,
+    QuotedPostDeleted,
+)
+from xserve.thunder.sharding import shard_for
+
+__all__ = ["PostStore", "light_post", "kth_newest_time", "merge_newest_first"]
+
+_CREATED = attrgetter("created_at_ms")
+_POST_ID = attrgetter("post_id")
+_TIME_KEY = attrgetter("created_at_ms", "post_id")
+
+
+def light_post(post: Post, min_video_duration_ms: int) -> LightPost:
+    """Thunder's compact record of ``post``.
+
+    ``has_video`` follows the reference: exactly one media item, a video of at
+    least ``min_video_duration_ms``.
+    """
+    media = post.media
+    has_video = (
+        len(media) == 1 and media[0].kind is MediaKind.VIDEO and media[0].duration_ms >= min_video_duration_ms
+    )
+    return LightPost(
+        post.post_id,
+        post.author_id,
+        post.created_at_ms,
+        post.in_reply_to_post_id,
+        post.in_reply_to_user_id,
+        post.repost_of_post_id,
+        post.repost_of_user_id,
+        post.conversation_id,
+        has_video,
+    )
+
+
+def _is_reply(p: LightPost) -> bool:
+    # The reference sets is_reply when any in-reply-to field is present.
+    return p.in_reply_to_post_id is not None or p.in_reply_to_user_id is not None
+
+
+def kth_newest_time(posts: list[LightPost], k: int) -> int | None:
+    """``created_at_ms`` of the ``k``-th newest of ``posts`` (``None`` when there are at most ``k``)."""
+    n = len(posts)
+    if n <= k:
+        return None
+    keys = np.fromiter(map(_CREATED, posts), dtype=np.int64, count=n)
+    return int(np.partition(keys, n - k)[n - k])
+
+
+def merge_newest_first(posts: list[LightPost], max_results: int) -> list[LightPost]:
+    """``posts`` newest first (ties: larger post id first), at most ``max_results`` of them.
+
+    Sorts keys in numpy and gathers the posts once (no Python-level comparison
+    of posts, no per-post tuples): pre-selects the newest ``max_results`` when
+    there are many more, then a stable argsort by time; the post ids are
+    read only when two kept posts share a millisecond.
+    """
+    n = len(posts)
+    if n <= 1:
+        return posts[:max_results]
+    keys = np.fromiter(map(_CREATED, posts), dtype=np.int64, count=n)
+    if n > 2 * max_results:
+        floor = np.partition(keys, n - max_results)[n - max_results]
+        keep = np.flatnonzero(keys >= floor)
+        posts = list(map(posts.__getitem__, keep.tolist()))
+        keys = keys[keep]
+    order = np.argsort(-keys, kind="stable")
+    ranked = keys[order[: max_results + 1]]
+    if (ranked[1:] == ranked[:-1]).any():  # a tie among the kept posts or at the boundary
+        ids = np.fromiter(map(_POST_ID, posts), dtype=np.int64, count=len(posts))
+        order = np.lexsort((-ids, -keys))
+    return list(map(posts.__getitem__, order[:max_results].tolist()))
+
+
+def _scan_window(d: deque[LightPost], scan: int, exclude: frozenset[int], cutoff: int) -> Iterable[LightPost]:
+    """Newest-first posts of ``d`` within retention, excluded ones skipped, at most ``scan`` of them."""
+    n = 0
+    for p in reversed(d):
+        if p.created_at_ms < cutoff or n >= scan:
+            return
+        if p.post_id not in exclude:
+            n += 1
+            yield p
+
+
+class PostStore:
+    """Recent posts of the authors one shard owns, plus the parent table of all others.
+
+    ``shard``/``num_shards``: this store keeps deques for authors with
+    ``shard_for(author_id, num_shards) == shard``; with the default ``(0, 1)``
+    it is the whole, unsharded store. Feed every store the full event stream.
+    Not thread-safe: one owner (an actor) calls it.
+    """
+
+    def __init__(self, config: ThunderConfig, shard: int = 0, num_shards: int = 1) -> None:
+        if num_shards < 1 or not 0 <= shard < num_shards:
+            raise ValueError(f"shard must be in [0, num_shards), got shard={shard} num_shards={num_shards}")
+        for name in (
+            "retention_ms",
+            "max_original_posts_per_author",
+            "max_reply_posts_per_author",
+            "max_video_posts_per_author",
+            "max_tiny_posts_per_user_scan",
+            "max_posts_per_author_list",
+            "max_input_list_size",
+        ):
+            if getattr(config, name) < 1:
+                raise ValueError(f"ThunderConfig.{name} must be >= 1, got {getattr(config, name)}")
+        self.config = config
+        self.shard = shard
+        self.num_shards = num_shards
+        self._retention = config.retention_ms
+        self._posts: dict[int, LightPost] = {}
+        self._originals: dict[int, deque[LightPost]] = {}
+        self._secondary: dict[int, deque[LightPost]] = {}
+        self._videos: dict[int, deque[LightPost]] = {}
+        self._foreign: dict[int, LightPost] = {}
+        self._deleted: dict[int, int] = {}
+        self._deletions: deque[tuple[int, int]] = deque()
+        self._peak: dict[str, int] = {}  # dict sizes at their largest since the last shrink
+        self.counters: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return (
+            f"PostStore(shard={self.shard}/{self.num_shards}, posts={len(self._posts)}, "
+            f"retention_ms={self._retention})"
+        )
+
+    def owns(self, author_id: int) -> bool:
+        return self.num_shards == 1 or shard_for(author_id, self.num_shards) == self.shard
+
+    def get(self, post_id: int) -> LightPost | None:
+        """A live post by id, from this shard's authors or any other's."""
+        return self._posts.get(post_id) or self._foreign.get(post_id)
+
+    # ------------------------------------------------------------------ writes
+
+    def apply(self, events: Iterable[PostEvent], now_ms: int) -> Counter[str]:
+        """Apply one batch of events; returns what happened to them (also added to ``counters``).
+
+        Creates older than retention or newer than ``now_ms`` are dropped;
+        deletes are always recorded (they age out in :meth:`trim`) and applied first, then creates in time order, so a batch that
+        both creates and deletes a post leaves it deleted whatever the order;
+        a create of a deleted id or of a post already held is skipped.
+        """
+        cutoff = now_ms - self._retention
+        outcome: Counter[str] = Counter()
+        creates: list[Post] = []
+        future = stale = 0
+        for event in events:
+            match event:
+                case PostCreated(post=post):
+                    t = post.created_at_ms
+                    if t > now_ms:
+                        future += 1
+                    elif t < cutoff:
+                        stale += 1
+                    else:
+                        creates.append(post)
+                case PostDeleted(post_id=pid, deleted_at_ms=t):
+                    outcome[self._delete(pid, t)] += 1
+                case QuotedPostDeleted(quoting_post_id=pid, deleted_at_ms=t):
+                    outcome[self._delete(pid, t)] += 1
+                case _:
+                    raise TypeError(f"not a post event: {type(event).__name__}")
+        creates.sort(key=_POST_ID)
+        creates.sort(key=_CREATED)
+        outcome["dropped_future"] += future
+        outcome["dropped_stale"] += stale
+        outcome.update(self._insert_sorted(creates))
+        self.counters.update(outcome)
+        return +outcome
+
+    def _delete(self, post_id: int, deleted_at_ms: int) -> str:
+        # Even a delete older than retention is recorded until the next trim:
+        # replaying a log, it may precede a (bogus, later-dated) create of the
+        # same id that the live store had blocked; honouring it is always safe.
+        if post_id in self._deleted:
+            return "duplicates"
+        self._deleted[post_id] = deleted_at_ms
+        self._deletions.append((deleted_at_ms, post_id))
+        p = self._posts.pop(post_id, None)
+        if p is None:
+            self._foreign.pop(post_id, None)
+            return "deleted"
+        a = p.author_id
+        for by_author in (self._originals, self._secondary, self._videos):
+            d = by_author.get(a)
+            if d is not None and p in d:
+                d.remove(p)
+                if not d:
+                    del by_author[a]
+        return "deleted"
+
+    def _insert_sorted(self, creates: list[Post]) -> Counter[str]:
+        # The ingest hot loop: locals, no per-event method calls on the common path.
+        outcome: Counter[str] = Counter()
+        posts, foreign, deleted = self._posts, self._foreign, self._deleted
+        originals, secondary = self._originals, self._secondary
+        min_video = self.config.min_video_duration_ms
+        list_cap = self.config.max_posts_per_author_list
+        sharded = self.num_shards > 1
+        n_created = n_foreign = n_dup = n_del = 0
+        for post in creates:
+            pid = post.post_id
+            if pid in deleted:
+                n_del += 1
+                continue
+            if sharded and shard_for(post.author_id, self.num_shards) != self.shard:
+                if pid in foreign:
+                    n_dup += 1
+                else:
+                    foreign[pid] = light_post(post, min_video)
+                    n_foreign += 1
+                continue
+            if pid in posts:
+                n_dup += 1
+                continue
+            lp = posts[pid] = light_post(post, min_video)
+            n_created += 1
+            a = lp.author_id
+            reply = lp.in_reply_to_post_id is not None or lp.in_reply_to_user_id is not None
+            repost = lp.repost_of_post_id is not None
+            by_author = secondary if reply or repost else originals
+            d = by_author.get(a)
+            if d is None:
+                by_author[a] = deque((lp,))
+            elif len(d) < list_cap and (d[-1].created_at_ms < lp.created_at_ms or _TIME_KEY(d[-1]) < _TIME_KEY(lp)):
+                d.append(lp)
+            else:
+                self._push(by_author, lp, True)
+            if reply:  # replies never go to the video deque
+                continue
+            video = lp.has_video
+            if not video and repost:
+                source = posts.get(lp.repost_of_post_id) or foreign.get(lp.repost_of_post_id)  # type: ignore[arg-type]
+                video = source is not None and source.has_video and not _is_reply(source)
+            if video:
+                self._push(self._videos, lp, False)
+        outcome["created"] = n_created
+        outcome["created_foreign"] = n_foreign
+        outcome["duplicates"] = n_dup
+        outcome["skipped_deleted"] = n_del
+        return outcome
+
+    def _push(self, by_author: dict[int, deque[LightPost]], lp: LightPost, owns_table: bool) -> None:
+        """Append ``lp`` to its author's deque: evict the oldest beyond the list cap, keep time order."""
+        a = lp.author_id
+        d = by_author.get(a)
+        if d is None:
+            d = by_author[a] = deque()
+        while len(d) >= self.config.max_posts_per_author_list:
+            old = d.popleft()
+            if owns_table:  # evicted for good: out of the table and the video deque too
+                self._posts.pop(old.post_id, None)
+                v = self._videos.get(a)
+                if v is not None and old in v:
+                    v.remove(old)
+        if d and _TIME_KEY(d[-1]) > _TIME_KEY(lp):
+            insort(d, lp, key=_TIME_KEY)  # a late event
+        else:
+            d.append(lp)
+
+    def trim(self, now_ms: int) -> int:
+        """Drop everything older than retention; returns how many posts left the store.
+
+        Pops from the front of each deque, drops empty authors, ages out
+        deletions, and rebuilds a dict once it holds under half its peak size
+        (CPython dicts never shrink on delete).
+        """
+        cutoff = now_ms - self._retention
+        removed = 0
+        for by_author, owns_table in ((self._originals, True), (self._secondary, True), (self._videos, False)):
+            empty = []
+            for a, d in by_author.items():
+                while d and d[0].created_at_ms < cutoff:
+                    p = d.popleft()
+                    if owns_table:
+                        del self._posts[p.post_id]
+                        removed += 1
+                if not d:
+                    empty.append(a)
+            for a in empty:
+                del by_author[a]
+        # Insertion order is (almost) time order: scan from the front and stop at
+        # the first live entry; a straggler behind it goes on a later trim, and
+        # queries check the age of a parent themselves.
+        stale = []
+        for pid, p in self._foreign.items():
+            if p.created_at_ms >= cutoff:
+                break
+            stale.append(pid)
+        for pid in stale:
+            del self._foreign[pid]
+        deletions = self._deletions
+        while deletions and deletions[0][0] < cutoff:
+            t, pid = deletions.popleft()
+            if self._deleted.get(pid) == t:
+                del self._deleted[pid]
+        self._shrink()
+        self.counters["trimmed"] += removed
+        return removed
+
+    def _shrink(self) -> None:
+        for name in ("_posts", "_foreign", "_deleted", "_originals", "_secondary", "_videos"):
+            d = getattr(self, name)
+            peak = max(self._peak.get(name, 0), len(d))
+            if len(d) < peak // 2:
+                setattr(self, name, dict(d))
+                peak = len(d)
+            self._peak[name] = peak
+
+    # ------------------------------------------------------------------ reads
+
+    def in_network_posts(self, req: InNetworkRequest, now_ms: int) -> list[LightPost]:
+        """Recent posts of ``req.followed_ids`` for ``req.viewer_id``, newest first.
+
+        Per followed author (first ``max_input_list_size`` of them): newest-first
+        scan of at most ``max_tiny_posts_per_user_scan`` posts not in
+        ``exclude_ids``; drop reposts of the viewer's own posts; keep a reply
+        only under the reply rule (see :meth:`_collect`); at most
+        ``max_original_posts_per_author`` originals and
+        ``max_reply_posts_per_author`` replies + reposts (or
+        ``max_video_posts_per_author`` videos when ``video_only``). Then merge,
+        newest first, and keep ``max_results`` (config default when <= 0).
+        """
+        cfg = self.config
+        limit = cfg.max_input_list_size
+        followed: Sequence[int] = req.followed_ids
+        if len(followed) > limit:
+            followed = followed[:limit]
+        exclude = req.exclude_ids
+        if len(exclude) > limit:  # a set has no "first N": keep the smallest ids, deterministic
+            exclude = frozenset(sorted(exclude)[:limit])
+        cutoff = now_ms - self._retention
+        out: list[LightPost] = []
+        if req.video_only:
+            max_results = req.max_results if req.max_results > 0 else cfg.max_videos_to_return
+            self._collect(
+                self._videos, followed, cfg.max_video_posts_per_author, exclude, req.viewer_id, cutoff, cutoff, None, out
+            )
+        else:
+            max_results = req.max_results if req.max_results > 0 else cfg.max_posts_to_return
+            self._collect_originals(followed, exclude, cutoff, out)
+            # Originals pass no further rule, so once there are max_results of them
+            # anything older than the max_results-th newest cannot make the cut:
+            # the replies scan stops there (exact: ties at the floor are kept).
+            floor = kth_newest_time(out, max_results)
+            self._collect(
+                self._secondary,
+                followed,
+                cfg.max_reply_posts_per_author,
+                exclude,
+                req.viewer_id,
+                cutoff,
+                cutoff if floor is None else max(cutoff, floor),
+                frozenset(followed),
+                out,
+            )
+        return merge_newest_first(out, max_results)
+
+    def _collect_originals(
+        self, followed: Sequence[int], exclude: frozenset[int], cutoff: int, out: list[LightPost]
+    ) -> None:
+        # Originals are neither reposts nor replies, so only age and exclusion
+        # matter: take the newest n in one C call when none of them is old or
+        # excluded, else fall back to the general loop for that author.
+        n = min(self.config.max_original_posts_per_author, self.config.max_tiny_posts_per_user_scan)
+        get = self._originals.get
+        extend = out.extend
+        slow: list[int] = []
+        for a in followed:
+            d = get(a)
+            if d is None:
+                continue
+            k = len(d) if len(d) < n else n
+            if d[-k].created_at_ms < cutoff or (exclude and not exclude.isdisjoint(map(_POST_ID, islice(reversed(d), k)))):
+                slow.append(a)
+            else:
+                extend(islice(reversed(d), k))
+        if slow:
+            self._collect(
+                self._originals, slow, self.config.max_original_posts_per_author, exclude, 0, cutoff, cutoff, None, out
+            )
+
+    def _collect(
+        self,
+        by_author: dict[int, deque[LightPost]],
+        followed: Sequence[int],
+        cap: int,
+        exclude: frozenset[int],
+        viewer_id: int,
+        cutoff: int,
+        floor: int,
+        followed_set: frozenset[int] | None,
+        out: list[LightPost],
+    ) -> None:
+        """The reference's per-author scan; ``followed_set`` given = apply the reply rule.
+
+        ``cutoff`` is the retention limit (for parents too); posts older than
+        ``floor`` (>= cutoff) are not collected because they cannot make the answer.
+
+        The rules are inlined (this is the query's hot loop); the oracle in
+        ``tests/thunder/factories.py`` states them plainly and the tests hold
+        this loop to it. Reply rule (x-algorithm.md §5.3): keep a reply if its
+        parent is in the store (live, within retention) and is an original; or
+        if the parent is itself a reply directly to the conversation root
+        (``parent.in_reply_to_post_id == reply.conversation_id``) and the reply
+        is addressed to someone the viewer follows.
+        """
+        scan = self.config.max_tiny_posts_per_user_scan
+        get = by_author.get
+        posts_get, foreign_get = self._posts.get, self._foreign.get
+        append = out.append
+        for a in followed:
+            d = get(a)
+            if d is None or d[-1].created_at_ms < floor:
+                continue
+            k = len(d) if len(d) < scan else scan
+            if d[-k].created_at_ms < floor:  # only the newest k are new enough
+                k = len(d) - bisect_left(d, floor, key=_CREATED)
+            if not exclude or exclude.isdisjoint(map(_POST_ID, islice(reversed(d), k))):
+                window: Iterable[LightPost] = islice(reversed(d), k)  # nothing old or excluded in the scan window
+            else:
+                window = _scan_window(d, scan, exclude, floor)
+            taken = 0
+            for p in window:
+                if p.repost_of_user_id == viewer_id and p.repost_of_post_id is not None:
+                    continue
+                parent_id = p.in_reply_to_post_id
+                if parent_id is not None and followed_set is not None:
+                    parent = posts_get(parent_id) or foreign_get(parent_id)
+                    if parent is None or parent.created_at_ms < cutoff:
+                        continue
+                    if (
+                        parent.in_reply_to_post_id is not None
+                        or parent.in_reply_to_user_id is not None
+                        or parent.repost_of_post_id is not None
+                    ) and (
+                        p.conversation_id is None
+                        or parent.in_reply_to_post_id != p.conversation_id
+                        or p.in_reply_to_user_id not in followed_set
+                    ):
+                        continue
+                append(p)
+                taken += 1
+                if taken >= cap:
+                    break
+
+    # ------------------------------------------------------------------ introspection
+
+    def stats(self) -> dict[str, int]:
+        """Sizes and lifetime counters (for the actor's stats and metrics)."""
+        return {
+            "posts": len(self._posts),
+            "foreign_posts": len(self._foreign),
+            "deleted_posts": len(self._deleted),
+            "authors": len(self._originals.keys() | self._secondary.keys()),
+            "original_posts": sum(map(len, self._originals.values())),
+            "secondary_posts": sum(map(len, self._secondary.values())),
+            "video_posts": sum(map(len, self._videos.values())),
+            **self.counters,
+        }
