@@ -26,13 +26,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_config(data_dir: str) -> XServeConfig:
+def served_config(data_dir: str) -> XServeConfig:
     return load_config(
         environ={},
         overrides={
             "storage": {"data_dir": data_dir, "fsync": False},
-            "serving": {"demo_world": "tiny", "num_user_shards": 2},
-            "train": {"epochs": 1, "ranker_examples_per_epoch": 2_000, "tower_examples_per_epoch": 2_000},
+            "train": {"epochs": 1},
+            "serving": {"demo_world": "tiny", "num_user_shards": 2, "bootstrap_train_examples": 500},
         },
     )
 
@@ -65,7 +65,7 @@ def served(ray_cluster, tmp_path_factory):
 
     from xserve.app import prepare_data_dir
 
-    config = test_config(str(tmp_path_factory.mktemp("served")))
+    config = served_config(str(tmp_path_factory.mktemp("served")))
     prepare_data_dir(config, progress=False)
     serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
     deploy(config)
