@@ -231,8 +231,8 @@ def test_a_refused_batch_applies_nothing(served):
     bad = {**good, "author_id": feed[0]["author_id"] + 1}
     assert s.post("/v1/engagements", [good, bad]).status_code == 422
     assert s.post("/v1/engagements", [good, {**good, "user_id": 987654321}]).status_code == 404
-    # nothing was recorded: the viewer still has no history, so the ranker has nothing to score with
-    assert "PhoenixScorer" in s.feed(920001)["degraded"]
+    # nothing was recorded: the viewer still has no history, so retrieval has nothing to search with
+    assert "PhoenixSource" in s.feed(920001)["degraded"]
 
 
 def test_openapi_and_health(served):
