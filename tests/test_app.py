@@ -66,7 +66,7 @@ def test_serve_config_matches_the_application():
 
 
 def test_merge_config_changes_only_what_it_names():
-    from msgspec import ValidationError
+    from xserve.config import ConfigError
 
 
     merged = merge_config(XServeConfig(), {"scoring": {"weights": {"reply": 1.0}}, "mixer": {"result_size": 10}})
