@@ -164,30 +164,6 @@ def test_explain_numbers_add_up(served):
     assert first_filter["count_in"] == sources
 
 
-def test_reconfigured_weights_change_the_order(served):
-    def order_and_scores():
-        feed = served.feed(1, explain=True, limit=20)
-        return [p["post_id"] for p in feed["posts"]], feed["posts"]
-
-    before, _ = order_and_scores()
-    only_reply = {f: 0.0 for f in ScoringWeights.__struct_fields__} | {"reply": 1.0}
-    deploy(served.config, user_config={"scoring": {"weights": only_reply}})
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            after, posts = order_and_scores()
-            if after != before or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert after != before
-        # now the weighted score is P(reply) + offset, for every post
-        for p in posts:
-            e = p["explain"]
-            assert e["weighted_score"] == pytest.approx(e["action_scores"]["reply"] + served.config.scoring.negative_scores_offset, rel=1e-5)
-    finally:
-        deploy(served.config, user_config={})
-
-
 # --------------------------------------------------------------------------- bad input
 
 
@@ -243,3 +219,25 @@ def test_openapi_and_health(served):
         assert path in doc["paths"]
     health = served.http.get("/healthz").json()
     assert health["ready"] and all(v == "ok" for v in health["parts"].values())
+
+
+# --------------------------------------------------------------------------- live settings (last: it changes them)
+
+
+def test_reconfigured_weights_change_the_order(served):
+    """Last in the module: it leaves the new weights in place."""
+    def order_and_scores():
+        feed = served.feed(1, explain=True, limit=20)
+        return [p["post_id"] for p in feed["posts"]], feed["posts"]
+
+    before, _ = order_and_scores()
+    only_reply = {f: 0.0 for f in ScoringWeights.__struct_fields__} | {"reply": 1.0}
+    started = time.monotonic()
+    deploy(served.config, user_config={"scoring": {"weights": only_reply}})  # returns once applied
+    after, posts = order_and_scores()
+    assert after != before
+    # now the weighted score is P(reply) + offset, for every post
+    for p in posts:
+        e = p["explain"]
+        assert e["weighted_score"] == pytest.approx(e["action_scores"]["reply"] + served.config.scoring.negative_scores_offset, rel=1e-5)
+    print(f"reconfigure applied in {time.monotonic() - started:.1f} s")
