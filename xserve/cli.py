@@ -7,6 +7,7 @@ reason on bad input, never a stack trace.
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -106,24 +107,32 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if serving:
         overrides["serving"] = serving
     config = load_config(args.config, overrides=overrides)
-    if not 0 < config.serving.port < 65536:
-        raise CliError(f"--port must be in 1..65535, got {config.serving.port}")
+    host, port = config.serving.host, config.serving.port
+    if not 0 < port < 65536:
+        raise CliError(f"--port must be in 1..65535, got {port}")
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     from xserve.app import build_app, prepare_data_dir
 
-    prepare_data_dir(config)  # seeding and training show progress here, before Ray starts
+    try:
+        prepare_data_dir(config)  # seeding and training show progress here, before Ray starts
+    except Exception as exc:  # noqa: BLE001 - one line, never a stack trace
+        raise CliError(f"preparing {config.storage.data_dir}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     import ray
     from ray import serve
 
     ray.init(include_dashboard=False, logging_level="WARNING", configure_logging=False)
-    serve.start(http_options={"host": config.serving.host, "port": config.serving.port})
-    serve.run(build_app(config, prepare=False), blocking=False)
-    print(f"xserve: serving on http://{config.serving.host}:{config.serving.port} (Ctrl-C stops)", file=sys.stderr)
     try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(build_app(config, prepare=False), blocking=False)
+        print(f"xserve: serving on http://{host}:{port} (Ctrl-C stops)", file=sys.stderr)
         while True:
             time.sleep(3600)
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        ray.shutdown()  # takes Serve and the store actors with it (serve.shutdown alone can take 30 s)
 
 
 def _parser() -> argparse.ArgumentParser:
