@@ -24,7 +24,7 @@ from ray.serve import Application
 
 from xserve.config import XServeConfig, config_to_dict, load_config, merge_config
 
-__all__ = ["app", "build_app", "prepare_data_dir", "with_models"]
+__all__ = ["app", "build_app", "prepare_data_dir", "serve_forever", "with_models"]
 
 
 def _say(msg: str) -> None:
@@ -179,6 +179,22 @@ def build_app(
     if user_config is not None:
         options["user_config"] = user_config
     return FeedIngress.options(**options).bind(config_to_dict(config), retrieval, ranker)
+
+
+def serve_forever(config: XServeConfig) -> None:
+    """``xserve serve``: start a local Ray, serve the app on ``serving.host:port`` until interrupted."""
+    import ray
+    from ray import serve
+
+    ray.init(include_dashboard=False, logging_level="WARNING", configure_logging=False)
+    try:
+        serve.start(http_options={"host": config.serving.host, "port": config.serving.port})
+        serve.run(build_app(config, prepare=False), blocking=False)
+        _say(f"serving on http://{config.serving.host}:{config.serving.port} (Ctrl-C stops)")
+        while True:
+            time.sleep(3600)
+    finally:
+        ray.shutdown()  # takes Serve and the store actors with it (serve.shutdown alone can take 30 s)
 
 
 def __getattr__(name: str) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
-import time
 from collections.abc import Callable, Sequence
 
 from xserve.config import ConfigError, XServeConfig, config_to_dict, load_config
@@ -115,24 +114,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             probe.bind((host, port))
         except OSError as exc:
             raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    from xserve.app import build_app, prepare_data_dir
+    from xserve.app import prepare_data_dir, serve_forever
 
     try:
         prepare_data_dir(config)  # seeding and training show progress here, before Ray starts
     except Exception as exc:  # noqa: BLE001 - one line, never a stack trace
         raise CliError(f"preparing {config.storage.data_dir}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-    import ray
-    from ray import serve
-
-    ray.init(include_dashboard=False, logging_level="WARNING", configure_logging=False)
-    try:
-        serve.start(http_options={"host": host, "port": port})
-        serve.run(build_app(config, prepare=False), blocking=False)
-        print(f"xserve: serving on http://{host}:{port} (Ctrl-C stops)", file=sys.stderr)
-        while True:
-            time.sleep(3600)
-    finally:
-        ray.shutdown()  # takes Serve and the store actors with it (serve.shutdown alone can take 30 s)
+    serve_forever(config)
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
