@@ -44,7 +44,9 @@ class Stats:
     def __init__(self) -> None:
         self.latency_ms: dict[str, list[float]] = defaultdict(list)
         self.errors: dict[str, int] = defaultdict(int)
-        self.stage_counts: dict[str, list[int]] = defaultdict(list)
+        self.stage_in: dict[str, list[int]] = defaultdict(list)
+        self.stage_out: dict[str, list[int]] = defaultdict(list)
+        self.stage_ms: dict[str, list[float]] = defaultdict(list)
         self.feed_sizes: list[int] = []
         self.degraded: int = 0
 
@@ -91,7 +93,10 @@ async def client_loop(http: httpx.AsyncClient, rng: random.Random, args, stats: 
                 seen_posts.extend((p["post_id"], p["author_id"]) for p in data["posts"])
                 del seen_posts[:-500]
                 for r in data.get("trace", ()):
-                    stats.stage_counts[f"{r['stage']}.{r['component']}"].append(r["count_in"])
+                    key = f"{r['stage']}.{r['component']}"
+                    stats.stage_in[key].append(r["count_in"])
+                    stats.stage_out[key].append(r["count_out"])
+                    stats.stage_ms[key].append(r["duration_ms"])
         except httpx.HTTPError as exc:
             stats.errors[f"{op}_{type(exc).__name__}"] += 1
 
@@ -116,8 +121,10 @@ def report(stats: Stats, seconds: float, clients: int) -> None:
     if stats.feed_sizes:
         line("feed_posts_mean", float(np.mean(stats.feed_sizes)), "posts")
         line("feed_degraded", stats.degraded, "responses")
-    for stage, counts in sorted(stats.stage_counts.items()):
-        line(f"stage_in_{stage}", float(np.median(counts)), "candidates")
+    for stage in stats.stage_in:  # pipeline order; medians over the explained feeds
+        line(f"stage_{stage}_in", float(np.median(stats.stage_in[stage])), "candidates")
+        line(f"stage_{stage}_out", float(np.median(stats.stage_out[stage])), "candidates")
+        line(f"stage_{stage}_latency_p50", float(np.median(stats.stage_ms[stage])), "ms")
 
 
 async def run(args) -> int:
