@@ -187,9 +187,10 @@ def serve_forever(config: XServeConfig) -> None:
     from ray import serve
 
     ray.init(include_dashboard=False, logging_level="WARNING", configure_logging=False)
+    quiet = {"log_level": "WARNING", "enable_access_log": False}  # logs quiet by default; Ray's log files keep the rest
     try:
-        serve.start(http_options={"host": config.serving.host, "port": config.serving.port})
-        serve.run(build_app(config, prepare=False), blocking=False)
+        serve.start(http_options={"host": config.serving.host, "port": config.serving.port}, logging_config=quiet)
+        serve.run(build_app(config, prepare=False), blocking=False, logging_config=quiet)
         _say(f"serving on http://{config.serving.host}:{config.serving.port} (Ctrl-C stops)")
         while True:
             time.sleep(3600)
