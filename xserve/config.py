@@ -147,6 +147,17 @@ class TrainConfig(_Section):
     weight_decay: float = 0.01
     validation_fraction: float = 0.1  # newest share of engagements held out (time split)
     num_threads: int = 2
+    ranker_positives: int = 16  # next engaged entries per example (labels = their actions)
+    ranker_negatives: int = 16  # unengaged recent posts per example (all-zero labels)
+    ranker_examples_per_epoch: int = 24_000  # sampled from all cuts when there are more (0 = all)
+    tower_positives: int = 4  # next positive entries per tower example
+    tower_examples_per_epoch: int = 24_000  # 0 = all
+    tower_temperature: float = 0.05  # softmax temperature of the in-batch contrastive loss
+    embedding_learning_rate: float = 0.01  # SparseAdam on the hash tables (rows are updated rarely)
+    dwell_loss_weight: float = 0.1  # weight of the dwell-time regression beside the action BCE
+    warmup_steps: int = 50  # linear warm-up, then cosine decay to 10 %
+    eval_max_queries: int = 2000  # users scored for retrieval recall and next-engagement HR/NDCG
+    eval_sampled_candidates: int = 100  # the true next favorite + 99 sampled posts for HR@10/NDCG@10
 
 
 class RetrievalConfig(_Section):
