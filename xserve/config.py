@@ -142,16 +142,16 @@ class PhoenixConfig(_Section):
 class TrainConfig(_Section):
     seed: int = 0
     epochs: int = 2
-    batch_size: int = 256
+    batch_size: int = 64  # examples (histories) per step; each carries many candidates
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
     validation_fraction: float = 0.1  # newest share of engagements held out (time split)
-    num_threads: int = 2
-    ranker_positives: int = 16  # next engaged entries per example (labels = their actions)
-    ranker_negatives: int = 16  # unengaged recent posts per example (all-zero labels)
-    ranker_examples_per_epoch: int = 24_000  # sampled from all cuts when there are more (0 = all)
+    num_threads: int = 1  # torch threads; on a shared 2-core box 2 threads measured 3-20x slower (OpenMP spin under contention)
+    ranker_positives: int = 32  # next engaged entries per example (labels = their actions)
+    ranker_negatives: int = 32  # unengaged recent posts per example (all-zero labels)
+    ranker_examples_per_epoch: int = 8_000  # sampled from all cuts when there are more (0 = all)
     tower_positives: int = 4  # next positive entries per tower example
-    tower_examples_per_epoch: int = 24_000  # 0 = all
+    tower_examples_per_epoch: int = 8_000  # 0 = all
     tower_temperature: float = 0.05  # softmax temperature of the in-batch contrastive loss
     embedding_learning_rate: float = 0.01  # SparseAdam on the hash tables (rows are updated rarely)
     dwell_loss_weight: float = 0.1  # weight of the dwell-time regression beside the action BCE

@@ -47,20 +47,22 @@ def random_batch(b: int = 3, s: int = 6, c: int = 5, hist_lens=None, seed: int =
 
 def engagement_table(n_users: int = 60, n_authors: int = 12, posts_per_author: int = 15, per_user: int = 40,
                      seed: int = 0, topics: int = 3) -> tuple[pa.Table, pa.Table]:
-    """A log from a known latent model: users favorite posts of authors on their topic and mark others
-    not-interested. Returns (engagements sorted by time, posts)."""
+    """A log from a known latent model: users see popular authors and authors on their topic more, favorite
+    posts of authors on their topic and mark others not-interested. Returns (engagements by time, posts)."""
     rng = np.random.default_rng(seed)
     user_topic = rng.integers(0, topics, n_users)
     author_topic = rng.integers(0, topics, n_authors)
     n_posts = n_authors * posts_per_author
     post_author = np.repeat(np.arange(n_authors), posts_per_author)
     post_created = T0 + rng.integers(0, 48 * HOUR, n_posts)
+    author_pop = 1.0 / np.arange(1, n_authors + 1) ** 1.2  # popular authors get most impressions
     rows = []
     for u in range(n_users):
         ts = np.sort(T0 + 2 * HOUR + rng.integers(0, 60 * HOUR, per_user))
         for t in ts:
             live = np.flatnonzero(post_created <= t)
-            p = int(rng.choice(live))
+            w = author_pop[post_author[live]] * np.where(author_topic[post_author[live]] == user_topic[u], 3.0, 1.0)
+            p = int(rng.choice(live, p=w / w.sum()))
             match = author_topic[post_author[p]] == user_topic[u]
             acts = [Action.CLICK]
             if match and rng.random() < 0.8:

@@ -205,6 +205,11 @@ def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
 # --------------------------------------------------------------------------- layers
 
 
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Boolean mask → additive bias: 0 where allowed, MASKED_LOGIT where not."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, MASKED_LOGIT)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -245,36 +250,40 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, t, self.num_kv_heads, self.key_size).transpose(1, 2)  # (B, G, T, K)
         return _apply_rope(q, cos, sin), _apply_rope(k, cos, sin), v
 
-    def _capped(self, logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.float() * self.multiplier
-        return self.cap * torch.tanh(logits / self.cap) if self.cap > 0 else logits
+    def _logits(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Soft-capped ``cap·tanh(q·k·m/cap)``; the scale goes on q (T·K values), not on the T·T logits."""
+        if self.cap > 0:
+            return self.cap * torch.tanh((q * (self.multiplier / self.cap)) @ k.transpose(-1, -2))
+        return (q * self.multiplier) @ k.transpose(-1, -2)
 
     def _merge(self, out: torch.Tensor) -> torch.Tensor:
         b, _, t, _ = out.shape
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.num_q_heads * self.key_size))  # (B, T, D)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor):
-        """``x (B, T, D)``, ``mask (B, 1, T, T)`` → output ``(B, T, D)`` and this layer's ``(k, v)``."""
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor):
+        """``x (B, T, D)``, additive mask ``bias (B, 1, T, T)`` (0 or MASKED_LOGIT) → ``(B, T, D)`` and (k, v)."""
         q, k, v = self._qkv(x, cos, sin)
         kr, vr = _repeat_kv(k, self.groups), _repeat_kv(v, self.groups)  # (B, H, T, K)
         if self.cap > 0:
-            logits = self._capped(q @ kr.transpose(-1, -2))  # (B, H, T, T)
-            weights = torch.softmax(logits.masked_fill(~mask, MASKED_LOGIT), dim=-1).to(v.dtype)
+            weights = torch.softmax(self._logits(q, kr) + bias, dim=-1)  # (B, H, T, T)
             out = weights @ vr  # (B, H, T, K)
         else:
-            out = F.scaled_dot_product_attention(q, kr, vr, attn_mask=mask, scale=self.multiplier)
+            out = F.scaled_dot_product_attention(q, kr, vr, attn_mask=bias, scale=self.multiplier)
         return self._merge(out), (k, v)
 
     def forward_candidates(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                           ctx_k: torch.Tensor, ctx_v: torch.Tensor, ctx_valid: torch.Tensor) -> torch.Tensor:
-        """Candidates ``x (B, C, D)`` attend to the cached context ``(B, G, Tc, K)`` and each to itself."""
+                           ctx_k: torch.Tensor, ctx_v: torch.Tensor, ctx_bias: torch.Tensor) -> torch.Tensor:
+        """Candidates ``x (B, C, D)`` attend to the cached context ``(B, G, Tc, K)`` (additive
+        ``ctx_bias (B, 1, 1, Tc)``) and each to itself."""
         q, k, v = self._qkv(x, cos, sin)  # q (B, H, C, K); k, v (B, G, C, K)
         kc, vc = _repeat_kv(ctx_k, self.groups), _repeat_kv(ctx_v, self.groups)  # (B, H, Tc, K)
         ks, vs = _repeat_kv(k, self.groups), _repeat_kv(v, self.groups)  # (B, H, C, K)
-        ctx_logits = self._capped(q @ kc.transpose(-1, -2))  # (B, H, C, Tc)
-        ctx_logits = ctx_logits.masked_fill(~ctx_valid[:, None, None, :], MASKED_LOGIT)
-        self_logits = self._capped((q * ks).sum(-1, keepdim=True))  # (B, H, C, 1)
-        weights = torch.softmax(torch.cat([ctx_logits, self_logits], dim=-1), dim=-1).to(v.dtype)  # (B, H, C, Tc+1)
+        ctx_logits = self._logits(q, kc) + ctx_bias  # (B, H, C, Tc)
+        qs = q * (self.multiplier / self.cap if self.cap > 0 else self.multiplier)
+        self_logits = (qs * ks).sum(-1, keepdim=True)  # (B, H, C, 1)
+        if self.cap > 0:
+            self_logits = self.cap * torch.tanh(self_logits)
+        weights = torch.softmax(torch.cat([ctx_logits, self_logits], dim=-1), dim=-1)  # (B, H, C, Tc+1)
         out = weights[..., :-1] @ vc + weights[..., -1:] * vs  # (B, H, C, K)
         return self._merge(out)
 
@@ -310,15 +319,15 @@ class DecoderBlock(nn.Module):
         self.attn = Attention(config)
         self.ffn = FeedForward(config)
 
-    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor):
-        attn_out, kv = self.attn(self.pre_attn_norm(h), cos, sin, mask)
+    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor):
+        attn_out, kv = self.attn(self.pre_attn_norm(h), cos, sin, bias)
         h = h + self.post_attn_norm(attn_out)
         h = h + self.post_ffn_norm(self.ffn(self.pre_ffn_norm(h)))
         return h, kv
 
     def forward_candidates(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                           kv: tuple[torch.Tensor, torch.Tensor], ctx_valid: torch.Tensor) -> torch.Tensor:
-        attn_out = self.attn.forward_candidates(self.pre_attn_norm(h), cos, sin, kv[0], kv[1], ctx_valid)
+                           kv: tuple[torch.Tensor, torch.Tensor], ctx_bias: torch.Tensor) -> torch.Tensor:
+        attn_out = self.attn.forward_candidates(self.pre_attn_norm(h), cos, sin, kv[0], kv[1], ctx_bias)
         h = h + self.post_attn_norm(attn_out)
         return h + self.post_ffn_norm(self.ffn(self.pre_ffn_norm(h)))
 
@@ -332,19 +341,21 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.num_layers))
 
     def forward(self, h: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor):
-        """``h (B, T, D)``, ``positions (B, T)``, ``mask (B, 1, T, T)`` → ``h (B, T, D)`` and per-layer (k, v)."""
+        """``h (B, T, D)``, ``positions (B, T)``, boolean ``mask (B, 1, T, T)`` → ``h (B, T, D)`` and per-layer (k, v)."""
         cos, sin = rope_cos_sin(positions, self.key_size, self.rope_base)
+        bias = _additive(mask, h.dtype)  # once for all layers
         kvs = []
         for block in self.blocks:
-            h, kv = block(h, cos, sin, mask)
+            h, kv = block(h, cos, sin, bias)
             kvs.append(kv)
         return h, kvs
 
     def forward_candidates(self, h: torch.Tensor, positions: torch.Tensor, context: ContextKV) -> torch.Tensor:
         """Candidate tokens ``h (B, C, D)`` at ``positions (B, C)`` against an encoded context."""
         cos, sin = rope_cos_sin(positions, self.key_size, self.rope_base)
+        ctx_bias = _additive(context.valid[:, None, None, :], h.dtype)  # (B, 1, 1, Tc)
         for block, kv in zip(self.blocks, context.layers, strict=True):
-            h = block.forward_candidates(h, cos, sin, kv, context.valid)
+            h = block.forward_candidates(h, cos, sin, kv, ctx_bias)
         return h
 
 

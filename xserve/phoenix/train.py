@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xserve.config import XServeConfig
-from xserve.phoenix.checkpoint import Loaded, load_ranker, load_towers, save_checkpoint
+from xserve.phoenix.checkpoint import load_ranker, load_towers, save_checkpoint
 from xserve.phoenix.data import (
     Entries,
     PostCorpus,
@@ -56,6 +57,8 @@ from xserve.phoenix.towers import PhoenixTowers
 from xserve.schema import ACTION_INDEX, Action
 
 __all__ = [
+    "RANKER_FILE",
+    "TOWERS_FILE",
     "Prepared",
     "TrainResult",
     "deterministic",
@@ -88,13 +91,15 @@ class Prepared:
         return self.featurizer.hasher
 
 
-def prepare(engagements: Any, posts: Any | None, config: XServeConfig) -> Prepared:
-    """Aggregate ``engagements`` (a table, see ``data``) and split it by time."""
+def prepare(engagements: Any, posts: Any | None, config: XServeConfig,
+            featurizer: Featurizer | None = None) -> Prepared:
+    """Aggregate ``engagements`` (a table, see ``data``) and split it by time; ``featurizer``
+    defaults to fresh hashes for ``config.phoenix`` (pass a loaded model's to evaluate it)."""
     entries = aggregate(engagements, config.mixer.history_window_ms)
     pc = config.phoenix
     return Prepared(entries=entries, corpus=PostCorpus.build(entries, posts),
                     split_ms=split_time(entries, config.train.validation_fraction),
-                    featurizer=Featurizer(pc, PhoenixHasher(pc)), config=config)
+                    featurizer=featurizer or Featurizer(pc, PhoenixHasher(pc)), config=config)
 
 
 @contextlib.contextmanager
@@ -137,17 +142,28 @@ def _optimizers(model: nn.Module, config: XServeConfig, total_steps: int):
     return opts, scheds
 
 
-def _epoch_rows(n: int, cap: int, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
-    rows = rng.permutation(n)
-    if cap and n > cap:
+def _epoch_rows(lengths: np.ndarray, cap: int, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A random subset (``cap``, 0 = all) cut into batches of similar history length, in random order.
+
+    Sorting windows of 32 batches by length before cutting keeps per-batch padding (each batch is
+    trimmed to its longest history) small without giving up shuffling.
+    """
+    rows = rng.permutation(len(lengths))
+    if cap and len(rows) > cap:
         rows = rows[:cap]
-    return [rows[i : i + batch] for i in range(0, len(rows), batch)]
+    window = 32 * batch
+    batches = []
+    for i in range(0, len(rows), window):
+        chunk = rows[i : i + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[j : j + batch] for j in range(0, len(chunk), batch)]
+    return [batches[k] for k in rng.permutation(len(batches))]
 
 
 def ranker_loss(model: PhoenixRanker, batch: tuple, dwell_weight: float) -> tuple[torch.Tensor, float]:
     """Mean over valid candidates of the summed per-action BCE, plus the weighted dwell loss."""
     ctx, cand, labels, dwell = batch
-    out = model(ctx, cand)
+    out = model.score_candidates(model.encode_context(ctx), cand)  # == model(ctx, cand), less attention work
     labels_t, dwell_t = torch.from_numpy(labels), torch.from_numpy(dwell)
     valid = cand.valid.to(out.logits.dtype)  # (B, C)
     bce = F.binary_cross_entropy_with_logits(out.logits, labels_t, reduction="none").sum(-1)  # (B, C)
@@ -163,7 +179,7 @@ def _run_epochs(model: nn.Module, config: XServeConfig, make_examples, step_fn, 
     """Generic loop: ``make_examples(rng)`` each epoch, ``step_fn(examples, rows) -> (loss, logged)``."""
     tc = config.train
     epochs = [make_examples(rng) for _ in range(tc.epochs)]
-    batches = [_epoch_rows(len(ex), cap, tc.batch_size, rng) for ex in epochs]
+    batches = [_epoch_rows(ex.hist_len, cap, tc.batch_size, rng) for ex in epochs]
     total = sum(len(b) for b in batches)
     if total == 0:
         raise ValueError(f"no {name} training examples: the log needs users with several engagements")
@@ -296,14 +312,9 @@ def train(engagements: Any, posts: Any | None, config: XServeConfig, out_dir: st
     result = TrainResult(ranker=ranker, towers=towers, data=data, metrics=metrics)
     if out_dir is not None:
         out = Path(out_dir)
-        extra = {"train_config": config.train, "split_ms": data.split_ms}
-        import msgspec
-
-        extra["train_config"] = msgspec.to_builtins(config.train)
+        extra = {"train_config": msgspec.to_builtins(config.train), "split_ms": data.split_ms}
         save_checkpoint(out / RANKER_FILE, "ranker", ranker, data.hasher, {**rm, **metrics["seconds"]}, extra)
         save_checkpoint(out / TOWERS_FILE, "towers", towers, data.hasher, {**tm, **metrics["seconds"]}, extra)
         result.paths = {"ranker": out / RANKER_FILE, "towers": out / TOWERS_FILE}
     return result
 
-
-Loaded = Loaded  # re-exported type of load_ranker / load_towers results
