@@ -37,11 +37,14 @@ from xserve.schema import ACTION_INDEX, ACTIONS, NEGATIVE_ACTIONS, Action
 
 __all__ = [
     "TOWER_POSITIVE_ACTIONS",
+    "context_batch",
+    "history_index",
     "Entries",
     "PostCorpus",
     "RankerExamples",
     "TowerExamples",
     "aggregate",
+    "label_rates",
     "split_time",
 ]
 
@@ -226,7 +229,7 @@ class RankerExamples:
         return len(self.hist_start)
 
     def context(self, rows: np.ndarray, featurizer: Featurizer) -> ContextBatch:
-        return _context_batch(self.entries, self.hist_start[rows], self.hist_len[rows], featurizer)
+        return context_batch(self.entries, self.hist_start[rows], self.hist_len[rows], featurizer)
 
     def batch(self, rows: np.ndarray, featurizer: Featurizer) -> tuple[ContextBatch, CandidateBatch, np.ndarray, np.ndarray]:
         """Rows → (context, candidates ``(B, P+N)``, labels ``(B, P+N, A)`` float32, dwell seconds ``(B, P+N)``)."""
@@ -250,12 +253,17 @@ class RankerExamples:
         return self.context(rows, featurizer), cand, multi_hot(bits), dwell.astype(np.float32)
 
 
-def _context_batch(e: Entries, start: np.ndarray, length: np.ndarray, featurizer: Featurizer) -> ContextBatch:
-    """History slices ``[start, start+length)`` → a context batch trimmed to the longest slice."""
+def history_index(start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Entry index ``(B, S)`` of history slices ``[start, start+length)`` (S = longest, ≥ 1) and validity."""
     s = max(int(length.max()) if len(length) else 0, 1)
     j = np.arange(s)
     valid = j < length[:, None]  # (B, S)
-    idx = np.where(valid, start[:, None] + j, 0)  # (B, S)
+    return np.where(valid, start[:, None] + j, 0), valid
+
+
+def context_batch(e: Entries, start: np.ndarray, length: np.ndarray, featurizer: Featurizer) -> ContextBatch:
+    """History slices ``[start, start+length)`` of ``e`` (one user each) → a context batch."""
+    idx, valid = history_index(start, length)
     user = e.user[np.minimum(start, len(e) - 1)]
     return featurizer.context(user, np.where(valid, e.post[idx], 0), e.author[idx], e.bits[idx], e.surface[idx])
 
@@ -294,7 +302,7 @@ class TowerExamples:
         return len(self.hist_start)
 
     def context(self, rows: np.ndarray, featurizer: Featurizer) -> ContextBatch:
-        return _context_batch(self.entries, self.hist_start[rows], self.hist_len[rows], featurizer)
+        return context_batch(self.entries, self.hist_start[rows], self.hist_len[rows], featurizer)
 
 
 def label_rates(entries: Entries) -> np.ndarray:

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from xserve.phoenix.data import NEGATIVE_MASK, POSITIVE_MASK, Entries, RankerExamples, _context_batch
-from xserve.phoenix.features import age_buckets, multi_hot
+from xserve.phoenix.data import NEGATIVE_MASK, POSITIVE_MASK, Entries, RankerExamples, context_batch, history_index
+from xserve.phoenix.features import age_buckets
 from xserve.phoenix.metrics import auc, hit_rate, ndcg, platt_fit, random_ranks, rce, recall, target_ranks
 from xserve.phoenix.ranker import PhoenixRanker
 from xserve.phoenix.towers import PhoenixTowers
@@ -147,27 +147,29 @@ def _retrieval_metrics(data: Prepared, towers: PhoenixTowers, rng: np.random.Gen
                                                         torch.from_numpy(h("author", c.author[b])))
                             for b in _batches(len(c), 8192)])  # (N, D)
     by_id = np.argsort(c.post)
-    train_pos = e.post[positive & (e.ts < data.split_ms)]
-    pop_score = np.zeros(len(c))
-    u, n = np.unique(train_pos, return_counts=True)
-    at = np.searchsorted(c.post[by_id], u)
-    hit = at < len(c)
-    hit[hit] = c.post[by_id][at[hit]] == u[hit]
-    pop_score[by_id[at[hit]]] = n[hit]
-    target_col = by_id[np.searchsorted(c.post[by_id], e.post[targets])]
+    sorted_ids = c.post[by_id]
+
+    def corpus_row(posts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        at = np.minimum(np.searchsorted(sorted_ids, posts), len(c) - 1)
+        return by_id[at], sorted_ids[at] == posts  # corpus row of each post, and whether it is there
+
+    pop_score = np.zeros(len(c))  # positives per post in the training period
+    u, n = np.unique(e.post[positive & (e.ts < data.split_ms)], return_counts=True)
+    row, found = corpus_row(u)
+    pop_score[row[found]] = n[found]
+    target_col, found = corpus_row(e.post[targets])
+    targets, target_col = targets[found], target_col[found]
     ranks: dict[str, list[np.ndarray]] = {"model": [], "popularity": [], "random": []}
     user_start = e.starts[e.row_user()[targets]]
     for b in _batches(len(targets), 256):
         t = targets[b]
         hist_start = np.maximum(user_start[b], t - cfg.phoenix.history_len)
-        ctx = _context_batch(e, hist_start, t - hist_start, data.featurizer)
+        ctx = context_batch(e, hist_start, t - hist_start, data.featurizer)
         valid = c.created[None, :] <= e.ts[t][:, None]  # (q, N): the post existed
-        hist_posts = np.where(ctx.history_valid.numpy(), e.post[np.minimum(hist_start[:, None] + np.arange(ctx.post_hashes.shape[1]), len(e) - 1)], 0)
-        hp = np.searchsorted(c.post[by_id], hist_posts)
-        hp = np.minimum(hp, len(c) - 1)
-        seen = (c.post[by_id][hp] == hist_posts) & (hist_posts != 0)
-        rows_q = np.broadcast_to(np.arange(len(t))[:, None], hp.shape)
-        valid[rows_q[seen], by_id[hp[seen]]] = False
+        idx, in_hist = history_index(hist_start, t - hist_start)
+        row, found = corpus_row(e.post[idx])  # (q, S)
+        seen = in_hist & found
+        valid[np.nonzero(seen)[0], row[seen]] = False  # posts already in the history are not retrieved
         scores = (towers.user_embeddings(ctx) @ corpus_emb.T).numpy()  # (q, N)
         col = target_col[b]
         valid[np.arange(len(t)), col] = True
@@ -200,7 +202,7 @@ def _next_engagement_metrics(data: Prepared, ranker: PhoenixRanker, prior: Prior
         cand = data.featurizer.candidates(post, author, np.repeat(e.surface[t][:, None], m, 1),
                                           age_buckets(created, now, cfg.phoenix.age_buckets))
         hist_start = np.maximum(user_start[b], t - cfg.phoenix.history_len)
-        ctx = _context_batch(e, hist_start, t - hist_start, data.featurizer)
+        ctx = context_batch(e, hist_start, t - hist_start, data.featurizer)
         p = ranker.score_candidates(ranker.encode_context(ctx), cand).logits[..., _FAV].numpy()
         valid = post != 0
         zero = np.zeros(q, np.int64)
@@ -232,5 +234,3 @@ def evaluate(data: Prepared, ranker: PhoenixRanker, towers: PhoenixTowers, seed:
         },
     }
 
-
-_ = multi_hot  # features helper re-used by callers building labels
