@@ -156,7 +156,7 @@ class TrainConfig(_Section):
     embedding_learning_rate: float = 0.01  # SparseAdam on the hash tables (rows are updated rarely)
     dwell_loss_weight: float = 0.1  # weight of the dwell-time regression beside the action BCE
     warmup_steps: int = 50  # linear warm-up, then cosine decay to 10 %
-    eval_max_queries: int = 2000  # users scored for retrieval recall and next-engagement HR/NDCG
+    eval_max_queries: int = 1000  # users scored for retrieval recall and next-engagement HR/NDCG
     eval_sampled_candidates: int = 100  # the true next favorite + 99 sampled posts for HR@10/NDCG@10
 
 

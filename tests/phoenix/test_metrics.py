@@ -46,3 +46,10 @@ def test_platt_fit_is_calibrated_in_the_mean():
     assert a == pytest.approx(2, abs=0.25) and b == pytest.approx(-1, abs=0.2)
     p = 1 / (1 + np.exp(-(a * x + b)))
     assert p.mean() == pytest.approx(y.mean(), abs=1e-6)  # MLE with an intercept matches the rate
+
+
+def test_platt_fit_never_loses_to_the_rate_on_separable_data():
+    x = np.r_[np.zeros(900), np.full(100, 3.0)]
+    y = np.r_[np.zeros(900), np.ones(100)]  # perfectly separable
+    a, b = platt_fit(x, y)
+    assert rce(y, 1 / (1 + np.exp(-(a * x + b)))) > 50

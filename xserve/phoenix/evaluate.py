@@ -6,8 +6,8 @@
 * **retrieval**: recall@10/100/1000 of the towers by exact brute force over the
   post corpus: one query per validation user, the target is the user's first
   validation engagement with a positive action on a post new to them, the history
-  everything before it, the corpus every post created by then minus the
-  history's posts;
+  everything before it, the corpus every post at most ``max_post_age_ms`` old at
+  that moment (what serving retrieves from) minus the history's posts;
 * **next_engagement**: HR@10 / NDCG@10 of the ranker's P(favorite) ranking the
   user's next first-time favorite among ``eval_sampled_candidates − 1`` recent
   posts sampled like training negatives.
@@ -158,23 +158,31 @@ def _retrieval_metrics(data: Prepared, towers: PhoenixTowers, rng: np.random.Gen
     row, found = corpus_row(u)
     pop_score[row[found]] = n[found]
     target_col, found = corpus_row(e.post[targets])
+    max_age = cfg.mixer.max_post_age_ms
+    found &= e.ts[targets] - c.created[target_col] <= max_age  # retrievable when engaged
     targets, target_col = targets[found], target_col[found]
+    order = np.argsort(e.ts[targets], kind="stable")  # time-ordered batches share a narrow corpus window
+    targets, target_col = targets[order], target_col[order]
     ranks: dict[str, list[np.ndarray]] = {"model": [], "popularity": [], "random": []}
     user_start = e.starts[e.row_user()[targets]]
     for b in _batches(len(targets), 256):
         t = targets[b]
+        now = e.ts[t][:, None]
+        lo = int(np.searchsorted(c.created, now.min() - max_age, side="left"))
+        hi = int(np.searchsorted(c.created, now.max(), side="right"))
+        window = slice(lo, hi)  # the corpus rows any query in this batch can see
+        valid = (c.created[window][None, :] <= now) & (c.created[window][None, :] >= now - max_age)  # (q, W)
         hist_start = np.maximum(user_start[b], t - cfg.phoenix.history_len)
         ctx = context_batch(e, hist_start, t - hist_start, data.featurizer)
-        valid = c.created[None, :] <= e.ts[t][:, None]  # (q, N): the post existed
         idx, in_hist = history_index(hist_start, t - hist_start)
         row, found = corpus_row(e.post[idx])  # (q, S)
-        seen = in_hist & found
-        valid[np.nonzero(seen)[0], row[seen]] = False  # posts already in the history are not retrieved
-        scores = (towers.user_embeddings(ctx) @ corpus_emb.T).numpy()  # (q, N)
-        col = target_col[b]
+        seen = in_hist & found & (row >= lo) & (row < hi)
+        valid[np.nonzero(seen)[0], row[seen] - lo] = False  # posts already in the history are not retrieved
+        scores = (towers.user_embeddings(ctx) @ corpus_emb[window].T).numpy()  # (q, W)
+        col = target_col[b] - lo
         valid[np.arange(len(t)), col] = True
         ranks["model"].append(target_ranks(scores, col, valid, rng))
-        ranks["popularity"].append(target_ranks(np.broadcast_to(pop_score, scores.shape), col, valid, rng))
+        ranks["popularity"].append(target_ranks(np.broadcast_to(pop_score[window], scores.shape), col, valid, rng))
         ranks["random"].append(random_ranks(valid.sum(1) - 1, rng))
     out = {k: {f"recall@{n}": recall(np.concatenate(v), n) for n in RECALL_KS} for k, v in ranks.items()}
     return out["model"], out["popularity"], out["random"]

@@ -43,16 +43,38 @@ def rce(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 def platt_fit(x: np.ndarray, labels: np.ndarray, iterations: int = 50) -> tuple[float, float]:
-    """Fit ``P(y) = sigmoid(a·x + b)`` by Newton's method (a tiny ridge keeps it stable)."""
+    """Fit ``P(y) = sigmoid(a·x + b)`` by Newton's method with a backtracking line search.
+
+    Starts from the constant label rate (a = 0) and only takes steps that lower the log-loss,
+    so the fit is never worse than the rate, even on (nearly) separable data.
+    """
     x = np.asarray(x, np.float64).ravel()
     y = np.asarray(labels, np.float64).ravel()
     X = np.stack([x, np.ones_like(x)], 1)  # (N, 2)
-    w = np.array([0.0, np.log((y.mean() + _EPS) / (1 - y.mean() + _EPS))])
+    rate = np.clip(y.mean(), _EPS, 1 - _EPS)
+
+    def loss(w: np.ndarray) -> float:
+        z = X @ w
+        return float(np.mean(np.logaddexp(0, z) - y * z))
+
+    w = np.array([0.0, np.log(rate / (1 - rate))])
+    current = loss(w)
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-(X @ w)))
-        grad = X.T @ (p - y) + 1e-6 * w
-        hess = (X * (p * (1 - p))[:, None]).T @ X + 1e-6 * np.eye(2)
-        w -= np.linalg.solve(hess, grad)
+        grad = X.T @ (p - y) / len(y)
+        hess = (X * (p * (1 - p))[:, None]).T @ X / len(y) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        for _ in range(30):
+            candidate = w - step
+            if (new := loss(candidate)) <= current:
+                break
+            step = step / 2
+        else:
+            break
+        if current - new < 1e-12:
+            w, current = candidate, new
+            break
+        w, current = candidate, new
     return float(w[0]), float(w[1])
 
 
@@ -64,13 +86,16 @@ def target_ranks(scores: np.ndarray, target: np.ndarray, valid: np.ndarray | Non
     tie with it; without ``rng`` every tie counts against it), so a constant scorer gets no free
     first place.
     """
-    s = np.asarray(scores, np.float64)
-    rows = np.arange(len(s))
+    s = np.asarray(scores)  # any float dtype; may be a broadcast view
+    target = np.asarray(target)
+    rows = np.arange(len(target))
     t = s[rows, target][:, None]  # (Q, 1)
-    ok = np.ones_like(s, bool) if valid is None else np.asarray(valid, bool).copy()
-    ok[rows, target] = False
-    ahead = (ok & (s > t)).sum(1)
-    tie = (ok & (s == t)).sum(1)
+    if valid is None:
+        ahead, tie = (s > t).sum(1), (s == t).sum(1) - 1  # the target ties with itself
+    else:
+        ok = np.asarray(valid, bool)
+        ahead = (ok & (s > t)).sum(1)
+        tie = (ok & (s == t)).sum(1) - ok[rows, target]
     return ahead + (tie if rng is None else rng.integers(0, tie + 1))
 
 
