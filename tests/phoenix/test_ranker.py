@@ -152,3 +152,20 @@ def test_outputs_have_the_documented_shapes(model):
     ctx, cand = random_batch(b=2, s=5, c=3, seed=1)
     out = model(ctx, cand)
     assert out.logits.shape == (2, 3, 18) and out.dwell_s.shape == (2, 3) and (out.dwell_s >= 0).all()
+
+
+def _cut(ctx, lo, hi):
+    return dataclasses.replace(ctx, post_hashes=ctx.post_hashes[:, lo:hi], author_hashes=ctx.author_hashes[:, lo:hi],
+                               actions=ctx.actions[:, lo:hi], surface=ctx.surface[:, lo:hi])
+
+
+def test_extend_context_equals_encoding_the_whole_history(model):
+    """Prefix reuse: encode the first entries, append the rest, score == full forward."""
+    ctx, cand = random_batch(b=3, s=7, c=4, hist_lens=[7, 5, 2], seed=21)
+    full = model(ctx, cand)
+    prefix = _cut(ctx, 0, 3)  # rows hold 3, 3, 2 valid entries
+    newer = _cut(ctx, 3, 7)
+    # row 2 has nothing beyond its 2 entries; row 1 has 2 newer entries, row 0 four
+    kv = model.extend_context(model.encode_context(prefix), newer)
+    assert kv.lengths.tolist() == [7, 5, 2]
+    assert torch.allclose(model.score_candidates(kv, cand).logits, full.logits, atol=TOL)

@@ -43,8 +43,9 @@ re-encoding (right-anchoring shifts every cached position on each append).
 its per-layer K/V is a function of the context alone: ``encode_context`` computes
 it once and ``score_candidates`` scores any number of candidate chunks against
 it (each candidate attends to the cached context plus its own key), with the same
-result as ``forward`` on the full sequence, which stays the oracle. The model
-holds no state between calls.
+result as ``forward`` on the full sequence, which stays the oracle;
+``extend_context`` appends newer history entries to an encoded context (a KV
+cache's prefix reuse). The model holds no state between calls.
 
 **Attention is explicit**, not ``scaled_dot_product_attention``: SDPA cannot apply
 the tanh soft cap between the QK product and the softmax. With the cap disabled
@@ -260,9 +261,13 @@ class Attention(nn.Module):
         b, _, t, _ = out.shape
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.num_q_heads * self.key_size))  # (B, T, D)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor):
-        """``x (B, T, D)``, additive mask ``bias (B, 1, T, T)`` (0 or MASKED_LOGIT) → ``(B, T, D)`` and (k, v)."""
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor,
+                past: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """``x (B, T, D)``, additive mask ``bias (B, 1, T, P+T)`` (0 or MASKED_LOGIT) over ``past`` keys
+        ``(B, G, P, K)`` (none: P = 0) then x's own → ``(B, T, D)`` and (k, v) of past + x ``(B, G, P+T, K)``."""
         q, k, v = self._qkv(x, cos, sin)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, G, P+T, K)
         kr, vr = _repeat_kv(k, self.groups), _repeat_kv(v, self.groups)  # (B, H, T, K)
         if self.cap > 0:
             weights = torch.softmax(self._logits(q, kr) + bias, dim=-1)  # (B, H, T, T)
@@ -319,8 +324,9 @@ class DecoderBlock(nn.Module):
         self.attn = Attention(config)
         self.ffn = FeedForward(config)
 
-    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor):
-        attn_out, kv = self.attn(self.pre_attn_norm(h), cos, sin, bias)
+    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor,
+                past: tuple[torch.Tensor, torch.Tensor] | None = None):
+        attn_out, kv = self.attn(self.pre_attn_norm(h), cos, sin, bias, past)
         h = h + self.post_attn_norm(attn_out)
         h = h + self.post_ffn_norm(self.ffn(self.pre_ffn_norm(h)))
         return h, kv
@@ -340,13 +346,15 @@ class Transformer(nn.Module):
         self.key_size, self.rope_base = config.key_size, config.rope_base
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.num_layers))
 
-    def forward(self, h: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor):
-        """``h (B, T, D)``, ``positions (B, T)``, boolean ``mask (B, 1, T, T)`` → ``h (B, T, D)`` and per-layer (k, v)."""
+    def forward(self, h: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+                past: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
+        """``h (B, T, D)``, ``positions (B, T)``, boolean ``mask (B, 1, T, P+T)`` → ``h (B, T, D)`` and
+        per-layer (k, v) ``(B, G, P+T, K)``; ``past`` holds P earlier tokens' per-layer (k, v)."""
         cos, sin = rope_cos_sin(positions, self.key_size, self.rope_base)
         bias = _additive(mask, h.dtype)  # once for all layers
         kvs = []
-        for block in self.blocks:
-            h, kv = block(h, cos, sin, bias)
+        for i, block in enumerate(self.blocks):
+            h, kv = block(h, cos, sin, bias, None if past is None else past[i])
             kvs.append(kv)
         return h, kvs
 
@@ -455,6 +463,26 @@ class PhoenixRanker(nn.Module):
         valid = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=tokens.device), ctx.history_valid], 1)
         _, kvs = self.transformer(tokens, context_positions(s, b, tokens.device), context_mask(valid))
         return ContextKV(layers=kvs, valid=valid, lengths=ctx.lengths)
+
+    def extend_context(self, context: ContextKV, newer: ContextBatch) -> ContextKV:
+        """Append newer history entries to an encoded context without re-encoding it.
+
+        ``newer``'s history (valid entries first; its user hashes are ignored) continues each row's
+        history: entry j sits at position n+1+j (n = the row's valid history so far), attends to the
+        row's valid context and causally to the new entries. Because positions are left-anchored the
+        cached keys stay valid; the result equals ``encode_context`` of the concatenated history (up
+        to padding slots, which stay masked).
+        """
+        b, s = newer.post_hashes.shape[:2]
+        tokens = self.embeddings.context_tokens(newer)[:, 1:]  # history tokens only (B, S, D)
+        new_valid = newer.history_valid  # (B, S)
+        positions = context.lengths[:, None] + 1 + torch.arange(s, device=tokens.device)  # (B, S)
+        own = context_mask(new_valid)[:, 0]  # (B, S, S) causal among the new entries
+        old = context.valid[:, None, :].expand(b, s, -1)  # (B, S, Tc) every valid cached token
+        mask = torch.cat([old, own], dim=-1)[:, None]  # (B, 1, S, Tc+S)
+        _, kvs = self.transformer(tokens, positions, mask, past=context.layers)
+        return ContextKV(layers=kvs, valid=torch.cat([context.valid, new_valid], 1),
+                         lengths=context.lengths + new_valid.sum(-1))
 
     def score_candidates(self, context: ContextKV, cand: CandidateBatch) -> RankerOutput:
         """Score candidates ``(B, C, ...)`` against an encoded context of the same batch rows."""
