@@ -148,9 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     show = config_sub.add_parser("show", help="print the effective configuration as JSON")
     show.add_argument("--data-dir", metavar="DIR", help="data directory (default $XSERVE_DATA_DIR or ./xserve-data)")
     show.set_defaults(fn=_cmd_config_show)
+    _add_phoenix_commands(add)
 
     add("serve", _cmd_serve, "run the For You server on a local Ray cluster")
-    _add_phoenix_commands(add)
     return parser
 
 
