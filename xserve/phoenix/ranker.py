@@ -86,7 +86,9 @@ __all__ = [
     "RankerOutput",
     "Transformer",
     "context_mask",
+    "context_positions",
     "ffn_hidden_size",
+    "init_linears",
     "isolation_mask",
     "rope_cos_sin",
 ]
@@ -254,8 +256,8 @@ class Attention(nn.Module):
     def _logits(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Soft-capped ``cap·tanh(q·k·m/cap)``; the scale goes on q (T·K values), not on the T·T logits."""
         if self.cap > 0:
-            return self.cap * torch.tanh((q * (self.multiplier / self.cap)) @ k.transpose(-1, -2))
-        return (q * self.multiplier) @ k.transpose(-1, -2)
+            return self.cap * torch.tanh((q * (self.multiplier / self.cap)) @ k.transpose(-1, -2))  # (B, H, Tq, Tk)
+        return (q * self.multiplier) @ k.transpose(-1, -2)  # (B, H, Tq, Tk)
 
     def _merge(self, out: torch.Tensor) -> torch.Tensor:
         b, _, t, _ = out.shape
