@@ -153,11 +153,22 @@ class PhoenixConfig(_Section):
 class TrainConfig(_Section):
     seed: int = 0
     epochs: int = 2
-    batch_size: int = 256
-    learning_rate: float = 1e-3
+    batch_size: int = 64  # examples (histories) per step; each carries many candidates
+    learning_rate: float = 3e-3  # AdamW on the dense weights (medium world: 1e-3 underfits in the time budget)
     weight_decay: float = 0.01
     validation_fraction: float = 0.1  # newest share of engagements held out (time split)
-    num_threads: int = 2
+    num_threads: int = 1  # torch threads; on a shared 2-core box 2 threads measured 3-20x slower (OpenMP spin under contention)
+    ranker_positives: int = 64  # next engaged entries per example (labels = their actions)
+    ranker_negatives: int = 64  # unengaged recent posts per example (all-zero labels)
+    ranker_examples_per_epoch: int = 6_000  # sampled from all cuts when there are more (0 = all)
+    tower_positives: int = 8  # next positive entries per tower example
+    tower_examples_per_epoch: int = 8_000  # 0 = all
+    tower_temperature: float = 0.05  # softmax temperature of the in-batch contrastive loss
+    embedding_learning_rate: float = 0.05  # SparseAdam on the hash tables (rows are updated rarely)
+    dwell_loss_weight: float = 0.1  # weight of the dwell-time regression beside the action BCE
+    warmup_steps: int = 20  # linear warm-up, then cosine decay to 10 %
+    eval_max_queries: int = 1000  # users scored for retrieval recall and next-engagement HR/NDCG
+    eval_sampled_candidates: int = 100  # the true next favorite + 99 sampled posts for HR@10/NDCG@10
 
 
 class RetrievalConfig(_Section):
