@@ -1,0 +1,59 @@
+"""The Ranker deployment under Serve's local testing mode: batches concurrent users, same scores as the runner."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+serve = pytest.importorskip("ray.serve")
+
+from tests.phoenix.rank_factories import make_request, tiny_ranker_config  # noqa: E402
+from xserve.config import RankerServingConfig, XServeConfig  # noqa: E402
+from xserve.deployments.ranker import Ranker, RankerHandleClient, ranker_options  # noqa: E402
+from xserve.phoenix.runner import RankerRunner  # noqa: E402
+
+
+@pytest.fixture
+def local_mode_batching(monkeypatch):
+    """Ray 2.60: local testing mode never sets the replica context, and ``@serve.batch`` reads it on its
+    first call only to *warn* when ``max_batch_size`` exceeds ``max_ongoing_requests`` (raising
+    "get_replica_context() may only be called from within a Ray Serve deployment"). Skip that warning."""
+    from ray.serve import batching
+
+    monkeypatch.setattr(batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests",
+                        lambda self: None)
+
+
+def test_local_mode_batches_users_and_matches_the_runner(local_mode_batching):
+    cfg = XServeConfig(
+        phoenix=tiny_ranker_config(),
+        ranker_serving=RankerServingConfig(block_size=4, chunk_size=8, kv_cache_bytes=1 << 20, max_batch_size=4,
+                                           batch_wait_timeout_s=0.2, max_ongoing_requests=8),
+    )
+    handle = serve.run(Ranker.options(**ranker_options(cfg)).bind(cfg), name="ranker-test",
+                       _local_testing_mode=True)
+    client = RankerHandleClient(handle)
+    reqs = [make_request(user=u, n_history=3 * u, n_candidates=5 + u, seed=u) for u in range(1, 5)]
+
+    async def all_at_once():
+        return await asyncio.gather(*(client.rank(r) for r in reqs))
+
+    served = asyncio.run(all_at_once())
+    stats = handle.stats.remote().result()
+    assert stats["requests"] == 4 and stats["batches"] < 4 and stats["largest_batch"] >= 2, stats
+    assert stats["misses"] == 4
+
+    expected = RankerRunner.from_config(cfg).rank(reqs)
+    for got, want in zip(served, expected, strict=True):
+        assert got.model_version == want.model_version == "random-seed0"
+        assert len(got.scores) == len(want.scores)
+        for a, b in zip(got.scores, want.scores, strict=True):
+            assert list(a.__struct_fields__) == list(b.__struct_fields__)
+            assert [getattr(a, f) for f in a.__struct_fields__] == pytest.approx(
+                [getattr(b, f) for f in b.__struct_fields__], abs=2e-5)
+
+    # A refresh of the same user is a cache hit; live reconfiguration of batching is accepted.
+    asyncio.run(client.rank(reqs[0]))
+    handle.reconfigure.remote({"max_batch_size": 2}).result()
+    assert handle.stats.remote().result()["hits"] == 1
