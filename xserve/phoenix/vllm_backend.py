@@ -23,6 +23,7 @@ prompt embeddings, so the exported model directory carries a 16-word dummy.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,6 +94,10 @@ class VLLMRankerBackend:
 
     def __init__(self, model: PhoenixRanker, featurizer: Featurizer, serving: RankerServingConfig,
                  version: str = "", workdir: str | Path | None = None) -> None:
+        # The out-of-tree architecture is registered in this process only; vLLM's default engine-core
+        # subprocess would not know it ("Model architectures ['PhoenixGemma2'] are not supported"), so
+        # run the engine in-process (a plugin entry point would need xserve installed as a package).
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM, ModelRegistry
 
         self.model = model.eval().float()
