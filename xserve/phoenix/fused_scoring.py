@@ -9,8 +9,8 @@ float tolerance; tests check it against ``PhoenixRanker.forward`` (the oracle).
 What it exploits, all exact identities of the reference's math:
 
 * every candidate of a row sits at the *same* position ``n+1``, so RoPE on the
-  candidate queries is one rotation per row, and the candidate's own key needs
-  no rotation at all: ``rope(q)·rope(k) = q·k`` at equal positions;
+  candidates' queries and own keys is one linear map per row, folded (with the
+  query scale) into that row's q/k projection weights: no rotation pass at all;
 * the soft cap bounds every logit to ``[-cap, cap]``, so ``exp`` cannot
   overflow in fp32 and the softmax needs no max subtraction: the weights are
   ``exp(cap·tanh(s·q·k/cap))`` normalised by their sum, the candidate's own
@@ -44,14 +44,38 @@ class _Layer:
 
     def __init__(self, block, dtype: torch.dtype) -> None:
         a, f = block.attn, block.ffn
+        d = a.q_proj.in_features
         self.w_qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).to(dtype)  # (H·K+2·G·K, D)
-        self.w_o = a.o_proj.weight.to(dtype)  # (D, H·K)
+        self.w_q_t = a.q_proj.weight.T.to(dtype).reshape(d, a.num_q_heads, a.key_size)  # (D, H, K)
+        self.w_k_t = a.k_proj.weight.T.to(dtype).reshape(d, a.num_kv_heads, a.key_size)  # (D, G, K)
+        self.w_v_t = a.v_proj.weight.T.to(dtype).contiguous()  # (D, G·K)
+        self.w_o_t = a.o_proj.weight.T.to(dtype).contiguous()  # (H·K, D)
         self.w_in = torch.stack([f.w_1.weight.T, f.w_v.weight.T]).to(dtype)  # (2, D, F): one bmm, contiguous halves
-        self.w_out = f.w_out.weight.to(dtype)  # (D, F)
+        self.w_out_t = f.w_out.weight.T.to(dtype).contiguous()  # (F, D)
         self.norms = [
             (n.weight.to(dtype), n.eps)
             for n in (block.pre_attn_norm, block.post_attn_norm, block.pre_ffn_norm, block.post_ffn_norm)
         ]
+
+    def rotated_qkv(self, rot: torch.Tensor, q_scale: float) -> torch.Tensor:
+        """q/k/v projection with RoPE at one position per row folded in: ``rot (R, K, K)`` → ``(R, D, H·K+2·G·K)``.
+
+        ``rope(x) = x @ rot`` is linear, so ``rope(W x) = (Wᵀ rot)ᵀ x`` per head; the query scale goes in too.
+        """
+        q = torch.einsum("dhk,rkj->rdhj", self.w_q_t, rot).flatten(2) * q_scale  # (R, D, H·K)
+        k = torch.einsum("dgk,rkj->rdgj", self.w_k_t, rot).flatten(2)  # (R, D, G·K)
+        return torch.cat([q, k, self.w_v_t.expand(rot.shape[0], -1, -1)], dim=-1)
+
+
+def rope_matrices(positions: torch.Tensor, key_size: int, base: float, dtype: torch.dtype) -> torch.Tensor:
+    """``rope(x) = x·cos + rotate_half(x)·sin`` as ``x @ M``: ``positions (R,)`` → ``M (R, K, K)``."""
+    cos, sin = rope_cos_sin(positions[:, None], key_size, base)  # (R, 1, 1, K)
+    cos, sin = cos.view(-1, key_size), sin.view(-1, key_size)  # (R, K)
+    half = key_size // 2
+    j = torch.zeros(key_size, key_size, device=positions.device)  # x @ j = rotate_half(x) = [-x2, x1]
+    j[torch.arange(half) + half, torch.arange(half)] = -1.0
+    j[torch.arange(half), torch.arange(half) + half] = 1.0
+    return (torch.diag_embed(cos) + j * sin[:, None, :]).to(dtype)  # (R, K, K)
 
 
 class FusedCandidateScorer:
@@ -71,6 +95,9 @@ class FusedCandidateScorer:
         self.cap = attn.cap
         self.multiplier = attn.multiplier
         self.rope_base = cfg.rope_base
+        # cap·tanh(z) = 2·cap·σ(2z) − cap, and the constant −cap cancels in the softmax, so the
+        # weights are exp(2·cap·σ(2z)) with z = s·q·k/cap: σ is ~80× cheaper than tanh on CPU.
+        self._q_scale = 2 * self.multiplier / self.cap if self.cap > 0 else self.multiplier
         self.layers = [_Layer(b, self.dtype) for b in model.transformer.blocks]
         self.final_norm = (model.final_norm.weight.to(self.dtype), model.final_norm.eps)
         # Both heads as one matmul: 18 action logits + the dwell pre-activation.
@@ -81,23 +108,18 @@ class FusedCandidateScorer:
         """``(R, c)`` candidate ids → tokens ``(R, c, D)`` (the model's own embedding code)."""
         return self.model.embeddings.candidate_tokens(cand).to(self.dtype)
 
-    def _attention(self, x: torch.Tensor, layer: _Layer, cos: torch.Tensor, sin: torch.Tensor,
-                   ctx_k: torch.Tensor, ctx_v: torch.Tensor, ctx_bias: torch.Tensor | None) -> torch.Tensor:
+    def _attention(self, x: torch.Tensor, w_qkv: torch.Tensor, layer: _Layer, ctx_k: torch.Tensor,
+                   ctx_v: torch.Tensor, ctx_bias: torch.Tensor | None) -> torch.Tensor:
         r, c, _ = x.shape
         g_kv, g, k = self.num_kv_heads, self.groups, self.key_size
         hk, gk = self.num_q_heads * k, g_kv * k
-        qkv = x @ layer.w_qkv.T  # (R, c, H·K + 2·G·K)
+        # Queries and keys come out rotated to the row's position n+1 and the queries scaled (folded weights).
+        qkv = x @ w_qkv[0] if r == 1 else torch.bmm(x, w_qkv)  # (R, c, H·K + 2·G·K)
         q = qkv[..., :hk].view(r, c, g_kv, g, k)  # head h = kv_head·g + j, as the reference's repeat_interleave
         k_self = qkv[..., hk : hk + gk].view(r, c, g_kv, 1, k)
         v_self = qkv[..., hk + gk :].view(r, c, g_kv, 1, k)
-        # cap·tanh(z) = 2·cap·σ(2z) − cap, and the constant −cap cancels in the softmax, so the
-        # weights are exp(2·cap·σ(2z)) with z = s·q·k/cap: σ is ~80× cheaper than tanh on CPU.
-        q = q * (2 * self.multiplier / self.cap if self.cap > 0 else self.multiplier)
-        # Own-key logit: both at the same position, so the rotation cancels.
-        self_logit = (q * k_self).sum(-1)  # (R, c, G, g)
-        # Rotate the queries to position n+1 (one angle per row), then stack g heads on the query axis.
-        q = q * cos + torch.cat([-q[..., k // 2 :], q[..., : k // 2]], dim=-1) * sin  # (R, c, G, g, K)
-        q = q.permute(0, 2, 3, 1, 4).reshape(r, g_kv, g * c, k)  # (R, G, g·c, K)
+        self_logit = (q * k_self).sum(-1)  # (R, c, G, g): own key, same position
+        q = q.permute(0, 2, 3, 1, 4).reshape(r, g_kv, g * c, k)  # (R, G, g·c, K): g heads stacked per kv head
         logits = q @ ctx_k.transpose(-1, -2)  # (R, G, g·c, T)
         if self.cap > 0:
             weights = logits.sigmoid_().mul_(2 * self.cap)  # in [0, 2·cap]: exp cannot overflow fp32
@@ -115,7 +137,7 @@ class FusedCandidateScorer:
         denom = weights.sum(-1).view(r, g_kv, g, c).permute(0, 3, 1, 2) + self_w  # (R, c, G, g)
         out = (weights @ ctx_v).view(r, g_kv, g, c, k).permute(0, 3, 1, 2, 4)  # (R, c, G, g, K)
         out = (out + self_w[..., None] * v_self) / denom[..., None]
-        return out.reshape(r, c, hk) @ layer.w_o.T  # (R, c, D)
+        return out.reshape(r, c, hk) @ layer.w_o_t  # (R, c, D)
 
     def score(self, tokens: torch.Tensor, positions: torch.Tensor, ctx_k: list[torch.Tensor],
               ctx_v: list[torch.Tensor], ctx_bias: torch.Tensor | None) -> torch.Tensor:
@@ -127,17 +149,16 @@ class FusedCandidateScorer:
         None when no row has padding. Returns ``(R, c, A+1)``: action logits then
         the dwell pre-activation (``softplus`` gives seconds).
         """
-        cos, sin = rope_cos_sin(positions[:, None], self.key_size, self.rope_base)  # (R, 1, 1, K)
-        cos = cos.to(self.dtype).view(-1, 1, 1, 1, self.key_size)  # (R, 1, 1, 1, K)
-        sin = sin.to(self.dtype).view(-1, 1, 1, 1, self.key_size)
+        rot = rope_matrices(positions, self.key_size, self.rope_base, self.dtype)  # (R, K, K)
         h = tokens
         for layer, kl, vl in zip(self.layers, ctx_k, ctx_v, strict=True):
             (w0, e0), (w1, e1), (w2, e2), (w3, e3) = layer.norms
             d = w0.shape[0]
-            attn = self._attention(F.rms_norm(h, (d,), w0, e0), layer, cos, sin, kl, vl, ctx_bias)
+            w_qkv = layer.rotated_qkv(rot, self._q_scale)
+            attn = self._attention(F.rms_norm(h, (d,), w0, e0), w_qkv, layer, kl, vl, ctx_bias)
             h = h + F.rms_norm(attn, (d,), w1, e1)
             a, b = F.rms_norm(h, (d,), w2, e2).flatten(0, 1) @ layer.w_in  # (2, R·c, F)
-            ffn = (F.gelu(a).mul_(b) @ layer.w_out.T).view_as(h)  # (R, c, D)
+            ffn = (F.gelu(a).mul_(b) @ layer.w_out_t).view_as(h)  # (R, c, D)
             h = h + F.rms_norm(ffn, (d,), w3, e3)
         w, eps = self.final_norm
         return torch.addmm(self.b_head, F.rms_norm(h, (w.shape[0],), w, eps).flatten(0, 1), self.w_head.T).view(
@@ -169,7 +190,7 @@ class FusedCandidateScorer:
         allowed = torch.cat([allowed.new_ones(b, tn, start), allowed], dim=-1)  # (B, Tn, start+Tn)
         bias = torch.zeros(allowed.shape, dtype=self.dtype, device=tokens.device).masked_fill_(~allowed, float("-inf"))
         bias = bias[:, None, None]  # (B, 1, 1, Tn, start+Tn)
-        scale = 2 * self.multiplier / self.cap if self.cap > 0 else self.multiplier
+        scale = self._q_scale
         h, new_k, new_v = tokens, [], []
         for i, layer in enumerate(self.layers):
             (w0, e0), (w1, e1), (w2, e2), (w3, e3) = layer.norms
@@ -192,10 +213,10 @@ class FusedCandidateScorer:
                 weights = weights.sub_(weights.amax(-1, keepdim=True)).exp_()
             weights = weights / weights.sum(-1, keepdim=True)  # (B, G, g, Tn, start+Tn)
             out = (weights.view(b, g_kv, g * tn, -1) @ values).view(b, g_kv, g, tn, k)  # (B, G, g, Tn, K)
-            attn = out.permute(0, 3, 1, 2, 4).reshape(b, tn, hk) @ layer.w_o.T  # (B, Tn, D)
+            attn = out.permute(0, 3, 1, 2, 4).reshape(b, tn, hk) @ layer.w_o_t  # (B, Tn, D)
             h = h + F.rms_norm(attn, (d,), w1, e1)
             a, bb = F.rms_norm(h, (d,), w2, e2).flatten(0, 1) @ layer.w_in  # (2, B·Tn, F)
-            h = h + F.rms_norm((F.gelu(a).mul_(bb) @ layer.w_out.T).view_as(h), (d,), w3, e3)
+            h = h + F.rms_norm((F.gelu(a).mul_(bb) @ layer.w_out_t).view_as(h), (d,), w3, e3)
         return new_k, new_v
 
     @staticmethod
