@@ -46,6 +46,14 @@ def test_miss_then_hit_equal_full_forward(model, fused):
     assert (s.misses, s.hits, s.hit_tokens) == (1, 1, 14)
 
 
+def test_uncapped_attention_equals_full_forward():
+    """With the soft cap off the fused path subtracts the row max before exp (no bound on logits)."""
+    runner = make_runner(tiny_model(attn_logit_cap=0.0))
+    reqs = [make_request(user=1, n_history=11, n_candidates=9), make_request(user=2, n_history=3, n_candidates=4)]
+    for req, res in zip(reqs, runner.score(reqs), strict=True):
+        assert_close(res, full_forward(runner, req))
+
+
 def test_chunked_equals_unchunked(model):
     req = make_request(n_history=9, n_candidates=37)
     small = make_runner(model, chunk_size=5, rows_per_forward=3).score([req])[0]

@@ -1,10 +1,11 @@
 """Fast context encoding and candidate scoring with the ranker's own weights.
 
 ``PhoenixRanker.encode_context`` / ``score_candidates`` are the readable
-reference; this module computes the same functions with fewer passes over memory, which is what bounds
-a small model on a CPU. It reads the weights of a ``PhoenixRanker`` (fused into
-a few matrices once) and never changes the model. Equal to the reference to
-float tolerance; tests check it against ``PhoenixRanker.forward`` (the oracle).
+reference; this module computes the same functions with fewer passes over
+memory, which is what bounds a small model on a CPU. It reads the weights of a
+``PhoenixRanker`` (fused into a few matrices once) and never changes the model.
+Equal to the reference to float tolerance; tests check it against
+``PhoenixRanker.forward`` (the oracle).
 
 What it exploits, all exact identities of the reference's math:
 

@@ -152,8 +152,10 @@ class RankerRunner:
         if not requests:
             return []
         ctx_batch, history = self._context_batch(requests)
-        contexts = [self._allocate(_token_keys(r.user_id, history, i)) for i, r in enumerate(requests)]
+        contexts: list[_Context] = []
         try:
+            for i, r in enumerate(requests):
+                contexts.append(self._allocate(_token_keys(r.user_id, history, i)))
             kv = self._context_kv(ctx_batch, contexts)
             out = self._score_candidates(requests, kv)
         finally:
