@@ -298,32 +298,23 @@ class RankerRunner:
 
     def _score_rows_of(self, kv: ContextKV, sel: torch.Tensor, cand: CandidateBatch) -> RankerOutput:
         """Candidate rows ``(r, chunk)`` of requests ``sel (r,)`` → logits ``(r, chunk, A)``, dwell ``(r, chunk)``."""
-        single = bool((sel == sel[0]).all())
+        r, c = cand.post_hashes.shape[:2]
+        if bool((sel == sel[0]).all()):  # one user's rows: one long row against its context, not r copies of it
+            sel = sel[:1]
+            cand = CandidateBatch(*(t.reshape(1, r * c, *t.shape[2:]) for t in vars(cand).values()))
         n_max = int(kv.lengths[sel].max()) + 1
-        if single:  # one user: broadcast its context instead of copying it per row
-            i = int(sel[0])
-            n_max = int(kv.lengths[i]) + 1
-            ks = [k[i : i + 1, :, :n_max].expand(len(sel), -1, -1, -1) for k, _ in kv.layers]
-            vs = [v[i : i + 1, :, :n_max].expand(len(sel), -1, -1, -1) for _, v in kv.layers]
-        else:
-            ks = [k[sel, :, :n_max] for k, _ in kv.layers]
-            vs = [v[sel, :, :n_max] for _, v in kv.layers]
-        lengths = kv.lengths[sel]
+        ks = [k[sel, :, :n_max] for k, _ in kv.layers]  # (rows, G, T, K)
+        vs = [v[sel, :, :n_max] for _, v in kv.layers]
+        valid, lengths = kv.valid[sel, :n_max], kv.lengths[sel]
         if self.fast is None:
-            return self.model.score_candidates(
-                ContextKV(list(zip(ks, vs, strict=True)), kv.valid[sel, :n_max], lengths), cand)
-        valid = kv.valid[sel, :n_max]
-        bias = None
-        if not bool(valid.all()):
-            bias = torch.zeros(valid.shape, dtype=self.dtype, device=self.device).masked_fill_(~valid, float("-inf"))
-            bias = bias[:, None, None, :]  # (r, 1, 1, T)
-        if single:  # matmul broadcasting needs real tensors for the batch dims: fold rows into one
-            r, c = cand.post_hashes.shape[:2]
-            tokens = self.fast.candidate_tokens(cand).reshape(1, r * c, -1)
-            out = self._score_rows(tokens, lengths[:1] + 1, [k[:1] for k in ks], [v[:1] for v in vs],
-                                   None if bias is None else bias[:1])
-            return self.fast.split_heads(out.view(r, c, -1))
-        return self.fast.split_heads(self._score_rows(self.fast.candidate_tokens(cand), lengths + 1, ks, vs, bias))
+            out = self.model.score_candidates(ContextKV(list(zip(ks, vs, strict=True)), valid, lengths), cand)
+        else:
+            bias = None  # only rows shorter than the longest context need their padding keys masked
+            if not bool(valid.all()):
+                bias = torch.zeros(valid.shape, dtype=self.dtype, device=self.device).masked_fill_(
+                    ~valid, float("-inf"))[:, None, None, :]  # (rows, 1, 1, T)
+            out = self.fast.split_heads(self._score_rows(self.fast.candidate_tokens(cand), lengths + 1, ks, vs, bias))
+        return RankerOutput(out.logits.reshape(r, c, -1), out.dwell_s.reshape(r, c))
 
 
 def _token_keys(user_id: int, history: tuple[np.ndarray, ...], row: int) -> list[tuple]:
