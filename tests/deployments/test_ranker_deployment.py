@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from msgspec.structs import replace
 
 serve = pytest.importorskip("ray.serve")
 
@@ -53,7 +54,17 @@ def test_local_mode_batches_users_and_matches_the_runner(local_mode_batching):
             assert [getattr(a, f) for f in a.__struct_fields__] == pytest.approx(
                 [getattr(b, f) for f in b.__struct_fields__], abs=2e-5)
 
+    # A bad request batched with good ones fails alone, with its reason; the others are scored.
+    bad = replace(reqs[1], user_id=0)
+
+    async def mixed():
+        return await asyncio.gather(client.rank(reqs[2]), client.rank(bad), return_exceptions=True)
+
+    good_resp, error = asyncio.run(mixed())
+    assert len(good_resp.scores) == len(reqs[2].candidates)
+    assert isinstance(error, Exception) and "user_id must be > 0" in str(error)
+
     # A refresh of the same user is a cache hit; live reconfiguration of batching is accepted.
     asyncio.run(client.rank(reqs[0]))
     handle.reconfigure.remote({"max_batch_size": 2}).result()
-    assert handle.stats.remote().result()["hits"] == 1
+    assert handle.stats.remote().result()["hits"] == 2  # reqs[2] above, reqs[0] here

@@ -61,22 +61,41 @@ class Ranker:
             raise ValueError(f"ranker batching: max_batch_size must be >= 1 and batch_wait_timeout_s >= 0, "
                              f"got {max_batch_size} and {batch_wait_timeout_s}")
         self._batching = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s}
-        self.rank.set_max_batch_size(max_batch_size)
-        self.rank.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._rank_batch.set_max_batch_size(max_batch_size)
+        self._rank_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """``user_config: {max_batch_size, batch_wait_timeout_s}`` (either may be left out)."""
         merged = self._batching | dict(user_config)
         self._apply(int(merged["max_batch_size"]), float(merged["batch_wait_timeout_s"]))
 
+    async def rank(self, req: RankRequest) -> RankResponse:
+        """Score one request; concurrent calls are batched. A bad request fails alone, with its reason."""
+        out = await self._rank_batch(req)
+        if isinstance(out, Exception):
+            raise out
+        return out
+
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
-    async def rank(self, requests: list[RankRequest]) -> list[RankResponse]:
+    async def _rank_batch(self, requests: list[RankRequest]) -> list[RankResponse | ValueError]:
         # Off the event loop, so the replica keeps accepting (and batching) requests meanwhile;
         # serve.batch runs one batch at a time, so the runner is never entered twice.
         self._batches += 1
         self._requests += len(requests)
         self._largest_batch = max(self._largest_batch, len(requests))
-        return await asyncio.to_thread(self._backend.rank, requests)
+        return await asyncio.to_thread(self._rank_isolated, requests)
+
+    def _rank_isolated(self, requests: list[RankRequest]) -> list[RankResponse | ValueError]:
+        """Rank the valid requests together; an invalid one gets its error back instead of failing the
+        batch (serve.batch would hand one exception to every caller of the batch)."""
+        errors: dict[int, ValueError] = {}
+        for i, r in enumerate(requests):
+            try:
+                self._backend.validate(r)
+            except ValueError as exc:
+                errors[i] = exc
+        results = iter(self._backend.rank([r for i, r in enumerate(requests) if i not in errors]))
+        return [errors[i] if i in errors else next(results) for i in range(len(requests))]
 
     def stats(self) -> dict[str, Any]:
         """Batching and cache counters of this replica (batches, requests, hits, misses, evictions, ...)."""

@@ -49,7 +49,7 @@ from xserve.phoenix.kv_cache import (
 from xserve.phoenix.ranker import CandidateBatch, ContextBatch, ContextKV, PhoenixRanker, RankerOutput
 from xserve.schema import ActionScores, RankRequest, RankResponse
 
-__all__ = ["RankerRunner", "RankResult", "resolve_dtype"]
+__all__ = ["RankResult", "RankerRunner", "resolve_dtype", "validate_rank_request"]
 
 
 def resolve_dtype(serving: RankerServingConfig) -> torch.dtype:
@@ -148,7 +148,7 @@ class RankerRunner:
     def score(self, requests: Sequence[RankRequest]) -> list[RankResult]:
         """Like :meth:`rank` but returns arrays (``probs (C, A)``, ``dwell_s (C,)``) per request."""
         for r in requests:
-            self._validate(r)
+            self.validate(r)
         if not requests:
             return []
         ctx_batch, history = self._context_batch(requests)
@@ -166,17 +166,9 @@ class RankerRunner:
 
     # ------------------------------------------------------------------ contexts
 
-    def _validate(self, r: RankRequest) -> None:
-        if len(r.candidates) > self.serving.max_candidates:
-            raise ValueError(f"RankRequest.candidates: {len(r.candidates)} candidates, more than "
-                             f"ranker_serving.max_candidates = {self.serving.max_candidates}")
-        if r.user_id <= 0:
-            raise ValueError(f"RankRequest.user_id must be > 0, got {r.user_id}")
-        for field, items in (("history", r.history), ("candidates", r.candidates)):
-            for it in items:
-                if it.post_id <= 0 or it.author_id < 0:
-                    raise ValueError(f"RankRequest.{field}: post_id must be > 0 and author_id >= 0, "
-                                     f"got post {it.post_id} by {it.author_id}")
+    def validate(self, r: RankRequest) -> None:
+        """Raise ``ValueError`` naming the field and the rule if ``r`` cannot be scored."""
+        validate_rank_request(r, self.serving.max_candidates)
 
     def _context_batch(self, requests: Sequence[RankRequest]) -> tuple[ContextBatch, tuple[np.ndarray, ...]]:
         """The batch's contexts and their history arrays (post, author, action bits, surface), each ``(B, S)``."""
@@ -315,6 +307,20 @@ class RankerRunner:
                     ~valid, float("-inf"))[:, None, None, :]  # (rows, 1, 1, T)
             out = self.fast.split_heads(self._score_rows(self.fast.candidate_tokens(cand), lengths + 1, ks, vs, bias))
         return RankerOutput(out.logits.reshape(r, c, -1), out.dwell_s.reshape(r, c))
+
+
+def validate_rank_request(r: RankRequest, max_candidates: int) -> None:
+    """Raise ``ValueError`` naming the field and the rule if ``r`` cannot be scored (ids are hashed: 0 = padding)."""
+    if len(r.candidates) > max_candidates:
+        raise ValueError(f"RankRequest.candidates: {len(r.candidates)} candidates, more than "
+                         f"ranker_serving.max_candidates = {max_candidates}")
+    if r.user_id <= 0:
+        raise ValueError(f"RankRequest.user_id must be > 0, got {r.user_id}")
+    for field, items in (("history", r.history), ("candidates", r.candidates)):
+        for it in items:
+            if it.post_id <= 0 or it.author_id < 0:
+                raise ValueError(f"RankRequest.{field}: post_id must be > 0 and author_id >= 0, "
+                                 f"got post {it.post_id} by {it.author_id}")
 
 
 def _token_keys(user_id: int, history: tuple[np.ndarray, ...], row: int) -> list[tuple]:

@@ -117,6 +117,7 @@ class VLLMRankerBackend:
             kv_cache_memory_bytes=serving.kv_cache_bytes, enforce_eager=not on_gpu,
             pooler_config={"pooling_type": "LAST", "use_activation": False},
         )
+        self.max_candidates = serving.max_candidates
         self.last_cached_tokens = 0  # prompt tokens vLLM served from its prefix cache in the last call
 
     @classmethod
@@ -126,8 +127,15 @@ class VLLMRankerBackend:
         runner = RankerRunner.from_config(config)  # the same weights and version the native backend would serve
         return cls(runner.model, runner.featurizer, config.ranker_serving, version=runner.version)
 
+    def validate(self, r: RankRequest) -> None:
+        from xserve.phoenix.runner import validate_rank_request
+
+        validate_rank_request(r, self.max_candidates)
+
     @torch.inference_mode()
     def rank(self, requests: Sequence[RankRequest]) -> list[RankResponse]:
+        for r in requests:
+            self.validate(r)
         if not requests:
             return []
         ctx, cand = self.featurizer.from_requests(requests)
