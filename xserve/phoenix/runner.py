@@ -22,9 +22,9 @@ cached blocks stay valid; a history window that slid (oldest entries dropped at
 ``history_len``) shares no prefix and is re-encoded.
 
 With ``fused`` (default) the fast paths of ``fused_scoring.py`` run; otherwise
-the model's own ``encode_context`` / ``score_candidates`` (the readable
-reference; a partial hit then re-encodes the whole context and stores only the
-new blocks). Not thread-safe: a Serve replica runs one batch at a time.
+the model's own ``encode_context`` / ``extend_context`` / ``score_candidates``
+(the readable reference). Not thread-safe: a Serve replica runs one batch at a
+time.
 """
 
 from __future__ import annotations
@@ -233,8 +233,17 @@ class RankerRunner:
         sub = ContextBatch(sub.user_hashes, sub.post_hashes[:, :s], sub.author_hashes[:, :s],
                            sub.actions[:, :s].to(self.dtype), sub.surface[:, :s])
         idx = torch.tensor(rows, device=self.device)
-        if self.fast is None:  # reference: the model's own encode, whole context
-            layers = self.model.encode_context(sub).layers
+        if self.fast is None:  # reference: the model's own encode_context / extend_context
+            if start == 0:
+                layers = self.model.encode_context(sub).layers
+            else:  # history slot j is position j+1: the cached prefix holds slots 0..start-2
+                past = ContextKV(layers=[(dense[l, 0, idx, :, :start], dense[l, 1, idx, :, :start])
+                                         for l in range(self.num_layers)],
+                                 valid=torch.ones(len(rows), start, dtype=torch.bool, device=self.device),
+                                 lengths=torch.full((len(rows),), start - 1, device=self.device))
+                newer = ContextBatch(sub.user_hashes, *(x[:, start - 1 :] for x in (
+                    sub.post_hashes, sub.author_hashes, sub.actions, sub.surface)))
+                layers = self.model.extend_context(past, newer).layers
             for l, (k, v) in enumerate(layers):
                 dense[l, 0, idx, :, start:t] = k[:, :, start:t]
                 dense[l, 1, idx, :, start:t] = v[:, :, start:t]
