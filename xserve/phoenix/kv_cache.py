@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "BlockHash",
+    "BlockPool",
     "CacheFullError",
     "CacheStats",
     "ContextAllocation",
     "KVCacheManager",
-    "BlockPool",
     "block_bytes",
     "hash_block_tokens",
     "num_blocks_for_budget",
@@ -175,7 +175,10 @@ class BlockPool:
         """Forget every cached context; fails if any block is pinned."""
         if any(self.ref_cnt):
             raise RuntimeError("cannot clear the kv cache while contexts are in use")
-        self.__init__(self.num_blocks)  # type: ignore[misc]
+        self.block_hash = [None] * self.num_blocks
+        self.cached.clear()
+        self._free_empty = OrderedDict.fromkeys(range(self.num_blocks))
+        self._free_cached.clear()
 
     def _evict(self, block_id: int) -> None:
         h = self.block_hash[block_id]
