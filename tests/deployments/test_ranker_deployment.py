@@ -1,4 +1,5 @@
-"""The Ranker deployment under Serve's local testing mode: batches concurrent users, same scores as the runner."""
+"""The Ranker deployment, on a real Serve replica and under local testing mode: batches concurrent users, same
+scores as the runner, a bad request fails alone."""
 
 from __future__ import annotations
 
@@ -13,6 +14,41 @@ from tests.phoenix.rank_factories import make_request, tiny_ranker_config  # noq
 from xserve.config import RankerServingConfig, XServeConfig  # noqa: E402
 from xserve.deployments.ranker import Ranker, RankerHandleClient, ranker_options  # noqa: E402
 from xserve.phoenix.runner import RankerRunner  # noqa: E402
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# This test must run before the local-mode one: calling a @serve.batch method in-process leaves a live
+# batch queue (asyncio objects) in the class's batch wrapper, and the class then no longer pickles
+# for a real replica ("cannot pickle '_asyncio.Future' object"). Production never calls it in-process.
+@pytest.mark.ray
+def test_on_the_cluster_concurrent_users_batch_and_match_the_runner(ray_cluster):
+    """The same on a real Serve replica: the config crosses to the replica, batches form, scores match."""
+    cfg = XServeConfig(
+        phoenix=tiny_ranker_config(),
+        ranker_serving=RankerServingConfig(block_size=4, chunk_size=8, kv_cache_bytes=1 << 20, max_batch_size=8,
+                                           batch_wait_timeout_s=0.1, max_ongoing_requests=16, num_cpus=0.5),
+    )
+    serve.start(http_options={"port": _free_port()})
+    handle = serve.run(Ranker.options(**ranker_options(cfg)).bind(cfg), name="ranker-cluster-test",
+                       route_prefix=None)
+    try:
+        reqs = [make_request(user=u, n_history=2 * u, n_candidates=4 + u, seed=u) for u in range(1, 7)]
+        served = [r.result() for r in [handle.rank.remote(q) for q in reqs]]
+        expected = RankerRunner.from_config(cfg).rank(reqs)
+        for got, want in zip(served, expected, strict=True):
+            assert [s.favorite for s in got.scores] == pytest.approx([s.favorite for s in want.scores], abs=2e-5)
+            assert [s.dwell_time for s in got.scores] == pytest.approx([s.dwell_time for s in want.scores], abs=2e-5)
+        stats = handle.stats.remote().result()
+        assert stats["requests"] == 6 and stats["largest_batch"] >= 2, stats
+    finally:
+        serve.delete("ranker-cluster-test")
 
 
 @pytest.fixture
