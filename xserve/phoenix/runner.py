@@ -29,7 +29,6 @@ time.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 
 from xserve.config import RankerServingConfig, XServeConfig
-from xserve.phoenix.features import Featurizer, action_bits, age_buckets
+from xserve.phoenix.features import Featurizer, age_buckets
 from xserve.phoenix.fused_scoring import FusedCandidateScorer
 from xserve.phoenix.kv_cache import (
     CacheFullError,
