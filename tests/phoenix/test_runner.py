@@ -1,0 +1,158 @@
+"""RankerRunner oracles: cached == full forward, chunked == unchunked, batched == alone, permutation,
+prefix reuse == fresh encode, cache full degrades, budget, schema mapping. Needs the phoenix ranker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from msgspec.structs import replace
+
+from tests.phoenix.rank_factories import history, make_request, make_runner, tiny_model
+from xserve.phoenix.runner import _token_keys
+from xserve.schema import ACTIONS, ActionScores, RankRequest
+
+ATOL = 2e-5  # float32 probabilities; the two paths order their sums differently
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+def full_forward(runner, req: RankRequest) -> tuple[np.ndarray, np.ndarray]:
+    """The oracle: the model's forward over [user | history | candidates] with the isolation mask."""
+    ctx, cand = runner.featurizer.from_requests([req])
+    with torch.inference_mode():
+        out = runner.model(ctx, cand)
+    return torch.sigmoid(out.logits[0]).numpy(), out.dwell_s[0].numpy()
+
+
+def assert_close(res, expected):
+    np.testing.assert_allclose(res.probs, expected[0], atol=ATOL, rtol=0)
+    np.testing.assert_allclose(res.dwell_s, expected[1], atol=ATOL, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_miss_then_hit_equal_full_forward(model, fused):
+    runner = make_runner(model, fused=fused)
+    req = make_request(n_history=13, n_candidates=21)
+    expected = full_forward(runner, req)
+    (miss,) = runner.score([req])
+    (hit,) = runner.score([req])
+    assert_close(miss, expected)
+    assert_close(hit, expected)
+    s = runner.cache.stats
+    assert (s.misses, s.hits, s.hit_tokens) == (1, 1, 14)
+
+
+def test_uncapped_attention_equals_full_forward():
+    """With the soft cap off the fused path subtracts the row max before exp (no bound on logits)."""
+    runner = make_runner(tiny_model(attn_logit_cap=0.0))
+    reqs = [make_request(user=1, n_history=11, n_candidates=9), make_request(user=2, n_history=3, n_candidates=4)]
+    for req, res in zip(reqs, runner.score(reqs), strict=True):
+        assert_close(res, full_forward(runner, req))
+
+
+def test_chunked_equals_unchunked(model):
+    req = make_request(n_history=9, n_candidates=37)
+    small = make_runner(model, chunk_size=5, rows_per_forward=3).score([req])[0]
+    whole = make_runner(model, chunk_size=64, rows_per_forward=1).score([req])[0]
+    np.testing.assert_allclose(small.probs, whole.probs, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(small.dwell_s, whole.dwell_s, atol=ATOL, rtol=0)
+
+
+def test_batched_users_equal_each_alone(model):
+    reqs = [make_request(user=u, n_history=h, n_candidates=c, seed=u)
+            for u, h, c in [(1, 0, 3), (2, 17, 30), (3, 5, 1), (4, 9, 0), (5, 40, 12)]]
+    runner = make_runner(model)
+    runner.score([reqs[1]])  # one of them already cached: hits and misses in the same batch
+    together = runner.score(reqs)
+    for req, res in zip(reqs, together, strict=True):
+        alone = make_runner(model).score([req])[0]
+        assert res.probs.shape == (len(req.candidates), len(ACTIONS))
+        np.testing.assert_allclose(res.probs, alone.probs, atol=ATOL, rtol=0)
+        np.testing.assert_allclose(res.dwell_s, alone.dwell_s, atol=ATOL, rtol=0)
+        if req.candidates:
+            assert_close(res, full_forward(runner, req))
+
+
+def test_permuting_candidates_permutes_scores(model):
+    req = make_request(n_history=8, n_candidates=25)
+    perm = np.random.default_rng(0).permutation(25)
+    shuffled = replace(req, candidates=tuple(req.candidates[i] for i in perm))
+    runner = make_runner(model)
+    a, b = runner.score([req])[0], runner.score([shuffled])[0]
+    np.testing.assert_allclose(b.probs, a.probs[perm], atol=ATOL, rtol=0)
+    np.testing.assert_allclose(b.dwell_s, a.dwell_s[perm], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_prefix_reuse_equals_fresh_encode(model, fused):
+    hist = history(22, seed=3)
+    runner = make_runner(model, fused=fused)
+    runner.score([make_request(hist=hist[:14])])  # 15 tokens: 3 full blocks of 4 + a partial one
+    grown = make_request(hist=hist)
+    res = runner.score([grown])[0]
+    s = runner.cache.stats
+    assert s.partial_hits == 1 and s.hit_tokens == 12 and s.computed_tokens == 15 + 11
+    fresh_runner = make_runner(model, fused=fused)
+    fresh = fresh_runner.score([grown])[0]
+    np.testing.assert_allclose(res.probs, fresh.probs, atol=ATOL, rtol=0)
+    assert_close(res, full_forward(runner, grown))
+    # The stored blocks themselves equal a fresh encode's.
+    ids_a = _block_ids(runner, grown)
+    ids_b = _block_ids(fresh_runner, grown)
+    torch.testing.assert_close(runner.pool[ids_a], fresh_runner.pool[ids_b], atol=2e-5, rtol=1e-4)
+
+
+def _block_ids(runner, req):
+    hist = runner.featurizer.history_arrays([req.history])
+    hashes = runner.cache.block_hashes(_token_keys(req.user_id, hist, 0))
+    ids = [runner.cache.pool.lookup(h) for h in hashes]
+    assert None not in ids
+    return torch.tensor(ids)
+
+
+def test_cache_full_degrades_to_uncached_and_budget_holds(model):
+    one_block = 2 * 2 * 2 * 4 * 8 * 4  # layers · (k, v) · kv heads · block · key size · fp32
+    runner = make_runner(model, kv_cache_bytes=3 * one_block + 5)
+    assert runner.pool.numel() * runner.pool.element_size() <= 3 * one_block + 5
+    assert runner.cache.pool.num_blocks == 3
+    req = make_request(n_history=20, n_candidates=9)  # 21 tokens: 6 blocks, more than the pool
+    res = runner.score([req])[0]
+    assert_close(res, full_forward(runner, req))
+    assert runner.cache.stats.queries == 0 and runner.cache.pool.num_free == 3
+
+
+def test_rank_maps_to_action_scores(model):
+    runner = make_runner(model)
+    req = make_request(n_history=4, n_candidates=3)
+    (resp,) = runner.rank([req])
+    res = runner.score([req])[0]
+    assert resp.model_version == "test" and len(resp.scores) == 3
+    s = resp.scores[1]
+    assert isinstance(s, ActionScores)
+    assert [s.get(a) for a in ACTIONS] == pytest.approx(res.probs[1].tolist(), abs=1e-6)
+    assert s.dwell_time == pytest.approx(float(res.dwell_s[1]), abs=1e-6)
+    assert runner.rank([]) == []
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (dict(user_id=0), "user_id must be > 0"),
+        (dict(candidates=make_request(n_candidates=30).candidates), "max_candidates"),
+    ],
+)
+def test_bad_requests_name_the_field(model, change, needle):
+    runner = make_runner(model, max_candidates=25)
+    with pytest.raises(ValueError, match=needle):
+        runner.score([replace(make_request(), **change)])
+
+
+def test_zero_post_id_is_rejected(model):
+    req = make_request(n_history=2)
+    bad = replace(req.history[0], post_id=0)
+    with pytest.raises(ValueError, match="RankRequest.history: post_id must be > 0"):
+        make_runner(model).score([replace(req, history=(bad,) + req.history[1:])])

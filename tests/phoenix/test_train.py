@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+
+from tests.phoenix.factories import engagement_table, random_batch, tiny_config
+from xserve.phoenix.evaluate import evaluate
+from xserve.phoenix.train import RANKER_FILE, TOWERS_FILE, deterministic, load_ranker, load_towers, prepare, train, train_ranker
+from xserve.schema import ACTIONS
+
+CONFIG = tiny_config(epochs=4, embedding_learning_rate=0.05)
+
+
+@pytest.fixture(scope="module")
+def log():
+    return engagement_table()
+
+
+@pytest.fixture(scope="module")
+def trained(log, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models")
+    return train(*log, CONFIG, out_dir=out), out
+
+
+def test_training_lowers_both_losses(trained):
+    m = trained[0].metrics
+    assert m["ranker"]["train_bce_last"] < m["ranker"]["train_bce_first"] - 0.05
+    assert m["towers"]["train_loss_last"] < m["towers"]["train_loss_first"] - 0.5
+    assert np.isfinite(m["ranker"]["val_bce"])
+
+
+def test_checkpoints_round_trip(trained):
+    result, out = trained
+    ranker, towers = load_ranker(out / RANKER_FILE), load_towers(out / TOWERS_FILE)
+    assert ranker.version.startswith("ranker-") and towers.version.startswith("towers-")
+    assert ranker.metrics["steps"] > 0 and ranker.config == CONFIG.phoenix
+    assert ranker.hasher.constants == result.data.hasher.constants
+    ctx, cand = random_batch(b=2, s=5, c=3, seed=4, dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.equal(ranker.model(ctx, cand).logits, result.ranker(ctx, cand).logits)
+        assert torch.equal(towers.model.user_embeddings(ctx), result.towers.user_embeddings(ctx))
+    with pytest.raises(FileNotFoundError, match="xserve train"):
+        load_ranker(out / "nope.pt")
+    with pytest.raises(ValueError, match="ranker checkpoint"):
+        load_ranker(out / TOWERS_FILE)
+
+
+def test_evaluation_has_the_stable_shape_and_beats_the_baselines(trained):
+    result, _ = trained
+    ev = evaluate(result.data, result.ranker, result.towers, seed=0)
+    assert set(ev) == {"ranker", "retrieval", "next_engagement", "baselines"}
+    assert set(ev["baselines"]) == {"popularity", "random"}
+    for section in (ev, ev["baselines"]["popularity"], ev["baselines"]["random"]):
+        assert set(section["ranker"]) == {"auc", "rce"}
+        assert set(section["ranker"]["auc"]) == {"favorite", "click", "not_interested"}  # only actions in the data
+        assert set(section["retrieval"]) == {"recall@10", "recall@100", "recall@1000"}
+        assert set(section["next_engagement"]) == {"hr@10", "ndcg@10"}
+    assert set(ev["ranker"]["auc"]) <= {a.value for a in ACTIONS}
+    assert ev["ranker"]["auc"]["favorite"] > max(0.7, ev["baselines"]["popularity"]["ranker"]["auc"]["favorite"])
+    assert ev["retrieval"]["recall@10"] > ev["baselines"]["random"]["retrieval"]["recall@10"]
+    assert ev == evaluate(result.data, result.ranker, result.towers, seed=0)  # seeded
+
+
+def test_training_is_deterministic_under_a_seed(log):
+    config = tiny_config(epochs=1, ranker_examples_per_epoch=96)
+    states = []
+    for _ in range(2):
+        with deterministic(config.train.seed, 1) as rng:
+            model, _ = train_ranker(prepare(*log, config), rng)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    with deterministic(config.train.seed + 1, 1) as rng:
+        other, _ = train_ranker(prepare(*log, config), rng)
+    assert not torch.equal(other.state_dict()["action_head.weight"], states[0]["action_head.weight"])

@@ -1,0 +1,118 @@
+"""``Ranker``: the Serve deployment that scores candidates (a thin shell over ``RankerRunner``).
+
+Concurrent ``rank`` calls from different users are collected by
+``@serve.batch`` and scored in one runner call: their contexts are encoded in
+one forward (cache misses only) and their candidate chunks share forwards.
+Batches form only while requests overlap, so ``max_ongoing_requests`` must
+exceed ``max_batch_size``. The runner keeps each user's context keys/values in
+its paged cache, so a user's next page or refresh skips the context. Batch
+size and wait are live-tunable through ``user_config`` (``reconfigure``).
+
+CPU by default; with ``ranker_serving.device = "cuda"`` (and ``num_gpus``) the
+same code runs in bfloat16 on a GPU. ``ranker_serving.backend = "vllm"`` serves
+through the optional vLLM adapter instead (``xserve.phoenix.vllm_backend``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ray import serve
+
+from xserve.config import XServeConfig
+from xserve.schema import RankRequest, RankResponse
+
+__all__ = ["Ranker", "RankerHandleClient", "make_ranker_backend", "ranker_options"]
+
+
+def make_ranker_backend(config: XServeConfig) -> Any:
+    """The object whose ``rank(list[RankRequest]) -> list[RankResponse]`` does the work."""
+    if config.ranker_serving.backend == "vllm":
+        from xserve.phoenix.vllm_backend import VLLMRankerBackend
+
+        return VLLMRankerBackend.from_config(config)
+    from xserve.phoenix.runner import RankerRunner
+
+    return RankerRunner.from_config(config)
+
+
+def ranker_options(config: XServeConfig) -> dict[str, Any]:
+    """``Ranker.options(**ranker_options(cfg))``: replicas, concurrency and resources from the config."""
+    s = config.ranker_serving
+    return {
+        "num_replicas": s.num_replicas,
+        "max_ongoing_requests": s.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": s.num_cpus, "num_gpus": s.num_gpus},
+    }
+
+
+@serve.deployment(name="Ranker")
+class Ranker:
+    def __init__(self, config: XServeConfig) -> None:
+        self._backend = make_ranker_backend(config)
+        self._batches = 0  # batches run by this replica
+        self._requests = 0  # requests in them (mean batch size = requests / batches)
+        self._largest_batch = 0
+        self._apply(config.ranker_serving.max_batch_size, config.ranker_serving.batch_wait_timeout_s)
+
+    def _apply(self, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+        if max_batch_size < 1 or batch_wait_timeout_s < 0:
+            raise ValueError(f"ranker batching: max_batch_size must be >= 1 and batch_wait_timeout_s >= 0, "
+                             f"got {max_batch_size} and {batch_wait_timeout_s}")
+        self._batching = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s}
+        self._rank_batch.set_max_batch_size(max_batch_size)
+        self._rank_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """``user_config: {max_batch_size, batch_wait_timeout_s}`` (either may be left out)."""
+        merged = self._batching | dict(user_config)
+        self._apply(int(merged["max_batch_size"]), float(merged["batch_wait_timeout_s"]))
+
+    async def rank(self, req: RankRequest) -> RankResponse:
+        """Score one request; concurrent calls are batched. A bad request fails alone, with its reason."""
+        out = await self._rank_batch(req)
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
+    async def _rank_batch(self, requests: list[RankRequest]) -> list[RankResponse | ValueError]:
+        # Off the event loop, so the replica keeps accepting (and batching) requests meanwhile;
+        # serve.batch runs one batch at a time, so the runner is never entered twice.
+        self._batches += 1
+        self._requests += len(requests)
+        self._largest_batch = max(self._largest_batch, len(requests))
+        return await asyncio.to_thread(self._rank_isolated, requests)
+
+    def _rank_isolated(self, requests: list[RankRequest]) -> list[RankResponse | ValueError]:
+        """Rank the valid requests together; an invalid one gets its error back instead of failing the
+        batch (serve.batch would hand one exception to every caller of the batch)."""
+        errors: dict[int, ValueError] = {}
+        for i, r in enumerate(requests):
+            try:
+                self._backend.validate(r)
+            except ValueError as exc:
+                errors[i] = exc
+        results = iter(self._backend.rank([r for i, r in enumerate(requests) if i not in errors]))
+        return [errors[i] if i in errors else next(results) for i in range(len(requests))]
+
+    def stats(self) -> dict[str, Any]:
+        """Batching and cache counters of this replica (batches, requests, hits, misses, evictions, ...)."""
+        out: dict[str, Any] = {"batches": self._batches, "requests": self._requests,
+                               "largest_batch": self._largest_batch}
+        cache = getattr(self._backend, "cache", None)
+        if cache is not None:
+            s = cache.stats
+            out |= {name: getattr(s, name) for name in s.__slots__} | {"hit_rate": s.hit_rate}
+        return out
+
+
+class RankerHandleClient:
+    """Satisfies the mixer's ``RankerClient`` protocol through a Serve handle to ``Ranker``."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    async def rank(self, req: RankRequest) -> RankResponse:
+        return await self._handle.rank.remote(req)
