@@ -6,9 +6,9 @@ http://127.0.0.1:8000 with the data directory ``$XSERVE_DATA_DIR`` (default
 it holds no world it seeds the demo world (``serving.demo_world``) and trains
 the small models, with progress bars; when it does, this takes no time.
 
-This is the only module that calls ``.bind()``. Deployment options
-(replicas, autoscaling, queue limits) are Serve's defaults here and are set
-per deployment in ``serve_config.yaml`` for production.
+This is the only module that calls ``.bind()``. Here each deployment gets one
+replica with CPU reservations that fit a 2-CPU machine; replicas,
+autoscaling and queue limits for production are in ``serve_config.yaml``.
 """
 
 from __future__ import annotations
@@ -53,16 +53,20 @@ def prepare_data_dir(config: XServeConfig, progress: bool = True) -> dict[str, A
             seed_data_dir(dd, config.serving.demo_world, config.train.seed, progress=progress)
             done["seed_s"] = round(time.perf_counter() - started, 1)
         done.update(_ensure_models(config, dd, progress))
+    world_now = dd.meta().get("world", {}).get("now_ms")
+    if world_now is not None and time.time_ns() // 1_000_000 - world_now > config.mixer.max_post_age_ms:
+        _say(f"the demo world in {path} is older than mixer.max_post_age_ms: its posts are too old to be candidates; "
+             "`xserve seed --force` makes a fresh one")
     return done
 
 
 def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, Any]:
     """Train the ranker and towers, index the posts for retrieval and fill Thunder's log, unless done."""
+    from xserve.phoenix.train import RANKER_FILE, TOWERS_FILE, train
+
     done: dict[str, Any] = {}
     models = _models_dir(config)
-    if not (models / _RANKER).exists() or not (models / _TOWERS).exists():
-        from xserve.phoenix.train import train
-
+    if not (models / RANKER_FILE).exists() or not (models / TOWERS_FILE).exists():
         _say(f"training the ranker and the retrieval towers on {dd.count('engagements'):,} engagements (first run only)")
         started = time.perf_counter()
         n = config.serving.bootstrap_train_examples  # a quick first model; `xserve train` trains longer
@@ -94,21 +98,20 @@ def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, A
     return done
 
 
-_RANKER, _TOWERS = "ranker.pt", "towers.pt"
-
-
 def _models_dir(config: XServeConfig) -> Path:
-    return Path(config.storage.data_dir) / "models"
+    return Path(config.storage.data_dir) / "models"  # where `xserve train` writes too
 
 
 def with_models(config: XServeConfig) -> XServeConfig:
     """``config`` serving the data directory's trained models where it names none."""
+    from xserve.phoenix.train import RANKER_FILE, TOWERS_FILE
+
     models = _models_dir(config)
     changes: dict[str, Any] = {}
-    if not config.ranker_serving.checkpoint and (models / _RANKER).exists():
-        changes["ranker_serving"] = {"checkpoint": str(models / _RANKER)}
-    if not config.retrieval.towers_checkpoint and (models / _TOWERS).exists():
-        changes["retrieval"] = {"towers_checkpoint": str(models / _TOWERS)}
+    if not config.ranker_serving.checkpoint and (models / RANKER_FILE).exists():
+        changes["ranker_serving"] = {"checkpoint": str(models / RANKER_FILE)}
+    if not config.retrieval.towers_checkpoint and (models / TOWERS_FILE).exists():
+        changes["retrieval"] = {"towers_checkpoint": str(models / TOWERS_FILE)}
     return merge_config(config, changes)
 
 
