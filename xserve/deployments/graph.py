@@ -86,7 +86,7 @@ class ServiceGraph:
         self._retrieval_handle = retrieval
         self.ranker = RankerHandleClient(ranker)
         self._ranker_handle = ranker
-        self.sinks = [_ThunderSink(self.thunder), self]  # post writes go to Thunder and to retrieval (below)
+        self.sinks = [_ThunderSink(self.thunder), _RetrievalSink(retrieval)]  # every post write goes to both
         self._metrics = RayMetricsSink()
         self._trim_interval_s = config.thunder.trim_interval_s
         self._maintenance: asyncio.Task[None] | None = None
@@ -102,13 +102,6 @@ class ServiceGraph:
         pipeline = self.pipeline  # a reconfigure mid-request does not change this request's pipeline
         result = await pipeline.execute(ForYouQuery.from_request(req, request_id, now_ms))
         return feed_response(result)
-
-    # retrieval as a post sink (its deployment embeds and upserts new posts)
-    async def posts_created(self, posts: Any) -> Any:
-        return await self._retrieval_handle.posts_created.remote(list(posts))
-
-    async def posts_deleted(self, posts: Any, now_ms: int) -> Any:
-        return await self._retrieval_handle.posts_deleted.remote([p.post_id for p in posts], now_ms)
 
     async def health(self) -> dict[str, str]:
         """``"ok"`` or the error, per part; bounded by a 5 s timeout."""
@@ -154,6 +147,19 @@ class ServiceGraph:
 
 async def _awaitable(aw: Any) -> Any:
     return await aw
+
+
+class _RetrievalSink:
+    """Retrieval as a post sink: its deployment embeds new posts (batched) and hides deleted ones at once."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    async def posts_created(self, posts: Any) -> None:
+        await self._handle.posts_created.remote(list(posts))
+
+    async def posts_deleted(self, posts: Any, now_ms: int) -> None:
+        await self._handle.posts_deleted.remote([p.post_id for p in posts], now_ms)
 
 
 class _ThunderSink:
