@@ -1,4 +1,4 @@
-"""``FeedAPI``: what every HTTP endpoint does, without HTTP or Ray (the ingress is a thin shell over it).
+"""``FeedAPI``: what every HTTP endpoint does, apart from HTTP itself (the ingress is a thin shell over it).
 
 Each method takes decoded path values and the raw body, validates at the
 edge, and either raises :class:`ApiError` (status + one-line reason, nothing
@@ -21,7 +21,6 @@ import msgspec
 
 from xserve.actors.hydration import PostDataClient, close_request_cache, request_cache
 from xserve.actors.users import UserShardsClient, WriteRefused, clear_prefetched, prefetched_user
-from xserve.config import ServingConfig
 from xserve.schema import (
     EdgeKind,
     EdgeSet,
@@ -74,21 +73,15 @@ class PostSink(Protocol):
     async def posts_deleted(self, posts: Sequence[Post], now_ms: int) -> Any: ...
 
 
-def _decoder(type_: Any) -> msgspec.json.Decoder:
-    return msgspec.json.Decoder(type_)
-
-
-_DECODERS: dict[Any, msgspec.json.Decoder] = {
-    t: _decoder(t) for t in (FeedRequest, NewPost, UserBody, MutedKeywordsBody, LabelsBody)
+_DECODERS: dict[Any, msgspec.json.Decoder] = {  # built once
+    t: msgspec.json.Decoder(t) for t in (FeedRequest, NewPost, UserBody, MutedKeywordsBody, LabelsBody, EngagementsBody)
 }
-_ENGAGEMENTS = _decoder(EngagementsBody)
 
 
 def decode(type_: Any, body: bytes) -> Any:
     """Decode a request body; raises ``ApiError`` 400 (not JSON) or 422 (wrong shape) with msgspec's reason."""
-    decoder = _ENGAGEMENTS if type_ is EngagementsBody else _DECODERS[type_]
     try:
-        return decoder.decode(body)
+        return _DECODERS[type_].decode(body)
     except msgspec.ValidationError as exc:
         raise ApiError(422, str(exc)) from None
     except msgspec.DecodeError as exc:
@@ -106,7 +99,6 @@ class FeedAPI:
 
     def __init__(
         self,
-        serving: ServingConfig,
         users: UserShardsClient,
         posts: PostDataClient,
         sinks: Sequence[PostSink],
@@ -114,7 +106,6 @@ class FeedAPI:
         now_ms: Callable[[], int],
         rng: random.Random | None = None,
     ) -> None:
-        self._serving = serving
         self._users = users
         self._posts = posts
         self._sinks = list(sinks)

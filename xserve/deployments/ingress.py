@@ -97,7 +97,6 @@ class FeedIngress:
         self._config = self._base
         self._graph = ServiceGraph(self._base, retrieval, ranker)
         self._api = FeedAPI(
-            self._base.serving,
             self._graph.users,
             self._graph.posts,
             self._graph.sinks,
