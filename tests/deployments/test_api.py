@@ -14,7 +14,8 @@ from xserve.schema import Engagement, EngagementsBody, FeedRequest, NewPost, Pos
         (b'{"viewer_id": 1, "limit": -3}', 422, "$.limit"),
         (b'{"viewer_id": 1, "colour": 1}', 422, "colour"),
         (b'{"viewer_id": 0}', 422, "$.viewer_id"),
-        (b"[1, 2", 400, "JSON"),
+        (b"{not json", 400, "JSON"),
+        (b"[1, 2]", 422, "object"),
     ],
 )
 def test_decode_errors_name_the_field(body, status, needle):
