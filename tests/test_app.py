@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-import xserve
-from xserve.config import XServeConfig, load_config, merge_config
+from xserve.config import XServeConfig, merge_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,43 +26,53 @@ def test_importing_xserve_app_builds_nothing():
     assert "app" not in vars(module) or module.app is not None  # built lazily, on first access only
 
 
-def test_serve_run_xserve_app_resolves_to_the_application(monkeypatch, tmp_path):
+# Built in a fresh interpreter, as `serve run` / `serve build` do: a process that already ran a
+# deployment in local testing mode (other tests) holds @serve.batch state that cannot be pickled.
+_BUILD = r"""
+import json, sys
+import xserve, xserve.app as module
+from ray._common.utils import import_attr
+from ray.serve import Application
+from ray.serve._private.build_app import build_app as serve_build
+
+prepared = []
+module.prepare_data_dir = lambda config: prepared.append(config.storage.data_dir)
+delattr(xserve, "app")  # as in the serve CLI's process, where nothing imported xserve.app yet
+app = import_attr("xserve.app")
+print(json.dumps({
+    "serve_run_type": type(app).__name__,
+    "is_application": isinstance(app, Application),
+    "colon_is_application": isinstance(import_attr("xserve.app:app"), Application),
+    "prepared": prepared,
+    "deployments": sorted(d.name for d in serve_build(app, name="default").deployments),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    _needs_ranker()
+    data_dir = tmp_path_factory.mktemp("built")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XSERVE_DATA_DIR": str(data_dir)}
+    out = subprocess.run([sys.executable, "-c", _BUILD], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "data_dir": str(data_dir)}
+
+
+def test_serve_run_xserve_app_resolves_to_the_application(built):
     """``serve run xserve.app`` imports ``xserve`` and reads its attribute ``app`` (Ray splits at the last dot)."""
-    _needs_ranker()
-    from ray._common.utils import import_attr
-    from ray.serve import Application
-
-    import xserve.app as module
-
-    prepared = []
-    monkeypatch.setenv("XSERVE_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(module, "prepare_data_dir", lambda config: prepared.append(config))
-    monkeypatch.delattr(xserve, "app", raising=False)
-    monkeypatch.delitem(vars(module), "app", raising=False)
-    app = import_attr("xserve.app")
-    assert isinstance(app, Application)
-    assert [c.storage.data_dir for c in prepared] == [str(tmp_path)]
-    assert isinstance(import_attr("xserve.app:app"), Application)
+    assert built["is_application"] and built["colon_is_application"], built["serve_run_type"]
+    assert built["prepared"] == [built["data_dir"]]  # the first access prepared $XSERVE_DATA_DIR once
 
 
-def _deployment_names(app) -> list[str]:
-    from ray.serve._private.build_app import build_app as serve_build
-
-    return sorted(d.name for d in serve_build(app, name="default").deployments)
-
-
-def test_serve_config_matches_the_application():
-    _needs_ranker()
+def test_serve_config_matches_the_application(built):
     from ray.serve.schema import ServeDeploySchema
-
-    from xserve.app import build_app
 
     doc = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(doc)
     (app_schema,) = schema.applications
     assert app_schema.import_path == "xserve.app:app"
-    names = sorted(d.name for d in app_schema.deployments)
-    assert names == _deployment_names(build_app(load_config(environ={}), prepare=False))
+    assert sorted(d.name for d in app_schema.deployments) == built["deployments"]
     ingress = next(d for d in app_schema.deployments if d.name == "FeedIngress")
     for d in app_schema.deployments:
         auto = d.autoscaling_config
@@ -96,9 +107,6 @@ def test_cluster_yaml_is_a_valid_cluster_launcher_file():
 
 
 def test_xserve_serve_rejects_a_bad_port():
-    import subprocess
-    import sys
-
     out = subprocess.run([sys.executable, "-m", "xserve", "serve", "--port", "70000"], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 2 and out.stderr.strip() == "xserve: error: --port must be in 1..65535, got 70000"
