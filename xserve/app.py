@@ -186,10 +186,14 @@ def build_app(
 
 def serve_forever(config: XServeConfig) -> None:
     """``xserve serve``: start a local Ray, serve the app on ``serving.host:port`` until interrupted."""
+    import warnings
+
     import ray
     from ray import serve
 
-    ray.init(include_dashboard=False, logging_level="WARNING", configure_logging=False)
+    # starting Ray forks after prepare_data_dir used LanceDB here; this process does no LanceDB work meanwhile
+    warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
+    ray.init(namespace="xserve", include_dashboard=False, logging_level="WARNING", configure_logging=False)
     quiet = {"log_level": "WARNING", "enable_access_log": False}  # logs quiet by default; Ray's log files keep the rest
     try:
         serve.start(http_options={"host": config.serving.host, "port": config.serving.port}, logging_config=quiet)
