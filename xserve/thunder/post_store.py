@@ -29,11 +29,11 @@ answers do not depend on when the trim timer last ran; ties in
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from itertools import islice
-from operator import attrgetter
+from operator import attrgetter, is_, itemgetter, neg
 
 import numpy as np
 
@@ -50,7 +50,7 @@ from xserve.schema import (
 )
 from xserve.thunder.sharding import shard_for
 
-__all__ = ["PostStore", "light_post", "kth_newest_time", "merge_newest_first"]
+__all__ = ["PostStore", "light_post", "merge_newest_first"]
 
 _CREATED = attrgetter("created_at_ms")
 _POST_ID = attrgetter("post_id")
@@ -85,17 +85,15 @@ def _is_reply(p: LightPost) -> bool:
     return p.in_reply_to_post_id is not None or p.in_reply_to_user_id is not None
 
 
-def kth_newest_time(posts: list[LightPost], k: int) -> int | None:
-    """``created_at_ms`` of the ``k``-th newest of ``posts`` (``None`` when there are at most ``k``)."""
-    n = len(posts)
-    if n <= k:
-        return None
-    keys = np.fromiter(map(_CREATED, posts), dtype=np.int64, count=n)
-    return int(np.partition(keys, n - k)[n - k])
-
-
 def merge_newest_first(posts: list[LightPost], max_results: int) -> list[LightPost]:
-    """``posts`` newest first (ties: larger post id first), at most ``max_results`` of them.
+    """``posts`` newest first (ties: larger post id first), at most ``max_results`` of them."""
+    if len(posts) <= 1:
+        return posts[:max_results]
+    return _merge_by_time(list(map(_CREATED, posts)), posts, max_results)
+
+
+def _merge_by_time(times: list[int], posts: list[LightPost], max_results: int) -> list[LightPost]:
+    """:func:`merge_newest_first` given ``times[i] == posts[i].created_at_ms``.
 
     Sorts keys in numpy and gathers the posts once (no Python-level comparison
     of posts, no per-post tuples): pre-selects the newest ``max_results`` when
@@ -105,17 +103,18 @@ def merge_newest_first(posts: list[LightPost], max_results: int) -> list[LightPo
     n = len(posts)
     if n <= 1:
         return posts[:max_results]
-    keys = np.fromiter(map(_CREATED, posts), dtype=np.int64, count=n)
+    keys = np.array(times, dtype=np.int64)
+    np.negative(keys, out=keys)  # ascending keys = newest first
     if n > 2 * max_results:
-        floor = np.partition(keys, n - max_results)[n - max_results]
-        keep = np.flatnonzero(keys >= floor)
+        floor = np.partition(keys, max_results - 1)[max_results - 1]
+        keep = np.flatnonzero(keys <= floor)
         posts = list(map(posts.__getitem__, keep.tolist()))
         keys = keys[keep]
-    order = np.argsort(-keys, kind="stable")
+    order = np.argsort(keys, kind="stable")
     ranked = keys[order[: max_results + 1]]
     if (ranked[1:] == ranked[:-1]).any():  # a tie among the kept posts or at the boundary
         ids = np.fromiter(map(_POST_ID, posts), dtype=np.int64, count=len(posts))
-        order = np.lexsort((-ids, -keys))
+        order = np.lexsort((-ids, keys))
     return list(map(posts.__getitem__, order[:max_results].tolist()))
 
 
@@ -128,6 +127,53 @@ def _scan_window(d: deque[LightPost], scan: int, exclude: frozenset[int], cutoff
         if p.post_id not in exclude:
             n += 1
             yield p
+
+
+class _Run:
+    """One author's precomputed query answer, valid until that author's deques change.
+
+    Built from the deques with everything a query cannot change fixed: no
+    exclusions, no age limit, a viewer who follows nobody and whose posts
+    nobody reposted. ``times``/``posts`` are the posts that pass then (the
+    author's originals and replies + reposts, or videos), newest first.
+    A query takes them as they are (or the prefix young enough, by bisect)
+    after checking that its own parameters cannot change them:
+
+    * ``scanned``: how many newest posts of each deque the answer depends on
+      (the scan up to the cap-th kept post); none of them may be excluded;
+    * ``repost_users``: users the kept reposts repost: the viewer must not be one;
+    * ``cond_users``: addressees of replies kept only for a viewer following
+      them (reply rule (b)): the viewer must follow none of them;
+    * ``parent_ids``/``parents`` (and ``foreign_*`` for the foreign table): the
+      parent each scanned reply found (``None`` = absent); the tables must
+      still hold exactly those objects, since a parent can be deleted or
+      arrive late without the replying author's deques changing;
+    * ``parent_min``: per kept post, the oldest parent time among it and the
+      posts before it: the query's retention cutoff must not exceed it;
+      ``valid_from`` is the oldest post or parent time over all of them.
+    """
+
+    __slots__ = (
+        "times",
+        "posts",
+        "parent_min",
+        "valid_from",
+        "scanned",
+        "repost_users",
+        "cond_users",
+        "parent_ids",
+        "parents",
+        "foreign_ids",
+        "foreign_parents",
+    )
+
+    def __init__(self, **fields: object) -> None:
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+
+_EMPTY: frozenset[int] = frozenset()
+_NO_PARENT = 1 << 62  # "parent time" of a post that is not a reply: never too old
 
 
 class PostStore:
@@ -164,6 +210,8 @@ class PostStore:
         self._foreign: dict[int, LightPost] = {}
         self._deleted: dict[int, int] = {}
         self._deletions: deque[tuple[int, int]] = deque()
+        self._runs: dict[int, _Run] = {}  # author -> cached answer from originals + replies/reposts
+        self._video_runs: dict[int, _Run] = {}  # author -> cached answer from videos
         self._peak: dict[str, int] = {}  # dict sizes at their largest since the last shrink
         self.counters: Counter[str] = Counter()
 
@@ -231,6 +279,7 @@ class PostStore:
             self._foreign.pop(post_id, None)
             return "deleted"
         a = p.author_id
+        self._forget_runs(a)
         for by_author in (self._originals, self._secondary, self._videos):
             d = by_author.get(a)
             if d is not None and p in d:
@@ -247,6 +296,7 @@ class PostStore:
         min_video = self.config.min_video_duration_ms
         list_cap = self.config.max_posts_per_author_list
         sharded = self.num_shards > 1
+        runs_pop, video_runs_pop = self._runs.pop, self._video_runs.pop
         n_created = n_foreign = n_dup = n_del = 0
         for post in creates:
             pid = post.post_id
@@ -266,6 +316,8 @@ class PostStore:
             lp = posts[pid] = light_post(post, min_video)
             n_created += 1
             a = lp.author_id
+            runs_pop(a, None)
+            video_runs_pop(a, None)
             reply = lp.in_reply_to_post_id is not None or lp.in_reply_to_user_id is not None
             repost = lp.repost_of_post_id is not None
             by_author = secondary if reply or repost else originals
@@ -320,6 +372,8 @@ class PostStore:
         for by_author, owns_table in ((self._originals, True), (self._secondary, True), (self._videos, False)):
             empty = []
             for a, d in by_author.items():
+                if d and d[0].created_at_ms < cutoff:
+                    self._forget_runs(a)
                 while d and d[0].created_at_ms < cutoff:
                     p = d.popleft()
                     if owns_table:
@@ -349,7 +403,7 @@ class PostStore:
         return removed
 
     def _shrink(self) -> None:
-        for name in ("_posts", "_foreign", "_deleted", "_originals", "_secondary", "_videos"):
+        for name in ("_posts", "_foreign", "_deleted", "_originals", "_secondary", "_videos", "_runs", "_video_runs"):
             d = getattr(self, name)
             peak = max(self._peak.get(name, 0), len(d))
             if len(d) < peak // 2:
@@ -370,6 +424,9 @@ class PostStore:
         ``max_reply_posts_per_author`` replies + reposts (or
         ``max_video_posts_per_author`` videos when ``video_only``). Then merge,
         newest first, and keep ``max_results`` (config default when <= 0).
+
+        Each author's answer comes from its cached :class:`_Run` when the
+        request cannot change it, else from the plain scan (:meth:`_collect`).
         """
         cfg = self.config
         limit = cfg.max_input_list_size
@@ -380,55 +437,158 @@ class PostStore:
         if len(exclude) > limit:  # a set has no "first N": keep the smallest ids, deterministic
             exclude = frozenset(sorted(exclude)[:limit])
         cutoff = now_ms - self._retention
-        out: list[LightPost] = []
+        viewer = req.viewer_id
         if req.video_only:
             max_results = req.max_results if req.max_results > 0 else cfg.max_videos_to_return
-            self._collect(
-                self._videos, followed, cfg.max_video_posts_per_author, exclude, req.viewer_id, cutoff, cutoff, None, out
-            )
+            kinds = ((self._videos, cfg.max_video_posts_per_author, False),)
+            runs, followed_set = self._video_runs, _EMPTY
         else:
             max_results = req.max_results if req.max_results > 0 else cfg.max_posts_to_return
-            self._collect_originals(followed, exclude, cutoff, out)
-            # Originals pass no further rule, so once there are max_results of them
-            # anything older than the max_results-th newest cannot make the cut:
-            # the replies scan stops there (exact: ties at the floor are kept).
-            floor = kth_newest_time(out, max_results)
-            self._collect(
-                self._secondary,
-                followed,
-                cfg.max_reply_posts_per_author,
-                exclude,
-                req.viewer_id,
-                cutoff,
-                cutoff if floor is None else max(cutoff, floor),
-                frozenset(followed),
-                out,
+            kinds = (
+                (self._originals, cfg.max_original_posts_per_author, False),
+                (self._secondary, cfg.max_reply_posts_per_author, True),
             )
-        return merge_newest_first(out, max_results)
+            runs, followed_set = self._runs, frozenset(followed)
+        times: list[int] = []
+        out: list[LightPost] = []
+        slow = self._from_runs(runs, kinds, followed, followed_set, exclude, viewer, cutoff, times, out)
+        if slow:
+            n = len(out)
+            for by_author, cap, rule in kinds:
+                self._collect(by_author, slow, cap, exclude, viewer, cutoff, cutoff, followed_set if rule else None, out)
+            times += map(_CREATED, islice(out, n, None))
+        return _merge_by_time(times, out, max_results)
 
-    def _collect_originals(
-        self, followed: Sequence[int], exclude: frozenset[int], cutoff: int, out: list[LightPost]
-    ) -> None:
-        # Originals are neither reposts nor replies, so only age and exclusion
-        # matter: take the newest n in one C call when none of them is old or
-        # excluded, else fall back to the general loop for that author.
-        n = min(self.config.max_original_posts_per_author, self.config.max_tiny_posts_per_user_scan)
-        get = self._originals.get
-        extend = out.extend
+    def _from_runs(
+        self,
+        runs: dict[int, _Run],
+        kinds: tuple[tuple[dict[int, deque[LightPost]], int, bool], ...],
+        followed: Sequence[int],
+        followed_set: frozenset[int],
+        exclude: frozenset[int],
+        viewer: int,
+        cutoff: int,
+        times: list[int],
+        out: list[LightPost],
+    ) -> list[int]:
+        """Add each followed author's cached answer to ``times``/``out``; returns the authors it cannot answer.
+
+        The query's hot loop: per author a handful of C-level checks (see
+        :class:`_Run` for why each one is needed) and two ``extend`` calls.
+        """
+        get = runs.get
+        posts_get, foreign_get = self._posts.get, self._foreign.get
+        add_times, add_posts = times.extend, out.extend
         slow: list[int] = []
         for a in followed:
-            d = get(a)
-            if d is None:
-                continue
-            k = len(d) if len(d) < n else n
-            if d[-k].created_at_ms < cutoff or (exclude and not exclude.isdisjoint(map(_POST_ID, islice(reversed(d), k)))):
+            r = get(a)
+            if r is None:
+                if not any(a in by_author for by_author, _, _ in kinds):
+                    continue  # no posts
+                r = runs[a] = self._build_run(a, kinds)
+            if (
+                viewer in r.repost_users
+                or not followed_set.isdisjoint(r.cond_users)
+                or (r.parent_ids and not all(map(is_, map(posts_get, r.parent_ids), r.parents)))
+                or (r.foreign_ids and not all(map(is_, map(foreign_get, r.foreign_ids), r.foreign_parents)))
+                or (exclude and self._excludes_scanned(a, kinds, r.scanned, exclude))
+            ):
                 slow.append(a)
-            else:
-                extend(islice(reversed(d), k))
-        if slow:
-            self._collect(
-                self._originals, slow, self.config.max_original_posts_per_author, exclude, 0, cutoff, cutoff, None, out
-            )
+            elif cutoff <= r.valid_from:
+                add_times(r.times)
+                add_posts(r.posts)
+            else:  # some posts (or their parents) are past retention: the young enough prefix, if parents allow
+                k = bisect_right(r.times, -cutoff, key=neg)
+                if k and r.parent_min[k - 1] < cutoff:
+                    slow.append(a)
+                elif k:
+                    add_times(r.times[:k])
+                    add_posts(r.posts[:k])
+        return slow
+
+    @staticmethod
+    def _excludes_scanned(
+        a: int, kinds: tuple[tuple[dict[int, deque[LightPost]], int, bool], ...], scanned: tuple[int, ...], exclude: frozenset[int]
+    ) -> bool:
+        for (by_author, _, _), n in zip(kinds, scanned):
+            if n and not exclude.isdisjoint(map(_POST_ID, islice(reversed(by_author[a]), n))):
+                return True
+        return False
+
+    def _build_run(self, a: int, kinds: tuple[tuple[dict[int, deque[LightPost]], int, bool], ...]) -> _Run:
+        """Author ``a``'s :class:`_Run`: :meth:`_collect`'s scan with no exclusions, age limit or viewer."""
+        scan = self.config.max_tiny_posts_per_user_scan
+        posts_get, foreign_get = self._posts.get, self._foreign.get
+        sharded = self.num_shards > 1
+        kept: list[tuple[int, int, LightPost]] = []  # (time, parent time, post)
+        scanned: list[int] = []
+        repost_users: set[int] = set()
+        cond_users: set[int] = set()
+        parent_ids: list[int] = []
+        parents: list[LightPost | None] = []
+        foreign_ids: list[int] = []
+        foreign_parents: list[LightPost | None] = []
+        for by_author, cap, rule in kinds:
+            d = by_author.get(a)
+            n = taken = 0
+            for p in islice(reversed(d), scan) if d else ():
+                n += 1
+                parent_time = _NO_PARENT
+                parent_id = p.in_reply_to_post_id
+                if rule and parent_id is not None:
+                    parent = posts_get(parent_id)
+                    if parent is not None or not sharded:
+                        parent_ids.append(parent_id)
+                        parents.append(parent)
+                    if parent is None and sharded:
+                        parent = foreign_get(parent_id)
+                        foreign_ids.append(parent_id)
+                        foreign_parents.append(parent)
+                        if parent is None:  # absent from both: must stay absent from ours too
+                            parent_ids.append(parent_id)
+                            parents.append(None)
+                    if parent is None:
+                        continue
+                    if (
+                        parent.in_reply_to_post_id is not None
+                        or parent.in_reply_to_user_id is not None
+                        or parent.repost_of_post_id is not None
+                    ):
+                        if p.conversation_id is not None and parent.in_reply_to_post_id == p.conversation_id:
+                            cond_users.add(p.in_reply_to_user_id)  # type: ignore[arg-type]
+                        continue
+                    parent_time = parent.created_at_ms
+                if p.repost_of_post_id is not None:
+                    repost_users.add(p.repost_of_user_id)  # type: ignore[arg-type]
+                kept.append((p.created_at_ms, parent_time, p))
+                taken += 1
+                if taken >= cap:
+                    break
+            scanned.append(n)
+        kept.sort(key=itemgetter(0), reverse=True)
+        parent_min: list[int] = []
+        oldest = _NO_PARENT
+        for t, parent_time, _ in kept:
+            oldest = min(oldest, parent_time)
+            parent_min.append(oldest)
+        return _Run(
+            times=tuple(t for t, _, _ in kept),
+            posts=tuple(p for _, _, p in kept),
+            parent_min=tuple(parent_min),
+            valid_from=min(kept[-1][0], oldest) if kept else _NO_PARENT,
+            scanned=tuple(scanned),
+            repost_users=frozenset(repost_users) if repost_users else _EMPTY,
+            cond_users=frozenset(cond_users) if cond_users else _EMPTY,
+            parent_ids=tuple(parent_ids),
+            parents=tuple(parents),
+            foreign_ids=tuple(foreign_ids),
+            foreign_parents=tuple(foreign_parents),
+        )
+
+    def _forget_runs(self, a: int) -> None:
+        """Author ``a``'s deques changed: its cached answers are stale."""
+        self._runs.pop(a, None)
+        self._video_runs.pop(a, None)
 
     def _collect(
         self,
@@ -506,5 +666,6 @@ class PostStore:
             "original_posts": sum(map(len, self._originals.values())),
             "secondary_posts": sum(map(len, self._secondary.values())),
             "video_posts": sum(map(len, self._videos.values())),
+            "cached_authors": len(self._runs) + len(self._video_runs),
             **self.counters,
         }
