@@ -30,6 +30,7 @@ answers do not depend on when the trim timer last ran; ties in
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
+from array import array
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from itertools import islice
@@ -92,7 +93,7 @@ def merge_newest_first(posts: list[LightPost], max_results: int) -> list[LightPo
     return _merge_by_time(list(map(_CREATED, posts)), posts, max_results)
 
 
-def _merge_by_time(times: list[int], posts: list[LightPost], max_results: int) -> list[LightPost]:
+def _merge_by_time(times: Sequence[int] | np.ndarray, posts: list[LightPost], max_results: int) -> list[LightPost]:
     """:func:`merge_newest_first` given ``times[i] == posts[i].created_at_ms``.
 
     Sorts keys in numpy and gathers the posts once (no Python-level comparison
@@ -116,6 +117,37 @@ def _merge_by_time(times: list[int], posts: list[LightPost], max_results: int) -
         ids = np.fromiter(map(_POST_ID, posts), dtype=np.int64, count=len(posts))
         order = np.lexsort((-ids, keys))
     return list(map(posts.__getitem__, order[:max_results].tolist()))
+
+
+def _gather_newest(
+    times: array[int], runs: list[tuple[LightPost, ...]], rest: list[LightPost], max_results: int
+) -> list[LightPost]:
+    """The newest ``max_results`` of the posts in ``runs`` then ``rest``, ``times`` being theirs in that order.
+
+    Each run is newest first, so the posts at or above the ``max_results``-th
+    newest time are a prefix of it: only those are gathered (a post object is
+    touched only if it may be returned), then merged by :func:`_merge_by_time`.
+    """
+    keys = np.frombuffer(times, dtype=np.int64) if len(times) else np.zeros(0, dtype=np.int64)
+    if len(keys) <= max_results:
+        return _merge_by_time(keys, [p for run in runs for p in run] + rest, max_results)
+    floor = np.partition(keys, len(keys) - max_results)[len(keys) - max_results]
+    lengths = np.fromiter(map(len, runs), dtype=np.int64, count=len(runs))
+    starts = np.zeros(len(runs), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    young = keys >= floor
+    tail = int(lengths.sum())  # where ``rest`` starts
+    counts = np.add.reduceat(young[:tail], starts).tolist() if runs else []
+    out: list[LightPost] = []
+    add = out.extend
+    for run, c in zip(runs, counts):
+        if c == len(run):
+            add(run)
+        elif c:
+            add(run[:c])
+    if rest:
+        out.extend(map(rest.__getitem__, np.flatnonzero(young[tail:]).tolist()))
+    return _merge_by_time(keys[young], out, max_results)
 
 
 def _scan_window(d: deque[LightPost], scan: int, exclude: frozenset[int], cutoff: int) -> Iterable[LightPost]:
@@ -163,8 +195,7 @@ class _Run:
         "cond_users",
         "parent_ids",
         "parents",
-        "foreign_ids",
-        "foreign_parents",
+        "epoch",
     )
 
     def __init__(self, **fields: object) -> None:
@@ -212,6 +243,8 @@ class PostStore:
         self._deletions: deque[tuple[int, int]] = deque()
         self._runs: dict[int, _Run] = {}  # author -> cached answer from originals + replies/reposts
         self._video_runs: dict[int, _Run] = {}  # author -> cached answer from videos
+        self._parents_epoch = 0  # bumped when a post in _watched enters or leaves the tables
+        self._watched: set[int] = set()  # parent ids the runs checked at the current epoch depend on
         self._peak: dict[str, int] = {}  # dict sizes at their largest since the last shrink
         self.counters: Counter[str] = Counter()
 
@@ -274,6 +307,8 @@ class PostStore:
             return "duplicates"
         self._deleted[post_id] = deleted_at_ms
         self._deletions.append((deleted_at_ms, post_id))
+        if post_id in self._watched:
+            self._parents_changed()
         p = self._posts.pop(post_id, None)
         if p is None:
             self._foreign.pop(post_id, None)
@@ -297,12 +332,15 @@ class PostStore:
         list_cap = self.config.max_posts_per_author_list
         sharded = self.num_shards > 1
         runs_pop, video_runs_pop = self._runs.pop, self._video_runs.pop
+        watched = self._watched
         n_created = n_foreign = n_dup = n_del = 0
         for post in creates:
             pid = post.post_id
             if pid in deleted:
                 n_del += 1
                 continue
+            if pid in watched and pid not in posts and pid not in foreign:
+                self._parents_changed()  # a late parent of a cached reply
             if sharded and shard_for(post.author_id, self.num_shards) != self.shard:
                 if pid in foreign:
                     n_dup += 1
@@ -352,6 +390,8 @@ class PostStore:
             old = d.popleft()
             if owns_table:  # evicted for good: out of the table and the video deque too
                 self._posts.pop(old.post_id, None)
+                if old.post_id in self._watched:
+                    self._parents_changed()
                 v = self._videos.get(a)
                 if v is not None and old in v:
                     v.remove(old)
@@ -398,6 +438,7 @@ class PostStore:
             t, pid = deletions.popleft()
             if self._deleted.get(pid) == t:
                 del self._deleted[pid]
+        self._parents_changed()  # posts (maybe parents) left the tables: every run re-checks its parents once
         self._shrink()
         self.counters["trimmed"] += removed
         return removed
@@ -449,15 +490,14 @@ class PostStore:
                 (self._secondary, cfg.max_reply_posts_per_author, True),
             )
             runs, followed_set = self._runs, frozenset(followed)
-        times: list[int] = []
-        out: list[LightPost] = []
-        slow = self._from_runs(runs, kinds, followed, followed_set, exclude, viewer, cutoff, times, out)
-        if slow:
-            n = len(out)
-            for by_author, cap, rule in kinds:
-                self._collect(by_author, slow, cap, exclude, viewer, cutoff, cutoff, followed_set if rule else None, out)
-            times += map(_CREATED, islice(out, n, None))
-        return _merge_by_time(times, out, max_results)
+        times = array("q")
+        runs_hit: list[tuple[LightPost, ...]] = []
+        slow = self._from_runs(runs, kinds, followed, followed_set, exclude, viewer, cutoff, times, runs_hit)
+        slow_posts: list[LightPost] = []
+        for by_author, cap, rule in kinds if slow else ():
+            self._collect(by_author, slow, cap, exclude, viewer, cutoff, cutoff, followed_set if rule else None, slow_posts)
+        times.extend(map(_CREATED, slow_posts))
+        return _gather_newest(times, runs_hit, slow_posts, max_results)
 
     def _from_runs(
         self,
@@ -468,17 +508,18 @@ class PostStore:
         exclude: frozenset[int],
         viewer: int,
         cutoff: int,
-        times: list[int],
-        out: list[LightPost],
+        times: array[int],
+        runs_hit: list[tuple[LightPost, ...]],
     ) -> list[int]:
-        """Add each followed author's cached answer to ``times``/``out``; returns the authors it cannot answer.
+        """Add each followed author's cached answer: its times to ``times``, its posts to ``runs_hit``.
 
-        The query's hot loop: per author a handful of C-level checks (see
-        :class:`_Run` for why each one is needed) and two ``extend`` calls.
+        Returns the authors whose cached answer this request could change. The
+        query's hot loop: per author a handful of C-level checks (see
+        :class:`_Run` for why each one is needed), no post is touched.
         """
         get = runs.get
-        posts_get, foreign_get = self._posts.get, self._foreign.get
-        add_times, add_posts = times.extend, out.extend
+        add_times, add_run = times.extend, runs_hit.append
+        epoch = self._parents_epoch
         slow: list[int] = []
         for a in followed:
             r = get(a)
@@ -486,24 +527,25 @@ class PostStore:
                 if not any(a in by_author for by_author, _, _ in kinds):
                     continue  # no posts
                 r = runs[a] = self._build_run(a, kinds)
+            elif r.epoch != epoch and not self._parents_unchanged(r):
+                r = runs[a] = self._build_run(a, kinds)
             if (
                 viewer in r.repost_users
                 or not followed_set.isdisjoint(r.cond_users)
-                or (r.parent_ids and not all(map(is_, map(posts_get, r.parent_ids), r.parents)))
-                or (r.foreign_ids and not all(map(is_, map(foreign_get, r.foreign_ids), r.foreign_parents)))
                 or (exclude and self._excludes_scanned(a, kinds, r.scanned, exclude))
             ):
                 slow.append(a)
             elif cutoff <= r.valid_from:
-                add_times(r.times)
-                add_posts(r.posts)
+                if r.posts:
+                    add_times(r.times)
+                    add_run(r.posts)
             else:  # some posts (or their parents) are past retention: the young enough prefix, if parents allow
                 k = bisect_right(r.times, -cutoff, key=neg)
                 if k and r.parent_min[k - 1] < cutoff:
                     slow.append(a)
                 elif k:
                     add_times(r.times[:k])
-                    add_posts(r.posts[:k])
+                    add_run(r.posts[:k])
         return slow
 
     @staticmethod
@@ -518,16 +560,13 @@ class PostStore:
     def _build_run(self, a: int, kinds: tuple[tuple[dict[int, deque[LightPost]], int, bool], ...]) -> _Run:
         """Author ``a``'s :class:`_Run`: :meth:`_collect`'s scan with no exclusions, age limit or viewer."""
         scan = self.config.max_tiny_posts_per_user_scan
-        posts_get, foreign_get = self._posts.get, self._foreign.get
-        sharded = self.num_shards > 1
+        get = self.get
         kept: list[tuple[int, int, LightPost]] = []  # (time, parent time, post)
         scanned: list[int] = []
         repost_users: set[int] = set()
         cond_users: set[int] = set()
         parent_ids: list[int] = []
         parents: list[LightPost | None] = []
-        foreign_ids: list[int] = []
-        foreign_parents: list[LightPost | None] = []
         for by_author, cap, rule in kinds:
             d = by_author.get(a)
             n = taken = 0
@@ -536,17 +575,9 @@ class PostStore:
                 parent_time = _NO_PARENT
                 parent_id = p.in_reply_to_post_id
                 if rule and parent_id is not None:
-                    parent = posts_get(parent_id)
-                    if parent is not None or not sharded:
-                        parent_ids.append(parent_id)
-                        parents.append(parent)
-                    if parent is None and sharded:
-                        parent = foreign_get(parent_id)
-                        foreign_ids.append(parent_id)
-                        foreign_parents.append(parent)
-                        if parent is None:  # absent from both: must stay absent from ours too
-                            parent_ids.append(parent_id)
-                            parents.append(None)
+                    parent = get(parent_id)
+                    parent_ids.append(parent_id)
+                    parents.append(parent)
                     if parent is None:
                         continue
                     if (
@@ -571,8 +602,9 @@ class PostStore:
         for t, parent_time, _ in kept:
             oldest = min(oldest, parent_time)
             parent_min.append(oldest)
+        self._watched.update(parent_ids)
         return _Run(
-            times=tuple(t for t, _, _ in kept),
+            times=array("q", [t for t, _, _ in kept]),
             posts=tuple(p for _, _, p in kept),
             parent_min=tuple(parent_min),
             valid_from=min(kept[-1][0], oldest) if kept else _NO_PARENT,
@@ -581,9 +613,21 @@ class PostStore:
             cond_users=frozenset(cond_users) if cond_users else _EMPTY,
             parent_ids=tuple(parent_ids),
             parents=tuple(parents),
-            foreign_ids=tuple(foreign_ids),
-            foreign_parents=tuple(foreign_parents),
+            epoch=self._parents_epoch,
         )
+
+    def _parents_changed(self) -> None:
+        self._parents_epoch += 1
+        self._watched = set()
+
+    def _parents_unchanged(self, r: _Run) -> bool:
+        """Re-check ``r``'s parents after an epoch change; if they hold, ``r`` is current again."""
+        get = self.get
+        if not all(map(is_, map(get, r.parent_ids), r.parents)):
+            return False
+        self._watched.update(r.parent_ids)
+        r.epoch = self._parents_epoch
+        return True
 
     def _forget_runs(self, a: int) -> None:
         """Author ``a``'s deques changed: its cached answers are stale."""
