@@ -198,9 +198,29 @@ class _Run:
         "epoch",
     )
 
-    def __init__(self, **fields: object) -> None:
-        for name, value in fields.items():
-            setattr(self, name, value)
+    def __init__(
+        self,
+        times: bytes,
+        posts: tuple[LightPost, ...],
+        parent_min: tuple[int, ...],
+        valid_from: int,
+        scanned: tuple[int, ...],
+        repost_users: frozenset[int],
+        cond_users: frozenset[int],
+        parent_ids: tuple[int, ...],
+        parents: tuple[LightPost | None, ...],
+        epoch: int,
+    ) -> None:
+        self.times = times  # int64 created_at_ms of ``posts``, native byte order (appended to the query's array as is)
+        self.posts = posts
+        self.parent_min = parent_min
+        self.valid_from = valid_from
+        self.scanned = scanned
+        self.repost_users = repost_users
+        self.cond_users = cond_users
+        self.parent_ids = parent_ids
+        self.parents = parents
+        self.epoch = epoch  # the parents epoch at which ``parents`` were last seen in the tables
 
 
 _EMPTY: frozenset[int] = frozenset()
@@ -518,7 +538,7 @@ class PostStore:
         :class:`_Run` for why each one is needed), no post is touched.
         """
         get = runs.get
-        add_times, add_run = times.extend, runs_hit.append
+        add_times, add_run = times.frombytes, runs_hit.append
         epoch = self._parents_epoch
         slow: list[int] = []
         for a in followed:
@@ -531,7 +551,7 @@ class PostStore:
                 r = runs[a] = self._build_run(a, kinds)
             if (
                 viewer in r.repost_users
-                or not followed_set.isdisjoint(r.cond_users)
+                or (r.cond_users and not followed_set.isdisjoint(r.cond_users))
                 or (exclude and self._excludes_scanned(a, kinds, r.scanned, exclude))
             ):
                 slow.append(a)
@@ -540,11 +560,11 @@ class PostStore:
                     add_times(r.times)
                     add_run(r.posts)
             else:  # some posts (or their parents) are past retention: the young enough prefix, if parents allow
-                k = bisect_right(r.times, -cutoff, key=neg)
+                k = bisect_right(memoryview(r.times).cast("q"), -cutoff, key=neg)
                 if k and r.parent_min[k - 1] < cutoff:
                     slow.append(a)
                 elif k:
-                    add_times(r.times[:k])
+                    add_times(r.times[: 8 * k])
                     add_run(r.posts[:k])
         return slow
 
@@ -604,16 +624,16 @@ class PostStore:
             parent_min.append(oldest)
         self._watched.update(parent_ids)
         return _Run(
-            times=array("q", [t for t, _, _ in kept]),
-            posts=tuple(p for _, _, p in kept),
-            parent_min=tuple(parent_min),
-            valid_from=min(kept[-1][0], oldest) if kept else _NO_PARENT,
-            scanned=tuple(scanned),
-            repost_users=frozenset(repost_users) if repost_users else _EMPTY,
-            cond_users=frozenset(cond_users) if cond_users else _EMPTY,
-            parent_ids=tuple(parent_ids),
-            parents=tuple(parents),
-            epoch=self._parents_epoch,
+            array("q", [t for t, _, _ in kept]).tobytes(),
+            tuple(p for _, _, p in kept),
+            tuple(parent_min),
+            min(kept[-1][0], oldest) if kept else _NO_PARENT,
+            tuple(scanned),
+            frozenset(repost_users) if repost_users else _EMPTY,
+            frozenset(cond_users) if cond_users else _EMPTY,
+            tuple(parent_ids),
+            tuple(parents),
+            self._parents_epoch,
         )
 
     def _parents_changed(self) -> None:
