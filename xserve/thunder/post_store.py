@@ -589,12 +589,21 @@ class PostStore:
         parents: list[LightPost | None] = []
         for by_author, cap, rule in kinds:
             d = by_author.get(a)
+            if not d:
+                scanned.append(0)
+                continue
+            if not rule:  # no reply rule: every scanned post is kept, so the newest ``cap`` are the answer
+                window = list(islice(reversed(d), min(cap, scan)))
+                kept += [(p.created_at_ms, _NO_PARENT, p) for p in window]
+                repost_users.update([p.repost_of_user_id for p in window if p.repost_of_post_id is not None])
+                scanned.append(len(window))
+                continue
             n = taken = 0
-            for p in islice(reversed(d), scan) if d else ():
+            for p in islice(reversed(d), scan):
                 n += 1
                 parent_time = _NO_PARENT
                 parent_id = p.in_reply_to_post_id
-                if rule and parent_id is not None:
+                if parent_id is not None:
                     parent = get(parent_id)
                     parent_ids.append(parent_id)
                     parents.append(parent)
@@ -619,15 +628,17 @@ class PostStore:
         kept.sort(key=itemgetter(0), reverse=True)
         parent_min: list[int] = []
         oldest = _NO_PARENT
-        for t, parent_time, _ in kept:
-            oldest = min(oldest, parent_time)
+        for _, parent_time, _ in kept:
+            if parent_time < oldest:
+                oldest = parent_time
             parent_min.append(oldest)
         self._watched.update(parent_ids)
+        times, _, posts = zip(*kept) if kept else ((), (), ())
         return _Run(
-            array("q", [t for t, _, _ in kept]).tobytes(),
-            tuple(p for _, _, p in kept),
+            array("q", times).tobytes(),
+            posts,
             tuple(parent_min),
-            min(kept[-1][0], oldest) if kept else _NO_PARENT,
+            min(times[-1], oldest) if kept else _NO_PARENT,
             tuple(scanned),
             frozenset(repost_users) if repost_users else _EMPTY,
             frozenset(cond_users) if cond_users else _EMPTY,
