@@ -180,15 +180,16 @@ class _Run:
       parent each scanned reply found (``None`` = absent); the tables must
       still hold exactly those objects, since a parent can be deleted or
       arrive late without the replying author's deques changing;
-    * ``parent_min``: per kept post, the oldest parent time among it and the
-      posts before it: the query's retention cutoff must not exceed it;
-      ``valid_from`` is the oldest post or parent time over all of them.
+    * ``parents_from``: the oldest parent time of the kept replies; the
+      query's retention cutoff must not exceed it (else a kept reply's parent
+      is too old); ``valid_from`` is the oldest of that and the kept posts'
+      times: at or below it every kept post is taken as is.
     """
 
     __slots__ = (
         "times",
         "posts",
-        "parent_min",
+        "parents_from",
         "valid_from",
         "scanned",
         "repost_users",
@@ -202,18 +203,18 @@ class _Run:
         self,
         times: bytes,
         posts: tuple[LightPost, ...],
-        parent_min: tuple[int, ...],
+        parents_from: int,
         valid_from: int,
         scanned: tuple[int, ...],
-        repost_users: frozenset[int],
-        cond_users: frozenset[int],
+        repost_users: tuple[int, ...],
+        cond_users: tuple[int, ...],
         parent_ids: tuple[int, ...],
         parents: tuple[LightPost | None, ...],
         epoch: int,
     ) -> None:
         self.times = times  # int64 created_at_ms of ``posts``, native byte order (appended to the query's array as is)
         self.posts = posts
-        self.parent_min = parent_min
+        self.parents_from = parents_from
         self.valid_from = valid_from
         self.scanned = scanned
         self.repost_users = repost_users
@@ -223,7 +224,7 @@ class _Run:
         self.epoch = epoch  # the parents epoch at which ``parents`` were last seen in the tables
 
 
-_EMPTY: frozenset[int] = frozenset()
+_EMPTY: frozenset[int] = frozenset()  # followed_set of a video query (no reply rule)
 _NO_PARENT = 1 << 62  # "parent time" of a post that is not a reply: never too old
 
 
@@ -561,7 +562,7 @@ class PostStore:
                     add_run(r.posts)
             else:  # some posts (or their parents) are past retention: the young enough prefix, if parents allow
                 k = bisect_right(memoryview(r.times).cast("q"), -cutoff, key=neg)
-                if k and r.parent_min[k - 1] < cutoff:
+                if k and r.parents_from < cutoff:
                     slow.append(a)
                 elif k:
                     add_times(r.times[: 8 * k])
@@ -626,22 +627,17 @@ class PostStore:
                     break
             scanned.append(n)
         kept.sort(key=itemgetter(0), reverse=True)
-        parent_min: list[int] = []
-        oldest = _NO_PARENT
-        for _, parent_time, _ in kept:
-            if parent_time < oldest:
-                oldest = parent_time
-            parent_min.append(oldest)
         self._watched.update(parent_ids)
-        times, _, posts = zip(*kept) if kept else ((), (), ())
+        times, parent_times, posts = zip(*kept) if kept else ((), (), ())
+        parents_from = min(parent_times, default=_NO_PARENT)
         return _Run(
             array("q", times).tobytes(),
             posts,
-            tuple(parent_min),
-            min(times[-1], oldest) if kept else _NO_PARENT,
+            parents_from,
+            min(times[-1], parents_from) if kept else _NO_PARENT,
             tuple(scanned),
-            frozenset(repost_users) if repost_users else _EMPTY,
-            frozenset(cond_users) if cond_users else _EMPTY,
+            tuple(repost_users),  # a few at most: tuples are a quarter the size of small frozensets
+            tuple(cond_users),
             tuple(parent_ids),
             tuple(parents),
             self._parents_epoch,
