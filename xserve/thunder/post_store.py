@@ -18,7 +18,17 @@ Data structures (one ``LightPost`` object per live post, referenced, never copie
   reply rule and repost-of-video exactly as one unsharded store would; it is
   what makes the sharded fan-out equal the unsharded answer;
 * ``_deleted``: post id -> ``deleted_at_ms``, with ``_deletions`` (arrival
-  order) so deletions age out after the retention window like posts do.
+  order) so deletions age out after the retention window like posts do;
+* ``_runs`` / ``_video_runs``: author id -> :class:`_Run`, that author's answer
+  computed once, for any viewer, without exclusions or age limit (built on
+  the first query that needs it, dropped when any of the author's deques
+  changes). Most of a query's work does not depend on the viewer, so a query
+  only checks, per author, that its viewer, exclusions and cutoff cannot
+  change that answer, and falls back to the plain scan when they can;
+* ``_parents_epoch`` / ``_watched``: a reply's fate depends on its parent,
+  which another author's writes (a delete, a late create) or a trim can
+  change; any such change to a parent id in ``_watched`` bumps the epoch, and
+  a run from an older epoch re-checks its parents before it is used.
 
 Differences from the reference, on purpose: a delete removes the post from
 its deques at once, so deleted posts do not use up the per-author scan budget;
@@ -29,8 +39,8 @@ answers do not depend on when the trim timer last ran; ties in
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
 from array import array
+from bisect import bisect_left, bisect_right, insort
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from itertools import islice
