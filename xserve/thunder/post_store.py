@@ -186,8 +186,8 @@ class _Run:
     * ``repost_users``: users the kept reposts repost: the viewer must not be one;
     * ``cond_users``: addressees of replies kept only for a viewer following
       them (reply rule (b)): the viewer must follow none of them;
-    * ``parent_ids``/``parents`` (and ``foreign_*`` for the foreign table): the
-      parent each scanned reply found (``None`` = absent); the tables must
+    * ``parent_ids``/``parents``: the parent each scanned reply found
+      (:meth:`PostStore.get`, ``None`` = absent); the tables must
       still hold exactly those objects, since a parent can be deleted or
       arrive late without the replying author's deques changing;
     * ``parents_from``: the oldest parent time of the kept replies; the
@@ -370,20 +370,24 @@ class PostStore:
             if pid in deleted:
                 n_del += 1
                 continue
-            if pid in watched and pid not in posts and pid not in foreign:
-                self._parents_changed()  # a late parent of a cached reply
             if sharded and shard_for(post.author_id, self.num_shards) != self.shard:
                 if pid in foreign:
                     n_dup += 1
                 else:
                     foreign[pid] = light_post(post, min_video)
                     n_foreign += 1
+                    if pid in watched:  # a late parent of a cached reply
+                        self._parents_changed()
+                        watched = self._watched
                 continue
             if pid in posts:
                 n_dup += 1
                 continue
             lp = posts[pid] = light_post(post, min_video)
             n_created += 1
+            if pid in watched:  # a late parent of a cached reply
+                self._parents_changed()
+                watched = self._watched
             a = lp.author_id
             runs_pop(a, None)
             video_runs_pop(a, None)
