@@ -6,8 +6,8 @@ originals, 25 % replies (18 % to a recent original, 7 % to any recent post), 15 
 by activity. Prints one ``name value unit`` line per figure; latencies are
 the median over ``--repeats`` runs of the per-run percentile, wall clock and
 (``query_cpu_*``) this thread's CPU time, which a busy shared machine disturbs
-less, after one untimed-in-those-figures pass whose own percentiles are
-``query_cold_*`` (the store caches each author's answer on first use). The baseline in the same run (``thunder.baseline_naive_*``) is the
+less. They follow a first pass over the same requests, reported on its own
+as ``query_cold_*`` (the store caches each author's answer on first use). The baseline in the same run (``thunder.baseline_naive_*``) is the
 brute-force query: every post of every followed author, sorted, truncated,
 no rules.
 
