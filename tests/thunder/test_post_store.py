@@ -325,3 +325,60 @@ def test_shard_for_is_stable_even_and_the_fan_out_skips_unneeded_shards():
     on_2 = [a for a in range(1, 200) if shard_for(a, 4) == 2][:5]
     assert shards_to_ask(request(on_2), cfg) == [2]
     assert shards_to_ask(request(range(1, 50)), cfg) == [0, 1, 2, 3]
+
+
+# ---------------------------------------------------------------- cached answers vs later writes
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    world=worlds(),
+    followed=st.lists(st.integers(1, 9), min_size=1, max_size=9, unique=True),
+    viewers=st.lists(st.integers(1, 9), min_size=1, max_size=3),
+    exclude=st.frozensets(st.integers(1, 60), max_size=3),
+    laters=st.lists(st.integers(0, R + HOUR), min_size=1, max_size=3),
+)
+def test_answers_stay_exact_when_queries_interleave_with_writes(world, followed, viewers, exclude, laters):
+    # Queries cache per-author answers; every write, trim and later "now" after
+    # them must still give the oracle's answer (sharded and unsharded).
+    from xserve.thunder.client import fan_out_merge
+
+    events, batches = world
+    cfg = ThunderConfig(max_original_posts_per_author=3, max_reply_posts_per_author=2, max_video_posts_per_author=2, max_tiny_posts_per_user_scan=5)
+    one = PostStore(cfg)
+    shards = [PostStore(cfg, i, 3) for i in range(3)]
+    step = max(1, len(events) // (batches + 2))
+    for i in range(0, len(events), step):
+        for s in [one, *shards]:
+            s.apply(events[i : i + step], NOW)
+        for later in laters:
+            now = NOW + later
+            if later % 3 == 0:
+                for s in [one, *shards]:
+                    s.trim(now)
+            videos = {p.post_id for d in one._videos.values() for p in d}
+            for viewer in viewers:
+                for video_only in (False, True):
+                    for ex in (frozenset(), exclude):
+                        req = request(followed, viewer=viewer, exclude=ex, video_only=video_only)
+                        expected = oracle(one._posts, videos, req, now, cfg)
+                        assert one.in_network_posts(req, now) == expected
+                        assert fan_out_merge([s.in_network_posts(req, now) for s in shards], req, cfg) == expected
+
+
+def test_cached_reply_follows_its_parent_being_deleted_or_arriving_late():
+    s = store(*created(post(1, 10, NOW - 50, conv=1), post(2, 7, NOW - 40, reply_to=1, reply_user=10, conv=1)))
+    s.apply(created(post(3, 7, NOW - 30, reply_to=5, reply_user=11, conv=5)), NOW)  # parent 5 not seen yet
+    assert query(s, [7]) == [2]
+    s.apply(created(post(5, 11, NOW - 60, conv=5)), NOW)  # another author's post: 7's cached answer must change
+    assert query(s, [7]) == [3, 2]
+    s.apply([deleted(1)], NOW)
+    assert query(s, [7]) == [3]
+    assert s.stats()["cached_authors"] >= 1
+
+
+def test_cached_reply_follows_its_parent_being_trimmed():
+    s = store(*created(post(1, 10, NOW - 100, conv=1), post(2, 7, NOW - 50, reply_to=1, reply_user=10, conv=1)))
+    assert query(s, [7]) == [2]
+    s.trim(NOW + R - 99)  # the parent leaves the store, the reply stays
+    assert query(s, [7]) == []  # even asked at an earlier "now": the parent is no longer in the store

@@ -225,10 +225,11 @@ class ThunderClient:
     async def _ask(self, shard: int, req: InNetworkRequest, now_ms: int | None) -> list[LightPost]:
         replicas = self._shards[shard]
         start = next(self._turn[shard])
-        for i in range(len(replicas)):  # round-robin; a replica at capacity passes to the next
+        # round-robin; a replica at capacity, or restarting after a crash, passes to the next
+        for i in range(len(replicas)):
             try:
                 return await replicas[(start + i) % len(replicas)].in_network_posts.remote(req, now_ms)
-            except ThunderAtCapacity:
+            except (ThunderAtCapacity, ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError):
                 if i == len(replicas) - 1:
                     raise
         raise AssertionError("unreachable")

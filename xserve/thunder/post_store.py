@@ -18,7 +18,17 @@ Data structures (one ``LightPost`` object per live post, referenced, never copie
   reply rule and repost-of-video exactly as one unsharded store would; it is
   what makes the sharded fan-out equal the unsharded answer;
 * ``_deleted``: post id -> ``deleted_at_ms``, with ``_deletions`` (arrival
-  order) so deletions age out after the retention window like posts do.
+  order) so deletions age out after the retention window like posts do;
+* ``_runs`` / ``_video_runs``: author id -> :class:`_Run`, that author's answer
+  computed once, for any viewer, without exclusions or age limit (built on
+  the first query that needs it, dropped when any of the author's deques
+  changes). Most of a query's work does not depend on the viewer, so a query
+  only checks, per author, that its viewer, exclusions and cutoff cannot
+  change that answer, and falls back to the plain scan when they can;
+* ``_parents_epoch`` / ``_watched``: a reply's fate depends on its parent,
+  which another author's writes (a delete, a late create) or a trim can
+  change; any such change to a parent id in ``_watched`` bumps the epoch, and
+  a run from an older epoch re-checks its parents before it is used.
 
 Differences from the reference, on purpose: a delete removes the post from
 its deques at once, so deleted posts do not use up the per-author scan budget;
@@ -29,11 +39,12 @@ answers do not depend on when the trim timer last ran; ties in
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from array import array
+from bisect import bisect_left, bisect_right, insort
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from itertools import islice
-from operator import attrgetter
+from operator import attrgetter, is_, itemgetter, neg
 
 import numpy as np
 
@@ -50,7 +61,7 @@ from xserve.schema import (
 )
 from xserve.thunder.sharding import shard_for
 
-__all__ = ["PostStore", "light_post", "kth_newest_time", "merge_newest_first"]
+__all__ = ["PostStore", "light_post", "merge_newest_first"]
 
 _CREATED = attrgetter("created_at_ms")
 _POST_ID = attrgetter("post_id")
@@ -85,17 +96,15 @@ def _is_reply(p: LightPost) -> bool:
     return p.in_reply_to_post_id is not None or p.in_reply_to_user_id is not None
 
 
-def kth_newest_time(posts: list[LightPost], k: int) -> int | None:
-    """``created_at_ms`` of the ``k``-th newest of ``posts`` (``None`` when there are at most ``k``)."""
-    n = len(posts)
-    if n <= k:
-        return None
-    keys = np.fromiter(map(_CREATED, posts), dtype=np.int64, count=n)
-    return int(np.partition(keys, n - k)[n - k])
-
-
 def merge_newest_first(posts: list[LightPost], max_results: int) -> list[LightPost]:
-    """``posts`` newest first (ties: larger post id first), at most ``max_results`` of them.
+    """``posts`` newest first (ties: larger post id first), at most ``max_results`` of them."""
+    if len(posts) <= 1:
+        return posts[:max_results]
+    return _merge_by_time(list(map(_CREATED, posts)), posts, max_results)
+
+
+def _merge_by_time(times: Sequence[int] | np.ndarray, posts: list[LightPost], max_results: int) -> list[LightPost]:
+    """:func:`merge_newest_first` given ``times[i] == posts[i].created_at_ms``.
 
     Sorts keys in numpy and gathers the posts once (no Python-level comparison
     of posts, no per-post tuples): pre-selects the newest ``max_results`` when
@@ -105,18 +114,50 @@ def merge_newest_first(posts: list[LightPost], max_results: int) -> list[LightPo
     n = len(posts)
     if n <= 1:
         return posts[:max_results]
-    keys = np.fromiter(map(_CREATED, posts), dtype=np.int64, count=n)
+    keys = np.array(times, dtype=np.int64)
+    np.negative(keys, out=keys)  # ascending keys = newest first
     if n > 2 * max_results:
-        floor = np.partition(keys, n - max_results)[n - max_results]
-        keep = np.flatnonzero(keys >= floor)
+        floor = np.partition(keys, max_results - 1)[max_results - 1]
+        keep = np.flatnonzero(keys <= floor)
         posts = list(map(posts.__getitem__, keep.tolist()))
         keys = keys[keep]
-    order = np.argsort(-keys, kind="stable")
+    order = np.argsort(keys, kind="stable")
     ranked = keys[order[: max_results + 1]]
     if (ranked[1:] == ranked[:-1]).any():  # a tie among the kept posts or at the boundary
         ids = np.fromiter(map(_POST_ID, posts), dtype=np.int64, count=len(posts))
-        order = np.lexsort((-ids, -keys))
+        order = np.lexsort((-ids, keys))
     return list(map(posts.__getitem__, order[:max_results].tolist()))
+
+
+def _gather_newest(
+    times: array[int], runs: list[tuple[LightPost, ...]], rest: list[LightPost], max_results: int
+) -> list[LightPost]:
+    """The newest ``max_results`` of the posts in ``runs`` then ``rest``, ``times`` being theirs in that order.
+
+    Each run is newest first, so the posts at or above the ``max_results``-th
+    newest time are a prefix of it: only those are gathered (a post object is
+    touched only if it may be returned), then merged by :func:`_merge_by_time`.
+    """
+    keys = np.frombuffer(times, dtype=np.int64) if len(times) else np.zeros(0, dtype=np.int64)
+    if len(keys) <= max_results:
+        return _merge_by_time(keys, [p for run in runs for p in run] + rest, max_results)
+    floor = np.partition(keys, len(keys) - max_results)[len(keys) - max_results]
+    lengths = np.fromiter(map(len, runs), dtype=np.int64, count=len(runs))
+    starts = np.zeros(len(runs), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    young = keys >= floor
+    tail = int(lengths.sum())  # where ``rest`` starts
+    counts = np.add.reduceat(young[:tail], starts).tolist() if runs else []
+    out: list[LightPost] = []
+    add = out.extend
+    for run, c in zip(runs, counts):
+        if c == len(run):
+            add(run)
+        elif c:
+            add(run[:c])
+    if rest:
+        out.extend(map(rest.__getitem__, np.flatnonzero(young[tail:]).tolist()))
+    return _merge_by_time(keys[young], out, max_results)
 
 
 def _scan_window(d: deque[LightPost], scan: int, exclude: frozenset[int], cutoff: int) -> Iterable[LightPost]:
@@ -128,6 +169,73 @@ def _scan_window(d: deque[LightPost], scan: int, exclude: frozenset[int], cutoff
         if p.post_id not in exclude:
             n += 1
             yield p
+
+
+class _Run:
+    """One author's precomputed query answer, valid until that author's deques change.
+
+    Built from the deques with everything a query cannot change fixed: no
+    exclusions, no age limit, a viewer who follows nobody and whose posts
+    nobody reposted. ``times``/``posts`` are the posts that pass then (the
+    author's originals and replies + reposts, or videos), newest first.
+    A query takes them as they are (or the prefix young enough, by bisect)
+    after checking that its own parameters cannot change them:
+
+    * ``scanned``: how many newest posts of each deque the answer depends on
+      (the scan up to the cap-th kept post); none of them may be excluded;
+    * ``repost_users``: users the kept reposts repost: the viewer must not be one;
+    * ``cond_users``: addressees of replies kept only for a viewer following
+      them (reply rule (b)): the viewer must follow none of them;
+    * ``parent_ids``/``parents``: the parent each scanned reply found
+      (:meth:`PostStore.get`, ``None`` = absent); the tables must
+      still hold exactly those objects, since a parent can be deleted or
+      arrive late without the replying author's deques changing;
+    * ``parents_from``: the oldest parent time of the kept replies; the
+      query's retention cutoff must not exceed it (else a kept reply's parent
+      is too old); ``valid_from`` is the oldest of that and the kept posts'
+      times: at or below it every kept post is taken as is.
+    """
+
+    __slots__ = (
+        "times",
+        "posts",
+        "parents_from",
+        "valid_from",
+        "scanned",
+        "repost_users",
+        "cond_users",
+        "parent_ids",
+        "parents",
+        "epoch",
+    )
+
+    def __init__(
+        self,
+        times: bytes,
+        posts: tuple[LightPost, ...],
+        parents_from: int,
+        valid_from: int,
+        scanned: tuple[int, ...],
+        repost_users: tuple[int, ...],
+        cond_users: tuple[int, ...],
+        parent_ids: tuple[int, ...],
+        parents: tuple[LightPost | None, ...],
+        epoch: int,
+    ) -> None:
+        self.times = times  # int64 created_at_ms of ``posts``, native byte order (appended to the query's array as is)
+        self.posts = posts
+        self.parents_from = parents_from
+        self.valid_from = valid_from
+        self.scanned = scanned
+        self.repost_users = repost_users
+        self.cond_users = cond_users
+        self.parent_ids = parent_ids
+        self.parents = parents
+        self.epoch = epoch  # the parents epoch at which ``parents`` were last seen in the tables
+
+
+_EMPTY: frozenset[int] = frozenset()  # followed_set of a video query (no reply rule)
+_NO_PARENT = 1 << 62  # "parent time" of a post that is not a reply: never too old
 
 
 class PostStore:
@@ -164,6 +272,10 @@ class PostStore:
         self._foreign: dict[int, LightPost] = {}
         self._deleted: dict[int, int] = {}
         self._deletions: deque[tuple[int, int]] = deque()
+        self._runs: dict[int, _Run] = {}  # author -> cached answer from originals + replies/reposts
+        self._video_runs: dict[int, _Run] = {}  # author -> cached answer from videos
+        self._parents_epoch = 0  # bumped when a post in _watched enters or leaves the tables
+        self._watched: set[int] = set()  # parent ids the runs checked at the current epoch depend on
         self._peak: dict[str, int] = {}  # dict sizes at their largest since the last shrink
         self.counters: Counter[str] = Counter()
 
@@ -226,11 +338,14 @@ class PostStore:
             return "duplicates"
         self._deleted[post_id] = deleted_at_ms
         self._deletions.append((deleted_at_ms, post_id))
+        if post_id in self._watched:
+            self._parents_changed()
         p = self._posts.pop(post_id, None)
         if p is None:
             self._foreign.pop(post_id, None)
             return "deleted"
         a = p.author_id
+        self._forget_runs(a)
         for by_author in (self._originals, self._secondary, self._videos):
             d = by_author.get(a)
             if d is not None and p in d:
@@ -247,6 +362,8 @@ class PostStore:
         min_video = self.config.min_video_duration_ms
         list_cap = self.config.max_posts_per_author_list
         sharded = self.num_shards > 1
+        runs_pop, video_runs_pop = self._runs.pop, self._video_runs.pop
+        watched = self._watched
         n_created = n_foreign = n_dup = n_del = 0
         for post in creates:
             pid = post.post_id
@@ -259,13 +376,21 @@ class PostStore:
                 else:
                     foreign[pid] = light_post(post, min_video)
                     n_foreign += 1
+                    if pid in watched:  # a late parent of a cached reply
+                        self._parents_changed()
+                        watched = self._watched
                 continue
             if pid in posts:
                 n_dup += 1
                 continue
             lp = posts[pid] = light_post(post, min_video)
             n_created += 1
+            if pid in watched:  # a late parent of a cached reply
+                self._parents_changed()
+                watched = self._watched
             a = lp.author_id
+            runs_pop(a, None)
+            video_runs_pop(a, None)
             reply = lp.in_reply_to_post_id is not None or lp.in_reply_to_user_id is not None
             repost = lp.repost_of_post_id is not None
             by_author = secondary if reply or repost else originals
@@ -300,6 +425,8 @@ class PostStore:
             old = d.popleft()
             if owns_table:  # evicted for good: out of the table and the video deque too
                 self._posts.pop(old.post_id, None)
+                if old.post_id in self._watched:
+                    self._parents_changed()
                 v = self._videos.get(a)
                 if v is not None and old in v:
                     v.remove(old)
@@ -320,6 +447,8 @@ class PostStore:
         for by_author, owns_table in ((self._originals, True), (self._secondary, True), (self._videos, False)):
             empty = []
             for a, d in by_author.items():
+                if d and d[0].created_at_ms < cutoff:
+                    self._forget_runs(a)
                 while d and d[0].created_at_ms < cutoff:
                     p = d.popleft()
                     if owns_table:
@@ -344,12 +473,13 @@ class PostStore:
             t, pid = deletions.popleft()
             if self._deleted.get(pid) == t:
                 del self._deleted[pid]
+        self._parents_changed()  # posts (maybe parents) left the tables: every run re-checks its parents once
         self._shrink()
         self.counters["trimmed"] += removed
         return removed
 
     def _shrink(self) -> None:
-        for name in ("_posts", "_foreign", "_deleted", "_originals", "_secondary", "_videos"):
+        for name in ("_posts", "_foreign", "_deleted", "_originals", "_secondary", "_videos", "_runs", "_video_runs"):
             d = getattr(self, name)
             peak = max(self._peak.get(name, 0), len(d))
             if len(d) < peak // 2:
@@ -370,6 +500,9 @@ class PostStore:
         ``max_reply_posts_per_author`` replies + reposts (or
         ``max_video_posts_per_author`` videos when ``video_only``). Then merge,
         newest first, and keep ``max_results`` (config default when <= 0).
+
+        Each author's answer comes from its cached :class:`_Run` when the
+        request cannot change it, else from the plain scan (:meth:`_collect`).
         """
         cfg = self.config
         limit = cfg.max_input_list_size
@@ -380,55 +513,167 @@ class PostStore:
         if len(exclude) > limit:  # a set has no "first N": keep the smallest ids, deterministic
             exclude = frozenset(sorted(exclude)[:limit])
         cutoff = now_ms - self._retention
-        out: list[LightPost] = []
+        viewer = req.viewer_id
         if req.video_only:
             max_results = req.max_results if req.max_results > 0 else cfg.max_videos_to_return
-            self._collect(
-                self._videos, followed, cfg.max_video_posts_per_author, exclude, req.viewer_id, cutoff, cutoff, None, out
-            )
+            kinds = ((self._videos, cfg.max_video_posts_per_author, False),)
+            runs, followed_set = self._video_runs, _EMPTY
         else:
             max_results = req.max_results if req.max_results > 0 else cfg.max_posts_to_return
-            self._collect_originals(followed, exclude, cutoff, out)
-            # Originals pass no further rule, so once there are max_results of them
-            # anything older than the max_results-th newest cannot make the cut:
-            # the replies scan stops there (exact: ties at the floor are kept).
-            floor = kth_newest_time(out, max_results)
-            self._collect(
-                self._secondary,
-                followed,
-                cfg.max_reply_posts_per_author,
-                exclude,
-                req.viewer_id,
-                cutoff,
-                cutoff if floor is None else max(cutoff, floor),
-                frozenset(followed),
-                out,
+            kinds = (
+                (self._originals, cfg.max_original_posts_per_author, False),
+                (self._secondary, cfg.max_reply_posts_per_author, True),
             )
-        return merge_newest_first(out, max_results)
+            runs, followed_set = self._runs, frozenset(followed)
+        times = array("q")
+        runs_hit: list[tuple[LightPost, ...]] = []
+        slow = self._from_runs(runs, kinds, followed, followed_set, exclude, viewer, cutoff, times, runs_hit)
+        slow_posts: list[LightPost] = []
+        for by_author, cap, rule in kinds if slow else ():
+            self._collect(by_author, slow, cap, exclude, viewer, cutoff, cutoff, followed_set if rule else None, slow_posts)
+        times.extend(map(_CREATED, slow_posts))
+        return _gather_newest(times, runs_hit, slow_posts, max_results)
 
-    def _collect_originals(
-        self, followed: Sequence[int], exclude: frozenset[int], cutoff: int, out: list[LightPost]
-    ) -> None:
-        # Originals are neither reposts nor replies, so only age and exclusion
-        # matter: take the newest n in one C call when none of them is old or
-        # excluded, else fall back to the general loop for that author.
-        n = min(self.config.max_original_posts_per_author, self.config.max_tiny_posts_per_user_scan)
-        get = self._originals.get
-        extend = out.extend
+    def _from_runs(
+        self,
+        runs: dict[int, _Run],
+        kinds: tuple[tuple[dict[int, deque[LightPost]], int, bool], ...],
+        followed: Sequence[int],
+        followed_set: frozenset[int],
+        exclude: frozenset[int],
+        viewer: int,
+        cutoff: int,
+        times: array[int],
+        runs_hit: list[tuple[LightPost, ...]],
+    ) -> list[int]:
+        """Add each followed author's cached answer: its times to ``times``, its posts to ``runs_hit``.
+
+        Returns the authors whose cached answer this request could change. The
+        query's hot loop: per author a handful of C-level checks (see
+        :class:`_Run` for why each one is needed), no post is touched.
+        """
+        get = runs.get
+        add_times, add_run = times.frombytes, runs_hit.append
+        epoch = self._parents_epoch
         slow: list[int] = []
         for a in followed:
-            d = get(a)
-            if d is None:
-                continue
-            k = len(d) if len(d) < n else n
-            if d[-k].created_at_ms < cutoff or (exclude and not exclude.isdisjoint(map(_POST_ID, islice(reversed(d), k)))):
+            r = get(a)
+            if r is None:
+                if not any(a in by_author for by_author, _, _ in kinds):
+                    continue  # no posts
+                r = runs[a] = self._build_run(a, kinds)
+            elif r.epoch != epoch and not self._parents_unchanged(r):
+                r = runs[a] = self._build_run(a, kinds)
+            if (
+                viewer in r.repost_users
+                or (r.cond_users and not followed_set.isdisjoint(r.cond_users))
+                or (exclude and self._excludes_scanned(a, kinds, r.scanned, exclude))
+            ):
                 slow.append(a)
-            else:
-                extend(islice(reversed(d), k))
-        if slow:
-            self._collect(
-                self._originals, slow, self.config.max_original_posts_per_author, exclude, 0, cutoff, cutoff, None, out
-            )
+            elif cutoff <= r.valid_from:
+                if r.posts:
+                    add_times(r.times)
+                    add_run(r.posts)
+            else:  # some posts (or their parents) are past retention: the young enough prefix, if parents allow
+                k = bisect_right(memoryview(r.times).cast("q"), -cutoff, key=neg)
+                if k and r.parents_from < cutoff:
+                    slow.append(a)
+                elif k:
+                    add_times(r.times[: 8 * k])
+                    add_run(r.posts[:k])
+        return slow
+
+    @staticmethod
+    def _excludes_scanned(
+        a: int, kinds: tuple[tuple[dict[int, deque[LightPost]], int, bool], ...], scanned: tuple[int, ...], exclude: frozenset[int]
+    ) -> bool:
+        for (by_author, _, _), n in zip(kinds, scanned):
+            if n and not exclude.isdisjoint(map(_POST_ID, islice(reversed(by_author[a]), n))):
+                return True
+        return False
+
+    def _build_run(self, a: int, kinds: tuple[tuple[dict[int, deque[LightPost]], int, bool], ...]) -> _Run:
+        """Author ``a``'s :class:`_Run`: :meth:`_collect`'s scan with no exclusions, age limit or viewer."""
+        scan = self.config.max_tiny_posts_per_user_scan
+        get = self.get
+        kept: list[tuple[int, int, LightPost]] = []  # (time, parent time, post)
+        scanned: list[int] = []
+        repost_users: set[int] = set()
+        cond_users: set[int] = set()
+        parent_ids: list[int] = []
+        parents: list[LightPost | None] = []
+        for by_author, cap, rule in kinds:
+            d = by_author.get(a)
+            if not d:
+                scanned.append(0)
+                continue
+            if not rule:  # no reply rule: every scanned post is kept, so the newest ``cap`` are the answer
+                window = list(islice(reversed(d), min(cap, scan)))
+                kept += [(p.created_at_ms, _NO_PARENT, p) for p in window]
+                repost_users.update([p.repost_of_user_id for p in window if p.repost_of_post_id is not None])
+                scanned.append(len(window))
+                continue
+            n = taken = 0
+            for p in islice(reversed(d), scan):
+                n += 1
+                parent_time = _NO_PARENT
+                parent_id = p.in_reply_to_post_id
+                if parent_id is not None:
+                    parent = get(parent_id)
+                    parent_ids.append(parent_id)
+                    parents.append(parent)
+                    if parent is None:
+                        continue
+                    if (
+                        parent.in_reply_to_post_id is not None
+                        or parent.in_reply_to_user_id is not None
+                        or parent.repost_of_post_id is not None
+                    ):
+                        if p.conversation_id is not None and parent.in_reply_to_post_id == p.conversation_id:
+                            cond_users.add(p.in_reply_to_user_id)  # type: ignore[arg-type]
+                        continue
+                    parent_time = parent.created_at_ms
+                if p.repost_of_post_id is not None:
+                    repost_users.add(p.repost_of_user_id)  # type: ignore[arg-type]
+                kept.append((p.created_at_ms, parent_time, p))
+                taken += 1
+                if taken >= cap:
+                    break
+            scanned.append(n)
+        kept.sort(key=itemgetter(0), reverse=True)
+        self._watched.update(parent_ids)
+        times, parent_times, posts = zip(*kept) if kept else ((), (), ())
+        parents_from = min(parent_times, default=_NO_PARENT)
+        return _Run(
+            array("q", times).tobytes(),
+            posts,
+            parents_from,
+            min(times[-1], parents_from) if kept else _NO_PARENT,
+            tuple(scanned),
+            tuple(repost_users),  # a few at most: tuples are a quarter the size of small frozensets
+            tuple(cond_users),
+            tuple(parent_ids),
+            tuple(parents),
+            self._parents_epoch,
+        )
+
+    def _parents_changed(self) -> None:
+        self._parents_epoch += 1
+        self._watched = set()
+
+    def _parents_unchanged(self, r: _Run) -> bool:
+        """Re-check ``r``'s parents after an epoch change; if they hold, ``r`` is current again."""
+        get = self.get
+        if not all(map(is_, map(get, r.parent_ids), r.parents)):
+            return False
+        self._watched.update(r.parent_ids)
+        r.epoch = self._parents_epoch
+        return True
+
+    def _forget_runs(self, a: int) -> None:
+        """Author ``a``'s deques changed: its cached answers are stale."""
+        self._runs.pop(a, None)
+        self._video_runs.pop(a, None)
 
     def _collect(
         self,
@@ -506,5 +751,6 @@ class PostStore:
             "original_posts": sum(map(len, self._originals.values())),
             "secondary_posts": sum(map(len, self._secondary.values())),
             "video_posts": sum(map(len, self._videos.values())),
+            "cached_authors": len(self._runs) + len(self._video_runs),
             **self.counters,
         }
