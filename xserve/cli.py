@@ -7,6 +7,7 @@ reason on bad input, never a stack trace.
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Callable, Sequence
 
@@ -100,7 +101,27 @@ def _add_data_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    raise CliError("serving is not built yet (issue #7: the For You graph on Ray Serve); run `make test` meanwhile")
+    overrides: dict = {"storage": {"data_dir": args.data_dir}} if args.data_dir else {}
+    serving = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if serving:
+        overrides["serving"] = serving
+    config = load_config(args.config, overrides=overrides)
+    host, port = config.serving.host, config.serving.port
+    if not 0 < port < 65536:
+        raise CliError(f"--port must be in 1..65535, got {port}")
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    from xserve.app import prepare_data_dir, serve_forever
+
+    try:
+        prepare_data_dir(config)  # seeding and training show progress here, before Ray starts
+    except Exception as exc:  # noqa: BLE001 - one line, never a stack trace
+        raise CliError(f"preparing {config.storage.data_dir}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    serve_forever(config)
+    return 0
 
 
 # --------------------------------------------------------------------------- phoenix: train / evaluate
@@ -216,7 +237,10 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(fn=_cmd_config_show)
     _add_phoenix_commands(add)
 
-    add("serve", _cmd_serve, "run the For You server on a local Ray cluster")
+    serve = add("serve", _cmd_serve, "run the For You server on a local Ray cluster (seeds a demo world on first run)")
+    serve.add_argument("--data-dir", metavar="DIR", help="data directory (default $XSERVE_DATA_DIR or ./xserve-data)")
+    serve.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
     _add_data_commands(add)
     return parser
 

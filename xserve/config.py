@@ -33,12 +33,14 @@ __all__ = [
     "RetrievalConfig",
     "ScoringConfig",
     "ScoringWeights",
+    "ServingConfig",
     "StorageConfig",
     "ThunderConfig",
     "TrainConfig",
     "XServeConfig",
     "config_to_dict",
     "load_config",
+    "merge_config",
 ]
 
 HOUR_MS = 3_600_000
@@ -231,6 +233,24 @@ class RankerServingConfig(_Section):
     seed: int = 0  # weights seed when no checkpoint is given
 
 
+class ServingConfig(_Section):
+    """The Serve graph: user store, hydration, HTTP limits and the demo world (our choices)."""
+
+    num_user_shards: int = 2  # UserStoreShard actors, users sharded by id
+    max_history_items: int = 256  # aggregated engagement-sequence entries kept per user (newest)
+    max_served_ids: int = 200  # served-history post ids kept per user (newest)
+    max_edges_per_kind: int = 20_000  # follows (or blocks, mutes, subscriptions) per user; more is refused
+    num_hydration_shards: int = 1  # PostHydrationShard actors, posts sharded by id
+    hydration_cache_size: int = 400_000  # posts held by each hydration shard's LRU
+    max_body_bytes: int = 1 << 20  # larger request bodies are refused with 413
+    host: str = "127.0.0.1"  # HTTP bind address (0.0.0.0 on a cluster head)
+    port: int = 8000  # Serve's default HTTP port
+    demo_world: str = "small"  # synthetic world seeded on first run with an empty data dir (xserve.synth sizes)
+    ingress_num_cpus: float = 0.5  # Ray CPUs reserved per FeedIngress replica (serve_config.yaml sets 1 on a cluster)
+    retrieval_num_cpus: float = 0.5  # per Retrieval replica; with the ranker's 1.0 the app fits a 2-CPU machine
+    bootstrap_train_examples: int = 6_000  # examples per epoch for each model in the first run's training (minutes)
+
+
 class XServeConfig(_Section):
     scoring: ScoringConfig = ScoringConfig()
     mixer: MixerConfig = MixerConfig()
@@ -240,6 +260,7 @@ class XServeConfig(_Section):
     retrieval: RetrievalConfig = RetrievalConfig()
     storage: StorageConfig = StorageConfig()
     ranker_serving: RankerServingConfig = RankerServingConfig()
+    serving: ServingConfig = ServingConfig()
 
 
 class ConfigError(ValueError):
@@ -319,5 +340,15 @@ def load_config(
         data = _deep_merge(data, overrides)
     try:
         return msgspec.convert(data, XServeConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}".replace("`$.", "`")) from None
+
+
+def merge_config(config: XServeConfig, changes: Mapping[str, Any] | None) -> XServeConfig:
+    """``config`` with ``changes`` (nested sections, as in a config file) merged in; ConfigError if invalid."""
+    if not changes:
+        return config
+    try:
+        return msgspec.convert(_deep_merge(config_to_dict(config), changes), XServeConfig)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}".replace("`$.", "`")) from None

@@ -27,7 +27,12 @@ __all__ = [
     "NEGATIVE_ACTIONS",
     "Action",
     "ActionScores",
+    "EdgeKind",
+    "EdgeSet",
+    "EdgeUnset",
     "Engagement",
+    "EngagementRecorded",
+    "EngagementsBody",
     "FeedRequest",
     "FeedResponse",
     "FilteredOut",
@@ -36,9 +41,13 @@ __all__ = [
     "IngestRejection",
     "IngestResult",
     "InNetworkRequest",
+    "LabelsBody",
     "LightPost",
     "Media",
     "MediaKind",
+    "MutedKeywordsBody",
+    "MutedKeywordsSet",
+    "NewPost",
     "Post",
     "PostCandidate",
     "PostCreated",
@@ -46,6 +55,7 @@ __all__ = [
     "PostEmbeddings",
     "PostEvent",
     "PostId",
+    "PostLabelsSet",
     "ProductSurface",
     "QuotedPostDeleted",
     "RankCandidate",
@@ -55,12 +65,17 @@ __all__ = [
     "RetrievedPost",
     "ScoreExplanation",
     "ScoredPost",
+    "Served",
     "ServedType",
     "ShardHits",
     "StageReport",
+    "UserBody",
+    "UserEvent",
     "UserFeatures",
     "UserId",
     "UserProfile",
+    "UserQueryData",
+    "UserUpserted",
     "VisibilityLabel",
     "json_decoder",
     "json_encoder",
@@ -550,3 +565,133 @@ class ShardHits(Struct, frozen=True):
 
     def __len__(self) -> int:
         return len(self.post_ids)
+
+
+# --------------------------------------------------------------------------- added by serving: user events
+# The write API turns each accepted request into one of these events; the user
+# store applies them idempotently (applying an event twice equals applying it
+# once) and persists them in its append-only log, so a restart replays them.
+
+MAX_SCREEN_NAME_CHARS = 50
+MAX_MUTED_KEYWORDS = 200  # per user
+MAX_KEYWORD_CHARS = 100
+MAX_BATCH = 1_000  # engagements (or other items) accepted in one request
+
+
+class EdgeKind(enum.StrEnum):
+    """A directed relation from one user to another (``storage.EDGE_KINDS`` spells the same values)."""
+
+    FOLLOW = "follow"
+    BLOCK = "block"
+    MUTE = "mute"
+    SUBSCRIBE = "subscribe"
+
+
+class UserUpserted(Struct, frozen=True, tag="user_upserted", forbid_unknown_fields=True):
+    """Create a user or change its profile; the follower count is derived from follow edges."""
+
+    user_id: PositiveId
+    screen_name: Annotated[str, Meta(max_length=MAX_SCREEN_NAME_CHARS)] = ""
+    at_ms: TimestampMs = 0
+
+
+class EdgeSet(Struct, frozen=True, tag="edge_set", forbid_unknown_fields=True):
+    """``user_id`` follows / blocks / mutes / subscribes to ``target_id`` (no-op when already so)."""
+
+    user_id: PositiveId
+    target_id: PositiveId
+    kind: EdgeKind
+    at_ms: TimestampMs = 0
+
+
+class EdgeUnset(Struct, frozen=True, tag="edge_unset", forbid_unknown_fields=True):
+    """Removes the edge (no-op when absent)."""
+
+    user_id: PositiveId
+    target_id: PositiveId
+    kind: EdgeKind
+    at_ms: TimestampMs = 0
+
+
+class MutedKeywordsSet(Struct, frozen=True, tag="muted_keywords_set", forbid_unknown_fields=True):
+    """Replaces the user's muted keywords."""
+
+    user_id: PositiveId
+    keywords: tuple[str, ...] = ()
+    at_ms: TimestampMs = 0
+
+
+class EngagementRecorded(Struct, frozen=True, tag="engagement_recorded", forbid_unknown_fields=True):
+    engagement: Engagement
+
+
+class Served(Struct, frozen=True, tag="served", forbid_unknown_fields=True):
+    """Posts the feed returned to the user (the served-history side effect)."""
+
+    user_id: PositiveId
+    post_ids: tuple[int, ...]
+    at_ms: TimestampMs = 0
+
+
+UserEvent = UserUpserted | EdgeSet | EdgeUnset | MutedKeywordsSet | EngagementRecorded | Served
+
+
+class PostLabelsSet(Struct, frozen=True, tag="post_labels_set", forbid_unknown_fields=True):
+    """Replaces a post's visibility labels (``PUT /v1/posts/{id}/labels``)."""
+
+    post_id: PositiveId
+    labels: tuple[VisibilityLabel, ...]
+    at_ms: TimestampMs = 0
+
+
+class UserQueryData(Struct, frozen=True):
+    """Everything the feed needs about its viewer, fetched in one call to the viewer's user shard."""
+
+    user_id: int
+    features: UserFeatures
+    history: tuple[HistoryItem, ...]  # newest last
+    served_ids: tuple[int, ...] = ()  # recently served post ids, newest last
+
+
+# --------------------------------------------------------------------------- added by serving: HTTP bodies
+
+
+class UserBody(Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of ``PUT /v1/users/{id}``."""
+
+    screen_name: Annotated[str, Meta(max_length=MAX_SCREEN_NAME_CHARS)] = ""
+
+
+class MutedKeywordsBody(Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of ``PUT /v1/users/{id}/muted_keywords``."""
+
+    keywords: Annotated[
+        tuple[Annotated[str, Meta(min_length=1, max_length=MAX_KEYWORD_CHARS)], ...],
+        Meta(max_length=MAX_MUTED_KEYWORDS),
+    ]
+
+
+class LabelsBody(Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of ``PUT /v1/posts/{id}/labels``."""
+
+    labels: Annotated[tuple[VisibilityLabel, ...], Meta(max_length=len(VisibilityLabel))]
+
+
+class NewPost(Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of ``POST /v1/posts``: a ``Post`` whose id and time the server may assign."""
+
+    author_id: PositiveId
+    text: Annotated[str, Meta(max_length=MAX_TEXT_CHARS)] = ""
+    post_id: PositiveId | None = None  # None = the server assigns one
+    created_at_ms: TimestampMs | None = None  # None = now
+    in_reply_to_post_id: PositiveId | None = None
+    in_reply_to_user_id: PositiveId | None = None
+    repost_of_post_id: PositiveId | None = None
+    repost_of_user_id: PositiveId | None = None
+    quote_of_post_id: PositiveId | None = None
+    conversation_id: PositiveId | None = None
+    media: Annotated[tuple[Media, ...], Meta(max_length=4)] = ()
+    subscription_only: bool = False
+
+
+EngagementsBody = Engagement | Annotated[list[Engagement], Meta(min_length=1, max_length=MAX_BATCH)]

@@ -186,10 +186,17 @@ class ThunderClient:
 
     @classmethod
     def start(
-        cls, config: ThunderConfig, storage: StorageConfig, prefix: str = "thunder", num_cpus: float = 0
+        cls, config: ThunderConfig, storage: StorageConfig, prefix: str = "thunder", num_cpus: float = 0,
+        detached: bool = False,
     ) -> ThunderClient:
-        """Create (or attach to) the named shard and ingest actors; shards rebuild from the log."""
+        """Create (or attach to) the named shard and ingest actors; shards rebuild from the log.
+
+        ``detached`` keeps the actors alive when their creator goes away (a Serve replica that is
+        scaled down must not take the store with it); tests leave it off so the cluster cleans up.
+        """
         opts = dict(num_cpus=num_cpus, get_if_exists=True, max_concurrency=config.max_concurrent_requests + 8)
+        if detached:
+            opts["lifetime"] = "detached"
         shards = [
             [
                 ThunderShard.options(name=_shard_name(prefix, s, r), **opts).remote(config, storage, s, r)

@@ -1,0 +1,101 @@
+"""The user-store and hydration actors on the shared local Ray: wiring, durability across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from xserve.config import load_config
+from xserve.schema import (
+    Action,
+    EdgeKind,
+    EdgeSet,
+    Engagement,
+    EngagementRecorded,
+    Post,
+    PostCreated,
+    PostDeleted,
+    PostLabelsSet,
+    UserUpserted,
+    VisibilityLabel,
+)
+
+pytestmark = pytest.mark.ray
+
+
+def config(tmp_path):
+    return load_config(environ={}, overrides={"storage": {"data_dir": str(tmp_path), "fsync": False}, "serving": {"num_user_shards": 2}})
+
+
+def test_user_shards_write_read_and_rebuild_after_restart(ray_cluster, tmp_path):
+    from xserve.actors.users import UserShardsClient, UserStoreShard, WriteRefused, prefetched_user
+
+    cfg = config(tmp_path)
+    shards = [UserStoreShard.remote(cfg, i, 2) for i in range(2)]
+    client = UserShardsClient(shards, history_length=8)
+
+    async def scenario():
+        await client.write([UserUpserted(u, f"u{u}") for u in range(1, 6)])
+        await client.write([EdgeSet(1, u, EdgeKind.FOLLOW) for u in range(2, 6)])
+        with pytest.raises(WriteRefused) as refused:
+            await client.write([EdgeSet(1, 99, EdgeKind.FOLLOW)])
+        assert refused.value.status == 404 and "99" in str(refused.value)
+        with pytest.raises(WriteRefused):  # one bad event refuses the whole batch
+            await client.write([EdgeSet(2, 3, EdgeKind.BLOCK), EdgeSet(2, 77, EdgeKind.BLOCK)])
+        await client.write([EngagementRecorded(Engagement(1, 10, 2, Action.FAVORITE, 1_000))])
+        await client.record_served(1, [10, 11], 2_000)
+        features = await client.user_features(1)
+        history = await client.engagement_history(1, 8)
+        profiles = await client.profiles([2, 3, 99])
+        data = await client.query_data(1)
+        # the prefetched answer is used instead of a call
+        prefetched_user(data)
+        assert await client.user_features(1) is data.features
+        return features, history, profiles, data
+
+    features, history, profiles, data = asyncio.run(scenario())
+    assert features.followed_user_ids == {2, 3, 4, 5}
+    assert [h.post_id for h in history] == [10]
+    assert set(profiles) == {2, 3} and profiles[2].followers_count == 1
+    assert data.served_ids == (10, 11)
+    blocked = asyncio.run(client.user_features(2)).blocked_user_ids
+    assert blocked == frozenset()
+
+    for s in shards:
+        ray_cluster.kill(s)
+    shards = [UserStoreShard.remote(cfg, i, 2) for i in range(2)]
+    again = UserShardsClient(shards, history_length=8)
+    assert asyncio.run(again.user_features(1)) == features
+    assert asyncio.run(again.profiles([2]))[2].followers_count == 1
+    for s in shards:
+        ray_cluster.kill(s)
+
+
+def test_hydration_shards_live_posts_labels_deletes_and_restart(ray_cluster, tmp_path):
+    from xserve.actors.hydration import PostDataClient, PostHydrationShard, request_cache
+    from xserve.actors.users import UserShardsClient
+
+    cfg = config(tmp_path)
+    shards = [PostHydrationShard.remote(cfg, i, 2, 0) for i in range(2)]
+    client = PostDataClient(shards, UserShardsClient([], 8))
+    posts = [Post(post_id=i, author_id=1, created_at_ms=0, text=f"p{i}") for i in range(1, 7)]
+
+    async def scenario():
+        await client.write([PostCreated(p) for p in posts])
+        await client.write([PostLabelsSet(2, (VisibilityLabel.SPAM,)), PostDeleted(3, 5)])
+        request_cache()
+        a, b = await asyncio.gather(client.get_posts([1, 2, 3, 4]), client.get_posts([1, 2]))
+        return a, b
+
+    a, b = asyncio.run(scenario())
+    assert set(a) == {1, 2, 4} and set(b) == {1, 2}
+    assert a[2].labels == (VisibilityLabel.SPAM,)
+    for s in shards:
+        ray_cluster.kill(s)
+    shards = [PostHydrationShard.remote(cfg, i, 2, 0) for i in range(2)]
+    again = PostDataClient(shards, UserShardsClient([], 8))
+    got = asyncio.run(again.get_posts(range(1, 7)))
+    assert set(got) == {1, 2, 4, 5, 6} and got[2].labels == (VisibilityLabel.SPAM,)
+    for s in shards:
+        ray_cluster.kill(s)

@@ -1,0 +1,51 @@
+"""FeedAPI's edge helpers, without Ray: body decoding and completing a new post from its parents."""
+
+from __future__ import annotations
+
+import pytest
+
+from xserve.deployments.api import ApiError, _complete, check_id, decode
+from xserve.schema import Engagement, EngagementsBody, FeedRequest, NewPost, Post
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (b'{"viewer_id": 1, "limit": -3}', 422, "$.limit"),
+        (b'{"viewer_id": 1, "colour": 1}', 422, "colour"),
+        (b'{"viewer_id": 0}', 422, "$.viewer_id"),
+        (b"{not json", 400, "JSON"),
+        (b"[1, 2]", 422, "object"),
+    ],
+)
+def test_decode_errors_name_the_field(body, status, needle):
+    with pytest.raises(ApiError) as err:
+        decode(FeedRequest, body)
+    assert err.value.status == status and needle in err.value.reason and "\n" not in err.value.reason
+
+
+def test_engagements_body_is_one_or_a_bounded_list():
+    one = b'{"user_id": 1, "post_id": 2, "author_id": 3, "action": "favorite", "timestamp_ms": 5}'
+    assert isinstance(decode(EngagementsBody, one), Engagement)
+    assert len(decode(EngagementsBody, b"[" + b",".join([one] * 3) + b"]")) == 3
+    with pytest.raises(ApiError):
+        decode(EngagementsBody, b"[" + b",".join([one] * 1001) + b"]")
+
+
+def test_check_id():
+    assert check_id("user_id", 5) == 5
+    for bad in (0, -1, 2**63):
+        with pytest.raises(ApiError):
+            check_id("user_id", bad)
+
+
+def test_a_reply_and_a_repost_inherit_from_their_parents():
+    root = Post(post_id=10, author_id=1, created_at_ms=0, text="root")
+    reply = Post(post_id=11, author_id=2, created_at_ms=1, text="re", in_reply_to_post_id=10, conversation_id=10)
+    new = NewPost(author_id=3, text="re re", in_reply_to_post_id=11)
+    post = _complete(new, 99, 1_000, {11: reply})
+    assert (post.post_id, post.created_at_ms, post.in_reply_to_user_id, post.conversation_id) == (99, 1_000, 2, 10)
+    repost = _complete(NewPost(author_id=3, repost_of_post_id=10), 100, 5, {10: root})
+    assert repost.repost_of_user_id == 1 and repost.conversation_id is None
+    given = _complete(NewPost(author_id=3, text="x", created_at_ms=7), 101, 5, {})
+    assert given.created_at_ms == 7

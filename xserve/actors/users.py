@@ -1,0 +1,209 @@
+"""``UserStoreShard`` actors (users sharded by id) and ``UserShardsClient``, the mixer's ``UserDataClient``.
+
+A shard is a thin shell around :class:`xserve.users.UserStore`: on start it
+loads its users from the data directory's tables (users, edges, engagements),
+then replays its journal (``<data_dir>/users/shard-<i>-of-<n>.log``), so a
+restarted actor rebuilds the same state. A write is journalled (fsynced)
+before it is applied and acknowledged.
+
+Results cross the Ray boundary as msgpack bytes (built once, decoded by the
+client) rather than pickled Structs: cheaper for the feed's hot calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import ray
+
+from xserve.config import XServeConfig
+from xserve.schema import (
+    EdgeSet,
+    EdgeUnset,
+    EngagementRecorded,
+    HistoryItem,
+    MutedKeywordsSet,
+    Served,
+    UserEvent,
+    UserFeatures,
+    UserProfile,
+    UserQueryData,
+    UserUpserted,
+)
+from xserve.storage.journal import Journal
+from xserve.users import UserStore, event_user_ids, shard_of
+
+__all__ = ["UserShardsClient", "UserStoreShard", "WriteRefused", "clear_prefetched", "prefetched_user", "required_users"]
+
+_QUERY_DEC = msgspec.msgpack.Decoder(UserQueryData | None)
+_PROFILES_DEC = msgspec.msgpack.Decoder(dict[int, UserProfile])
+
+
+class WriteRefused(Exception):
+    """A write the user store refuses; ``status`` is the HTTP status (404 unknown user, 409 a cap)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def required_users(event: UserEvent) -> tuple[int, ...]:
+    """Users that must exist for ``event`` to be accepted (a profile upsert creates its user)."""
+    match event:
+        case UserUpserted():
+            return ()
+        case EdgeSet(user_id=u, target_id=t) | EdgeUnset(user_id=u, target_id=t):
+            return (u, t)
+        case EngagementRecorded(engagement=e):
+            return (e.user_id,)
+        case MutedKeywordsSet(user_id=u) | Served(user_id=u):
+            return (u,)
+    raise TypeError(f"not a user event: {type(event).__name__}")
+
+
+@ray.remote(num_cpus=0, max_restarts=3, max_task_retries=1)
+class UserStoreShard:
+    """One shard of the user store (see the module docstring)."""
+
+    def __init__(self, config: XServeConfig, shard: int, num_shards: int) -> None:
+        self._enc = msgspec.msgpack.Encoder()  # per instance: Ray may pickle the class by value
+        self._store = UserStore(config.serving, config.mixer, shard, num_shards)
+        data_dir = Path(config.storage.data_dir)
+        self.loaded = _load_tables(self._store, data_dir)
+        self._journal: Journal[UserEvent] = Journal(
+            data_dir / "users" / f"shard-{shard}-of-{num_shards}.log", UserEvent, fsync=config.storage.fsync
+        )
+        self.replayed = 0
+        for event in self._journal.replay():
+            self._store.apply(event)
+            self.replayed += 1
+
+    def stats(self) -> dict[str, Any]:
+        return {"store": repr(self._store), "loaded": self.loaded, "replayed": self.replayed}
+
+    def query_data(self, user_id: int, history_limit: int) -> bytes:
+        return self._enc.encode(self._store.query_data(user_id, history_limit))
+
+    def profiles(self, user_ids: Sequence[int]) -> bytes:
+        return self._enc.encode(self._store.profiles(user_ids))
+
+    def check(self, events: Sequence[UserEvent]) -> tuple[int, str] | None:
+        """(status, reason) for the first event this shard refuses, or None."""
+        missing = self._store.missing({u for e in events for u in required_users(e)})
+        if missing:
+            return 404, f"unknown user {missing[0]}"
+        for event in events:
+            reason = self._store.check(event)
+            if reason is not None:
+                return 409, reason
+        return None
+
+    def apply(self, events: Sequence[UserEvent], checked: bool = False) -> tuple[int, str] | None:
+        """Check (unless the caller did), journal, apply; returns the refusal or None once durable."""
+        if not checked and (refused := self.check(events)) is not None:
+            return refused
+        # served history is a soft signal written on every feed: no fsync, so it never stalls the shard
+        self._journal.append(events, sync=not all(isinstance(e, Served) for e in events))
+        for event in events:
+            self._store.apply(event)
+        return None
+
+
+def _load_tables(store: UserStore, data_dir: Path) -> dict[str, int]:
+    """The shard's users, edges and engagement history from the data directory's tables (if any)."""
+    if not (data_dir / "users.lance").exists():
+        return {}
+    from xserve.storage import DataDir
+
+    dd = DataDir(data_dir, create=False)
+    users = dd.read_users(["user_id", "screen_name", "followers_count"]).to_pydict()
+    out = {"users": store.load_users(users["user_id"], users["screen_name"], users["followers_count"])}
+    edges = dd.read_edges(columns=["user_id", "target_id", "kind"]).to_pydict()
+    out["edges"] = store.load_edges(edges["user_id"], edges["target_id"], edges["kind"])
+    out["engagements"] = store.load_engagement_arrays(dd.read_engagement_arrays())
+    return out
+
+
+# --------------------------------------------------------------------------- the client
+
+_prefetched: contextvars.ContextVar[UserQueryData | None] = contextvars.ContextVar("xserve_user_data", default=None)
+
+
+def prefetched_user(data: UserQueryData | None) -> contextvars.Token:
+    """Make ``data`` the answer for its user in this context (the ingress fetched it to check the viewer).
+
+    The pipeline's two query hydrators then read it instead of calling the
+    shard twice: one user-store call per feed request.
+    """
+    return _prefetched.set(data)
+
+
+def clear_prefetched(token: contextvars.Token) -> None:
+    _prefetched.reset(token)
+
+
+class UserShardsClient:
+    """Satisfies the mixer's ``UserDataClient``; also the write path's entry to the user store."""
+
+    def __init__(self, shards: Sequence[Any], history_length: int) -> None:
+        self._shards = list(shards)
+        self._history_length = history_length
+
+    def _shard(self, user_id: int) -> Any:
+        return self._shards[shard_of(user_id, len(self._shards))]
+
+    async def query_data(self, user_id: int) -> UserQueryData | None:
+        data = _prefetched.get()
+        if data is not None and data.user_id == user_id:
+            return data
+        return _QUERY_DEC.decode(await self._shard(user_id).query_data.remote(user_id, self._history_length))
+
+    async def user_features(self, user_id: int) -> UserFeatures:
+        data = await self.query_data(user_id)
+        return data.features if data is not None else UserFeatures()
+
+    async def engagement_history(self, user_id: int, limit: int) -> tuple[HistoryItem, ...]:
+        data = await self.query_data(user_id)
+        return data.history[-limit:] if data is not None and limit > 0 else ()
+
+    async def record_served(self, user_id: int, post_ids: Sequence[int], served_at_ms: int) -> None:
+        await self._shard(user_id).apply.remote([Served(user_id, tuple(post_ids), served_at_ms)], True)
+
+    async def profiles(self, user_ids: Sequence[int]) -> dict[int, UserProfile]:
+        by_shard: dict[int, list[int]] = defaultdict(list)
+        for u in user_ids:
+            by_shard[shard_of(u, len(self._shards))].append(u)
+        answers = await asyncio.gather(*(self._shards[s].profiles.remote(ids) for s, ids in by_shard.items()))
+        out: dict[int, UserProfile] = {}
+        for answer in answers:
+            out.update(_PROFILES_DEC.decode(answer))
+        return out
+
+    async def write(self, events: Sequence[UserEvent]) -> None:
+        """Apply ``events`` on every shard they touch, all or nothing; raises ``WriteRefused``.
+
+        One shard: one call (check + journal + apply). Several: every shard
+        checks first, then every shard applies, so a refused write changes nothing.
+        """
+        by_shard: dict[int, list[UserEvent]] = defaultdict(list)
+        for event in events:
+            shards = {shard_of(u, len(self._shards)) for u in (*event_user_ids(event), *required_users(event))}
+            for s in shards:
+                by_shard[s].append(event)
+        if len(by_shard) > 1:
+            refusals = await asyncio.gather(*(self._shards[s].check.remote(evs) for s, evs in by_shard.items()))
+            _raise_first(refusals)
+        checked = len(by_shard) > 1
+        _raise_first(await asyncio.gather(*(self._shards[s].apply.remote(evs, checked) for s, evs in by_shard.items())))
+
+
+def _raise_first(refusals: Sequence[tuple[int, str] | None]) -> None:
+    for refusal in refusals:
+        if refusal is not None:
+            raise WriteRefused(*refusal)

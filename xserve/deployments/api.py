@@ -1,0 +1,250 @@
+"""``FeedAPI``: what every HTTP endpoint does, apart from HTTP itself (the ingress is a thin shell over it).
+
+Each method takes decoded path values and the raw body, validates at the
+edge, and either raises :class:`ApiError` (status + one-line reason, nothing
+applied) or performs the request. Writes return once they are durable: the
+user store and the post catalog journal (fsync) before they acknowledge, and
+Thunder and retrieval are fed the same events before the response.
+
+Bodies are decoded with msgspec decoders built once; the reason of a decode
+error names the field and the rule (``Expected `int` >= 1 - at `$.limit```).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+from xserve.actors.hydration import PostDataClient, close_request_cache, request_cache
+from xserve.actors.users import UserShardsClient, WriteRefused, clear_prefetched, prefetched_user
+from xserve.schema import (
+    EdgeKind,
+    EdgeSet,
+    EdgeUnset,
+    Engagement,
+    EngagementRecorded,
+    EngagementsBody,
+    FeedRequest,
+    FeedResponse,
+    LabelsBody,
+    MutedKeywordsBody,
+    MutedKeywordsSet,
+    NewPost,
+    Post,
+    PostCreated,
+    PostDeleted,
+    PostLabelsSet,
+    UserBody,
+    UserEvent,
+    UserUpserted,
+    json_encoder,
+)
+
+__all__ = ["EDGE_PATHS", "ApiError", "FeedAPI", "PostSink"]
+
+MAX_ID = 2**63 - 1
+# URL segment -> edge kind: /v1/users/{id}/<segment>/{target}
+EDGE_PATHS: dict[str, EdgeKind] = {
+    "follows": EdgeKind.FOLLOW,
+    "blocks": EdgeKind.BLOCK,
+    "mutes": EdgeKind.MUTE,
+    "subscriptions": EdgeKind.SUBSCRIBE,
+}
+
+
+class ApiError(Exception):
+    """A request refused at the edge: HTTP ``status`` and a one-line ``reason``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class PostSink(Protocol):
+    """A service that keeps its own view of posts (Thunder, retrieval): fed every post write."""
+
+    async def posts_created(self, posts: Sequence[Post]) -> Any: ...
+
+    async def posts_deleted(self, posts: Sequence[Post], now_ms: int) -> Any: ...
+
+
+_DECODERS: dict[Any, msgspec.json.Decoder] = {  # built once
+    t: msgspec.json.Decoder(t) for t in (FeedRequest, NewPost, UserBody, MutedKeywordsBody, LabelsBody, EngagementsBody)
+}
+
+
+def decode(type_: Any, body: bytes) -> Any:
+    """Decode a request body; raises ``ApiError`` 400 (not JSON) or 422 (wrong shape) with msgspec's reason."""
+    try:
+        return _DECODERS[type_].decode(body)
+    except msgspec.ValidationError as exc:
+        raise ApiError(422, str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}") from None
+
+
+def check_id(name: str, value: int) -> int:
+    if not 0 < value <= MAX_ID:
+        raise ApiError(422, f"{name} must be a positive 64-bit integer, got {value}")
+    return value
+
+
+class FeedAPI:
+    """The HTTP API's logic over the service clients; ``now_ms`` is the clock (injected)."""
+
+    def __init__(
+        self,
+        users: UserShardsClient,
+        posts: PostDataClient,
+        sinks: Sequence[PostSink],
+        pipeline: Callable[[FeedRequest, str, int], Any],
+        now_ms: Callable[[], int],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._users = users
+        self._posts = posts
+        self._sinks = list(sinks)
+        self._pipeline = pipeline  # async (request, request_id, now_ms) -> FeedResponse
+        self._now_ms = now_ms
+        self._rng = rng or random.Random()
+
+    # ---------------------------------------------------------------- feed
+
+    async def feed(self, body: bytes) -> bytes:
+        req: FeedRequest = decode(FeedRequest, body)
+        data = await self._users.query_data(req.viewer_id)
+        if data is None:
+            raise ApiError(404, f"unknown user {req.viewer_id} (viewer_id)")
+        request_id = f"{uuid.uuid4().hex[:16]}-{req.viewer_id}"
+        user_token = prefetched_user(data)  # the pipeline's query hydrators read it: one user-store call
+        cache_token = request_cache()  # the pipeline's post lookups share one fetch per shard
+        try:
+            response: FeedResponse = await self._pipeline(req, request_id, self._now_ms())
+        finally:
+            clear_prefetched(user_token)
+            close_request_cache(cache_token)
+        return json_encoder.encode(response)
+
+    # ---------------------------------------------------------------- posts
+
+    def _new_post_id(self, now_ms: int) -> int:
+        # time-ordered like a Snowflake id: 41+ bits of ms, 20 random bits (collision-free in practice)
+        return (now_ms << 20) | self._rng.getrandbits(20)
+
+    async def create_post(self, body: bytes) -> dict[str, int]:
+        new: NewPost = decode(NewPost, body)
+        now = self._now_ms()
+        await self._require_users([new.author_id], "author_id")
+        parents = [p for p in (new.in_reply_to_post_id, new.repost_of_post_id, new.quote_of_post_id) if p is not None]
+        found = await self._posts.get_posts(parents) if parents else {}
+        for field in ("in_reply_to_post_id", "repost_of_post_id", "quote_of_post_id"):
+            pid = getattr(new, field)
+            if pid is not None and pid not in found:
+                raise ApiError(404, f"unknown post {pid} ({field})")
+        if new.post_id is not None and await self._posts.get_posts([new.post_id]):
+            raise ApiError(409, f"post {new.post_id} already exists (post_id)")
+        post = _complete(new, new.post_id or self._new_post_id(now), now, found)
+        event = PostCreated(post)
+        await self._posts.write([event])  # durable here: the catalog's journal is fsynced
+        for sink in self._sinks:
+            await sink.posts_created([post])
+        return {"post_id": post.post_id}
+
+    async def delete_post(self, post_id: int) -> dict[str, int]:
+        check_id("post_id", post_id)
+        post = (await self._require_posts([post_id]))[post_id]
+        now = self._now_ms()
+        await self._posts.write([PostDeleted(post_id, now, author_id=post.author_id)])
+        for sink in self._sinks:
+            await sink.posts_deleted([post], now)
+        return {"post_id": post_id}
+
+    async def set_labels(self, post_id: int, body: bytes) -> dict[str, int]:
+        check_id("post_id", post_id)
+        labels: LabelsBody = decode(LabelsBody, body)
+        await self._require_posts([post_id])
+        await self._posts.write([PostLabelsSet(post_id, labels.labels, self._now_ms())])
+        return {"post_id": post_id}
+
+    async def _require_posts(self, post_ids: Sequence[int]) -> dict[int, Post]:
+        found = await self._posts.get_posts(post_ids)
+        for pid in post_ids:
+            if pid not in found:
+                raise ApiError(404, f"unknown post {pid}")
+        return found
+
+    async def _require_users(self, user_ids: Sequence[int], field: str) -> None:
+        profiles = await self._users.profiles(user_ids)
+        for u in user_ids:
+            if u not in profiles:
+                raise ApiError(404, f"unknown user {u} ({field})")
+
+    # ---------------------------------------------------------------- engagements
+
+    async def engagements(self, body: bytes) -> dict[str, int]:
+        decoded = decode(EngagementsBody, body)
+        batch: list[Engagement] = [decoded] if isinstance(decoded, Engagement) else decoded
+        found = await self._require_posts(sorted({e.post_id for e in batch}))
+        for i, e in enumerate(batch):
+            if found[e.post_id].author_id != e.author_id:
+                raise ApiError(422, f"engagement {i}: author_id {e.author_id} is not the author of post {e.post_id}")
+        await self._write_users([EngagementRecorded(e) for e in batch])
+        return {"accepted": len(batch)}
+
+    # ---------------------------------------------------------------- users
+
+    async def put_user(self, user_id: int, body: bytes) -> dict[str, int]:
+        check_id("user_id", user_id)
+        user: UserBody = decode(UserBody, body or b"{}")
+        await self._write_users([UserUpserted(user_id, user.screen_name, self._now_ms())])
+        return {"user_id": user_id}
+
+    async def edge(self, user_id: int, segment: str, target_id: int, present: bool) -> dict[str, int]:
+        check_id("user_id", user_id)
+        check_id("target_id", target_id)
+        kind = EDGE_PATHS.get(segment)
+        if kind is None:
+            raise ApiError(404, f"unknown relation {segment!r}; use one of {sorted(EDGE_PATHS)}")
+        event = (EdgeSet if present else EdgeUnset)(user_id, target_id, kind, self._now_ms())
+        await self._write_users([event])
+        return {"user_id": user_id, "target_id": target_id}
+
+    async def muted_keywords(self, user_id: int, body: bytes) -> dict[str, int]:
+        check_id("user_id", user_id)
+        kw: MutedKeywordsBody = decode(MutedKeywordsBody, body)
+        await self._write_users([MutedKeywordsSet(user_id, kw.keywords, self._now_ms())])
+        return {"user_id": user_id}
+
+    async def _write_users(self, events: Sequence[UserEvent]) -> None:
+        try:
+            await self._users.write(events)
+        except WriteRefused as exc:
+            raise ApiError(exc.status, str(exc)) from None
+
+
+def _complete(new: NewPost, post_id: int, now_ms: int, parents: dict[int, Post]) -> Post:
+    """The stored ``Post``: links to the parent's author and conversation filled in from the parents."""
+    reply_to = parents.get(new.in_reply_to_post_id) if new.in_reply_to_post_id else None
+    repost_of = parents.get(new.repost_of_post_id) if new.repost_of_post_id else None
+    conversation = new.conversation_id
+    if conversation is None and reply_to is not None:
+        conversation = reply_to.root_id
+    return Post(
+        post_id=post_id,
+        author_id=new.author_id,
+        created_at_ms=new.created_at_ms if new.created_at_ms is not None else now_ms,
+        text=new.text,
+        in_reply_to_post_id=new.in_reply_to_post_id,
+        in_reply_to_user_id=new.in_reply_to_user_id or (reply_to.author_id if reply_to else None),
+        repost_of_post_id=new.repost_of_post_id,
+        repost_of_user_id=new.repost_of_user_id or (repost_of.author_id if repost_of else None),
+        quote_of_post_id=new.quote_of_post_id,
+        conversation_id=conversation,
+        media=new.media,
+        subscription_only=new.subscription_only,
+    )

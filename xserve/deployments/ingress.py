@@ -1,0 +1,188 @@
+"""``FeedIngress``: the HTTP API (FastAPI inside a Serve deployment) running the For You pipeline in-process.
+
+Endpoints (bodies are msgspec Structs of ``xserve.schema``; errors are
+``{"error": "<one line>"}`` with a 4xx status and nothing applied):
+
+=========================================  =========================================================
+``POST /v1/feed/for_you``                  ``FeedRequest`` -> ``FeedResponse`` (``explain`` adds the audit trail)
+``POST /v1/posts``                         ``NewPost`` -> ``{"post_id"}`` once durable (id assigned when absent)
+``DELETE /v1/posts/{post_id}``             -> ``{"post_id"}``
+``PUT /v1/posts/{post_id}/labels``         ``LabelsBody`` -> ``{"post_id"}``
+``POST /v1/engagements``                   an ``Engagement`` or a list of them -> ``{"accepted"}``
+``PUT /v1/users/{user_id}``                ``UserBody`` -> ``{"user_id"}`` (creates or updates)
+``PUT|DELETE /v1/users/{id}/{rel}/{t}``    rel = follows | blocks | mutes | subscriptions
+``PUT /v1/users/{id}/muted_keywords``      ``MutedKeywordsBody``
+``GET /healthz``                           200 when every part answers, else 503
+``GET /openapi.json``                      the OpenAPI document (request bodies from msgspec schemas)
+=========================================  =========================================================
+
+The deployment holds no state of its own: users, posts and in-network posts
+live in named actors (created once, shared by every replica); retrieval and
+the ranker are Serve deployments reached through handles. ``reconfigure``
+applies the Serve config's ``user_config`` (scoring weights, mixer limits)
+live by rebuilding the pipeline.
+"""
+
+# no `from __future__ import annotations`: FastAPI must see the real Request annotations through @serve.ingress
+
+import logging
+from typing import Any
+
+import msgspec
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+
+from xserve.config import XServeConfig, merge_config
+from xserve.deployments.api import ApiError, FeedAPI
+from xserve.deployments.graph import ServiceGraph
+from xserve.schema import (
+    Engagement,
+    FeedRequest,
+    FeedResponse,
+    LabelsBody,
+    MutedKeywordsBody,
+    NewPost,
+    UserBody,
+)
+
+__all__ = ["FeedIngress", "api_app"]
+
+log = logging.getLogger("xserve.ingress")
+
+api_app = FastAPI(
+    title="xserve",
+    version="0.1.0",
+    description="The For You feed: a re-implementation of X's recommender (Home Mixer, Thunder, Phoenix) on Ray Serve.",
+)
+
+_JSON = "application/json"
+
+
+def _body_schema(type_: Any) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {_JSON: {"schema": msgspec.json.schema(type_)}}}}
+
+
+def _response_schema(type_: Any) -> dict[str, Any]:
+    return {"responses": {"200": {"description": "OK", "content": {_JSON: {"schema": msgspec.json.schema(type_)}}}}}
+
+
+_ENGAGEMENTS_SCHEMA = {"oneOf": [msgspec.json.schema(Engagement), msgspec.json.schema(list[Engagement])]}
+
+
+def _ok(payload: dict[str, Any] | bytes) -> Response:
+    body = payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
+    return Response(content=body, media_type=_JSON)
+
+
+def _error(status: int, reason: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": reason.splitlines()[0] if reason else "error"})
+
+
+@api_app.exception_handler(RequestValidationError)
+async def _bad_path(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return _error(422, f"{where}: {first.get('msg', 'invalid value')}")
+
+
+@serve.deployment(max_ongoing_requests=32)
+@serve.ingress(api_app)
+class FeedIngress:
+    """See the module docstring. ``config`` is ``config_to_dict(XServeConfig)`` (small, picklable)."""
+
+    def __init__(self, config: dict[str, Any], retrieval: Any, ranker: Any) -> None:
+        self._base = msgspec.convert(config, XServeConfig)
+        self._config = self._base
+        self._graph = ServiceGraph(self._base, retrieval, ranker)
+        self._api = FeedAPI(
+            self._graph.users,
+            self._graph.posts,
+            self._graph.sinks,
+            self._graph.run_pipeline,
+            self._graph.now_ms,
+        )
+        self._max_body = self._base.serving.max_body_bytes
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live update from the Serve config: scoring weights and mixer limits take effect on the next request."""
+        self._config = merge_config(self._base, user_config)
+        self._graph.rebuild_pipeline(self._config)
+        log.info("reconfigured: %s", sorted(user_config or {}))
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+            raise ApiError(413, f"body of {declared} bytes exceeds the limit of {self._max_body}")
+        body = await request.body()
+        if len(body) > self._max_body:
+            raise ApiError(413, f"body of {len(body)} bytes exceeds the limit of {self._max_body}")
+        return body
+
+    async def _call(self, fn: Any, *args: Any, request: Request | None = None) -> Response:
+        self._graph.ensure_maintenance()
+        try:
+            if request is not None:
+                args = (*args, await self._body(request))
+            return _ok(await fn(*args))
+        except ApiError as exc:
+            return _error(exc.status, exc.reason)
+
+    # ---------------------------------------------------------------- routes
+
+    @api_app.post("/v1/feed/for_you", openapi_extra={**_body_schema(FeedRequest), **_response_schema(FeedResponse)})
+    async def feed(self, request: Request) -> Response:
+        return await self._call(self._api.feed, request=request)
+
+    @api_app.post("/v1/posts", openapi_extra=_body_schema(NewPost))
+    async def create_post(self, request: Request) -> Response:
+        return await self._call(self._api.create_post, request=request)
+
+    @api_app.delete("/v1/posts/{post_id}")
+    async def delete_post(self, post_id: int) -> Response:
+        return await self._call(self._api.delete_post, post_id)
+
+    @api_app.put("/v1/posts/{post_id}/labels", openapi_extra=_body_schema(LabelsBody))
+    async def set_labels(self, post_id: int, request: Request) -> Response:
+        return await self._call(self._api.set_labels, post_id, request=request)
+
+    @api_app.post(
+        "/v1/engagements",
+        openapi_extra={"requestBody": {"required": True, "content": {_JSON: {"schema": _ENGAGEMENTS_SCHEMA}}}},
+    )
+    async def engagements(self, request: Request) -> Response:
+        return await self._call(self._api.engagements, request=request)
+
+    @api_app.put("/v1/users/{user_id}", openapi_extra=_body_schema(UserBody))
+    async def put_user(self, user_id: int, request: Request) -> Response:
+        return await self._call(self._api.put_user, user_id, request=request)
+
+    @api_app.put("/v1/users/{user_id}/muted_keywords", openapi_extra=_body_schema(MutedKeywordsBody))
+    async def muted_keywords(self, user_id: int, request: Request) -> Response:
+        return await self._call(self._api.muted_keywords, user_id, request=request)
+
+    @api_app.put("/v1/users/{user_id}/{relation}/{target_id}")
+    async def set_edge(self, user_id: int, relation: str, target_id: int) -> Response:
+        return await self._call(self._api.edge, user_id, relation, target_id, True)
+
+    @api_app.delete("/v1/users/{user_id}/{relation}/{target_id}")
+    async def unset_edge(self, user_id: int, relation: str, target_id: int) -> Response:
+        return await self._call(self._api.edge, user_id, relation, target_id, False)
+
+    @api_app.get("/healthz")
+    async def healthz(self) -> Response:
+        parts = await self._graph.health()
+        status = 200 if all(p == "ok" for p in parts.values()) else 503
+        return JSONResponse(status_code=status, content={"ready": status == 200, "parts": parts})
+
+    # ---------------------------------------------------------------- for tests and tools
+
+    async def stats(self) -> dict[str, Any]:
+        return await self._graph.stats()
+
+    async def drain(self) -> None:
+        """Wait for the side effects of finished requests (tests)."""
+        await self._graph.drain()
+
+

@@ -1,0 +1,291 @@
+"""``UserStore``: the user data of one shard, updated by user events.
+
+Holds, per user it owns (``shard_of(user_id) == shard``): the profile (screen
+name, follower count), the follow / block / mute / subscription sets, the muted
+keywords, the aggregated engagement sequence (``EngagementSequence``) and the
+served history. It also keeps each owned user's *followers* (the reverse follow
+edges, which arrive through events of other shards' users), so the follower
+count stays consistent with follow edits.
+
+Contract of ``apply(event)``: idempotent (a second application changes
+nothing), never raises on a well-typed event, and touches only users this
+shard owns; an event naming a user the shard has not seen creates a blank
+record for it. Validation (does the user exist, is a cap exceeded) is
+``check(event)``, called by the shell before the event is logged, so an event
+that is logged is always applied in full.
+
+Memory is bounded by config: ``max_edges_per_kind`` per user and kind (the
+follower sets are bounded by everyone's follow caps), ``max_history_items``
+per user and ``max_served_ids`` per user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from xserve.config import MixerConfig, ServingConfig
+from xserve.schema import (
+    ACTIONS,
+    EdgeKind,
+    EdgeSet,
+    EdgeUnset,
+    Engagement,
+    EngagementRecorded,
+    HistoryItem,
+    MutedKeywordsSet,
+    ProductSurface,
+    Served,
+    UserEvent,
+    UserFeatures,
+    UserProfile,
+    UserQueryData,
+    UserUpserted,
+)
+from xserve.users.history import EngagementSequence
+
+__all__ = ["UserStore", "event_user_ids", "shard_array", "shard_of"]
+
+
+_ENGAGEMENT_COLUMNS = ("user_id", "post_id", "author_id", "action", "timestamp_ms", "dwell_ms", "product_surface")
+_MIX = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: spreads sequential ids evenly (Fibonacci hashing)
+
+
+def shard_of(user_id: int, num_shards: int) -> int:
+    """The user-store shard in ``[0, num_shards)`` that owns ``user_id`` (stable across processes)."""
+    if num_shards <= 1:
+        return 0
+    return (((user_id * _MIX) & 0xFFFFFFFFFFFFFFFF) >> 32) % num_shards
+
+
+def shard_array(user_ids: np.ndarray, num_shards: int) -> np.ndarray:
+    """``shard_of`` over an int64 array (uint64 arithmetic wraps like the mask)."""
+    if num_shards <= 1:
+        return np.zeros(len(user_ids), dtype=np.int64)
+    mixed = (user_ids.astype(np.uint64) * np.uint64(_MIX)) >> np.uint64(32)
+    return (mixed % np.uint64(num_shards)).astype(np.int64)
+
+
+def event_user_ids(event: UserEvent) -> tuple[int, ...]:
+    """Users whose shards must apply ``event`` (a follow also changes the target's follower count)."""
+    match event:
+        case EdgeSet(user_id=u, target_id=t, kind=EdgeKind.FOLLOW) | EdgeUnset(user_id=u, target_id=t, kind=EdgeKind.FOLLOW):
+            return (u, t) if u != t else (u,)
+        case EngagementRecorded(engagement=e):
+            return (e.user_id,)
+        case _:
+            return (event.user_id,)
+
+
+@dataclass(slots=True)
+class _User:
+    history: EngagementSequence
+    screen_name: str = ""
+    known: bool = False  # created by UserUpserted or the users table (not only referenced by an edge)
+    extra_followers: int = 0  # followers the users table counts beyond the follow edges it holds
+    edges: dict[EdgeKind, set[int]] = field(default_factory=lambda: {k: set() for k in EdgeKind})
+    followers: set[int] = field(default_factory=set)
+    muted_keywords: tuple[str, ...] = ()
+    served: dict[int, int] = field(default_factory=dict)  # post id -> served at, oldest first
+
+    def profile(self, user_id: int) -> UserProfile:
+        return UserProfile(user_id, self.screen_name, self.extra_followers + len(self.followers))
+
+
+class UserStore:
+    """The users of shard ``shard`` of ``num_shards`` (see the module docstring)."""
+
+    def __init__(self, serving: ServingConfig, mixer: MixerConfig, shard: int = 0, num_shards: int = 1) -> None:
+        if not 0 <= shard < num_shards:
+            raise ValueError(f"shard must be in [0, {num_shards}), got {shard}")
+        self.shard = shard
+        self.num_shards = num_shards
+        self._cfg = serving
+        self._window_ms = mixer.history_window_ms
+        self._users: dict[int, _User] = {}
+        self._bulk: list[dict[str, np.ndarray]] = []  # engagement rows loaded from tables, by user then time
+        self._pending: dict[int, list[tuple[int, int, int]]] = {}  # user -> (bulk chunk, start, end) not yet folded
+
+    def __repr__(self) -> str:
+        return f"UserStore(shard={self.shard}/{self.num_shards}, users={len(self._users)})"
+
+    def owns(self, user_id: int) -> bool:
+        return shard_of(user_id, self.num_shards) == self.shard
+
+    def _user(self, user_id: int) -> _User:
+        user = self._users.get(user_id)
+        if user is None:
+            user = self._users[user_id] = _User(EngagementSequence(self._cfg.max_history_items, self._window_ms))
+        return user
+
+    # ---------------------------------------------------------------- reads
+
+    def exists(self, user_id: int) -> bool:
+        user = self._users.get(user_id)
+        return user is not None and user.known
+
+    def missing(self, user_ids: Iterable[int]) -> list[int]:
+        """The owned users among ``user_ids`` that do not exist (users of other shards are ignored)."""
+        return [u for u in user_ids if self.owns(u) and not self.exists(u)]
+
+    def features(self, user_id: int) -> UserFeatures:
+        user = self._users.get(user_id)
+        if user is None:
+            return UserFeatures()
+        e = user.edges
+        return UserFeatures(
+            followed_user_ids=frozenset(e[EdgeKind.FOLLOW]),
+            blocked_user_ids=frozenset(e[EdgeKind.BLOCK]),
+            muted_user_ids=frozenset(e[EdgeKind.MUTE]),
+            muted_keywords=user.muted_keywords,
+            subscribed_user_ids=frozenset(e[EdgeKind.SUBSCRIBE]),
+        )
+
+    def history(self, user_id: int, limit: int) -> tuple[HistoryItem, ...]:
+        known = user_id in self._users or user_id in self._pending
+        return self._sequence(user_id).latest(limit) if known else ()
+
+    def query_data(self, user_id: int, history_limit: int) -> UserQueryData | None:
+        """Features, history and served ids of an existing user; None when the user does not exist."""
+        if not self.exists(user_id):
+            return None
+        user = self._users[user_id]
+        return UserQueryData(user_id, self.features(user_id), self._sequence(user_id).latest(history_limit), tuple(user.served))
+
+    def profiles(self, user_ids: Iterable[int]) -> dict[int, UserProfile]:
+        """Profiles of the existing owned users among ``user_ids``."""
+        return {u: self._users[u].profile(u) for u in user_ids if self.owns(u) and self.exists(u)}
+
+    # ---------------------------------------------------------------- writes
+
+    def check(self, event: UserEvent) -> str | None:
+        """Why ``event`` must be refused on this shard (a one-line reason), or None when it may be applied."""
+        if isinstance(event, EdgeSet) and self.owns(event.user_id):
+            if event.user_id == event.target_id:
+                return f"a user cannot {event.kind} themself (user {event.user_id})"
+            user = self._users.get(event.user_id)
+            held = user.edges[event.kind] if user is not None else set()
+            if event.target_id not in held and len(held) >= self._cfg.max_edges_per_kind:
+                return f"user {event.user_id} already has {len(held)} {event.kind} edges (max_edges_per_kind)"
+        return None
+
+    def apply(self, event: UserEvent) -> bool:
+        """Apply one event to the owned users it names; returns whether anything changed."""
+        match event:
+            case UserUpserted(user_id=u, screen_name=name):
+                if not self.owns(u):
+                    return False
+                user = self._user(u)
+                changed = not user.known or user.screen_name != name
+                user.known, user.screen_name = True, name
+                return changed
+            case EdgeSet(user_id=u, target_id=t, kind=kind):
+                changed = False
+                if self.owns(u) and t not in (edges := self._user(u).edges[kind]):
+                    edges.add(t)
+                    changed = True
+                if kind is EdgeKind.FOLLOW and self.owns(t) and u not in (followers := self._user(t).followers):
+                    followers.add(u)
+                    changed = True
+                return changed
+            case EdgeUnset(user_id=u, target_id=t, kind=kind):
+                changed = False
+                if self.owns(u) and u in self._users and t in (edges := self._users[u].edges[kind]):
+                    edges.discard(t)
+                    changed = True
+                if kind is EdgeKind.FOLLOW and self.owns(t) and t in self._users and u in self._users[t].followers:
+                    self._users[t].followers.discard(u)
+                    changed = True
+                return changed
+            case MutedKeywordsSet(user_id=u, keywords=keywords):
+                if not self.owns(u):
+                    return False
+                user = self._user(u)
+                changed = user.muted_keywords != keywords
+                user.muted_keywords = keywords
+                return changed
+            case EngagementRecorded(engagement=e):
+                return self.owns(e.user_id) and self._sequence(e.user_id).add(e)
+            case Served(user_id=u, post_ids=post_ids, at_ms=at_ms):
+                if not self.owns(u):
+                    return False
+                return self._record_served(self._user(u), post_ids, at_ms)
+        raise TypeError(f"not a user event: {type(event).__name__}")
+
+    def _record_served(self, user: _User, post_ids: Sequence[int], at_ms: int) -> bool:
+        served = user.served
+        changed = False
+        for pid in post_ids:
+            if served.get(pid, -1) >= at_ms:
+                continue  # already recorded at this time or later: replay or out-of-order
+            served.pop(pid, None)
+            served[pid] = at_ms  # re-served posts move to the newest end
+            changed = True
+        while len(served) > self._cfg.max_served_ids:
+            del served[next(iter(served))]
+        return changed
+
+    # ---------------------------------------------------------------- bulk load (the data directory's tables)
+
+    def load_users(self, user_ids: Sequence[int], screen_names: Sequence[str], followers_counts: Sequence[int]) -> int:
+        """Create the owned users of a users table; call before ``load_edges``. Returns users loaded."""
+        n = 0
+        for u, name, count in zip(user_ids, screen_names, followers_counts):
+            u = int(u)
+            if self.owns(u):
+                user = self._user(u)
+                user.known, user.screen_name, user.extra_followers = True, str(name), int(count)
+                n += 1
+        return n
+
+    def load_edges(self, user_ids: Sequence[int], target_ids: Sequence[int], kinds: Sequence[str]) -> int:
+        """Add the edges of an edges table; the users table's follower counts then cover these edges."""
+        n = 0
+        for u, t, kind in zip(user_ids, target_ids, kinds):
+            n += self.apply(EdgeSet(int(u), int(t), EdgeKind(kind)))
+        for user in self._users.values():
+            user.extra_followers = max(0, user.extra_followers - len(user.followers))
+        return n
+
+    def load_engagements(self, engagements: Iterable[Engagement]) -> int:
+        return sum(self.apply(EngagementRecorded(e)) for e in engagements)
+
+    def load_engagement_arrays(self, cols: Mapping[str, np.ndarray]) -> int:
+        """Take an engagements table given as arrays (``action`` as ``ACTION_INDEX`` codes, any row order).
+
+        Only the owned users' newest ``max_history_items`` raw rows each are
+        kept (older ones could not survive the sequence's cap: an aggregated
+        item holds at least one row), and they are folded into a user's
+        sequence on its first use, so a large table loads in about a second.
+        Returns the rows kept.
+        """
+        users = np.asarray(cols["user_id"], dtype=np.int64)
+        if not len(users):
+            return 0
+        idx = np.nonzero(shard_array(users, self.num_shards) == self.shard)[0]
+        ts = np.asarray(cols["timestamp_ms"], dtype=np.int64)[idx]
+        order = idx[np.lexsort((ts, users[idx]))]  # by user, then time
+        u = users[order]
+        starts = np.r_[0, np.nonzero(u[1:] != u[:-1])[0] + 1]
+        ends = np.r_[starts[1:], len(u)]
+        rank_from_end = np.repeat(ends, ends - starts) - np.arange(len(u)) - 1
+        keep = order[rank_from_end < self._cfg.max_history_items]
+        rows = {k: np.asarray(cols[k])[keep] for k in _ENGAGEMENT_COLUMNS}
+        self._bulk.append(rows)
+        ku = rows["user_id"]
+        firsts = np.r_[0, np.nonzero(ku[1:] != ku[:-1])[0] + 1]
+        lasts = np.r_[firsts[1:], len(ku)]
+        for uid, a, b in zip(ku[firsts].tolist(), firsts.tolist(), lasts.tolist()):
+            self._pending.setdefault(uid, []).append((len(self._bulk) - 1, a, b))
+        return len(keep)
+
+    def _sequence(self, user_id: int) -> EngagementSequence:
+        """The user's sequence, with any bulk-loaded rows folded in first."""
+        seq = self._user(user_id).history
+        for chunk, a, b in self._pending.pop(user_id, ()):
+            rows = {k: v[a:b].tolist() for k, v in self._bulk[chunk].items()}
+            for uid, pid, aid, act, t, dwell, surface in zip(*(rows[k] for k in _ENGAGEMENT_COLUMNS)):
+                seq.add(Engagement(uid, pid, aid, ACTIONS[act], t, dwell_ms=dwell, product_surface=ProductSurface(surface)))
+        return seq
