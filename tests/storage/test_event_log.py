@@ -92,3 +92,31 @@ def test_fsync_path_syncs_file_and_directory(tmp_path, monkeypatch):
     with EventLog(tmp_path, writer=True, fsync=False, segment_bytes=1) as log:
         log.append(EVENTS, 3)
     assert synced == []
+
+
+def test_any_event_type_and_a_torn_tail_of_user_events(tmp_path):
+    from xserve.schema import EdgeKind, EdgeSet, UserEvent, UserUpserted
+
+    events = [UserUpserted(1, "a"), EdgeSet(1, 2, EdgeKind.BLOCK), UserUpserted(2, "b")]
+    with EventLog(tmp_path, writer=True, fsync=False, event_type=UserEvent) as log:
+        log.append(events[:2], 10)
+        log.append(events[2:], 11, sync=True)
+    seg = next(tmp_path.glob("*.seg"))
+    seg.write_bytes(seg.read_bytes()[:-3])  # a crash in the middle of the last record
+    with EventLog(tmp_path, writer=True, fsync=False, event_type=UserEvent) as log:
+        assert [e for _, _, e in log.read()] == events[:2]
+        log.append([UserUpserted(3, "c")], 12)
+    reader = EventLog(tmp_path, event_type=UserEvent)
+    assert [e for _, _, e in reader.read()] == [*events[:2], UserUpserted(3, "c")]
+
+
+def test_sync_overrides_the_log_default_per_batch(tmp_path, monkeypatch):
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
+    with EventLog(tmp_path, writer=True, fsync=True) as log:
+        calls.clear()
+        log.append([created(post(1, 1, 100))], 100, sync=False)
+        assert calls == []
+        log.append([created(post(2, 1, 100))], 100)
+        assert len(calls) == 1

@@ -2,9 +2,9 @@
 
 A shard is a thin shell around :class:`xserve.hydration.PostCatalog`: the
 posts table is its read-through store (warmed with the posts young enough to
-be candidates), and its journal (``<data_dir>/hydration/shard-<i>-of-<n>.log``)
+be candidates), and its event log (``<data_dir>/hydration/shard-<i>-of-<n>/``)
 holds the post writes, label changes and deletions it has accepted, replayed on
-restart. A write is journalled (fsynced) before it is applied and acknowledged.
+restart. A write is logged (fsynced) before it is applied and acknowledged.
 
 ``PostDataClient`` answers the mixer's several ``get_posts`` calls of one
 request with one call per shard: the ingress opens a per-request cache
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from xserve.actors.users import UserShardsClient
 from xserve.config import XServeConfig
 from xserve.hydration import CatalogEvent, PostCatalog
 from xserve.schema import Post, PostCreated, PostDeleted, PostLabelsSet, QuotedPostDeleted, UserProfile
-from xserve.storage.journal import Journal
+from xserve.storage.event_log import EventLog
 from xserve.users import shard_of
 
 __all__ = ["PostDataClient", "PostHydrationShard", "RequestPostCache", "close_request_cache", "request_cache"]
@@ -55,11 +56,14 @@ class PostHydrationShard:
         if lookup is not None:
             recent = [p for p in lookup.recent(now_ms - retention) if shard_of(p.post_id, num_shards) == shard]
             self.preloaded = self._catalog.preload(recent)
-        self._journal: Journal[CatalogEvent] = Journal(
-            data_dir / "hydration" / f"shard-{shard}-of-{num_shards}.log", CatalogEvent, fsync=config.storage.fsync
+        self._log = EventLog(
+            data_dir / "hydration" / f"shard-{shard}-of-{num_shards}",
+            writer=True,
+            fsync=config.storage.fsync,
+            event_type=CatalogEvent,
         )
         self.replayed = 0
-        for event in self._journal.replay():
+        for _, _, event in self._log.read():
             self._catalog.apply(event)
             self.replayed += 1
 
@@ -71,8 +75,8 @@ class PostHydrationShard:
         return self._enc.encode(self._catalog.get(post_ids))
 
     def apply(self, events: Sequence[CatalogEvent]) -> None:
-        """Journal then apply; durable when this returns."""
-        self._journal.append(events)
+        """Log then apply; durable when this returns."""
+        self._log.append(events, time.time_ns() // 1_000_000)
         for event in events:
             self._catalog.apply(event)
 
@@ -150,7 +154,7 @@ class PostDataClient:
         return await self._users.profiles(user_ids)
 
     async def write(self, events: Sequence[CatalogEvent]) -> None:
-        """Journal and apply ``events`` on the shards of their posts; durable when this returns."""
+        """Log and apply ``events`` on the shards of their posts; durable when this returns."""
         by_shard: dict[int, list[CatalogEvent]] = defaultdict(list)
         for event in events:
             by_shard[shard_of(_post_id(event), len(self._shards))].append(event)

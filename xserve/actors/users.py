@@ -2,8 +2,8 @@
 
 A shard is a thin shell around :class:`xserve.users.UserStore`: on start it
 loads its users from the data directory's tables (users, edges, engagements),
-then replays its journal (``<data_dir>/users/shard-<i>-of-<n>.log``), so a
-restarted actor rebuilds the same state. A write is journalled (fsynced)
+then replays its event log (``<data_dir>/users/shard-<i>-of-<n>/``, an :class:`~xserve.storage.event_log.EventLog`), so a
+restarted actor rebuilds the same state. A write is logged (fsynced)
 before it is applied and acknowledged.
 
 Results cross the Ray boundary as msgpack bytes (built once, decoded by the
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ from xserve.schema import (
     UserQueryData,
     UserUpserted,
 )
-from xserve.storage.journal import Journal
+from xserve.storage.event_log import EventLog
 from xserve.users import UserStore, event_user_ids, shard_of
 
 __all__ = ["UserShardsClient", "UserStoreShard", "WriteRefused", "clear_prefetched", "prefetched_user", "required_users"]
@@ -76,11 +77,14 @@ class UserStoreShard:
         self._store = UserStore(config.serving, config.mixer, shard, num_shards)
         data_dir = Path(config.storage.data_dir)
         self.loaded = _load_tables(self._store, data_dir)
-        self._journal: Journal[UserEvent] = Journal(
-            data_dir / "users" / f"shard-{shard}-of-{num_shards}.log", UserEvent, fsync=config.storage.fsync
+        self._log = EventLog(
+            data_dir / "users" / f"shard-{shard}-of-{num_shards}",
+            writer=True,
+            fsync=config.storage.fsync,
+            event_type=UserEvent,
         )
         self.replayed = 0
-        for event in self._journal.replay():
+        for _, _, event in self._log.read():
             self._store.apply(event)
             self.replayed += 1
 
@@ -105,11 +109,11 @@ class UserStoreShard:
         return None
 
     def apply(self, events: Sequence[UserEvent], checked: bool = False) -> tuple[int, str] | None:
-        """Check (unless the caller did), journal, apply; returns the refusal or None once durable."""
+        """Check (unless the caller did), log, apply; returns the refusal or None once durable."""
         if not checked and (refused := self.check(events)) is not None:
             return refused
         # served history is a soft signal written on every feed: no fsync, so it never stalls the shard
-        self._journal.append(events, sync=not all(isinstance(e, Served) for e in events))
+        self._log.append(events, _now_ms(), sync=not all(isinstance(e, Served) for e in events))
         for event in events:
             self._store.apply(event)
         return None
@@ -188,7 +192,7 @@ class UserShardsClient:
     async def write(self, events: Sequence[UserEvent]) -> None:
         """Apply ``events`` on every shard they touch, all or nothing; raises ``WriteRefused``.
 
-        One shard: one call (check + journal + apply). Several: every shard
+        One shard: one call (check + log + apply). Several: every shard
         checks first, then every shard applies, so a refused write changes nothing.
         """
         by_shard: dict[int, list[UserEvent]] = defaultdict(list)
@@ -207,3 +211,7 @@ def _raise_first(refusals: Sequence[tuple[int, str] | None]) -> None:
     for refusal in refusals:
         if refusal is not None:
             raise WriteRefused(*refusal)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -3,7 +3,7 @@
 Each method takes decoded path values and the raw body, validates at the
 edge, and either raises :class:`ApiError` (status + one-line reason, nothing
 applied) or performs the request. Writes return once they are durable: the
-user store and the post catalog journal (fsync) before they acknowledge, and
+user store and the post catalog log events (fsync) before they acknowledge, and
 Thunder and retrieval are fed the same events before the response.
 
 Bodies are decoded with msgspec decoders built once; the reason of a decode
@@ -150,7 +150,7 @@ class FeedAPI:
             raise ApiError(409, f"post {new.post_id} already exists (post_id)")
         post = _complete(new, new.post_id or self._new_post_id(now), now, found)
         event = PostCreated(post)
-        await self._posts.write([event])  # durable here: the catalog's journal is fsynced
+        await self._posts.write([event])  # durable here: the catalog's event log is fsynced
         for sink in self._sinks:
             await sink.posts_created([post])
         return {"post_id": post.post_id}

@@ -1,9 +1,13 @@
-"""A durable, append-only log of post events in the data directory.
+"""A durable, append-only log of events in the data directory.
+
+One mechanism for every write path: Thunder's post events, and the user
+store's and post catalog's events (each shard its own log directory). The
+record type is a constructor argument (a Struct or a union of tagged Structs).
 
 Layout: ``<directory>/<base_offset:020d>.seg`` segment files plus a ``LOCK``
 file held (``flock``) by the one writer. Each record is framed as::
 
-    u32 length | u32 crc32 | i64 offset | i64 appended_at_ms | payload (msgpack of a PostEvent)
+    u32 length | u32 crc32 | i64 offset | i64 appended_at_ms | payload (msgpack of one event)
 
 little-endian; ``length`` counts the payload bytes and the CRC covers offset,
 time and payload. Offsets are consecutive integers from 0, so a reader can
@@ -30,6 +34,7 @@ import struct
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -42,7 +47,7 @@ _CRC_PART = struct.Struct("<qq")
 _SUFFIX = ".seg"
 _MAX_RECORD = 16 * 1024 * 1024  # a length beyond this is a torn or corrupt header, not a record
 
-LogEntry = tuple[int, int, PostEvent]  # (offset, appended_at_ms, event)
+LogEntry = tuple[int, int, Any]  # (offset, appended_at_ms, event)
 
 
 class EventLogCorrupt(RuntimeError):
@@ -87,7 +92,7 @@ def _scan(data: bytes | memoryview) -> Iterator[tuple[int, int, int, int, int]]:
 
 
 class EventLog:
-    """Append-only segmented log of :data:`~xserve.schema.PostEvent` records.
+    """Append-only segmented log of ``event_type`` records (default :data:`~xserve.schema.PostEvent`).
 
     ``writer=True`` takes the directory's lock (one writer per log), repairs a
     torn tail and allows :meth:`append`/:meth:`drop_before`; readers may be
@@ -101,6 +106,7 @@ class EventLog:
         writer: bool = False,
         fsync: bool = True,
         segment_bytes: int = 64 * 1024 * 1024,
+        event_type: Any = PostEvent,
     ) -> None:
         self.directory = Path(directory)
         self.fsync = fsync
@@ -108,7 +114,7 @@ class EventLog:
         self.writer = writer
         self.truncated_bytes = 0  # torn-tail bytes removed when this writer opened the log
         self._encoder = msgspec.msgpack.Encoder()
-        self._decoder = msgspec.msgpack.Decoder(PostEvent)
+        self._decoder = msgspec.msgpack.Decoder(event_type)
         self._lock_fd: int | None = None
         self._fd: int | None = None
         self._next_offset = 0
@@ -163,10 +169,12 @@ class EventLog:
             finally:
                 os.close(dfd)
 
-    def append(self, events: Sequence[PostEvent], appended_at_ms: int) -> tuple[int, int]:
+    def append(self, events: Sequence[Any], appended_at_ms: int, sync: bool | None = None) -> tuple[int, int]:
         """Write ``events`` as consecutive records; returns ``(first_offset, next_offset)``.
 
-        Returns only once the records are on disk (``fsync`` when configured).
+        Returns only once the records are on disk (``fsync`` when configured;
+        ``sync=False`` skips it for one batch of soft signals, ``sync=True``
+        forces it).
         """
         if not self.writer or self._fd is None:
             raise RuntimeError("event log opened read-only (or closed): append needs writer=True")
@@ -188,7 +196,7 @@ class EventLog:
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
-        if self.fsync:
+        if self.fsync if sync is None else sync:
             os.fsync(self._fd)
         self._active_size += len(blob)
         self._next_offset = offset
