@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # top-level module or package of xserve -> layer; lower never imports higher
 LAYERS = {
-    "schema": 0, "config": 0,
+    "schema": 0, "config": 0, "sharding": 0,
     "pipeline": 1,
     "mixer": 2, "thunder": 2, "store": 2, "phoenix": 2, "storage": 2, "synth": 2,
     "retrieval": 2, "users": 2, "hydration": 2,

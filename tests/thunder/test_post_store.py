@@ -313,7 +313,7 @@ def test_in_process_adapter_satisfies_the_mixer_protocol():
 
 def test_shard_for_is_stable_even_and_the_fan_out_skips_unneeded_shards():
     from xserve.thunder.client import shards_to_ask
-    from xserve.thunder.sharding import shard_for
+    from xserve.sharding import shard_for
 
     counts = [0] * 4
     for a in range(1, 40_001):

@@ -16,7 +16,8 @@ from xserve.schema import (
     UserProfile,
     UserUpserted,
 )
-from xserve.users.store import UserStore, event_user_ids, shard_of
+from xserve.sharding import shard_for
+from xserve.users.store import UserStore, event_user_ids
 
 
 def store(shard: int = 0, num_shards: int = 1, **serving) -> UserStore:
@@ -107,12 +108,12 @@ def test_shards_partition_users_and_follow_counts_cross_shards():
     for e in events:
         single.apply(e)
         for u in event_user_ids(e):
-            shards[shard_of(u, n)].apply(e)
+            shards[shard_for(u, n)].apply(e)
     assert sum(len(s.profiles(ids)) for s in shards) == len(ids)
     merged = {k: v for s in shards for k, v in s.profiles(ids).items()}
     assert merged == single.profiles(ids)
     for u in ids:
-        assert shards[shard_of(u, n)].features(u) == single.features(u)
+        assert shards[shard_for(u, n)].features(u) == single.features(u)
 
 
 edge_events = st.lists(
@@ -140,13 +141,13 @@ def test_follower_count_always_equals_follow_edges(events):
         assert s.profiles([t])[t].followers_count == expected
 
 
-def test_shard_array_matches_shard_of():
+def test_shard_array_matches_shard_for():
     import numpy as np
 
-    from xserve.users.store import shard_array
+    from xserve.sharding import shard_array
 
     ids = np.array([1, 2, 3, 10**12, 2**62, 77], dtype=np.int64)
-    assert shard_array(ids, 5).tolist() == [shard_of(int(i), 5) for i in ids]
+    assert shard_array(ids, 5).tolist() == [shard_for(int(i), 5) for i in ids]
 
 
 def test_load_engagement_arrays_equals_folding_every_row():

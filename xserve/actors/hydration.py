@@ -29,8 +29,8 @@ from xserve.actors.users import UserShardsClient
 from xserve.config import XServeConfig
 from xserve.hydration import CatalogEvent, PostCatalog
 from xserve.schema import Post, PostCreated, PostDeleted, PostLabelsSet, QuotedPostDeleted, UserProfile
+from xserve.sharding import shard_for
 from xserve.storage.event_log import EventLog
-from xserve.users import shard_of
 
 __all__ = ["PostDataClient", "PostHydrationShard", "RequestPostCache", "close_request_cache", "request_cache"]
 
@@ -54,7 +54,7 @@ class PostHydrationShard:
         retention = config.mixer.max_post_age_ms
         self._catalog = PostCatalog(lookup, config.serving.hydration_cache_size, retention)
         if lookup is not None:
-            recent = [p for p in lookup.recent(now_ms - retention) if shard_of(p.post_id, num_shards) == shard]
+            recent = [p for p in lookup.recent(now_ms - retention) if shard_for(p.post_id, num_shards) == shard]
             self.preloaded = self._catalog.preload(recent)
         self._log = EventLog(
             data_dir / "hydration" / f"shard-{shard}-of-{num_shards}",
@@ -116,7 +116,7 @@ class PostDataClient:
     async def _fetch(self, post_ids: Sequence[int]) -> dict[int, Post]:
         by_shard: dict[int, list[int]] = defaultdict(list)
         for pid in post_ids:
-            by_shard[shard_of(pid, len(self._shards))].append(pid)
+            by_shard[shard_for(pid, len(self._shards))].append(pid)
         answers = await asyncio.gather(*(self._shards[s].get.remote(ids) for s, ids in by_shard.items()))
         out: dict[int, Post] = {}
         for answer in answers:
@@ -157,7 +157,7 @@ class PostDataClient:
         """Log and apply ``events`` on the shards of their posts; durable when this returns."""
         by_shard: dict[int, list[CatalogEvent]] = defaultdict(list)
         for event in events:
-            by_shard[shard_of(_post_id(event), len(self._shards))].append(event)
+            by_shard[shard_for(_post_id(event), len(self._shards))].append(event)
         await asyncio.gather(*(self._shards[s].apply.remote(evs) for s, evs in by_shard.items()))
 
 

@@ -37,8 +37,9 @@ from xserve.schema import (
     UserQueryData,
     UserUpserted,
 )
+from xserve.sharding import shard_for
 from xserve.storage.event_log import EventLog
-from xserve.users import UserStore, event_user_ids, shard_of
+from xserve.users import UserStore, event_user_ids
 
 __all__ = ["UserShardsClient", "UserStoreShard", "WriteRefused", "clear_prefetched", "prefetched_user", "required_users"]
 
@@ -160,7 +161,7 @@ class UserShardsClient:
         self._history_length = history_length
 
     def _shard(self, user_id: int) -> Any:
-        return self._shards[shard_of(user_id, len(self._shards))]
+        return self._shards[shard_for(user_id, len(self._shards))]
 
     async def query_data(self, user_id: int) -> UserQueryData | None:
         data = _prefetched.get()
@@ -182,7 +183,7 @@ class UserShardsClient:
     async def profiles(self, user_ids: Sequence[int]) -> dict[int, UserProfile]:
         by_shard: dict[int, list[int]] = defaultdict(list)
         for u in user_ids:
-            by_shard[shard_of(u, len(self._shards))].append(u)
+            by_shard[shard_for(u, len(self._shards))].append(u)
         answers = await asyncio.gather(*(self._shards[s].profiles.remote(ids) for s, ids in by_shard.items()))
         out: dict[int, UserProfile] = {}
         for answer in answers:
@@ -197,7 +198,7 @@ class UserShardsClient:
         """
         by_shard: dict[int, list[UserEvent]] = defaultdict(list)
         for event in events:
-            shards = {shard_of(u, len(self._shards)) for u in (*event_user_ids(event), *required_users(event))}
+            shards = {shard_for(u, len(self._shards)) for u in (*event_user_ids(event), *required_users(event))}
             for s in shards:
                 by_shard[s].append(event)
         if len(by_shard) > 1:

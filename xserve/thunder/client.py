@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from xserve.config import ThunderConfig
 from xserve.schema import InNetworkRequest, LightPost
 from xserve.thunder.post_store import PostStore, merge_newest_first
-from xserve.thunder.sharding import shards_for
+from xserve.sharding import shards_for
 
 __all__ = ["InProcessThunder", "fan_out_merge", "max_results_for", "shards_to_ask"]
 

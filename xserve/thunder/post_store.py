@@ -59,7 +59,7 @@ from xserve.schema import (
     PostEvent,
     QuotedPostDeleted,
 )
-from xserve.thunder.sharding import shard_for
+from xserve.sharding import shard_for
 
 __all__ = ["PostStore", "light_post", "merge_newest_first"]
 

@@ -1,6 +1,6 @@
 """``UserStore``: the user data of one shard, updated by user events.
 
-Holds, per user it owns (``shard_of(user_id) == shard``): the profile (screen
+Holds, per user it owns (``shard_for(user_id) == shard``): the profile (screen
 name, follower count), the follow / block / mute / subscription sets, the muted
 keywords, the aggregated engagement sequence (``EngagementSequence``) and the
 served history. It also keeps each owned user's *followers* (the reverse follow
@@ -44,28 +44,13 @@ from xserve.schema import (
     UserQueryData,
     UserUpserted,
 )
+from xserve.sharding import shard_array, shard_for
 from xserve.users.history import EngagementSequence
 
-__all__ = ["UserStore", "event_user_ids", "shard_array", "shard_of"]
+__all__ = ["UserStore", "event_user_ids"]
 
 
 _ENGAGEMENT_COLUMNS = ("user_id", "post_id", "author_id", "action", "timestamp_ms", "dwell_ms", "product_surface")
-_MIX = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: spreads sequential ids evenly (Fibonacci hashing)
-
-
-def shard_of(user_id: int, num_shards: int) -> int:
-    """The user-store shard in ``[0, num_shards)`` that owns ``user_id`` (stable across processes)."""
-    if num_shards <= 1:
-        return 0
-    return (((user_id * _MIX) & 0xFFFFFFFFFFFFFFFF) >> 32) % num_shards
-
-
-def shard_array(user_ids: np.ndarray, num_shards: int) -> np.ndarray:
-    """``shard_of`` over an int64 array (uint64 arithmetic wraps like the mask)."""
-    if num_shards <= 1:
-        return np.zeros(len(user_ids), dtype=np.int64)
-    mixed = (user_ids.astype(np.uint64) * np.uint64(_MIX)) >> np.uint64(32)
-    return (mixed % np.uint64(num_shards)).astype(np.int64)
 
 
 def event_user_ids(event: UserEvent) -> tuple[int, ...]:
@@ -112,7 +97,7 @@ class UserStore:
         return f"UserStore(shard={self.shard}/{self.num_shards}, users={len(self._users)})"
 
     def owns(self, user_id: int) -> bool:
-        return shard_of(user_id, self.num_shards) == self.shard
+        return shard_for(user_id, self.num_shards) == self.shard
 
     def _user(self, user_id: int) -> _User:
         user = self._users.get(user_id)
