@@ -25,6 +25,7 @@ from xserve.schema import (
     UserFeatures,
     UserProfile,
 )
+from xserve.thunder.post_store import light_post
 
 NOW_MS = 1_800_000_000_000
 MINUTE_MS = 60_000
@@ -86,19 +87,7 @@ class InMemoryThunder:
         followed = set(req.followed_ids)
         found = [p for p in self.posts.values() if p.author_id in followed and p.post_id not in req.exclude_ids]
         found.sort(key=lambda p: (p.created_at_ms, p.post_id), reverse=True)
-        return [
-            LightPost(
-                post_id=p.post_id,
-                author_id=p.author_id,
-                created_at_ms=p.created_at_ms,
-                in_reply_to_post_id=p.in_reply_to_post_id,
-                in_reply_to_user_id=p.in_reply_to_user_id,
-                repost_of_post_id=p.repost_of_post_id,
-                repost_of_user_id=p.repost_of_user_id,
-                conversation_id=p.conversation_id,
-            )
-            for p in found[: req.max_results]
-        ]
+        return [light_post(p, min_video_duration_ms=10_000) for p in found[: req.max_results]]
 
 
 @dataclass

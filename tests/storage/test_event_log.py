@@ -108,6 +108,8 @@ def test_any_event_type_and_a_torn_tail_of_user_events(tmp_path):
         log.append([UserUpserted(3, "c")], 12)
     reader = EventLog(tmp_path, event_type=UserEvent)
     assert [e for _, _, e in reader.read()] == [*events[:2], UserUpserted(3, "c")]
+    seen = []
+    assert reader.replay(seen.append) == 3 and seen == [*events[:2], UserUpserted(3, "c")]
 
 
 def test_sync_overrides_the_log_default_per_batch(tmp_path, monkeypatch):

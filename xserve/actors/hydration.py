@@ -62,10 +62,7 @@ class PostHydrationShard:
             fsync=config.storage.fsync,
             event_type=CatalogEvent,
         )
-        self.replayed = 0
-        for _, _, event in self._log.read():
-            self._catalog.apply(event)
-            self.replayed += 1
+        self.replayed = self._log.replay(self._catalog.apply)
 
     def stats(self) -> dict[str, Any]:
         c = self._catalog

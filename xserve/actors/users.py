@@ -84,10 +84,7 @@ class UserStoreShard:
             fsync=config.storage.fsync,
             event_type=UserEvent,
         )
-        self.replayed = 0
-        for _, _, event in self._log.read():
-            self._store.apply(event)
-            self.replayed += 1
+        self.replayed = self._log.replay(self._store.apply)
 
     def stats(self) -> dict[str, Any]:
         return {"store": repr(self._store), "loaded": self.loaded, "replayed": self.replayed}

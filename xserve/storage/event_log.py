@@ -32,7 +32,7 @@ import fcntl
 import os
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +244,14 @@ class EventLog:
     def next_offset(self) -> int:
         """The offset the next appended record gets (writer), or the end as last read (reader)."""
         return self._next_offset
+
+    def replay(self, apply: Callable[[Any], object]) -> int:
+        """Call ``apply`` on every record's event, oldest first; returns how many (a restarted shard's rebuild)."""
+        count = 0
+        for _, _, event in self.read():
+            apply(event)
+            count += 1
+        return count
 
     def read(
         self, from_offset: int = 0, until_offset: int | None = None, since_ms: int | None = None
