@@ -186,6 +186,12 @@ def test_unknown_routes_and_methods_are_json_errors(edge):
         assert_edge_contract(resp)
 
 
+def test_an_oversized_chunked_body_is_refused_without_a_content_length(edge):
+    chunks = iter([b" " * 65_536] * 40)  # 2.5 MiB, streamed: no Content-Length to check up front
+    resp = edge.http.post("/v1/posts", content=chunks, headers=AUTH)
+    assert resp.status_code == 413 and "limit" in resp.json()["error"], resp.text
+
+
 # --------------------------------------------------------------------------- hostile values
 
 

@@ -176,6 +176,8 @@ class FeedIngress:
             self._graph.now_ms,
         )
         self._max_body = self._base.serving.max_body_bytes
+        # fixed for the replica's life (a reconfigure does not change the key or the limits: slots held by
+        # requests in flight belong to this controller)
         self._edge = Edge.from_config(self._base.serving)
         api_app.state.edge = self._edge  # this replica's app (one ingress per replica process)
 
@@ -194,7 +196,7 @@ class FeedIngress:
         async for chunk in request.stream():
             size += len(chunk)
             if size > self._max_body:
-                raise ApiError(413, f"body of more than {self._max_body} bytes exceeds the limit of {self._max_body}")
+                raise ApiError(413, f"body exceeds the limit of {self._max_body} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
