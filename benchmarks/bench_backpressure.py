@@ -18,8 +18,12 @@ running xserve (``xserve serve``). In one run:
    ones answered): admitted requests must keep a latency near the baseline's
    and the surplus must be refused (503 + Retry-After) at once.
 
+With ``--compare-no-admission`` (self-served only) it then redeploys with the
+feed limit lifted and offers the same overload again: ``no_admission.*``
+shows what the admission control saves (only Serve's own queue bounds left).
+
 Prints one ``name value unit`` line per figure, medians over ``--repeats``
-runs of both phases. Seeded (viewer ids), loopback addresses only.
+runs. Seeded (viewer ids), loopback addresses only.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -103,8 +109,12 @@ def _p99(values: list[float]) -> float:
     return float(np.percentile(values, 99)) if values else float("nan")
 
 
-def serve_locally(args: argparse.Namespace) -> tuple[str, str]:
-    """Start Ray and the app on a free loopback port; returns (url, api key). ``ray.shutdown()`` stops both."""
+def serve_locally(args: argparse.Namespace) -> tuple[str, str, Callable[[], None]]:
+    """Start Ray and the app on a free loopback port; ``ray.shutdown()`` stops both.
+
+    Returns (url, api key, ``without_admission``): the last redeploys the same
+    app with the feed limit lifted (only Serve's own bounds left), for the comparison.
+    """
     import secrets
     import socket
     import warnings
@@ -113,13 +123,14 @@ def serve_locally(args: argparse.Namespace) -> tuple[str, str]:
     from ray import serve
 
     from xserve.app import build_app, prepare_data_dir
-    from xserve.config import load_config
+    from xserve.config import load_config, merge_config
 
     key = secrets.token_hex(16)
     serving = {"demo_world": args.world, "api_key": key, "bootstrap_train_examples": 1_000}
     if args.capacity:
         serving["max_inflight_feeds"] = args.capacity
     config = load_config(environ={}, overrides={"storage": {"data_dir": args.data_dir}, "serving": serving})
+    unlimited = merge_config(config, {"serving": {"max_inflight_feeds": 1_000_000}})
     prepare_data_dir(config, progress=not args.quiet)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -128,17 +139,21 @@ def serve_locally(args: argparse.Namespace) -> tuple[str, str]:
     ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False, configure_logging=False)
     quiet = {"log_level": "WARNING", "enable_access_log": False}
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=quiet)
-    serve.run(build_app(config, prepare=False), name="bench-backpressure", route_prefix="/", logging_config=quiet)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=10).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    return url, key
+
+    def deploy(cfg: Any) -> None:
+        serve.run(build_app(cfg, prepare=False), name="bench-backpressure", route_prefix="/", logging_config=quiet)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=10).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+
+    deploy(config)
+    return url, key, lambda: deploy(unlimited)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -164,6 +179,12 @@ async def run(args: argparse.Namespace) -> int:
             base_rps = len(base.ok_ms) / base.seconds
             over = await overload(http, max(1.0, base_rps * args.overload), args.seconds, args.users, rng)
             rows.append((base, base_rps, over))
+        unadmitted = []
+        if args.without_admission is not None:
+            await asyncio.to_thread(args.without_admission)
+            await baseline(http, capacity, min(2.0, args.seconds), args.users, rng)  # warm-up of the new replica
+            for _, base_rps, _ in rows:
+                unadmitted.append(await overload(http, max(1.0, base_rps * args.overload), args.seconds, args.users, rng))
 
     def line(name: str, value: float, unit: str) -> None:
         print(f"backpressure.{name} {value:.6g} {unit}")
@@ -185,6 +206,12 @@ async def run(args: argparse.Namespace) -> int:
     line("admitted_p99_ms", med(_p99(r[2].ok_ms) for r in rows), "ms")
     line("reject_p50_ms", med(float(np.median(r[2].refused_ms)) if r[2].refused_ms else float("nan") for r in rows), "ms")
     line("reject_p99_ms", med(_p99(r[2].refused_ms) for r in rows), "ms")
+    if unadmitted:  # the same offered load with the feed limit lifted: Serve's own queue bounds only
+        line("no_admission.answered", med(len(u.ok_ms) for u in unadmitted), "requests")
+        line("no_admission.rejected", med(len(u.refused_ms) for u in unadmitted), "requests")
+        line("no_admission.errors", med(u.errors for u in unadmitted), "requests")
+        line("no_admission.p50_ms", med(float(np.median(u.ok_ms)) if u.ok_ms else float("nan") for u in unadmitted), "ms")
+        line("no_admission.p99_ms", med(_p99(u.ok_ms) for u in unadmitted), "ms")
     return 0
 
 
@@ -194,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default="./xserve-bench-data", help="without --url: the data directory (default ./xserve-bench-data)")
     p.add_argument("--world", default="tiny", help="without --url: the demo world seeded on first use (default tiny)")
     p.add_argument("--quiet", action="store_true", help="no progress bars while preparing the data directory")
+    p.add_argument("--compare-no-admission", action="store_true",
+                   help="without --url: then redeploy with the feed limit lifted and offer the same overload again")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each phase (default 10)")
     p.add_argument("--overload", type=float, default=4.0, help="offered load as a multiple of the baseline feeds/s (default 4)")
     p.add_argument("--capacity", type=int, default=None, help="baseline clients (default: the server's max_inflight_feeds)")
@@ -208,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--url must be a loopback address, got {args.url}")
     if args.seconds <= 0 or args.overload <= 0 or args.repeats < 1 or (args.users or 1) < 1 or (args.capacity or 1) < 1:
         p.error("--seconds and --overload must be > 0, --repeats, --users and --capacity >= 1")
+    args.without_admission = None
     if args.url is not None:
+        if args.compare_no_admission:
+            p.error("--compare-no-admission needs the app served here (no --url)")
         args.users = args.users or 2_000
         return asyncio.run(run(args))
     from xserve.synth.world import WORLD_SIZES
@@ -219,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     try:
-        args.url, args.api_key = serve_locally(args)
+        args.url, args.api_key, without_admission = serve_locally(args)
+        args.without_admission = without_admission if args.compare_no_admission else None
         return asyncio.run(run(args))
     finally:
         ray.shutdown()
