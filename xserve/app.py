@@ -22,7 +22,7 @@ from typing import Any
 
 from ray.serve import Application
 
-from xserve.config import XServeConfig, config_to_dict, load_config, merge_config
+from xserve.config import ConfigError, XServeConfig, config_to_dict, load_config, merge_config
 
 __all__ = ["app", "build_app", "ingress_options", "prepare_data_dir", "serve_forever", "with_models"]
 
@@ -193,6 +193,11 @@ def ingress_options(config: XServeConfig) -> dict[str, Any]:
     even with refusals, and its 503 also carries Retry-After.
     """
     s = config.serving
+    for name in ("max_inflight_feeds", "max_inflight_writes", "ingress_max_ongoing_requests", "ingress_max_queued_requests"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"serving.{name} must be >= 1, got {getattr(s, name)}")
+    if not s.retry_after_s >= 0:
+        raise ConfigError(f"serving.retry_after_s must be >= 0, got {s.retry_after_s}")
     return {
         "max_ongoing_requests": s.ingress_max_ongoing_requests,
         "max_queued_requests": s.ingress_max_queued_requests,
