@@ -21,6 +21,10 @@ def tiny_world(tmp_path_factory) -> Path:
 
 
 def copy_world(template: Path, dest: Path) -> str:
-    """A fresh copy of ``template`` at ``dest`` (its own actors: they are named after the path)."""
-    shutil.copytree(template, dest)
+    """A fresh copy of ``template`` at ``dest`` (its own actors: they are named after the path).
+
+    The models (1.2 GB of hash-embedding tables, only read when serving) are linked, not copied.
+    """
+    shutil.copytree(template, dest, ignore=shutil.ignore_patterns("models"))
+    (dest / "models").symlink_to(template / "models", target_is_directory=True)
     return str(dest)
