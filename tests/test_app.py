@@ -110,3 +110,16 @@ def test_xserve_serve_rejects_a_bad_port():
     out = subprocess.run([sys.executable, "-m", "xserve", "serve", "--port", "70000"], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 2 and out.stderr.strip() == "xserve: error: --port must be in 1..65535, got 70000"
+
+
+def test_ingress_options_bound_serve_and_refuse_bad_limits():
+    from xserve.app import ingress_options
+    from xserve.config import ConfigError
+
+    opts = ingress_options(XServeConfig())
+    assert opts["max_queued_requests"] > 0 and opts["backpressure_config"] == {"status_code": 503, "retry_after_s": 1.0}
+    s = XServeConfig().serving
+    assert opts["max_ongoing_requests"] > s.max_inflight_feeds + s.max_inflight_writes  # the replica refuses first
+    for name in ("max_inflight_feeds", "ingress_max_queued_requests"):
+        with pytest.raises(ConfigError, match=name):
+            ingress_options(merge_config(XServeConfig(), {"serving": {name: 0}}))

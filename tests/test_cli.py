@@ -16,6 +16,18 @@ def test_config_show_prints_effective_json(tmp_path):
     assert data["mixer"]["result_size"] == 12 and data["storage"]["data_dir"] == str(tmp_path)
 
 
+def test_config_show_never_prints_the_api_key(tmp_path):
+    import os
+
+    secret = "s3cr3t-key-from-env"
+    r = run("config", "show", env={**os.environ, "XSERVE__SERVING__API_KEY": secret})
+    assert r.returncode == 0, r.stderr
+    assert secret not in r.stdout + r.stderr
+    assert json.loads(r.stdout)["serving"]["api_key"] == "<set, redacted>"
+    unset = {k: v for k, v in os.environ.items() if k != "XSERVE__SERVING__API_KEY"}
+    assert json.loads(run("config", "show", env=unset).stdout)["serving"]["api_key"] == ""
+
+
 def test_bad_config_is_one_line_and_exit_2(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text("[mixer]\nwat = 1\n")

@@ -44,3 +44,9 @@ def test_missing_file_and_wrong_suffix(tmp_path):
     (tmp_path / "c.ini").write_text("")
     with pytest.raises(ConfigError, match=".toml"):
         load_config(tmp_path / "c.ini", environ={})
+
+
+def test_string_fields_take_the_raw_environment_value():
+    for raw in ("12345", "true", "1e5", '"quoted"', "s3cret"):
+        assert load_config(environ={"XSERVE__SERVING__API_KEY": raw}).serving.api_key == raw
+    assert load_config(environ={"XSERVE__SERVING__MAX_INFLIGHT_FEEDS": "3"}).serving.max_inflight_feeds == 3

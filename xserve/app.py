@@ -22,9 +22,9 @@ from typing import Any
 
 from ray.serve import Application
 
-from xserve.config import XServeConfig, config_to_dict, load_config, merge_config
+from xserve.config import ConfigError, XServeConfig, config_to_dict, load_config, merge_config
 
-__all__ = ["app", "build_app", "prepare_data_dir", "serve_forever", "with_models"]
+__all__ = ["app", "build_app", "ingress_options", "prepare_data_dir", "serve_forever", "with_models"]
 
 
 def _say(msg: str) -> None:
@@ -178,10 +178,31 @@ def build_app(
         data_dir, config_to_dict(config.retrieval), config.mixer.max_post_age_ms, True
     )
     ranker = Ranker.options(**ranker_options(config)).bind(config)
-    options: dict[str, Any] = {"ray_actor_options": {"num_cpus": cpus.ingress_num_cpus}}
+    options: dict[str, Any] = {"ray_actor_options": {"num_cpus": cpus.ingress_num_cpus}, **ingress_options(config)}
     if user_config is not None:
         options["user_config"] = user_config
     return FeedIngress.options(**options).bind(config_to_dict(config), retrieval, ranker)
+
+
+def ingress_options(config: XServeConfig) -> dict[str, Any]:
+    """Serve's own bounds on the ingress: requests per replica, and a bounded proxy queue answering 503 beyond it.
+
+    The replica admits up to ``max_inflight_*`` per class and refuses the rest
+    itself (JSON 503, Retry-After), so ``ingress_max_ongoing_requests`` should
+    exceed their sum; Serve's queue only fills when every replica is saturated
+    even with refusals, and its 503 also carries Retry-After.
+    """
+    s = config.serving
+    for name in ("max_inflight_feeds", "max_inflight_writes", "ingress_max_ongoing_requests", "ingress_max_queued_requests"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"serving.{name} must be >= 1, got {getattr(s, name)}")
+    if not s.retry_after_s >= 0:
+        raise ConfigError(f"serving.retry_after_s must be >= 0, got {s.retry_after_s}")
+    return {
+        "max_ongoing_requests": s.ingress_max_ongoing_requests,
+        "max_queued_requests": s.ingress_max_queued_requests,
+        "backpressure_config": {"status_code": 503, "retry_after_s": s.retry_after_s},
+    }
 
 
 def serve_forever(config: XServeConfig) -> None:

@@ -30,8 +30,14 @@ def _config(args: argparse.Namespace) -> XServeConfig:
 def _cmd_config_show(args: argparse.Namespace) -> int:
     import json
 
-    print(json.dumps(config_to_dict(_config(args)), indent=2))
+    shown = config_to_dict(_config(args))
+    if shown["serving"]["api_key"]:
+        shown["serving"]["api_key"] = REDACTED  # a secret: show that one is set, never the key
+    print(json.dumps(shown, indent=2))
     return 0
+
+
+REDACTED = "<set, redacted>"
 
 
 # --------------------------------------------------------------------------- data directory: seed, import

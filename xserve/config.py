@@ -9,7 +9,8 @@ A config file is TOML (``.toml``) or YAML (``.yaml``/``.yml``) with the same
 nesting as :class:`XServeConfig`; any key left out keeps its default, and an
 unknown key is an error naming the key. Environment variables override the
 file: ``XSERVE__<SECTION>__<FIELD>=<value>`` (value parsed as JSON when it
-parses, else taken as a string), e.g. ``XSERVE__MIXER__RESULT_SIZE=20``.
+parses, else taken as a string; a string field always takes the raw value),
+e.g. ``XSERVE__MIXER__RESULT_SIZE=20``.
 ``XSERVE_DATA_DIR`` sets ``storage.data_dir``.
 """
 
@@ -100,6 +101,7 @@ class MixerConfig(_Section):
     filter_timeout_s: float = 0.1  # per filter
     request_timeout_s: float = 1.5  # whole request deadline
     side_effect_timeout_s: float = 1.0  # per side effect (served-history write); runs after the response
+    max_pending_side_effects: int = 256  # side effects still running; beyond this a new one is skipped (bounded memory)
 
 
 class ThunderConfig(_Section):
@@ -202,6 +204,7 @@ class RetrievalConfig(_Section):
     user_batch_wait_s: float = 0.005  # @serve.batch: wait this long for more concurrent requests
     towers_checkpoint: str = ""  # phoenix towers checkpoint; "" = synthetic ClusteredEncoder (demo, tests)
     shard_max_concurrency: int = 4  # concurrent calls per RetrievalShard actor (searches run in parallel)
+    max_buffered_upserts: int = 100_000  # live upserts held while flushing fails; oldest dropped beyond (backfill re-embeds)
 
 
 class StorageConfig(_Section):
@@ -249,6 +252,13 @@ class ServingConfig(_Section):
     ingress_num_cpus: float = 0.5  # Ray CPUs reserved per FeedIngress replica (serve_config.yaml sets 1 on a cluster)
     retrieval_num_cpus: float = 0.5  # per Retrieval replica; with the ranker's 1.0 the app fits a 2-CPU machine
     bootstrap_train_examples: int = 6_000  # examples per epoch for each model in the first run's training (minutes)
+    api_key: str = ""  # when set, writes and admin routes need it (Authorization: Bearer / X-API-Key); "" = off (local demo)
+    api_key_feeds: bool = False  # also require the key for feed reads (off: the feed is a read on behalf of a viewer)
+    max_inflight_feeds: int = 8  # feed requests running at once per ingress replica; more get 503 + Retry-After at once
+    max_inflight_writes: int = 32  # write/admin requests running at once per ingress replica; more get 503 + Retry-After
+    retry_after_s: float = 1.0  # Retry-After (seconds, rounded up) on a 503 for overload
+    ingress_max_ongoing_requests: int = 64  # Serve: requests given to one ingress replica at once (> the two limits above)
+    ingress_max_queued_requests: int = 128  # Serve: requests waiting at a proxy for an ingress replica; beyond, its 503
 
 
 class XServeConfig(_Section):
@@ -305,6 +315,13 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def _is_str_field(path: list[str]) -> bool:
+    node: Any = XServeConfig()
+    for part in path:
+        node = getattr(node, part, None)
+    return isinstance(node, str)
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, raw in environ.items():
@@ -314,7 +331,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         if not path:
             continue
         try:
-            value: Any = json.loads(raw)
+            value: Any = raw if _is_str_field(path) else json.loads(raw)  # a key "12345" stays a string
         except ValueError:
             value = raw
         node = out

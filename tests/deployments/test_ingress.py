@@ -64,13 +64,12 @@ def deploy(config: XServeConfig, user_config: dict | None = None) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(ray_cluster, tmp_path_factory):
+def served(ray_cluster, tiny_world, tmp_path_factory):
     from ray import serve
 
-    from xserve.app import prepare_data_dir
+    from tests.deployments.conftest import copy_world
 
-    config = served_config(str(tmp_path_factory.mktemp("served")))
-    prepare_data_dir(config, progress=False)
+    config = served_config(copy_world(tiny_world, tmp_path_factory.mktemp("served") / "data"))
     serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
     deploy(config)
     port = ray_cluster.get(serve.context._get_global_client()._controller.get_http_config.remote()).port

@@ -211,6 +211,31 @@ def test_side_effects_do_not_delay_the_result_and_failures_never_raise():
     assert sorted(r.status for r in side) == [Status.ERROR, Status.OK]
 
 
+def test_side_effects_beyond_the_pending_bound_are_skipped_and_reported():
+    observed: list[ComponentReport] = []
+
+    class Sink:
+        def observe(self, report: ComponentReport) -> None:
+            observed.append(report)
+
+    slow = Record(delay=0.2)
+    p = CandidatePipeline(sources=[Ids([1])], side_effects=[slow], metrics=Sink(), max_pending_side_effects=2)
+
+    async def scenario():
+        for _ in range(5):
+            await p.execute(Query())
+        assert len(p._tasks) == 2  # bounded while the first two still run
+        await p.drain()
+        await p.execute(Query())  # room again once they finished
+        await p.drain()
+
+    asyncio.run(scenario())
+    side = [r for r in observed if r.stage is Stage.SIDE_EFFECT]
+    assert len(slow._seen) == 3
+    skipped = [r for r in side if r.status is Status.ERROR]
+    assert len(skipped) == 3 and all("max_pending_side_effects" in r.error for r in skipped)
+
+
 def test_every_component_is_reported_to_the_metrics_sink_in_order():
     observed: list[str] = []
 

@@ -61,3 +61,23 @@ def test_put_back_after_a_failed_flush():
     b.put_back(taken, now_s=2.0)
     post_ids, author_ids, _, _ = b.take()
     assert dict(zip(post_ids.tolist(), author_ids.tolist())) == {1: 2, 2: 4}
+
+
+def test_the_buffer_is_bounded_while_flushes_fail_and_drops_the_oldest():
+    b = _batcher(flush_size=4, max_buffered=6)
+    b.add(_posts([1, 2, 3, 4]), now_s=0.0)
+    taken = b.take()  # a flush that will fail
+    b.add(_posts([5, 6, 7, 8]), now_s=1.0)
+    b.put_back(taken, now_s=2.0)
+    assert len(b) == 6 and b.dropped == 2
+    assert sorted(b.take()[0].tolist()) == [3, 4, 5, 6, 7, 8]  # posts 1 and 2 were the oldest
+    b.add(_posts(range(10, 30)), now_s=3.0)
+    assert len(b) == 6 and b.dropped == 16
+    assert b.take()[0].tolist() == list(range(24, 30))
+
+
+def test_max_buffered_below_flush_size_is_an_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="max_buffered"):
+        _batcher(flush_size=4, max_buffered=3)

@@ -139,6 +139,8 @@ class FeedAPI:
     async def create_post(self, body: bytes) -> dict[str, int]:
         new: NewPost = decode(NewPost, body)
         now = self._now_ms()
+        if new.created_at_ms is not None and new.created_at_ms > now:
+            raise ApiError(422, f"created_at_ms {new.created_at_ms} is in the future (now is {now})")
         await self._require_users([new.author_id], "author_id")
         parents = [p for p in (new.in_reply_to_post_id, new.repost_of_post_id, new.quote_of_post_id) if p is not None]
         found = await self._posts.get_posts(parents) if parents else {}

@@ -12,9 +12,16 @@ Endpoints (bodies are msgspec Structs of ``xserve.schema``; errors are
 ``PUT /v1/users/{user_id}``                ``UserBody`` -> ``{"user_id"}`` (creates or updates)
 ``PUT|DELETE /v1/users/{id}/{rel}/{t}``    rel = follows | blocks | mutes | subscriptions
 ``PUT /v1/users/{id}/muted_keywords``      ``MutedKeywordsBody``
+``GET /v1/admin/stats``                    admission counters and the stores' stats (an admin route)
 ``GET /healthz``                           200 when every part answers, else 503
 ``GET /openapi.json``                      the OpenAPI document (request bodies from msgspec schemas)
 =========================================  =========================================================
+
+Before any routing, :class:`EdgeMiddleware` checks the API key of write and
+admin requests (``serving.api_key``; 401 without it) and admits each request
+against its class's in-flight limit (``serving.max_inflight_feeds`` /
+``max_inflight_writes``; 503 with ``Retry-After`` beyond it), so an
+unauthorised or surplus request costs no body read and no service call.
 
 The deployment holds no state of its own: users, posts and in-network posts
 live in named actors (created once, shared by every replica); retrieval and
@@ -26,6 +33,7 @@ live by rebuilding the pipeline.
 # no `from __future__ import annotations`: FastAPI must see the real Request annotations through @serve.ingress
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -33,9 +41,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from xserve.config import XServeConfig, merge_config
+from xserve.config import ServingConfig, XServeConfig, merge_config
+from xserve.deployments.admission import AdmissionController, RequestClass, classify
 from xserve.deployments.api import ApiError, FeedAPI
+from xserve.deployments.api_key import ApiKeyGuard
 from xserve.deployments.graph import ServiceGraph
 from xserve.schema import (
     Engagement,
@@ -47,7 +60,7 @@ from xserve.schema import (
     UserBody,
 )
 
-__all__ = ["FeedIngress", "api_app"]
+__all__ = ["EdgeMiddleware", "FeedIngress", "api_app"]
 
 log = logging.getLogger("xserve.ingress")
 
@@ -76,8 +89,9 @@ def _ok(payload: dict[str, Any] | bytes) -> Response:
     return Response(content=body, media_type=_JSON)
 
 
-def _error(status: int, reason: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": reason.splitlines()[0] if reason else "error"})
+def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    line = reason.splitlines()[0] if reason else "error"
+    return JSONResponse(status_code=status, content={"error": line}, headers=headers)
 
 
 @api_app.exception_handler(RequestValidationError)
@@ -87,7 +101,65 @@ async def _bad_path(request: Request, exc: RequestValidationError) -> JSONRespon
     return _error(422, f"{where}: {first.get('msg', 'invalid value')}")
 
 
-@serve.deployment(max_ongoing_requests=32)
+@api_app.exception_handler(StarletteHTTPException)
+async def _no_route(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    # unknown path (404) or method (405): the same {"error"} shape as every other refusal
+    reason = f"{exc.detail}: {request.method} {request.url.path}"
+    return _error(exc.status_code, reason, dict(exc.headers) if exc.headers else None)
+
+
+@dataclass(frozen=True)
+class Edge:
+    """What :class:`EdgeMiddleware` enforces, built by the ingress from ``serving`` (kept on ``api_app.state``)."""
+
+    key: ApiKeyGuard
+    key_feeds: bool  # feed reads need the key too
+    admission: AdmissionController
+
+    @classmethod
+    def from_config(cls, serving: ServingConfig) -> "Edge":
+        limits = {RequestClass.FEED: serving.max_inflight_feeds, RequestClass.WRITE: serving.max_inflight_writes}
+        return cls(ApiKeyGuard(serving.api_key), serving.api_key_feeds, AdmissionController(limits, serving.retry_after_s))
+
+    def needs_key(self, cls: RequestClass) -> bool:
+        return cls.needs_key or (self.key_feeds and cls is RequestClass.FEED)
+
+
+class EdgeMiddleware:
+    """ASGI middleware: the API key, then admission, before routing and before the body is read.
+
+    A request without the key gets 401 (with ``WWW-Authenticate``); one beyond
+    its class's in-flight limit gets 503 with ``Retry-After`` at once; an
+    admitted one holds its slot until its response is sent (or the client
+    goes away). Reads the :class:`Edge` from ``app.state.edge``; none = off.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        edge: Edge | None = getattr(scope["app"].state, "edge", None) if scope["type"] == "http" else None
+        if edge is None:
+            await self.app(scope, receive, send)
+            return
+        path, root = scope["path"], scope.get("root_path", "")
+        cls = classify(scope["method"], path[len(root) :] if root and path.startswith(root) else path)
+        if edge.needs_key(cls) and (reason := edge.key.refusal(Headers(scope=scope))) is not None:
+            await _error(401, reason, {"WWW-Authenticate": 'Bearer realm="xserve"'})(scope, receive, send)
+            return
+        if (refusal := edge.admission.try_acquire(cls)) is not None:
+            await _error(refusal.status, refusal.reason, {"Retry-After": str(refusal.retry_after)})(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            edge.admission.release(cls)
+
+
+api_app.add_middleware(EdgeMiddleware)
+
+
+@serve.deployment(max_ongoing_requests=64)  # app.py sets it from serving.ingress_max_ongoing_requests
 @serve.ingress(api_app)
 class FeedIngress:
     """See the module docstring. ``config`` is ``config_to_dict(XServeConfig)`` (small, picklable)."""
@@ -104,6 +176,10 @@ class FeedIngress:
             self._graph.now_ms,
         )
         self._max_body = self._base.serving.max_body_bytes
+        # fixed for the replica's life (a reconfigure does not change the key or the limits: slots held by
+        # requests in flight belong to this controller)
+        self._edge = Edge.from_config(self._base.serving)
+        api_app.state.edge = self._edge  # this replica's app (one ingress per replica process)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Live update from the Serve config: scoring weights and mixer limits take effect on the next request."""
@@ -112,13 +188,17 @@ class FeedIngress:
         log.info("reconfigured: %s", sorted(user_config or {}))
 
     async def _body(self, request: Request) -> bytes:
+        """The body, read only up to the limit: a larger one (declared or streamed) is refused with 413."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
             raise ApiError(413, f"body of {declared} bytes exceeds the limit of {self._max_body}")
-        body = await request.body()
-        if len(body) > self._max_body:
-            raise ApiError(413, f"body of {len(body)} bytes exceeds the limit of {self._max_body}")
-        return body
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self._max_body:
+                raise ApiError(413, f"body exceeds the limit of {self._max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _call(self, fn: Any, *args: Any, request: Request | None = None) -> Response:
         self._graph.ensure_maintenance()
@@ -169,6 +249,10 @@ class FeedIngress:
     @api_app.delete("/v1/users/{user_id}/{relation}/{target_id}")
     async def unset_edge(self, user_id: int, relation: str, target_id: int) -> Response:
         return await self._call(self._api.edge, user_id, relation, target_id, False)
+
+    @api_app.get("/v1/admin/stats")
+    async def admin_stats(self) -> Response:
+        return _ok({"admission": self._edge.admission.stats(), **await self._graph.stats()})
 
     @api_app.get("/healthz")
     async def healthz(self) -> Response:

@@ -56,7 +56,12 @@ class Retrieval:
         self.shards = get_or_create_shards(data_dir, self.config, max_post_age_ms, detached=detached_shards)
         self.user_encoder, post_encoder, model_version = load_encoders(self.config)
         self.batcher = UpsertBatcher(
-            post_encoder, self.config.num_shards, self.config.flush_size, self.config.flush_age_s, model_version
+            post_encoder,
+            self.config.num_shards,
+            self.config.flush_size,
+            self.config.flush_age_s,
+            model_version,
+            max(self.config.max_buffered_upserts, self.config.flush_size),
         )
         self._encode_user.set_max_batch_size(self.config.user_batch_size)
         self._encode_user.set_batch_wait_timeout_s(self.config.user_batch_wait_s)
@@ -143,6 +148,7 @@ class Retrieval:
         return {
             "version": self._current_version(),
             "buffered": len(self.batcher),
+            "dropped_upserts": self.batcher.dropped,
             "user_batches": len(sizes),
             "mean_user_batch": float(np.mean(sizes)) if sizes else 0.0,
             "shards": shard_stats,

@@ -107,6 +107,7 @@ def build_for_you_pipeline(
         post_selection_hydrators=_timed(mixer.hydrator_timeout_s, VisibilityHydrator(post_data)),
         post_selection_filters=_timed(mixer.filter_timeout_s, VisibilityFilter(), DedupConversationFilter()),
         side_effects=_timed(mixer.side_effect_timeout_s, ServedHistorySideEffect(clients.user_data)),
+        max_pending_side_effects=mixer.max_pending_side_effects,
         result_size=RequestLimit(mixer.result_size),
         request_timeout_s=mixer.request_timeout_s,
         metrics=metrics or NullMetricsSink(),

@@ -10,7 +10,10 @@ Order (reference ``candidate_pipeline.rs``):
 6. selector (pass-through when absent or disabled);
 7. post-selection hydrators (as 3) and 8. post-selection filters (as 4);
 9. truncate to ``result_size``;
-10. side effects, scheduled as tasks after the result is built, never awaited.
+10. side effects, scheduled as tasks after the result is built, never awaited;
+    at most ``max_pending_side_effects`` run at once, a further one is skipped
+    (reported as an error to the metrics sink), so a slow store cannot pile up
+    tasks without bound.
 
 No component failure fails the request: a failed query hydrator, source,
 hydrator or scorer contributes nothing, a failed filter keeps its input, and
@@ -69,6 +72,7 @@ class CandidatePipeline(Generic[Q, C]):
     result_size: int | Callable[[Q], int | None] | None = None
     request_timeout_s: float | None = None
     metrics: MetricsSink = field(default_factory=NullMetricsSink)
+    max_pending_side_effects: int | None = None  # side-effect tasks alive at once; None = unbounded
     _tasks: set[asyncio.Task[ComponentReport]] = field(default_factory=set, init=False, repr=False, compare=False)
 
     async def execute(self, query: Q) -> PipelineResult[Q, C]:
@@ -120,6 +124,9 @@ class CandidatePipeline(Generic[Q, C]):
 
         # 10. side effects: after the result exists, not awaited
         for effect in self.side_effects:
+            if self.max_pending_side_effects is not None and len(self._tasks) >= self.max_pending_side_effects:
+                self._shed(effect, len(selected), run.request_id)
+                continue
             task = loop.create_task(self._side_effect(effect, query, tuple(selected), run.request_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -159,6 +166,12 @@ class CandidatePipeline(Generic[Q, C]):
             if result.removed:
                 filtered.setdefault(flt.name, []).extend(result.removed)
         return candidates
+
+    def _shed(self, effect: SideEffect[Q, C], count: int, request_id: str) -> None:
+        error = f"skipped: {len(self._tasks)} side effects still running (max_pending_side_effects)"
+        report = ComponentReport(Stage.SIDE_EFFECT, effect.name, Status.ERROR, 0.0, count, 0, error)
+        _log(request_id, report)
+        _observe(self.metrics, report)
 
     async def _side_effect(
         self, effect: SideEffect[Q, C], query: Q, selected: Sequence[C], request_id: str

@@ -5,10 +5,16 @@ about what one costs), so created posts wait here until ``flush_size`` are
 buffered or the oldest has waited ``flush_age_s``; the shell that owns the
 batcher (the Retrieval deployment) polls :meth:`due` on a timer and sends each
 shard its part of :meth:`drain`. A post deleted while buffered is dropped.
+
+Memory is bounded: while flushes fail, posts accumulate up to ``max_buffered``
+and beyond it the oldest are dropped (counted in ``dropped``). A dropped post
+stays in the post catalog and Thunder; it is only missing from out-of-network
+retrieval until ``scripts/backfill_embeddings.py`` re-embeds the corpus.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection, Iterable
 
 import numpy as np
@@ -25,9 +31,19 @@ Taken = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # post ids, autho
 class UpsertBatcher:
     """Buffers posts; ``drain`` embeds them and groups the rows by shard. Not thread-safe."""
 
-    def __init__(self, encoder: PostEncoder, num_shards: int, flush_size: int, flush_age_s: float, model_version: str = ""):
+    def __init__(
+        self,
+        encoder: PostEncoder,
+        num_shards: int,
+        flush_size: int,
+        flush_age_s: float,
+        model_version: str = "",
+        max_buffered: int | None = None,
+    ):
         if flush_size < 1:
             raise ValueError(f"flush_size must be >= 1, got {flush_size}")
+        if max_buffered is not None and max_buffered < flush_size:
+            raise ValueError(f"max_buffered must be >= flush_size ({flush_size}), got {max_buffered}")
         if flush_age_s < 0:
             raise ValueError(f"flush_age_s must be >= 0, got {flush_age_s}")
         self.encoder = encoder
@@ -35,7 +51,9 @@ class UpsertBatcher:
         self.flush_size = flush_size
         self.flush_age_s = flush_age_s
         self.model_version = model_version
-        self._posts: dict[int, tuple[int, int, int]] = {}  # post id → (author, created_at_ms, in reply to or 0)
+        self.max_buffered = max_buffered  # None = unbounded
+        self.dropped = 0  # posts dropped (oldest first) because the buffer was full
+        self._posts: dict[int, tuple[int, int, int]] = {}  # post id → (author, created_at_ms, in reply to or 0), oldest first
         self._oldest_s: float | None = None
 
     def __len__(self) -> int:
@@ -47,8 +65,15 @@ class UpsertBatcher:
     def add(self, posts: Iterable[Post], now_s: float) -> None:
         for post in posts:
             self._posts[post.post_id] = (post.author_id, post.created_at_ms, post.in_reply_to_post_id or 0)
+        self._bound()
         if self._posts and self._oldest_s is None:
             self._oldest_s = now_s
+
+    def _bound(self) -> None:
+        excess = 0 if self.max_buffered is None else len(self._posts) - self.max_buffered
+        for pid in list(itertools.islice(self._posts, max(0, excess))):  # the oldest, in insertion order
+            del self._posts[pid]
+        self.dropped += max(0, excess)
 
     def discard(self, post_ids: Collection[int]) -> None:
         """Forget buffered posts that were deleted before being flushed."""
@@ -75,8 +100,10 @@ class UpsertBatcher:
     def put_back(self, taken: Taken, now_s: float) -> None:
         """Return posts from a failed flush; newer buffered versions of the same ids win."""
         post_ids, *meta = (a.tolist() for a in taken)
-        for pid, row in zip(post_ids, zip(*meta)):
-            self._posts.setdefault(pid, row)
+        returned = dict(zip(post_ids, zip(*meta)))  # older than anything buffered since: they go first
+        returned.update(self._posts)
+        self._posts = returned
+        self._bound()
         if self._posts and self._oldest_s is None:
             self._oldest_s = now_s
 
