@@ -59,6 +59,7 @@ from typing import Any
 import lancedb
 import numpy as np
 import pyarrow as pa
+from lancedb.background_loop import LOOP
 from lancedb.index import BTree, HnswSq, IvfFlat, IvfPq
 
 from xserve.config import RetrievalConfig
@@ -106,6 +107,8 @@ class EmbeddingShard:
 
     def __init__(self, table: Any, dim: int, config: RetrievalConfig):
         self._table = table
+        # the AsyncTable the sync one wraps: same handle, so reads see this object's writes at once
+        self._async_table = table._table
         self.dim = dim
         self.config = config
         self._trained = self._trained_rows()
@@ -223,20 +226,36 @@ class EmbeddingShard:
         ``min_created_at_ms`` turns on LanceDB's ``where`` prefilter (the slow,
         low-recall path; see the module docstring). Returns arrays ``post_id``,
         ``author_id``, ``created_at_ms``, ``in_reply_to_post_id`` and ``score``
-        (cosine), best first.
+        (cosine), best first. The same query as :meth:`search_async`, run on
+        LanceDB's background event loop (which is all its sync API does).
+        """
+        return LOOP.run(self.search_async(vector, limit, nprobes, refine_factor, min_created_at_ms))
+
+    async def search_async(
+        self,
+        vector: np.ndarray,
+        limit: int,
+        nprobes: int | None = None,
+        refine_factor: int | None = None,
+        min_created_at_ms: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """:meth:`search` as a coroutine on the caller's event loop.
+
+        A fan-out awaits every shard's search from one loop: measured ~30 %
+        faster than one sync call per thread (docs/retrieval.md), since the
+        sync API funnels every call through one background loop thread anyway.
         """
         cfg = self.config
-        q = self._table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
-        q = q.distance_type("l2").limit(int(limit)).select(_SEARCH_COLUMNS)
-        q = q.nprobes(int(nprobes or cfg.nprobes))
+        q = self._async_table.query().nearest_to(np.asarray(vector, dtype=np.float32)).column("vector")
+        q = q.distance_type("l2").limit(int(limit)).select(_SEARCH_COLUMNS).nprobes(int(nprobes or cfg.nprobes))
         refine = cfg.refine_factor if refine_factor is None else refine_factor
         if refine and cfg.index_type == "IVF_PQ":
             q = q.refine_factor(int(refine))
         if cfg.index_type == "IVF_HNSW_SQ":
             q = q.ef(max(cfg.hnsw_ef, int(limit)))
         if min_created_at_ms is not None:
-            q = q.where(f"created_at_ms >= {int(min_created_at_ms)}", prefilter=True)
-        out = q.to_arrow()
+            q = q.where(f"created_at_ms >= {int(min_created_at_ms)}")  # a prefilter: the async API's default
+        out = await q.to_arrow()
         return {
             "post_id": out["post_id"].to_numpy(),
             "author_id": out["author_id"].to_numpy(),
