@@ -178,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows-per-partition", type=int, default=RetrievalConfig().rows_per_partition)
     p.add_argument("--quota-sigmas", type=float, default=RetrievalConfig().shard_quota_sigmas,
                    help="per-shard quota (xserve.retrieval.merge.shard_quota); 0 = every shard returns k")
-    p.add_argument("--sweep", default="", help="extra fan-out settings timed with the others, e.g. '10,20,40' (nprobes)")
+    p.add_argument("--sweep", default="",
+                   help="extra fan-out settings timed with the others: ';'-separated RetrievalConfig overrides, "
+                        "e.g. 'nprobes=20;nprobes=40,row_meta_in_memory=0'; fanout=threads picks the previous thread fan-out")
     p.add_argument("--corpus-cache", help="keep the written+indexed tables here between runs (keyed by corpus and index settings)")
     p.add_argument("--upsert-rows", type=int, default=20_000)
     p.add_argument("--backfill-posts", type=int, default=100_000, help="0 skips the Ray Data backfill")
@@ -290,9 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         # ------------------------------------------------------------ fan-out: current settings vs the previous ones (+ sweep)
         service = RetrievalService(searchers(max_age), enc, cfg, versions.current_name)
         variants: dict[str, object] = {"": service, ".before": ThreadFanout(searchers(max_age, msgspec.structs.replace(cfg, **BEFORE)))}
-        for n in (int(x) for x in a.sweep.split(",") if x):
-            c = msgspec.structs.replace(cfg, nprobes=n)
-            variants[f".nprobes{n}"] = RetrievalService(searchers(max_age, c), enc, c, versions.current_name)
+        for spec in (x for x in a.sweep.split(";") if x):
+            kv = dict(item.split("=", 1) for item in spec.split(","))
+            threads = kv.pop("fanout", "async") == "threads"
+            c = msgspec.convert({**msgspec.to_builtins(cfg), **kv}, RetrievalConfig, strict=False)
+            variants[f".{spec}"] = ThreadFanout(searchers(max_age, c)) if threads else RetrievalService(searchers(max_age, c), enc, c, versions.current_name)
         timed = timed_alternately(variants, users, k)
         for label, (found, lat) in timed.items():
             line(f"recall_at_100{label}", recall_at(found, truth_fresh, min(100, k)))
