@@ -150,7 +150,8 @@ def ray_fanout(data_dir: Path, cfg: RetrievalConfig, max_age: int, users: np.nda
             RetrievalShard.options(max_concurrency=2, num_cpus=0).remote(str(data_dir), i, msgspec.to_builtins(cfg), max_age, False)
             for i in range(cfg.num_shards)
         ]
-        search = lambda q: merge_top_k(ray.get([x.search.remote(q, k, NOW_MS) for x in actors]), k)  # noqa: E731
+        quota = shard_quota(k, cfg.num_shards, cfg.shard_quota_sigmas)  # as the Retrieval deployment asks
+        search = lambda q: merge_top_k(ray.get([x.search.remote(q, quota, NOW_MS) for x in actors]), k)  # noqa: E731
         for q in users[:5]:
             search(q)  # actors up, tables open, caches warm
         found, lat = [], []
