@@ -18,7 +18,8 @@ at k = 1000 that costs 50-100 ms per shard and recall@1000 stays at 0.56-0.76.
 IVF_FLAT stores full vectors inside each partition, so the distances it returns
 are exact and recall is limited only by how many partitions are probed; at 128-d
 a probed partition of ~1000 rows is a 0.5 MB sequential read: nprobes 40 gave
-recall@100 0.99 and recall@1000 0.78 per shard at p50 6 ms for k = 1000. An
+recall@100 0.99 and recall@1000 0.78 per shard at p50 6 ms for k = 1000 (the
+4-shard fan-out now probes 20: its merged recall@100 stays 0.99). An
 IVF_HNSW_SQ build had not finished after two minutes for 250k rows (226 s for
 1M in ``measured-here.md``), too slow for an index that follows a moving window,
 so it was not pursued. ``docs/retrieval.md`` has the sweep, and
@@ -37,6 +38,14 @@ writes older than the max age, its maintenance pass deletes rows that aged out
 left between passes from a slightly larger k (recall measured 0.996@100 with
 9 % stale rows). The reference does the same: its retrieval corpus is the
 recent window, not the whole history.
+
+**Query path (measured, docs/retrieval.md "Latency").** A search selects only
+``post_id`` and ``_distance``: the other small columns come from the shard's
+in-memory :class:`~xserve.storage.row_meta.RowMeta`, since LanceDB reads each
+selected column of each returned row at a random place (half the cost of a
+400-row search). ``search_async`` runs the query on the caller's event loop so
+a fan-out awaits all shards from one loop; ``search`` runs the same coroutine
+on LanceDB's background loop.
 
 Only this module imports lancedb for embeddings. Not thread-safe for two
 writers on one shard; reads may run concurrently with one writer (the
