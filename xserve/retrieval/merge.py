@@ -77,9 +77,9 @@ def shard_quota(k: int, num_shards: int, sigmas: float) -> int:
     Shards hold posts by a hash of the post id, independent of the vectors, so
     how many of the global top-k one shard holds is Binomial(k, 1/N): mean k/N,
     standard deviation sqrt(k/N · (1 - 1/N)). A shard returning mean + ``sigmas``
-    deviations instead of k falls short only in that tail (6 σ: well under one
-    request in a million), and then the merge lacks a few of the weakest of the
-    k hits; that is the (measured) recall cost. At k = 1000 and N = 4 a shard
+    deviations instead of k falls short only in that tail (6 σ at k = 1000 and
+    N = 4: any shard short in 7e-9 of requests), and then the merge lacks a few
+    of the weakest of the k hits. At k = 1000 and N = 4 a shard
     returns 333 instead of 1000 (each row LanceDB returns is a random read of
     its columns). ``sigmas <= 0`` gives k: the merge is then exact.
     """
