@@ -3,10 +3,11 @@
 Per request: the user tower runs once, batched across concurrent requests by
 ``@serve.batch``; the current embedding version is read once; every
 ``RetrievalShard`` actor is searched in parallel for that version, each for
-its :func:`~xserve.retrieval.merge.shard_quota` of hits; the per-shard lists are merged (``xserve.retrieval.merge``). Live writes:
-``posts_created`` buffers posts in an :class:`UpsertBatcher` that a background
-task flushes on size or age; ``posts_deleted`` hides posts at once (each shard's
-deleted set) and deletes them from the tables.
+its :func:`~xserve.retrieval.merge.shard_quota` of hits; the per-shard lists
+are merged (``xserve.retrieval.merge``). Live writes: ``posts_created`` buffers
+posts in an :class:`UpsertBatcher` that a background task flushes on size or
+age; ``posts_deleted`` hides posts at once (each shard's deleted set) and
+deletes them from the tables.
 
 :class:`RetrievalHandleAdapter` wraps a handle to this deployment so it
 satisfies the mixer's ``async retrieve(req) -> list[RetrievedPost]`` Protocol.

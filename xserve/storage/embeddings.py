@@ -117,7 +117,8 @@ class EmbeddingShard:
 
     def __init__(self, table: Any, dim: int, config: RetrievalConfig):
         self._table = table
-        # the AsyncTable the sync one wraps: same handle, so reads see this object's writes at once
+        # the AsyncTable this LanceTable wraps (its sync methods are LOOP.run(self._table.<method>())):
+        # the same handle, so async reads see this object's writes at once
         self._async_table = table._table
         self.dim = dim
         self.config = config
@@ -282,9 +283,9 @@ class EmbeddingShard:
     ) -> dict[str, np.ndarray]:
         """:meth:`search` as a coroutine on the caller's event loop.
 
-        A fan-out awaits every shard's search from one loop: measured ~30 %
-        faster than one sync call per thread (docs/retrieval.md), since the
-        sync API funnels every call through one background loop thread anyway.
+        A fan-out awaits every shard's search from one loop, instead of one
+        sync call per thread that the sync API funnels through its one
+        background loop anyway (measured at least as fast, docs/retrieval.md).
         """
         cfg = self.config
         from_meta = cfg.row_meta_in_memory
