@@ -10,7 +10,11 @@ shard tables written and indexed as serving uses them, and exact top-k by NumPy
 brute force computed in the same run as the baseline.
 
 Fan-out = the in-process :class:`~xserve.retrieval.service.RetrievalService`
-(one thread per shard, the same per-shard search the Ray actors run), and
+(every shard's quota awaited on one event loop, the same per-shard search the
+Ray actors run); ``*.before`` = the previous defaults (one sync search of the full k
+per shard on a thread, nprobes 40), timed query by query alternately with the
+current ones so both see the same machine load; ``--sweep`` adds the settings
+between them; and
 ``fanout_ray_*`` = the serving path, one ``RetrievalShard`` actor per shard
 called through Ray from this process (no Serve hop). Post ages are uniform over 1.1 × the max
 age, so ~9 % of rows are stale, as in a table whose trim lags: "with recency"
@@ -18,27 +22,34 @@ applies the serving rule, "no recency" searches with an unbounded age.
 
 Prints one line per figure, ``name value [unit]``. Defaults are the issue's
 sizes (1M posts, 4 shards, top-1000); ``--posts 20000 --queries 20
---backfill-posts 2000`` runs in well under a minute.
+--backfill-posts 2000`` runs in well under a minute. ``--corpus-cache DIR``
+keeps the written and indexed 1M-post tables between runs (each run works on a
+copy, since the upsert and maintenance phases change them).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import hashlib
+import json
 import shutil
 import sys
 import tempfile
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from xserve.config import HOUR_MS, MixerConfig, RetrievalConfig, XServeConfig  # noqa: E402
 from xserve.retrieval.batcher import UpsertBatcher  # noqa: E402
-from xserve.retrieval.merge import merge_top_k  # noqa: E402
+from xserve.retrieval.merge import merge_top_k, shard_quota  # noqa: E402
 from xserve.retrieval.routing import shard_of  # noqa: E402
 from xserve.retrieval.service import RetrievalService  # noqa: E402
 from xserve.retrieval.shard import ShardSearcher  # noqa: E402
@@ -84,6 +95,51 @@ def make_requests(enc: ClusteredEncoder, post_ids, author_ids, n: int, rng) -> t
     return reqs, enc.encode_users(reqs)
 
 
+# the defaults before the latency work (issue 6): a sync search of the full k per shard, one thread each
+BEFORE = {"nprobes": 40, "shard_quota_sigmas": 0.0}
+
+
+class ThreadFanout:
+    """The previous fan-out: each shard's sync ``search`` of the full k on its own thread."""
+
+    def __init__(self, shards: list[ShardSearcher]):
+        self.shards = shards
+        self._pool = ThreadPoolExecutor(max_workers=len(shards))
+
+    def search_vector(self, q: np.ndarray, k: int, now_ms: int):
+        quota = shard_quota(k, len(self.shards), self.shards[0].config.shard_quota_sigmas)
+        return merge_top_k([f.result() for f in [self._pool.submit(s.search, q, quota, now_ms) for s in self.shards]], k)
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+
+def timed_alternately(variants: dict[str, object], users: np.ndarray, k: int) -> dict[str, tuple[list, list, float]]:
+    """(found ids, latencies ms, mean CPU ms of this process) per variant, running every variant on each
+    query in turn (fair under load). CPU time counts LanceDB's own threads too, and other processes' load
+    does not inflate it, so it compares settings on a busy machine where p99 cannot."""
+    out = {name: ([], [], [0.0]) for name in variants}
+    for q in users[:5]:
+        for v in variants.values():
+            v.search_vector(q, k, NOW_MS)  # warm the page cache and index caches
+    for i, q in enumerate(users):
+        names = list(variants) if i % 2 == 0 else list(variants)[::-1]  # alternate who goes first
+        for name in names:
+            c, t = time.process_time(), time.perf_counter()
+            hits = variants[name].search_vector(q, k, NOW_MS)
+            out[name][1].append((time.perf_counter() - t) * 1000)
+            out[name][2][0] += (time.process_time() - c) * 1000
+            out[name][0].append(hits.post_ids)
+    return {name: (found, lat, cpu[0] / len(users)) for name, (found, lat, cpu) in out.items()}
+
+
+def corpus_key(a: argparse.Namespace, cfg: RetrievalConfig) -> str:
+    """What the written tables depend on: the corpus arguments and the index settings."""
+    keys = dict(posts=a.posts, dim=a.dim, topics=a.topics, shards=a.shards, seed=a.seed, index=cfg.index_type,
+                rpp=cfg.rows_per_partition, parts=cfg.index_partitions, pq=cfg.pq_sub_vectors, min_rows=cfg.index_min_rows)
+    return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def ray_fanout(data_dir: Path, cfg: RetrievalConfig, max_age: int, users: np.ndarray, k: int, truth: np.ndarray) -> None:
     """The serving path: one ``RetrievalShard`` actor per shard, searched in parallel through Ray."""
     import msgspec
@@ -97,7 +153,8 @@ def ray_fanout(data_dir: Path, cfg: RetrievalConfig, max_age: int, users: np.nda
             RetrievalShard.options(max_concurrency=2, num_cpus=0).remote(str(data_dir), i, msgspec.to_builtins(cfg), max_age, False)
             for i in range(cfg.num_shards)
         ]
-        search = lambda q: merge_top_k(ray.get([x.search.remote(q, k, NOW_MS) for x in actors]), k)  # noqa: E731
+        quota = shard_quota(k, cfg.num_shards, cfg.shard_quota_sigmas)  # as the Retrieval deployment asks
+        search = lambda q: merge_top_k(ray.get([x.search.remote(q, quota, NOW_MS) for x in actors]), k)  # noqa: E731
         for q in users[:5]:
             search(q)  # actors up, tables open, caches warm
         found, lat = [], []
@@ -122,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=1000, help="top-k asked of retrieval (serving default 1000)")
     p.add_argument("--index-type", default=RetrievalConfig().index_type)
     p.add_argument("--nprobes", type=int, default=RetrievalConfig().nprobes)
+    p.add_argument("--rows-per-partition", type=int, default=RetrievalConfig().rows_per_partition)
+    p.add_argument("--quota-sigmas", type=float, default=RetrievalConfig().shard_quota_sigmas,
+                   help="per-shard quota (xserve.retrieval.merge.shard_quota); 0 = every shard returns k")
+    p.add_argument("--sweep", default="",
+                   help="extra fan-out settings timed with the others: ';'-separated RetrievalConfig overrides, "
+                        "e.g. 'nprobes=20;nprobes=40,row_meta_in_memory=0'; fanout=threads picks the previous thread fan-out")
+    p.add_argument("--corpus-cache", help="keep the written+indexed tables here between runs (keyed by corpus and index settings)")
     p.add_argument("--upsert-rows", type=int, default=20_000)
     p.add_argument("--backfill-posts", type=int, default=100_000, help="0 skips the Ray Data backfill")
     p.add_argument("--no-ray-fanout", dest="ray_fanout", action="store_false",
@@ -135,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     max_age = MixerConfig().max_post_age_ms
     cfg = RetrievalConfig(
         num_shards=a.shards, embedding_dim=a.dim, index_type=a.index_type, nprobes=a.nprobes,
+        rows_per_partition=a.rows_per_partition, shard_quota_sigmas=a.quota_sigmas,
         maintenance_interval_s=0, version_poll_s=3600, index_min_rows=min(5000, a.posts // (4 * a.shards)),
     )
     rng = np.random.default_rng(a.seed)
@@ -184,25 +249,35 @@ def main(argv: list[str] | None = None) -> int:
             line("backfill_total_s", summary["seconds"], "s")
         # ------------------------------------------------------------ write + index
         versions = EmbeddingVersions(tmp)
-        versions.begin("bench")
         owner = shard_of(post_ids, a.shards)
-        tables = []
-        t = time.perf_counter()
-        for s in range(a.shards):
-            m = owner == s
-            tbl = versions.open_shard("bench", s, cfg, create=True)
-            tbl.append(post_ids[m], author_ids[m], created[m], vectors[m], "bench")
-            tables.append(tbl)
-        line("write_rows_per_s", a.posts / (time.perf_counter() - t), "rows/s")
-        t = time.perf_counter()
-        for tbl in tables:
-            tbl.build_index()
-        line("index_build_s", time.perf_counter() - t, "s")
-        versions.finish("bench", a.shards, a.dim)
+        cached = Path(a.corpus_cache) / corpus_key(a, cfg) if a.corpus_cache else None
+        if cached is not None and (cached / "MANIFEST.json").exists():
+            versions.root.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(cached, versions.version_dir("bench"))
+            print(f"# corpus tables copied from {cached}", flush=True)
+        else:
+            versions.begin("bench")
+            tables = []
+            t = time.perf_counter()
+            for s in range(a.shards):
+                m = owner == s
+                tbl = versions.open_shard("bench", s, cfg, create=True)
+                tbl.append(post_ids[m], author_ids[m], created[m], vectors[m], "bench")
+                tables.append(tbl)
+            line("write_rows_per_s", a.posts / (time.perf_counter() - t), "rows/s")
+            t = time.perf_counter()
+            for tbl in tables:
+                tbl.build_index()
+            line("index_build_s", time.perf_counter() - t, "s")
+            versions.finish("bench", a.shards, a.dim)
+            if cached is not None:
+                shutil.copytree(versions.version_dir("bench"), cached.with_name(cached.name + ".tmp"), dirs_exist_ok=True)
+                cached.with_name(cached.name + ".tmp").rename(cached)
         versions.switch("bench")
+        tables = [versions.open_shard("bench", s, cfg) for s in range(a.shards)]
 
-        def searchers(age_ms: int) -> list[ShardSearcher]:
-            return [ShardSearcher(i, versions.shard_opener(i, cfg), versions.current_name, cfg, age_ms) for i in range(a.shards)]
+        def searchers(age_ms: int, c: RetrievalConfig = cfg) -> list[ShardSearcher]:
+            return [ShardSearcher(i, versions.shard_opener(i, c), versions.current_name, c, age_ms) for i in range(a.shards)]
 
         # ------------------------------------------------------------ one shard
         shard0 = searchers(max_age)[0]
@@ -218,25 +293,31 @@ def main(argv: list[str] | None = None) -> int:
         line("shard_p50_ms", pct(lat, 50), "ms")
         line("shard_p99_ms", pct(lat, 99), "ms")
 
-        # ------------------------------------------------------------ fan-out, with and without the recency rule
-        results = {}
-        for label, age, truth in (("", max_age, truth_fresh), ("_norule", 100 * 365 * 24 * HOUR_MS, truth_all)):
-            service = RetrievalService(searchers(age), enc, cfg, versions.current_name)
-            for q in users[:5]:
-                service.search_vector(q, k, NOW_MS)  # warm the page cache and index caches
-            found, lat = [], []
-            for q in users:
-                t = time.perf_counter()
-                found.append(service.search_vector(q, k, NOW_MS).post_ids)
-                lat.append((time.perf_counter() - t) * 1000)
-            results[label] = service
-            if label == "":
-                line("recall_at_100", recall_at(found, truth, min(100, k)))
-                line("recall_at_1000", recall_at(found, truth, k))
-            else:
-                line("norule_recall_at_100", recall_at(found, truth, min(100, k)))
-            line(f"fanout{label}_p50_ms", pct(lat, 50), "ms")
-            line(f"fanout{label}_p99_ms", pct(lat, 99), "ms")
+        # ------------------------------------------------------------ fan-out: current settings vs the previous ones (+ sweep)
+        service = RetrievalService(searchers(max_age), enc, cfg, versions.current_name)
+        variants: dict[str, object] = {"": service, ".before": ThreadFanout(searchers(max_age, msgspec.structs.replace(cfg, **BEFORE)))}
+        for spec in (x for x in a.sweep.split(";") if x):
+            kv = dict(item.split("=", 1) for item in spec.split(","))
+            threads = kv.pop("fanout", "async") == "threads"
+            c = msgspec.convert({**msgspec.to_builtins(cfg), **kv}, RetrievalConfig, strict=False)
+            variants[f".{spec}"] = ThreadFanout(searchers(max_age, c)) if threads else RetrievalService(searchers(max_age, c), enc, c, versions.current_name)
+        timed = timed_alternately(variants, users, k)
+        for label, (found, lat, cpu) in timed.items():
+            line(f"recall_at_100{label}", recall_at(found, truth_fresh, min(100, k)))
+            line(f"recall_at_1000{label}", recall_at(found, truth_fresh, k))
+            line(f"fanout_p50_ms{label}", pct(lat, 50), "ms")
+            line(f"fanout_p99_ms{label}", pct(lat, 99), "ms")
+            line(f"fanout_cpu_ms{label}", cpu, "ms")
+        for label, v in variants.items():
+            if label:
+                v.close()
+        # no recency rule: an unbounded age over the same tables, against the exact top-k of every row
+        norule = RetrievalService(searchers(100 * 365 * 24 * HOUR_MS), enc, cfg, versions.current_name)
+        found, lat, _ = timed_alternately({"": norule}, users, k)[""]
+        norule.close()
+        line("norule_recall_at_100", recall_at(found, truth_all, min(100, k)))
+        line("fanout_norule_p50_ms", pct(lat, 50), "ms")
+        line("fanout_norule_p99_ms", pct(lat, 99), "ms")
         # the alternative we did not pick: LanceDB's where-prefilter on created_at, same nprobes
         found = []
         for q in users[: min(50, a.queries)]:
@@ -244,7 +325,6 @@ def main(argv: list[str] | None = None) -> int:
             hits = [ShardHits(c["post_id"], c["author_id"], c["created_at_ms"], c["score"]) for c in parts]
             found.append(merge_top_k(hits, k).post_ids)
         line("prefilter_recall_at_100", recall_at(found, truth_fresh[: len(found)], min(100, k)))
-        service = results[""]
         line("fanout_fallbacks", sum(s.counters["fallbacks"] for s in service.shards))
         if a.ray_fanout:
             ray_fanout(tmp, cfg, max_age, users, k, truth_fresh)
@@ -286,8 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             lat.append((time.perf_counter() - t) * 1000)
         line("fanout_p50_after_maintenance_ms", pct(lat, 50), "ms")
         line("fanout_p99_after_maintenance_ms", pct(lat, 99), "ms")  # includes the first, cold, queries
-        for s in results.values():
-            s.close()
+        service.close()
 
     finally:
         if not a.data_dir:

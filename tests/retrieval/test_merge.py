@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xserve.retrieval.merge import exact_top_k, filter_hits, merge_top_k, top_k
+from xserve.retrieval.merge import exact_top_k, filter_hits, merge_top_k, shard_quota, top_k
 from xserve.retrieval.routing import shard_of
 from xserve.schema import ShardHits
 
@@ -45,6 +45,33 @@ def test_merge_of_shard_top_k_equals_single_table_top_k(n, num_shards, k, seed, 
     np.testing.assert_array_equal(merged.post_ids, single.post_ids)
     np.testing.assert_array_equal(merged.author_ids, single.author_ids)
     np.testing.assert_allclose(merged.scores, single.scores, atol=1e-6)  # BLAS sums subsets in another order
+
+
+def test_shard_quota_values():
+    assert shard_quota(1000, 4, 6.0) == 333  # 250 + 6 · 13.7
+    assert shard_quota(1000, 4, 0.0) == 1000 and shard_quota(1000, 1, 6.0) == 1000  # exact merge
+    assert shard_quota(10, 2, 6.0) == 10  # never more than k
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(50, 3000), num_shards=st.integers(2, 6), k=st.integers(1, 300), seed=st.integers(0, 2**16),
+       sigmas=st.floats(0.0, 8.0))
+def test_quota_merge_is_exact_unless_a_shard_overflows(n, num_shards, k, seed, sigmas):
+    """Shards returning their quota give the exact top-k whenever no shard holds more than its quota of it,
+    and with the default 6 σ no shard ever does here (the binomial tail is < 1e-8)."""
+    v, ids, authors, created = _corpus(n, 8, seed)
+    q = v[1]
+    quota = shard_quota(k, num_shards, sigmas)
+    assert min(k, -(-k // num_shards)) <= quota <= k
+    owner = shard_of(ids, num_shards)
+    parts = [exact_top_k(v[owner == s], ids[owner == s], authors[owner == s], created[owner == s], q, quota)
+             for s in range(num_shards)]
+    truth = exact_top_k(v, ids, authors, created, q, k).post_ids
+    overflow = np.bincount(shard_of(truth, num_shards), minlength=num_shards).max() > quota
+    if not overflow:
+        np.testing.assert_array_equal(merge_top_k(parts, k).post_ids, truth)
+    if sigmas >= 6.0:
+        assert not overflow
 
 
 def test_merge_excludes_caller_ids_and_dedupes():

@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 
 from tests.retrieval.factories import NOW_MS, encoder, exact, local_service, make_corpus, recall, small_config, write_version
+from xserve.retrieval.merge import merge_top_k
 from xserve.schema import HistoryItem, RetrievalRequest
 
 
@@ -47,5 +48,26 @@ def test_max_results_zero_means_config_top_k(tmp_path):
     service = local_service(tmp_path, config)
     try:
         assert len(service.retrieve_sync(_request(corpus, 0, k=0))) == 7
+    finally:
+        service.close()
+
+
+def test_async_quota_fanout_equals_sync_full_k_fanout(tmp_path):
+    """The fast fan-out (each shard's quota, awaited on one loop) returns the same hits as the previous one
+    (each shard's sync search of the full k, merged), and retrieve on the caller's loop matches retrieve_sync."""
+    config = small_config(num_shards=3)
+    corpus = make_corpus(3000)
+    write_version(tmp_path, "v1", corpus, config)
+    service = local_service(tmp_path, config)
+    try:
+        for i in range(0, 100, 25):
+            req = _request(corpus, i, k=120)
+            user = encoder().encode_users([req])[0]
+            fast = service.search_vector(user, 120, NOW_MS)
+            slow = merge_top_k([s.search(user, 120, NOW_MS) for s in service.shards], 120)
+            np.testing.assert_array_equal(fast.post_ids, slow.post_ids)
+            np.testing.assert_array_equal(fast.author_ids, slow.author_ids)
+            np.testing.assert_array_equal(fast.scores, slow.scores)
+            assert asyncio.run(service.retrieve(req)) == service.retrieve_sync(req)
     finally:
         service.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import numpy as np
@@ -157,3 +158,27 @@ def test_retrain_rule_survives_reopen(tmp_path):
     _put(reopened, corpus, slice(700, None))
     assert reopened.maintain(None)["retrained"] == 1, "1000 rows = 2x the 500 trained on"
     assert [i.name for i in reopened._table.list_indices() if "vector" in i.columns] == ["vector_ivf_1000"]
+
+
+def test_row_meta_and_async_search_agree_with_table_columns(tmp_path):
+    """The fast path (post_id from LanceDB, the rest from RowMeta; the async query) returns exactly what
+    reading every column from the table returns, also after writes that follow the RowMeta's build."""
+    corpus = make_corpus(1500)
+    shard = _shard(tmp_path)
+    _put(shard, corpus, slice(0, 1200))
+    assert shard.build_index()
+    q = queries(corpus, 6)
+    shard.search(q[0], 10)  # builds the RowMeta: the writes below must keep it in step
+    _put(shard, corpus, slice(1200, None), upsert=True)  # new rows
+    moved = corpus["post_id"][:50]
+    shard.upsert(moved, moved + 7, np.full(50, NOW_MS), corpus["vector"][:50], "m2", replies=moved - 1)  # replaced rows
+    shard.delete(corpus["post_id"][50:80])
+    shard.trim(int(np.quantile(corpus["created_at_ms"], 0.2)))
+    slow = EmbeddingShard.open(tmp_path / "v1", 0, DIM, small_config(row_meta_in_memory=False))
+    for v in q:
+        want = slow.search(v, 200)
+        for got in (shard.search(v, 200), asyncio.run(shard.search_async(v, 200))):
+            assert got.keys() == want.keys()
+            for col in want:
+                np.testing.assert_array_equal(got[col], want[col], err_msg=col)
+    assert shard.meta_misses == 0

@@ -2,11 +2,12 @@
 
 Per request: the user tower runs once, batched across concurrent requests by
 ``@serve.batch``; the current embedding version is read once; every
-``RetrievalShard`` actor is searched in parallel for that version; the
-per-shard top-k lists are merged (``xserve.retrieval.merge``). Live writes:
-``posts_created`` buffers posts in an :class:`UpsertBatcher` that a background
-task flushes on size or age; ``posts_deleted`` hides posts at once (each shard's
-deleted set) and deletes them from the tables.
+``RetrievalShard`` actor is searched in parallel for that version, each for
+its :func:`~xserve.retrieval.merge.shard_quota` of hits; the per-shard lists
+are merged (``xserve.retrieval.merge``). Live writes: ``posts_created`` buffers
+posts in an :class:`UpsertBatcher` that a background task flushes on size or
+age; ``posts_deleted`` hides posts at once (each shard's deleted set) and
+deletes them from the tables.
 
 :class:`RetrievalHandleAdapter` wraps a handle to this deployment so it
 satisfies the mixer's ``async retrieve(req) -> list[RetrievedPost]`` Protocol.
@@ -28,7 +29,7 @@ from xserve.actors.retrieval import get_or_create_shards
 from xserve.config import HOUR_MS, RetrievalConfig
 from xserve.retrieval.batcher import UpsertBatcher
 from xserve.retrieval.encoders import load_encoders
-from xserve.retrieval.merge import hits_to_posts, merge_top_k
+from xserve.retrieval.merge import hits_to_posts, merge_top_k, shard_quota
 from xserve.retrieval.routing import shard_of
 from xserve.retrieval.service import request_k, split_excludes, wall_clock_ms
 from xserve.retrieval.version_poll import PolledVersion
@@ -83,8 +84,9 @@ class Retrieval:
         now_ms = req.now_ms or wall_clock_ms()
         version = self._current_version()
         excludes = split_excludes(req.exclude_ids, len(self.shards))
+        quota = shard_quota(k, len(self.shards), self.config.shard_quota_sigmas)  # as RetrievalService does
         parts = await asyncio.gather(
-            *(s.search.remote(vector, k, now_ms, excludes[i], version) for i, s in enumerate(self.shards))
+            *(s.search.remote(vector, quota, now_ms, excludes[i], version) for i, s in enumerate(self.shards))
         )
         return hits_to_posts(merge_top_k(parts, k))
 

@@ -45,6 +45,13 @@ class ShardTable(Protocol):
         (0 = none) and ``score``, best first."""
         ...
 
+    async def search_async(
+        self, vector: np.ndarray, limit: int, nprobes: int | None = None, refine_factor: int | None = None,
+        min_created_at_ms: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """:meth:`search` as a coroutine on the caller's event loop (same rows)."""
+        ...
+
     def upsert(self, post_ids, author_ids, created_at_ms, vectors, model_version: str = "", replies=None) -> int: ...
 
     def delete(self, post_ids: np.ndarray) -> None: ...

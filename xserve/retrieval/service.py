@@ -2,10 +2,12 @@
 
 :class:`RetrievalService` satisfies the mixer's retrieval Protocol
 (``async retrieve(req) -> list[RetrievedPost]``) with plain objects: shards are
-:class:`~xserve.retrieval.shard.ShardSearcher` s searched on a thread pool
-(LanceDB's sync API; its async API was ~30 % faster for this in a probe, see
-``docs/retrieval.md``). It is the in-process wiring for tests and the
-single-process server, and the reference the Ray deployment must agree with.
+:class:`~xserve.retrieval.shard.ShardSearcher` s whose searches are awaited
+together on one event loop (LanceDB's async API: measured faster than one sync
+call per thread, see ``docs/retrieval.md``); each shard returns its
+:func:`~xserve.retrieval.merge.shard_quota`, not k. It is the in-process wiring
+for tests, the single-process server and the benchmark, and the reference the
+Ray deployment must agree with.
 
 One request reads the current embedding version once and asks every shard for
 that version, so a version switch mid-request cannot mix old and new vectors.
@@ -14,14 +16,14 @@ that version, so a version switch mid-request cannot mix old and new vectors.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from xserve.config import RetrievalConfig
-from xserve.retrieval.merge import hits_to_posts, merge_top_k
+from xserve.retrieval.merge import hits_to_posts, merge_top_k, shard_quota
 from xserve.retrieval.protocols import UserEncoder
 from xserve.retrieval.routing import shard_of
 from xserve.retrieval.shard import ShardSearcher
@@ -66,24 +68,39 @@ class RetrievalService:
         self.config = config
         self.current_version = current_version
         self.clock_ms = clock_ms
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.shards)), thread_name_prefix="retrieval-shard")
+        # the loop the sync entry points (search_vector, retrieve_sync) run the fan-out on
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="retrieval-fanout", daemon=True)
+        self._loop_thread.start()
 
     def __repr__(self) -> str:
         return f"RetrievalService(shards={len(self.shards)}, top_k={self.config.top_k})"
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        if self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join()
+        self._loop.close()
+
+    async def search_vector_async(
+        self, vector: np.ndarray, k: int, now_ms: int, exclude_ids: Collection[int] = (), version: str | None = None
+    ) -> ShardHits:
+        """Global top-``k`` for one user vector: every shard's quota awaited together, then merged."""
+        version = version or self.current_version()
+        excludes = split_excludes(exclude_ids, len(self.shards))
+        quota = shard_quota(k, len(self.shards), self.config.shard_quota_sigmas)
+        parts = await asyncio.gather(
+            *(s.search_async(vector, quota, now_ms, excludes[i], version) for i, s in enumerate(self.shards))
+        )
+        return merge_top_k(parts, k)
 
     def search_vector(
         self, vector: np.ndarray, k: int, now_ms: int, exclude_ids: Collection[int] = (), version: str | None = None
     ) -> ShardHits:
-        """Global top-``k`` for one user vector: every shard in parallel, then merge."""
-        version = version or self.current_version()
-        excludes = split_excludes(exclude_ids, len(self.shards))
-        futures = [
-            self._pool.submit(s.search, vector, k, now_ms, excludes[i], version) for i, s in enumerate(self.shards)
-        ]
-        return merge_top_k([f.result() for f in futures], k)
+        """:meth:`search_vector_async` from synchronous code (not from inside an event loop)."""
+        coro = self.search_vector_async(vector, k, now_ms, exclude_ids, version)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def retrieve_sync(self, req: RetrievalRequest) -> list[RetrievedPost]:
         vector = self.user_encoder.encode_users([req])[0]  # (D,)
@@ -91,4 +108,7 @@ class RetrievalService:
         return hits_to_posts(self.search_vector(vector, request_k(req, self.config), now_ms, req.exclude_ids))
 
     async def retrieve(self, req: RetrievalRequest) -> list[RetrievedPost]:
-        return await asyncio.get_running_loop().run_in_executor(None, self.retrieve_sync, req)
+        k = request_k(req, self.config)
+        vector = (await asyncio.to_thread(self.user_encoder.encode_users, [req]))[0]  # the tower is CPU work: off the loop
+        now_ms = req.now_ms or self.clock_ms()
+        return hits_to_posts(await self.search_vector_async(vector, k, now_ms, req.exclude_ids))

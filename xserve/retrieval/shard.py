@@ -35,6 +35,47 @@ from xserve.schema import PostEmbeddings, ShardHits
 __all__ = ["ShardSearcher"]
 
 
+class _SearchPlan:
+    """One search's sizes and filters, shared by the sync and async paths of :class:`ShardSearcher`.
+
+    Deleted rows leave the table when they are deleted, so only the caller's
+    excludes need room in ``fetch``; a late race (and many stale rows) is
+    covered by the prefiltered fallback.
+    """
+
+    def __init__(self, owner: ShardSearcher, table: ShardTable | None, version: str | None, k: int, cutoff: int,
+                 exclude_ids: Collection[int]):
+        self.owner, self.table, self.version, self.k, self.cutoff = owner, table, version, k, cutoff
+        deleted = list(owner._deleted)
+        self.drop = set(exclude_ids).union(deleted) if deleted else exclude_ids
+        self.fetch = math.ceil(k * owner.config.overfetch) + min(len(exclude_ids), k)
+
+    def finish(self, cols: dict[str, np.ndarray]) -> ShardHits | None:
+        """Filtered top-k, or None when filtering left fewer than k of a table that had more."""
+        raw = _as_hits(cols, self.version)
+        hits = filter_hits(raw, self.drop, self.cutoff)
+        if len(hits) < self.k and len(raw) == self.fetch:
+            self.owner.counters["fallbacks"] += 1
+            return None
+        return top_k(hits, self.k)
+
+    def fallback_args(self) -> dict[str, int]:
+        return {
+            "limit": self.k + min(len(self.drop), self.k),
+            "nprobes": 2 * self.owner.config.nprobes,
+            "min_created_at_ms": self.cutoff,
+        }
+
+    def finish_fallback(self, cols: dict[str, np.ndarray]) -> ShardHits:
+        return top_k(filter_hits(_as_hits(cols, self.version), self.drop, self.cutoff), self.k)
+
+
+def _as_hits(cols: dict[str, np.ndarray], version: str | None) -> ShardHits:
+    return ShardHits(
+        cols["post_id"], cols["author_id"], cols["created_at_ms"], cols["score"], version or "", cols["in_reply_to_post_id"]
+    )
+
+
 class ShardSearcher:
     """Serves one shard; see the module docstring for the search contract.
 
@@ -102,34 +143,38 @@ class ShardSearcher:
         version: str | None = None,
     ) -> ShardHits:
         """This shard's top-``k`` under the contract in the module docstring."""
+        plan = self._plan(k, now_ms, exclude_ids, version)
+        if plan.table is None:
+            return empty_hits()
+        hits = plan.finish(plan.table.search(vector, plan.fetch))
+        if hits is None:
+            hits = plan.finish_fallback(plan.table.search(vector, **plan.fallback_args()))
+        return hits
+
+    async def search_async(
+        self,
+        vector: np.ndarray,
+        k: int,
+        now_ms: int,
+        exclude_ids: Collection[int] = (),
+        version: str | None = None,
+    ) -> ShardHits:
+        """:meth:`search` as a coroutine (the table's ``search_async``); same contract, same hits."""
+        plan = self._plan(k, now_ms, exclude_ids, version)
+        if plan.table is None:
+            return empty_hits()
+        hits = plan.finish(await plan.table.search_async(vector, plan.fetch))
+        if hits is None:
+            hits = plan.finish_fallback(await plan.table.search_async(vector, **plan.fallback_args()))
+        return hits
+
+    def _plan(self, k: int, now_ms: int, exclude_ids: Collection[int], version: str | None) -> _SearchPlan:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         version, table = self._table(version)
-        if table is None:
-            return empty_hits()
-        self.counters["searches"] += 1
-        cutoff = now_ms - self.max_post_age_ms
-        deleted = list(self._deleted)
-        drop = set(exclude_ids).union(deleted) if deleted else exclude_ids
-        # deleted rows leave the table when they are deleted, so only the caller's excludes need room;
-        # a late race is covered by the fallback below
-        fetch = math.ceil(k * self.config.overfetch) + min(len(exclude_ids), k)
-        raw = self._as_hits(table.search(vector, fetch), version)
-        hits = filter_hits(raw, drop, cutoff)
-        if len(hits) < k and len(raw) == fetch:
-            self.counters["fallbacks"] += 1
-            raw = self._as_hits(
-                table.search(vector, k + min(len(drop), k), nprobes=2 * self.config.nprobes, min_created_at_ms=cutoff),
-                version,
-            )
-            hits = filter_hits(raw, drop, cutoff)
-        return top_k(hits, k)
-
-    @staticmethod
-    def _as_hits(cols: dict[str, np.ndarray], version: str) -> ShardHits:
-        return ShardHits(
-            cols["post_id"], cols["author_id"], cols["created_at_ms"], cols["score"], version, cols["in_reply_to_post_id"]
-        )
+        if table is not None:
+            self.counters["searches"] += 1
+        return _SearchPlan(self, table, version, k, now_ms - self.max_post_age_ms, exclude_ids)
 
     # ------------------------------------------------------------------ writes
 

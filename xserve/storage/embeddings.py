@@ -18,7 +18,8 @@ at k = 1000 that costs 50-100 ms per shard and recall@1000 stays at 0.56-0.76.
 IVF_FLAT stores full vectors inside each partition, so the distances it returns
 are exact and recall is limited only by how many partitions are probed; at 128-d
 a probed partition of ~1000 rows is a 0.5 MB sequential read: nprobes 40 gave
-recall@100 0.99 and recall@1000 0.78 per shard at p50 6 ms for k = 1000. An
+recall@100 0.99 and recall@1000 0.78 per shard at p50 6 ms for k = 1000 (the
+4-shard fan-out now probes 20: its merged recall@100 stays 0.99). An
 IVF_HNSW_SQ build had not finished after two minutes for 250k rows (226 s for
 1M in ``measured-here.md``), too slow for an index that follows a moving window,
 so it was not pursued. ``docs/retrieval.md`` has the sweep, and
@@ -38,6 +39,14 @@ left between passes from a slightly larger k (recall measured 0.996@100 with
 9 % stale rows). The reference does the same: its retrieval corpus is the
 recent window, not the whole history.
 
+**Query path (measured, docs/retrieval.md "Latency").** A search selects only
+``post_id`` and ``_distance``: the other small columns come from the shard's
+in-memory :class:`~xserve.storage.row_meta.RowMeta`, since LanceDB reads each
+selected column of each returned row at a random place (half the cost of a
+400-row search). ``search_async`` runs the query on the caller's event loop so
+a fan-out awaits all shards from one loop; ``search`` runs the same coroutine
+on LanceDB's background loop.
+
 Only this module imports lancedb for embeddings. Not thread-safe for two
 writers on one shard; reads may run concurrently with one writer (the
 maintenance thread), which is how :class:`~xserve.retrieval.shard.ShardSearcher`
@@ -50,6 +59,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 from datetime import timedelta
 from collections.abc import Callable
@@ -59,9 +69,11 @@ from typing import Any
 import lancedb
 import numpy as np
 import pyarrow as pa
+from lancedb.background_loop import LOOP
 from lancedb.index import BTree, HnswSq, IvfFlat, IvfPq
 
 from xserve.config import RetrievalConfig
+from xserve.storage.row_meta import META_COLUMNS, RowMeta
 
 __all__ = [
     "EmbeddingShard",
@@ -73,7 +85,6 @@ __all__ = [
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _INDEX_NAME_RE = re.compile(r"^vector_ivf_(\d+)$")
-_SEARCH_COLUMNS = ["post_id", "author_id", "created_at_ms", "in_reply_to_post_id", "_distance"]
 
 
 class VersionError(ValueError):
@@ -106,9 +117,17 @@ class EmbeddingShard:
 
     def __init__(self, table: Any, dim: int, config: RetrievalConfig):
         self._table = table
+        # the AsyncTable this LanceTable wraps (its sync methods are LOOP.run(self._table.<method>())):
+        # the same handle, so async reads see this object's writes at once
+        self._async_table = table._table
         self.dim = dim
         self.config = config
         self._trained = self._trained_rows()
+        # RowMeta of this table, built on the first search (writers need none); _meta_lock orders its
+        # build against writes, so a write lands either in the table it is read from or in the copy after
+        self._meta: RowMeta | None = None
+        self._meta_lock = threading.Lock()
+        self.meta_misses = 0  # rows a search returned that the RowMeta lacked (deleted meanwhile): dropped
 
     # ------------------------------------------------------------------ open
 
@@ -163,7 +182,9 @@ class EmbeddingShard:
         """
         batch = self._arrow(post_ids, author_ids, created_at_ms, vectors, model_version, replies)
         if batch.num_rows:
-            self._table.add(batch)
+            with self._meta_lock:
+                self._meta_upsert(batch)
+                self._table.add(batch)
         return batch.num_rows
 
     def upsert(self, post_ids, author_ids, created_at_ms, vectors, model_version: str = "", replies=None) -> int:
@@ -186,24 +207,46 @@ class EmbeddingShard:
             model_version,
             None if replies is None else np.asarray(replies)[keep],
         )
-        (
-            self._table.merge_insert("post_id")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute(batch)
-        )
+        with self._meta_lock:
+            self._meta_upsert(batch)  # before the table: a search never finds a row its RowMeta lacks
+            (
+                self._table.merge_insert("post_id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(batch)
+            )
         return batch.num_rows
 
     def delete(self, post_ids: np.ndarray) -> None:
         post_ids = np.unique(np.asarray(post_ids, dtype=np.int64))
         if len(post_ids):
-            self._table.delete(f"post_id IN ({_ids_sql(post_ids)})")
+            with self._meta_lock:
+                self._table.delete(f"post_id IN ({_ids_sql(post_ids)})")
+                if self._meta is not None:  # after the table: a search meanwhile drops the row (a meta miss)
+                    self._meta = self._meta.delete(post_ids)
 
     def trim(self, cutoff_ms: int) -> int:
         """Delete rows created before ``cutoff_ms``; returns how many were deleted."""
         before = self.num_rows()
-        self._table.delete(f"created_at_ms < {int(cutoff_ms)}")
+        with self._meta_lock:
+            self._table.delete(f"created_at_ms < {int(cutoff_ms)}")
+            if self._meta is not None:
+                self._meta = self._meta.trim(int(cutoff_ms))
         return before - self.num_rows()
+
+    def _meta_upsert(self, batch: pa.Table) -> None:
+        if self._meta is not None:
+            self._meta = self._meta.upsert(batch["post_id"].to_numpy(), {c: batch[c].to_numpy() for c in META_COLUMNS})
+
+    def _row_meta(self) -> RowMeta:
+        meta = self._meta
+        if meta is None:
+            with self._meta_lock:
+                if self._meta is None:
+                    cols = self._table.search().select(["post_id", *META_COLUMNS]).limit(None).to_arrow()
+                    self._meta = RowMeta.build(cols["post_id"].to_numpy(), {c: cols[c].to_numpy() for c in META_COLUMNS})
+                meta = self._meta
+        return meta
 
     # ------------------------------------------------------------------ reads
 
@@ -223,27 +266,49 @@ class EmbeddingShard:
         ``min_created_at_ms`` turns on LanceDB's ``where`` prefilter (the slow,
         low-recall path; see the module docstring). Returns arrays ``post_id``,
         ``author_id``, ``created_at_ms``, ``in_reply_to_post_id`` and ``score``
-        (cosine), best first.
+        (cosine), best first. The same query as :meth:`search_async`, run on
+        LanceDB's background event loop (which is all its sync API does).
+        """
+        if self.config.row_meta_in_memory:
+            self._row_meta()  # built here: building it reads the table through LOOP, which must not wait on itself
+        return LOOP.run(self.search_async(vector, limit, nprobes, refine_factor, min_created_at_ms))
+
+    async def search_async(
+        self,
+        vector: np.ndarray,
+        limit: int,
+        nprobes: int | None = None,
+        refine_factor: int | None = None,
+        min_created_at_ms: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """:meth:`search` as a coroutine on the caller's event loop.
+
+        A fan-out awaits every shard's search from one loop, instead of one
+        sync call per thread that the sync API funnels through its one
+        background loop anyway (measured at least as fast, docs/retrieval.md).
         """
         cfg = self.config
-        q = self._table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
-        q = q.distance_type("l2").limit(int(limit)).select(_SEARCH_COLUMNS)
-        q = q.nprobes(int(nprobes or cfg.nprobes))
+        from_meta = cfg.row_meta_in_memory
+        q = self._async_table.query().nearest_to(np.asarray(vector, dtype=np.float32)).column("vector")
+        q = q.distance_type("l2").limit(int(limit)).nprobes(int(nprobes or cfg.nprobes))
+        q = q.select(["post_id", "_distance"] if from_meta else ["post_id", *META_COLUMNS, "_distance"])
         refine = cfg.refine_factor if refine_factor is None else refine_factor
         if refine and cfg.index_type == "IVF_PQ":
             q = q.refine_factor(int(refine))
         if cfg.index_type == "IVF_HNSW_SQ":
             q = q.ef(max(cfg.hnsw_ef, int(limit)))
         if min_created_at_ms is not None:
-            q = q.where(f"created_at_ms >= {int(min_created_at_ms)}", prefilter=True)
-        out = q.to_arrow()
-        return {
-            "post_id": out["post_id"].to_numpy(),
-            "author_id": out["author_id"].to_numpy(),
-            "created_at_ms": out["created_at_ms"].to_numpy(),
-            "in_reply_to_post_id": out["in_reply_to_post_id"].to_numpy(),
-            "score": (1.0 - out["_distance"].to_numpy() / 2.0).astype(np.float32),
-        }
+            q = q.where(f"created_at_ms >= {int(min_created_at_ms)}")  # a prefilter: the async API's default
+        out = await q.to_arrow()
+        post_ids = out["post_id"].to_numpy()
+        score = (1.0 - out["_distance"].to_numpy() / 2.0).astype(np.float32)
+        if not from_meta:
+            return {"post_id": post_ids, **{c: out[c].to_numpy() for c in META_COLUMNS}, "score": score}
+        found, cols = self._row_meta().lookup(post_ids)
+        if not found.all():
+            self.meta_misses += int((~found).sum())
+            post_ids, score = post_ids[found], score[found]
+        return {"post_id": post_ids, **cols, "score": score}
 
     def read_all(self, columns: list[str] | None = None) -> pa.Table:
         """Every row (oracles, tests, re-sharding); not for the query path."""
