@@ -30,7 +30,6 @@ copy, since the upsert and maintenance phases change them).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
 import shutil
@@ -100,7 +99,7 @@ BEFORE = {"nprobes": 40, "shard_quota_sigmas": 0.0}
 
 
 class ThreadFanout:
-    """The previous fan-out: each shard's sync ``search`` of the full k on its own thread."""
+    """The previous fan-out: each shard's sync ``search`` on its own thread (of the full k under BEFORE)."""
 
     def __init__(self, shards: list[ShardSearcher]):
         self.shards = shards
