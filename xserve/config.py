@@ -128,6 +128,7 @@ class ThunderConfig(_Section):
     log_segment_bytes: int = 64 * 1024 * 1024  # event-log segment size before a new file is started
     log_retention_slack_ms: int = HOUR_MS  # segments are kept this long past retention (clock skew, late readers)
     replay_batch_size: int = 20_000  # events applied per step when a shard rebuilds from the log
+    catch_up_interval_s: float = 1.0  # the ingest actor reads the post catalog's logs this often (besides each write)
 
 
 class PhoenixConfig(_Section):
@@ -207,6 +208,7 @@ class RetrievalConfig(_Section):
 class StorageConfig(_Section):
     data_dir: str = "./xserve-data"  # overridden by $XSERVE_DATA_DIR
     fsync: bool = True  # acknowledged writes survive a power loss, not just a crash
+    lock_wait_s: float = 30.0  # a restarted event-log writer waits this long for its dying predecessor's lock
 
 
 class RankerServingConfig(_Section):

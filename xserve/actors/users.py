@@ -83,6 +83,7 @@ class UserStoreShard:
             writer=True,
             fsync=config.storage.fsync,
             event_type=UserEvent,
+            lock_wait_s=config.storage.lock_wait_s,
         )
         self.replayed = self._log.replay(self._store.apply)
 
