@@ -6,6 +6,7 @@ shutdown can take 30 s, so the session's ``ray.shutdown`` tears it down).
 
 from __future__ import annotations
 
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -64,13 +65,15 @@ def deploy(config: XServeConfig, user_config: dict | None = None) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(ray_cluster, tmp_path_factory):
+def served(ray_cluster, tmp_path_factory, tiny_world):
     from ray import serve
 
     from xserve.app import prepare_data_dir
 
-    config = served_config(str(tmp_path_factory.mktemp("served")))
-    prepare_data_dir(config, progress=False)
+    data_dir = tmp_path_factory.mktemp("served")
+    shutil.copytree(tiny_world, data_dir, dirs_exist_ok=True)
+    config = served_config(str(data_dir))
+    prepare_data_dir(config, progress=False)  # finds the world and the models there: nothing to do
     serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
     deploy(config)
     port = ray_cluster.get(serve.context._get_global_client()._controller.get_http_config.remote()).port

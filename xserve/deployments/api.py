@@ -45,6 +45,7 @@ from xserve.schema import (
     PostLabelsSet,
     UserBody,
     UserEvent,
+    UserRecord,
     UserUpserted,
     json_encoder,
 )
@@ -160,6 +161,12 @@ class FeedAPI:
         await self._catch_up()
         return {"post_id": post.post_id}
 
+    async def get_post(self, post_id: int) -> bytes:
+        """The stored post (labels as currently set); 404 when unknown or deleted."""
+        check_id("post_id", post_id)
+        post = (await self._require_posts([post_id]))[post_id]
+        return json_encoder.encode(post)
+
     async def delete_post(self, post_id: int) -> dict[str, int]:
         check_id("post_id", post_id)
         post = (await self._require_posts([post_id]))[post_id]
@@ -211,6 +218,17 @@ class FeedAPI:
         return {"accepted": len(batch)}
 
     # ---------------------------------------------------------------- users
+
+    async def get_user(self, user_id: int) -> bytes:
+        """The stored user: profile, relations, muted keywords and engagement history; 404 when unknown."""
+        check_id("user_id", user_id)
+        data = await self._users.query_data(user_id)
+        profile = (await self._users.profiles([user_id])).get(user_id)
+        if data is None or profile is None:
+            raise ApiError(404, f"unknown user {user_id}")
+        return json_encoder.encode(
+            UserRecord(user_id, profile.screen_name, profile.followers_count, data.features, data.history)
+        )
 
     async def put_user(self, user_id: int, body: bytes) -> dict[str, int]:
         check_id("user_id", user_id)
