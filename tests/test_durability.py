@@ -307,6 +307,9 @@ def test_acknowledged_writes_survive_kill_9_and_the_write_in_flight_is_all_or_no
             time.sleep(1.5)  # one more flush, so "absent" is not "not yet"
             everywhere = (in_catalog, flying_post in _thunder_post_ids(data_dir)[0], flying_post in _retrievable(data_dir))
             assert everywhere in ((True, True, True), (False, False, False)), f"post {flying_post}: {everywhere}"
+            print(f"durability: the post in flight ({flying_post}) is {'everywhere' if in_catalog else 'nowhere'}")
+        elif in_flight is not None:
+            print(f"durability: the engagement batch in flight is {'whole' if present else 'absent'}")
         fay_feed = app.ok("POST", "/v1/feed/for_you", {"viewer_id": FAY, "in_network_only": True})["posts"]
         assert posts[-1] in [p["post_id"] for p in fay_feed]  # the newest acknowledged post, in-network
     finally:
