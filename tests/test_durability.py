@@ -70,7 +70,8 @@ def _session_pids(sid: int) -> list[int]:
 def _kill_app(proc: subprocess.Popen) -> int:
     """SIGKILL the server and every process of its Ray cluster (not a clean shutdown); returns how many."""
     killed: set[int] = set()
-    for _ in range(5):  # Ray may be starting a worker while we kill: sweep until nothing is left
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # Ray may be starting a worker as we kill, and dying takes a moment
         alive = _session_pids(proc.pid)
         if not alive:
             break
@@ -80,7 +81,7 @@ def _kill_app(proc: subprocess.Popen) -> int:
                 killed.add(pid)
             except ProcessLookupError:
                 pass
-        time.sleep(0.3)
+        time.sleep(0.2)
     proc.wait(30)
     return len(killed)
 
@@ -98,7 +99,7 @@ class App:
 
     def __init__(self, data_dir: Path, log_path: Path) -> None:
         self.port = _free_port()
-        env = {
+        self.env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "RAY_ADDRESS": "local",  # a new cluster of its own, never one another job started on this machine
@@ -106,20 +107,32 @@ class App:
             "XSERVE_DATA_DIR": str(data_dir),
             "XSERVE__SERVING__NUM_USER_SHARDS": "2",
         }
-        env.pop("XSERVE_CONFIG", None)
+        self.env.pop("XSERVE_CONFIG", None)
+        self.log_path = log_path
         self.log = open(log_path, "ab")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "xserve", "serve", "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        self._start()
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60)
 
-    def wait_ready(self, timeout_s: float = 240) -> float:
+    def _start(self) -> None:
+        self.log_offset = self.log.tell()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "xserve", "serve", "--port", str(self.port)],
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float = 300) -> float:
         """Seconds from the process start to ``/healthz`` 200 (every part up, Thunder and retrieval caught up)."""
         deadline = self.started + timeout_s
+        retried = False
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"xserve serve exited with {self.proc.returncode}"
+            if self.proc.poll() is not None:
+                out = self.log_path.read_bytes()[self.log_offset :].decode(errors="replace")
+                # Ray gives its raylet a fixed 30 s to register; on an overloaded machine it may not: start again
+                assert not retried and "timed out during startup" in out, f"xserve serve exited:\n{out[-3000:]}"
+                retried = True
+                _kill_app(self.proc)
+                self._start()
             try:
                 if self.http.get("/healthz", timeout=10).status_code == 200:
                     return time.monotonic() - self.started

@@ -134,11 +134,19 @@ class ServiceGraph:
         await self.pipeline.drain()
 
     def ensure_maintenance(self) -> None:
-        """Start (once per replica) the loop that trims old live posts from the post catalog."""
+        """Start (once per replica) the loop that trims old live posts from the post catalog.
+
+        It first has Thunder and retrieval catch up with the catalog (after a
+        restart, before anyone asked ``/healthz``); from then on they keep up on their own timers.
+        """
         if self._maintenance is None or self._maintenance.done():
             self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
 
     async def _maintain(self) -> None:
+        results = await asyncio.gather(*(sink.catch_up() for sink in self.sinks), return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("catching up with the post catalog failed (retried by the consumers' timers): %s", result)
         while True:
             await asyncio.sleep(self._trim_interval_s)
             try:

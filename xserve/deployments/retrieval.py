@@ -17,7 +17,6 @@ satisfies the mixer's ``async retrieve(req) -> list[RetrievedPost]`` Protocol.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,8 +34,6 @@ from xserve.schema import Post, RetrievalRequest, RetrievedPost
 from xserve.storage.embeddings import EmbeddingVersions
 
 __all__ = ["Retrieval", "RetrievalHandleAdapter"]
-
-log = logging.getLogger(__name__)
 
 
 @serve.deployment(max_ongoing_requests=64)

@@ -47,7 +47,6 @@ uses it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
