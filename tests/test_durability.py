@@ -12,7 +12,11 @@ directory, and the checks:
   feed) and in the current retrieval version's tables (retrievable), and
   deleted posts are in neither;
 * the write in flight at the kill is everywhere or nowhere: a post in the
-  catalog, Thunder and retrieval alike; an engagement batch whole or absent.
+  catalog, Thunder and retrieval alike; an engagement batch whole or absent;
+* the in-between state a kill can leave is made certain while the app is
+  down (a post the catalog logged that Thunder and retrieval never saw; a torn
+  batch at the end of a user-store log): after the restart the post is
+  everywhere and the torn batch is gone.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ pytestmark = pytest.mark.ray  # starts its own Ray in a subprocess; not the sess
 ROOT = Path(__file__).resolve().parents[1]
 ANN, BEN, CAT, DAN, EVE, FAY = range(940_001, 940_007)  # users this test creates
 BURST_POST = 950_000  # burst post ids: BURST_POST + i
+ORPHAN_POST = 960_001  # logged by the catalog while the app was down
 
 
 def _free_port() -> int:
@@ -268,6 +273,22 @@ def test_acknowledged_writes_survive_kill_9_and_the_write_in_flight_is_all_or_no
         assert killed >= 10 and not _session_pids(app.proc.pid), "every process of the app is gone"
         in_flight = burst.in_flight
 
+        # what a kill can leave, made certain: the catalog logged a post, and Thunder and retrieval were
+        # never told (opening the log for writing also shows the killed writer's lock is free) ...
+        from xserve.actors.hydration import catalog_log_dir
+        from xserve.hydration import CatalogEvent
+        from xserve.schema import Post, PostCreated
+        from xserve.storage.event_log import EventLog
+
+        orphan = Post(post_id=ORPHAN_POST, author_id=EVE, created_at_ms=int(time.time() * 1000), text="orphan")
+        with EventLog(catalog_log_dir(data_dir, 0, 1), writer=True, event_type=CatalogEvent) as catalog:
+            catalog.append([PostCreated(orphan)], orphan.created_at_ms)
+        # ... and a user-store log ends in a torn batch (a record of a batch whose last record never came)
+        segment = sorted((data_dir / "users" / "shard-0-of-2").glob("*.seg"))[-1]
+        whole = segment.stat().st_size
+        with open(segment, "ab") as f:
+            f.write((5 | 0x8000_0000).to_bytes(4, "little") + bytes(24) + b"torn!")
+
         # ------------------------------------------------------------ restart over the same data directory
         app = App(data_dir, log)
         restart_ready_s = app.wait_ready()
@@ -305,6 +326,9 @@ def test_acknowledged_writes_survive_kill_9_and_the_write_in_flight_is_all_or_no
         for pid in posts:
             assert app.ok("GET", f"/v1/posts/{pid}")["text"].startswith("burst")
         in_catalog = flying_post is not None and app.http.get(f"/v1/posts/{flying_post}").status_code == 200
+        assert segment.stat().st_size == whole  # the torn batch was cut off on open
+        assert app.ok("GET", f"/v1/posts/{ORPHAN_POST}")["text"] == "orphan"
+        posts.append(ORPHAN_POST)  # reconciled: in Thunder and retrieval like the acknowledged posts
 
         deadline = time.monotonic() + 60  # Thunder caught up before ready; retrieval flushes within flush_age_s
         while True:
@@ -324,6 +348,6 @@ def test_acknowledged_writes_survive_kill_9_and_the_write_in_flight_is_all_or_no
         elif in_flight is not None:
             print(f"durability: the engagement batch in flight is {'whole' if present else 'absent'}")
         fay_feed = app.ok("POST", "/v1/feed/for_you", {"viewer_id": FAY, "in_network_only": True})["posts"]
-        assert posts[-1] in [p["post_id"] for p in fay_feed]  # the newest acknowledged post, in-network
+        assert ORPHAN_POST in [p["post_id"] for p in fay_feed]  # the newest post of eve, whom fay follows: in-network
     finally:
         app.kill()

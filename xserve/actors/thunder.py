@@ -151,6 +151,7 @@ class ThunderIngest:
         self._log = open_event_log(storage, config, writer=True, lock_wait_s=storage.lock_wait_s)
         self._catalog = catalog_tail(storage.data_dir, event_log_dir(storage).parent / "catalog_watermark.json")
         self._catch_up_lock = asyncio.Lock()
+        self._committed_at = 0.0  # monotonic time of the last watermark commit
         # on its own too, so a post whose writer died before calling catch_up still arrives
         self._catch_up_timer = _Timer(config.catch_up_interval_s, self.catch_up)
         shared: dict[str, Any] = {}
@@ -174,7 +175,9 @@ class ThunderIngest:
 
         Idempotent: an event ingested twice (a crash between ingest and commit)
         changes nothing in the shards. Events Thunder rejects (older than its
-        retention, label changes it does not keep) are passed over.
+        retention, label changes it does not keep) are passed over. The
+        watermark is committed at most every ``catch_up_interval_s`` (two
+        fsyncs saved per post write; a crash re-reads at most that much).
         """
         self._timer.ensure()
         self._catch_up_timer.ensure()
@@ -189,7 +192,9 @@ class ThunderIngest:
             except BaseException:
                 self._catalog.rewind()  # read again next time: nothing is committed past what was ingested
                 raise
-            self._catalog.commit(positions)
+            if time.monotonic() - self._committed_at >= self._config.catch_up_interval_s:
+                self._catalog.commit(positions)
+                self._committed_at = time.monotonic()
             return len(entries)
 
     async def start_kafka(self) -> None:
