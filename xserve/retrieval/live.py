@@ -29,6 +29,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from xserve.retrieval.batcher import UpsertBatcher
 from xserve.retrieval.routing import shard_of
 from xserve.schema import Post, PostCreated, PostDeleted, PostEmbeddings, QuotedPostDeleted
@@ -112,8 +114,6 @@ class LiveIndexer:
         return len(post_ids)
 
     async def _apply_deletes(self, post_ids: list[int], now_ms: int) -> None:
-        import numpy as np
-
         self.batcher.discard(post_ids)  # a post deleted while buffered is never written
         ids = np.asarray(post_ids, dtype=np.int64)
         owner = shard_of(ids, self.batcher.num_shards)
@@ -121,7 +121,10 @@ class LiveIndexer:
         self.counts["deleted"] += len(post_ids)
 
     def due(self) -> bool:
-        return self.batcher.due(self._monotonic()) or self.tail.positions() != self.tail.committed
+        """A flush is due: the batcher's rule (size or age), or, with nothing buffered, a watermark to commit."""
+        if len(self.batcher):
+            return self.batcher.due(self._monotonic())
+        return self.tail.positions() != self.tail.committed
 
     async def flush(self) -> int:
         """Embed and upsert everything buffered, then commit the watermark; returns rows written.
