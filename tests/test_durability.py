@@ -61,7 +61,7 @@ def _session_pids(sid: int) -> list[int]:
             continue
         pid, ppid, session = int(entry), int(fields[1]), int(fields[3])
         parent[pid] = ppid
-        if session == sid and fields[0] != "Z":  # a zombie is dead already (its parent died before reaping it)
+        if session == sid and _alive(pid):  # a zombie is dead already (its parent died before reaping it)
             found.add(pid)
     for pid in parent:  # a process that started its own session still descends from the server
         p = pid
@@ -92,11 +92,19 @@ def _kill_app(proc: subprocess.Popen) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Whether any thread of ``pid`` is still running or exiting: a killed process's leader shows Z while a
+    thread stuck in I/O (an fsync) still holds the process's files, and so its log locks."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
-    return state != "Z"
+    for tid in tids:
+        try:
+            if Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 class App:
@@ -281,7 +289,7 @@ def test_acknowledged_writes_survive_kill_9_and_the_write_in_flight_is_all_or_no
         from xserve.storage.event_log import EventLog
 
         orphan = Post(post_id=ORPHAN_POST, author_id=EVE, created_at_ms=int(time.time() * 1000), text="orphan")
-        with EventLog(catalog_log_dir(data_dir, 0, 1), writer=True, event_type=CatalogEvent) as catalog:
+        with EventLog(catalog_log_dir(data_dir, 0, 1), writer=True, event_type=CatalogEvent, lock_wait_s=10) as catalog:
             catalog.append([PostCreated(orphan)], orphan.created_at_ms)
         # ... and a user-store log ends in a torn batch (a record of a batch whose last record never came)
         segment = sorted((data_dir / "users" / "shard-0-of-2").glob("*.seg"))[-1]
