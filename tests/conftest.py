@@ -19,3 +19,27 @@ def ray_cluster():
         )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """A data directory holding the tiny demo world and its quickly trained models, prepared once a session.
+
+    Read-only: a test that serves or writes copies it first (``shutil.copytree(tiny_world, dest)``).
+    Preparing costs ~40 s here (mostly training), so the modules that run the whole app share it.
+    """
+    pytest.importorskip("xserve.phoenix.train", reason="model training (phoenix branch) is not on this tree")
+    from xserve.app import prepare_data_dir
+    from xserve.config import load_config
+
+    path = tmp_path_factory.mktemp("tiny-world")
+    config = load_config(
+        environ={},
+        overrides={
+            "storage": {"data_dir": str(path), "fsync": False},
+            "train": {"epochs": 1},
+            "serving": {"demo_world": "tiny", "bootstrap_train_examples": 500},
+        },
+    )
+    prepare_data_dir(config, progress=False)
+    return path

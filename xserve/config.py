@@ -130,6 +130,7 @@ class ThunderConfig(_Section):
     log_segment_bytes: int = 64 * 1024 * 1024  # event-log segment size before a new file is started
     log_retention_slack_ms: int = HOUR_MS  # segments are kept this long past retention (clock skew, late readers)
     replay_batch_size: int = 20_000  # events applied per step when a shard rebuilds from the log
+    catch_up_interval_s: float = 1.0  # the ingest actor reads the post catalog's logs this often (besides each write)
 
 
 class PhoenixConfig(_Section):
@@ -204,7 +205,7 @@ class RetrievalConfig(_Section):
     user_batch_wait_s: float = 0.005  # @serve.batch: wait this long for more concurrent requests
     towers_checkpoint: str = ""  # phoenix towers checkpoint; "" = synthetic ClusteredEncoder (demo, tests)
     shard_max_concurrency: int = 4  # concurrent calls per RetrievalShard actor (searches run in parallel)
-    max_buffered_upserts: int = 100_000  # live upserts held while flushing fails; oldest dropped beyond (backfill re-embeds)
+    max_buffered_upserts: int = 100_000  # live upserts held while flushing fails; beyond it the indexer stops reading the catalog's logs
     row_meta_in_memory: bool = True  # searches read post_id only, author/time/reply from memory (measured ~40 % faster; ~32 B/row)
     shard_quota_sigmas: float = 6.0  # each of N shards returns k/N + this many binomial σ, not k (measured: same recall, fewer row reads); 0 = k
 
@@ -212,6 +213,7 @@ class RetrievalConfig(_Section):
 class StorageConfig(_Section):
     data_dir: str = "./xserve-data"  # overridden by $XSERVE_DATA_DIR
     fsync: bool = True  # acknowledged writes survive a power loss, not just a crash
+    lock_wait_s: float = 30.0  # a restarted event-log writer waits this long for its dying predecessor's lock
 
 
 class RankerServingConfig(_Section):

@@ -75,6 +75,7 @@ __all__ = [
     "UserId",
     "UserProfile",
     "UserQueryData",
+    "UserRecord",
     "UserUpserted",
     "VisibilityLabel",
     "json_decoder",
@@ -695,3 +696,16 @@ class NewPost(Struct, frozen=True, forbid_unknown_fields=True):
 
 
 EngagementsBody = Engagement | Annotated[list[Engagement], Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+# --------------------------------------------------------------------------- added by durability: read endpoints
+
+
+class UserRecord(Struct, frozen=True):
+    """``GET /v1/users/{id}``: what the user store holds about one user."""
+
+    user_id: int
+    screen_name: str
+    followers_count: int
+    features: UserFeatures  # follows, blocks, mutes, subscriptions, muted keywords
+    history: tuple[HistoryItem, ...] = ()  # engagement sequence, newest last (at most mixer.history_length)

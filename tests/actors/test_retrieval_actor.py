@@ -83,6 +83,7 @@ def test_retrieval_deployment_matches_in_process_service(ray_cluster, tmp_path):
         posts = [Post(post_id=70_000 + j, author_id=3, created_at_ms=now) for j in range(3)]
         assert handle.posts_created.remote(posts).result() == 3
         time.sleep(config.flush_age_s * 4)
+        handle.flush.remote().result()  # waits for a flush the timer started (its upserts may be slow under load)
         def top1(post_id: int) -> int:  # a user whose history is one post is that post's vector
             probe = RetrievalRequest(
                 user_id=9, history=(HistoryItem(post_id, 3, frozenset(), now),), max_results=5, now_ms=now

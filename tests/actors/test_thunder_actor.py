@@ -128,3 +128,35 @@ def _wait_until_restarted(client, timeout_s=60.0):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def test_ingest_consumes_the_post_catalogs_logs_from_its_watermark(ray_cluster, tmp_path):
+    """A post the catalog logged reaches Thunder by catch_up (also after a restart), exactly once in effect."""
+    from xserve.actors.hydration import catalog_log_dir
+    from xserve.actors.thunder import ThunderClient
+    from xserve.hydration import CatalogEvent
+    from xserve.schema import PostLabelsSet
+    from xserve.storage.event_log import EventLog
+
+    cfg = ThunderConfig(num_shards=2, catch_up_interval_s=0)  # no timer: only explicit catch-ups here
+    storage = StorageConfig(data_dir=str(tmp_path), fsync=False)
+    now = _now()
+    catalog = [EventLog(catalog_log_dir(tmp_path, s, 2), writer=True, fsync=False, event_type=CatalogEvent) for s in range(2)]
+    catalog[0].append(created(post(1, 5, now - HOUR)) + [PostLabelsSet(1, (), now)], now)
+    catalog[1].append(created(post(2, 6, now - HOUR), post(3, 6, now - 100 * HOUR)), now)  # 3: beyond retention
+    client = ThunderClient.start(cfg, storage, prefix="t-catch")
+    assert asyncio.run(client.catch_up()) == 4
+    assert set(ids(asyncio.run(client.in_network_posts(request([5, 6]), now_ms=now)))) == {1, 2}
+    assert asyncio.run(client.catch_up()) == 0
+
+    # the process dies after the catalog logged more, before Thunder read it
+    catalog[0].append([deleted(1, now)], now)
+    catalog[1].append(created(post(4, 6, now - 1000)), now)
+    _stop(client)
+    client = ThunderClient.start(cfg, storage, prefix="t-catch2")
+    assert asyncio.run(client.catch_up()) == 2  # only what came after the watermark
+    assert set(ids(asyncio.run(client.in_network_posts(request([5, 6]), now_ms=now)))) == {2, 4}
+    assert asyncio.run(client.stats())[-1]["next_offset"] == 4  # 1, 2, then the delete and 4: none twice
+    _stop(client)
+    for log in catalog:
+        log.close()

@@ -99,3 +99,24 @@ def test_hydration_shards_live_posts_labels_deletes_and_restart(ray_cluster, tmp
     assert set(got) == {1, 2, 4, 5, 6} and got[2].labels == (VisibilityLabel.SPAM,)
     for s in shards:
         ray_cluster.kill(s)
+
+
+def test_a_write_across_user_shards_is_replayed_by_every_shard_from_the_coordinators_log(tmp_path):
+    """The coordinator logged a cross-shard follow and the process died before the other shard applied it:
+    after the restart both shards have it (every shard replays every user-store log)."""
+    from xserve.actors.users import _replay_all
+    from xserve.sharding import shard_for
+    from xserve.storage.event_log import EventLog
+    from xserve.schema import UserEvent
+    from xserve.users import UserStore
+
+    cfg = config(tmp_path)
+    u = next(i for i in range(1, 100) if shard_for(i, 2) == 0)
+    t = next(i for i in range(1, 100) if shard_for(i, 2) == 1)
+    with EventLog(tmp_path / "users" / "shard-0-of-2", writer=True, fsync=False, event_type=UserEvent) as log:
+        log.append([UserUpserted(u, "u"), UserUpserted(t, "t"), EdgeSet(u, t, EdgeKind.FOLLOW)], 1)
+    stores = [UserStore(cfg.serving, cfg.mixer, s, 2) for s in range(2)]
+    for store in stores:
+        assert _replay_all(tmp_path / "users", store.apply) == 3
+    assert stores[0].features(u).followed_user_ids == {t}
+    assert stores[1].profiles([t])[t].followers_count == 1

@@ -6,6 +6,7 @@ shutdown can take 30 s, so the session's ``ray.shutdown`` tears it down).
 
 from __future__ import annotations
 
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -212,6 +213,23 @@ def test_a_refused_batch_applies_nothing(served):
     assert s.post("/v1/engagements", [good, {**good, "user_id": 987654321}]).status_code == 404
     # nothing was recorded: the viewer still has no history, so retrieval has nothing to search with
     assert "PhoenixSource" in s.feed(920001)["degraded"]
+
+
+def test_read_endpoints_return_the_stored_records(served):
+    s = served
+    assert s.http.put("/v1/users/930001", json={"screen_name": "rita"}).status_code == 200
+    assert s.http.put("/v1/users/930001/follows/1").status_code == 200
+    pid = s.post("/v1/posts", {"author_id": 930001, "text": "read me"}).json()["post_id"]
+    assert s.http.put(f"/v1/posts/{pid}/labels", json={"labels": ["spam"]}).status_code == 200
+    got = s.http.get(f"/v1/posts/{pid}").json()
+    assert (got["post_id"], got["author_id"], got["text"], got["labels"]) == (pid, 930001, "read me", ["spam"])
+    user = s.http.get("/v1/users/930001").json()
+    assert user["screen_name"] == "rita" and user["features"]["followed_user_ids"] == [1] and user["history"] == []
+    assert s.http.delete(f"/v1/posts/{pid}").status_code == 200
+    for path in (f"/v1/posts/{pid}", "/v1/users/930999"):
+        resp = s.http.get(path)
+        assert resp.status_code == 404 and "unknown" in resp.json()["error"]
+    assert s.http.get("/v1/users/0").status_code == 422
 
 
 def test_openapi_and_health(served):

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from tests.thunder.factories import created, deleted, post
-from xserve.storage.event_log import EventLog, EventLogCorrupt, EventLogLocked
+from xserve.storage.event_log import EventLog, EventLogCorrupt, EventLogLocked, LogCursor
 
 EVENTS = created(post(1, 7), post(2, 8)) + [deleted(1)]
 
@@ -122,3 +122,95 @@ def test_sync_overrides_the_log_default_per_batch(tmp_path, monkeypatch):
         assert calls == []
         log.append([created(post(2, 1, 100))], 100)
         assert len(calls) == 1
+
+
+# --------------------------------------------------------------------------- batches, cursors, the lock after a crash
+
+
+@pytest.mark.parametrize("cut", [1, 30, 60])
+def test_a_torn_batch_is_dropped_whole(tmp_path, cut):
+    """A crash in the middle of a batch leaves none of it: readers stop before it, the writer truncates it."""
+    with EventLog(tmp_path, writer=True, fsync=False) as log:
+        log.append(EVENTS[:1], 100)
+        whole = next(tmp_path.glob("*.seg")).stat().st_size
+        log.append(EVENTS, 200)  # three records, one batch
+    seg = next(tmp_path.glob("*.seg"))
+    size = seg.stat().st_size
+    assert size - whole > 60  # every cut leaves whole records of the batch behind, or some
+    seg.write_bytes(seg.read_bytes()[: size - cut])
+    assert [o for o, _, _ in EventLog(tmp_path).read()] == [0]
+    cursor = LogCursor(tmp_path)
+    assert [o for o, _, _ in cursor.poll()] == [0] and cursor.offset == 1
+    with EventLog(tmp_path, writer=True, fsync=False) as log:
+        assert seg.stat().st_size == whole and log.next_offset == 1
+        log.append(EVENTS[1:2], 300)
+    assert [(o, t) for o, t, _ in cursor.poll()] == [(1, 300)]
+
+
+def test_cursor_reads_only_what_is_new_across_segments(tmp_path):
+    log = EventLog(tmp_path, writer=True, fsync=False, segment_bytes=200)
+    cursor = LogCursor(tmp_path, offset=0)
+    assert cursor.poll() == []
+    seen = []
+    for t in range(1, 8):
+        log.append(EVENTS, t)
+        if t % 3 == 0:
+            seen += cursor.poll()
+    seen += cursor.poll()
+    assert len(list(tmp_path.glob("*.seg"))) > 2
+    assert [o for o, _, _ in seen] == list(range(21)) and [e for _, _, e in seen] == EVENTS * 7
+    assert cursor.poll() == [] and cursor.offset == 21
+    late = LogCursor(tmp_path, offset=17)  # starts mid-log: skips what came before
+    assert [o for o, _, _ in late.poll()] == [17, 18, 19, 20]
+    log.drop_before(10**9)
+    dropped = LogCursor(tmp_path, offset=2)  # its segment is gone: it starts at the oldest kept record
+    assert [o for o, _, _ in dropped.poll()][-1] == 20
+    log.close()
+
+
+def test_cursor_leaves_a_batch_being_written_for_later(tmp_path):
+    log = EventLog(tmp_path, writer=True, fsync=False)
+    log.append(EVENTS, 1)
+    seg = next(tmp_path.glob("*.seg"))
+    data = seg.read_bytes()
+    seg.write_bytes(data[:-10])  # the writer is half way through the batch
+    cursor = LogCursor(tmp_path)
+    assert cursor.poll() == []
+    seg.write_bytes(data)  # ... and finishes it
+    assert [o for o, _, _ in cursor.poll()] == [0, 1, 2]
+    log.close()
+
+
+_HOLD = """
+import sys, time
+from xserve.storage.event_log import EventLog
+log = EventLog(sys.argv[1], writer=True)
+log.append([], 0)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_lock_of_a_killed_writer_is_free_and_a_live_one_is_refused(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        with pytest.raises(EventLogLocked, match="waited 0.3 s"):
+            EventLog(tmp_path, writer=True, lock_wait_s=0.3)  # a live writer: refused after the wait
+        assert time.monotonic() - started >= 0.3
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        with EventLog(tmp_path, writer=True, lock_wait_s=5.0) as log:  # kill -9 released it: no stale lock
+            assert log.append(EVENTS[:1], 1) == (0, 1)
+    finally:
+        holder.kill()
+        holder.wait(10)

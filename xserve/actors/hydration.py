@@ -5,6 +5,8 @@ posts table is its read-through store (warmed with the posts young enough to
 be candidates), and its event log (``<data_dir>/hydration/shard-<i>-of-<n>/``)
 holds the post writes, label changes and deletions it has accepted, replayed on
 restart. A write is logged (fsynced) before it is applied and acknowledged.
+These logs are the source of truth for posts: Thunder and retrieval consume
+them through :func:`catalog_tail` (``docs/reliability.md``, "Durability").
 
 ``PostDataClient`` answers the mixer's several ``get_posts`` calls of one
 request with one call per shard: the ingress opens a per-request cache
@@ -31,8 +33,27 @@ from xserve.hydration import CatalogEvent, PostCatalog
 from xserve.schema import Post, PostCreated, PostDeleted, PostLabelsSet, QuotedPostDeleted, UserProfile
 from xserve.sharding import shard_for
 from xserve.storage.event_log import EventLog
+from xserve.storage.log_tail import LogTail
 
-__all__ = ["PostDataClient", "PostHydrationShard", "RequestPostCache", "close_request_cache", "request_cache"]
+__all__ = [
+    "PostDataClient",
+    "PostHydrationShard",
+    "RequestPostCache",
+    "catalog_log_dir",
+    "catalog_tail",
+    "close_request_cache",
+    "request_cache",
+]
+
+
+def catalog_log_dir(data_dir: str | Path, shard: int, num_shards: int) -> Path:
+    """The event log of one post-catalog shard."""
+    return Path(data_dir) / "hydration" / f"shard-{shard}-of-{num_shards}"
+
+
+def catalog_tail(data_dir: str | Path, watermark: str | Path) -> LogTail:
+    """A consumer of every post-catalog shard's log (any shard count, past or present), from ``watermark``."""
+    return LogTail(Path(data_dir) / "hydration", "shard-*-of-*", CatalogEvent, watermark)
 
 _POSTS_DEC = msgspec.msgpack.Decoder(dict[int, Post])
 
@@ -57,10 +78,11 @@ class PostHydrationShard:
             recent = [p for p in lookup.recent(now_ms - retention) if shard_for(p.post_id, num_shards) == shard]
             self.preloaded = self._catalog.preload(recent)
         self._log = EventLog(
-            data_dir / "hydration" / f"shard-{shard}-of-{num_shards}",
+            catalog_log_dir(data_dir, shard, num_shards),
             writer=True,
             fsync=config.storage.fsync,
             event_type=CatalogEvent,
+            lock_wait_s=config.storage.lock_wait_s,
         )
         self.replayed = self._log.replay(self._catalog.apply)
 

@@ -1,4 +1,4 @@
-"""``RetrievalShard``: the Ray actor owning one retrieval shard (a thin shell).
+"""``RetrievalShard``: the Ray actor owning one retrieval shard (a thin shell), and ``RetrievalIndexer``.
 
 All logic is in :class:`xserve.retrieval.shard.ShardSearcher`; this shell adds
 a maintenance thread (trim, compaction, index update every
@@ -7,15 +7,23 @@ a maintenance thread (trim, compaction, index update every
 so maintenance never queues ahead of a search. Constructor arguments are small (a path, an
 index and a config dict) so a restarted actor can always be rebuilt (ray
 issue 53727).
+
+``RetrievalIndexer`` (one per data directory) is the shell of
+:class:`xserve.retrieval.live.LiveIndexer`: the one writer of live posts into
+the shards, a consumer of the post catalog's logs with its watermark in
+``<data_dir>/embeddings/LIVE_WATERMARK.json``; a timer flushes its buffer and
+reads the catalog every ``flush_age_s / 4``, so it catches up after a restart
+without being asked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +34,10 @@ import ray
 from xserve.config import RetrievalConfig
 from xserve.retrieval.service import wall_clock_ms
 from xserve.retrieval.shard import ShardSearcher
-from xserve.schema import PostEmbeddings, ShardHits
+from xserve.schema import Post, PostEmbeddings, ShardHits
 from xserve.storage.embeddings import EmbeddingVersions
 
-__all__ = ["RetrievalShard", "get_or_create_shards", "shard_actor_name"]
+__all__ = ["RetrievalIndexer", "RetrievalShard", "get_or_create_indexer", "get_or_create_shards", "shard_actor_name"]
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +97,14 @@ class RetrievalShard:
         self._stop.set()
 
 
+def _actor_name(data_dir: str, part: str) -> str:
+    digest = hashlib.sha1(str(Path(data_dir).resolve()).encode()).hexdigest()[:10]
+    return f"xserve-retrieval-{digest}-{part}"
+
+
 def shard_actor_name(data_dir: str, shard: int) -> str:
     """A name every replica derives alike; the data directory is part of it, so two apps never share shards."""
-    digest = hashlib.sha1(str(Path(data_dir).resolve()).encode()).hexdigest()[:10]
-    return f"xserve-retrieval-{digest}-shard-{shard}"
+    return _actor_name(data_dir, f"shard-{shard}")
 
 
 def get_or_create_shards(
@@ -119,3 +131,79 @@ def get_or_create_shards(
             opts["lifetime"] = "detached"
         handles.append(RetrievalShard.options(**opts).remote(data_dir, i, cfg, max_post_age_ms))
     return handles
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class RetrievalIndexer:
+    """The one writer of live posts (see the module docstring); a thin shell over ``LiveIndexer``."""
+
+    def __init__(self, data_dir: str, config: dict[str, Any], max_post_age_ms: int, detached: bool = False) -> None:
+        from xserve.actors.hydration import catalog_tail
+        from xserve.retrieval.batcher import UpsertBatcher
+        from xserve.retrieval.encoders import load_encoders
+        from xserve.retrieval.live import LiveIndexer
+
+        cfg = msgspec.convert(config, RetrievalConfig)
+        versions = EmbeddingVersions(data_dir)
+        self._shards = get_or_create_shards(data_dir, cfg, max_post_age_ms, detached=detached)
+        _, post_encoder, model_version = load_encoders(cfg)
+        batcher = UpsertBatcher(
+            post_encoder, cfg.num_shards, cfg.flush_size, cfg.flush_age_s, model_version,
+            max(cfg.max_buffered_upserts, cfg.flush_size),
+        )
+        self._live = LiveIndexer(
+            batcher,
+            catalog_tail(data_dir, versions.root / "LIVE_WATERMARK.json"),
+            lambda s, rows, now: self._shards[s].upsert.remote(rows, now),
+            lambda s, ids, now: self._shards[s].delete.remote(ids, now),
+            versions.current_name,
+            max_post_age_ms,
+            wall_clock_ms,
+        )
+        self._tick_s = max(cfg.flush_age_s / 4, 0.01)
+        self._timer: asyncio.Task[None] | None = None
+
+    def _ensure_timer(self) -> None:
+        if self._timer is None or self._timer.done():
+            self._timer = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_s)
+            try:
+                await self._live.catch_up()
+                if self._live.due():
+                    await self._live.flush()
+            except Exception:  # retried next tick: nothing was committed past what is durable
+                log.exception("retrieval indexer: catching up or flushing failed")
+
+    async def catch_up(self) -> int:
+        """Read the catalog's new events (deletes applied, creates buffered); returns events read."""
+        self._ensure_timer()
+        return await self._live.catch_up()
+
+    async def add(self, posts: Sequence[Post]) -> int:
+        self._ensure_timer()
+        return await self._live.add(posts)
+
+    async def delete(self, post_ids: Sequence[int], now_ms: int) -> int:
+        self._ensure_timer()
+        return await self._live.delete(post_ids, now_ms)
+
+    async def flush(self) -> int:
+        self._ensure_timer()
+        return await self._live.flush()
+
+    async def stats(self) -> dict[str, Any]:
+        self._ensure_timer()
+        return self._live.stats()
+
+
+def get_or_create_indexer(
+    data_dir: str, config: RetrievalConfig, max_post_age_ms: int, detached: bool = False
+) -> Any:
+    """The data directory's one ``RetrievalIndexer`` (created on first use, shared by every replica)."""
+    opts: dict[str, Any] = dict(name=_actor_name(data_dir, "indexer"), get_if_exists=True, num_cpus=0)
+    if detached:
+        opts["lifetime"] = "detached"
+    return RetrievalIndexer.options(**opts).remote(data_dir, msgspec.to_builtins(config), max_post_age_ms, detached)

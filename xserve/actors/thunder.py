@@ -10,7 +10,12 @@
 * ``ThunderIngest``: the single writer of the event log; runs the
   :class:`~xserve.thunder.ingest.Ingestor` with every shard replica as a sink,
   drops log segments past retention on a timer, and consumes Kafka when
-  ``event_source = "kafka"``.
+  ``event_source = "kafka"``. It is also a consumer of the post catalog's logs
+  (the source of truth for posts written through the HTTP API):
+  :meth:`ThunderIngest.catch_up` ingests what the catalog logged since its
+  watermark (``<data_dir>/thunder/catalog_watermark.json``), so a post the
+  catalog acknowledged reaches Thunder even if the process that wrote it died
+  before telling Thunder.
 * :class:`ThunderClient`: plain async class for callers (the mixer's
   in-network source): fans one query out to only the shards owning followed
   authors, in parallel, round-robin over replicas, and merges.
@@ -35,7 +40,7 @@ import msgspec
 import ray
 
 from xserve.config import StorageConfig, ThunderConfig
-from xserve.schema import IngestResult, InNetworkRequest, LightPost, PostEvent
+from xserve.schema import IngestResult, InNetworkRequest, LightPost, PostCreated, PostDeleted, PostEvent, QuotedPostDeleted
 from xserve.storage.event_log import EventLog
 from xserve.thunder.client import fan_out_merge, shards_to_ask
 from xserve.thunder.ingest import Ingestor
@@ -55,8 +60,11 @@ def event_log_dir(storage: StorageConfig) -> Path:
     return Path(storage.data_dir) / "thunder" / "events"
 
 
-def open_event_log(storage: StorageConfig, config: ThunderConfig, *, writer: bool) -> EventLog:
-    return EventLog(event_log_dir(storage), writer=writer, fsync=storage.fsync, segment_bytes=config.log_segment_bytes)
+def open_event_log(storage: StorageConfig, config: ThunderConfig, *, writer: bool, lock_wait_s: float = 0.0) -> EventLog:
+    return EventLog(
+        event_log_dir(storage), writer=writer, fsync=storage.fsync, segment_bytes=config.log_segment_bytes,
+        lock_wait_s=lock_wait_s,
+    )
 
 
 def _shard_name(prefix: str, shard: int, replica: int) -> str:
@@ -137,8 +145,15 @@ class ThunderIngest:
     """The one writer of the event log (see the module docstring)."""
 
     def __init__(self, config: ThunderConfig, storage: StorageConfig, prefix: str) -> None:
+        from xserve.actors.hydration import catalog_tail
+
         self._config = config
-        self._log = open_event_log(storage, config, writer=True)
+        self._log = open_event_log(storage, config, writer=True, lock_wait_s=storage.lock_wait_s)
+        self._catalog = catalog_tail(storage.data_dir, event_log_dir(storage).parent / "catalog_watermark.json")
+        self._catch_up_lock = asyncio.Lock()
+        self._committed_at = 0.0  # monotonic time of the last watermark commit
+        # on its own too, so a post whose writer died before calling catch_up still arrives
+        self._catch_up_timer = _Timer(config.catch_up_interval_s, self.catch_up)
         shared: dict[str, Any] = {}
         sinks = [
             _ShardSink(prefix, s, r, shared) for s in range(config.num_shards) for r in range(config.replicas_per_shard)
@@ -152,7 +167,35 @@ class ThunderIngest:
 
     async def ingest(self, items: Sequence[Any], now_ms: int | None = None) -> IngestResult:
         self._timer.ensure()
+        self._catch_up_timer.ensure()
         return await self._ingestor.ingest(items, _now_ms() if now_ms is None else now_ms)
+
+    async def catch_up(self) -> int:
+        """Ingest the post events the catalog logged since the watermark, then commit it; returns events read.
+
+        Idempotent: an event ingested twice (a crash between ingest and commit)
+        changes nothing in the shards. Events Thunder rejects (older than its
+        retention, label changes it does not keep) are passed over. The
+        watermark is committed at most every ``catch_up_interval_s`` (two
+        fsyncs saved per post write; a crash re-reads at most that much).
+        """
+        self._timer.ensure()
+        self._catch_up_timer.ensure()
+        async with self._catch_up_lock:  # one reader of the tail at a time; a caller waiting here reads after
+            entries = self._catalog.poll()
+            positions = self._catalog.positions()
+            events = [e for _, _, _, e in entries if isinstance(e, (PostCreated, PostDeleted, QuotedPostDeleted))]
+            try:
+                step = self._config.max_ingest_batch
+                for i in range(0, len(events), step):
+                    await self._ingestor.ingest(events[i : i + step], _now_ms())
+            except BaseException:
+                self._catalog.rewind()  # read again next time: nothing is committed past what was ingested
+                raise
+            if time.monotonic() - self._committed_at >= self._config.catch_up_interval_s:
+                self._catalog.commit(positions)
+                self._committed_at = time.monotonic()
+            return len(entries)
 
     async def start_kafka(self) -> None:
         """Consume the configured topic into the same ingest path (``event_source = "kafka"``)."""
@@ -165,6 +208,7 @@ class ThunderIngest:
     async def stats(self) -> dict[str, int]:
         out = dict(self._ingestor.counts)
         out["next_offset"] = self._log.next_offset
+        out["catalog_watermark"] = sum(self._catalog.committed.values())
         if self._kafka is not None:
             out.update({f"kafka_{k}": v for k, v in self._kafka.counts.items()})
         return out
@@ -216,6 +260,10 @@ class ThunderClient:
     async def ingest(self, items: Sequence[Any], now_ms: int | None = None) -> IngestResult:
         """Validate, log durably and apply ``items`` (see :class:`~xserve.thunder.ingest.Ingestor`)."""
         return await self._ingest.ingest.remote(list(items), now_ms)
+
+    async def catch_up(self) -> int:
+        """Have the ingest actor consume the post catalog's logs up to now (durable in Thunder on return)."""
+        return await self._ingest.catch_up.remote()
 
     async def in_network_posts(self, req: InNetworkRequest, now_ms: int | None = None) -> list[LightPost]:
         targets = shards_to_ask(req, self.config)

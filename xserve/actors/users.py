@@ -2,9 +2,19 @@
 
 A shard is a thin shell around :class:`xserve.users.UserStore`: on start it
 loads its users from the data directory's tables (users, edges, engagements),
-then replays its event log (``<data_dir>/users/shard-<i>-of-<n>/``, an :class:`~xserve.storage.event_log.EventLog`), so a
-restarted actor rebuilds the same state. A write is logged (fsynced)
-before it is applied and acknowledged.
+then replays the user store's event logs (``<data_dir>/users/shard-<i>-of-<n>/``,
+each an :class:`~xserve.storage.event_log.EventLog`), so a restarted actor
+rebuilds the same state. A write is logged (fsynced) before it is applied and
+acknowledged.
+
+A write that touches users of several shards (a follow across shards, an
+engagement batch of several users) is logged once, whole, as one batch, by the
+lowest of those shards (the coordinator); the others then apply their part
+without logging it. A shard therefore replays *every* shard's log, merged by
+append time, keeping the events that name its users (``UserStore.apply``
+ignores the rest), so such a write is all or nothing across a crash: after
+the restart, every shard has it or none does. (Logs of an earlier shard count
+are replayed too, so changing ``num_user_shards`` loses nothing.)
 
 Results cross the Ray boundary as msgpack bytes (built once, decoded by the
 client) rather than pickled Structs: cheaper for the feed's hot calls.
@@ -14,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -83,8 +94,9 @@ class UserStoreShard:
             writer=True,
             fsync=config.storage.fsync,
             event_type=UserEvent,
+            lock_wait_s=config.storage.lock_wait_s,
         )
-        self.replayed = self._log.replay(self._store.apply)
+        self.replayed = _replay_all(data_dir / "users", self._store.apply)
 
     def stats(self) -> dict[str, Any]:
         return {"store": repr(self._store), "loaded": self.loaded, "replayed": self.replayed}
@@ -106,15 +118,30 @@ class UserStoreShard:
                 return 409, reason
         return None
 
-    def apply(self, events: Sequence[UserEvent], checked: bool = False) -> tuple[int, str] | None:
-        """Check (unless the caller did), log, apply; returns the refusal or None once durable."""
+    def apply(self, events: Sequence[UserEvent], checked: bool = False, log: bool = True) -> tuple[int, str] | None:
+        """Check (unless the caller did), log (unless the coordinator of a multi-shard write did), apply.
+
+        Returns the refusal, or None once durable. Events naming no user of
+        this shard are logged (a coordinator logs the whole write) but change nothing here.
+        """
         if not checked and (refused := self.check(events)) is not None:
             return refused
-        # served history is a soft signal written on every feed: no fsync, so it never stalls the shard
-        self._log.append(events, _now_ms(), sync=not all(isinstance(e, Served) for e in events))
+        if log:  # served history is a soft signal written on every feed: no fsync, so it never stalls the shard
+            self._log.append(events, _now_ms(), sync=not all(isinstance(e, Served) for e in events))
         for event in events:
             self._store.apply(event)
         return None
+
+
+def _replay_all(root: Path, apply: Any) -> int:
+    """Apply every event of every user-store log under ``root``, merged by append time; returns how many."""
+    logs = [EventLog(d, event_type=UserEvent) for d in sorted(root.glob("shard-*-of-*")) if d.is_dir()]
+    streams = [((at, i, offset, event) for offset, at, event in log.read()) for i, log in enumerate(logs)]
+    n = 0
+    for _, _, _, event in heapq.merge(*streams, key=lambda entry: entry[:3]):
+        apply(event)
+        n += 1
+    return n
 
 
 def _load_tables(store: UserStore, data_dir: Path) -> dict[str, int]:
@@ -191,18 +218,23 @@ class UserShardsClient:
         """Apply ``events`` on every shard they touch, all or nothing; raises ``WriteRefused``.
 
         One shard: one call (check + log + apply). Several: every shard
-        checks first, then every shard applies, so a refused write changes nothing.
+        checks first (a refused write changes nothing), then the lowest shard
+        logs the whole write as one batch and applies its part, then the others
+        apply theirs without logging (they replay the coordinator's log after a restart).
         """
         by_shard: dict[int, list[UserEvent]] = defaultdict(list)
         for event in events:
             shards = {shard_for(u, len(self._shards)) for u in (*event_user_ids(event), *required_users(event))}
             for s in shards:
                 by_shard[s].append(event)
-        if len(by_shard) > 1:
-            refusals = await asyncio.gather(*(self._shards[s].check.remote(evs) for s, evs in by_shard.items()))
-            _raise_first(refusals)
-        checked = len(by_shard) > 1
-        _raise_first(await asyncio.gather(*(self._shards[s].apply.remote(evs, checked) for s, evs in by_shard.items())))
+        if len(by_shard) <= 1:
+            _raise_first(await asyncio.gather(*(self._shards[s].apply.remote(evs) for s, evs in by_shard.items())))
+            return
+        _raise_first(await asyncio.gather(*(self._shards[s].check.remote(evs) for s, evs in by_shard.items())))
+        coordinator = min(by_shard)
+        _raise_first([await self._shards[coordinator].apply.remote(list(events), True)])  # durable from here
+        others = [s for s in by_shard if s != coordinator]
+        _raise_first(await asyncio.gather(*(self._shards[s].apply.remote(by_shard[s], True, False) for s in others)))
 
 
 def _raise_first(refusals: Sequence[tuple[int, str] | None]) -> None:

@@ -3,8 +3,11 @@
 Each method takes decoded path values and the raw body, validates at the
 edge, and either raises :class:`ApiError` (status + one-line reason, nothing
 applied) or performs the request. Writes return once they are durable: the
-user store and the post catalog log events (fsync) before they acknowledge, and
-Thunder and retrieval are fed the same events before the response.
+user store and the post catalog log events (fsync) before they acknowledge.
+The catalog's logs are the source of truth for posts: Thunder and retrieval
+consume them (:class:`PostSink`), and a post write returns once both have read
+it, so the writer sees its post in-network at once; if the process dies before
+that, they read it after the restart (``docs/reliability.md``, "Durability").
 
 Bodies are decoded with msgspec decoders built once; the reason of a decode
 error names the field and the rule (``Expected `int` >= 1 - at `$.limit```).
@@ -12,6 +15,8 @@ error names the field and the rule (``Expected `int` >= 1 - at `$.limit```).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 import uuid
 from collections.abc import Callable, Sequence
@@ -40,11 +45,14 @@ from xserve.schema import (
     PostLabelsSet,
     UserBody,
     UserEvent,
+    UserRecord,
     UserUpserted,
     json_encoder,
 )
 
 __all__ = ["EDGE_PATHS", "ApiError", "FeedAPI", "PostSink"]
+
+log = logging.getLogger("xserve.api")
 
 MAX_ID = 2**63 - 1
 # URL segment -> edge kind: /v1/users/{id}/<segment>/{target}
@@ -66,11 +74,10 @@ class ApiError(Exception):
 
 
 class PostSink(Protocol):
-    """A service that keeps its own view of posts (Thunder, retrieval): fed every post write."""
+    """A service that keeps its own view of posts (Thunder, retrieval) by consuming the post catalog's logs."""
 
-    async def posts_created(self, posts: Sequence[Post]) -> Any: ...
-
-    async def posts_deleted(self, posts: Sequence[Post], now_ms: int) -> Any: ...
+    async def catch_up(self) -> Any:
+        """Return once the sink has read (durably or recoverably) everything the catalog logged so far."""
 
 
 _DECODERS: dict[Any, msgspec.json.Decoder] = {  # built once
@@ -153,17 +160,21 @@ class FeedAPI:
         post = _complete(new, new.post_id or self._new_post_id(now), now, found)
         event = PostCreated(post)
         await self._posts.write([event])  # durable here: the catalog's event log is fsynced
-        for sink in self._sinks:
-            await sink.posts_created([post])
+        await self._catch_up()
         return {"post_id": post.post_id}
+
+    async def get_post(self, post_id: int) -> bytes:
+        """The stored post (labels as currently set); 404 when unknown or deleted."""
+        check_id("post_id", post_id)
+        post = (await self._require_posts([post_id]))[post_id]
+        return json_encoder.encode(post)
 
     async def delete_post(self, post_id: int) -> dict[str, int]:
         check_id("post_id", post_id)
         post = (await self._require_posts([post_id]))[post_id]
         now = self._now_ms()
         await self._posts.write([PostDeleted(post_id, now, author_id=post.author_id)])
-        for sink in self._sinks:
-            await sink.posts_deleted([post], now)
+        await self._catch_up()
         return {"post_id": post_id}
 
     async def set_labels(self, post_id: int, body: bytes) -> dict[str, int]:
@@ -172,6 +183,16 @@ class FeedAPI:
         await self._require_posts([post_id])
         await self._posts.write([PostLabelsSet(post_id, labels.labels, self._now_ms())])
         return {"post_id": post_id}
+
+    async def _catch_up(self) -> None:
+        # the write is durable in the catalog already: a sink that fails now reads it on its next catch-up
+        # (its own timer, or after a restart), so the write is still acknowledged
+        results = await asyncio.gather(*(sink.catch_up() for sink in self._sinks), return_exceptions=True)
+        for sink, result in zip(self._sinks, results):
+            if isinstance(result, Exception):
+                log.warning("post sink %r did not catch up now (it will later): %s", sink, result)
+            elif isinstance(result, BaseException):
+                raise result
 
     async def _require_posts(self, post_ids: Sequence[int]) -> dict[int, Post]:
         found = await self._posts.get_posts(post_ids)
@@ -199,6 +220,17 @@ class FeedAPI:
         return {"accepted": len(batch)}
 
     # ---------------------------------------------------------------- users
+
+    async def get_user(self, user_id: int) -> bytes:
+        """The stored user: profile, relations, muted keywords and engagement history; 404 when unknown."""
+        check_id("user_id", user_id)
+        data = await self._users.query_data(user_id)
+        profile = (await self._users.profiles([user_id])).get(user_id)
+        if data is None or profile is None:
+            raise ApiError(404, f"unknown user {user_id}")
+        return json_encoder.encode(
+            UserRecord(user_id, profile.screen_name, profile.followers_count, data.features, data.history)
+        )
 
     async def put_user(self, user_id: int, body: bytes) -> dict[str, int]:
         check_id("user_id", user_id)

@@ -22,7 +22,7 @@ from xserve.actors.users import UserShardsClient, UserStoreShard
 from xserve.config import XServeConfig
 from xserve.deployments.metrics import RayMetricsSink
 from xserve.mixer import ForYouClients, ForYouQuery, build_for_you_pipeline, feed_response
-from xserve.schema import FeedRequest, FeedResponse, PostCreated, PostDeleted
+from xserve.schema import FeedRequest, FeedResponse
 
 __all__ = ["NAMESPACE", "ServiceGraph", "actor_prefix", "kill_named_actors", "wall_clock_ms"]
 
@@ -86,7 +86,7 @@ class ServiceGraph:
         self._retrieval_handle = retrieval
         self.ranker = RankerHandleClient(ranker)
         self._ranker_handle = ranker
-        self.sinks = [_ThunderSink(self.thunder), _RetrievalSink(retrieval)]  # every post write goes to both
+        self.sinks = [self.thunder, _RetrievalSink(retrieval)]  # consumers of the post catalog's logs
         self._metrics = RayMetricsSink()
         self._trim_interval_s = config.thunder.trim_interval_s
         self._maintenance: asyncio.Task[None] | None = None
@@ -111,6 +111,8 @@ class ServiceGraph:
             "thunder": self.thunder.stats(),
             "retrieval": self._retrieval_handle.stats.remote(),
             "ranker": self._ranker_handle.stats.remote(),
+            # ready only once Thunder and retrieval have read every post write the catalog holds (after a restart)
+            "catch_up": asyncio.gather(*(sink.catch_up() for sink in self.sinks)),
         }
 
         async def one(aw: Any) -> str:
@@ -132,11 +134,19 @@ class ServiceGraph:
         await self.pipeline.drain()
 
     def ensure_maintenance(self) -> None:
-        """Start (once per replica) the loop that trims old live posts from the post catalog."""
+        """Start (once per replica) the loop that trims old live posts from the post catalog.
+
+        It first has Thunder and retrieval catch up with the catalog (after a
+        restart, before anyone asked ``/healthz``); from then on they keep up on their own timers.
+        """
         if self._maintenance is None or self._maintenance.done():
             self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
 
     async def _maintain(self) -> None:
+        results = await asyncio.gather(*(sink.catch_up() for sink in self.sinks), return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("catching up with the post catalog failed (retried by the consumers' timers): %s", result)
         while True:
             await asyncio.sleep(self._trim_interval_s)
             try:
@@ -150,33 +160,10 @@ async def _awaitable(aw: Any) -> Any:
 
 
 class _RetrievalSink:
-    """Retrieval as a post sink: its deployment embeds new posts (batched) and hides deleted ones at once."""
+    """Retrieval as a post sink: its indexer reads the post catalog's logs (deletes hidden at once)."""
 
     def __init__(self, handle: Any) -> None:
         self._handle = handle
 
-    async def posts_created(self, posts: Any) -> None:
-        await self._handle.posts_created.remote(list(posts))
-
-    async def posts_deleted(self, posts: Any, now_ms: int) -> None:
-        await self._handle.posts_deleted.remote([p.post_id for p in posts], now_ms)
-
-
-class _ThunderSink:
-    """Thunder as a post sink: its ingest actor logs the events durably, then applies them to the shards."""
-
-    def __init__(self, thunder: Any) -> None:
-        self._thunder = thunder
-
-    async def posts_created(self, posts: Any) -> None:
-        await self._ingest([PostCreated(p) for p in posts])
-
-    async def posts_deleted(self, posts: Any, now_ms: int) -> None:
-        await self._ingest([PostDeleted(p.post_id, now_ms, author_id=p.author_id) for p in posts], now_ms)
-
-    async def _ingest(self, events: list[Any], now_ms: int | None = None) -> None:
-        result = await self._thunder.ingest(events, now_ms)
-        # "stale": a post older than Thunder's retention window is no in-network candidate; nothing to keep
-        refused = [r for r in result.rejected if not r.reason.startswith("stale:")]
-        if refused:
-            raise RuntimeError(f"thunder refused {refused[0].reason}")
+    async def catch_up(self) -> None:
+        await self._handle.catch_up.remote()

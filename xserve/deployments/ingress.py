@@ -6,10 +6,12 @@ Endpoints (bodies are msgspec Structs of ``xserve.schema``; errors are
 =========================================  =========================================================
 ``POST /v1/feed/for_you``                  ``FeedRequest`` -> ``FeedResponse`` (``explain`` adds the audit trail)
 ``POST /v1/posts``                         ``NewPost`` -> ``{"post_id"}`` once durable (id assigned when absent)
+``GET /v1/posts/{post_id}``                -> the stored ``Post`` (404 when unknown or deleted)
 ``DELETE /v1/posts/{post_id}``             -> ``{"post_id"}``
 ``PUT /v1/posts/{post_id}/labels``         ``LabelsBody`` -> ``{"post_id"}``
 ``POST /v1/engagements``                   an ``Engagement`` or a list of them -> ``{"accepted"}``
 ``PUT /v1/users/{user_id}``                ``UserBody`` -> ``{"user_id"}`` (creates or updates)
+``GET /v1/users/{user_id}``                -> ``UserRecord`` (profile, relations, muted keywords, history)
 ``PUT|DELETE /v1/users/{id}/{rel}/{t}``    rel = follows | blocks | mutes | subscriptions
 ``PUT /v1/users/{id}/muted_keywords``      ``MutedKeywordsBody``
 ``GET /v1/admin/stats``                    admission counters and the stores' stats (an admin route)
@@ -57,7 +59,9 @@ from xserve.schema import (
     LabelsBody,
     MutedKeywordsBody,
     NewPost,
+    Post,
     UserBody,
+    UserRecord,
 )
 
 __all__ = ["EdgeMiddleware", "FeedIngress", "api_app"]
@@ -219,6 +223,10 @@ class FeedIngress:
     async def create_post(self, request: Request) -> Response:
         return await self._call(self._api.create_post, request=request)
 
+    @api_app.get("/v1/posts/{post_id}", openapi_extra=_response_schema(Post))
+    async def get_post(self, post_id: int) -> Response:
+        return await self._call(self._api.get_post, post_id)
+
     @api_app.delete("/v1/posts/{post_id}")
     async def delete_post(self, post_id: int) -> Response:
         return await self._call(self._api.delete_post, post_id)
@@ -233,6 +241,10 @@ class FeedIngress:
     )
     async def engagements(self, request: Request) -> Response:
         return await self._call(self._api.engagements, request=request)
+
+    @api_app.get("/v1/users/{user_id}", openapi_extra=_response_schema(UserRecord))
+    async def get_user(self, user_id: int) -> Response:
+        return await self._call(self._api.get_user, user_id)
 
     @api_app.put("/v1/users/{user_id}", openapi_extra=_body_schema(UserBody))
     async def put_user(self, user_id: int, request: Request) -> Response:

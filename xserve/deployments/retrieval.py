@@ -4,10 +4,12 @@ Per request: the user tower runs once, batched across concurrent requests by
 ``@serve.batch``; the current embedding version is read once; every
 ``RetrievalShard`` actor is searched in parallel for that version, each for
 its :func:`~xserve.retrieval.merge.shard_quota` of hits; the per-shard lists
-are merged (``xserve.retrieval.merge``). Live writes: ``posts_created`` buffers
-posts in an :class:`UpsertBatcher` that a background task flushes on size or
-age; ``posts_deleted`` hides posts at once (each shard's deleted set) and
-deletes them from the tables.
+are merged (``xserve.retrieval.merge``). Live writes go
+to the data directory's one ``RetrievalIndexer`` actor: ``catch_up`` has it read
+the post catalog's logs (creates buffered and embedded in batches within
+``flush_age_s``, deletes hidden at once), durably, with a watermark
+(``xserve.retrieval.live``); ``posts_created`` / ``posts_deleted`` hand it posts
+that come from no log (tools, tests).
 
 :class:`RetrievalHandleAdapter` wraps a handle to this deployment so it
 satisfies the mixer's ``async retrieve(req) -> list[RetrievedPost]`` Protocol.
@@ -16,8 +18,6 @@ satisfies the mixer's ``async retrieve(req) -> list[RetrievedPost]`` Protocol.
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,20 +25,16 @@ import msgspec
 import numpy as np
 from ray import serve
 
-from xserve.actors.retrieval import get_or_create_shards
+from xserve.actors.retrieval import get_or_create_indexer, get_or_create_shards
 from xserve.config import HOUR_MS, RetrievalConfig
-from xserve.retrieval.batcher import UpsertBatcher
 from xserve.retrieval.encoders import load_encoders
 from xserve.retrieval.merge import hits_to_posts, merge_top_k, shard_quota
-from xserve.retrieval.routing import shard_of
 from xserve.retrieval.service import request_k, split_excludes, wall_clock_ms
 from xserve.retrieval.version_poll import PolledVersion
 from xserve.schema import Post, RetrievalRequest, RetrievedPost
 from xserve.storage.embeddings import EmbeddingVersions
 
 __all__ = ["Retrieval", "RetrievalHandleAdapter"]
-
-log = logging.getLogger(__name__)
 
 
 @serve.deployment(max_ongoing_requests=64)
@@ -55,20 +51,11 @@ class Retrieval:
         self.config = msgspec.convert(config or {}, RetrievalConfig)
         self.versions = EmbeddingVersions(data_dir)
         self.shards = get_or_create_shards(data_dir, self.config, max_post_age_ms, detached=detached_shards)
-        self.user_encoder, post_encoder, model_version = load_encoders(self.config)
-        self.batcher = UpsertBatcher(
-            post_encoder,
-            self.config.num_shards,
-            self.config.flush_size,
-            self.config.flush_age_s,
-            model_version,
-            max(self.config.max_buffered_upserts, self.config.flush_size),
-        )
+        self.indexer = get_or_create_indexer(data_dir, self.config, max_post_age_ms, detached=detached_shards)
+        self.user_encoder, _, _ = load_encoders(self.config)
         self._encode_user.set_max_batch_size(self.config.user_batch_size)
         self._encode_user.set_batch_wait_timeout_s(self.config.user_batch_wait_s)
         self._current_version = PolledVersion(self.versions.current_name, self.config.version_poll_s)
-        self._flush_lock = asyncio.Lock()
-        self._flusher: asyncio.Task | None = None
         self.user_batch_sizes: list[int] = []  # recent @serve.batch sizes (stats)
 
     # ------------------------------------------------------------------ reads
@@ -92,65 +79,30 @@ class Retrieval:
 
     # ------------------------------------------------------------------ writes
 
-    def _ensure_flusher(self) -> None:
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
-
-    async def _flush_loop(self) -> None:
-        tick = max(self.config.flush_age_s / 4, 0.01)
-        while True:
-            await asyncio.sleep(tick)
-            if self.batcher.due(time.monotonic()):
-                try:
-                    await self.flush()
-                except Exception:  # the posts went back into the buffer; the next tick retries
-                    log.exception("retrieval: flushing live upserts failed")
-
-    async def flush(self) -> int:
-        """Embed and upsert everything buffered now; returns rows written.
-
-        On failure the taken posts go back into the buffer (upserts are
-        idempotent, so shards that did succeed are simply written again).
-        """
-        async with self._flush_lock:
-            taken = self.batcher.take()
-            if taken is None:
-                return 0
-            try:
-                per_shard = await asyncio.to_thread(self.batcher.encode, taken)  # tower call off the event loop
-                now_ms = wall_clock_ms()
-                written = await asyncio.gather(*(self.shards[s].upsert.remote(rows, now_ms) for s, rows in per_shard.items()))
-            except BaseException:
-                self.batcher.put_back(taken, time.monotonic())
-                raise
-            return int(sum(written))
+    async def catch_up(self) -> int:
+        """Have the indexer read what the post catalog logged (deletes hidden at once); returns events read."""
+        return await self.indexer.catch_up.remote()
 
     async def posts_created(self, posts: Sequence[Post]) -> int:
-        """Buffer created posts; they are searchable within ``flush_age_s`` (plus one flush)."""
-        self.batcher.add(posts, time.monotonic())
-        self._ensure_flusher()
-        if self.batcher.due(time.monotonic()):
-            await self.flush()
-        return len(posts)
+        """Buffer posts from no log; they are searchable within ``flush_age_s`` (plus one flush)."""
+        return await self.indexer.add.remote(list(posts))
 
     async def posts_deleted(self, post_ids: Sequence[int], now_ms: int = 0) -> int:
         """Hide the posts from every later search, then delete them from their shards' tables."""
-        ids = np.asarray(list(post_ids), dtype=np.int64)
-        self.batcher.discard(ids.tolist())
-        owner = shard_of(ids, len(self.shards))
-        now_ms = now_ms or wall_clock_ms()
-        await asyncio.gather(
-            *(self.shards[s].delete.remote(ids[owner == s].tolist(), now_ms) for s in np.unique(owner).tolist())
-        )
-        return len(ids)
+        return await self.indexer.delete.remote(list(post_ids), now_ms or wall_clock_ms())
+
+    async def flush(self) -> int:
+        """Embed and upsert everything buffered now; returns rows written."""
+        return await self.indexer.flush.remote()
 
     async def stats(self) -> dict[str, Any]:
         shard_stats = await asyncio.gather(*(s.stats.remote() for s in self.shards))
+        indexer = await self.indexer.stats.remote()
         sizes = self.user_batch_sizes
         return {
             "version": self._current_version(),
-            "buffered": len(self.batcher),
-            "dropped_upserts": self.batcher.dropped,
+            "buffered": indexer["buffered"],
+            "indexer": indexer,
             "user_batches": len(sizes),
             "mean_user_batch": float(np.mean(sizes)) if sizes else 0.0,
             "shards": shard_stats,

@@ -7,9 +7,10 @@ batcher (the Retrieval deployment) polls :meth:`due` on a timer and sends each
 shard its part of :meth:`drain`. A post deleted while buffered is dropped.
 
 Memory is bounded: while flushes fail, posts accumulate up to ``max_buffered``
-and beyond it the oldest are dropped (counted in ``dropped``). A dropped post
-stays in the post catalog and Thunder; it is only missing from out-of-network
-retrieval until ``scripts/backfill_embeddings.py`` re-embeds the corpus.
+and beyond it the oldest are dropped (counted in ``dropped``). The live
+indexer, which reads posts from the catalog's durable logs, stops reading when
+:meth:`full` instead, so a logged post is never dropped; only posts handed to
+``add`` directly (tools, tests) can be.
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ class UpsertBatcher:
         for pid in list(itertools.islice(self._posts, max(0, excess))):  # the oldest, in insertion order
             del self._posts[pid]
         self.dropped += max(0, excess)
+
+    def full(self) -> bool:
+        """At ``max_buffered``: a reader that can read again later should wait rather than add."""
+        return self.max_buffered is not None and len(self._posts) >= self.max_buffered
 
     def discard(self, post_ids: Collection[int]) -> None:
         """Forget buffered posts that were deleted before being flushed."""

@@ -56,7 +56,6 @@ uses it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import threading
@@ -74,6 +73,7 @@ from lancedb.index import BTree, HnswSq, IvfFlat, IvfPq
 
 from xserve.config import RetrievalConfig
 from xserve.storage.row_meta import META_COLUMNS, RowMeta
+from xserve.storage.files import write_json_atomic
 
 __all__ = [
     "EmbeddingShard",
@@ -393,25 +393,6 @@ class VersionInfo(dict):
         return self["version"]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write-temp, fsync, rename, fsync the directory: readers see the old or the new file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 class EmbeddingVersions:
     """The versioned directory of shard tables and the atomic ``CURRENT`` pointer.
 
@@ -495,7 +476,7 @@ class EmbeddingVersions:
         if missing:
             raise VersionError(f"embedding version {version} lacks shard tables {missing}")
         info = VersionInfo(version=version, num_shards=num_shards, dim=dim, finished_at_ms=int(time.time() * 1000), **extra)
-        _write_json_atomic(vdir / "MANIFEST.json", info)
+        write_json_atomic(vdir / "MANIFEST.json", info)
         return info
 
     def switch(self, version: str) -> VersionInfo:
@@ -503,7 +484,7 @@ class EmbeddingVersions:
         info = self.manifest(version)
         if info is None:
             raise VersionError(f"cannot switch to embedding version {version}: it is not complete")
-        _write_json_atomic(self.root / "CURRENT", info)
+        write_json_atomic(self.root / "CURRENT", info)
         return info
 
     def create_empty(self, version: str, num_shards: int, config: RetrievalConfig) -> VersionInfo:

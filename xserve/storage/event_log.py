@@ -9,18 +9,26 @@ file held (``flock``) by the one writer. Each record is framed as::
 
     u32 length | u32 crc32 | i64 offset | i64 appended_at_ms | payload (msgpack of one event)
 
-little-endian; ``length`` counts the payload bytes and the CRC covers offset,
-time and payload. Offsets are consecutive integers from 0, so a reader can
-resume from any offset.
+little-endian; ``length`` counts the payload bytes, its top bit set means "more
+records of this batch follow", and the CRC covers offset, time, that bit and the
+payload. Offsets are consecutive integers from 0, so a reader can resume from
+any offset.
 
 Durability contract: :meth:`EventLog.append` returns only after the batch is
 written and, when ``fsync`` is on, ``fsync``-ed (plus the directory when a new
 segment was created), so an acknowledged event survives a crash or power
-loss. A crash mid-write leaves a torn last record; the writer detects it on
-open (short frame or CRC mismatch) and truncates the segment back to the last
-whole record. Readers (other processes) treat a torn tail as the end of the
-log. A bad record *before* the tail is corruption, not a crash, and raises
-:class:`EventLogCorrupt` naming the file and byte position.
+loss. A batch is all or nothing: a crash mid-write leaves a torn last batch
+(a short frame, a CRC mismatch, or whole records of a batch whose last record
+is missing); the writer detects it on open and truncates the segment back to
+the end of the last whole batch, and readers (other processes, or
+:class:`LogCursor`) treat it as the end of the log. A bad record *before* the
+tail is corruption, not a crash, and raises :class:`EventLogCorrupt` naming the
+file and byte position.
+
+The writer lock is an ``flock``: the kernel releases it when its process dies,
+even by ``kill -9``, so a restarted writer never finds a stale lock; a writer
+that starts while its predecessor is still being torn down waits up to
+``lock_wait_s`` for it, and two live writers are refused (:class:`EventLogLocked`).
 
 Retention: :meth:`drop_before` deletes whole segments whose every record was
 appended before a cutoff; the active segment is never dropped.
@@ -31,6 +39,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -40,10 +49,11 @@ import msgspec
 
 from xserve.schema import PostEvent
 
-__all__ = ["EventLog", "EventLogCorrupt", "EventLogLocked", "LogEntry"]
+__all__ = ["EventLog", "EventLogCorrupt", "EventLogLocked", "LogCursor", "LogEntry"]
 
 _HEADER = struct.Struct("<IIqq")
 _CRC_PART = struct.Struct("<qq")
+_MORE = 0x8000_0000  # length-field bit: another record of the same batch follows
 _SUFFIX = ".seg"
 _MAX_RECORD = 16 * 1024 * 1024  # a length beyond this is a torn or corrupt header, not a record
 
@@ -72,22 +82,33 @@ def _segments(directory: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def _scan(data: bytes | memoryview) -> Iterator[tuple[int, int, int, int, int]]:
-    """Whole, CRC-valid frames of one segment: (start, end, offset, appended_at_ms, payload_start).
+def _crc(payload: bytes | memoryview, offset: int, at: int, more: bool) -> int:
+    head = _CRC_PART.pack(offset, at) + (b"\x01" if more else b"")  # a batch's last record: the original framing
+    return zlib.crc32(payload, zlib.crc32(head))
 
-    Stops at the first short or invalid frame; the caller compares the last
-    ``end`` with the data length to see whether a tail was torn.
+
+def _scan(data: bytes | memoryview) -> Iterator[tuple[int, int, int, int, int]]:
+    """Whole, CRC-valid batches of one segment, record by record: (start, end, offset, appended_at_ms, payload_start).
+
+    Yields a batch's records only once its last record is whole too; stops at
+    the first short or invalid frame or an unfinished batch. The caller
+    compares the last ``end`` with the data length to see whether a tail was torn.
     """
     pos, n = 0, len(data)
+    batch: list[tuple[int, int, int, int, int]] = []
     while pos + _HEADER.size <= n:
-        length, crc, offset, at = _HEADER.unpack_from(data, pos)
+        field, crc, offset, at = _HEADER.unpack_from(data, pos)
+        more, length = bool(field & _MORE), field & ~_MORE
         start = pos + _HEADER.size
         end = start + length
         if length > _MAX_RECORD or end > n:
             return
-        if zlib.crc32(data[start:end], zlib.crc32(_CRC_PART.pack(offset, at))) != crc:
+        if _crc(data[start:end], offset, at, more) != crc:
             return
-        yield pos, end, offset, at, start
+        batch.append((pos, end, offset, at, start))
+        if not more:
+            yield from batch
+            batch = []
         pos = end
 
 
@@ -107,6 +128,7 @@ class EventLog:
         fsync: bool = True,
         segment_bytes: int = 64 * 1024 * 1024,
         event_type: Any = PostEvent,
+        lock_wait_s: float = 0.0,
     ) -> None:
         self.directory = Path(directory)
         self.fsync = fsync
@@ -123,12 +145,21 @@ class EventLog:
         if writer:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(self._lock_fd)
-                self._lock_fd = None
-                raise EventLogLocked(f"event log {self.directory} is already open for writing by another process") from None
+            deadline = time.monotonic() + lock_wait_s
+            while True:
+                try:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() < deadline:  # a predecessor being torn down (actor restart)
+                        time.sleep(0.05)
+                        continue
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
+                    raise EventLogLocked(
+                        f"event log {self.directory} is already open for writing by another process"
+                        f" (waited {lock_wait_s:g} s)"
+                    ) from None
             self._recover()
 
     def __repr__(self) -> str:
@@ -170,7 +201,7 @@ class EventLog:
                 os.close(dfd)
 
     def append(self, events: Sequence[Any], appended_at_ms: int, sync: bool | None = None) -> tuple[int, int]:
-        """Write ``events`` as consecutive records; returns ``(first_offset, next_offset)``.
+        """Write ``events`` as consecutive records, one all-or-nothing batch; returns ``(first_offset, next_offset)``.
 
         Returns only once the records are on disk (``fsync`` when configured;
         ``sync=False`` skips it for one batch of soft signals, ``sync=True``
@@ -183,10 +214,14 @@ class EventLog:
             return first, first
         parts = []
         offset = first
+        last = first + len(events) - 1
         for event in events:
             payload = self._encoder.encode(event)
-            crc = zlib.crc32(payload, zlib.crc32(_CRC_PART.pack(offset, appended_at_ms)))
-            parts.append(_HEADER.pack(len(payload), crc, offset, appended_at_ms))
+            if len(payload) > _MAX_RECORD:
+                raise ValueError(f"event at index {offset - first} encodes to {len(payload)} bytes (limit {_MAX_RECORD})")
+            more = offset != last
+            parts.append(_HEADER.pack(len(payload) | (_MORE if more else 0), _crc(payload, offset, appended_at_ms, more),
+                                      offset, appended_at_ms))
             parts.append(payload)
             offset += 1
         blob = b"".join(parts)
@@ -303,3 +338,66 @@ class EventLog:
             last = i == len(segs) - 1
             if end < len(data) and not last:
                 raise EventLogCorrupt(f"{path}: bad record at byte {end} of {len(data)} (not the log's tail)")
+
+
+class LogCursor:
+    """Reads one log incrementally from ``offset``: each :meth:`poll` returns the whole batches appended since.
+
+    Remembers the segment and byte position it stopped at, so a poll costs the
+    new bytes only (``EventLog.read`` re-reads the active segment). A batch
+    still being written is left for a later poll. Segments dropped by retention
+    are skipped (the cursor moves on to the oldest kept record).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], event_type: Any = PostEvent, offset: int = 0) -> None:
+        self.directory = Path(directory)
+        self.offset = offset  # the next offset to return
+        self._decoder = msgspec.msgpack.Decoder(event_type)
+        self._segment: tuple[int, Path] | None = None
+        self._pos = 0  # byte position in the segment of the first record not yet returned (or of an earlier one)
+
+    def __repr__(self) -> str:
+        return f"LogCursor({str(self.directory)!r}, offset={self.offset})"
+
+    def seek(self, offset: int) -> None:
+        self.offset, self._segment, self._pos = offset, None, 0
+
+    def poll(self) -> list[LogEntry]:
+        """The whole batches after :attr:`offset`, oldest first; advances :attr:`offset` past them."""
+        out: list[LogEntry] = []
+        retried = False
+        while True:
+            if self._segment is None:
+                segs = _segments(self.directory)
+                if not segs:
+                    return out
+                self._segment = next((s for s in reversed(segs) if s[0] <= self.offset), segs[0])
+                self._pos = 0
+            base, path = self._segment
+            try:
+                with open(path, "rb") as f:
+                    f.seek(self._pos)
+                    data = f.read()
+            except FileNotFoundError:  # dropped by retention: restart from the oldest kept segment
+                self._segment = None
+                continue
+            consumed = 0
+            for _, end, offset, at, start in _scan(data):  # whole batches only
+                consumed = end
+                if offset < self.offset:
+                    continue
+                try:
+                    out.append((offset, at, self._decoder.decode(data[start:end])))
+                except msgspec.DecodeError as exc:
+                    raise EventLogCorrupt(f"{path}: record at offset {offset} does not decode: {exc}") from None
+                self.offset = offset + 1
+            self._pos += consumed
+            later = [s for s in _segments(self.directory) if s[0] > base]
+            if not later:
+                return out  # the active segment; a batch still being written is left for a later poll
+            if self.offset < later[0][0]:
+                if consumed or not retried:  # the writer finished this segment after our read: read on
+                    retried = True
+                    continue
+                raise EventLogCorrupt(f"{path}: bad record at byte {self._pos} (not the log's tail)")
+            self._segment, self._pos, retried = later[0], 0, False
