@@ -25,7 +25,7 @@ def ray_cluster():
 def tiny_world(tmp_path_factory):
     """A data directory holding the tiny demo world and its quickly trained models, prepared once a session.
 
-    Read-only: a test that serves or writes copies it first (``shutil.copytree(tiny_world, dest)``).
+    Read-only: a test that serves or writes copies it first (:func:`copy_world`).
     Preparing costs ~40 s here (mostly training), so the modules that run the whole app share it.
     """
     pytest.importorskip("xserve.phoenix.train", reason="model training (phoenix branch) is not on this tree")
@@ -43,3 +43,17 @@ def tiny_world(tmp_path_factory):
     )
     prepare_data_dir(config, progress=False)
     return path
+
+
+def copy_world(template, dest) -> str:
+    """A fresh copy of the ``tiny_world`` at ``dest`` (its own actors: they are named after the path).
+
+    The models (1.2 GB of hash-embedding tables, only read when serving) are linked, not copied.
+    """
+    import shutil
+    from pathlib import Path
+
+    template, dest = Path(template), Path(dest)
+    shutil.copytree(template, dest, ignore=shutil.ignore_patterns("models"))
+    (dest / "models").symlink_to(template / "models", target_is_directory=True)
+    return str(dest)

@@ -22,7 +22,6 @@ directory, and the checks:
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.conftest import copy_world
 
 pytestmark = pytest.mark.ray  # starts its own Ray in a subprocess; not the session's cluster
 
@@ -245,7 +246,7 @@ class Burst(threading.Thread):
 
 def test_acknowledged_writes_survive_kill_9_and_the_write_in_flight_is_all_or_nothing(tiny_world, tmp_path):
     data_dir = tmp_path / "data"
-    shutil.copytree(tiny_world, data_dir)
+    copy_world(tiny_world, data_dir)
     log = tmp_path / "serve.log"
     app = App(data_dir, log)
     try:

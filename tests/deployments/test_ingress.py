@@ -68,7 +68,7 @@ def deploy(config: XServeConfig, user_config: dict | None = None) -> None:
 def served(ray_cluster, tiny_world, tmp_path_factory):
     from ray import serve
 
-    from tests.deployments.conftest import copy_world
+    from tests.conftest import copy_world
 
     config = served_config(copy_world(tiny_world, tmp_path_factory.mktemp("served") / "data"))
     serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})

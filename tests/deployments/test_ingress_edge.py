@@ -97,7 +97,7 @@ def served_url(request, tmp_path_factory):
         return
     from ray import serve
 
-    from tests.deployments.conftest import copy_world
+    from tests.conftest import copy_world
     from xserve.app import build_app
 
     ray_cluster = request.getfixturevalue("ray_cluster")
