@@ -174,18 +174,20 @@ def build_app(
     config = with_models(merge_config(config, {"storage": {"data_dir": str(Path(config.storage.data_dir).resolve())}}))
     data_dir = config.storage.data_dir
     cpus = config.serving
-    retrieval = Retrieval.options(ray_actor_options={"num_cpus": cpus.retrieval_num_cpus}).bind(
+    health = {"health_check_period_s": cpus.health_check_period_s}
+    retrieval = Retrieval.options(ray_actor_options={"num_cpus": cpus.retrieval_num_cpus}, **health).bind(
         data_dir, config_to_dict(config.retrieval), config.mixer.max_post_age_ms, True
     )
-    ranker = Ranker.options(**ranker_options(config)).bind(config)
-    options: dict[str, Any] = {"ray_actor_options": {"num_cpus": cpus.ingress_num_cpus}}
+    ranker = Ranker.options(**ranker_options(config), **health).bind(config)
+    options: dict[str, Any] = {"ray_actor_options": {"num_cpus": cpus.ingress_num_cpus}, **health}
     if user_config is not None:
         options["user_config"] = user_config
     return FeedIngress.options(**options).bind(config_to_dict(config), retrieval, ranker)
 
 
-def serve_forever(config: XServeConfig) -> None:
-    """``xserve serve``: start a local Ray, serve the app on ``serving.host:port`` until interrupted."""
+def serve_forever(config: XServeConfig, num_cpus: int | None = None) -> None:
+    """``xserve serve``: start a local Ray (``num_cpus``: all when None), serve the app on ``serving.host:port``
+    until interrupted. Says the Ray address on stderr, for ``ray status --address`` and ``scripts/chaos.py``."""
     import warnings
 
     import ray
@@ -193,12 +195,14 @@ def serve_forever(config: XServeConfig) -> None:
 
     # starting Ray forks after prepare_data_dir used LanceDB here; this process does no LanceDB work meanwhile
     warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
-    ray.init(namespace="xserve", include_dashboard=False, logging_level="WARNING", configure_logging=False)
+    ray.init(num_cpus=num_cpus, namespace="xserve", include_dashboard=False, logging_level="WARNING",
+             configure_logging=False)
     quiet = {"log_level": "WARNING", "enable_access_log": False}  # logs quiet by default; Ray's log files keep the rest
     try:
         serve.start(http_options={"host": config.serving.host, "port": config.serving.port}, logging_config=quiet)
         serve.run(build_app(config, prepare=False), blocking=False, logging_config=quiet)
-        _say(f"serving on http://{config.serving.host}:{config.serving.port} (Ctrl-C stops)")
+        address = ray.get_runtime_context().gcs_address
+        _say(f"serving on http://{config.serving.host}:{config.serving.port} (Ray at {address}; Ctrl-C stops)")
         while True:
             time.sleep(3600)
     finally:

@@ -249,6 +249,8 @@ class ServingConfig(_Section):
     ingress_num_cpus: float = 0.5  # Ray CPUs reserved per FeedIngress replica (serve_config.yaml sets 1 on a cluster)
     retrieval_num_cpus: float = 0.5  # per Retrieval replica; with the ranker's 1.0 the app fits a 2-CPU machine
     bootstrap_train_examples: int = 6_000  # examples per epoch for each model in the first run's training (minutes)
+    last_known_viewers_bytes: int = 64 << 20  # per ingress: last user-store answer per viewer, served while its shard restarts
+    health_check_period_s: float = 2.0  # Serve probes every replica this often: a dead one is replaced after one failed probe (Ray's default 10 s)
 
 
 class XServeConfig(_Section):

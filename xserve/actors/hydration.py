@@ -37,7 +37,8 @@ __all__ = ["PostDataClient", "PostHydrationShard", "RequestPostCache", "close_re
 _POSTS_DEC = msgspec.msgpack.Decoder(dict[int, Post])
 
 
-@ray.remote(num_cpus=0, max_restarts=3, max_task_retries=1)
+# max_restarts=-1: a restart re-reads the posts table and replays the log, always to the same state
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=1)
 class PostHydrationShard:
     """One shard of the post catalog (see the module docstring)."""
 

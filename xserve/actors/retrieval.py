@@ -34,7 +34,8 @@ __all__ = ["RetrievalShard", "get_or_create_shards", "shard_actor_name"]
 log = logging.getLogger(__name__)
 
 
-@ray.remote(max_restarts=3, max_task_retries=0)
+# max_restarts=-1: a restart only reopens the shard's LanceDB table (cheap, same state every time)
+@ray.remote(max_restarts=-1, max_task_retries=0)
 class RetrievalShard:
     """One shard: ``search``/``upsert``/``delete``/``maintain``/``stats`` of a ``ShardSearcher``."""
 

@@ -40,11 +40,24 @@ from xserve.schema import (
 from xserve.sharding import shard_for
 from xserve.storage.event_log import EventLog
 from xserve.users import UserStore, event_user_ids
+from xserve.users.last_known import LastKnownViewers
 
-__all__ = ["UserShardsClient", "UserStoreShard", "WriteRefused", "clear_prefetched", "prefetched_user", "required_users"]
+__all__ = [
+    "UserShardsClient",
+    "UserStoreShard",
+    "UserStoreUnavailable",
+    "WriteRefused",
+    "clear_prefetched",
+    "prefetched_user",
+    "required_users",
+]
 
 _QUERY_DEC = msgspec.msgpack.Decoder(UserQueryData | None)
 _PROFILES_DEC = msgspec.msgpack.Decoder(dict[int, UserProfile])
+
+
+class UserStoreUnavailable(Exception):
+    """The viewer's shard did not answer in time and no earlier answer for the viewer is kept."""
 
 
 class WriteRefused(Exception):
@@ -69,7 +82,9 @@ def required_users(event: UserEvent) -> tuple[int, ...]:
     raise TypeError(f"not a user event: {type(event).__name__}")
 
 
-@ray.remote(num_cpus=0, max_restarts=3, max_task_retries=1)
+# max_restarts=-1: the constructor only reads the data directory, so a restart always rebuilds the same
+# state; a finite budget would run out over repeated faults and leave the shard dead for good.
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=1)
 class UserStoreShard:
     """One shard of the user store (see the module docstring)."""
 
@@ -153,9 +168,10 @@ def clear_prefetched(token: contextvars.Token) -> None:
 class UserShardsClient:
     """Satisfies the mixer's ``UserDataClient``; also the write path's entry to the user store."""
 
-    def __init__(self, shards: Sequence[Any], history_length: int) -> None:
+    def __init__(self, shards: Sequence[Any], history_length: int, last_known: LastKnownViewers | None = None) -> None:
         self._shards = list(shards)
         self._history_length = history_length
+        self.last_known = last_known if last_known is not None else LastKnownViewers(0)  # for viewer_data
 
     def _shard(self, user_id: int) -> Any:
         return self._shards[shard_for(user_id, len(self._shards))]
@@ -165,6 +181,34 @@ class UserShardsClient:
         if data is not None and data.user_id == user_id:
             return data
         return _QUERY_DEC.decode(await self._shard(user_id).query_data.remote(user_id, self._history_length))
+
+    async def viewer_data(self, user_id: int, stale_after_s: float, give_up_after_s: float) -> tuple[UserQueryData | None, bool]:
+        """The viewer's data and whether it is stale (``None``: no such user).
+
+        Waits ``stale_after_s`` for the shard; if it has not answered (or failed) by then and an earlier
+        answer for the viewer is kept, returns that one with ``True``. Without one, waits up to
+        ``give_up_after_s`` in all, then raises :class:`UserStoreUnavailable`.
+        """
+        call = asyncio.ensure_future(_awaited(self._shard(user_id).query_data.remote(user_id, self._history_length)))
+        try:
+            done, _ = await asyncio.wait({call}, timeout=stale_after_s)
+            stale = None if done and call.exception() is None else self.last_known.get(user_id)
+            if stale is None and not done:
+                done, _ = await asyncio.wait({call}, timeout=max(give_up_after_s - stale_after_s, 0.0))
+            if stale is None and done and call.exception() is None:
+                blob = call.result()
+                data = _QUERY_DEC.decode(blob)
+                if data is not None:
+                    self.last_known.put(user_id, blob)
+                return data, False
+        finally:
+            if not call.done():
+                call.cancel()
+        if stale is None:
+            failure = call.exception() if call.done() and not call.cancelled() else None
+            why = f"{type(failure).__name__}" if failure is not None else f"no answer in {give_up_after_s:g} s"
+            raise UserStoreUnavailable(f"the user store shard of user {user_id} is unavailable ({why})")
+        return _QUERY_DEC.decode(stale), True
 
     async def user_features(self, user_id: int) -> UserFeatures:
         data = await self.query_data(user_id)
@@ -203,6 +247,10 @@ class UserShardsClient:
             _raise_first(refusals)
         checked = len(by_shard) > 1
         _raise_first(await asyncio.gather(*(self._shards[s].apply.remote(evs, checked) for s, evs in by_shard.items())))
+
+
+async def _awaited(ref: Any) -> Any:
+    return await ref
 
 
 def _raise_first(refusals: Sequence[tuple[int, str] | None]) -> None:

@@ -23,6 +23,7 @@ from xserve.config import XServeConfig
 from xserve.deployments.metrics import RayMetricsSink
 from xserve.mixer import ForYouClients, ForYouQuery, build_for_you_pipeline, feed_response
 from xserve.schema import FeedRequest, FeedResponse, PostCreated, PostDeleted
+from xserve.users.last_known import LastKnownViewers
 
 __all__ = ["NAMESPACE", "ServiceGraph", "actor_prefix", "kill_named_actors", "wall_clock_ms"]
 
@@ -79,7 +80,9 @@ class ServiceGraph:
         self.post_shards = [
             _named(PostHydrationShard, f"{prefix}-posts-{i}-of-{n}", config, i, n, now_ms()) for i in range(n)
         ]
-        self.users = UserShardsClient(self.user_shards, config.mixer.history_length)
+        self.users = UserShardsClient(
+            self.user_shards, config.mixer.history_length, LastKnownViewers(s.last_known_viewers_bytes)
+        )
         self.posts = PostDataClient(self.post_shards, self.users)
         self.thunder = ThunderClient.start(config.thunder, config.storage, prefix=f"{prefix}-thunder", detached=True)
         self.retrieval = RetrievalHandleAdapter(retrieval)

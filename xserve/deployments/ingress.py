@@ -76,8 +76,9 @@ def _ok(payload: dict[str, Any] | bytes) -> Response:
     return Response(content=body, media_type=_JSON)
 
 
-def _error(status: int, reason: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": reason.splitlines()[0] if reason else "error"})
+def _error(status: int, reason: str, retry_after_s: int | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
+    return JSONResponse(status_code=status, content={"error": reason.splitlines()[0] if reason else "error"}, headers=headers)
 
 
 @api_app.exception_handler(RequestValidationError)
@@ -102,6 +103,7 @@ class FeedIngress:
             self._graph.sinks,
             self._graph.run_pipeline,
             self._graph.now_ms,
+            viewer_wait_s=(self._base.mixer.query_hydrator_timeout_s, self._base.mixer.request_timeout_s),
         )
         self._max_body = self._base.serving.max_body_bytes
 
@@ -127,7 +129,7 @@ class FeedIngress:
                 args = (*args, await self._body(request))
             return _ok(await fn(*args))
         except ApiError as exc:
-            return _error(exc.status, exc.reason)
+            return _error(exc.status, exc.reason, exc.retry_after_s)
 
     # ---------------------------------------------------------------- routes
 
