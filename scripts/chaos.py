@@ -41,32 +41,37 @@ Everything else must be equal, in order. Baseline and check each use the first
 probe round with nothing degraded (a loaded machine trips a timeout now and then).
 
 Prints per fault ``chaos.F.requests``, ``chaos.F.errors_5xx``, ``chaos.F.p99_ms_during``,
-``chaos.F.recovery_s`` and ``chaos.F.state_match`` lines (and a few more), then a
-table. ``requests`` and ``errors_5xx`` count every request sent from the
-injection to the end of the after-window; ``p99_ms_during`` is over requests sent
-between the injection and the end of the fault window (recovery, or
-``--fault-seconds`` if later). While the app is down in ``full_restart`` requests
-fail to connect; those are counted apart (``conn_errors``) and expected there only.
-Exit status 1, with a one-line reason, when any fault produced a 5xx, an
-unexpected transport error, no recovery, or a state mismatch; 2 on bad arguments.
+``chaos.F.recovery_s`` and ``chaos.F.state_match`` lines (and ``errors_4xx``,
+``conn_errors``, ``down_errors``, ``degraded_during``, ``p99_ms_after``), then a
+table. ``requests`` counts every request sent from the injection to the end of
+the after-window, the error counts those of them that failed. While the app is
+down in ``full_restart`` (until it answers ``/healthz`` again) there is no app to
+answer: requests refused, not routed yet (404) or refused by the starting proxy
+(502-504) are counted apart as ``down_errors``. ``p99_ms_during`` is over the
+answered requests sent between the injection and the end of the fault window
+(recovery, or ``--fault-seconds`` if later). ``recovery_s`` runs from the kill to
+the first clean probe round. Exit status 1, with a one-line reason, when any
+fault produced a 5xx or another failed request, no recovery, or a state
+mismatch; 2 on bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
+import logging
 import os
 import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +110,7 @@ class AppProcess:
 
     def start(self, timeout_s: float) -> None:
         """Start and wait until ``/healthz`` answers 200; raises RuntimeError (with the log's tail) if not."""
+        _wait_port_free(self.port, 30.0)  # a listener of the killed app may take a moment to go
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         cmd = [sys.executable, "-m", "xserve", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
@@ -187,6 +193,20 @@ class AppProcess:
         self.proc = None
 
 
+def _wait_port_free(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+            try:
+                probe.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"port {port} is still taken {timeout_s:g} s after the app was killed") from None
+        time.sleep(0.2)
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -209,6 +229,10 @@ class Cluster:
         import ray
 
         self.ray = ray
+        # quiet: Ray's driver warns about signal handlers off the main thread, Serve's handle router logs at
+        # INFO (both reset their levels, so they are switched off rather than raised)
+        for name in ("ray._private.worker", "ray.serve"):
+            logging.getLogger(name).disabled = True
         ray.init(address=address, namespace="xserve", log_to_driver=False, logging_level="ERROR",
                  configure_logging=False)
 
@@ -411,8 +435,9 @@ class Result:
     killed: str = ""
     requests: int = 0
     errors_5xx: int = 0
-    conn_errors: int = 0
-    other_errors: int = 0
+    errors_4xx: int = 0
+    conn_errors: int = 0  # no HTTP answer (refused, reset, client timeout)
+    down_errors: int = 0  # full_restart: failed while the app was down (refused, no route yet, proxy 502-504)
     degraded_during: int = 0
     p99_ms_during: float = float("nan")
     p99_ms_after: float = float("nan")
@@ -423,11 +448,11 @@ class Result:
 
     def failure(self) -> str | None:
         if self.recovery_s != self.recovery_s:
-            return f"{self.fault} did not recover"
+            return f"{self.fault} did not recover" + (f" ({self.mismatch})" if self.mismatch else "")
         if self.errors_5xx:
-            return f"{self.fault} produced {self.errors_5xx} 5xx responses"
-        if self.conn_errors and self.fault != "full_restart":
-            return f"{self.fault} produced {self.conn_errors} transport errors"
+            return f"{self.fault} produced {self.errors_5xx} 5xx responses; first: {self.first_error}"
+        if self.conn_errors or self.errors_4xx:
+            return f"{self.fault} produced {self.conn_errors + self.errors_4xx} failed requests; first: {self.first_error}"
         if not self.state_match:
             return f"{self.fault} state mismatch: {self.mismatch}"
         return None
@@ -442,6 +467,7 @@ class Chaos:
         self.writers = [WRITER_BASE_ID + i for i in range(args.writers)]
         self.probes: list[int] = []
         self.viewers: list[int] = []
+        self._app_back: float | None = None  # when the app answered again after a full restart
 
     def say(self, msg: str) -> None:
         _say(self.args.quiet, msg)
@@ -482,6 +508,16 @@ class Chaos:
 
         return shard_for(self.probes[0], self.config.serving.num_user_shards)
 
+    def _probe_thunder_shard(self) -> int:
+        """The Thunder shard holding most of the probes' followed authors (so the fault hits their feeds)."""
+        from collections import Counter
+
+        from xserve.sharding import shard_for
+
+        n = self.config.thunder.num_shards
+        owners = Counter(shard_for(a, n) for v in self.probes for a in self._user_read_one(v)[0])
+        return owners.most_common(1)[0][0] if owners else 0
+
     def fault(self, name: str) -> Fault:
         c = self.connect()
         cfg = self.config
@@ -508,7 +544,7 @@ class Chaos:
             return check
 
         if name == "thunder_shard":
-            pattern = r"-thunder-shard-0-0$"
+            pattern = rf"-thunder-shard-{self._probe_thunder_shard()}-0$"
             return Fault(name, kill(pattern), answers(pattern), lambda now, new: self._thunder_read(actor(pattern), now),
                          _same_posts, frozenset({"ThunderSource"}))
         if name == "retrieval_shard":
@@ -580,9 +616,10 @@ class Chaos:
             self.cluster.close()  # disconnect before the cluster dies under this driver
             self.cluster = None
         n = self.app.kill9()
-        self._restart_started = time.monotonic()
+        started = time.monotonic()
         self.app.start(self.args.start_timeout)
-        return f"{n} processes (kill -9), restarted in {time.monotonic() - self._restart_started:.1f} s"
+        self._app_back = time.monotonic()
+        return f"{n} processes (kill -9), restarted in {self._app_back - started:.1f} s"
 
     def _healthy(self) -> bool:
         try:
@@ -621,7 +658,12 @@ class Chaos:
         base = await self.baseline(http, fault, load.created)
         self.say(f"{name}: baseline taken ({len(self.probes)} probes); injecting")
         t_inject = time.monotonic()
-        res.killed = await asyncio.to_thread(fault.inject)
+        try:
+            res.killed = await asyncio.to_thread(fault.inject)
+        except RuntimeError as exc:  # e.g. the app did not come back after a full restart
+            res.mismatch = f"injecting failed: {exc}"
+            self.say(f"{name}: {res.mismatch}")
+            return self._measure(res, load, t_inject, time.monotonic(), time.monotonic())
         recovered = await self.wait_recovery(http, fault, t_inject)
         if recovered is None:
             self.say(f"{name}: no recovery within {self.args.recovery_timeout:g} s")
@@ -655,15 +697,23 @@ class Chaos:
 
     def _measure(self, res: Result, load: Load, t0: float, end_during: float, end_after: float) -> Result:
         window = [s for s in load.samples if t0 <= s.started < end_after]
-        during = [s.ms for s in window if s.started < end_during and s.status]
-        after = [s.ms for s in window if s.started >= end_during and s.status]
+        down = self._app_back if res.fault == "full_restart" else None
+
+        def app_down(s: Sample) -> bool:  # no app to answer: nothing it could have done better
+            return down is not None and s.started < down and s.status in (0, 404, 502, 503, 504)
+
+        counted = [s for s in window if not app_down(s)]
+        failed = [s for s in counted if s.status == 0 or s.status >= 400]
         res.requests = len(window)
-        res.errors_5xx = sum(1 for s in window if s.status >= 500)
-        res.first_error = next((f"{s.op} {s.status}: {s.error}" for s in window if s.status >= 500 or
-                                (s.status == 0 and res.fault != "full_restart") or 400 <= s.status < 500), "")
-        res.conn_errors = sum(1 for s in window if s.status == 0)
-        res.other_errors = sum(1 for s in window if 400 <= s.status < 500)
-        res.degraded_during = sum(1 for s in window if s.degraded and s.started < end_during)
+        res.down_errors = len(window) - len(counted)
+        res.errors_5xx = sum(1 for s in failed if s.status >= 500)
+        res.errors_4xx = sum(1 for s in failed if 400 <= s.status < 500)
+        res.conn_errors = sum(1 for s in failed if s.status == 0)
+        first = sorted(failed, key=lambda s: (s.status < 500, s.started))  # a 5xx first, if any
+        res.first_error = f"{first[0].op} {first[0].status}: {first[0].error}" if first else ""
+        res.degraded_during = sum(1 for s in counted if s.degraded and s.started < end_during)
+        during = [s.ms for s in counted if s.started < end_during and s.status]
+        after = [s.ms for s in counted if s.started >= end_during and s.status]
         res.p99_ms_during = float(np.percentile(during, 99)) if during else float("nan")
         res.p99_ms_after = float(np.percentile(after, 99)) if after else float("nan")
         return res
@@ -714,11 +764,15 @@ def report(results: Sequence[Result]) -> None:
         print(f"chaos.{f}.p99_ms_during {r.p99_ms_during:.1f} ms")
         print(f"chaos.{f}.recovery_s {r.recovery_s:.2f} s")
         print(f"chaos.{f}.state_match {r.state_match}")
+        print(f"chaos.{f}.errors_4xx {r.errors_4xx}")
         print(f"chaos.{f}.conn_errors {r.conn_errors}")
+        print(f"chaos.{f}.down_errors {r.down_errors}")
         print(f"chaos.{f}.degraded_during {r.degraded_during}")
         print(f"chaos.{f}.p99_ms_after {r.p99_ms_after:.1f} ms")
-    head = ("fault", "requests", "5xx", "conn err", "degraded", "p99 during", "p99 after", "recovery", "state")
-    rows = [(r.fault, str(r.requests), str(r.errors_5xx), str(r.conn_errors), str(r.degraded_during),
+    head = ("fault", "requests", "5xx", "other failed", "app down", "degraded", "p99 during", "p99 after", "recovery",
+            "state")
+    rows = [(r.fault, str(r.requests), str(r.errors_5xx), str(r.errors_4xx + r.conn_errors), str(r.down_errors),
+             str(r.degraded_during),
              f"{r.p99_ms_during:.0f} ms", f"{r.p99_ms_after:.0f} ms", f"{r.recovery_s:.2f} s",
              "match" if r.state_match else "MISMATCH") for r in results]
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
@@ -743,6 +797,8 @@ async def run(args: argparse.Namespace, app: AppProcess, config: Any) -> int:
             await asyncio.sleep(args.warmup_seconds)
             for name in args.faults:
                 results.append(await chaos.run_fault(http, load, name))
+                if results[-1].recovery_s != results[-1].recovery_s:
+                    break  # the app may be broken: later faults would measure nothing
         finally:
             load.stop.set()
             await asyncio.gather(*clients, return_exceptions=True)
@@ -765,7 +821,7 @@ def _port(value: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="chaos.py", description=__doc__.splitlines()[0])
     p.add_argument("--port", type=_port, default=8000, help="HTTP port of the app on 127.0.0.1 (default 8000)")
     p.add_argument("--data-dir", type=Path, help="reuse this data directory (seeded and trained on first use); "
                    "default: a fresh one under --work-dir, removed at the end")
@@ -820,6 +876,8 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = (work / "data" if fresh else args.data_dir).resolve()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "XSERVE__SERVING__DEMO_WORLD": json.dumps(args.world)}
+    # a raylet gives its dashboard agent 15 s to start and aborts the node otherwise; a loaded machine needs longer
+    env.setdefault("RAY_agent_register_timeout_ms", "120000")
     mixer = MixerConfig()
     for name in _STAGE_TIMEOUTS:  # a loaded machine trips the default timeouts without any fault
         env[f"XSERVE__MIXER__{name.upper()}"] = json.dumps(getattr(mixer, name) * args.timeout_scale)

@@ -174,12 +174,11 @@ def build_app(
     config = with_models(merge_config(config, {"storage": {"data_dir": str(Path(config.storage.data_dir).resolve())}}))
     data_dir = config.storage.data_dir
     cpus = config.serving
-    health = {"health_check_period_s": cpus.health_check_period_s}
-    retrieval = Retrieval.options(ray_actor_options={"num_cpus": cpus.retrieval_num_cpus}, **health).bind(
+    retrieval = Retrieval.options(ray_actor_options={"num_cpus": cpus.retrieval_num_cpus}).bind(
         data_dir, config_to_dict(config.retrieval), config.mixer.max_post_age_ms, True
     )
-    ranker = Ranker.options(**ranker_options(config), **health).bind(config)
-    options: dict[str, Any] = {"ray_actor_options": {"num_cpus": cpus.ingress_num_cpus}, **health}
+    ranker = Ranker.options(**ranker_options(config)).bind(config)
+    options: dict[str, Any] = {"ray_actor_options": {"num_cpus": cpus.ingress_num_cpus}}
     if user_config is not None:
         options["user_config"] = user_config
     return FeedIngress.options(**options).bind(config_to_dict(config), retrieval, ranker)

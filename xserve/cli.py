@@ -112,6 +112,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.num_cpus is not None and args.num_cpus < 2:
         raise CliError(f"--num-cpus must be at least 2 (the app reserves 2 CPUs), got {args.num_cpus}")
     with socket.socket() as probe:
+        # as the server binds (uvicorn sets SO_REUSEADDR): connections of a crashed predecessor left in
+        # TIME_WAIT must not stop a restart; a port another process listens on still fails here
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

@@ -250,7 +250,6 @@ class ServingConfig(_Section):
     retrieval_num_cpus: float = 0.5  # per Retrieval replica; with the ranker's 1.0 the app fits a 2-CPU machine
     bootstrap_train_examples: int = 6_000  # examples per epoch for each model in the first run's training (minutes)
     last_known_viewers_bytes: int = 64 << 20  # per ingress: last user-store answer per viewer, served while its shard restarts
-    health_check_period_s: float = 2.0  # Serve probes every replica this often: a dead one is replaced after one failed probe (Ray's default 10 s)
 
 
 class XServeConfig(_Section):
