@@ -42,7 +42,8 @@ probe round with nothing degraded (a loaded machine trips a timeout now and then
 
 Prints per fault ``chaos.F.requests``, ``chaos.F.errors_5xx``, ``chaos.F.p99_ms_during``,
 ``chaos.F.recovery_s`` and ``chaos.F.state_match`` lines (and ``errors_4xx``,
-``conn_errors``, ``down_errors``, ``degraded_during``, ``p99_ms_after``), then a
+``conn_errors``, ``down_errors``, ``degraded_during``, ``p99_ms_during_feed``,
+``p99_ms_after``), then a
 table. ``requests`` counts every request sent from the injection to the end of
 the after-window, the error counts those of them that failed. While the app is
 down in ``full_restart`` (until it answers ``/healthz`` again) there is no app to
@@ -440,6 +441,7 @@ class Result:
     down_errors: int = 0  # full_restart: failed while the app was down (refused, no route yet, proxy 502-504)
     degraded_during: int = 0
     p99_ms_during: float = float("nan")
+    p99_ms_during_feed: float = float("nan")  # feed reads only (writes wait for a restarting shard)
     p99_ms_after: float = float("nan")
     recovery_s: float = float("nan")
     state_match: int = 0
@@ -712,10 +714,11 @@ class Chaos:
         first = sorted(failed, key=lambda s: (s.status < 500, s.started))  # a 5xx first, if any
         res.first_error = f"{first[0].op} {first[0].status}: {first[0].error}" if first else ""
         res.degraded_during = sum(1 for s in counted if s.degraded and s.started < end_during)
-        during = [s.ms for s in counted if s.started < end_during and s.status]
+        during = [s for s in counted if s.started < end_during and s.status]
         after = [s.ms for s in counted if s.started >= end_during and s.status]
-        res.p99_ms_during = float(np.percentile(during, 99)) if during else float("nan")
-        res.p99_ms_after = float(np.percentile(after, 99)) if after else float("nan")
+        res.p99_ms_during = _p99([s.ms for s in during])
+        res.p99_ms_during_feed = _p99([s.ms for s in during if s.op == "feed"])
+        res.p99_ms_after = _p99(after)
         return res
 
     async def check_state(self, http: httpx.AsyncClient, fault: Fault, base: Probe, new: set[int], res: Result) -> None:
@@ -740,6 +743,10 @@ class Chaos:
             res.mismatch = f"direct read of the part differs: {why}"
             return
         res.state_match = 1
+
+
+def _p99(ms: Sequence[float]) -> float:
+    return float(np.percentile(ms, 99)) if len(ms) else float("nan")
 
 
 def _same_posts(before: list[tuple[int, int]], after: list[tuple[int, int]], cutoff_ms: int) -> str | None:
@@ -768,6 +775,7 @@ def report(results: Sequence[Result]) -> None:
         print(f"chaos.{f}.conn_errors {r.conn_errors}")
         print(f"chaos.{f}.down_errors {r.down_errors}")
         print(f"chaos.{f}.degraded_during {r.degraded_during}")
+        print(f"chaos.{f}.p99_ms_during_feed {r.p99_ms_during_feed:.1f} ms")
         print(f"chaos.{f}.p99_ms_after {r.p99_ms_after:.1f} ms")
     head = ("fault", "requests", "5xx", "other failed", "app down", "degraded", "p99 during", "p99 after", "recovery",
             "state")

@@ -192,23 +192,21 @@ class UserShardsClient:
         call = asyncio.ensure_future(_awaited(self._shard(user_id).query_data.remote(user_id, self._history_length)))
         try:
             done, _ = await asyncio.wait({call}, timeout=stale_after_s)
-            stale = None if done and call.exception() is None else self.last_known.get(user_id)
-            if stale is None and not done:
-                done, _ = await asyncio.wait({call}, timeout=max(give_up_after_s - stale_after_s, 0.0))
-            if stale is None and done and call.exception() is None:
-                blob = call.result()
-                data = _QUERY_DEC.decode(blob)
-                if data is not None:
-                    self.last_known.put(user_id, blob)
-                return data, False
+            if not (done and call.exception() is None) and (stale := self.last_known.get(user_id)) is not None:
+                return _QUERY_DEC.decode(stale), True
+            if not done:
+                await asyncio.wait({call}, timeout=max(give_up_after_s - stale_after_s, 0.0))
+            if not call.done() or call.exception() is not None:
+                why = type(call.exception()).__name__ if call.done() else f"no answer in {give_up_after_s:g} s"
+                raise UserStoreUnavailable(f"the user store shard of user {user_id} is unavailable ({why})")
+            blob = call.result()
         finally:
             if not call.done():
                 call.cancel()
-        if stale is None:
-            failure = call.exception() if call.done() and not call.cancelled() else None
-            why = f"{type(failure).__name__}" if failure is not None else f"no answer in {give_up_after_s:g} s"
-            raise UserStoreUnavailable(f"the user store shard of user {user_id} is unavailable ({why})")
-        return _QUERY_DEC.decode(stale), True
+        data = _QUERY_DEC.decode(blob)
+        if data is not None:
+            self.last_known.put(user_id, blob)
+        return data, False
 
     async def user_features(self, user_id: int) -> UserFeatures:
         data = await self.query_data(user_id)
