@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 import ray
 
+from xserve.actors.calls import uncancelled
 from xserve.actors.users import UserShardsClient
 from xserve.config import XServeConfig
 from xserve.hydration import CatalogEvent, PostCatalog
@@ -115,7 +116,7 @@ class PostDataClient:
         by_shard: dict[int, list[int]] = defaultdict(list)
         for pid in post_ids:
             by_shard[shard_for(pid, len(self._shards))].append(pid)
-        answers = await asyncio.gather(*(self._shards[s].get.remote(ids) for s, ids in by_shard.items()))
+        answers = await asyncio.gather(*(uncancelled(self._shards[s].get.remote(ids)) for s, ids in by_shard.items()))
         out: dict[int, Post] = {}
         for answer in answers:
             out.update(_POSTS_DEC.decode(answer))
@@ -156,7 +157,7 @@ class PostDataClient:
         by_shard: dict[int, list[CatalogEvent]] = defaultdict(list)
         for event in events:
             by_shard[shard_for(_post_id(event), len(self._shards))].append(event)
-        await asyncio.gather(*(self._shards[s].apply.remote(evs) for s, evs in by_shard.items()))
+        await asyncio.gather(*(uncancelled(self._shards[s].apply.remote(evs)) for s, evs in by_shard.items()))
 
 
 def _post_id(event: CatalogEvent) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 import ray
 
+from xserve.actors.calls import uncancelled
 from xserve.config import XServeConfig
 from xserve.schema import (
     EdgeSet,
@@ -180,7 +181,7 @@ class UserShardsClient:
         data = _prefetched.get()
         if data is not None and data.user_id == user_id:
             return data
-        return _QUERY_DEC.decode(await self._shard(user_id).query_data.remote(user_id, self._history_length))
+        return _QUERY_DEC.decode(await uncancelled(self._shard(user_id).query_data.remote(user_id, self._history_length)))
 
     async def viewer_data(self, user_id: int, stale_after_s: float, give_up_after_s: float) -> tuple[UserQueryData | None, bool]:
         """The viewer's data and whether it is stale (``None``: no such user).
@@ -189,7 +190,7 @@ class UserShardsClient:
         answer for the viewer is kept, returns that one with ``True``. Without one, waits up to
         ``give_up_after_s`` in all, then raises :class:`UserStoreUnavailable`.
         """
-        call = asyncio.ensure_future(_awaited(self._shard(user_id).query_data.remote(user_id, self._history_length)))
+        call = asyncio.ensure_future(uncancelled(self._shard(user_id).query_data.remote(user_id, self._history_length)))
         try:
             done, _ = await asyncio.wait({call}, timeout=stale_after_s)
             if not (done and call.exception() is None) and (stale := self.last_known.get(user_id)) is not None:
@@ -217,13 +218,13 @@ class UserShardsClient:
         return data.history[-limit:] if data is not None and limit > 0 else ()
 
     async def record_served(self, user_id: int, post_ids: Sequence[int], served_at_ms: int) -> None:
-        await self._shard(user_id).apply.remote([Served(user_id, tuple(post_ids), served_at_ms)], True)
+        await uncancelled(self._shard(user_id).apply.remote([Served(user_id, tuple(post_ids), served_at_ms)], True))
 
     async def profiles(self, user_ids: Sequence[int]) -> dict[int, UserProfile]:
         by_shard: dict[int, list[int]] = defaultdict(list)
         for u in user_ids:
             by_shard[shard_for(u, len(self._shards))].append(u)
-        answers = await asyncio.gather(*(self._shards[s].profiles.remote(ids) for s, ids in by_shard.items()))
+        answers = await asyncio.gather(*(uncancelled(self._shards[s].profiles.remote(ids)) for s, ids in by_shard.items()))
         out: dict[int, UserProfile] = {}
         for answer in answers:
             out.update(_PROFILES_DEC.decode(answer))
@@ -241,14 +242,11 @@ class UserShardsClient:
             for s in shards:
                 by_shard[s].append(event)
         if len(by_shard) > 1:
-            refusals = await asyncio.gather(*(self._shards[s].check.remote(evs) for s, evs in by_shard.items()))
+            refusals = await asyncio.gather(*(uncancelled(self._shards[s].check.remote(evs)) for s, evs in by_shard.items()))
             _raise_first(refusals)
         checked = len(by_shard) > 1
-        _raise_first(await asyncio.gather(*(self._shards[s].apply.remote(evs, checked) for s, evs in by_shard.items())))
-
-
-async def _awaited(ref: Any) -> Any:
-    return await ref
+        applied = (uncancelled(self._shards[s].apply.remote(evs, checked)) for s, evs in by_shard.items())
+        _raise_first(await asyncio.gather(*applied))
 
 
 def _raise_first(refusals: Sequence[tuple[int, str] | None]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 
+from xserve.actors.calls import uncancelled
 from xserve.actors.hydration import PostDataClient, PostHydrationShard
 from xserve.actors.users import UserShardsClient, UserStoreShard
 from xserve.config import XServeConfig
@@ -109,8 +110,8 @@ class ServiceGraph:
     async def health(self) -> dict[str, str]:
         """``"ok"`` or the error, per part; bounded by a 5 s timeout."""
         checks: dict[str, Any] = {
-            **{f"users[{i}]": a.stats.remote() for i, a in enumerate(self.user_shards)},
-            **{f"posts[{i}]": a.stats.remote() for i, a in enumerate(self.post_shards)},
+            **{f"users[{i}]": uncancelled(a.stats.remote()) for i, a in enumerate(self.user_shards)},
+            **{f"posts[{i}]": uncancelled(a.stats.remote()) for i, a in enumerate(self.post_shards)},
             "thunder": self.thunder.stats(),
             "retrieval": self._retrieval_handle.stats.remote(),
             "ranker": self._ranker_handle.stats.remote(),

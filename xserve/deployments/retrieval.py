@@ -24,6 +24,7 @@ import msgspec
 import numpy as np
 from ray import serve
 
+from xserve.actors.calls import uncancelled
 from xserve.actors.retrieval import get_or_create_shards
 from xserve.config import HOUR_MS, RetrievalConfig
 from xserve.retrieval.batcher import UpsertBatcher
@@ -79,7 +80,7 @@ class Retrieval:
         version = self._current_version()
         excludes = split_excludes(req.exclude_ids, len(self.shards))
         parts = await asyncio.gather(
-            *(s.search.remote(vector, k, now_ms, excludes[i], version) for i, s in enumerate(self.shards))
+            *(uncancelled(s.search.remote(vector, k, now_ms, excludes[i], version)) for i, s in enumerate(self.shards))
         )
         return hits_to_posts(merge_top_k(parts, k))
 
