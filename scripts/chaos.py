@@ -37,7 +37,8 @@ and history of the probes (not served history, which every read appends to).
 Time moves on between baseline and check: the direct reads pass the baseline's
 clock where the part takes one, and a post that has since passed the age
 limit (``mixer.max_post_age_ms`` less a minute) is left out on both sides.
-Everything else must be equal, in order. Baseline and check each use the first
+Everything else must be equal, in order, except that two posts whose scores are
+equal within 0.1 % may trade places (see ``compare_feeds``). Baseline and check each use the first
 probe round with nothing degraded (a loaded machine trips a timeout now and then).
 
 Prints per fault ``chaos.F.requests``, ``chaos.F.errors_5xx``, ``chaos.F.p99_ms_during``,
@@ -377,14 +378,15 @@ async def probe_round(http: httpx.AsyncClient, viewers: Sequence[int], limit: in
 
 def compare_feeds(
     before: Sequence[tuple[int, float]], after: Sequence[tuple[int, float]], new: set[int] = frozenset(),
-    aged: set[int] = frozenset(), rel_tol: float = 1e-4,
+    aged: set[int] = frozenset(), rel_tol: float = 1e-3,
 ) -> str | None:
     """None when ``after`` equals ``before`` but for explained differences, else why not (see the module doc).
 
     Posts in ``new`` (created after the baseline) and ``aged`` (past the age limit since) are left out;
     the later feed may then hold more of the tail. Two posts may trade places when their scores are
-    equal within ``rel_tol``: the ranker's floats differ in the last bits with the batch a request
-    shares, and a near-tie is then broken either way.
+    equal within ``rel_tol``: the ranker's scores move slightly (up to 1e-4 relative seen) with the batch
+    a request shares and whether its context came from the KV cache, and a near-tie is then broken
+    either way (the demo's quickly trained ranker gives many near-equal scores).
     """
     b = [(p, x) for p, x in before if p not in aged]
     a = [(p, x) for p, x in after if p not in aged and p not in new]
