@@ -1,15 +1,13 @@
 """``uncancelled(ref)``: await a Ray actor call so that giving up on it does not cancel it.
 
 A caller that stops waiting (a pipeline stage past its timeout, the feed's
-wait for the user store, a client that hung up) cancels its coroutine, and
-awaiting an ``ObjectRef`` directly turns that into cancelling the actor task.
-Cancelling queued tasks of an in-order actor can leave the caller's later
-calls to that actor waiting for good: seen in ``scripts/chaos.py``'s full
-restart, where every call from the ingress to one user-store shard hung while
-the shard answered other callers at once (Ray tracks a cancelled attempt by
-task id; see ray-project/ray#66020). The calls made here are short, so the
-safe side is to let the task run and drop its answer. A write that was sent
-is then applied or not by the actor alone, never half-withdrawn by a caller.
+wait for the user store) cancels its coroutine, and awaiting an ``ObjectRef``
+directly turns that into cancelling the actor task. A cancelled queued task
+of an in-order actor can leave the caller's later calls to that actor waiting
+for good (Ray tracks cancelled attempts by task id, ray-project/ray#66020;
+``scripts/chaos.py``'s full restart hit it). The calls made here are short, so
+the safe side is to let the task run and drop its answer; a write that was
+sent is then applied or not by the actor alone, never withdrawn halfway.
 """
 
 from __future__ import annotations

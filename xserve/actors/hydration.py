@@ -38,8 +38,9 @@ __all__ = ["PostDataClient", "PostHydrationShard", "RequestPostCache", "close_re
 _POSTS_DEC = msgspec.msgpack.Decoder(dict[int, Post])
 
 
-# max_restarts=-1: a restart re-reads the posts table and replays the log, always to the same state
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=1)
+# max_restarts=-1: a restart re-reads the posts table and replays the log, always to the same state;
+# out of order: see UserStoreShard
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=1, allow_out_of_order_execution=True)
 class PostHydrationShard:
     """One shard of the post catalog (see the module docstring)."""
 

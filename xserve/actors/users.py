@@ -85,7 +85,11 @@ def required_users(event: UserEvent) -> tuple[int, ...]:
 
 # max_restarts=-1: the constructor only reads the data directory, so a restart always rebuilds the same
 # state; a finite budget would run out over repeated faults and leave the shard dead for good.
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=1)
+# allow_out_of_order_execution: still one call at a time, but no per-caller sequence numbers: with them, a
+# cancelled call (Serve cancels a request's child tasks when its client goes away) queued while the actor
+# was being created left every later call from that ingress waiting for good (chaos.py, full_restart).
+# Every caller awaits a write before it sends the next, so no order it relies on is lost.
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=1, allow_out_of_order_execution=True)
 class UserStoreShard:
     """One shard of the user store (see the module docstring)."""
 
