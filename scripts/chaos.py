@@ -849,7 +849,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-seconds", type=float, default=3.0, help="load before the first fault (default 3)")
     p.add_argument("--fault-seconds", type=float, default=3.0, help="shortest fault window (default 3)")
     p.add_argument("--after-seconds", type=float, default=3.0, help="load after recovery, before the state check (default 3)")
-    p.add_argument("--recovery-timeout", type=float, default=120.0, help="give up on a recovery after this (default 120 s)")
+    p.add_argument("--recovery-timeout", type=float, default=600.0, help="give up on a recovery after this (default 600 s)")
     p.add_argument("--start-timeout", type=float, default=900.0, help="app start, incl. first-run seeding (default 900 s)")
     p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, seconds (default 10)")
     p.add_argument("--timeout-scale", type=float, default=1.0,
