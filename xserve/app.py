@@ -205,8 +205,9 @@ def ingress_options(config: XServeConfig) -> dict[str, Any]:
     }
 
 
-def serve_forever(config: XServeConfig) -> None:
-    """``xserve serve``: start a local Ray, serve the app on ``serving.host:port`` until interrupted."""
+def serve_forever(config: XServeConfig, num_cpus: int | None = None) -> None:
+    """``xserve serve``: start a local Ray (``num_cpus``: all when None), serve the app on ``serving.host:port``
+    until interrupted. Says the Ray address on stderr, for ``ray status --address`` and ``scripts/chaos.py``."""
     import warnings
 
     import ray
@@ -214,12 +215,14 @@ def serve_forever(config: XServeConfig) -> None:
 
     # starting Ray forks after prepare_data_dir used LanceDB here; this process does no LanceDB work meanwhile
     warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
-    ray.init(namespace="xserve", include_dashboard=False, logging_level="WARNING", configure_logging=False)
+    ray.init(num_cpus=num_cpus, namespace="xserve", include_dashboard=False, logging_level="WARNING",
+             configure_logging=False)
     quiet = {"log_level": "WARNING", "enable_access_log": False}  # logs quiet by default; Ray's log files keep the rest
     try:
         serve.start(http_options={"host": config.serving.host, "port": config.serving.port}, logging_config=quiet)
         serve.run(build_app(config, prepare=False), blocking=False, logging_config=quiet)
-        _say(f"serving on http://{config.serving.host}:{config.serving.port} (Ctrl-C stops)")
+        address = ray.get_runtime_context().gcs_address
+        _say(f"serving on http://{config.serving.host}:{config.serving.port} (Ray at {address}; Ctrl-C stops)")
         while True:
             time.sleep(3600)
     finally:

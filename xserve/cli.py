@@ -115,7 +115,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     host, port = config.serving.host, config.serving.port
     if not 0 < port < 65536:
         raise CliError(f"--port must be in 1..65535, got {port}")
+    if args.num_cpus is not None and args.num_cpus < 2:
+        raise CliError(f"--num-cpus must be at least 2 (the app reserves 2 CPUs), got {args.num_cpus}")
     with socket.socket() as probe:
+        # as the server binds (uvicorn sets SO_REUSEADDR): connections of a crashed predecessor left in
+        # TIME_WAIT must not stop a restart; a port another process listens on still fails here
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
@@ -126,7 +131,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         prepare_data_dir(config)  # seeding and training show progress here, before Ray starts
     except Exception as exc:  # noqa: BLE001 - one line, never a stack trace
         raise CliError(f"preparing {config.storage.data_dir}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-    serve_forever(config)
+    serve_forever(config, num_cpus=args.num_cpus)
     return 0
 
 
@@ -247,6 +252,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", metavar="DIR", help="data directory (default $XSERVE_DATA_DIR or ./xserve-data)")
     serve.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    serve.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all of the machine's)")
     _add_data_commands(add)
     return parser
 

@@ -263,6 +263,7 @@ class ServingConfig(_Section):
     retry_after_s: float = 1.0  # Retry-After (seconds, rounded up) on a 503 for overload
     ingress_max_ongoing_requests: int = 64  # Serve: requests given to one ingress replica at once (> the two limits above)
     ingress_max_queued_requests: int = 128  # Serve: requests waiting at a proxy for an ingress replica; beyond, its 503
+    last_known_viewers_bytes: int = 64 << 20  # per ingress: last user-store answer per viewer, served while its shard restarts
 
 
 class XServeConfig(_Section):

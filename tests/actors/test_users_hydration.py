@@ -120,3 +120,26 @@ def test_a_write_across_user_shards_is_replayed_by_every_shard_from_the_coordina
         assert _replay_all(tmp_path / "users", store.apply) == 3
     assert stores[0].features(u).followed_user_ids == {t}
     assert stores[1].profiles([t])[t].followers_count == 1
+
+
+def test_viewer_data_falls_back_to_the_last_answer_when_the_shard_is_gone(ray_cluster, tmp_path):
+    from xserve.actors.users import UserShardsClient, UserStoreShard, UserStoreUnavailable
+    from xserve.users.last_known import LastKnownViewers
+
+    cfg = config(tmp_path)
+    shard = UserStoreShard.remote(cfg, 0, 1)
+    client = UserShardsClient([shard], history_length=8, last_known=LastKnownViewers(1 << 20))
+
+    async def scenario():
+        await client.write([UserUpserted(u, f"u{u}") for u in (1, 2, 3)])
+        await client.write([EdgeSet(1, 2, EdgeKind.FOLLOW), EdgeSet(1, 3, EdgeKind.BLOCK)])
+        fresh, stale = await client.viewer_data(1, 5.0, 10.0)
+        assert not stale and fresh.features.blocked_user_ids == {3}
+        assert await client.viewer_data(99, 5.0, 10.0) == (None, False)  # unknown: not an outage
+        ray_cluster.kill(shard, no_restart=True)  # gone for good: every call fails
+        again, stale = await client.viewer_data(1, 0.2, 1.0)
+        assert stale and again == fresh  # the viewer's blocks are still known
+        with pytest.raises(UserStoreUnavailable, match="user 2"):  # never asked for before: nothing to serve
+            await client.viewer_data(2, 0.2, 1.0)
+
+    asyncio.run(scenario())

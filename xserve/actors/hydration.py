@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 import ray
 
+from xserve.actors.calls import uncancelled
 from xserve.actors.users import UserShardsClient
 from xserve.config import XServeConfig
 from xserve.hydration import CatalogEvent, PostCatalog
@@ -58,7 +59,9 @@ def catalog_tail(data_dir: str | Path, watermark: str | Path) -> LogTail:
 _POSTS_DEC = msgspec.msgpack.Decoder(dict[int, Post])
 
 
-@ray.remote(num_cpus=0, max_restarts=3, max_task_retries=1)
+# max_restarts=-1: a restart re-reads the posts table and replays the log, always to the same state;
+# out of order: see UserStoreShard
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=1, allow_out_of_order_execution=True)
 class PostHydrationShard:
     """One shard of the post catalog (see the module docstring)."""
 
@@ -136,7 +139,7 @@ class PostDataClient:
         by_shard: dict[int, list[int]] = defaultdict(list)
         for pid in post_ids:
             by_shard[shard_for(pid, len(self._shards))].append(pid)
-        answers = await asyncio.gather(*(self._shards[s].get.remote(ids) for s, ids in by_shard.items()))
+        answers = await asyncio.gather(*(uncancelled(self._shards[s].get.remote(ids)) for s, ids in by_shard.items()))
         out: dict[int, Post] = {}
         for answer in answers:
             out.update(_POSTS_DEC.decode(answer))
@@ -177,7 +180,7 @@ class PostDataClient:
         by_shard: dict[int, list[CatalogEvent]] = defaultdict(list)
         for event in events:
             by_shard[shard_for(_post_id(event), len(self._shards))].append(event)
-        await asyncio.gather(*(self._shards[s].apply.remote(evs) for s, evs in by_shard.items()))
+        await asyncio.gather(*(uncancelled(self._shards[s].apply.remote(evs)) for s, evs in by_shard.items()))
 
 
 def _post_id(event: CatalogEvent) -> int:

@@ -42,7 +42,8 @@ __all__ = ["RetrievalIndexer", "RetrievalShard", "get_or_create_indexer", "get_o
 log = logging.getLogger(__name__)
 
 
-@ray.remote(max_restarts=3, max_task_retries=0)
+# max_restarts=-1: a restart only reopens the shard's LanceDB table (cheap, same state every time)
+@ray.remote(max_restarts=-1, max_task_retries=0)
 class RetrievalShard:
     """One shard: ``search``/``upsert``/``delete``/``maintain``/``stats`` of a ``ShardSearcher``."""
 

@@ -39,6 +39,7 @@ from typing import Any
 import msgspec
 import ray
 
+from xserve.actors.calls import uncancelled
 from xserve.config import StorageConfig, ThunderConfig
 from xserve.schema import IngestResult, InNetworkRequest, LightPost, PostCreated, PostDeleted, PostEvent, QuotedPostDeleted
 from xserve.storage.event_log import EventLog
@@ -259,7 +260,7 @@ class ThunderClient:
 
     async def ingest(self, items: Sequence[Any], now_ms: int | None = None) -> IngestResult:
         """Validate, log durably and apply ``items`` (see :class:`~xserve.thunder.ingest.Ingestor`)."""
-        return await self._ingest.ingest.remote(list(items), now_ms)
+        return await uncancelled(self._ingest.ingest.remote(list(items), now_ms))
 
     async def catch_up(self) -> int:
         """Have the ingest actor consume the post catalog's logs up to now (durable in Thunder on return)."""
@@ -276,7 +277,7 @@ class ThunderClient:
         # round-robin; a replica at capacity, or restarting after a crash, passes to the next
         for i in range(len(replicas)):
             try:
-                return await replicas[(start + i) % len(replicas)].in_network_posts.remote(req, now_ms)
+                return await uncancelled(replicas[(start + i) % len(replicas)].in_network_posts.remote(req, now_ms))
             except (ThunderAtCapacity, ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError):
                 if i == len(replicas) - 1:
                     raise
@@ -284,4 +285,4 @@ class ThunderClient:
 
     async def stats(self) -> list[dict[str, int]]:
         """Each shard replica's stats (shard-major order), then the ingest actor's."""
-        return list(await asyncio.gather(*(h.stats.remote() for h in self.actors())))
+        return list(await asyncio.gather(*(uncancelled(h.stats.remote()) for h in self.actors())))

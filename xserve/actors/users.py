@@ -34,6 +34,7 @@ from typing import Any
 import msgspec
 import ray
 
+from xserve.actors.calls import uncancelled
 from xserve.config import XServeConfig
 from xserve.schema import (
     EdgeSet,
@@ -51,11 +52,24 @@ from xserve.schema import (
 from xserve.sharding import shard_for
 from xserve.storage.event_log import EventLog
 from xserve.users import UserStore, event_user_ids
+from xserve.users.last_known import LastKnownViewers
 
-__all__ = ["UserShardsClient", "UserStoreShard", "WriteRefused", "clear_prefetched", "prefetched_user", "required_users"]
+__all__ = [
+    "UserShardsClient",
+    "UserStoreShard",
+    "UserStoreUnavailable",
+    "WriteRefused",
+    "clear_prefetched",
+    "prefetched_user",
+    "required_users",
+]
 
 _QUERY_DEC = msgspec.msgpack.Decoder(UserQueryData | None)
 _PROFILES_DEC = msgspec.msgpack.Decoder(dict[int, UserProfile])
+
+
+class UserStoreUnavailable(Exception):
+    """The viewer's shard did not answer in time and no earlier answer for the viewer is kept."""
 
 
 class WriteRefused(Exception):
@@ -80,7 +94,13 @@ def required_users(event: UserEvent) -> tuple[int, ...]:
     raise TypeError(f"not a user event: {type(event).__name__}")
 
 
-@ray.remote(num_cpus=0, max_restarts=3, max_task_retries=1)
+# max_restarts=-1: the constructor only reads the data directory, so a restart always rebuilds the same
+# state; a finite budget would run out over repeated faults and leave the shard dead for good.
+# allow_out_of_order_execution: still one call at a time, but no per-caller sequence numbers: with them, a
+# cancelled call (Serve cancels a request's child tasks when its client goes away) queued while the actor
+# was being created left every later call from that ingress waiting for good (chaos.py, full_restart).
+# Every caller awaits a write before it sends the next, so no order it relies on is lost.
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=1, allow_out_of_order_execution=True)
 class UserStoreShard:
     """One shard of the user store (see the module docstring)."""
 
@@ -180,9 +200,10 @@ def clear_prefetched(token: contextvars.Token) -> None:
 class UserShardsClient:
     """Satisfies the mixer's ``UserDataClient``; also the write path's entry to the user store."""
 
-    def __init__(self, shards: Sequence[Any], history_length: int) -> None:
+    def __init__(self, shards: Sequence[Any], history_length: int, last_known: LastKnownViewers | None = None) -> None:
         self._shards = list(shards)
         self._history_length = history_length
+        self.last_known = last_known if last_known is not None else LastKnownViewers(0)  # for viewer_data
 
     def _shard(self, user_id: int) -> Any:
         return self._shards[shard_for(user_id, len(self._shards))]
@@ -191,7 +212,33 @@ class UserShardsClient:
         data = _prefetched.get()
         if data is not None and data.user_id == user_id:
             return data
-        return _QUERY_DEC.decode(await self._shard(user_id).query_data.remote(user_id, self._history_length))
+        return _QUERY_DEC.decode(await uncancelled(self._shard(user_id).query_data.remote(user_id, self._history_length)))
+
+    async def viewer_data(self, user_id: int, stale_after_s: float, give_up_after_s: float) -> tuple[UserQueryData | None, bool]:
+        """The viewer's data and whether it is stale (``None``: no such user).
+
+        Waits ``stale_after_s`` for the shard; if it has not answered (or failed) by then and an earlier
+        answer for the viewer is kept, returns that one with ``True``. Without one, waits up to
+        ``give_up_after_s`` in all, then raises :class:`UserStoreUnavailable`.
+        """
+        call = asyncio.ensure_future(uncancelled(self._shard(user_id).query_data.remote(user_id, self._history_length)))
+        try:
+            done, _ = await asyncio.wait({call}, timeout=stale_after_s)
+            if not (done and call.exception() is None) and (stale := self.last_known.get(user_id)) is not None:
+                return _QUERY_DEC.decode(stale), True
+            if not done:
+                await asyncio.wait({call}, timeout=max(give_up_after_s - stale_after_s, 0.0))
+            if not call.done() or call.exception() is not None:
+                why = type(call.exception()).__name__ if call.done() else f"no answer in {give_up_after_s:g} s"
+                raise UserStoreUnavailable(f"the user store shard of user {user_id} is unavailable ({why})")
+            blob = call.result()
+        finally:
+            if not call.done():
+                call.cancel()
+        data = _QUERY_DEC.decode(blob)
+        if data is not None:
+            self.last_known.put(user_id, blob)
+        return data, False
 
     async def user_features(self, user_id: int) -> UserFeatures:
         data = await self.query_data(user_id)
@@ -202,13 +249,13 @@ class UserShardsClient:
         return data.history[-limit:] if data is not None and limit > 0 else ()
 
     async def record_served(self, user_id: int, post_ids: Sequence[int], served_at_ms: int) -> None:
-        await self._shard(user_id).apply.remote([Served(user_id, tuple(post_ids), served_at_ms)], True)
+        await uncancelled(self._shard(user_id).apply.remote([Served(user_id, tuple(post_ids), served_at_ms)], True))
 
     async def profiles(self, user_ids: Sequence[int]) -> dict[int, UserProfile]:
         by_shard: dict[int, list[int]] = defaultdict(list)
         for u in user_ids:
             by_shard[shard_for(u, len(self._shards))].append(u)
-        answers = await asyncio.gather(*(self._shards[s].profiles.remote(ids) for s, ids in by_shard.items()))
+        answers = await asyncio.gather(*(uncancelled(self._shards[s].profiles.remote(ids)) for s, ids in by_shard.items()))
         out: dict[int, UserProfile] = {}
         for answer in answers:
             out.update(_PROFILES_DEC.decode(answer))
@@ -227,14 +274,15 @@ class UserShardsClient:
             shards = {shard_for(u, len(self._shards)) for u in (*event_user_ids(event), *required_users(event))}
             for s in shards:
                 by_shard[s].append(event)
+        shard = self._shards
         if len(by_shard) <= 1:
-            _raise_first(await asyncio.gather(*(self._shards[s].apply.remote(evs) for s, evs in by_shard.items())))
+            _raise_first(await asyncio.gather(*(uncancelled(shard[s].apply.remote(evs)) for s, evs in by_shard.items())))
             return
-        _raise_first(await asyncio.gather(*(self._shards[s].check.remote(evs) for s, evs in by_shard.items())))
+        _raise_first(await asyncio.gather(*(uncancelled(shard[s].check.remote(evs)) for s, evs in by_shard.items())))
         coordinator = min(by_shard)
-        _raise_first([await self._shards[coordinator].apply.remote(list(events), True)])  # durable from here
+        _raise_first([await uncancelled(shard[coordinator].apply.remote(list(events), True))])  # durable from here
         others = [s for s in by_shard if s != coordinator]
-        _raise_first(await asyncio.gather(*(self._shards[s].apply.remote(by_shard[s], True, False) for s in others)))
+        _raise_first(await asyncio.gather(*(uncancelled(shard[s].apply.remote(by_shard[s], True, False)) for s in others)))
 
 
 def _raise_first(refusals: Sequence[tuple[int, str] | None]) -> None:

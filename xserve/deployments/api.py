@@ -25,7 +25,13 @@ from typing import Any, Protocol
 import msgspec
 
 from xserve.actors.hydration import PostDataClient, close_request_cache, request_cache
-from xserve.actors.users import UserShardsClient, WriteRefused, clear_prefetched, prefetched_user
+from xserve.actors.users import (
+    UserShardsClient,
+    UserStoreUnavailable,
+    WriteRefused,
+    clear_prefetched,
+    prefetched_user,
+)
 from xserve.schema import (
     EdgeKind,
     EdgeSet,
@@ -50,11 +56,12 @@ from xserve.schema import (
     json_encoder,
 )
 
-__all__ = ["EDGE_PATHS", "ApiError", "FeedAPI", "PostSink"]
+__all__ = ["EDGE_PATHS", "USER_STORE_STALE", "ApiError", "FeedAPI", "PostSink"]
 
 log = logging.getLogger("xserve.api")
 
 MAX_ID = 2**63 - 1
+USER_STORE_STALE = "user_store_stale"  # in a feed's ``degraded``: built from the viewer's last known data
 # URL segment -> edge kind: /v1/users/{id}/<segment>/{target}
 EDGE_PATHS: dict[str, EdgeKind] = {
     "follows": EdgeKind.FOLLOW,
@@ -65,12 +72,13 @@ EDGE_PATHS: dict[str, EdgeKind] = {
 
 
 class ApiError(Exception):
-    """A request refused at the edge: HTTP ``status`` and a one-line ``reason``."""
+    """A request refused at the edge: HTTP ``status``, a one-line ``reason``, and for a 503 when to retry."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, retry_after_s: int | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.retry_after_s = retry_after_s  # the Retry-After header, seconds
 
 
 class PostSink(Protocol):
@@ -102,7 +110,12 @@ def check_id(name: str, value: int) -> int:
 
 
 class FeedAPI:
-    """The HTTP API's logic over the service clients; ``now_ms`` is the clock (injected)."""
+    """The HTTP API's logic over the service clients; ``now_ms`` is the clock (injected).
+
+    ``viewer_wait_s = (stale_after, give_up_after)`` bounds the feed's user-store call: past the first,
+    a viewer whose earlier answer is kept gets a feed from it (``degraded`` names ``user_store_stale``);
+    past the second, one without gets 503 with Retry-After.
+    """
 
     def __init__(
         self,
@@ -112,8 +125,10 @@ class FeedAPI:
         pipeline: Callable[[FeedRequest, str, int], Any],
         now_ms: Callable[[], int],
         rng: random.Random | None = None,
+        viewer_wait_s: tuple[float, float] = (0.2, 1.5),
     ) -> None:
         self._users = users
+        self._viewer_wait_s = viewer_wait_s
         self._posts = posts
         self._sinks = list(sinks)
         self._pipeline = pipeline  # async (request, request_id, now_ms) -> FeedResponse
@@ -124,7 +139,10 @@ class FeedAPI:
 
     async def feed(self, body: bytes) -> bytes:
         req: FeedRequest = decode(FeedRequest, body)
-        data = await self._users.query_data(req.viewer_id)
+        try:
+            data, stale = await self._users.viewer_data(req.viewer_id, *self._viewer_wait_s)
+        except UserStoreUnavailable as exc:
+            raise ApiError(503, str(exc), retry_after_s=1) from None
         if data is None:
             raise ApiError(404, f"unknown user {req.viewer_id} (viewer_id)")
         request_id = f"{uuid.uuid4().hex[:16]}-{req.viewer_id}"
@@ -135,6 +153,8 @@ class FeedAPI:
         finally:
             clear_prefetched(user_token)
             close_request_cache(cache_token)
+        if stale:
+            response = msgspec.structs.replace(response, degraded=(USER_STORE_STALE, *response.degraded))
         return json_encoder.encode(response)
 
     # ---------------------------------------------------------------- posts

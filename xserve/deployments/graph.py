@@ -17,12 +17,14 @@ from typing import Any
 
 import ray
 
+from xserve.actors.calls import uncancelled
 from xserve.actors.hydration import PostDataClient, PostHydrationShard
 from xserve.actors.users import UserShardsClient, UserStoreShard
 from xserve.config import XServeConfig
 from xserve.deployments.metrics import RayMetricsSink
 from xserve.mixer import ForYouClients, ForYouQuery, build_for_you_pipeline, feed_response
 from xserve.schema import FeedRequest, FeedResponse
+from xserve.users.last_known import LastKnownViewers
 
 __all__ = ["NAMESPACE", "ServiceGraph", "actor_prefix", "kill_named_actors", "wall_clock_ms"]
 
@@ -79,7 +81,9 @@ class ServiceGraph:
         self.post_shards = [
             _named(PostHydrationShard, f"{prefix}-posts-{i}-of-{n}", config, i, n, now_ms()) for i in range(n)
         ]
-        self.users = UserShardsClient(self.user_shards, config.mixer.history_length)
+        self.users = UserShardsClient(
+            self.user_shards, config.mixer.history_length, LastKnownViewers(s.last_known_viewers_bytes)
+        )
         self.posts = PostDataClient(self.post_shards, self.users)
         self.thunder = ThunderClient.start(config.thunder, config.storage, prefix=f"{prefix}-thunder", detached=True)
         self.retrieval = RetrievalHandleAdapter(retrieval)
@@ -106,8 +110,8 @@ class ServiceGraph:
     async def health(self) -> dict[str, str]:
         """``"ok"`` or the error, per part; bounded by a 5 s timeout."""
         checks: dict[str, Any] = {
-            **{f"users[{i}]": a.stats.remote() for i, a in enumerate(self.user_shards)},
-            **{f"posts[{i}]": a.stats.remote() for i, a in enumerate(self.post_shards)},
+            **{f"users[{i}]": uncancelled(a.stats.remote()) for i, a in enumerate(self.user_shards)},
+            **{f"posts[{i}]": uncancelled(a.stats.remote()) for i, a in enumerate(self.post_shards)},
             "thunder": self.thunder.stats(),
             "retrieval": self._retrieval_handle.stats.remote(),
             "ranker": self._ranker_handle.stats.remote(),

@@ -178,6 +178,7 @@ class FeedIngress:
             self._graph.sinks,
             self._graph.run_pipeline,
             self._graph.now_ms,
+            viewer_wait_s=(self._base.mixer.query_hydrator_timeout_s, self._base.mixer.request_timeout_s),
         )
         self._max_body = self._base.serving.max_body_bytes
         # fixed for the replica's life (a reconfigure does not change the key or the limits: slots held by
@@ -211,7 +212,8 @@ class FeedIngress:
                 args = (*args, await self._body(request))
             return _ok(await fn(*args))
         except ApiError as exc:
-            return _error(exc.status, exc.reason)
+            retry = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+            return _error(exc.status, exc.reason, retry)
 
     # ---------------------------------------------------------------- routes
 

@@ -25,6 +25,7 @@ import msgspec
 import numpy as np
 from ray import serve
 
+from xserve.actors.calls import uncancelled
 from xserve.actors.retrieval import get_or_create_indexer, get_or_create_shards
 from xserve.config import HOUR_MS, RetrievalConfig
 from xserve.retrieval.encoders import load_encoders
@@ -73,7 +74,7 @@ class Retrieval:
         excludes = split_excludes(req.exclude_ids, len(self.shards))
         quota = shard_quota(k, len(self.shards), self.config.shard_quota_sigmas)  # as RetrievalService does
         parts = await asyncio.gather(
-            *(s.search.remote(vector, quota, now_ms, excludes[i], version) for i, s in enumerate(self.shards))
+            *(uncancelled(s.search.remote(vector, quota, now_ms, excludes[i], version)) for i, s in enumerate(self.shards))
         )
         return hits_to_posts(merge_top_k(parts, k))
 
