@@ -885,7 +885,7 @@ def main(argv: list[str] | None = None) -> int:
     fresh = args.data_dir is None
     data_dir = (work / "data" if fresh else args.data_dir).resolve()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "XSERVE__SERVING__DEMO_WORLD": json.dumps(args.world)}
+           "XSERVE__SERVING__DEMO_WORLD": args.world}  # a string field takes the raw value
     # a raylet gives its dashboard agent 15 s to start and aborts the node otherwise; a loaded machine needs longer
     env.setdefault("RAY_agent_register_timeout_ms", "120000")
     mixer = MixerConfig()

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["fsync_dir", "write_json_atomic"]
+__all__ = ["fsync_path", "write_json_atomic"]
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (a created or renamed file) durable."""
+def fsync_path(path: Path) -> None:
+    """fsync a file, or a directory (which makes its entries, a created or renamed file, durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -27,4 +27,4 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)

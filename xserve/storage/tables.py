@@ -66,6 +66,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from xserve.schema import ACTIONS, Engagement, Media, MediaKind, Post
+from xserve.storage.files import fsync_path
 
 __all__ = [
     "EDGES_SCHEMA",
@@ -339,14 +340,6 @@ def table_to_numpy(table: pa.Table) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- durability
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_changed(root: Path, since_ns: int) -> None:
     """fsync every file under ``root`` modified at or after ``since_ns``, then their directories."""
     dirs = {root}
@@ -355,13 +348,13 @@ def _fsync_changed(root: Path, since_ns: int) -> None:
             p = Path(dirpath) / fname
             try:
                 if p.stat().st_mtime_ns >= since_ns:
-                    _fsync_path(p)
+                    fsync_path(p)
                     dirs.add(Path(dirpath))
             except FileNotFoundError:  # a temp file Lance already renamed
                 continue
     for d in dirs:
-        _fsync_path(d)
-    _fsync_path(root.parent)
+        fsync_path(d)
+    fsync_path(root.parent)
 
 
 # --------------------------------------------------------------------------- the data directory
@@ -595,4 +588,4 @@ def _atomic_write(path: Path, data: bytes, fsync: bool) -> None:
             os.fsync(fh.fileno())
     os.replace(tmp, path)
     if fsync:
-        _fsync_path(path.parent)
+        fsync_path(path.parent)
