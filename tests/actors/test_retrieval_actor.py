@@ -113,3 +113,37 @@ def _synthetic_user_encoder(config):
     from xserve.retrieval.encoders import load_encoders
 
     return load_encoders(config)[0]
+
+
+def test_a_dead_shard_is_left_out_of_the_merge_and_all_dead_is_an_error(ray_cluster, tmp_path):
+    from ray import serve
+
+    from xserve.actors.retrieval import shard_actor_name
+    from xserve.deployments.retrieval import Retrieval
+    from xserve.retrieval.routing import shard_of
+
+    config = small_config(num_shards=2, embedding_dim=32)
+    corpus = make_corpus(600)
+    write_version(tmp_path, "v1", corpus, config)
+    serve.start(http_options={"port": _free_port()})
+    handle = serve.run(Retrieval.bind(str(tmp_path), msgspec.to_builtins(config), MAX_AGE_MS), name="retrieval-dead", route_prefix=None)
+    try:
+        req = _request(corpus, 0)
+        both = [p.post_id for p in handle.retrieve.remote(req).result()]
+        assert set(shard_of(np.array(both), 2).tolist()) == {0, 1}
+        ray_cluster.kill(_named_actor(ray_cluster, shard_actor_name(str(tmp_path), 1)), no_restart=True)
+        survivors = [p.post_id for p in handle.retrieve.remote(req).result()]
+        assert survivors and set(shard_of(np.array(survivors), 2).tolist()) == {0}
+        from_shard_0 = [p for p in both if shard_of(np.array([p]), 2)[0] == 0]
+        assert survivors[: len(from_shard_0)] == from_shard_0  # shard 0's best, as before, then more of it
+        ray_cluster.kill(_named_actor(ray_cluster, shard_actor_name(str(tmp_path), 0)), no_restart=True)
+        with pytest.raises(Exception, match="no retrieval shard answered"):
+            handle.retrieve.remote(req).result()
+    finally:
+        serve.delete("retrieval-dead")
+
+
+def _named_actor(ray, name: str):
+    """The actor named ``name`` in whichever namespace the replica that created it runs."""
+    (info,) = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"] == name]
+    return ray.get_actor(name, namespace=info["namespace"])

@@ -4,7 +4,9 @@ Per request: the user tower runs once, batched across concurrent requests by
 ``@serve.batch``; the current embedding version is read once; every
 ``RetrievalShard`` actor is searched in parallel for that version, each for
 its :func:`~xserve.retrieval.merge.shard_quota` of hits; the per-shard lists
-are merged (``xserve.retrieval.merge``). Live writes go
+are merged (``xserve.retrieval.merge``); a shard whose actor is dead or
+unavailable is left out of that merge rather than failing the request (its
+posts are missing, the others' are not). Live writes go
 to the data directory's one ``RetrievalIndexer`` actor: ``catch_up`` has it read
 the post catalog's logs (creates buffered and embedded in batches within
 ``flush_age_s``, deletes hidden at once), durably, with a watermark
@@ -18,11 +20,13 @@ satisfies the mixer's ``async retrieve(req) -> list[RetrievedPost]`` Protocol.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 import numpy as np
+import ray
 from ray import serve
 
 from xserve.actors.calls import uncancelled
@@ -36,6 +40,8 @@ from xserve.schema import Post, RetrievalRequest, RetrievedPost
 from xserve.storage.embeddings import EmbeddingVersions
 
 __all__ = ["Retrieval", "RetrievalHandleAdapter"]
+
+log = logging.getLogger(__name__)
 
 
 @serve.deployment(max_ongoing_requests=64)
@@ -58,6 +64,7 @@ class Retrieval:
         self._encode_user.set_batch_wait_timeout_s(self.config.user_batch_wait_s)
         self._current_version = PolledVersion(self.versions.current_name, self.config.version_poll_s)
         self.user_batch_sizes: list[int] = []  # recent @serve.batch sizes (stats)
+        self.shards_left_out = [0] * len(self.shards)  # searches merged without this shard (stats)
 
     # ------------------------------------------------------------------ reads
 
@@ -74,9 +81,22 @@ class Retrieval:
         excludes = split_excludes(req.exclude_ids, len(self.shards))
         quota = shard_quota(k, len(self.shards), self.config.shard_quota_sigmas)  # as RetrievalService does
         parts = await asyncio.gather(
-            *(uncancelled(s.search.remote(vector, quota, now_ms, excludes[i], version)) for i, s in enumerate(self.shards))
+            *(self._search(i, vector, quota, now_ms, excludes[i], version) for i in range(len(self.shards)))
         )
-        return hits_to_posts(merge_top_k(parts, k))
+        answered = [p for p in parts if p is not None]
+        if not answered:
+            raise RuntimeError("no retrieval shard answered: every shard is down or restarting")
+        return hits_to_posts(merge_top_k(answered, k))
+
+    async def _search(self, shard: int, vector: np.ndarray, quota: int, now_ms: int, exclude: Any, version: Any) -> Any:
+        """One shard's hits, or None when its actor is dead or unavailable (restarting): the merge goes on
+        without it (its posts are missing from this answer, the other shards' are not)."""
+        try:
+            return await uncancelled(self.shards[shard].search.remote(vector, quota, now_ms, exclude, version))
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            self.shards_left_out[shard] += 1
+            log.debug("retrieval shard %d left out: %s", shard, type(exc).__name__)
+            return None
 
     # ------------------------------------------------------------------ writes
 
@@ -104,6 +124,7 @@ class Retrieval:
             "version": self._current_version(),
             "buffered": indexer["buffered"],
             "indexer": indexer,
+            "shards_left_out": list(self.shards_left_out),
             "user_batches": len(sizes),
             "mean_user_batch": float(np.mean(sizes)) if sizes else 0.0,
             "shards": shard_stats,
