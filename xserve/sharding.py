@@ -7,11 +7,15 @@ mix spreads any id pattern evenly).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import numpy as np
 
-__all__ = ["shard_array", "shard_for", "shards_for"]
+__all__ = ["group_by_shard", "shard_array", "shard_for", "shards_for"]
+
+T = TypeVar("T")
 
 _MIX = 0x9E3779B97F4A7C15  # 2**64 / golden ratio (Fibonacci hashing)
 _MASK = (1 << 64) - 1
@@ -29,6 +33,14 @@ def shards_for(keys: Iterable[int], num_shards: int) -> set[int]:
     if num_shards <= 1:
         return {0}
     return {shard_for(a, num_shards) for a in keys}
+
+
+def group_by_shard(items: Iterable[T], num_shards: int, key: Callable[[T], int] = int) -> dict[int, list[T]]:
+    """``items`` grouped by the shard owning ``key(item)``, in their order within each shard."""
+    groups: dict[int, list[T]] = defaultdict(list)
+    for item in items:
+        groups[shard_for(key(item), num_shards)].append(item)
+    return groups
 
 
 def shard_array(keys: np.ndarray, num_shards: int) -> np.ndarray:

@@ -327,6 +327,17 @@ def test_shard_for_is_stable_even_and_the_fan_out_skips_unneeded_shards():
     assert shards_to_ask(request(range(1, 50)), cfg) == [0, 1, 2, 3]
 
 
+def test_group_by_shard_keeps_order_within_each_shard():
+    from xserve.sharding import group_by_shard, shard_for
+
+    ids = [7, 3, 11, 3, 40, 2]
+    groups = group_by_shard(ids, 3)
+    assert sorted(x for g in groups.values() for x in g) == sorted(ids)
+    for s, members in groups.items():
+        assert members == [i for i in ids if shard_for(i, 3) == s]
+    assert group_by_shard([("a", 5)], 3, key=lambda kv: kv[1]) == {shard_for(5, 3): [("a", 5)]}
+
+
 # ---------------------------------------------------------------- cached answers vs later writes
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from xserve.actors.users import UserShardsClient
 from xserve.config import XServeConfig
 from xserve.hydration import CatalogEvent, PostCatalog
 from xserve.schema import Post, PostCreated, PostDeleted, PostLabelsSet, QuotedPostDeleted, UserProfile
-from xserve.sharding import shard_for
+from xserve.sharding import group_by_shard, shard_for
 from xserve.storage.event_log import EventLog
 from xserve.storage.log_tail import LogTail
 
@@ -136,9 +135,7 @@ class PostDataClient:
         self._users = users
 
     async def _fetch(self, post_ids: Sequence[int]) -> dict[int, Post]:
-        by_shard: dict[int, list[int]] = defaultdict(list)
-        for pid in post_ids:
-            by_shard[shard_for(pid, len(self._shards))].append(pid)
+        by_shard = group_by_shard(post_ids, len(self._shards))
         answers = await asyncio.gather(*(uncancelled(self._shards[s].get.remote(ids)) for s, ids in by_shard.items()))
         out: dict[int, Post] = {}
         for answer in answers:
@@ -177,9 +174,7 @@ class PostDataClient:
 
     async def write(self, events: Sequence[CatalogEvent]) -> None:
         """Log and apply ``events`` on the shards of their posts; durable when this returns."""
-        by_shard: dict[int, list[CatalogEvent]] = defaultdict(list)
-        for event in events:
-            by_shard[shard_for(_post_id(event), len(self._shards))].append(event)
+        by_shard = group_by_shard(events, len(self._shards), _post_id)
         await asyncio.gather(*(uncancelled(self._shards[s].apply.remote(evs)) for s, evs in by_shard.items()))
 
 

@@ -49,7 +49,7 @@ from xserve.schema import (
     UserQueryData,
     UserUpserted,
 )
-from xserve.sharding import shard_for
+from xserve.sharding import group_by_shard, shard_for
 from xserve.storage.event_log import EventLog
 from xserve.users import UserStore, event_user_ids
 from xserve.users.last_known import LastKnownViewers
@@ -252,9 +252,7 @@ class UserShardsClient:
         await uncancelled(self._shard(user_id).apply.remote([Served(user_id, tuple(post_ids), served_at_ms)], True))
 
     async def profiles(self, user_ids: Sequence[int]) -> dict[int, UserProfile]:
-        by_shard: dict[int, list[int]] = defaultdict(list)
-        for u in user_ids:
-            by_shard[shard_for(u, len(self._shards))].append(u)
+        by_shard = group_by_shard(user_ids, len(self._shards))
         answers = await asyncio.gather(*(uncancelled(self._shards[s].profiles.remote(ids)) for s, ids in by_shard.items()))
         out: dict[int, UserProfile] = {}
         for answer in answers:
