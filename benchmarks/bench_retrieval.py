@@ -67,6 +67,16 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
+def timed_ms(fn, queries) -> tuple[list, list[float]]:
+    """``fn(q)`` for each query: the answers and each call's wall time in ms."""
+    answers, lat = [], []
+    for q in queries:
+        t = time.perf_counter()
+        answers.append(fn(q))
+        lat.append((time.perf_counter() - t) * 1000)
+    return answers, lat
+
+
 def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:
     """(Q, k) row indices of the exact top-k by dot product (chunked so memory stays small)."""
     out = np.empty((len(queries), k), dtype=np.int64)
@@ -156,11 +166,7 @@ def ray_fanout(data_dir: Path, cfg: RetrievalConfig, max_age: int, users: np.nda
         search = lambda q: merge_top_k(ray.get([x.search.remote(q, quota, NOW_MS) for x in actors]), k)  # noqa: E731
         for q in users[:5]:
             search(q)  # actors up, tables open, caches warm
-        found, lat = [], []
-        for q in users:
-            t = time.perf_counter()
-            found.append(search(q).post_ids)
-            lat.append((time.perf_counter() - t) * 1000)
+        found, lat = timed_ms(lambda q: search(q).post_ids, users)
         line("fanout_ray_recall_at_100", recall_at(found, truth, min(100, k)))
         line("fanout_ray_p50_ms", pct(lat, 50), "ms")
         line("fanout_ray_p99_ms", pct(lat, 99), "ms")
@@ -217,12 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         k = min(a.k, int(fresh.sum()))
         truth_all = post_ids[exact_top(vectors, users, k)]
         truth_fresh = post_ids[exact_top(vectors, users, k, fresh)]
-        lat = []
-        for q in users[: min(50, a.queries)]:
-            t = time.perf_counter()
-            s = vectors @ q
-            np.argpartition(-s, k - 1)[:k]
-            lat.append((time.perf_counter() - t) * 1000)
+        _, lat = timed_ms(lambda q: np.argpartition(-(vectors @ q), k - 1)[:k], users[: min(50, a.queries)])
         line("exact_p50_ms", pct(lat, 50), "ms")
         line("exact_p99_ms", pct(lat, 99), "ms")
 
@@ -283,11 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         m0 = (owner == 0) & fresh
         k0 = min(k, int(m0.sum()))
         truth0 = post_ids[exact_top(vectors, users, k0, m0)]
-        found, lat = [], []
-        for q in users:
-            t = time.perf_counter()
-            found.append(shard0.search(q, k0, NOW_MS).post_ids)
-            lat.append((time.perf_counter() - t) * 1000)
+        found, lat = timed_ms(lambda q: shard0.search(q, k0, NOW_MS).post_ids, users)
         line("shard_recall_at_100", recall_at(found, truth0, min(100, k0)))
         line("shard_p50_ms", pct(lat, 50), "ms")
         line("shard_p99_ms", pct(lat, 99), "ms")
@@ -338,11 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             for s, rows in batcher.drain().items():
                 service.shards[s].upsert(rows, NOW_MS)
         line("upsert_rows_per_s", a.upsert_rows / (time.perf_counter() - t), "rows/s")
-        lat = []
-        for q in users[:50]:
-            t = time.perf_counter()
-            service.search_vector(q, k, NOW_MS)
-            lat.append((time.perf_counter() - t) * 1000)
+        _, lat = timed_ms(lambda q: service.search_vector(q, k, NOW_MS), users[:50])
         line("fanout_unindexed_p99_ms", pct(lat, 99), "ms")
         worker = threading.Thread(target=lambda: [s.maintain(NOW_MS) for s in service.shards])
         lat = []
@@ -358,11 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         worker.join()
         line("maintenance_s", time.perf_counter() - t_m, "s")
         line("fanout_p99_during_maintenance_ms", pct(lat, 99), "ms")
-        lat = []
-        for q in users[:50]:
-            t = time.perf_counter()
-            service.search_vector(q, k, NOW_MS)
-            lat.append((time.perf_counter() - t) * 1000)
+        _, lat = timed_ms(lambda q: service.search_vector(q, k, NOW_MS), users[:50])
         line("fanout_p50_after_maintenance_ms", pct(lat, 50), "ms")
         line("fanout_p99_after_maintenance_ms", pct(lat, 99), "ms")  # includes the first, cold, queries
         service.close()
