@@ -37,10 +37,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xserve.config import PhoenixConfig, RankerServingConfig  # noqa: E402
-from xserve.phoenix.embeddings import PhoenixHasher  # noqa: E402
-from xserve.phoenix.features import Featurizer  # noqa: E402
-from xserve.phoenix.ranker import PhoenixRanker, ffn_hidden_size  # noqa: E402
-from xserve.phoenix.runner import RankerRunner  # noqa: E402
+from xserve.phoenix.model.embeddings import PhoenixHasher  # noqa: E402
+from xserve.phoenix.model.features import Featurizer  # noqa: E402
+from xserve.phoenix.model.ranker import PhoenixRanker, ffn_hidden_size  # noqa: E402
+from xserve.phoenix.serving.runner import RankerRunner  # noqa: E402
 from xserve.schema import ACTIONS, HistoryItem, ProductSurface, RankCandidate, RankRequest  # noqa: E402
 
 NOW = 1_700_000_000_000
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ours, reference = runner(True), runner(False)
     vllm = None
     if args.vllm:
-        from xserve.phoenix.vllm_backend import VLLMRankerBackend
+        from xserve.phoenix.serving.vllm_backend import VLLMRankerBackend
 
         vllm = VLLMRankerBackend(model, featurizer, ours.serving, version="bench")
     out: dict[str, float] = {}

@@ -2,14 +2,14 @@
 """Retrieval benchmark: ANN recall against brute force, shard and fan-out latency, upserts, backfill.
 
 Seeded and self-contained: a corpus of clustered unit vectors from
-:class:`~xserve.retrieval.synthetic.ClusteredEncoder` (a mixture of Gaussians on
+:class:`~xserve.synth.encoder.ClusteredEncoder` (a mixture of Gaussians on
 the sphere, the geometry of trained two-tower embeddings; uniformly random
 vectors would mislead the index tuning), user vectors built like the user
 tower's (the mean of a few engaged posts of one to three authors), LanceDB
 shard tables written and indexed as serving uses them, and exact top-k by NumPy
 brute force computed in the same run as the baseline.
 
-Fan-out = the in-process :class:`~xserve.retrieval.service.RetrievalService`
+Fan-out = the in-process :class:`~xserve.retrieval.fanout.RetrievalFanout`
 (every shard's quota awaited on one event loop, the same per-shard search the
 Ray actors run); ``*.before`` = the previous defaults (one sync search of the full k
 per shard on a thread, nprobes 40), timed query by query alternately with the
@@ -46,15 +46,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from xserve.config import HOUR_MS, MixerConfig, RetrievalConfig, XServeConfig  # noqa: E402
+from xserve.clock import HOUR_MS  # noqa: E402
+from xserve.config import MixerConfig, RetrievalConfig, XServeConfig  # noqa: E402
 from xserve.retrieval.batcher import UpsertBatcher  # noqa: E402
 from xserve.retrieval.merge import merge_top_k, shard_quota  # noqa: E402
-from xserve.retrieval.routing import shard_of  # noqa: E402
-from xserve.retrieval.service import RetrievalService  # noqa: E402
+from xserve.sharding import shard_array  # noqa: E402
+from xserve.retrieval.fanout import RetrievalFanout  # noqa: E402
 from xserve.retrieval.shard import ShardSearcher  # noqa: E402
-from xserve.retrieval.synthetic import ClusteredEncoder  # noqa: E402
+from xserve.synth.encoder import ClusteredEncoder  # noqa: E402
 from xserve.schema import HistoryItem, Post, RetrievalRequest, ShardHits  # noqa: E402
-from xserve.storage.embeddings import EmbeddingVersions  # noqa: E402
+from xserve.storage.lance.embeddings import EmbeddingVersions  # noqa: E402
 
 NOW_MS = 1_800_000_000_000
 
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             line("backfill_total_s", summary["seconds"], "s")
         # ------------------------------------------------------------ write + index
         versions = EmbeddingVersions(tmp)
-        owner = shard_of(post_ids, a.shards)
+        owner = shard_array(post_ids, a.shards)
         cached = Path(a.corpus_cache) / corpus_key(a, cfg) if a.corpus_cache else None
         if cached is not None and (cached / "MANIFEST.json").exists():
             versions.root.mkdir(parents=True, exist_ok=True)
@@ -290,13 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         line("shard_p99_ms", pct(lat, 99), "ms")
 
         # ------------------------------------------------------------ fan-out: current settings vs the previous ones (+ sweep)
-        service = RetrievalService(searchers(max_age), enc, cfg, versions.current_name)
+        service = RetrievalFanout(searchers(max_age), enc, cfg, versions.current_name)
         variants: dict[str, object] = {"": service, ".before": ThreadFanout(searchers(max_age, msgspec.structs.replace(cfg, **BEFORE)))}
         for spec in (x for x in a.sweep.split(";") if x):
             kv = dict(item.split("=", 1) for item in spec.split(","))
             threads = kv.pop("fanout", "async") == "threads"
             c = msgspec.convert({**msgspec.to_builtins(cfg), **kv}, RetrievalConfig, strict=False)
-            variants[f".{spec}"] = ThreadFanout(searchers(max_age, c)) if threads else RetrievalService(searchers(max_age, c), enc, c, versions.current_name)
+            variants[f".{spec}"] = ThreadFanout(searchers(max_age, c)) if threads else RetrievalFanout(searchers(max_age, c), enc, c, versions.current_name)
         timed = timed_alternately(variants, users, k)
         for label, (found, lat, cpu) in timed.items():
             line(f"recall_at_100{label}", recall_at(found, truth_fresh, min(100, k)))
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             if label:
                 v.close()
         # no recency rule: an unbounded age over the same tables, against the exact top-k of every row
-        norule = RetrievalService(searchers(100 * 365 * 24 * HOUR_MS), enc, cfg, versions.current_name)
+        norule = RetrievalFanout(searchers(100 * 365 * 24 * HOUR_MS), enc, cfg, versions.current_name)
         found, lat, _ = timed_alternately({"": norule}, users, k)[""]
         norule.close()
         line("norule_recall_at_100", recall_at(found, truth_all, min(100, k)))

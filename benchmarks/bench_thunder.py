@@ -29,11 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from xserve.clock import HOUR_MS  # noqa: E402
 from xserve.config import ThunderConfig  # noqa: E402
 from xserve.schema import InNetworkRequest, Media, MediaKind, Post, PostCreated, PostEvent  # noqa: E402
-from xserve.thunder.post_store import PostStore  # noqa: E402
+from xserve.thunder.store import ThunderStore  # noqa: E402
 
-HOUR_MS = 3_600_000
 NOW_MS = 1_800_000_000_000
 
 
@@ -94,7 +94,7 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def time_queries(store: PostStore, reqs: list[InNetworkRequest], repeats: int) -> dict[str, float]:
+def time_queries(store: ThunderStore, reqs: list[InNetworkRequest], repeats: int) -> dict[str, float]:
     """Wall-clock and CPU-time (this thread only: robust to a busy machine) percentiles in microseconds.
 
     The first pass over ``reqs`` is reported on its own (``cold_*``): the store
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         store = None
         gc.collect()
         rss0 = _rss_mb()
-        store = PostStore(cfg)
+        store = ThunderStore(cfg)
         t0 = time.perf_counter()
         for i in range(0, len(events), 10_000):
             store.apply(events[i : i + 10_000], NOW_MS)

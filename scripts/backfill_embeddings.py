@@ -37,9 +37,10 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from xserve import clock
 from xserve.config import ConfigError, RetrievalConfig, XServeConfig, load_config  # noqa: E402
-from xserve.retrieval.routing import shard_of  # noqa: E402
-from xserve.storage.embeddings import EmbeddingShard, EmbeddingVersions, VersionError  # noqa: E402
+from xserve.sharding import shard_array  # noqa: E402
+from xserve.storage.lance.embeddings import EmbeddingShard, EmbeddingVersions, VersionError  # noqa: E402
 
 __all__ = ["EmbedPosts", "main", "run_backfill"]
 
@@ -75,7 +76,7 @@ class EmbedPosts:
             "author_id": author_ids,
             "created_at_ms": batch["created_at_ms"].to_numpy().astype(np.int64),
             REPLY_COLUMN: replies,
-            "shard": shard_of(post_ids, self.num_shards),
+            "shard": shard_array(post_ids, self.num_shards),
             "vector": np.asarray(self.encoder.encode_posts(post_ids, author_ids), dtype=np.float32),  # (N, D)
         }
 
@@ -145,7 +146,7 @@ def _posts_dataset(ray_data: Any, data_dir: Path, posts: str | None) -> tuple[An
         columns = POST_COLUMNS + ([REPLY_COLUMN] if REPLY_COLUMN in source.schema.names else [])
         return ray_data.read_parquet(str(path), columns=columns), source.count_rows()
     try:
-        from xserve.storage.tables import DataDir  # the data directory's posts table
+        from xserve.storage.lance.tables import DataDir  # the data directory's posts table
     except ImportError:
         raise FileNotFoundError("no --posts given and this build has no posts table reader; pass --posts") from None
     table = DataDir(data_dir, create=False).read_posts(columns=POST_COLUMNS + [REPLY_COLUMN])
@@ -178,7 +179,7 @@ def run_backfill(
     data_dir = Path(data_dir)
     versions = EmbeddingVersions(data_dir)
     version = EmbeddingVersions.check_name(version or time.strftime("b%Y%m%dT%H%M%S", time.gmtime()))
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    now_ms = clock.now_ms() if now_ms is None else now_ms
     cutoff = now_ms - config.mixer.max_post_age_ms
     t0 = time.perf_counter()
     with _backfill_lock(versions.root):

@@ -81,6 +81,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from xserve import clock
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
@@ -94,9 +96,6 @@ def _say(quiet: bool, msg: str) -> None:
     if not quiet:
         print(f"chaos: {msg}", file=sys.stderr, flush=True)
 
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # --------------------------------------------------------------------------- the app in a child process
@@ -329,7 +328,7 @@ class Load:
             elif kind == "engage" and self.seen:
                 pid, author = self.rng.choice(self.seen)
                 await self.request("engage", "POST", "/v1/engagements", {
-                    "user_id": writer, "post_id": pid, "author_id": author, "action": "favorite", "timestamp_ms": _now_ms()})
+                    "user_id": writer, "post_id": pid, "author_id": author, "action": "favorite", "timestamp_ms": clock.now_ms()})
             else:
                 target = self.rng.choice([w for w in self.writers if w != writer])
                 method = self.rng.choice(("PUT", "DELETE"))
@@ -653,7 +652,7 @@ class Chaos:
             last = r
         if last is None:
             raise RuntimeError(f"{fault.name}: the probes' feeds stay degraded before the fault")
-        now = _now_ms()
+        now = clock.now_ms()
         return Probe(last.ids, now, await asyncio.to_thread(fault.read, now, set(new)))
 
     async def run_fault(self, http: httpx.AsyncClient, load: Load, name: str) -> Result:
@@ -726,7 +725,7 @@ class Chaos:
     async def check_state(self, http: httpx.AsyncClient, fault: Fault, base: Probe, new: set[int], res: Result) -> None:
         """``new``: every post the writers created (some may have reached the part only after the baseline)."""
         r = await self.clean_round(http, 20)
-        now = _now_ms()
+        now = clock.now_ms()
         if r is None:
             res.mismatch = "no probe round without degraded parts after recovery"
             return

@@ -27,6 +27,8 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 
+from xserve import clock
+
 ACTIONS = ("favorite", "click", "dwell", "reply", "repost", "profile_click", "not_interested")
 
 
@@ -69,7 +71,7 @@ async def client_loop(http: httpx.AsyncClient, rng: random.Random, args, stats: 
         elif op == "engage":
             pid, author = rng.choice(seen_posts)
             body = {"user_id": viewer, "post_id": pid, "author_id": author, "action": rng.choice(ACTIONS),
-                    "timestamp_ms": int(time.time() * 1000)}
+                    "timestamp_ms": clock.now_ms()}
             method, path = "POST", "/v1/engagements"
         elif op == "post":
             method, path, body = "POST", "/v1/posts", {"author_id": viewer, "text": f"load test post {rng.getrandbits(32)}"}

@@ -28,7 +28,7 @@ def tiny_world(tmp_path_factory):
     Read-only: a test that serves or writes copies it first (:func:`copy_world`).
     Preparing costs ~40 s here (mostly training), so the modules that run the whole app share it.
     """
-    pytest.importorskip("xserve.phoenix.train", reason="model training (phoenix branch) is not on this tree")
+    pytest.importorskip("xserve.phoenix.training.train", reason="model training (phoenix branch) is not on this tree")
     from xserve.app import prepare_data_dir
     from xserve.config import load_config
 

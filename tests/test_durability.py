@@ -183,7 +183,7 @@ def _history(app: App, user: int) -> dict[int, set[str]]:
 def _thunder_post_ids(data_dir: Path) -> tuple[set[int], set[int]]:
     """(created, deleted) post ids in Thunder's event log."""
     from xserve.schema import PostCreated, PostDeleted
-    from xserve.storage.event_log import EventLog
+    from xserve.storage.log.event_log import EventLog
 
     created, deleted = set(), set()
     for _, _, event in EventLog(data_dir / "thunder" / "events").read():
@@ -197,7 +197,7 @@ def _thunder_post_ids(data_dir: Path) -> tuple[set[int], set[int]]:
 def _retrievable(data_dir: Path) -> set[int]:
     """Post ids in the current embedding version's shard tables (what retrieval searches)."""
     from xserve.config import RetrievalConfig
-    from xserve.storage.embeddings import EmbeddingVersions
+    from xserve.storage.lance.embeddings import EmbeddingVersions
 
     versions = EmbeddingVersions(data_dir)
     info = versions.current()
@@ -284,10 +284,10 @@ def test_acknowledged_writes_survive_kill_9_and_the_write_in_flight_is_all_or_no
 
         # what a kill can leave, made certain: the catalog logged a post, and Thunder and retrieval were
         # never told (opening the log for writing also shows the killed writer's lock is free) ...
-        from xserve.actors.hydration import catalog_log_dir
-        from xserve.hydration import CatalogEvent
+        from xserve.actors.posts import catalog_log_dir
+        from xserve.posts import CatalogEvent
         from xserve.schema import Post, PostCreated
-        from xserve.storage.event_log import EventLog
+        from xserve.storage.log.event_log import EventLog
 
         orphan = Post(post_id=ORPHAN_POST, author_id=EVE, created_at_ms=int(time.time() * 1000), text="orphan")
         with EventLog(catalog_log_dir(data_dir, 0, 1), writer=True, event_type=CatalogEvent, lock_wait_s=10) as catalog:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xserve.storage import DataDir, posts_to_table
-from xserve.storage.import_log import LogFormatError, import_log, read_log, validate_log
+from xserve.storage.engagement_import import LogFormatError, import_log, read_log, validate_log
 from xserve.schema import Post
 
 NOW = 1_790_000_000_000

@@ -1,4 +1,4 @@
-"""Import contracts: the layer rules of ARCHITECTURE.md, checked on every module under ``xserve/``.
+"""Import contracts: the layer rules of docs/architecture.md, checked on every module under ``xserve/``.
 
 An AST walk (every ``import`` and ``from ... import``, including imports inside
 functions and relative ones) rather than import-linter, so the rules read as
@@ -7,7 +7,7 @@ plain Python and apply to packages added later without editing a config:
 * ``xserve.pipeline`` imports only the standard library and itself;
 * ``ray`` only in ``xserve/actors/``, ``xserve/deployments/`` and ``xserve/app.py``;
 * ``lancedb`` only in ``xserve/storage/``;
-* ``torch`` never in ``pipeline``, ``mixer``, ``thunder``, ``storage`` (nor schema/config);
+* ``torch`` never in ``pipeline``, ``mixer``, ``thunder``, ``posts``, ``users``, ``storage`` (nor schema, config, sharding, clock);
 * lower layers never import higher ones (``LAYERS``); a new top-level module
   must be given a layer here before it can be imported from a lower one.
 """
@@ -23,17 +23,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 # top-level module or package of xserve -> layer; lower never imports higher
 LAYERS = {
-    "schema": 0, "config": 0, "sharding": 0,
+    "schema": 0, "config": 0, "sharding": 0, "clock": 0,
     "pipeline": 1,
-    "mixer": 2, "thunder": 2, "store": 2, "phoenix": 2, "storage": 2, "synth": 2,
-    "retrieval": 2, "users": 2, "hydration": 2,
+    "mixer": 2, "thunder": 2, "phoenix": 2, "storage": 2, "synth": 2,
+    "retrieval": 2, "users": 2, "posts": 2,
     "actors": 3, "deployments": 3,
     "app": 4,
     "cli": 5, "__main__": 5,
 }
 RAY_ALLOWED = ("actors", "deployments", "app")
 LANCEDB_ALLOWED = ("storage",)
-TORCH_FORBIDDEN = ("schema", "config", "pipeline", "mixer", "thunder", "store", "storage")
+TORCH_FORBIDDEN = ("schema", "config", "sharding", "clock", "pipeline", "mixer", "thunder", "posts", "users", "storage")
 
 
 def imports(path: Path, module: str) -> Iterator[tuple[int, str]]:
@@ -100,8 +100,8 @@ def test_the_checker_catches_each_kind_of_violation(tmp_path: Path):
         "xserve/pipeline/stages.py": "import asyncio\nfrom ..schema import Post\n",
         "xserve/mixer/filters.py": "import xserve.pipeline\ndef f():\n    import ray\n    from xserve.actors import a\n",
         "xserve/thunder/store.py": "import torch.nn\nfrom xserve import app\n",
-        "xserve/phoenix/ranker.py": "import torch\nimport lancedb\n",
-        "xserve/storage/tables.py": "import lancedb\nfrom xserve.newthing import y\n",
+        "xserve/phoenix/model/ranker.py": "import torch\nimport lancedb\n",
+        "xserve/storage/lance/tables.py": "import lancedb\nfrom xserve.newthing import y\n",
         "xserve/actors/thunder.py": "import ray\nfrom xserve.thunder.store import S\n",
     }
     for rel, text in files.items():
@@ -111,10 +111,10 @@ def test_the_checker_catches_each_kind_of_violation(tmp_path: Path):
     expected = [
         "xserve/mixer/filters.py:3: xserve.mixer.filters imports ray (ray only",
         "xserve/mixer/filters.py:4: xserve.mixer.filters imports xserve.actors (layer 2 must not import layer 3)",
-        "xserve/phoenix/ranker.py:2: xserve.phoenix.ranker imports lancedb (lancedb only in storage)",
+        "xserve/phoenix/model/ranker.py:2: xserve.phoenix.model.ranker imports lancedb (lancedb only in storage)",
         "xserve/pipeline/__init__.py:2: xserve.pipeline imports msgspec (xserve.pipeline may import only",
         "xserve/pipeline/stages.py:2: xserve.pipeline.stages imports xserve.schema (xserve.pipeline may import only",
-        "xserve/storage/tables.py:2: xserve.storage.tables imports xserve.newthing (give xserve.newthing a layer",
+        "xserve/storage/lance/tables.py:2: xserve.storage.lance.tables imports xserve.newthing (give xserve.newthing a layer",
         "xserve/thunder/store.py:1: xserve.thunder.store imports torch.nn (no torch in thunder)",
         "xserve/thunder/store.py:2: xserve.thunder.store imports xserve.app (layer 2 must not import layer 4)",
     ]

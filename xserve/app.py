@@ -22,6 +22,7 @@ from typing import Any
 
 from ray.serve import Application
 
+from xserve import clock
 from xserve.config import ConfigError, XServeConfig, config_to_dict, load_config, merge_config
 
 __all__ = ["app", "build_app", "ingress_options", "prepare_data_dir", "serve_forever", "with_models"]
@@ -54,7 +55,7 @@ def prepare_data_dir(config: XServeConfig, progress: bool = True) -> dict[str, A
             done["seed_s"] = round(time.perf_counter() - started, 1)
         done.update(_ensure_models(config, dd, progress))
     world_now = dd.meta().get("world", {}).get("now_ms")
-    if world_now is not None and time.time_ns() // 1_000_000 - world_now > config.mixer.max_post_age_ms:
+    if world_now is not None and clock.now_ms() - world_now > config.mixer.max_post_age_ms:
         _say(f"the demo world in {path} is older than mixer.max_post_age_ms: its posts are too old to be candidates; "
              "`xserve seed --force` makes a fresh one")
     return done
@@ -62,7 +63,7 @@ def prepare_data_dir(config: XServeConfig, progress: bool = True) -> dict[str, A
 
 def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, Any]:
     """Train the ranker and towers, index the posts for retrieval and fill Thunder's log, unless done."""
-    from xserve.phoenix.train import RANKER_FILE, TOWERS_FILE, train
+    from xserve.phoenix.training.train import RANKER_FILE, TOWERS_FILE, train
 
     done: dict[str, Any] = {}
     models = _models_dir(config)
@@ -74,9 +75,9 @@ def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, A
         train(dd.read_engagements(), dd.read_posts(), quick, out_dir=models, progress=progress)
         done["train_s"] = round(time.perf_counter() - started, 1)
     served = with_models(config)
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = clock.now_ms()
     recent = None
-    from xserve.storage.embeddings import EmbeddingVersions
+    from xserve.storage.lance.embeddings import EmbeddingVersions
 
     if EmbeddingVersions(config.storage.data_dir).current_name() is None:
         started = time.perf_counter()
@@ -104,7 +105,7 @@ def _models_dir(config: XServeConfig) -> Path:
 
 def with_models(config: XServeConfig) -> XServeConfig:
     """``config`` serving the data directory's trained models where it names none."""
-    from xserve.phoenix.train import RANKER_FILE, TOWERS_FILE
+    from xserve.phoenix.training.train import RANKER_FILE, TOWERS_FILE
 
     models = _models_dir(config)
     changes: dict[str, Any] = {}
@@ -116,7 +117,7 @@ def with_models(config: XServeConfig) -> XServeConfig:
 
 
 def _recent_posts(dd: Any, min_created_at_ms: int) -> list[Any]:
-    from xserve.storage.post_lookup import PostTableLookup
+    from xserve.storage.lance.post_lookup import PostTableLookup
 
     return PostTableLookup(dd.path).recent(min_created_at_ms)
 
@@ -131,8 +132,8 @@ def _index_posts(config: XServeConfig, posts: list[Any], now_ms: int, progress: 
     from tqdm import tqdm
 
     from xserve.retrieval.encoders import load_encoders
-    from xserve.retrieval.routing import shard_of
-    from xserve.storage.embeddings import EmbeddingVersions
+    from xserve.sharding import shard_array
+    from xserve.storage.lance.embeddings import EmbeddingVersions
 
     rcfg = config.retrieval
     _, encoder, model_version = load_encoders(rcfg)
@@ -143,7 +144,7 @@ def _index_posts(config: XServeConfig, posts: list[Any], now_ms: int, progress: 
     ids = np.array([p.post_id for p in posts], dtype=np.int64)
     authors = np.array([p.author_id for p in posts], dtype=np.int64)
     created = np.array([p.created_at_ms for p in posts], dtype=np.int64)
-    owner = shard_of(ids, rcfg.num_shards)
+    owner = shard_array(ids, rcfg.num_shards)
     for s, shard in enumerate(tqdm(shards, desc="indexing posts", unit="shard", disable=not progress)):
         mine = np.nonzero(owner == s)[0]
         vectors = [encoder.encode_posts(ids[c], authors[c]) for c in np.array_split(mine, max(1, len(mine) // 8192))]

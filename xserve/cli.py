@@ -80,7 +80,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from xserve.storage import DataDirError
-    from xserve.storage.import_log import import_log, read_log
+    from xserve.storage.engagement_import import import_log, read_log
 
     try:
         table = read_log(args.input)  # a bad file fails before the data directory is opened
@@ -146,7 +146,7 @@ def _engagement_tables(data_dir: str):
 
     if not Path(data_dir).is_dir():
         raise CliError(f"no data directory at {data_dir}; {_NO_DATA}")
-    from xserve.storage.tables import DataDir
+    from xserve.storage.lance.tables import DataDir
 
     dd = DataDir(data_dir, create=False)
     if dd.count("engagements") == 0:
@@ -159,7 +159,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from xserve.phoenix.train import train
+    from xserve.phoenix.training.train import train
 
     config = _config(args)
     started = time.perf_counter()
@@ -183,8 +183,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     import msgspec
 
-    from xserve.phoenix.evaluate import evaluate
-    from xserve.phoenix.train import RANKER_FILE, TOWERS_FILE, load_ranker, load_towers, prepare
+    from xserve.phoenix.training.evaluate import evaluate
+    from xserve.phoenix.training.train import RANKER_FILE, TOWERS_FILE, load_ranker, load_towers, prepare
 
     config = _config(args)
     models = Path(config.storage.data_dir) / "models"

@@ -26,6 +26,8 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct
 
+from xserve.clock import HOUR_MS
+
 __all__ = [
     "ConfigError",
     "MixerConfig",
@@ -43,8 +45,6 @@ __all__ = [
     "load_config",
     "merge_config",
 ]
-
-HOUR_MS = 3_600_000
 
 
 class _Section(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -247,7 +247,7 @@ class ServingConfig(_Section):
     max_history_items: int = 256  # aggregated engagement-sequence entries kept per user (newest)
     max_served_ids: int = 200  # served-history post ids kept per user (newest)
     max_edges_per_kind: int = 20_000  # follows (or blocks, mutes, subscriptions) per user; more is refused
-    num_hydration_shards: int = 1  # PostHydrationShard actors, posts sharded by id
+    num_hydration_shards: int = 1  # PostCatalogShard actors, posts sharded by id
     hydration_cache_size: int = 400_000  # posts held by each hydration shard's LRU
     max_body_bytes: int = 1 << 20  # larger request bodies are refused with 413
     host: str = "127.0.0.1"  # HTTP bind address (0.0.0.0 on a cluster head)

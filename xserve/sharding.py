@@ -1,8 +1,12 @@
-"""Which shard owns an id: Thunder shards by author id, the user store by user id, the post catalog by post id.
+"""Which shard owns an id, the one definition: Thunder shards by author id, the user store by user id,
+the post catalog and retrieval by post id.
 
-A pure, process-independent function (Python's ``hash`` of an int is stable,
-but sequential ids would land on shards round-robin by id; a multiplicative
-mix spreads any id pattern evenly).
+``splitmix64`` (Steele et al. 2014) mixes the id, so sequential ids spread
+evenly, then ``% num_shards``. Process-independent and the same on every
+machine. The live path, the backfill and every reader must agree: changing it
+(or a shard count) needs a backfill into a new embedding version and a new
+data directory for the stores' logs. The Bloom filters of ``xserve.mixer.bloom``
+use the same ``splitmix64``.
 """
 
 from __future__ import annotations
@@ -13,19 +17,44 @@ from typing import TypeVar
 
 import numpy as np
 
-__all__ = ["group_by_shard", "shard_array", "shard_for", "shards_for"]
+__all__ = ["group_by_shard", "shard_array", "shard_for", "shards_for", "splitmix64", "splitmix64_array"]
 
 T = TypeVar("T")
 
-_MIX = 0x9E3779B97F4A7C15  # 2**64 / golden ratio (Fibonacci hashing)
 _MASK = (1 << 64) - 1
+_GOLDEN, _MUL1, _MUL2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_SHIFTS = (30, 27, 31)
+
+
+def splitmix64(x: int) -> int:
+    """The splitmix64 finaliser of one unsigned 64-bit integer (``x`` is taken mod 2**64)."""
+    z = (x + _GOLDEN) & _MASK
+    z = ((z ^ (z >> _SHIFTS[0])) * _MUL1) & _MASK
+    z = ((z ^ (z >> _SHIFTS[1])) * _MUL2) & _MASK
+    return z ^ (z >> _SHIFTS[2])
+
+
+def splitmix64_array(x: np.ndarray) -> np.ndarray:
+    """``splitmix64`` elementwise on a uint64 array (int64 input is reinterpreted; arithmetic wraps)."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(x).astype(np.uint64) + np.uint64(_GOLDEN)
+        z = (z ^ (z >> np.uint64(_SHIFTS[0]))) * np.uint64(_MUL1)
+        z = (z ^ (z >> np.uint64(_SHIFTS[1]))) * np.uint64(_MUL2)
+        return z ^ (z >> np.uint64(_SHIFTS[2]))
 
 
 def shard_for(key: int, num_shards: int) -> int:
     """The shard index in ``[0, num_shards)`` that owns ``key``."""
-    if num_shards <= 1:
-        return 0
-    return (((key * _MIX) & _MASK) >> 32) % num_shards
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    return splitmix64(key & _MASK) % num_shards
+
+
+def shard_array(keys: np.ndarray | Iterable[int], num_shards: int) -> np.ndarray:
+    """``shard_for`` over an int64 array: an int64 array of shard indices, shape of the input."""
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    return (splitmix64_array(np.asarray(keys, dtype=np.int64)) % np.uint64(num_shards)).astype(np.int64)
 
 
 def shards_for(keys: Iterable[int], num_shards: int) -> set[int]:
@@ -41,11 +70,3 @@ def group_by_shard(items: Iterable[T], num_shards: int, key: Callable[[T], int] 
     for item in items:
         groups[shard_for(key(item), num_shards)].append(item)
     return groups
-
-
-def shard_array(keys: np.ndarray, num_shards: int) -> np.ndarray:
-    """``shard_for`` over an int64 array (uint64 arithmetic wraps like the mask)."""
-    if num_shards <= 1:
-        return np.zeros(len(keys), dtype=np.int64)
-    mixed = (keys.astype(np.uint64) * np.uint64(_MIX)) >> np.uint64(32)
-    return (mixed % np.uint64(num_shards)).astype(np.int64)

@@ -7,7 +7,7 @@ import pytest
 
 from tests.thunder.factories import HOUR, created, deleted, ids, post, request
 from xserve.config import StorageConfig, ThunderConfig
-from xserve.thunder.post_store import PostStore
+from xserve.thunder.store import ThunderStore
 
 pytestmark = pytest.mark.ray
 
@@ -51,7 +51,7 @@ def test_fanout_equals_unsharded_and_survives_restarts(ray_cluster, tmp_path):
     assert res.accepted == len(events) and res.lagging_shards == ()
     assert [r.index for r in res.rejected] == [len(events)]
 
-    oracle = PostStore(cfg)
+    oracle = ThunderStore(cfg)
     oracle.apply(events, now)
     reqs = [
         request(range(1, 13), viewer=3),
@@ -132,11 +132,11 @@ def _wait_until_restarted(client, timeout_s=60.0):
 
 def test_ingest_consumes_the_post_catalogs_logs_from_its_watermark(ray_cluster, tmp_path):
     """A post the catalog logged reaches Thunder by catch_up (also after a restart), exactly once in effect."""
-    from xserve.actors.hydration import catalog_log_dir
+    from xserve.actors.posts import catalog_log_dir
     from xserve.actors.thunder import ThunderClient
-    from xserve.hydration import CatalogEvent
+    from xserve.posts import CatalogEvent
     from xserve.schema import PostLabelsSet
-    from xserve.storage.event_log import EventLog
+    from xserve.storage.log.event_log import EventLog
 
     cfg = ThunderConfig(num_shards=2, catch_up_interval_s=0)  # no timer: only explicit catch-ups here
     storage = StorageConfig(data_dir=str(tmp_path), fsync=False)

@@ -73,11 +73,11 @@ def test_user_shards_write_read_and_rebuild_after_restart(ray_cluster, tmp_path)
 
 
 def test_hydration_shards_live_posts_labels_deletes_and_restart(ray_cluster, tmp_path):
-    from xserve.actors.hydration import PostDataClient, PostHydrationShard, request_cache
+    from xserve.actors.posts import PostDataClient, PostCatalogShard, request_cache
     from xserve.actors.users import UserShardsClient
 
     cfg = config(tmp_path)
-    shards = [PostHydrationShard.remote(cfg, i, 2, 0) for i in range(2)]
+    shards = [PostCatalogShard.remote(cfg, i, 2, 0) for i in range(2)]
     client = PostDataClient(shards, UserShardsClient([], 8))
     posts = [Post(post_id=i, author_id=1, created_at_ms=0, text=f"p{i}") for i in range(1, 7)]
 
@@ -93,7 +93,7 @@ def test_hydration_shards_live_posts_labels_deletes_and_restart(ray_cluster, tmp
     assert a[2].labels == (VisibilityLabel.SPAM,)
     for s in shards:
         ray_cluster.kill(s)
-    shards = [PostHydrationShard.remote(cfg, i, 2, 0) for i in range(2)]
+    shards = [PostCatalogShard.remote(cfg, i, 2, 0) for i in range(2)]
     again = PostDataClient(shards, UserShardsClient([], 8))
     got = asyncio.run(again.get_posts(range(1, 7)))
     assert set(got) == {1, 2, 4, 5, 6} and got[2].labels == (VisibilityLabel.SPAM,)
@@ -106,7 +106,7 @@ def test_a_write_across_user_shards_is_replayed_by_every_shard_from_the_coordina
     after the restart both shards have it (every shard replays every user-store log)."""
     from xserve.actors.users import _replay_all
     from xserve.sharding import shard_for
-    from xserve.storage.event_log import EventLog
+    from xserve.storage.log.event_log import EventLog
     from xserve.schema import UserEvent
     from xserve.users import UserStore
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.ray
 
 # the graph needs every service: skipped (with this reason) on a tree where the ranker or training is missing
 pytest.importorskip("xserve.deployments.ranker", reason="the Ranker deployment (ranker branch) is not on this tree")
-pytest.importorskip("xserve.phoenix.train", reason="model training (phoenix branch) is not on this tree")
+pytest.importorskip("xserve.phoenix.training.train", reason="model training (phoenix branch) is not on this tree")
 
 APP = "xserve-test"
 

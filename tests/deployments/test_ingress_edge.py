@@ -36,7 +36,7 @@ from xserve.config import XServeConfig, merge_config
 pytestmark = pytest.mark.ray
 
 pytest.importorskip("xserve.deployments.ranker", reason="the Ranker deployment (ranker branch) is not on this tree")
-pytest.importorskip("xserve.phoenix.train", reason="model training (phoenix branch) is not on this tree")
+pytest.importorskip("xserve.phoenix.training.train", reason="model training (phoenix branch) is not on this tree")
 
 APP = "xserve-edge-test"
 KEY = "edge-test-key"

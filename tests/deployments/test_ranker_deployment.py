@@ -13,7 +13,7 @@ serve = pytest.importorskip("ray.serve")
 from tests.phoenix.rank_factories import make_request, tiny_ranker_config  # noqa: E402
 from xserve.config import RankerServingConfig, XServeConfig  # noqa: E402
 from xserve.deployments.ranker import Ranker, RankerHandleClient, ranker_options  # noqa: E402
-from xserve.phoenix.runner import RankerRunner  # noqa: E402
+from xserve.phoenix.serving.runner import RankerRunner  # noqa: E402
 
 
 def _free_port() -> int:

@@ -25,7 +25,7 @@ from xserve.schema import (
     UserFeatures,
     UserProfile,
 )
-from xserve.thunder.post_store import light_post
+from xserve.thunder.store import light_post
 
 NOW_MS = 1_800_000_000_000
 MINUTE_MS = 60_000

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xserve.mixer.bloom import BloomFilterBuilder, may_contain, splitmix64
+from xserve.mixer.bloom import BloomFilterBuilder, may_contain
+from xserve.sharding import splitmix64, splitmix64_array
 from xserve.schema import ImpressionBloomFilter
 
 ids = st.integers(min_value=1, max_value=2**63 - 1)
@@ -34,6 +35,10 @@ def test_false_positive_rate_is_near_the_target():
 def test_hash_scheme_is_stable():
     # splitmix64 reference values (seed 0 -> first output of the standard generator)
     assert splitmix64(0) == 0xE220A8397B1DCDAF
+    import numpy as np
+
+    xs = [0, 1, 2**63 - 1, 2**64 - 1, 123456789]
+    assert splitmix64_array(np.array(xs, dtype=np.uint64)).tolist() == [splitmix64(x) for x in xs]  # one hash, two forms
     builder = BloomFilterBuilder(expected_items=1)
     builder.add(42)
     assert builder.build().bits == bytes(builder.build().bits)  # deterministic

@@ -7,7 +7,7 @@ import pyarrow as pa
 import torch
 
 from xserve.config import PhoenixConfig, TrainConfig, XServeConfig
-from xserve.phoenix.ranker import NUM_ACTIONS, CandidateBatch, ContextBatch
+from xserve.phoenix.model.ranker import NUM_ACTIONS, CandidateBatch, ContextBatch
 from xserve.schema import ACTIONS, Action
 
 T0 = 1_700_000_000_000

@@ -6,10 +6,10 @@ import numpy as np
 import torch
 
 from xserve.config import PhoenixConfig, RankerServingConfig
-from xserve.phoenix.embeddings import PhoenixHasher
-from xserve.phoenix.features import Featurizer
-from xserve.phoenix.ranker import PhoenixRanker
-from xserve.phoenix.runner import RankerRunner
+from xserve.phoenix.model.embeddings import PhoenixHasher
+from xserve.phoenix.model.features import Featurizer
+from xserve.phoenix.model.ranker import PhoenixRanker
+from xserve.phoenix.serving.runner import RankerRunner
 from xserve.schema import ACTIONS, HistoryItem, ProductSurface, RankCandidate, RankRequest
 
 NOW = 1_700_000_000_000

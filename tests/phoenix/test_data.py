@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 
 from tests.phoenix.factories import engagement_table
-from xserve.phoenix.data import (
+from xserve.phoenix.training.data import (
     NEGATIVE_MASK,
     POSITIVE_MASK,
     PostCorpus,
@@ -11,7 +11,7 @@ from xserve.phoenix.data import (
     aggregate,
     split_time,
 )
-from xserve.phoenix.features import age_buckets
+from xserve.phoenix.model.features import age_buckets
 from xserve.schema import ACTION_INDEX, Action
 
 W = 300_000
@@ -75,8 +75,8 @@ def test_ranker_examples_respect_time_and_users():
             assert (corpus.created[got] <= e.ts[refs][ex.neg_post[i] >= 0]).all()
     # a batch: positives carry their actions, negatives all-zero labels, histories trimmed to the longest
     from tests.phoenix.factories import tiny_phoenix
-    from xserve.phoenix.embeddings import PhoenixHasher
-    from xserve.phoenix.features import Featurizer, multi_hot
+    from xserve.phoenix.model.embeddings import PhoenixHasher
+    from xserve.phoenix.model.features import Featurizer, multi_hot
 
     rows = np.arange(min(5, len(ex)))
     ctx, cand, labels, _ = ex.batch(rows, Featurizer(tiny_phoenix(), PhoenixHasher(tiny_phoenix())))

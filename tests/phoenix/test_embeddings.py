@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from tests.phoenix.factories import tiny_phoenix
 from xserve.config import PhoenixConfig
-from xserve.phoenix.embeddings import HASH_MODULUS, HashConstants, HashEmbedding, PhoenixHasher, hash_ids
+from xserve.phoenix.model.embeddings import HASH_MODULUS, HashConstants, HashEmbedding, PhoenixHasher, hash_ids
 
 
 def test_hash_matches_the_formula_by_hand():

@@ -1,8 +1,8 @@
 import numpy as np
 
 from tests.phoenix.factories import tiny_phoenix
-from xserve.phoenix.embeddings import PhoenixHasher
-from xserve.phoenix.features import Featurizer, action_bits, multi_hot
+from xserve.phoenix.model.embeddings import PhoenixHasher
+from xserve.phoenix.model.features import Featurizer, action_bits, multi_hot
 from xserve.schema import ACTION_INDEX, Action, HistoryItem, ProductSurface, RankCandidate, RankRequest
 
 HOUR = 3_600_000

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xserve.phoenix.kv_cache import (
+from xserve.phoenix.serving.kv_cache import (
     BlockPool,
     CacheFullError,
     KVCacheManager,

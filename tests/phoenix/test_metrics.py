@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from xserve.phoenix.metrics import auc, hit_rate, log_loss, ndcg, platt_fit, random_ranks, rce, recall, target_ranks
+from xserve.phoenix.training.metrics import auc, hit_rate, log_loss, ndcg, platt_fit, random_ranks, rce, recall, target_ranks
 
 
 def test_auc_by_hand():

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from tests.phoenix.factories import random_batch, tiny_phoenix
 from xserve.config import PhoenixConfig
-from xserve.phoenix.ranker import CandidateBatch, PhoenixRanker, ffn_hidden_size, isolation_mask
+from xserve.phoenix.model.ranker import CandidateBatch, PhoenixRanker, ffn_hidden_size, isolation_mask
 
 TOL = 1e-10  # float64 throughout: "unchanged" means equal to rounding
 
@@ -127,7 +127,7 @@ def test_left_anchored_positions_equal_right_anchored_offsets(model):
     (what right-anchoring does for a shorter history) changes nothing."""
     ctx, cand = random_batch(b=1, s=6, c=3, hist_lens=[4], seed=13)
     a = model(ctx, cand).logits
-    from xserve.phoenix import ranker as r
+    from xserve.phoenix.model import ranker as r
 
     orig = r.context_positions
     try:

@@ -9,7 +9,7 @@ import torch
 from msgspec.structs import replace
 
 from tests.phoenix.rank_factories import history, make_request, make_runner, tiny_model
-from xserve.phoenix.runner import _token_keys
+from xserve.phoenix.serving.runner import _token_keys
 from xserve.schema import ACTIONS, ActionScores, RankRequest
 
 ATOL = 2e-5  # float32 probabilities; the two paths order their sums differently

@@ -1,7 +1,7 @@
 import torch
 
 from tests.phoenix.factories import random_batch, tiny_phoenix
-from xserve.phoenix.towers import PhoenixTowers
+from xserve.phoenix.model.towers import PhoenixTowers
 
 
 def _towers() -> PhoenixTowers:
@@ -37,6 +37,6 @@ def test_user_embedding_ignores_padding_and_candidate_tower_is_per_item():
 
 
 def test_towers_share_the_ranker_code_not_copies():
-    from xserve.phoenix import ranker, towers
+    from xserve.phoenix.model import ranker, towers
 
     assert towers.Transformer is ranker.Transformer and towers.PhoenixEmbeddings is ranker.PhoenixEmbeddings

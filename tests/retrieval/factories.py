@@ -8,12 +8,12 @@ import numpy as np
 
 from xserve.config import RetrievalConfig
 from xserve.retrieval.merge import exact_top_k
-from xserve.retrieval.routing import shard_of
-from xserve.retrieval.service import RetrievalService
+from xserve.sharding import shard_array
+from xserve.retrieval.fanout import RetrievalFanout
 from xserve.retrieval.shard import ShardSearcher
-from xserve.retrieval.synthetic import ClusteredEncoder
+from xserve.synth.encoder import ClusteredEncoder
 from xserve.schema import ShardHits
-from xserve.storage.embeddings import EmbeddingVersions
+from xserve.storage.lance.embeddings import EmbeddingVersions
 
 DIM = 32
 HOUR_MS = 3_600_000
@@ -67,7 +67,7 @@ def queries(corpus: dict[str, np.ndarray], n: int, seed: int = 1) -> np.ndarray:
 def write_version(data_dir: Path, version: str, corpus: dict[str, np.ndarray], config: RetrievalConfig, switch: bool = True) -> None:
     versions = EmbeddingVersions(data_dir)
     versions.begin(version)
-    owner = shard_of(corpus["post_id"], config.num_shards)
+    owner = shard_array(corpus["post_id"], config.num_shards)
     for s in range(config.num_shards):
         m = owner == s
         shard = versions.open_shard(version, s, config, create=True)
@@ -86,8 +86,8 @@ def local_searchers(data_dir: Path, config: RetrievalConfig, max_age_ms: int = M
     ]
 
 
-def local_service(data_dir: Path, config: RetrievalConfig, user_encoder=None) -> RetrievalService:
-    return RetrievalService(
+def local_service(data_dir: Path, config: RetrievalConfig, user_encoder=None) -> RetrievalFanout:
+    return RetrievalFanout(
         local_searchers(data_dir, config), user_encoder or encoder(), config, EmbeddingVersions(data_dir).current_name
     )
 

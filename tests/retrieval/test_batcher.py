@@ -6,7 +6,7 @@ import numpy as np
 
 from tests.retrieval.factories import NOW_MS, encoder
 from xserve.retrieval.batcher import UpsertBatcher
-from xserve.retrieval.routing import shard_of
+from xserve.sharding import shard_array
 from xserve.schema import Post
 
 
@@ -40,7 +40,7 @@ def test_drain_embeds_and_groups_by_shard():
     got = np.concatenate([rows.post_ids for rows in out.values()])
     assert sorted(got.tolist()) == ids
     for s, rows in out.items():
-        assert (shard_of(rows.post_ids, 3) == s).all()
+        assert (shard_array(rows.post_ids, 3) == s).all()
         np.testing.assert_allclose(rows.vectors, encoder().encode_posts(rows.post_ids, rows.author_ids))
         assert rows.model_version == "m" and (rows.created_at_ms == NOW_MS - rows.post_ids).all()
         assert (rows.in_reply_to_post_ids == np.where(rows.post_ids % 2 == 1, rows.post_ids + 1000, 0)).all()

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from tests.retrieval.factories import NOW_MS, encoder
-from xserve.hydration import CatalogEvent
+from xserve.posts import CatalogEvent
 from xserve.retrieval.batcher import UpsertBatcher
 from xserve.retrieval.live import LiveIndexer
 from xserve.schema import Post, PostCreated, PostDeleted, PostLabelsSet
-from xserve.storage.event_log import EventLog
-from xserve.storage.log_tail import LogTail
+from xserve.storage.log.event_log import EventLog
+from xserve.storage.log.log_tail import LogTail
 
 MAX_AGE = 48 * 3_600_000
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xserve.retrieval.merge import exact_top_k, filter_hits, merge_top_k, shard_quota, top_k
-from xserve.retrieval.routing import shard_of
+from xserve.sharding import shard_array, shard_for
 from xserve.schema import ShardHits
 
 
@@ -32,7 +32,7 @@ def test_merge_of_shard_top_k_equals_single_table_top_k(n, num_shards, k, seed, 
     q = v[0] + 0.1
     q /= np.linalg.norm(q)
     exclude = set(ids[: int(n * exclude_frac)].tolist())
-    owner = shard_of(ids, num_shards)
+    owner = shard_array(ids, num_shards)
     parts = []
     for s in range(num_shards):
         m = owner == s
@@ -63,11 +63,11 @@ def test_quota_merge_is_exact_unless_a_shard_overflows(n, num_shards, k, seed, s
     q = v[1]
     quota = shard_quota(k, num_shards, sigmas)
     assert min(k, -(-k // num_shards)) <= quota <= k
-    owner = shard_of(ids, num_shards)
+    owner = shard_array(ids, num_shards)
     parts = [exact_top_k(v[owner == s], ids[owner == s], authors[owner == s], created[owner == s], q, quota)
              for s in range(num_shards)]
     truth = exact_top_k(v, ids, authors, created, q, k).post_ids
-    overflow = np.bincount(shard_of(truth, num_shards), minlength=num_shards).max() > quota
+    overflow = np.bincount(shard_array(truth, num_shards), minlength=num_shards).max() > quota
     if not overflow:
         np.testing.assert_array_equal(merge_top_k(parts, k).post_ids, truth)
     if sigmas >= 6.0:
@@ -89,7 +89,7 @@ def test_ties_break_by_post_id():
 
 def test_shard_of_is_stable_and_balanced():
     ids = np.arange(1, 40_001)
-    owner = shard_of(ids, 4)
+    owner = shard_array(ids, 4)
     assert owner.min() == 0 and owner.max() == 3
     assert np.bincount(owner).min() > 9_000
-    assert shard_of(12345, 4) == shard_of(np.array([12345]), 4)[0]
+    assert shard_for(12345, 4) == shard_array(np.array([12345]), 4)[0]

@@ -8,9 +8,9 @@ import pytest
 from tests.retrieval.factories import (
     MAX_AGE_MS, NOW_MS, exact, local_searchers, make_corpus, queries, recall, small_config, write_version,
 )
-from xserve.retrieval.routing import shard_of
+from xserve.sharding import shard_array
 from xserve.schema import PostEmbeddings
-from xserve.storage.embeddings import EmbeddingVersions
+from xserve.storage.lance.embeddings import EmbeddingVersions
 
 
 def _one_shard(tmp_path, corpus, **cfg):
@@ -102,7 +102,7 @@ def test_search_pins_the_requested_version(tmp_path):
     write_version(tmp_path, "new", new, config, switch=False)
     shards = local_searchers(tmp_path, config)
     q = queries(old, 1)[0]
-    owner0 = shard_of(old["post_id"], 2) == 0
+    owner0 = shard_array(old["post_id"], 2) == 0
     assert shards[0].search(q, 5, NOW_MS).version == "old"
     pinned = shards[0].search(q, 5, NOW_MS, version="new")
     assert pinned.version == "new"

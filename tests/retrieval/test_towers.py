@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch")
-checkpoint = pytest.importorskip("xserve.phoenix.checkpoint")
+checkpoint = pytest.importorskip("xserve.phoenix.model.checkpoint")
 
 from xserve.config import PhoenixConfig, RetrievalConfig  # noqa: E402
 from xserve.retrieval.encoders import load_encoders  # noqa: E402
@@ -14,8 +14,8 @@ from xserve.schema import Action, HistoryItem, RetrievalRequest  # noqa: E402
 
 
 def _tiny_checkpoint(tmp_path):
-    from xserve.phoenix.embeddings import PhoenixHasher
-    from xserve.phoenix.towers import PhoenixTowers
+    from xserve.phoenix.model.embeddings import PhoenixHasher
+    from xserve.phoenix.model.towers import PhoenixTowers
 
     cfg = PhoenixConfig(emb_dim=16, num_layers=1, num_q_heads=2, num_kv_heads=1, key_size=8, history_len=8,
                         user_vocab=101, post_vocab=1009, author_vocab=101)

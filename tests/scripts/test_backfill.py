@@ -14,7 +14,7 @@ from tests.retrieval.factories import (
     MAX_AGE_MS, NOW_MS, exact, local_service, make_corpus, queries, recall, small_config, write_version,
 )
 from xserve.retrieval.encoders import load_encoders
-from xserve.storage.embeddings import EmbeddingVersions
+from xserve.storage.lance.embeddings import EmbeddingVersions
 
 
 def _write_posts(path, corpus):

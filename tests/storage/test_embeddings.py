@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.retrieval.factories import DIM, NOW_MS, exact, make_corpus, queries, recall, small_config, write_version
-from xserve.storage.embeddings import EmbeddingShard, EmbeddingVersions, VersionError
+from xserve.storage.lance.embeddings import EmbeddingShard, EmbeddingVersions, VersionError
 
 
 def _shard(tmp_path, **cfg) -> EmbeddingShard:

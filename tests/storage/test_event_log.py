@@ -3,7 +3,7 @@ import os
 import pytest
 
 from tests.thunder.factories import created, deleted, post
-from xserve.storage.event_log import EventLog, EventLogCorrupt, EventLogLocked, LogCursor
+from xserve.storage.log.event_log import EventLog, EventLogCorrupt, EventLogLocked, LogCursor
 
 EVENTS = created(post(1, 7), post(2, 8)) + [deleted(1)]
 
@@ -183,7 +183,7 @@ def test_cursor_leaves_a_batch_being_written_for_later(tmp_path):
 
 _HOLD = """
 import sys, time
-from xserve.storage.event_log import EventLog
+from xserve.storage.log.event_log import EventLog
 log = EventLog(sys.argv[1], writer=True)
 log.append([], 0)
 print("locked", flush=True)

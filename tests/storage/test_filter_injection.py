@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from xserve.storage import DataDir, DataDirError
-from xserve.storage.embeddings import EmbeddingVersions, VersionError, _ids_sql
-from xserve.storage.post_lookup import PostTableLookup
-from xserve.storage.tables import posts_to_table
+from xserve.storage.lance.embeddings import EmbeddingVersions, VersionError, _ids_sql
+from xserve.storage.lance.post_lookup import PostTableLookup
+from xserve.storage.lance.tables import posts_to_table
 from tests.storage.test_tables import make_posts
 
 HOSTILE = ["1) OR (1=1", "1; DROP TABLE posts", "' OR '1'='1", "../../etc/passwd", "1 OR 1=1", "0x10"]

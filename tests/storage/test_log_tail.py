@@ -1,7 +1,7 @@
 from tests.thunder.factories import created, deleted, post
 from xserve.schema import PostEvent
-from xserve.storage.event_log import EventLog
-from xserve.storage.log_tail import LogTail
+from xserve.storage.log.event_log import EventLog
+from xserve.storage.log.log_tail import LogTail
 
 
 def test_a_tail_resumes_from_its_watermark_and_finds_new_logs(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xserve.storage.row_meta import META_COLUMNS, RowMeta
+from xserve.storage.lance.row_meta import META_COLUMNS, RowMeta
 
 _ids = st.lists(st.integers(1, 40), max_size=12)
 _op = st.one_of(

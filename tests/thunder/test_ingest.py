@@ -6,9 +6,9 @@ import pytest
 from tests.thunder.factories import HOUR, NOW, created, deleted, ids, post, request
 from xserve.config import ThunderConfig
 from xserve.schema import PostCreated
-from xserve.storage.event_log import EventLog
+from xserve.storage.log.event_log import EventLog
 from xserve.thunder.ingest import Ingestor
-from xserve.thunder.post_store import PostStore
+from xserve.thunder.store import ThunderStore
 from xserve.thunder.replica import AdmissionGate, ShardReplica, ThunderAtCapacity
 
 CFG = ThunderConfig(num_shards=2)
@@ -32,7 +32,7 @@ def replicas(log, n=2):
 
 
 def answer(reps, followed, **kw):
-    from xserve.thunder.client import fan_out_merge
+    from xserve.thunder.fanout import fan_out_merge
 
     req = request(followed, **kw)
     return ids(fan_out_merge([r.in_network_posts(req, NOW) for r in reps], req, CFG))
@@ -84,7 +84,7 @@ def test_logged_before_applied_and_lagging_shard_catches_up(tmp_path):
     assert res.lagging_shards == ("shard1",) and res.accepted == 8
     sinks[1].fail = False  # ... and fills the gap from the log with the next one
     asyncio.run(ing.ingest([deleted(3)], NOW))
-    expected = PostStore(CFG)
+    expected = ThunderStore(CFG)
     expected.apply([e for _, _, e in log.read()], NOW)
     assert answer(reps, authors) == ids(expected.in_network_posts(request(authors), NOW))
     assert reps[1].next_offset == log.next_offset == 17

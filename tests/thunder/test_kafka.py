@@ -15,7 +15,7 @@ import pytest
 
 from tests.thunder.factories import NOW, created, deleted, ids, post, request
 from xserve.config import ThunderConfig
-from xserve.storage.event_log import EventLog
+from xserve.storage.log.event_log import EventLog
 from xserve.thunder.ingest import Ingestor
 from xserve.thunder.kafka import KafkaEventSource
 from xserve.thunder.replica import ShardReplica

@@ -31,11 +31,11 @@ import msgspec
 import numpy as np
 import ray
 
+from xserve import clock
 from xserve.config import RetrievalConfig
-from xserve.retrieval.service import wall_clock_ms
 from xserve.retrieval.shard import ShardSearcher
 from xserve.schema import Post, PostEmbeddings, ShardHits
-from xserve.storage.embeddings import EmbeddingVersions
+from xserve.storage.lance.embeddings import EmbeddingVersions
 
 __all__ = ["RetrievalIndexer", "RetrievalShard", "get_or_create_indexer", "get_or_create_shards", "shard_actor_name"]
 
@@ -69,7 +69,7 @@ class RetrievalShard:
             if not (full or self.searcher.maintenance_due()):
                 continue
             try:
-                self.searcher.maintain(wall_clock_ms(), trim=full)
+                self.searcher.maintain(clock.now_ms(), trim=full)
             except Exception:  # a failed pass is retried next time; queries are unaffected
                 self.maintenance_errors += 1
                 log.exception("retrieval shard %d: maintenance failed", self.searcher.shard)
@@ -82,13 +82,13 @@ class RetrievalShard:
         return self.searcher.search(vector, k, now_ms, exclude_ids, version)
 
     def upsert(self, rows: PostEmbeddings, now_ms: int | None = None) -> int:
-        return self.searcher.upsert(rows, now_ms or wall_clock_ms())
+        return self.searcher.upsert(rows, now_ms or clock.now_ms())
 
     def delete(self, post_ids: Collection[int], now_ms: int | None = None) -> int:
-        return self.searcher.delete(post_ids, now_ms or wall_clock_ms())
+        return self.searcher.delete(post_ids, now_ms or clock.now_ms())
 
     def maintain(self, now_ms: int | None = None) -> dict[str, float]:
-        return self.searcher.maintain(now_ms or wall_clock_ms())
+        return self.searcher.maintain(now_ms or clock.now_ms())
 
     def stats(self) -> dict[str, object]:
         return {**self.searcher.stats(), "maintenance_errors": self.maintenance_errors}
@@ -139,7 +139,7 @@ class RetrievalIndexer:
     """The one writer of live posts (see the module docstring); a thin shell over ``LiveIndexer``."""
 
     def __init__(self, data_dir: str, config: dict[str, Any], max_post_age_ms: int, detached: bool = False) -> None:
-        from xserve.actors.hydration import catalog_tail
+        from xserve.actors.posts import catalog_tail
         from xserve.retrieval.batcher import UpsertBatcher
         from xserve.retrieval.encoders import load_encoders
         from xserve.retrieval.live import LiveIndexer
@@ -159,7 +159,7 @@ class RetrievalIndexer:
             lambda s, ids, now: self._shards[s].delete.remote(ids, now),
             versions.current_name,
             max_post_age_ms,
-            wall_clock_ms,
+            clock.now_ms,
         )
         self._tick_s = max(cfg.flush_age_s / 4, 0.01)
         self._timer: asyncio.Task[None] | None = None

@@ -39,11 +39,12 @@ from typing import Any
 import msgspec
 import ray
 
+from xserve.clock import now_ms
 from xserve.actors.calls import uncancelled
 from xserve.config import StorageConfig, ThunderConfig
 from xserve.schema import IngestResult, InNetworkRequest, LightPost, PostCreated, PostDeleted, PostEvent, QuotedPostDeleted
-from xserve.storage.event_log import EventLog
-from xserve.thunder.client import fan_out_merge, shards_to_ask
+from xserve.storage.log.event_log import EventLog
+from xserve.thunder.fanout import fan_out_merge, shards_to_ask
 from xserve.thunder.ingest import Ingestor
 from xserve.thunder.replica import ShardReplica, ThunderAtCapacity
 
@@ -51,9 +52,6 @@ __all__ = ["ThunderClient", "ThunderIngest", "ThunderShard", "event_log_dir", "o
 
 log = logging.getLogger(__name__)
 
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def event_log_dir(storage: StorageConfig) -> Path:
@@ -97,7 +95,7 @@ class ThunderShard:
 
     def __init__(self, config: ThunderConfig, storage: StorageConfig, shard: int, replica: int = 0) -> None:
         name = f"thunder shard {shard} replica {replica}"
-        self._replica = ShardReplica(config, open_event_log(storage, config, writer=False), shard, _now_ms, name)
+        self._replica = ShardReplica(config, open_event_log(storage, config, writer=False), shard, now_ms, name)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="thunder-store")
         self._batch = msgspec.msgpack.Decoder(list[PostEvent])
         self._replica.rebuild()
@@ -146,7 +144,7 @@ class ThunderIngest:
     """The one writer of the event log (see the module docstring)."""
 
     def __init__(self, config: ThunderConfig, storage: StorageConfig, prefix: str) -> None:
-        from xserve.actors.hydration import catalog_tail
+        from xserve.actors.posts import catalog_tail
 
         self._config = config
         self._log = open_event_log(storage, config, writer=True, lock_wait_s=storage.lock_wait_s)
@@ -164,12 +162,12 @@ class ThunderIngest:
         self._kafka: Any = None
 
     async def _drop_old_segments(self) -> int:
-        return self._log.drop_before(_now_ms() - self._config.retention_ms - self._config.log_retention_slack_ms)
+        return self._log.drop_before(now_ms() - self._config.retention_ms - self._config.log_retention_slack_ms)
 
     async def ingest(self, items: Sequence[Any], now_ms: int | None = None) -> IngestResult:
         self._timer.ensure()
         self._catch_up_timer.ensure()
-        return await self._ingestor.ingest(items, _now_ms() if now_ms is None else now_ms)
+        return await self._ingestor.ingest(items, now_ms() if now_ms is None else now_ms)
 
     async def catch_up(self) -> int:
         """Ingest the post events the catalog logged since the watermark, then commit it; returns events read.
@@ -189,7 +187,7 @@ class ThunderIngest:
             try:
                 step = self._config.max_ingest_batch
                 for i in range(0, len(events), step):
-                    await self._ingestor.ingest(events[i : i + step], _now_ms())
+                    await self._ingestor.ingest(events[i : i + step], now_ms())
             except BaseException:
                 self._catalog.rewind()  # read again next time: nothing is committed past what was ingested
                 raise
@@ -203,7 +201,7 @@ class ThunderIngest:
         from xserve.thunder.kafka import KafkaEventSource
 
         if self._kafka is None:
-            self._kafka = KafkaEventSource(self._config, self._ingestor.ingest, _now_ms)
+            self._kafka = KafkaEventSource(self._config, self._ingestor.ingest, now_ms)
             await self._kafka.start()
 
     async def stats(self) -> dict[str, int]:

@@ -3,7 +3,7 @@
 A shard is a thin shell around :class:`xserve.users.UserStore`: on start it
 loads its users from the data directory's tables (users, edges, engagements),
 then replays the user store's event logs (``<data_dir>/users/shard-<i>-of-<n>/``,
-each an :class:`~xserve.storage.event_log.EventLog`), so a restarted actor
+each an :class:`~xserve.storage.log.event_log.EventLog`), so a restarted actor
 rebuilds the same state. A write is logged (fsynced) before it is applied and
 acknowledged.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import heapq
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 import msgspec
 import ray
 
+from xserve.clock import now_ms
 from xserve.actors.calls import uncancelled
 from xserve.config import XServeConfig
 from xserve.schema import (
@@ -50,7 +50,7 @@ from xserve.schema import (
     UserUpserted,
 )
 from xserve.sharding import group_by_shard, shard_for
-from xserve.storage.event_log import EventLog
+from xserve.storage.log.event_log import EventLog
 from xserve.users import UserStore, event_user_ids
 from xserve.users.last_known import LastKnownViewers
 
@@ -147,7 +147,7 @@ class UserStoreShard:
         if not checked and (refused := self.check(events)) is not None:
             return refused
         if log:  # served history is a soft signal written on every feed: no fsync, so it never stalls the shard
-            self._log.append(events, _now_ms(), sync=not all(isinstance(e, Served) for e in events))
+            self._log.append(events, now_ms(), sync=not all(isinstance(e, Served) for e in events))
         for event in events:
             self._store.apply(event)
         return None
@@ -288,6 +288,3 @@ def _raise_first(refusals: Sequence[tuple[int, str] | None]) -> None:
         if refusal is not None:
             raise WriteRefused(*refusal)
 
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

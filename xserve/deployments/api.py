@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from xserve.actors.hydration import PostDataClient, close_request_cache, request_cache
+from xserve.actors.posts import PostDataClient, close_request_cache, request_cache
 from xserve.actors.users import (
     UserShardsClient,
     UserStoreUnavailable,

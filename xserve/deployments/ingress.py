@@ -51,7 +51,7 @@ from xserve.config import ServingConfig, XServeConfig, merge_config
 from xserve.deployments.admission import AdmissionController, RequestClass, classify
 from xserve.deployments.api import ApiError, FeedAPI
 from xserve.deployments.api_key import ApiKeyGuard
-from xserve.deployments.graph import ServiceGraph
+from xserve.deployments.services import ServiceGraph
 from xserve.schema import (
     Engagement,
     FeedRequest,

@@ -10,7 +10,7 @@ size and wait are live-tunable through ``user_config`` (``reconfigure``).
 
 CPU by default; with ``ranker_serving.device = "cuda"`` (and ``num_gpus``) the
 same code runs in bfloat16 on a GPU. ``ranker_serving.backend = "vllm"`` serves
-through the optional vLLM adapter instead (``xserve.phoenix.vllm_backend``).
+through the optional vLLM adapter instead (``xserve.phoenix.serving.vllm_backend``).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ __all__ = ["Ranker", "RankerHandleClient", "make_ranker_backend", "ranker_option
 def make_ranker_backend(config: XServeConfig) -> Any:
     """The object whose ``rank(list[RankRequest]) -> list[RankResponse]`` does the work."""
     if config.ranker_serving.backend == "vllm":
-        from xserve.phoenix.vllm_backend import VLLMRankerBackend
+        from xserve.phoenix.serving.vllm_backend import VLLMRankerBackend
 
         return VLLMRankerBackend.from_config(config)
-    from xserve.phoenix.runner import RankerRunner
+    from xserve.phoenix.serving.runner import RankerRunner
 
     return RankerRunner.from_config(config)
 

@@ -29,15 +29,17 @@ import numpy as np
 import ray
 from ray import serve
 
+from xserve import clock
 from xserve.actors.calls import uncancelled
 from xserve.actors.retrieval import get_or_create_indexer, get_or_create_shards
-from xserve.config import HOUR_MS, RetrievalConfig
+from xserve.clock import HOUR_MS
+from xserve.config import RetrievalConfig
 from xserve.retrieval.encoders import load_encoders
 from xserve.retrieval.merge import hits_to_posts, merge_top_k, shard_quota
-from xserve.retrieval.service import request_k, split_excludes, wall_clock_ms
+from xserve.retrieval.fanout import request_k, split_excludes
 from xserve.retrieval.version_poll import PolledVersion
 from xserve.schema import Post, RetrievalRequest, RetrievedPost
-from xserve.storage.embeddings import EmbeddingVersions
+from xserve.storage.lance.embeddings import EmbeddingVersions
 
 __all__ = ["Retrieval", "RetrievalHandleAdapter"]
 
@@ -76,10 +78,10 @@ class Retrieval:
     async def retrieve(self, req: RetrievalRequest) -> list[RetrievedPost]:
         k = request_k(req, self.config)
         vector = await self._encode_user(req)
-        now_ms = req.now_ms or wall_clock_ms()
+        now_ms = req.now_ms or clock.now_ms()
         version = self._current_version()
         excludes = split_excludes(req.exclude_ids, len(self.shards))
-        quota = shard_quota(k, len(self.shards), self.config.shard_quota_sigmas)  # as RetrievalService does
+        quota = shard_quota(k, len(self.shards), self.config.shard_quota_sigmas)  # as RetrievalFanout does
         parts = await asyncio.gather(
             *(self._search(i, vector, quota, now_ms, excludes[i], version) for i in range(len(self.shards)))
         )
@@ -110,7 +112,7 @@ class Retrieval:
 
     async def posts_deleted(self, post_ids: Sequence[int], now_ms: int = 0) -> int:
         """Hide the posts from every later search, then delete them from their shards' tables."""
-        return await self.indexer.delete.remote(list(post_ids), now_ms or wall_clock_ms())
+        return await self.indexer.delete.remote(list(post_ids), now_ms or clock.now_ms())
 
     async def flush(self) -> int:
         """Embed and upsert everything buffered now; returns rows written."""

@@ -6,7 +6,7 @@ reference component to its class and file, and gives the scoring formula and
 the ranker-down fallback.
 """
 
-from xserve.mixer.clients import (
+from xserve.mixer.protocols import (
     ForYouClients,
     InNetworkClient,
     PostDataClient,

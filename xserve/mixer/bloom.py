@@ -20,17 +20,11 @@ import math
 from collections.abc import Iterable
 
 from xserve.schema import ImpressionBloomFilter
+from xserve.sharding import splitmix64
 
-__all__ = ["BloomFilterBuilder", "may_contain", "splitmix64"]
+__all__ = ["BloomFilterBuilder", "may_contain"]
 
 _MASK = (1 << 64) - 1
-
-
-def splitmix64(x: int) -> int:
-    z = (x + 0x9E3779B97F4A7C15) & _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return z ^ (z >> 31)
 
 
 def _positions(post_id: int, num_hashes: int, num_bits: int) -> Iterable[int]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from xserve.config import XServeConfig
-from xserve.mixer.clients import ForYouClients
+from xserve.mixer.protocols import ForYouClients
 from xserve.mixer.filters import (
     AgeFilter,
     AuthorSocialgraphFilter,

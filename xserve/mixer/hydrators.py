@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from xserve.mixer.clients import PostDataClient
+from xserve.mixer.protocols import PostDataClient
 from xserve.mixer.query import ForYouQuery
 from xserve.pipeline import Hydrator
 from xserve.schema import Post, PostCandidate, UserProfile

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from xserve.mixer.clients import PostDataClient
+from xserve.mixer.protocols import PostDataClient
 from xserve.mixer.filters import Candidates, partition
 from xserve.mixer.query import ForYouQuery
 from xserve.pipeline import Filter, FilterResult, Hydrator

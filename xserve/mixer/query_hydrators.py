@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xserve.mixer.clients import UserDataClient
+from xserve.mixer.protocols import UserDataClient
 from xserve.mixer.query import ForYouQuery
 from xserve.pipeline import QueryHydrator
 from xserve.schema import HistoryItem, UserFeatures

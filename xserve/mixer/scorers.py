@@ -27,8 +27,9 @@ from collections.abc import Sequence
 
 from msgspec.structs import astuple
 
+from xserve.clock import HOUR_MS
 from xserve.config import ScoringConfig, ScoringWeights
-from xserve.mixer.clients import RankerClient
+from xserve.mixer.protocols import RankerClient
 from xserve.mixer.query import ForYouQuery
 from xserve.pipeline import Scorer
 from xserve.schema import Action, ActionScores, PostCandidate, RankCandidate, RankRequest
@@ -175,7 +176,7 @@ class RecencyFallbackScorer(Scorer[ForYouQuery, PostCandidate, float | None]):
 def _recency(now_ms: int, created_at_ms: int | None) -> float:
     if created_at_ms is None:
         return float("-inf")
-    return -1.0 - max(now_ms - created_at_ms, 0) / 3_600_000
+    return -1.0 - max(now_ms - created_at_ms, 0) / HOUR_MS
 
 
 def _or_neg_inf(x: float | None) -> float:

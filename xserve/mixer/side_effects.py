@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from xserve.mixer.clients import UserDataClient
+from xserve.mixer.protocols import UserDataClient
 from xserve.mixer.query import ForYouQuery
 from xserve.pipeline import SideEffect
 from xserve.schema import PostCandidate

@@ -7,7 +7,7 @@ sources are concatenated in list order, so when both return the same post the
 
 from __future__ import annotations
 
-from xserve.mixer.clients import InNetworkClient, RetrievalClient
+from xserve.mixer.protocols import InNetworkClient, RetrievalClient
 from xserve.mixer.query import ForYouQuery
 from xserve.pipeline import Source
 from xserve.schema import InNetworkRequest, LightPost, PostCandidate, RetrievalRequest, ServedType

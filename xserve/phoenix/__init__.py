@@ -1,5 +1,5 @@
-"""Phoenix: hash embeddings, the isolated-candidate ranker, the two retrieval towers, training and evaluation.
+"""Phoenix: the models (``model``), how they are trained and evaluated (``training``), and how the ranker is served (``serving``).
 
 Torch only; nothing here knows about Ray. Import the submodules directly
-(``xserve.phoenix.ranker``, ``.towers``, ``.train``, ``.evaluate``).
+(``xserve.phoenix.model.ranker``, ``xserve.phoenix.training.train``, ``xserve.phoenix.serving.runner``).
 """

@@ -1,12 +1,11 @@
-"""Out-of-network retrieval logic, pure (no Ray): shard search, fan-out merge, live upserts.
+"""Out-of-network retrieval logic, pure (no Ray): shard search, fan-out merge, live upserts. Post ids map to
+shards by ``xserve.sharding``; the demo's clustered encoder is ``xserve.synth.encoder``.
 
-Modules: ``protocols`` (the seams to the towers and the tables), ``routing``
-(post id → shard), ``merge`` (per-shard top-k → global top-k, plus the exact
+Modules: ``protocols`` (the seams to the towers and the tables), ``merge`` (per-shard top-k → global top-k, plus the exact
 reference), ``shard`` (one shard: filters, versions, maintenance), ``batcher``
 (buffer created posts, embed and flush in batches), ``version_poll`` (the
-current version without a file read per query), ``service`` (in-process
-fan-out satisfying the mixer's retrieval Protocol), ``synthetic`` (a clustered
-stand-in encoder), ``encoders`` and ``towers`` (the Phoenix towers adapter).
+current version without a file read per query), ``fanout`` (the one
+fan-out over the shards, used in-process and by the Retrieval deployment), ``encoders`` and ``towers`` (the Phoenix towers adapter).
 Ray shells live in ``xserve.actors.retrieval`` and ``xserve.deployments.retrieval``;
-the LanceDB tables in ``xserve.storage.embeddings``.
+the LanceDB tables in ``xserve.storage.lance.embeddings``.
 """

@@ -21,7 +21,7 @@ from collections.abc import Collection, Iterable
 import numpy as np
 
 from xserve.retrieval.protocols import PostEncoder
-from xserve.retrieval.routing import shard_of
+from xserve.sharding import shard_array
 from xserve.schema import Post, PostEmbeddings
 
 __all__ = ["Taken", "UpsertBatcher"]
@@ -122,7 +122,7 @@ class UpsertBatcher:
             return {}
         post_ids, author_ids, created, replies = taken
         vectors = np.asarray(self.encoder.encode_posts(post_ids, author_ids), dtype=np.float32)  # (N, D)
-        shards = shard_of(post_ids, self.num_shards)
+        shards = shard_array(post_ids, self.num_shards)
         out: dict[int, PostEmbeddings] = {}
         for s in np.unique(shards).tolist():
             m = shards == s

@@ -1,7 +1,7 @@
 """Pick the towers retrieval uses: the Phoenix checkpoint, or the synthetic clustered encoder.
 
 ``RetrievalConfig.towers_checkpoint`` names a Phoenix towers checkpoint; empty
-means :class:`~xserve.retrieval.synthetic.ClusteredEncoder` (demo worlds and
+means :class:`~xserve.synth.encoder.ClusteredEncoder` (demo worlds and
 tests, no torch needed). The Phoenix adapter is imported only when a
 checkpoint is named, so retrieval does not pull in torch otherwise.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from xserve.config import RetrievalConfig
 from xserve.retrieval.protocols import PostEncoder, UserEncoder
-from xserve.retrieval.synthetic import ClusteredEncoder
+from xserve.synth.encoder import ClusteredEncoder
 
 __all__ = ["load_encoders"]
 

@@ -1,7 +1,7 @@
 """``LiveIndexer``: live posts into the retrieval shards, durably, as a consumer of the post catalog's logs.
 
 The post catalog logs (fsync) every post write before it is acknowledged; the
-indexer reads those logs through a :class:`~xserve.storage.log_tail.LogTail`
+indexer reads those logs through a :class:`~xserve.storage.log.log_tail.LogTail`
 and owns the one :class:`~xserve.retrieval.batcher.UpsertBatcher`:
 
 * :meth:`catch_up` reads what the catalog logged since the last read: creates
@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from xserve.retrieval.batcher import UpsertBatcher
-from xserve.retrieval.routing import shard_of
+from xserve.sharding import shard_array
 from xserve.schema import Post, PostCreated, PostDeleted, PostEmbeddings, QuotedPostDeleted
-from xserve.storage.log_tail import LogTail
+from xserve.storage.log.log_tail import LogTail
 
 __all__ = ["LiveIndexer"]
 
@@ -120,7 +120,7 @@ class LiveIndexer:
     async def _apply_deletes(self, post_ids: list[int], now_ms: int) -> None:
         self.batcher.discard(post_ids)  # a post deleted while buffered is never written
         ids = np.asarray(post_ids, dtype=np.int64)
-        owner = shard_of(ids, self.batcher.num_shards)
+        owner = shard_array(ids, self.batcher.num_shards)
         await asyncio.gather(*(self._delete(s, ids[owner == s].tolist(), now_ms) for s in np.unique(owner).tolist()))
         self.counts["deleted"] += len(post_ids)
 

@@ -1,8 +1,8 @@
 """The narrow seams of retrieval: the two towers and one shard's vector table.
 
 The towers come from ``xserve.phoenix`` (adapted in ``xserve.retrieval.towers``)
-or from :class:`~xserve.retrieval.synthetic.ClusteredEncoder`; the table is
-:class:`xserve.storage.embeddings.EmbeddingShard`. Retrieval code depends only
+or from :class:`~xserve.synth.encoder.ClusteredEncoder`; the table is
+:class:`xserve.storage.lance.embeddings.EmbeddingShard`. Retrieval code depends only
 on these Protocols, so it never imports torch or lancedb.
 """
 

@@ -10,7 +10,7 @@ first, none excluded by the caller, none deleted, none created before
 maintenance pass trims it), so the recency rule is a post-filter of a
 ``k·overfetch`` search; when filtering leaves fewer than ``k`` and the table
 had more, the search is repeated with LanceDB's ``where`` prefilter, which is
-exact about the rule but costs recall (see ``xserve.storage.embeddings``).
+exact about the rule but costs recall (see ``xserve.storage.lance.embeddings``).
 
 Concurrency: searches run concurrently with each other and with one writer;
 upserts, deletes and maintenance take the write lock, so the slow maintenance

@@ -1,7 +1,7 @@
 """Adapter from the Phoenix two towers to retrieval's ``UserEncoder`` / ``PostEncoder`` Protocols.
 
 Imported only when ``RetrievalConfig.towers_checkpoint`` is set (it needs torch
-and ``xserve.phoenix``). The towers come from ``xserve.phoenix.checkpoint.load_towers``:
+and ``xserve.phoenix``). The towers come from ``xserve.phoenix.model.checkpoint.load_towers``:
 ``PhoenixTowers.user_embeddings(ContextBatch) → (B, D)`` and
 ``candidate_embeddings(post_hashes, author_hashes) → (N, D)``, both unit norm;
 the checkpoint's ``Featurizer`` turns ids and histories into hashed inputs.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from xserve.phoenix.checkpoint import load_towers
+from xserve.phoenix.model.checkpoint import load_towers
 from xserve.schema import RetrievalRequest
 
 __all__ = ["TowerEncoder", "load_tower_encoders"]

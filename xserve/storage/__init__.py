@@ -1,6 +1,6 @@
 """Durable storage under the data directory: LanceDB tables and the event log (the only package that imports lancedb)."""
 
-from xserve.storage.tables import (
+from xserve.storage.lance.tables import (
     EDGE_KINDS,
     EDGES_SCHEMA,
     ENGAGEMENTS_SCHEMA,

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from xserve import clock
 from xserve.storage import DataDir, DataDirError
 from xserve.synth.world import WORLD_SIZES, World, WorldSpec, generate_world
 
@@ -40,7 +41,7 @@ def seed_data_dir(
         if not force:
             raise DataDirError(f"{data_dir.path} already holds a world {data_dir.counts()}; pass --force to replace it")
         data_dir.clear()
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    now_ms = clock.now_ms() if now_ms is None else now_ms
     bar = _progress_bar(spec, progress)
     counted = ("users", "posts", "engagements")  # the stages the bar's total is made of
     world = generate_world(spec, np.random.default_rng(seed), now_ms, seed=seed,

@@ -2,7 +2,7 @@
 
 Pure NumPy (no storage imports): :func:`generate_world` returns a :class:`World`
 whose tables are dicts of equal-length columns named and typed as the data
-directory's schemas (``xserve.storage.tables``), so ``DataDir.write_*`` takes
+directory's schemas (``xserve.storage.lance.tables``), so ``DataDir.write_*`` takes
 them as they are. The generative model is documented in
 ``docs/synthetic_world.md``; in short:
 
@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from xserve.clock import DAY_MS, HOUR_MS
 from xserve.schema import ACTION_INDEX, ACTIONS, Action, ProductSurface, VisibilityLabel
 
 __all__ = [
@@ -44,8 +45,6 @@ __all__ = [
     "generate_world",
 ]
 
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
 POST_ID_BASE = 1_000_000_000  # post ids start here so they never collide with user ids (1..num_users)
 
 _EDGE_KINDS = ("follow", "block", "mute", "subscribe")  # the data directory's EDGE_KINDS

@@ -39,7 +39,7 @@ __all__ = ["AppendLog", "EventSink", "Ingestor", "ReadLog", "for_shards"]
 
 
 class ReadLog(Protocol):
-    """Read side of the event log (``xserve.storage.event_log.EventLog`` satisfies it)."""
+    """Read side of the event log (``xserve.storage.log.event_log.EventLog`` satisfies it)."""
 
     def read(self, from_offset: int = 0, until_offset: int | None = None) -> Iterator[tuple[int, int, PostEvent]]: ...
 

@@ -1,4 +1,4 @@
-"""One shard replica's logic: a PostStore kept in step with the event log, behind an admission gate.
+"""One shard replica's logic: a ThunderStore kept in step with the event log, behind an admission gate.
 
 Pure (no Ray): the ``ThunderShard`` actor is a thin shell around
 :class:`ShardReplica`, and tests drive it directly.
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from xserve.config import ThunderConfig
 from xserve.schema import InNetworkRequest, LightPost, PostEvent
 from xserve.thunder.ingest import ReadLog
-from xserve.thunder.post_store import PostStore
+from xserve.thunder.store import ThunderStore
 
 __all__ = ["AdmissionGate", "ShardReplica", "ThunderAtCapacity"]
 
@@ -41,7 +41,7 @@ class AdmissionGate:
 
 
 class ShardReplica:
-    """A :class:`PostStore` for one shard, fed from the event log by offset.
+    """A :class:`ThunderStore` for one shard, fed from the event log by offset.
 
     ``apply`` takes a batch with its log offsets ``[first, next)``: a batch
     already seen is skipped, an overlap applies only the new tail, and a gap
@@ -55,7 +55,7 @@ class ShardReplica:
         self, config: ThunderConfig, log: ReadLog, shard: int, clock_ms: Callable[[], int], name: str = ""
     ) -> None:
         self.config = config
-        self.store = PostStore(config, shard, config.num_shards)
+        self.store = ThunderStore(config, shard, config.num_shards)
         self.log = log
         self.clock_ms = clock_ms
         self.name = name or f"thunder shard {shard}"

@@ -1,0 +1,310 @@
+"""Training and evaluation examples from an engagement log, vectorised with numpy.
+
+Input is any table with ``.column(name)`` (a ``pyarrow.Table`` in practice) with
+the engagement-log columns ``user_id, post_id, author_id, action`` (an
+``Action`` value string), ``timestamp_ms`` and optionally ``dwell_ms``,
+``product_surface``, ``post_created_at_ms``; and optionally a posts table
+(``post_id, author_id, created_at_ms``) as the candidate corpus.
+
+1. **Aggregation** (``Entries``): one user's actions on one post form one entry
+   while consecutive actions are at most ``history_window_ms`` apart (the
+   reference's UAS window), giving a multi-hot action bitmask, the latest
+   timestamp, the first product surface and the longest dwell. Entries are
+   sorted by (user, time): each user's chronological sequence is a slice.
+2. **Time split**: entries at or after ``split_ms`` (the newest
+   ``validation_fraction`` of the time span) are validation targets; their
+   histories may reach back into the training period.
+3. **Ranker examples** (``RankerExamples``): a cut at entry ``c`` of a user gives
+   history = the newest ``history_len`` entries before ``c``, positives = the
+   next ``P`` entries (labels: their actions), negatives = ``N`` posts sampled
+   uniformly among posts created in the ``max_age_ms`` before a positive's time
+   (all-zero labels; surface copied from that positive so it does not leak the
+   label). Cuts step by ``P``, so every entry is a positive once per epoch.
+4. **Tower examples** (``TowerExamples``): the same, with only positive
+   entries (``TOWER_POSITIVE_ACTIONS`` and no negative action) as targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from xserve.phoenix.model.features import Featurizer, age_buckets, multi_hot
+from xserve.phoenix.model.ranker import CandidateBatch, ContextBatch
+from xserve.schema import ACTION_INDEX, ACTIONS, NEGATIVE_ACTIONS, Action
+
+__all__ = [
+    "TOWER_POSITIVE_ACTIONS",
+    "context_batch",
+    "history_index",
+    "Entries",
+    "PostCorpus",
+    "RankerExamples",
+    "TowerExamples",
+    "aggregate",
+    "label_rates",
+    "split_time",
+]
+
+TOWER_POSITIVE_ACTIONS: frozenset[Action] = frozenset({
+    Action.FAVORITE, Action.REPLY, Action.REPOST, Action.QUOTE, Action.SHARE,
+    Action.SHARE_VIA_DM, Action.SHARE_VIA_COPY_LINK, Action.FOLLOW_AUTHOR,
+})
+POSITIVE_MASK = sum(1 << ACTION_INDEX[a] for a in TOWER_POSITIVE_ACTIONS)
+NEGATIVE_MASK = sum(1 << ACTION_INDEX[a] for a in NEGATIVE_ACTIONS)
+
+
+def _col(table: Any, name: str, default: int | None = None) -> np.ndarray:
+    if name not in table.column_names:
+        if default is None:
+            raise ValueError(f"engagement table has no column {name!r}")
+        return np.full(table.num_rows, default, np.int64)
+    col = table.column(name)
+    if col.null_count:
+        col = col.fill_null(default if default is not None else 0)
+    return np.asarray(col.to_numpy(), dtype=np.int64)
+
+
+def _action_index(table: Any) -> np.ndarray:
+    """The ``action`` column (Action value strings) → int8 index into ``ACTIONS``."""
+    col = table.column("action")
+    if hasattr(col, "dictionary_encode"):  # pyarrow: map each distinct string once
+        enc = col.combine_chunks().dictionary_encode() if hasattr(col, "combine_chunks") else col.dictionary_encode()
+        names, codes = enc.dictionary.to_pylist(), np.asarray(enc.indices.to_numpy(), np.int64)
+    else:
+        names, codes = np.unique(np.asarray(col, dtype=object), return_inverse=True)
+        names = list(names)
+    lookup = np.empty(len(names), np.int8)
+    for i, name in enumerate(names):
+        try:
+            lookup[i] = ACTION_INDEX[Action(name)]
+        except ValueError:
+            raise ValueError(f"engagement column 'action' has unknown action {name!r}") from None
+    return lookup[codes]
+
+
+@dataclass
+class Entries:
+    """Aggregated engagements, sorted by (user, timestamp); per-user slices ``[starts[u], ends[u])``."""
+
+    user: np.ndarray  # (E,) int64 user id
+    post: np.ndarray  # (E,) int64
+    author: np.ndarray  # (E,) int64
+    bits: np.ndarray  # (E,) int64 action bitmask (bit i = ACTIONS[i])
+    ts: np.ndarray  # (E,) int64 latest action in the window, ms
+    surface: np.ndarray  # (E,) int64 product surface of the first action
+    dwell_ms: np.ndarray  # (E,) int64 longest dwell in the window
+    created: np.ndarray  # (E,) int64 post creation time, 0 = unknown
+    starts: np.ndarray  # (U,) first entry of each user
+    ends: np.ndarray  # (U,) one past the last entry of each user
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def row_user(self) -> np.ndarray:
+        """(E,) index of each entry's user slice."""
+        return np.repeat(np.arange(len(self.starts)), self.ends - self.starts)
+
+
+def aggregate(table: Any, window_ms: int) -> Entries:
+    """Aggregate an engagement table (see module docstring) into ``Entries``."""
+    if table.num_rows == 0:
+        raise ValueError("the engagement table is empty")
+    user, post, author = _col(table, "user_id"), _col(table, "post_id"), _col(table, "author_id")
+    ts = _col(table, "timestamp_ms")
+    action = _action_index(table)
+    dwell = _col(table, "dwell_ms", 0)
+    surface = _col(table, "product_surface", 1)
+    created = _col(table, "post_created_at_ms", 0)
+    order = np.lexsort((ts, post, user))  # group actions by (user, post) in time order
+    user, post, ts = user[order], post[order], ts[order]
+    new = np.ones(len(order), bool)
+    new[1:] = (user[1:] != user[:-1]) | (post[1:] != post[:-1]) | (ts[1:] - ts[:-1] > window_ms)
+    first = np.flatnonzero(new)
+    bits = np.bitwise_or.reduceat(np.left_shift(1, action[order].astype(np.int64)), first)
+    g_ts = np.maximum.reduceat(ts, first)
+    g_dwell = np.maximum.reduceat(dwell[order], first)
+    g_user, g_post = user[first], post[first]
+    g_author, g_surface, g_created = author[order][first], surface[order][first], created[order][first]
+    by_time = np.lexsort((g_post, g_ts, g_user))  # each user's sequence, chronological
+    g_user = g_user[by_time]
+    starts = np.flatnonzero(np.r_[True, g_user[1:] != g_user[:-1]])
+    ends = np.r_[starts[1:], len(g_user)]
+    return Entries(user=g_user, post=g_post[by_time], author=g_author[by_time], bits=bits[by_time],
+                   ts=g_ts[by_time], surface=g_surface[by_time], dwell_ms=g_dwell[by_time],
+                   created=np.maximum(g_created[by_time], 0), starts=starts, ends=ends)
+
+
+def split_time(entries: Entries, validation_fraction: float) -> int:
+    """The first validation millisecond: the newest ``validation_fraction`` of the time span is held out."""
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"train.validation_fraction must be in (0, 1), got {validation_fraction}")
+    lo, hi = int(entries.ts.min()), int(entries.ts.max())
+    return lo + int(np.ceil((1.0 - validation_fraction) * (hi - lo)))
+
+
+@dataclass
+class PostCorpus:
+    """Every known post, sorted by creation time (the negative-sampling and retrieval corpus)."""
+
+    post: np.ndarray  # (N,) int64
+    author: np.ndarray  # (N,) int64
+    created: np.ndarray  # (N,) int64, ascending
+
+    @classmethod
+    def build(cls, entries: Entries, posts: Any | None = None) -> PostCorpus:
+        """From a posts table when given, else from the posts seen in the engagements."""
+        if posts is not None and posts.num_rows:
+            post, author, created = _col(posts, "post_id"), _col(posts, "author_id"), _col(posts, "created_at_ms", 0)
+        else:
+            post, idx, inv = np.unique(entries.post, return_index=True, return_inverse=True)
+            first_seen = np.full(len(post), np.iinfo(np.int64).max, np.int64)
+            np.minimum.at(first_seen, inv, entries.ts)
+            author = entries.author[idx]
+            created = np.where(entries.created[idx] > 0, entries.created[idx], first_seen)
+        order = np.argsort(created, kind="stable")
+        return cls(post=post[order], author=author[order], created=created[order])
+
+    def __len__(self) -> int:
+        return len(self.post)
+
+    def sample_recent(self, ref_ms: np.ndarray, max_age_ms: int, rng: np.random.Generator) -> np.ndarray:
+        """One corpus index per ``ref_ms`` element, uniform over posts created in ``[ref − max_age, ref]``
+        (any older post when that window is empty; −1 when no post existed yet)."""
+        hi = np.searchsorted(self.created, ref_ms, side="right")
+        lo = np.searchsorted(self.created, ref_ms - max_age_ms, side="left")
+        lo = np.where(hi > lo, lo, 0)
+        idx = lo + np.floor(rng.random(np.shape(ref_ms)) * (hi - lo)).astype(np.int64)
+        return np.where(hi > 0, np.minimum(idx, hi - 1), -1)
+
+
+def _cuts(first: np.ndarray, stop: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut points ``first, first+step, … < stop`` for every group → (cut, group) arrays."""
+    n = np.maximum(0, -(-(stop - first) // step))  # ceil, ≥ 0
+    group = np.repeat(np.arange(len(first)), n)
+    within = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    return first[group] + step * within, group
+
+
+def _history(entries: Entries, user_start: np.ndarray, cut: np.ndarray, history_len: int) -> tuple[np.ndarray, np.ndarray]:
+    start = np.maximum(user_start, cut - history_len)
+    return start, cut - start
+
+
+@dataclass
+class RankerExamples:
+    """Next-engagement ranker examples (see module docstring); rows are examples."""
+
+    entries: Entries
+    corpus: PostCorpus
+    hist_start: np.ndarray  # (X,) first history entry
+    hist_len: np.ndarray  # (X,) valid history entries n
+    pos_start: np.ndarray  # (X,) first positive entry
+    pos_len: np.ndarray  # (X,) positives (≤ P)
+    neg_post: np.ndarray  # (X, N) corpus index of each negative, −1 = none
+    neg_ref: np.ndarray  # (X, N) entry index whose time/surface the negative borrows
+    num_pos: int  # P
+
+    @classmethod
+    def build(cls, entries: Entries, corpus: PostCorpus, *, split_ms: int, validation: bool, num_pos: int,
+              num_neg: int, history_len: int, max_age_ms: int, rng: np.random.Generator) -> RankerExamples:
+        is_val = entries.ts >= split_ms
+        # first validation entry of each user (its end if none)
+        val_first = entries.starts + np.add.reduceat(~is_val, entries.starts) if len(entries) else entries.starts
+        if validation:
+            first, stop = val_first, entries.ends
+        else:  # random phase per user so epochs see different cuts; the first entry is always history
+            first = entries.starts + 1 + rng.integers(0, num_pos, len(entries.starts))
+            stop = val_first
+        cut, g = _cuts(first, stop, num_pos)
+        hist_start, hist_len = _history(entries, entries.starts[g], cut, history_len)
+        pos_len = np.minimum(num_pos, stop[g] - cut)
+        ref = cut[:, None] + np.floor(rng.random((len(cut), num_neg)) * pos_len[:, None]).astype(np.int64)
+        neg = corpus.sample_recent(entries.ts[ref], max_age_ms, rng)
+        return cls(entries, corpus, hist_start, hist_len, cut, pos_len, neg, ref, num_pos)
+
+    def __len__(self) -> int:
+        return len(self.hist_start)
+
+    def context(self, rows: np.ndarray, featurizer: Featurizer) -> ContextBatch:
+        return context_batch(self.entries, self.hist_start[rows], self.hist_len[rows], featurizer)
+
+    def batch(self, rows: np.ndarray, featurizer: Featurizer) -> tuple[ContextBatch, CandidateBatch, np.ndarray, np.ndarray]:
+        """Rows → (context, candidates ``(B, P+N)``, labels ``(B, P+N, A)`` float32, dwell seconds ``(B, P+N)``)."""
+        e, num_pos = self.entries, self.num_pos
+        j = np.arange(num_pos)
+        valid = j < self.pos_len[rows, None]  # (B, P)
+        pidx = np.where(valid, self.pos_start[rows, None] + j, 0)  # (B, P)
+        neg = self.neg_post[rows]  # (B, N)
+        nvalid = neg >= 0
+        nidx = np.where(nvalid, neg, 0)
+        ref = self.neg_ref[rows]
+        c = self.corpus
+        post = np.concatenate([np.where(valid, e.post[pidx], 0), np.where(nvalid, c.post[nidx], 0)], 1)
+        author = np.concatenate([e.author[pidx], c.author[nidx]], 1)
+        surface = np.concatenate([e.surface[pidx], e.surface[ref]], 1)
+        ages = np.concatenate([age_buckets(e.created[pidx], e.ts[pidx], featurizer.config.age_buckets),
+                               age_buckets(c.created[nidx], e.ts[ref], featurizer.config.age_buckets)], 1)
+        bits = np.concatenate([np.where(valid, e.bits[pidx], 0), np.zeros_like(neg)], 1)
+        dwell = np.concatenate([np.where(valid, e.dwell_ms[pidx], 0), np.zeros_like(neg)], 1) / 1000.0
+        cand = featurizer.candidates(post, author, surface, ages)
+        return self.context(rows, featurizer), cand, multi_hot(bits), dwell.astype(np.float32)
+
+
+def history_index(start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Entry index ``(B, S)`` of history slices ``[start, start+length)`` (S = longest, ≥ 1) and validity."""
+    s = max(int(length.max()) if len(length) else 0, 1)
+    j = np.arange(s)
+    valid = j < length[:, None]  # (B, S)
+    return np.where(valid, start[:, None] + j, 0), valid
+
+
+def context_batch(e: Entries, start: np.ndarray, length: np.ndarray, featurizer: Featurizer) -> ContextBatch:
+    """History slices ``[start, start+length)`` of ``e`` (one user each) → a context batch."""
+    idx, valid = history_index(start, length)
+    user = e.user[np.minimum(start, len(e) - 1)]
+    return featurizer.context(user, np.where(valid, e.post[idx], 0), e.author[idx], e.bits[idx], e.surface[idx])
+
+
+@dataclass
+class TowerExamples:
+    """Contrastive examples: a history and the next ``Q`` positive entries after it."""
+
+    entries: Entries
+    hist_start: np.ndarray  # (X,)
+    hist_len: np.ndarray  # (X,)
+    pos_idx: np.ndarray  # (X, Q) entry index of each positive, −1 = none
+
+    @classmethod
+    def build(cls, entries: Entries, *, split_ms: int, validation: bool, num_pos: int, history_len: int,
+              rng: np.random.Generator) -> TowerExamples:
+        positive = ((entries.bits & POSITIVE_MASK) != 0) & ((entries.bits & NEGATIVE_MASK) == 0)
+        positive &= (entries.ts >= split_ms) if validation else (entries.ts < split_ms)
+        pidx = np.flatnonzero(positive)  # ascending: grouped by user, chronological
+        puser = entries.row_user()[pidx]
+        # positives of each user are a contiguous run of pidx
+        starts = np.searchsorted(puser, np.arange(len(entries.starts)), side="left")
+        ends = np.searchsorted(puser, np.arange(len(entries.starts)), side="right")
+        first = starts + (0 if validation else rng.integers(0, num_pos, len(starts)) % np.maximum(ends - starts, 1))
+        first = np.minimum(first, ends)
+        k, g = _cuts(first, ends, num_pos)  # k indexes pidx
+        cut = pidx[k]
+        hist_start, hist_len = _history(entries, entries.starts[g], cut, history_len)
+        j = np.arange(num_pos)
+        q = k[:, None] + j
+        pos = np.where(q < ends[g, None], pidx[np.minimum(q, len(pidx) - 1)], -1)
+        keep = hist_len > 0  # the towers need some history to pool
+        return cls(entries, hist_start[keep], hist_len[keep], pos[keep])
+
+    def __len__(self) -> int:
+        return len(self.hist_start)
+
+    def context(self, rows: np.ndarray, featurizer: Featurizer) -> ContextBatch:
+        return context_batch(self.entries, self.hist_start[rows], self.hist_len[rows], featurizer)
+
+
+def label_rates(entries: Entries) -> np.ndarray:
+    """(A,) share of entries with each action (for the head's initial bias)."""
+    return multi_hot(entries.bits).mean(0) if len(entries) else np.zeros(len(ACTIONS), np.float32)

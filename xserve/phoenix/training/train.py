@@ -1,0 +1,320 @@
+"""Training the ranker and the two towers from an engagement log.
+
+``train(engagements, posts, config, out_dir)`` aggregates the log, splits it by
+time, trains both models and writes ``ranker.pt`` / ``towers.pt`` to
+``out_dir`` (the CLI uses ``<data_dir>/models``):
+
+* **ranker**: multi-task BCE over the 18 actions on next-engagement examples
+  (``data.RankerExamples``: positives with their multi-hot actions, sampled
+  recent unengaged posts with all-zero labels, many candidates per history
+  thanks to isolation) plus a dwell-time regression (log-seconds squared
+  error) on candidates with a dwell;
+* **towers**: contrastive, in-batch negatives with log-Q correction: logits
+  ``u·c/τ − log q(c)`` where ``q`` is the candidate's share of training
+  positives (how often it shows up as an in-batch negative), so popular posts
+  are not over-penalised; a user's other positives and repeats of the
+  target post in the batch are masked out.
+
+Hash tables train with ``SparseAdam`` (only the rows a batch touched), the
+rest with ``AdamW``; linear warm-up then cosine decay. Deterministic for a
+given ``TrainConfig.seed``: torch and numpy generators are seeded, example
+order and negatives come from one ``numpy.random.Generator``, and
+``torch.use_deterministic_algorithms`` is on while training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from xserve.config import XServeConfig
+from xserve.phoenix.model.checkpoint import load_ranker, load_towers, save_checkpoint
+from xserve.phoenix.training.data import (
+    Entries,
+    PostCorpus,
+    RankerExamples,
+    TowerExamples,
+    aggregate,
+    label_rates,
+    split_time,
+)
+from xserve.phoenix.model.embeddings import HashEmbedding, PhoenixHasher
+from xserve.phoenix.model.features import Featurizer
+from xserve.phoenix.model.ranker import PhoenixRanker
+from xserve.phoenix.model.towers import PhoenixTowers
+from xserve.schema import ACTION_INDEX, Action
+
+__all__ = [
+    "RANKER_FILE",
+    "TOWERS_FILE",
+    "Prepared",
+    "TrainResult",
+    "deterministic",
+    "load_ranker",
+    "load_towers",
+    "prepare",
+    "ranker_loss",
+    "train",
+    "train_ranker",
+    "train_towers",
+]
+
+RANKER_FILE = "ranker.pt"
+TOWERS_FILE = "towers.pt"
+_DWELL = ACTION_INDEX[Action.DWELL]
+
+
+@dataclass
+class Prepared:
+    """The aggregated log, its time split and the corpus, shared by training and evaluation."""
+
+    entries: Entries
+    corpus: PostCorpus
+    split_ms: int
+    featurizer: Featurizer
+    config: XServeConfig
+
+    @property
+    def hasher(self) -> PhoenixHasher:
+        return self.featurizer.hasher
+
+
+def prepare(engagements: Any, posts: Any | None, config: XServeConfig,
+            featurizer: Featurizer | None = None) -> Prepared:
+    """Aggregate ``engagements`` (a table, see ``data``) and split it by time; ``featurizer``
+    defaults to fresh hashes for ``config.phoenix`` (pass a loaded model's to evaluate it)."""
+    entries = aggregate(engagements, config.mixer.history_window_ms)
+    pc = config.phoenix
+    return Prepared(entries=entries, corpus=PostCorpus.build(entries, posts),
+                    split_ms=split_time(entries, config.train.validation_fraction),
+                    featurizer=featurizer or Featurizer(pc, PhoenixHasher(pc)), config=config)
+
+
+@contextlib.contextmanager
+def deterministic(seed: int, num_threads: int) -> Iterator[np.random.Generator]:
+    """Seed torch, fix the thread count and require deterministic kernels; restore on exit."""
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(max(1, num_threads))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(seed)
+    try:
+        yield np.random.default_rng(seed)
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
+
+
+def _optimizers(model: nn.Module, config: XServeConfig, total_steps: int):
+    tc = config.train
+    sparse_ids = {id(p) for m in model.modules() if isinstance(m, HashEmbedding) for p in m.parameters()}
+    sparse = [p for p in model.parameters() if id(p) in sparse_ids]
+    dense = [p for p in model.parameters() if id(p) not in sparse_ids]
+    decay = [p for p in dense if p.dim() >= 2]
+    no_decay = [p for p in dense if p.dim() < 2]
+    opts = [
+        torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}], lr=tc.learning_rate),
+        torch.optim.SparseAdam(sparse, lr=tc.embedding_learning_rate),
+    ]
+    warm = max(1, min(tc.warmup_steps, total_steps // 10))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in opts]
+    return opts, scheds
+
+
+def _epoch_rows(lengths: np.ndarray, cap: int, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A random subset (``cap``, 0 = all) cut into batches of similar history length, in random order.
+
+    Sorting windows of 32 batches by length before cutting keeps per-batch padding (each batch is
+    trimmed to its longest history) small without giving up shuffling.
+    """
+    rows = rng.permutation(len(lengths))
+    if cap and len(rows) > cap:
+        rows = rows[:cap]
+    window = 32 * batch
+    batches = []
+    for i in range(0, len(rows), window):
+        chunk = rows[i : i + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[j : j + batch] for j in range(0, len(chunk), batch)]
+    return [batches[k] for k in rng.permutation(len(batches))]
+
+
+def ranker_loss(model: PhoenixRanker, batch: tuple, dwell_weight: float) -> tuple[torch.Tensor, float]:
+    """Mean over valid candidates of the summed per-action BCE, plus the weighted dwell loss."""
+    ctx, cand, labels, dwell = batch
+    out = model.score_candidates(model.encode_context(ctx), cand)  # == model(ctx, cand), less attention work
+    labels_t, dwell_t = torch.from_numpy(labels), torch.from_numpy(dwell)
+    valid = cand.valid.to(out.logits.dtype)  # (B, C)
+    bce = F.binary_cross_entropy_with_logits(out.logits, labels_t, reduction="none").sum(-1)  # (B, C)
+    bce = (bce * valid).sum() / valid.sum().clamp_min(1)
+    has_dwell = (dwell_t > 0).to(valid.dtype) * valid
+    sq = (torch.log1p(out.dwell_s) - torch.log1p(dwell_t)).pow(2)
+    dwell_loss = (sq * has_dwell).sum() / has_dwell.sum().clamp_min(1)
+    return bce + dwell_weight * dwell_loss, float(bce.detach())
+
+
+def _run_epochs(model: nn.Module, config: XServeConfig, make_examples, step_fn, cap: int, name: str,
+                rng: np.random.Generator, progress: bool) -> list[float]:
+    """Generic loop: ``make_examples(rng)`` each epoch, ``step_fn(examples, rows) -> (loss, logged)``."""
+    tc = config.train
+    epochs = [make_examples(rng) for _ in range(tc.epochs)]
+    batches = [_epoch_rows(ex.hist_len, cap, tc.batch_size, rng) for ex in epochs]
+    total = sum(len(b) for b in batches)
+    if total == 0:
+        raise ValueError(f"no {name} training examples: the log needs users with several engagements")
+    opts, scheds = _optimizers(model, config, total)
+    dense = [p for p in model.parameters() if not any(p is q for g in opts[1].param_groups for q in g["params"])]
+    model.train()
+    losses: list[float] = []
+    with tqdm(total=total, desc=f"train {name}", disable=not progress, unit="batch") as bar:
+        for ex, rows_list in zip(epochs, batches, strict=True):
+            for rows in rows_list:
+                loss, logged = step_fn(ex, rows)
+                for o in opts:
+                    o.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(dense, 1.0)  # hash-table gradients are sparse: Adam-scaled anyway
+                for o, s in zip(opts, scheds, strict=True):
+                    o.step()
+                    s.step()
+                losses.append(logged)
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    model.eval()
+    return losses
+
+
+def train_ranker(data: Prepared, rng: np.random.Generator, progress: bool = False) -> tuple[PhoenixRanker, dict[str, Any]]:
+    cfg, tc = data.config, data.config.train
+    model = PhoenixRanker(cfg.phoenix)
+    rates = np.clip(label_rates(data.entries) * tc.ranker_positives / (tc.ranker_positives + tc.ranker_negatives),
+                    1e-5, 1 - 1e-5)
+    with torch.no_grad():
+        model.action_head.bias.copy_(torch.from_numpy(np.log(rates / (1 - rates))).float())
+
+    def make(r: np.random.Generator) -> RankerExamples:
+        return RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=False,
+                                    num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
+                                    history_len=cfg.phoenix.history_len, max_age_ms=cfg.mixer.max_post_age_ms, rng=r)
+
+    def step(ex: RankerExamples, rows: np.ndarray):
+        return ranker_loss(model, ex.batch(rows, data.featurizer), tc.dwell_loss_weight)
+
+    losses = _run_epochs(model, cfg, make, step, tc.ranker_examples_per_epoch, "ranker", rng, progress)
+    metrics = {"train_bce_first": float(np.mean(losses[:20])), "train_bce_last": float(np.mean(losses[-20:])),
+               "steps": len(losses)}
+    val = RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=True,
+                               num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
+                               history_len=cfg.phoenix.history_len, max_age_ms=cfg.mixer.max_post_age_ms, rng=rng)
+    if len(val):
+        rows = np.arange(min(len(val), 4 * tc.batch_size))
+        with torch.no_grad():
+            vals = [ranker_loss(model, val.batch(r, data.featurizer), 0.0)[1]
+                    for r in np.array_split(rows, max(1, len(rows) // tc.batch_size))]
+        metrics["val_bce"] = float(np.mean(vals))
+    return model, metrics
+
+
+def tower_loss(model: PhoenixTowers, ex: TowerExamples, rows: np.ndarray, featurizer: Featurizer,
+               log_q: dict[str, np.ndarray], temperature: float) -> torch.Tensor:
+    """In-batch softmax over every positive in the batch, with log-Q correction and false negatives masked."""
+    e = ex.entries
+    pos = ex.pos_idx[rows]  # (B, Q)
+    row, slot = np.nonzero(pos >= 0)
+    idx = pos[row, slot]  # (M,) entries
+    post, author = e.post[idx], e.author[idx]
+    users = model.user_embeddings(ex.context(rows, featurizer))  # (B, D)
+    h = featurizer.hasher
+    cands = model.candidate_embeddings(torch.from_numpy(h("post", post)), torch.from_numpy(h("author", author)))  # (M, D)
+    q = np.searchsorted(log_q["post"], post)
+    logits = users[row] @ cands.T / temperature - torch.from_numpy(log_q["log_q"][q]).float()  # (M, M)
+    # a column is a false negative for target m if it is the same post or another positive of the same user
+    same = (post[:, None] == post[None, :]) | (row[:, None] == row[None, :])
+    np.fill_diagonal(same, False)
+    logits = logits.masked_fill(torch.from_numpy(same), float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(idx)))
+
+
+def _log_q(ex: TowerExamples) -> dict[str, np.ndarray]:
+    posts = ex.entries.post[ex.pos_idx[ex.pos_idx >= 0]]
+    uniq, counts = np.unique(posts, return_counts=True)
+    return {"post": uniq, "log_q": np.log(counts / counts.sum())}
+
+
+def train_towers(data: Prepared, rng: np.random.Generator, progress: bool = False) -> tuple[PhoenixTowers, dict[str, Any]]:
+    cfg, tc = data.config, data.config.train
+    model = PhoenixTowers(cfg.phoenix)
+    log_q: dict[str, np.ndarray] = {}
+
+    def make(r: np.random.Generator) -> TowerExamples:
+        ex = TowerExamples.build(data.entries, split_ms=data.split_ms, validation=False,
+                                 num_pos=tc.tower_positives, history_len=cfg.phoenix.history_len, rng=r)
+        if not log_q:
+            log_q.update(_log_q(ex))
+        return ex
+
+    def step(ex: TowerExamples, rows: np.ndarray):
+        loss = tower_loss(model, ex, rows, data.featurizer, log_q, tc.tower_temperature)
+        return loss, float(loss.detach())
+
+    losses = _run_epochs(model, cfg, make, step, tc.tower_examples_per_epoch, "towers", rng, progress)
+    return model, {"train_loss_first": float(np.mean(losses[:20])), "train_loss_last": float(np.mean(losses[-20:])),
+                   "steps": len(losses)}
+
+
+@dataclass
+class TrainResult:
+    ranker: PhoenixRanker
+    towers: PhoenixTowers
+    data: Prepared
+    metrics: dict[str, Any] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def train(engagements: Any, posts: Any | None, config: XServeConfig, out_dir: str | Path | None = None,
+          progress: bool = False) -> TrainResult:
+    """Train both models on the log; save ``ranker.pt`` and ``towers.pt`` under ``out_dir`` when given."""
+    t0 = time.perf_counter()
+    tc = config.train
+    with deterministic(tc.seed, tc.num_threads) as rng:
+        data = prepare(engagements, posts, config)
+        t1 = time.perf_counter()
+        ranker, rm = train_ranker(data, rng, progress)
+        t2 = time.perf_counter()
+        towers, tm = train_towers(data, rng, progress)
+        t3 = time.perf_counter()
+    metrics = {
+        "entries": len(data.entries), "users": len(data.entries.starts), "posts": len(data.corpus),
+        "split_ms": data.split_ms, "ranker": rm, "towers": tm,
+        "seconds": {"prepare": t1 - t0, "ranker": t2 - t1, "towers": t3 - t2},
+    }
+    result = TrainResult(ranker=ranker, towers=towers, data=data, metrics=metrics)
+    if out_dir is not None:
+        out = Path(out_dir)
+        extra = {"train_config": msgspec.to_builtins(config.train), "split_ms": data.split_ms}
+        save_checkpoint(out / RANKER_FILE, "ranker", ranker, data.hasher, {**rm, **metrics["seconds"]}, extra)
+        save_checkpoint(out / TOWERS_FILE, "towers", towers, data.hasher, {**tm, **metrics["seconds"]}, extra)
+        result.paths = {"ranker": out / RANKER_FILE, "towers": out / TOWERS_FILE}
+    return result
+

@@ -1,0 +1,8 @@
+"""The post catalog: the system of record for posts (core data, media, subscription flag, labels, deletions).
+
+Pure, no Ray. Its shard actors (``xserve.actors.posts``) log every post write; Thunder and retrieval consume those logs.
+"""
+
+from xserve.posts.catalog import CatalogEvent, PostCatalog, PostLookup
+
+__all__ = ["CatalogEvent", "PostCatalog", "PostLookup"]

@@ -1,0 +1,1 @@
+"""The LanceDB side of the data directory: the tables, the retrieval embedding shards and their versions, row metadata."""

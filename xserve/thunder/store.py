@@ -1,0 +1,756 @@
+"""Thunder's in-memory store of recent posts, and the in-network query over it.
+
+Follows the reference ``thunder/posts/post_store.rs`` (see
+``shared/reference/x-algorithm.md`` §5.2-5.3). Pure Python, no Ray, no clock:
+every method that depends on time takes ``now_ms``.
+
+Data structures (one ``LightPost`` object per live post, referenced, never copied):
+
+* ``_posts``: post id -> ``LightPost`` for the posts of the authors this shard
+  owns, live only (deleted and trimmed posts are removed);
+* ``_originals`` / ``_secondary`` / ``_videos``: author id -> ``deque`` of that
+  author's originals, replies + reposts, and video posts, sorted by
+  ``(created_at_ms, post_id)``, **newest last**. Every deque entry is also in
+  ``_posts`` (deletes remove eagerly), so a query never looks a candidate up;
+* ``_foreign``: post id -> ``LightPost`` for posts of authors *other* shards own.
+  A reply's parent and a repost's source can be by any author, so each shard
+  sees the whole event stream and keeps this table (no deques) to decide the
+  reply rule and repost-of-video exactly as one unsharded store would; it is
+  what makes the sharded fan-out equal the unsharded answer;
+* ``_deleted``: post id -> ``deleted_at_ms``, with ``_deletions`` (arrival
+  order) so deletions age out after the retention window like posts do;
+* ``_runs`` / ``_video_runs``: author id -> :class:`_Run`, that author's answer
+  computed once, for any viewer, without exclusions or age limit (built on
+  the first query that needs it, dropped when any of the author's deques
+  changes). Most of a query's work does not depend on the viewer, so a query
+  only checks, per author, that its viewer, exclusions and cutoff cannot
+  change that answer, and falls back to the plain scan when they can;
+* ``_parents_epoch`` / ``_watched``: a reply's fate depends on its parent,
+  which another author's writes (a delete, a late create) or a trim can
+  change; any such change to a parent id in ``_watched`` bumps the epoch, and
+  a run from an older epoch re-checks its parents before it is used.
+
+Differences from the reference, on purpose: a delete removes the post from
+its deques at once, so deleted posts do not use up the per-author scan budget;
+a query ignores posts older than retention even before the next ``trim``, so
+answers do not depend on when the trim timer last ran; ties in
+``created_at_ms`` are ordered by post id so every answer is deterministic.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right, insort
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
+from itertools import islice
+from operator import attrgetter, is_, itemgetter, neg
+
+import numpy as np
+
+from xserve.config import ThunderConfig
+from xserve.schema import (
+    InNetworkRequest,
+    LightPost,
+    MediaKind,
+    Post,
+    PostCreated,
+    PostDeleted,
+    PostEvent,
+    QuotedPostDeleted,
+)
+from xserve.sharding import shard_for
+
+__all__ = ["ThunderStore", "light_post", "merge_newest_first"]
+
+_CREATED = attrgetter("created_at_ms")
+_POST_ID = attrgetter("post_id")
+_TIME_KEY = attrgetter("created_at_ms", "post_id")
+
+
+def light_post(post: Post, min_video_duration_ms: int) -> LightPost:
+    """Thunder's compact record of ``post``.
+
+    ``has_video`` follows the reference: exactly one media item, a video of at
+    least ``min_video_duration_ms``.
+    """
+    media = post.media
+    has_video = (
+        len(media) == 1 and media[0].kind is MediaKind.VIDEO and media[0].duration_ms >= min_video_duration_ms
+    )
+    return LightPost(
+        post.post_id,
+        post.author_id,
+        post.created_at_ms,
+        post.in_reply_to_post_id,
+        post.in_reply_to_user_id,
+        post.repost_of_post_id,
+        post.repost_of_user_id,
+        post.conversation_id,
+        has_video,
+    )
+
+
+def _is_reply(p: LightPost) -> bool:
+    # The reference sets is_reply when any in-reply-to field is present.
+    return p.in_reply_to_post_id is not None or p.in_reply_to_user_id is not None
+
+
+def merge_newest_first(posts: list[LightPost], max_results: int) -> list[LightPost]:
+    """``posts`` newest first (ties: larger post id first), at most ``max_results`` of them."""
+    if len(posts) <= 1:
+        return posts[:max_results]
+    return _merge_by_time(list(map(_CREATED, posts)), posts, max_results)
+
+
+def _merge_by_time(times: Sequence[int] | np.ndarray, posts: list[LightPost], max_results: int) -> list[LightPost]:
+    """:func:`merge_newest_first` given ``times[i] == posts[i].created_at_ms``.
+
+    Sorts keys in numpy and gathers the posts once (no Python-level comparison
+    of posts, no per-post tuples): pre-selects the newest ``max_results`` when
+    there are many more, then a stable argsort by time; the post ids are
+    read only when two kept posts share a millisecond.
+    """
+    n = len(posts)
+    if n <= 1:
+        return posts[:max_results]
+    keys = np.array(times, dtype=np.int64)
+    np.negative(keys, out=keys)  # ascending keys = newest first
+    if n > 2 * max_results:
+        floor = np.partition(keys, max_results - 1)[max_results - 1]
+        keep = np.flatnonzero(keys <= floor)
+        posts = list(map(posts.__getitem__, keep.tolist()))
+        keys = keys[keep]
+    order = np.argsort(keys, kind="stable")
+    ranked = keys[order[: max_results + 1]]
+    if (ranked[1:] == ranked[:-1]).any():  # a tie among the kept posts or at the boundary
+        ids = np.fromiter(map(_POST_ID, posts), dtype=np.int64, count=len(posts))
+        order = np.lexsort((-ids, keys))
+    return list(map(posts.__getitem__, order[:max_results].tolist()))
+
+
+def _gather_newest(
+    times: array[int], runs: list[tuple[LightPost, ...]], rest: list[LightPost], max_results: int
+) -> list[LightPost]:
+    """The newest ``max_results`` of the posts in ``runs`` then ``rest``, ``times`` being theirs in that order.
+
+    Each run is newest first, so the posts at or above the ``max_results``-th
+    newest time are a prefix of it: only those are gathered (a post object is
+    touched only if it may be returned), then merged by :func:`_merge_by_time`.
+    """
+    keys = np.frombuffer(times, dtype=np.int64) if len(times) else np.zeros(0, dtype=np.int64)
+    if len(keys) <= max_results:
+        return _merge_by_time(keys, [p for run in runs for p in run] + rest, max_results)
+    floor = np.partition(keys, len(keys) - max_results)[len(keys) - max_results]
+    lengths = np.fromiter(map(len, runs), dtype=np.int64, count=len(runs))
+    starts = np.zeros(len(runs), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    young = keys >= floor
+    tail = int(lengths.sum())  # where ``rest`` starts
+    counts = np.add.reduceat(young[:tail], starts).tolist() if runs else []
+    out: list[LightPost] = []
+    add = out.extend
+    for run, c in zip(runs, counts):
+        if c == len(run):
+            add(run)
+        elif c:
+            add(run[:c])
+    if rest:
+        out.extend(map(rest.__getitem__, np.flatnonzero(young[tail:]).tolist()))
+    return _merge_by_time(keys[young], out, max_results)
+
+
+def _scan_window(d: deque[LightPost], scan: int, exclude: frozenset[int], cutoff: int) -> Iterable[LightPost]:
+    """Newest-first posts of ``d`` within retention, excluded ones skipped, at most ``scan`` of them."""
+    n = 0
+    for p in reversed(d):
+        if p.created_at_ms < cutoff or n >= scan:
+            return
+        if p.post_id not in exclude:
+            n += 1
+            yield p
+
+
+class _Run:
+    """One author's precomputed query answer, valid until that author's deques change.
+
+    Built from the deques with everything a query cannot change fixed: no
+    exclusions, no age limit, a viewer who follows nobody and whose posts
+    nobody reposted. ``times``/``posts`` are the posts that pass then (the
+    author's originals and replies + reposts, or videos), newest first.
+    A query takes them as they are (or the prefix young enough, by bisect)
+    after checking that its own parameters cannot change them:
+
+    * ``scanned``: how many newest posts of each deque the answer depends on
+      (the scan up to the cap-th kept post); none of them may be excluded;
+    * ``repost_users``: users the kept reposts repost: the viewer must not be one;
+    * ``cond_users``: addressees of replies kept only for a viewer following
+      them (reply rule (b)): the viewer must follow none of them;
+    * ``parent_ids``/``parents``: the parent each scanned reply found
+      (:meth:`ThunderStore.get`, ``None`` = absent); the tables must
+      still hold exactly those objects, since a parent can be deleted or
+      arrive late without the replying author's deques changing;
+    * ``parents_from``: the oldest parent time of the kept replies; the
+      query's retention cutoff must not exceed it (else a kept reply's parent
+      is too old); ``valid_from`` is the oldest of that and the kept posts'
+      times: at or below it every kept post is taken as is.
+    """
+
+    __slots__ = (
+        "times",
+        "posts",
+        "parents_from",
+        "valid_from",
+        "scanned",
+        "repost_users",
+        "cond_users",
+        "parent_ids",
+        "parents",
+        "epoch",
+    )
+
+    def __init__(
+        self,
+        times: bytes,
+        posts: tuple[LightPost, ...],
+        parents_from: int,
+        valid_from: int,
+        scanned: tuple[int, ...],
+        repost_users: tuple[int, ...],
+        cond_users: tuple[int, ...],
+        parent_ids: tuple[int, ...],
+        parents: tuple[LightPost | None, ...],
+        epoch: int,
+    ) -> None:
+        self.times = times  # int64 created_at_ms of ``posts``, native byte order (appended to the query's array as is)
+        self.posts = posts
+        self.parents_from = parents_from
+        self.valid_from = valid_from
+        self.scanned = scanned
+        self.repost_users = repost_users
+        self.cond_users = cond_users
+        self.parent_ids = parent_ids
+        self.parents = parents
+        self.epoch = epoch  # the parents epoch at which ``parents`` were last seen in the tables
+
+
+_EMPTY: frozenset[int] = frozenset()  # followed_set of a video query (no reply rule)
+_NO_PARENT = 1 << 62  # "parent time" of a post that is not a reply: never too old
+
+
+class ThunderStore:
+    """Recent posts of the authors one shard owns, plus the parent table of all others.
+
+    ``shard``/``num_shards``: this store keeps deques for authors with
+    ``shard_for(author_id, num_shards) == shard``; with the default ``(0, 1)``
+    it is the whole, unsharded store. Feed every store the full event stream.
+    Not thread-safe: one owner (an actor) calls it.
+    """
+
+    def __init__(self, config: ThunderConfig, shard: int = 0, num_shards: int = 1) -> None:
+        if num_shards < 1 or not 0 <= shard < num_shards:
+            raise ValueError(f"shard must be in [0, num_shards), got shard={shard} num_shards={num_shards}")
+        for name in (
+            "retention_ms",
+            "max_original_posts_per_author",
+            "max_reply_posts_per_author",
+            "max_video_posts_per_author",
+            "max_tiny_posts_per_user_scan",
+            "max_posts_per_author_list",
+            "max_input_list_size",
+        ):
+            if getattr(config, name) < 1:
+                raise ValueError(f"ThunderConfig.{name} must be >= 1, got {getattr(config, name)}")
+        self.config = config
+        self.shard = shard
+        self.num_shards = num_shards
+        self._retention = config.retention_ms
+        self._posts: dict[int, LightPost] = {}
+        self._originals: dict[int, deque[LightPost]] = {}
+        self._secondary: dict[int, deque[LightPost]] = {}
+        self._videos: dict[int, deque[LightPost]] = {}
+        self._foreign: dict[int, LightPost] = {}
+        self._deleted: dict[int, int] = {}
+        self._deletions: deque[tuple[int, int]] = deque()
+        self._runs: dict[int, _Run] = {}  # author -> cached answer from originals + replies/reposts
+        self._video_runs: dict[int, _Run] = {}  # author -> cached answer from videos
+        self._parents_epoch = 0  # bumped when a post in _watched enters or leaves the tables
+        self._watched: set[int] = set()  # parent ids the runs checked at the current epoch depend on
+        self._peak: dict[str, int] = {}  # dict sizes at their largest since the last shrink
+        self.counters: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return (
+            f"ThunderStore(shard={self.shard}/{self.num_shards}, posts={len(self._posts)}, "
+            f"retention_ms={self._retention})"
+        )
+
+    def owns(self, author_id: int) -> bool:
+        return self.num_shards == 1 or shard_for(author_id, self.num_shards) == self.shard
+
+    def get(self, post_id: int) -> LightPost | None:
+        """A live post by id, from this shard's authors or any other's."""
+        return self._posts.get(post_id) or self._foreign.get(post_id)
+
+    # ------------------------------------------------------------------ writes
+
+    def apply(self, events: Iterable[PostEvent], now_ms: int) -> Counter[str]:
+        """Apply one batch of events; returns what happened to them (also added to ``counters``).
+
+        Creates older than retention or newer than ``now_ms`` are dropped;
+        deletes are always recorded (they age out in :meth:`trim`) and applied first, then creates in time order, so a batch that
+        both creates and deletes a post leaves it deleted whatever the order;
+        a create of a deleted id or of a post already held is skipped.
+        """
+        cutoff = now_ms - self._retention
+        outcome: Counter[str] = Counter()
+        creates: list[Post] = []
+        future = stale = 0
+        for event in events:
+            match event:
+                case PostCreated(post=post):
+                    t = post.created_at_ms
+                    if t > now_ms:
+                        future += 1
+                    elif t < cutoff:
+                        stale += 1
+                    else:
+                        creates.append(post)
+                case PostDeleted(post_id=pid, deleted_at_ms=t):
+                    outcome[self._delete(pid, t)] += 1
+                case QuotedPostDeleted(quoting_post_id=pid, deleted_at_ms=t):
+                    outcome[self._delete(pid, t)] += 1
+                case _:
+                    raise TypeError(f"not a post event: {type(event).__name__}")
+        creates.sort(key=_POST_ID)
+        creates.sort(key=_CREATED)
+        outcome["dropped_future"] += future
+        outcome["dropped_stale"] += stale
+        outcome.update(self._insert_sorted(creates))
+        self.counters.update(outcome)
+        return +outcome
+
+    def _delete(self, post_id: int, deleted_at_ms: int) -> str:
+        # Even a delete older than retention is recorded until the next trim:
+        # replaying a log, it may precede a (bogus, later-dated) create of the
+        # same id that the live store had blocked; honouring it is always safe.
+        if post_id in self._deleted:
+            return "duplicates"
+        self._deleted[post_id] = deleted_at_ms
+        self._deletions.append((deleted_at_ms, post_id))
+        if post_id in self._watched:
+            self._parents_changed()
+        p = self._posts.pop(post_id, None)
+        if p is None:
+            self._foreign.pop(post_id, None)
+            return "deleted"
+        a = p.author_id
+        self._forget_runs(a)
+        for by_author in (self._originals, self._secondary, self._videos):
+            d = by_author.get(a)
+            if d is not None and p in d:
+                d.remove(p)
+                if not d:
+                    del by_author[a]
+        return "deleted"
+
+    def _insert_sorted(self, creates: list[Post]) -> Counter[str]:
+        # The ingest hot loop: locals, no per-event method calls on the common path.
+        outcome: Counter[str] = Counter()
+        posts, foreign, deleted = self._posts, self._foreign, self._deleted
+        originals, secondary = self._originals, self._secondary
+        min_video = self.config.min_video_duration_ms
+        list_cap = self.config.max_posts_per_author_list
+        sharded = self.num_shards > 1
+        runs_pop, video_runs_pop = self._runs.pop, self._video_runs.pop
+        watched = self._watched
+        n_created = n_foreign = n_dup = n_del = 0
+        for post in creates:
+            pid = post.post_id
+            if pid in deleted:
+                n_del += 1
+                continue
+            if sharded and shard_for(post.author_id, self.num_shards) != self.shard:
+                if pid in foreign:
+                    n_dup += 1
+                else:
+                    foreign[pid] = light_post(post, min_video)
+                    n_foreign += 1
+                    if pid in watched:  # a late parent of a cached reply
+                        self._parents_changed()
+                        watched = self._watched
+                continue
+            if pid in posts:
+                n_dup += 1
+                continue
+            lp = posts[pid] = light_post(post, min_video)
+            n_created += 1
+            if pid in watched:  # a late parent of a cached reply
+                self._parents_changed()
+                watched = self._watched
+            a = lp.author_id
+            runs_pop(a, None)
+            video_runs_pop(a, None)
+            reply = lp.in_reply_to_post_id is not None or lp.in_reply_to_user_id is not None
+            repost = lp.repost_of_post_id is not None
+            by_author = secondary if reply or repost else originals
+            d = by_author.get(a)
+            if d is None:
+                by_author[a] = deque((lp,))
+            elif len(d) < list_cap and (d[-1].created_at_ms < lp.created_at_ms or _TIME_KEY(d[-1]) < _TIME_KEY(lp)):
+                d.append(lp)
+            else:
+                self._push(by_author, lp, True)
+            if reply:  # replies never go to the video deque
+                continue
+            video = lp.has_video
+            if not video and repost:
+                source = posts.get(lp.repost_of_post_id) or foreign.get(lp.repost_of_post_id)  # type: ignore[arg-type]
+                video = source is not None and source.has_video and not _is_reply(source)
+            if video:
+                self._push(self._videos, lp, False)
+        outcome["created"] = n_created
+        outcome["created_foreign"] = n_foreign
+        outcome["duplicates"] = n_dup
+        outcome["skipped_deleted"] = n_del
+        return outcome
+
+    def _push(self, by_author: dict[int, deque[LightPost]], lp: LightPost, owns_table: bool) -> None:
+        """Append ``lp`` to its author's deque: evict the oldest beyond the list cap, keep time order."""
+        a = lp.author_id
+        d = by_author.get(a)
+        if d is None:
+            d = by_author[a] = deque()
+        while len(d) >= self.config.max_posts_per_author_list:
+            old = d.popleft()
+            if owns_table:  # evicted for good: out of the table and the video deque too
+                self._posts.pop(old.post_id, None)
+                if old.post_id in self._watched:
+                    self._parents_changed()
+                v = self._videos.get(a)
+                if v is not None and old in v:
+                    v.remove(old)
+        if d and _TIME_KEY(d[-1]) > _TIME_KEY(lp):
+            insort(d, lp, key=_TIME_KEY)  # a late event
+        else:
+            d.append(lp)
+
+    def trim(self, now_ms: int) -> int:
+        """Drop everything older than retention; returns how many posts left the store.
+
+        Pops from the front of each deque, drops empty authors, ages out
+        deletions, and rebuilds a dict once it holds under half its peak size
+        (CPython dicts never shrink on delete).
+        """
+        cutoff = now_ms - self._retention
+        removed = 0
+        for by_author, owns_table in ((self._originals, True), (self._secondary, True), (self._videos, False)):
+            empty = []
+            for a, d in by_author.items():
+                if d and d[0].created_at_ms < cutoff:
+                    self._forget_runs(a)
+                while d and d[0].created_at_ms < cutoff:
+                    p = d.popleft()
+                    if owns_table:
+                        del self._posts[p.post_id]
+                        removed += 1
+                if not d:
+                    empty.append(a)
+            for a in empty:
+                del by_author[a]
+        # Insertion order is (almost) time order: scan from the front and stop at
+        # the first live entry; a straggler behind it goes on a later trim, and
+        # queries check the age of a parent themselves.
+        stale = []
+        for pid, p in self._foreign.items():
+            if p.created_at_ms >= cutoff:
+                break
+            stale.append(pid)
+        for pid in stale:
+            del self._foreign[pid]
+        deletions = self._deletions
+        while deletions and deletions[0][0] < cutoff:
+            t, pid = deletions.popleft()
+            if self._deleted.get(pid) == t:
+                del self._deleted[pid]
+        self._parents_changed()  # posts (maybe parents) left the tables: every run re-checks its parents once
+        self._shrink()
+        self.counters["trimmed"] += removed
+        return removed
+
+    def _shrink(self) -> None:
+        for name in ("_posts", "_foreign", "_deleted", "_originals", "_secondary", "_videos", "_runs", "_video_runs"):
+            d = getattr(self, name)
+            peak = max(self._peak.get(name, 0), len(d))
+            if len(d) < peak // 2:
+                setattr(self, name, dict(d))
+                peak = len(d)
+            self._peak[name] = peak
+
+    # ------------------------------------------------------------------ reads
+
+    def in_network_posts(self, req: InNetworkRequest, now_ms: int) -> list[LightPost]:
+        """Recent posts of ``req.followed_ids`` for ``req.viewer_id``, newest first.
+
+        Per followed author (first ``max_input_list_size`` of them): newest-first
+        scan of at most ``max_tiny_posts_per_user_scan`` posts not in
+        ``exclude_ids``; drop reposts of the viewer's own posts; keep a reply
+        only under the reply rule (see :meth:`_collect`); at most
+        ``max_original_posts_per_author`` originals and
+        ``max_reply_posts_per_author`` replies + reposts (or
+        ``max_video_posts_per_author`` videos when ``video_only``). Then merge,
+        newest first, and keep ``max_results`` (config default when <= 0).
+
+        Each author's answer comes from its cached :class:`_Run` when the
+        request cannot change it, else from the plain scan (:meth:`_collect`).
+        """
+        cfg = self.config
+        limit = cfg.max_input_list_size
+        followed: Sequence[int] = req.followed_ids
+        if len(followed) > limit:
+            followed = followed[:limit]
+        exclude = req.exclude_ids
+        if len(exclude) > limit:  # a set has no "first N": keep the smallest ids, deterministic
+            exclude = frozenset(sorted(exclude)[:limit])
+        cutoff = now_ms - self._retention
+        viewer = req.viewer_id
+        if req.video_only:
+            max_results = req.max_results if req.max_results > 0 else cfg.max_videos_to_return
+            kinds = ((self._videos, cfg.max_video_posts_per_author, False),)
+            runs, followed_set = self._video_runs, _EMPTY
+        else:
+            max_results = req.max_results if req.max_results > 0 else cfg.max_posts_to_return
+            kinds = (
+                (self._originals, cfg.max_original_posts_per_author, False),
+                (self._secondary, cfg.max_reply_posts_per_author, True),
+            )
+            runs, followed_set = self._runs, frozenset(followed)
+        times = array("q")
+        runs_hit: list[tuple[LightPost, ...]] = []
+        slow = self._from_runs(runs, kinds, followed, followed_set, exclude, viewer, cutoff, times, runs_hit)
+        slow_posts: list[LightPost] = []
+        for by_author, cap, rule in kinds if slow else ():
+            self._collect(by_author, slow, cap, exclude, viewer, cutoff, cutoff, followed_set if rule else None, slow_posts)
+        times.extend(map(_CREATED, slow_posts))
+        return _gather_newest(times, runs_hit, slow_posts, max_results)
+
+    def _from_runs(
+        self,
+        runs: dict[int, _Run],
+        kinds: tuple[tuple[dict[int, deque[LightPost]], int, bool], ...],
+        followed: Sequence[int],
+        followed_set: frozenset[int],
+        exclude: frozenset[int],
+        viewer: int,
+        cutoff: int,
+        times: array[int],
+        runs_hit: list[tuple[LightPost, ...]],
+    ) -> list[int]:
+        """Add each followed author's cached answer: its times to ``times``, its posts to ``runs_hit``.
+
+        Returns the authors whose cached answer this request could change. The
+        query's hot loop: per author a handful of C-level checks (see
+        :class:`_Run` for why each one is needed), no post is touched.
+        """
+        get = runs.get
+        add_times, add_run = times.frombytes, runs_hit.append
+        epoch = self._parents_epoch
+        slow: list[int] = []
+        for a in followed:
+            r = get(a)
+            if r is None:
+                if not any(a in by_author for by_author, _, _ in kinds):
+                    continue  # no posts
+                r = runs[a] = self._build_run(a, kinds)
+            elif r.epoch != epoch and not self._parents_unchanged(r):
+                r = runs[a] = self._build_run(a, kinds)
+            if (
+                viewer in r.repost_users
+                or (r.cond_users and not followed_set.isdisjoint(r.cond_users))
+                or (exclude and self._excludes_scanned(a, kinds, r.scanned, exclude))
+            ):
+                slow.append(a)
+            elif cutoff <= r.valid_from:
+                if r.posts:
+                    add_times(r.times)
+                    add_run(r.posts)
+            else:  # some posts (or their parents) are past retention: the young enough prefix, if parents allow
+                k = bisect_right(memoryview(r.times).cast("q"), -cutoff, key=neg)
+                if k and r.parents_from < cutoff:
+                    slow.append(a)
+                elif k:
+                    add_times(r.times[: 8 * k])
+                    add_run(r.posts[:k])
+        return slow
+
+    @staticmethod
+    def _excludes_scanned(
+        a: int, kinds: tuple[tuple[dict[int, deque[LightPost]], int, bool], ...], scanned: tuple[int, ...], exclude: frozenset[int]
+    ) -> bool:
+        for (by_author, _, _), n in zip(kinds, scanned):
+            if n and not exclude.isdisjoint(map(_POST_ID, islice(reversed(by_author[a]), n))):
+                return True
+        return False
+
+    def _build_run(self, a: int, kinds: tuple[tuple[dict[int, deque[LightPost]], int, bool], ...]) -> _Run:
+        """Author ``a``'s :class:`_Run`: :meth:`_collect`'s scan with no exclusions, age limit or viewer."""
+        scan = self.config.max_tiny_posts_per_user_scan
+        get = self.get
+        kept: list[tuple[int, int, LightPost]] = []  # (time, parent time, post)
+        scanned: list[int] = []
+        repost_users: set[int] = set()
+        cond_users: set[int] = set()
+        parent_ids: list[int] = []
+        parents: list[LightPost | None] = []
+        for by_author, cap, rule in kinds:
+            d = by_author.get(a)
+            if not d:
+                scanned.append(0)
+                continue
+            if not rule:  # no reply rule: every scanned post is kept, so the newest ``cap`` are the answer
+                window = list(islice(reversed(d), min(cap, scan)))
+                kept += [(p.created_at_ms, _NO_PARENT, p) for p in window]
+                repost_users.update([p.repost_of_user_id for p in window if p.repost_of_post_id is not None])
+                scanned.append(len(window))
+                continue
+            n = taken = 0
+            for p in islice(reversed(d), scan):
+                n += 1
+                parent_time = _NO_PARENT
+                parent_id = p.in_reply_to_post_id
+                if parent_id is not None:
+                    parent = get(parent_id)
+                    parent_ids.append(parent_id)
+                    parents.append(parent)
+                    if parent is None:
+                        continue
+                    if (
+                        parent.in_reply_to_post_id is not None
+                        or parent.in_reply_to_user_id is not None
+                        or parent.repost_of_post_id is not None
+                    ):
+                        if p.conversation_id is not None and parent.in_reply_to_post_id == p.conversation_id:
+                            cond_users.add(p.in_reply_to_user_id)  # type: ignore[arg-type]
+                        continue
+                    parent_time = parent.created_at_ms
+                if p.repost_of_post_id is not None:
+                    repost_users.add(p.repost_of_user_id)  # type: ignore[arg-type]
+                kept.append((p.created_at_ms, parent_time, p))
+                taken += 1
+                if taken >= cap:
+                    break
+            scanned.append(n)
+        kept.sort(key=itemgetter(0), reverse=True)
+        self._watched.update(parent_ids)
+        times, parent_times, posts = zip(*kept) if kept else ((), (), ())
+        parents_from = min(parent_times, default=_NO_PARENT)
+        return _Run(
+            array("q", times).tobytes(),
+            posts,
+            parents_from,
+            min(times[-1], parents_from) if kept else _NO_PARENT,
+            tuple(scanned),
+            tuple(repost_users),  # a few at most: tuples are a quarter the size of small frozensets
+            tuple(cond_users),
+            tuple(parent_ids),
+            tuple(parents),
+            self._parents_epoch,
+        )
+
+    def _parents_changed(self) -> None:
+        self._parents_epoch += 1
+        self._watched = set()
+
+    def _parents_unchanged(self, r: _Run) -> bool:
+        """Re-check ``r``'s parents after an epoch change; if they hold, ``r`` is current again."""
+        get = self.get
+        if not all(map(is_, map(get, r.parent_ids), r.parents)):
+            return False
+        self._watched.update(r.parent_ids)
+        r.epoch = self._parents_epoch
+        return True
+
+    def _forget_runs(self, a: int) -> None:
+        """Author ``a``'s deques changed: its cached answers are stale."""
+        self._runs.pop(a, None)
+        self._video_runs.pop(a, None)
+
+    def _collect(
+        self,
+        by_author: dict[int, deque[LightPost]],
+        followed: Sequence[int],
+        cap: int,
+        exclude: frozenset[int],
+        viewer_id: int,
+        cutoff: int,
+        floor: int,
+        followed_set: frozenset[int] | None,
+        out: list[LightPost],
+    ) -> None:
+        """The reference's per-author scan; ``followed_set`` given = apply the reply rule.
+
+        ``cutoff`` is the retention limit (for parents too); posts older than
+        ``floor`` (>= cutoff) are not collected because they cannot make the answer.
+
+        The rules are inlined (this is the query's hot loop); the oracle in
+        ``tests/thunder/factories.py`` states them plainly and the tests hold
+        this loop to it. Reply rule (x-algorithm.md §5.3): keep a reply if its
+        parent is in the store (live, within retention) and is an original; or
+        if the parent is itself a reply directly to the conversation root
+        (``parent.in_reply_to_post_id == reply.conversation_id``) and the reply
+        is addressed to someone the viewer follows.
+        """
+        scan = self.config.max_tiny_posts_per_user_scan
+        get = by_author.get
+        posts_get, foreign_get = self._posts.get, self._foreign.get
+        append = out.append
+        for a in followed:
+            d = get(a)
+            if d is None or d[-1].created_at_ms < floor:
+                continue
+            k = len(d) if len(d) < scan else scan
+            if d[-k].created_at_ms < floor:  # only the newest k are new enough
+                k = len(d) - bisect_left(d, floor, key=_CREATED)
+            if not exclude or exclude.isdisjoint(map(_POST_ID, islice(reversed(d), k))):
+                window: Iterable[LightPost] = islice(reversed(d), k)  # nothing old or excluded in the scan window
+            else:
+                window = _scan_window(d, scan, exclude, floor)
+            taken = 0
+            for p in window:
+                if p.repost_of_user_id == viewer_id and p.repost_of_post_id is not None:
+                    continue
+                parent_id = p.in_reply_to_post_id
+                if parent_id is not None and followed_set is not None:
+                    parent = posts_get(parent_id) or foreign_get(parent_id)
+                    if parent is None or parent.created_at_ms < cutoff:
+                        continue
+                    if (
+                        parent.in_reply_to_post_id is not None
+                        or parent.in_reply_to_user_id is not None
+                        or parent.repost_of_post_id is not None
+                    ) and (
+                        p.conversation_id is None
+                        or parent.in_reply_to_post_id != p.conversation_id
+                        or p.in_reply_to_user_id not in followed_set
+                    ):
+                        continue
+                append(p)
+                taken += 1
+                if taken >= cap:
+                    break
+
+    # ------------------------------------------------------------------ introspection
+
+    def stats(self) -> dict[str, int]:
+        """Sizes and lifetime counters (for the actor's stats and metrics)."""
+        return {
+            "posts": len(self._posts),
+            "foreign_posts": len(self._foreign),
+            "deleted_posts": len(self._deleted),
+            "authors": len(self._originals.keys() | self._secondary.keys()),
+            "original_posts": sum(map(len, self._originals.values())),
+            "secondary_posts": sum(map(len, self._secondary.values())),
+            "video_posts": sum(map(len, self._videos.values())),
+            "cached_authors": len(self._runs) + len(self._video_runs),
+            **self.counters,
+        }
