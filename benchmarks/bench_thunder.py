@@ -148,7 +148,7 @@ def bench_actors(events: list[PostEvent], reqs: list[InNetworkRequest], cfg: Thu
     try:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = msgspec.structs.replace(cfg, num_shards=shards)
-            client = ThunderClient.start(cfg, StorageConfig(data_dir=tmp, fsync=False), prefix="bench")
+            client = ThunderClient.start(cfg, StorageConfig(data_dir=tmp, fsync=False))
 
             async def run() -> tuple[float, float, float]:
                 await client.stats()  # every actor started (and rebuilt from the empty log) before timing

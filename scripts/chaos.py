@@ -551,7 +551,7 @@ class Chaos:
             return Fault(name, kill(pattern), answers(pattern), lambda now, new: self._thunder_read(actor(pattern), now),
                          _same_posts, frozenset({"ThunderSource"}))
         if name == "retrieval_shard":
-            pattern = r"^xserve-retrieval-.*-shard-0$"
+            pattern = r"-retrieval-shard-0$"
             return Fault(name, kill(pattern), answers(pattern),
                          lambda now, new: self._retrieval_read(actor(pattern), now, new), _same_posts,
                          frozenset({"PhoenixSource"}))

@@ -118,7 +118,7 @@ def _synthetic_user_encoder(config):
 def test_a_dead_shard_is_left_out_of_the_merge_and_all_dead_is_an_error(ray_cluster, tmp_path):
     from ray import serve
 
-    from xserve.actors.retrieval import shard_actor_name
+    from xserve.actors.naming import ActorNames
     from xserve.deployments.retrieval import Retrieval
     from xserve.sharding import shard_array
 
@@ -131,12 +131,12 @@ def test_a_dead_shard_is_left_out_of_the_merge_and_all_dead_is_an_error(ray_clus
         req = _request(corpus, 0)
         both = [p.post_id for p in handle.retrieve.remote(req).result()]
         assert set(shard_array(np.array(both), 2).tolist()) == {0, 1}
-        ray_cluster.kill(_named_actor(ray_cluster, shard_actor_name(str(tmp_path), 1)), no_restart=True)
+        ray_cluster.kill(_named_actor(ray_cluster, ActorNames.of(tmp_path).retrieval_shard(1)), no_restart=True)
         survivors = [p.post_id for p in handle.retrieve.remote(req).result()]
         assert survivors and set(shard_array(np.array(survivors), 2).tolist()) == {0}
         from_shard_0 = [p for p in both if shard_array(np.array([p]), 2)[0] == 0]
         assert survivors[: len(from_shard_0)] == from_shard_0  # shard 0's best, as before, then more of it
-        ray_cluster.kill(_named_actor(ray_cluster, shard_actor_name(str(tmp_path), 0)), no_restart=True)
+        ray_cluster.kill(_named_actor(ray_cluster, ActorNames.of(tmp_path).retrieval_shard(0)), no_restart=True)
         with pytest.raises(Exception, match="no retrieval shard answered"):
             handle.retrieve.remote(req).result()
     finally:

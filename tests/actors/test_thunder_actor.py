@@ -44,7 +44,7 @@ def test_fanout_equals_unsharded_and_survives_restarts(ray_cluster, tmp_path):
     ray = ray_cluster
     cfg = ThunderConfig(num_shards=3, replicas_per_shard=2, trim_interval_s=0.5)
     storage = StorageConfig(data_dir=str(tmp_path), fsync=True)
-    client = ThunderClient.start(cfg, storage, prefix="t1")
+    client = ThunderClient.start(cfg, storage)
     now = _now()
     events = _world(now)
     res = asyncio.run(client.ingest(events + [b"garbage"], now_ms=now))
@@ -81,7 +81,7 @@ def test_fanout_equals_unsharded_and_survives_restarts(ray_cluster, tmp_path):
 
     # a whole restart: every actor gone, new ones on the same data directory
     _stop(client)
-    client = ThunderClient.start(cfg, storage, prefix="t1b")
+    client = ThunderClient.start(cfg, storage)
     oracle.apply([deleted(1, now - 500)], now)
     assert answers() == [ids(oracle.in_network_posts(r, now)) for r in reqs]
     stats = asyncio.run(client.stats())
@@ -95,7 +95,7 @@ def test_shard_at_capacity_answers_retry_at_once(ray_cluster, tmp_path):
 
     # slow queries on purpose: every post of every author is collected and sorted
     cfg = ThunderConfig(num_shards=1, max_concurrent_requests=1, max_original_posts_per_author=1000)
-    client = ThunderClient.start(cfg, StorageConfig(data_dir=str(tmp_path), fsync=False), prefix="t2")
+    client = ThunderClient.start(cfg, StorageConfig(data_dir=str(tmp_path), fsync=False))
     now = _now()
     authors = range(1, 2001)
     for start in range(0, 40_000, 10_000):
@@ -144,7 +144,7 @@ def test_ingest_consumes_the_post_catalogs_logs_from_its_watermark(ray_cluster, 
     catalog = [EventLog(catalog_log_dir(tmp_path, s, 2), writer=True, fsync=False, event_type=CatalogEvent) for s in range(2)]
     catalog[0].append(created(post(1, 5, now - HOUR)) + [PostLabelsSet(1, (), now)], now)
     catalog[1].append(created(post(2, 6, now - HOUR), post(3, 6, now - 100 * HOUR)), now)  # 3: beyond retention
-    client = ThunderClient.start(cfg, storage, prefix="t-catch")
+    client = ThunderClient.start(cfg, storage)
     assert asyncio.run(client.catch_up()) == 4
     assert set(ids(asyncio.run(client.in_network_posts(request([5, 6]), now_ms=now)))) == {1, 2}
     assert asyncio.run(client.catch_up()) == 0
@@ -153,7 +153,7 @@ def test_ingest_consumes_the_post_catalogs_logs_from_its_watermark(ray_cluster, 
     catalog[0].append([deleted(1, now)], now)
     catalog[1].append(created(post(4, 6, now - 1000)), now)
     _stop(client)
-    client = ThunderClient.start(cfg, storage, prefix="t-catch2")
+    client = ThunderClient.start(cfg, storage)
     assert asyncio.run(client.catch_up()) == 2  # only what came after the watermark
     assert set(ids(asyncio.run(client.in_network_posts(request([5, 6]), now_ms=now)))) == {2, 4}
     assert asyncio.run(client.stats())[-1]["next_offset"] == 4  # 1, 2, then the delete and 4: none twice

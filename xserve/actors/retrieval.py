@@ -19,12 +19,10 @@ without being asked.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import threading
 import time
 from collections.abc import Collection, Sequence
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -32,12 +30,13 @@ import numpy as np
 import ray
 
 from xserve import clock
+from xserve.actors.naming import NAMESPACE, ActorNames
 from xserve.config import RetrievalConfig
 from xserve.retrieval.shard import ShardSearcher
 from xserve.schema import Post, PostEmbeddings, ShardHits
 from xserve.storage.lance.embeddings import EmbeddingVersions
 
-__all__ = ["RetrievalIndexer", "RetrievalShard", "get_or_create_indexer", "get_or_create_shards", "shard_actor_name"]
+__all__ = ["RetrievalIndexer", "RetrievalShard", "get_or_create_indexer", "get_or_create_shards"]
 
 log = logging.getLogger(__name__)
 
@@ -98,22 +97,11 @@ class RetrievalShard:
         self._stop.set()
 
 
-def _actor_name(data_dir: str, part: str) -> str:
-    digest = hashlib.sha1(str(Path(data_dir).resolve()).encode()).hexdigest()[:10]
-    return f"xserve-retrieval-{digest}-{part}"
-
-
-def shard_actor_name(data_dir: str, shard: int) -> str:
-    """A name every replica derives alike; the data directory is part of it, so two apps never share shards."""
-    return _actor_name(data_dir, f"shard-{shard}")
-
-
 def get_or_create_shards(
     data_dir: str,
     config: RetrievalConfig,
     max_post_age_ms: int,
     detached: bool = False,
-    namespace: str | None = None,
 ) -> list[Any]:
     """Handles to the named shard actors, created on first use (every replica shares them).
 
@@ -121,13 +109,12 @@ def get_or_create_shards(
     goes away (production); tests leave it off so the cluster cleans up.
     """
     cfg = msgspec.to_builtins(config)
+    names = ActorNames.of(data_dir)
     handles = []
     for i in range(config.num_shards):
         opts: dict[str, Any] = dict(
-            name=shard_actor_name(data_dir, i), get_if_exists=True, max_concurrency=config.shard_max_concurrency, num_cpus=0
+            name=names.retrieval_shard(i), namespace=NAMESPACE, get_if_exists=True, max_concurrency=config.shard_max_concurrency, num_cpus=0
         )
-        if namespace is not None:
-            opts["namespace"] = namespace
         if detached:
             opts["lifetime"] = "detached"
         handles.append(RetrievalShard.options(**opts).remote(data_dir, i, cfg, max_post_age_ms))
@@ -204,7 +191,9 @@ def get_or_create_indexer(
     data_dir: str, config: RetrievalConfig, max_post_age_ms: int, detached: bool = False
 ) -> Any:
     """The data directory's one ``RetrievalIndexer`` (created on first use, shared by every replica)."""
-    opts: dict[str, Any] = dict(name=_actor_name(data_dir, "indexer"), get_if_exists=True, num_cpus=0)
+    opts: dict[str, Any] = dict(
+        name=ActorNames.of(data_dir).retrieval_indexer(), namespace=NAMESPACE, get_if_exists=True, num_cpus=0
+    )
     if detached:
         opts["lifetime"] = "detached"
     return RetrievalIndexer.options(**opts).remote(data_dir, msgspec.to_builtins(config), max_post_age_ms, detached)

@@ -41,6 +41,7 @@ import ray
 
 from xserve.clock import now_ms
 from xserve.actors.calls import uncancelled
+from xserve.actors.naming import NAMESPACE, ActorNames
 from xserve.config import StorageConfig, ThunderConfig
 from xserve.schema import IngestResult, InNetworkRequest, LightPost, PostCreated, PostDeleted, PostEvent, QuotedPostDeleted
 from xserve.storage.log.event_log import EventLog
@@ -64,10 +65,6 @@ def open_event_log(storage: StorageConfig, config: ThunderConfig, *, writer: boo
         event_log_dir(storage), writer=writer, fsync=storage.fsync, segment_bytes=config.log_segment_bytes,
         lock_wait_s=lock_wait_s,
     )
-
-
-def _shard_name(prefix: str, shard: int, replica: int) -> str:
-    return f"{prefix}-shard-{shard}-{replica}"
 
 
 class _Timer:
@@ -126,8 +123,8 @@ class ThunderShard:
 class _ShardSink:
     """An ingest sink over one shard actor; batches are put in the object store once for all sinks."""
 
-    def __init__(self, prefix: str, shard: int, replica: int, shared: dict[str, Any]) -> None:
-        self.name = _shard_name(prefix, shard, replica)
+    def __init__(self, name: str, shared: dict[str, Any]) -> None:
+        self.name = name
         self._shared = shared
         self._handle: Any = None
 
@@ -135,7 +132,7 @@ class _ShardSink:
         if self._shared.get("events") is not events:
             self._shared.update(events=events, ref=ray.put(msgspec.msgpack.encode(events)))
         if self._handle is None:
-            self._handle = ray.get_actor(self.name)
+            self._handle = ray.get_actor(self.name, namespace=NAMESPACE)
         await self._handle.apply.remote(self._shared["ref"], first_offset, next_offset, now_ms)
 
 
@@ -143,7 +140,7 @@ class _ShardSink:
 class ThunderIngest:
     """The one writer of the event log (see the module docstring)."""
 
-    def __init__(self, config: ThunderConfig, storage: StorageConfig, prefix: str) -> None:
+    def __init__(self, config: ThunderConfig, storage: StorageConfig, names: ActorNames) -> None:
         from xserve.actors.posts import catalog_tail
 
         self._config = config
@@ -155,7 +152,7 @@ class ThunderIngest:
         self._catch_up_timer = _Timer(config.catch_up_interval_s, self.catch_up)
         shared: dict[str, Any] = {}
         sinks = [
-            _ShardSink(prefix, s, r, shared) for s in range(config.num_shards) for r in range(config.replicas_per_shard)
+            _ShardSink(names.thunder_shard(s, r), shared) for s in range(config.num_shards) for r in range(config.replicas_per_shard)
         ]
         self._ingestor = Ingestor(config, self._log, sinks)
         self._timer = _Timer(config.trim_interval_s, self._drop_old_segments)
@@ -229,25 +226,25 @@ class ThunderClient:
 
     @classmethod
     def start(
-        cls, config: ThunderConfig, storage: StorageConfig, prefix: str = "thunder", num_cpus: float = 0,
-        detached: bool = False,
+        cls, config: ThunderConfig, storage: StorageConfig, num_cpus: float = 0, detached: bool = False
     ) -> ThunderClient:
         """Create (or attach to) the named shard and ingest actors; shards rebuild from the log.
 
         ``detached`` keeps the actors alive when their creator goes away (a Serve replica that is
         scaled down must not take the store with it); tests leave it off so the cluster cleans up.
         """
-        opts = dict(num_cpus=num_cpus, get_if_exists=True, max_concurrency=config.max_concurrent_requests + 8)
+        names = ActorNames.of(storage.data_dir)
+        opts = dict(num_cpus=num_cpus, namespace=NAMESPACE, get_if_exists=True, max_concurrency=config.max_concurrent_requests + 8)
         if detached:
             opts["lifetime"] = "detached"
         shards = [
             [
-                ThunderShard.options(name=_shard_name(prefix, s, r), **opts).remote(config, storage, s, r)
+                ThunderShard.options(name=names.thunder_shard(s, r), **opts).remote(config, storage, s, r)
                 for r in range(config.replicas_per_shard)
             ]
             for s in range(config.num_shards)
         ]
-        ingest = ThunderIngest.options(name=f"{prefix}-ingest", **opts).remote(config, storage, prefix)
+        ingest = ThunderIngest.options(name=names.thunder_ingest(), **opts).remote(config, storage, names)
         client = cls(config, shards, ingest)
         if config.event_source == "kafka":
             ray.get(ingest.start_kafka.remote())

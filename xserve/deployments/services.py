@@ -9,7 +9,6 @@ state by accident. :func:`kill_named_actors` removes them (tests, teardown).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +17,7 @@ import ray
 
 from xserve import clock
 from xserve.actors.calls import uncancelled
+from xserve.actors.naming import NAMESPACE, ActorNames
 from xserve.actors.posts import PostDataClient, PostCatalogShard
 from xserve.actors.users import UserShardsClient, UserStoreShard
 from xserve.config import XServeConfig
@@ -26,17 +26,9 @@ from xserve.mixer import ForYouClients, ForYouQuery, build_for_you_pipeline, fee
 from xserve.schema import FeedRequest, FeedResponse
 from xserve.users.last_known import LastKnownViewers
 
-__all__ = ["NAMESPACE", "ServiceGraph", "actor_prefix", "kill_named_actors"]
+__all__ = ["ServiceGraph", "kill_named_actors"]
 
-NAMESPACE = "xserve"
-log = logging.getLogger("xserve.graph")
-
-
-
-def actor_prefix(config: XServeConfig) -> str:
-    """Names of this data directory's actors start with this (``xserve-<8 hex of the path>``)."""
-    digest = hashlib.sha1(str(config.storage.data_dir).encode()).hexdigest()[:8]
-    return f"xserve-{digest}"
+log = logging.getLogger("xserve.services")
 
 
 def _named(cls: Any, name: str, *args: Any) -> Any:
@@ -45,10 +37,10 @@ def _named(cls: Any, name: str, *args: Any) -> Any:
 
 def kill_named_actors(config: XServeConfig) -> int:
     """Kill every detached actor this config's graph created; returns how many."""
-    prefix = actor_prefix(config)
+    names = ActorNames.of(config.storage.data_dir)
     killed = 0
     for info in ray.util.list_named_actors(all_namespaces=True):
-        if info["name"].startswith(prefix):  # Thunder's actors live in their creator's namespace
+        if names.owns(info["name"]):
             try:
                 ray.kill(ray.get_actor(info["name"], namespace=info["namespace"]), no_restart=True)
                 killed += 1
@@ -68,21 +60,21 @@ class ServiceGraph:
         from xserve.deployments.retrieval import RetrievalHandleAdapter
 
         self.now_ms = now_ms
-        prefix = actor_prefix(config)
+        names = ActorNames.of(config.storage.data_dir)
         s = config.serving
         self.user_shards = [
-            _named(UserStoreShard, f"{prefix}-users-{i}-of-{s.num_user_shards}", config, i, s.num_user_shards)
+            _named(UserStoreShard, names.user_shard(i, s.num_user_shards), config, i, s.num_user_shards)
             for i in range(s.num_user_shards)
         ]
         n = s.num_hydration_shards
         self.post_shards = [
-            _named(PostCatalogShard, f"{prefix}-posts-{i}-of-{n}", config, i, n, now_ms()) for i in range(n)
+            _named(PostCatalogShard, names.post_shard(i, n), config, i, n, now_ms()) for i in range(n)
         ]
         self.users = UserShardsClient(
             self.user_shards, config.mixer.history_length, LastKnownViewers(s.last_known_viewers_bytes)
         )
         self.posts = PostDataClient(self.post_shards, self.users)
-        self.thunder = ThunderClient.start(config.thunder, config.storage, prefix=f"{prefix}-thunder", detached=True)
+        self.thunder = ThunderClient.start(config.thunder, config.storage, detached=True)
         self.retrieval = RetrievalHandleAdapter(retrieval)
         self._retrieval_handle = retrieval
         self.ranker = RankerHandleClient(ranker)
