@@ -24,6 +24,7 @@ from ray.serve import Application
 
 from xserve import clock
 from xserve.config import ConfigError, XServeConfig, config_to_dict, load_config, merge_config
+from xserve.storage.layout import DataDirLayout
 
 __all__ = ["app", "build_app", "ingress_options", "prepare_data_dir", "serve_forever", "with_models"]
 
@@ -43,7 +44,7 @@ def prepare_data_dir(config: XServeConfig, progress: bool = True) -> dict[str, A
     path = Path(config.storage.data_dir)
     path.mkdir(parents=True, exist_ok=True)
     done: dict[str, Any] = {}
-    with open(path / ".prepare.lock", "w") as lock:
+    with open(DataDirLayout(path).prepare_lock, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         dd = DataDir(path, fsync=config.storage.fsync)
         if dd.is_empty():
@@ -63,16 +64,16 @@ def prepare_data_dir(config: XServeConfig, progress: bool = True) -> dict[str, A
 
 def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, Any]:
     """Train the ranker and towers, index the posts for retrieval and fill Thunder's log, unless done."""
-    from xserve.phoenix.training.train import RANKER_FILE, TOWERS_FILE, train
+    from xserve.phoenix.training.train import train
 
     done: dict[str, Any] = {}
-    models = _models_dir(config)
-    if not (models / RANKER_FILE).exists() or not (models / TOWERS_FILE).exists():
+    layout = DataDirLayout(config.storage.data_dir)  # `xserve train` writes the models there too
+    if not layout.ranker_checkpoint.exists() or not layout.towers_checkpoint.exists():
         _say(f"training the ranker and the retrieval towers on {dd.count('engagements'):,} engagements (first run only)")
         started = time.perf_counter()
         n = config.serving.bootstrap_train_examples  # a quick first model; `xserve train` trains longer
         quick = merge_config(config, {"train": {"ranker_examples_per_epoch": n, "tower_examples_per_epoch": n}})
-        train(dd.read_engagements(), dd.read_posts(), quick, out_dir=models, progress=progress)
+        train(dd.read_engagements(), dd.read_posts(), quick, out_dir=layout.models, progress=progress)
         done["train_s"] = round(time.perf_counter() - started, 1)
     served = with_models(config)
     now_ms = clock.now_ms()
@@ -99,20 +100,14 @@ def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, A
     return done
 
 
-def _models_dir(config: XServeConfig) -> Path:
-    return Path(config.storage.data_dir) / "models"  # where `xserve train` writes too
-
-
 def with_models(config: XServeConfig) -> XServeConfig:
     """``config`` serving the data directory's trained models where it names none."""
-    from xserve.phoenix.training.train import RANKER_FILE, TOWERS_FILE
-
-    models = _models_dir(config)
+    layout = DataDirLayout(config.storage.data_dir)
     changes: dict[str, Any] = {}
-    if not config.ranker_serving.checkpoint and (models / RANKER_FILE).exists():
-        changes["ranker_serving"] = {"checkpoint": str(models / RANKER_FILE)}
-    if not config.retrieval.towers_checkpoint and (models / TOWERS_FILE).exists():
-        changes["retrieval"] = {"towers_checkpoint": str(models / TOWERS_FILE)}
+    if not config.ranker_serving.checkpoint and layout.ranker_checkpoint.exists():
+        changes["ranker_serving"] = {"checkpoint": str(layout.ranker_checkpoint)}
+    if not config.retrieval.towers_checkpoint and layout.towers_checkpoint.exists():
+        changes["retrieval"] = {"towers_checkpoint": str(layout.towers_checkpoint)}
     return merge_config(config, changes)
 
 

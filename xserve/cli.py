@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from xserve.config import ConfigError, XServeConfig, config_to_dict, load_config
+from xserve.storage.layout import DataDirLayout
 
 __all__ = ["main"]
 
@@ -165,7 +166,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     engagements, posts = _engagement_tables(config.storage.data_dir)
     try:
-        result = train(engagements, posts, config, out_dir=Path(config.storage.data_dir) / "models",
+        result = train(engagements, posts, config, out_dir=DataDirLayout(config.storage.data_dir).models,
                        progress=not args.quiet)
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -184,15 +185,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import msgspec
 
     from xserve.phoenix.training.evaluate import evaluate
-    from xserve.phoenix.training.train import RANKER_FILE, TOWERS_FILE, load_ranker, load_towers, prepare
+    from xserve.phoenix.training.train import load_ranker, load_towers, prepare
 
     config = _config(args)
-    models = Path(config.storage.data_dir) / "models"
+    layout = DataDirLayout(config.storage.data_dir)
     engagements, posts = _engagement_tables(config.storage.data_dir)
-    if not (models / RANKER_FILE).is_file() or not (models / TOWERS_FILE).is_file():
-        raise CliError(f"no trained models in {models}; run `xserve train` first")
+    if not layout.ranker_checkpoint.is_file() or not layout.towers_checkpoint.is_file():
+        raise CliError(f"no trained models in {layout.models}; run `xserve train` first")
     try:
-        ranker, towers = load_ranker(models / RANKER_FILE), load_towers(models / TOWERS_FILE)
+        ranker, towers = load_ranker(layout.ranker_checkpoint), load_towers(layout.towers_checkpoint)
         config = msgspec.structs.replace(config, phoenix=ranker.config)
         data = prepare(engagements, posts, config, ranker.featurizer)
         result = evaluate(data, ranker.model, towers.model, seed=config.train.seed)

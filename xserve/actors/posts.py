@@ -25,13 +25,14 @@ from typing import Any
 import msgspec
 import ray
 
-from xserve.clock import now_ms
 from xserve.actors.calls import uncancelled
 from xserve.actors.users import UserShardsClient
+from xserve.clock import now_ms
 from xserve.config import XServeConfig
 from xserve.posts import CatalogEvent, PostCatalog
 from xserve.schema import Post, PostCreated, PostDeleted, PostLabelsSet, QuotedPostDeleted, UserProfile
 from xserve.sharding import group_by_shard, shard_for
+from xserve.storage.layout import SHARD_LOG_GLOB, DataDirLayout
 from xserve.storage.log.event_log import EventLog
 from xserve.storage.log.log_tail import LogTail
 
@@ -48,12 +49,12 @@ __all__ = [
 
 def catalog_log_dir(data_dir: str | Path, shard: int, num_shards: int) -> Path:
     """The event log of one post-catalog shard."""
-    return Path(data_dir) / "hydration" / f"shard-{shard}-of-{num_shards}"
+    return DataDirLayout(data_dir).catalog_log(shard, num_shards)
 
 
 def catalog_tail(data_dir: str | Path, watermark: str | Path) -> LogTail:
     """A consumer of every post-catalog shard's log (any shard count, past or present), from ``watermark``."""
-    return LogTail(Path(data_dir) / "hydration", "shard-*-of-*", CatalogEvent, watermark)
+    return LogTail(DataDirLayout(data_dir).catalog_logs, SHARD_LOG_GLOB, CatalogEvent, watermark)
 
 _POSTS_DEC = msgspec.msgpack.Decoder(dict[int, Post])
 
@@ -70,7 +71,7 @@ class PostCatalogShard:
         data_dir = Path(config.storage.data_dir)
         lookup = None
         self.preloaded = 0
-        if (data_dir / "posts.lance").exists():
+        if DataDirLayout(data_dir).table("posts").exists():
             from xserve.storage.lance.post_lookup import PostTableLookup
 
             lookup = PostTableLookup(data_dir)

@@ -35,6 +35,7 @@ from xserve.config import RetrievalConfig
 from xserve.retrieval.shard import ShardSearcher
 from xserve.schema import Post, PostEmbeddings, ShardHits
 from xserve.storage.lance.embeddings import EmbeddingVersions
+from xserve.storage.layout import DataDirLayout
 
 __all__ = ["RetrievalIndexer", "RetrievalShard", "get_or_create_indexer", "get_or_create_shards"]
 
@@ -141,7 +142,7 @@ class RetrievalIndexer:
         )
         self._live = LiveIndexer(
             batcher,
-            catalog_tail(data_dir, versions.root / "LIVE_WATERMARK.json"),
+            catalog_tail(data_dir, DataDirLayout(data_dir).live_index_watermark),
             lambda s, rows, now: self._shards[s].upsert.remote(rows, now),
             lambda s, ids, now: self._shards[s].delete.remote(ids, now),
             versions.current_name,

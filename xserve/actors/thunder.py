@@ -39,11 +39,12 @@ from typing import Any
 import msgspec
 import ray
 
-from xserve.clock import now_ms
 from xserve.actors.calls import uncancelled
 from xserve.actors.naming import NAMESPACE, ActorNames
+from xserve.clock import now_ms
 from xserve.config import StorageConfig, ThunderConfig
 from xserve.schema import IngestResult, InNetworkRequest, LightPost, PostCreated, PostDeleted, PostEvent, QuotedPostDeleted
+from xserve.storage.layout import DataDirLayout
 from xserve.storage.log.event_log import EventLog
 from xserve.thunder.fanout import fan_out_merge, shards_to_ask
 from xserve.thunder.ingest import Ingestor
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 
 def event_log_dir(storage: StorageConfig) -> Path:
     """Where Thunder's post-event log lives in the data directory."""
-    return Path(storage.data_dir) / "thunder" / "events"
+    return DataDirLayout(storage.data_dir).thunder_events
 
 
 def open_event_log(storage: StorageConfig, config: ThunderConfig, *, writer: bool, lock_wait_s: float = 0.0) -> EventLog:
@@ -145,7 +146,7 @@ class ThunderIngest:
 
         self._config = config
         self._log = open_event_log(storage, config, writer=True, lock_wait_s=storage.lock_wait_s)
-        self._catalog = catalog_tail(storage.data_dir, event_log_dir(storage).parent / "catalog_watermark.json")
+        self._catalog = catalog_tail(storage.data_dir, DataDirLayout(storage.data_dir).thunder_catalog_watermark)
         self._catch_up_lock = asyncio.Lock()
         self._committed_at = 0.0  # monotonic time of the last watermark commit
         # on its own too, so a post whose writer died before calling catch_up still arrives

@@ -33,9 +33,10 @@ from typing import Any
 import msgspec
 import ray
 
-from xserve.clock import now_ms
 from xserve.actors.calls import uncancelled
+from xserve.clock import now_ms
 from xserve.config import XServeConfig
+from xserve.storage.layout import SHARD_LOG_GLOB, DataDirLayout
 from xserve.schema import (
     EdgeSet,
     EdgeUnset,
@@ -108,15 +109,16 @@ class UserStoreShard:
         self._enc = msgspec.msgpack.Encoder()  # per instance: Ray may pickle the class by value
         self._store = UserStore(config.serving, config.mixer, shard, num_shards)
         data_dir = Path(config.storage.data_dir)
+        layout = DataDirLayout(data_dir)
         self.loaded = _load_tables(self._store, data_dir)
         self._log = EventLog(
-            data_dir / "users" / f"shard-{shard}-of-{num_shards}",
+            layout.user_log(shard, num_shards),
             writer=True,
             fsync=config.storage.fsync,
             event_type=UserEvent,
             lock_wait_s=config.storage.lock_wait_s,
         )
-        self.replayed = _replay_all(data_dir / "users", self._store.apply)
+        self.replayed = _replay_all(layout.user_logs, self._store.apply)
 
     def stats(self) -> dict[str, Any]:
         return {"store": repr(self._store), "loaded": self.loaded, "replayed": self.replayed}
@@ -155,7 +157,7 @@ class UserStoreShard:
 
 def _replay_all(root: Path, apply: Any) -> int:
     """Apply every event of every user-store log under ``root``, merged by append time; returns how many."""
-    logs = [EventLog(d, event_type=UserEvent) for d in sorted(root.glob("shard-*-of-*")) if d.is_dir()]
+    logs = [EventLog(d, event_type=UserEvent) for d in sorted(root.glob(SHARD_LOG_GLOB)) if d.is_dir()]
     streams = [((at, i, offset, event) for offset, at, event in log.read()) for i, log in enumerate(logs)]
     n = 0
     for _, _, _, event in heapq.merge(*streams, key=lambda entry: entry[:3]):
@@ -166,7 +168,7 @@ def _replay_all(root: Path, apply: Any) -> int:
 
 def _load_tables(store: UserStore, data_dir: Path) -> dict[str, int]:
     """The shard's users, edges and engagement history from the data directory's tables (if any)."""
-    if not (data_dir / "users.lance").exists():
+    if not DataDirLayout(data_dir).table("users").exists():
         return {}
     from xserve.storage import DataDir
 

@@ -35,8 +35,8 @@ from xserve.actors.retrieval import get_or_create_indexer, get_or_create_shards
 from xserve.clock import HOUR_MS
 from xserve.config import RetrievalConfig
 from xserve.retrieval.encoders import load_encoders
-from xserve.retrieval.merge import hits_to_posts, merge_top_k, shard_quota
 from xserve.retrieval.fanout import request_k, split_excludes
+from xserve.retrieval.merge import hits_to_posts, merge_top_k, shard_quota
 from xserve.retrieval.version_poll import PolledVersion
 from xserve.schema import Post, RetrievalRequest, RetrievedPost
 from xserve.storage.lance.embeddings import EmbeddingVersions

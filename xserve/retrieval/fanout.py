@@ -25,9 +25,9 @@ from xserve import clock
 from xserve.config import RetrievalConfig
 from xserve.retrieval.merge import hits_to_posts, merge_top_k, shard_quota
 from xserve.retrieval.protocols import UserEncoder
-from xserve.sharding import shard_array
 from xserve.retrieval.shard import ShardSearcher
 from xserve.schema import RetrievalRequest, RetrievedPost, ShardHits
+from xserve.sharding import shard_array
 
 __all__ = ["RetrievalFanout", "request_k", "split_excludes"]
 

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xserve.sharding import splitmix64_array
 from xserve.schema import RetrievalRequest
+from xserve.sharding import splitmix64_array
 
 __all__ = ["ClusteredEncoder"]
 

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 
 from xserve.config import ThunderConfig
 from xserve.schema import InNetworkRequest, LightPost
-from xserve.thunder.store import ThunderStore, merge_newest_first
 from xserve.sharding import shards_for
+from xserve.thunder.store import ThunderStore, merge_newest_first
 
 __all__ = ["InProcessThunder", "fan_out_merge", "max_results_for", "shards_to_ask"]
 

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from xserve.config import XServeConfig
 from xserve.phoenix.model.checkpoint import load_ranker, load_towers, save_checkpoint
+from xserve.storage.layout import RANKER_FILE, TOWERS_FILE
 from xserve.phoenix.training.data import (
     Entries,
     PostCorpus,
@@ -71,8 +72,6 @@ __all__ = [
     "train_towers",
 ]
 
-RANKER_FILE = "ranker.pt"
-TOWERS_FILE = "towers.pt"
 _DWELL = ACTION_INDEX[Action.DWELL]
 
 

@@ -72,8 +72,9 @@ from lancedb.index import BTree, HnswSq, IvfFlat, IvfPq
 
 from xserve import clock
 from xserve.config import RetrievalConfig
-from xserve.storage.lance.row_meta import META_COLUMNS, RowMeta
 from xserve.storage.files import write_json_atomic
+from xserve.storage.lance.row_meta import META_COLUMNS, RowMeta
+from xserve.storage.layout import DataDirLayout
 
 __all__ = [
     "EmbeddingShard",
@@ -402,7 +403,8 @@ class EmbeddingVersions:
     """
 
     def __init__(self, data_dir: str | Path):
-        self.root = Path(data_dir) / "embeddings"
+        self.layout = DataDirLayout(data_dir)
+        self.root = self.layout.embeddings
 
     @staticmethod
     def check_name(version: str) -> str:
@@ -413,10 +415,10 @@ class EmbeddingVersions:
         return version
 
     def version_dir(self, version: str) -> Path:
-        return self.root / f"v{self.check_name(version)}"
+        return self.layout.embedding_version(self.check_name(version))
 
     def current(self) -> VersionInfo | None:
-        path = self.root / "CURRENT"
+        path = self.layout.current_embeddings
         try:
             return VersionInfo(json.loads(path.read_text()))
         except FileNotFoundError:
@@ -484,7 +486,7 @@ class EmbeddingVersions:
         info = self.manifest(version)
         if info is None:
             raise VersionError(f"cannot switch to embedding version {version}: it is not complete")
-        write_json_atomic(self.root / "CURRENT", info)
+        write_json_atomic(self.layout.current_embeddings, info)
         return info
 
     def create_empty(self, version: str, num_shards: int, config: RetrievalConfig) -> VersionInfo:

@@ -4,14 +4,9 @@ One :class:`DataDir` wraps one directory. It is the only code in xserve that
 touches LanceDB or pyarrow-level storage; everything above it gets
 ``pyarrow.Table`` columns (or NumPy arrays via :func:`table_to_numpy`).
 
-Layout of a data directory::
-
-    DIR/meta.json            schema version, world description (see ``meta()``)
-    DIR/posts.lance          POSTS_SCHEMA
-    DIR/users.lance          USERS_SCHEMA
-    DIR/edges.lance          EDGES_SCHEMA
-    DIR/engagements.lance    ENGAGEMENTS_SCHEMA
-    DIR/ground_truth.npz     synthetic worlds only: the generative model's latents
+The tables are ``DIR/{posts,users,edges,engagements}.lance`` (POSTS_SCHEMA, USERS_SCHEMA,
+EDGES_SCHEMA, ENGAGEMENTS_SCHEMA), beside ``meta.json`` and, for synthetic worlds,
+``ground_truth.npz``; every path is in :mod:`xserve.storage.layout`.
 
 The directory is also a LanceDB database (``lancedb.connect(DIR)``), so other
 parts (post embeddings, the event log) add their own ``*.lance`` tables beside
@@ -67,6 +62,7 @@ import pyarrow.compute as pc
 
 from xserve.schema import ACTIONS, Engagement, Media, MediaKind, Post
 from xserve.storage.files import fsync_path
+from xserve.storage.layout import DataDirLayout
 
 __all__ = [
     "EDGES_SCHEMA",
@@ -175,8 +171,6 @@ _DEFAULTS: dict[str, Any] = {
     "followers_count": 0,
 }
 
-_META_FILE = "meta.json"
-_GROUND_TRUTH_FILE = "ground_truth.npz"
 
 
 class DataDirError(ValueError):
@@ -365,6 +359,7 @@ class DataDir:
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True, create: bool = True) -> None:
         self.path = Path(path)
+        self.layout = DataDirLayout(self.path)
         if self.path.exists() and not self.path.is_dir():
             raise DataDirError(f"data directory {self.path} exists and is not a directory")
         if not self.path.exists():
@@ -426,7 +421,7 @@ class DataDir:
                 result = builder.when_not_matched_insert_all().execute(whole)
                 written = result.num_inserted_rows + result.num_updated_rows
         if self.fsync:
-            _fsync_changed(self.path / f"{name}.lance", started_ns)
+            _fsync_changed(self.layout.table(name), started_ns)
         return written
 
     def _read(self, name: str, columns: Sequence[str] | None = None, where: str | None = None) -> pa.Table:
@@ -515,7 +510,7 @@ class DataDir:
     # ---------------------------------------------------------------- meta and ground truth
 
     def _stored_meta(self) -> dict[str, Any]:
-        path = self.path / _META_FILE
+        path = self.layout.meta
         if not path.exists():
             return {}
         try:
@@ -533,7 +528,7 @@ class DataDir:
         """Merge ``fields`` (JSON-serialisable) into meta.json, atomically; returns the new meta()."""
         stored = {**self._stored_meta(), **fields, "schema_version": SCHEMA_VERSION}
         stored.pop("counts", None)
-        _atomic_write(self.path / _META_FILE, json.dumps(stored, indent=2, sort_keys=True).encode(), self.fsync)
+        _atomic_write(self.layout.meta, json.dumps(stored, indent=2, sort_keys=True).encode(), self.fsync)
         return self.meta()
 
     def write_ground_truth(self, arrays: Mapping[str, np.ndarray]) -> None:
@@ -542,11 +537,11 @@ class DataDir:
 
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-        _atomic_write(self.path / _GROUND_TRUTH_FILE, buf.getvalue(), self.fsync)
+        _atomic_write(self.layout.ground_truth, buf.getvalue(), self.fsync)
 
     def read_ground_truth(self) -> dict[str, np.ndarray] | None:
         """The arrays saved by ``write_ground_truth``, or None (e.g. an imported log)."""
-        path = self.path / _GROUND_TRUTH_FILE
+        path = self.layout.ground_truth
         if not path.exists():
             return None
         with np.load(path) as npz:
@@ -557,8 +552,8 @@ class DataDir:
         for name in TABLES:
             if self._table(name) is not None:
                 self._db.drop_table(name)
-        for fname in (_META_FILE, _GROUND_TRUTH_FILE):
-            (self.path / fname).unlink(missing_ok=True)
+        for path in (self.layout.meta, self.layout.ground_truth):
+            path.unlink(missing_ok=True)
 
 
 class _Counter:
