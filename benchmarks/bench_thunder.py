@@ -29,7 +29,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xserve.clock import HOUR_MS  # noqa: E402
 from xserve.config import ThunderConfig  # noqa: E402
 from xserve.schema import InNetworkRequest, Media, MediaKind, Post, PostCreated, PostEvent  # noqa: E402
 from xserve.thunder.store import ThunderStore  # noqa: E402

@@ -145,10 +145,8 @@ def _posts_dataset(ray_data: Any, data_dir: Path, posts: str | None) -> tuple[An
         source = pads.dataset(str(path), format="parquet")
         columns = POST_COLUMNS + ([REPLY_COLUMN] if REPLY_COLUMN in source.schema.names else [])
         return ray_data.read_parquet(str(path), columns=columns), source.count_rows()
-    try:
-        from xserve.storage.lance.tables import DataDir  # the data directory's posts table
-    except ImportError:
-        raise FileNotFoundError("no --posts given and this build has no posts table reader; pass --posts") from None
+    from xserve.storage.lance.tables import DataDir  # the data directory's posts table
+
     table = DataDir(data_dir, create=False).read_posts(columns=POST_COLUMNS + [REPLY_COLUMN])
     return ray_data.from_arrow(table), table.num_rows
 

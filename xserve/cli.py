@@ -158,7 +158,6 @@ def _engagement_tables(data_dir: str):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     import time
-    from pathlib import Path
 
     from xserve.phoenix.training.train import train
 
@@ -180,7 +179,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     import msgspec
 

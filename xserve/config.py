@@ -1,6 +1,6 @@
 """Every tunable of xserve: frozen msgspec Structs with documented defaults.
 
-Defaults follow the reference (``shared/reference/x-algorithm.md``; the values X
+Defaults follow the reference (``docs/reference.md`` §8, weights §3, diversity and out-of-network §4; the values X
 published in August 2026 where the January release was silent). Components
 receive their section in ``__init__``; only the CLI, ``app.py`` and scripts read
 files or the environment, through :func:`load_config`.

@@ -78,7 +78,6 @@ __all__ = [
     "UserRecord",
     "UserUpserted",
     "VisibilityLabel",
-    "json_decoder",
     "json_encoder",
 ]
 
@@ -495,11 +494,6 @@ class FeedResponse(Struct, frozen=True):
 
 
 json_encoder = msgspec.json.Encoder()
-
-
-def json_decoder(type_: type) -> msgspec.json.Decoder:
-    """A reusable JSON decoder for one schema type (build once, decode many)."""
-    return msgspec.json.Decoder(type_)
 
 
 # --------------------------------------------------------------------------- added by the mixer

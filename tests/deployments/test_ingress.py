@@ -6,7 +6,6 @@ shutdown can take 30 s, so the session's ``ray.shutdown`` tears it down).
 
 from __future__ import annotations
 
-import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -18,9 +17,6 @@ from xserve.config import ScoringWeights, XServeConfig, load_config
 
 pytestmark = pytest.mark.ray
 
-# the graph needs every service: skipped (with this reason) on a tree where the ranker or training is missing
-pytest.importorskip("xserve.deployments.ranker", reason="the Ranker deployment (ranker branch) is not on this tree")
-pytest.importorskip("xserve.phoenix.training.train", reason="model training (phoenix branch) is not on this tree")
 
 APP = "xserve-test"
 

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from msgspec.structs import replace
 
-serve = pytest.importorskip("ray.serve")
+from ray import serve
 
 from tests.phoenix.rank_factories import make_request, tiny_ranker_config  # noqa: E402
 from xserve.config import RankerServingConfig, XServeConfig  # noqa: E402

@@ -33,7 +33,6 @@ TINY = {
 
 
 def test_train_then_evaluate_json_on_a_seeded_world(tmp_path):
-    pytest.importorskip("xserve.synth.seed")  # the world generator lands on another branch
     data = str(tmp_path / "data")
     assert run("seed", "--size", "tiny", "--data-dir", data).returncode == 0
     r = run("evaluate", "--data-dir", data)

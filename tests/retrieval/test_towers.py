@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-checkpoint = pytest.importorskip("xserve.phoenix.model.checkpoint")
+from xserve.phoenix.model import checkpoint
 
 from xserve.config import PhoenixConfig, RetrievalConfig  # noqa: E402
 from xserve.retrieval.encoders import load_encoders  # noqa: E402

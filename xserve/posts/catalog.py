@@ -94,9 +94,6 @@ class PostCatalog:
 
     # ---------------------------------------------------------------- reads
 
-    def is_deleted(self, post_id: int) -> bool:
-        return post_id in self._deleted
-
     def get(self, post_ids: Iterable[int]) -> dict[int, Post]:
         """The existing, undeleted posts among ``post_ids``, with their current labels."""
         out: dict[int, Post] = {}

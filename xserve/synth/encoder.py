@@ -4,7 +4,7 @@ Trained two-tower embeddings are clustered: posts of one author or topic sit
 near each other on the unit sphere, and a user sits near the posts they engage
 with. :class:`ClusteredEncoder` reproduces that shape without a model so the
 index can be tuned and tested on realistic geometry (ANN recall on uniformly
-random vectors is far worse and misleading, see ``shared/reference/measured-here.md``):
+random vectors is far worse and misleading, see ``docs/reference.md`` §9.4):
 
 * ``num_topics`` topic centres, seeded random unit vectors;
 * a post's topic is its author's topic (``author_id`` hashed) with probability

@@ -1,7 +1,7 @@
 """Thunder's in-memory store of recent posts, and the in-network query over it.
 
 Follows the reference ``thunder/posts/post_store.rs`` (see
-``shared/reference/x-algorithm.md`` §5.2-5.3). Pure Python, no Ray, no clock:
+``docs/reference.md`` §5.2-5.3). Pure Python, no Ray, no clock:
 every method that depends on time takes ``now_ms``.
 
 Data structures (one ``LightPost`` object per live post, referenced, never copied):
@@ -694,7 +694,7 @@ class ThunderStore:
 
         The rules are inlined (this is the query's hot loop); the oracle in
         ``tests/thunder/factories.py`` states them plainly and the tests hold
-        this loop to it. Reply rule (x-algorithm.md §5.3): keep a reply if its
+        this loop to it. Reply rule (``docs/reference.md`` §5.3): keep a reply if its
         parent is in the store (live, within retention) and is an original; or
         if the parent is itself a reply directly to the conversation root
         (``parent.in_reply_to_post_id == reply.conversation_id``) and the reply

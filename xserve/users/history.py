@@ -1,6 +1,6 @@
 """The engagement sequence: a user's latest actions, aggregated per post and time window.
 
-Follows the reference ``UserActionSeqQueryHydrator`` (x-algorithm §2.3): raw
+Follows the reference ``UserActionSeqQueryHydrator`` (``docs/reference.md`` §2.3): raw
 actions are aggregated so that every action on one post within one window of
 ``window_ms`` (reference ``UAS_WINDOW_TIME_MS``, 5 min) becomes one
 ``HistoryItem`` carrying the set of actions, and only the latest entries are

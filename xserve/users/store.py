@@ -234,9 +234,6 @@ class UserStore:
             user.extra_followers = max(0, user.extra_followers - len(user.followers))
         return n
 
-    def load_engagements(self, engagements: Iterable[Engagement]) -> int:
-        return sum(self.apply(EngagementRecorded(e)) for e in engagements)
-
     def load_engagement_arrays(self, cols: Mapping[str, np.ndarray]) -> int:
         """Take an engagements table given as arrays (``action`` as ``ACTION_INDEX`` codes, any row order).
 

@@ -1,6 +1,6 @@
 """Hash embeddings: several hash functions per id kind into one table per kind.
 
-Follows the reference (``x-algorithm.md`` §6.1, May artifacts): hash ``j`` of an
+Follows the reference (``docs/reference.md`` §6.1, May artifacts): hash ``j`` of an
 id is ``h_j(id) = ((id·scale_j + bias_j) mod P) mod (vocab−1) + 1`` and id 0
 hashes to 0, the padding row. Rows 1..vocab−1 are shared by all ids of a kind,
 so a table of fixed size serves any number of users or posts (new ones

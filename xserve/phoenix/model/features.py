@@ -38,7 +38,7 @@ def action_bits(actions: "frozenset | set | Sequence") -> int:
 
 
 def age_buckets(created_at_ms: np.ndarray, now_ms: np.ndarray | int, num_buckets: int) -> np.ndarray:
-    """Reference §6.7: ``floor(age_min/60)+1`` (= whole hours + 1), overflow bucket ``num_buckets−1``,
+    """``docs/reference.md`` §6.7: ``floor(age_min/60)+1`` (= whole hours + 1), overflow bucket ``num_buckets−1``,
     0 when the creation time is unknown (≤ 0) or in the future."""
     created = np.asarray(created_at_ms, np.int64)
     age = np.asarray(now_ms, np.int64) - created

@@ -1,7 +1,7 @@
 """Phoenix ranker: a Grok-style transformer that scores isolated candidates.
 
 Follows xai-org/x-algorithm ``phoenix/recsys_model.py`` and ``phoenix/grok.py``
-(reference ``x-algorithm.md`` §6), written in the layout of karpathy/nanoGPT
+(``docs/reference.md`` §6), written in the layout of karpathy/nanoGPT
 ``model.py`` and HF ``modeling_llama.py``: blocks in dependency order, shapes
 in comments. B = batch, S = history slots, C = candidate slots, T = 1+S(+C)
 tokens, D = ``emb_dim``, H = query heads, G = kv heads, K = ``key_size``,

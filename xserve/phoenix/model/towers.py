@@ -1,7 +1,7 @@
 """Phoenix retrieval: a user tower and a candidate tower whose dot product is cosine similarity.
 
-Follows xai-org/x-algorithm ``phoenix/recsys_retrieval_model.py`` (reference
-``x-algorithm.md`` §7). The user tower is the ranker's token construction and
+Follows xai-org/x-algorithm ``phoenix/recsys_retrieval_model.py`` (``docs/reference.md``
+§7). The user tower is the ranker's token construction and
 transformer (imported from ``ranker.py``, its own weights) over ``[user |
 history]`` with a plain causal mask, masked mean-pooled over the valid
 positions and L2-normalised (no final norm, as in the reference). The candidate
@@ -13,7 +13,6 @@ so the corpus can be embedded offline and searched by a vector index.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from xserve.config import PhoenixConfig

@@ -21,7 +21,7 @@ a probed partition of ~1000 rows is a 0.5 MB sequential read: nprobes 40 gave
 recall@100 0.99 and recall@1000 0.78 per shard at p50 6 ms for k = 1000 (the
 4-shard fan-out now probes 20: its merged recall@100 stays 0.99). An
 IVF_HNSW_SQ build had not finished after two minutes for 250k rows (226 s for
-1M in ``measured-here.md``), too slow for an index that follows a moving window,
+1M, ``docs/reference.md`` §9.4), too slow for an index that follows a moving window,
 so it was not pursued. ``docs/retrieval.md`` has the sweep, and
 ``benchmarks/bench_retrieval.py`` re-measures recall against brute force. The
 default is IVF_FLAT; the index kind is a config field, so IVF_PQ stays one
@@ -488,13 +488,6 @@ class EmbeddingVersions:
             raise VersionError(f"cannot switch to embedding version {version}: it is not complete")
         write_json_atomic(self.layout.current_embeddings, info)
         return info
-
-    def create_empty(self, version: str, num_shards: int, config: RetrievalConfig) -> VersionInfo:
-        """A complete, empty version (first start of a fresh data directory)."""
-        self.begin(version)
-        for i in range(num_shards):
-            self.open_shard(version, i, config, create=True)
-        return self.finish(version, num_shards, config.embedding_dim, model_version="")
 
     def prune(self, keep: int = 2) -> list[str]:
         """Delete complete versions beyond the current one and the ``keep - 1`` newest others.
