@@ -38,7 +38,7 @@ Time moves on between baseline and check: the direct reads pass the baseline's
 clock where the part takes one, and a post that has since passed the age
 limit (``mixer.max_post_age_ms`` less a minute) is left out on both sides.
 Everything else must be equal, in order, except that two posts whose scores are
-equal within 0.1 % may trade places (see ``compare_feeds``). Baseline and check each use the first
+equal within 0.1 % may trade places (see ``chaoslib.state.compare_feeds``). Baseline and check each use the first
 probe round with nothing degraded (a loaded machine trips a timeout now and then).
 
 Prints per fault ``chaos.F.requests``, ``chaos.F.errors_5xx``, ``chaos.F.p99_ms_during``,
@@ -73,8 +73,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,18 +84,18 @@ import numpy as np
 from xserve import clock
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing: `scripts` is a package of it
+
+from scripts.chaoslib.load import Load  # noqa: E402
+from scripts.chaoslib.probes import Round, probe_round  # noqa: E402
+from scripts.chaoslib.report import report, say  # noqa: E402
+from scripts.chaoslib.results import Result, measure  # noqa: E402
+from scripts.chaoslib.state import Ages, Probe, compare_feeds, created_ms, same_posts, same_users  # noqa: E402
 
 FAULTS = ("thunder_shard", "retrieval_shard", "ranker_replica", "user_store", "full_restart")
 WRITER_BASE_ID = 7_700_000_000  # the script's writer users: ids no world uses
 _STAGE_TIMEOUTS = ("query_hydrator_timeout_s", "source_timeout_s", "hydrator_timeout_s", "scorer_timeout_s",
                    "filter_timeout_s", "request_timeout_s", "side_effect_timeout_s")
-
-
-def _say(quiet: bool, msg: str) -> None:
-    if not quiet:
-        print(f"chaos: {msg}", file=sys.stderr, flush=True)
-
 
 
 # --------------------------------------------------------------------------- the app in a child process
@@ -269,153 +269,6 @@ class Cluster:
             return False
 
 
-# --------------------------------------------------------------------------- the load loop
-
-
-@dataclass(slots=True)
-class Sample:
-    started: float  # monotonic seconds
-    ms: float
-    op: str
-    status: int  # HTTP status; 0 = transport error (refused, reset, timed out)
-    degraded: tuple[str, ...] = ()
-    error: str = ""  # the error body or the exception, for failed requests
-
-
-@dataclass
-class Load:
-    """Concurrent clients sending feed reads (viewers from a pool) and writes by the writer users."""
-
-    http: httpx.AsyncClient
-    viewers: Sequence[int]
-    writers: Sequence[int]
-    write_fraction: float
-    rng: random.Random
-    samples: list[Sample] = field(default_factory=list)
-    created: set[int] = field(default_factory=set)  # post ids the writers created
-    seen: list[tuple[int, int]] = field(default_factory=list)  # (post id, author id) from feeds, to engage with
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def request(self, op: str, method: str, path: str, body: Any = None) -> httpx.Response | None:
-        started = time.monotonic()
-        try:
-            resp = await self.http.request(method, path, json=body)
-        except httpx.HTTPError as exc:
-            self.samples.append(Sample(started, (time.monotonic() - started) * 1000, op, 0, (), type(exc).__name__))
-            await asyncio.sleep(0.1)  # a server that is down refuses at once: don't spin
-            return None
-        degraded: tuple[str, ...] = ()
-        if op == "feed" and resp.status_code == 200:
-            data = resp.json()
-            degraded = tuple(data.get("degraded", ()))
-            self.seen.extend((p["post_id"], p["author_id"]) for p in data["posts"][:5])
-            del self.seen[:-200]
-        elif op == "post" and resp.status_code == 200:
-            self.created.add(resp.json()["post_id"])
-        error = resp.text[:200] if resp.status_code != 200 else ""
-        self.samples.append(Sample(started, (time.monotonic() - started) * 1000, op, resp.status_code, degraded, error))
-        return resp
-
-    async def client(self) -> None:
-        while not self.stop.is_set():
-            if self.rng.random() >= self.write_fraction:
-                await self.request("feed", "POST", "/v1/feed/for_you", {"viewer_id": self.rng.choice(self.viewers)})
-                continue
-            writer = self.rng.choice(self.writers)
-            kind = self.rng.choice(("post", "engage", "follow"))
-            if kind == "post":
-                await self.request("post", "POST", "/v1/posts", {"author_id": writer, "text": f"chaos {self.rng.getrandbits(32)}"})
-            elif kind == "engage" and self.seen:
-                pid, author = self.rng.choice(self.seen)
-                await self.request("engage", "POST", "/v1/engagements", {
-                    "user_id": writer, "post_id": pid, "author_id": author, "action": "favorite", "timestamp_ms": clock.now_ms()})
-            else:
-                target = self.rng.choice([w for w in self.writers if w != writer])
-                method = self.rng.choice(("PUT", "DELETE"))
-                await self.request("follow", method, f"/v1/users/{writer}/follows/{target}")
-
-
-# --------------------------------------------------------------------------- probes and state
-
-
-@dataclass
-class Probe:
-    ids: dict[int, list[tuple[int, float]]]  # viewer -> (post id, score) of its feed, in order
-    now_ms: int
-    direct: Any = None  # the part's own answer (fault-specific), compared with ``same_direct``
-
-
-@dataclass
-class Round:
-    """One feed per probe viewer."""
-
-    ids: dict[int, list[tuple[int, float]]]  # viewer -> (post id, score) of its feed, in order (answered viewers only)
-    degraded: set[str]  # components any of the feeds named; "http_<status>" / "transport" for failed ones
-
-    @property
-    def clean(self) -> bool:
-        return not self.degraded
-
-
-async def probe_round(http: httpx.AsyncClient, viewers: Sequence[int], limit: int, in_network_only: bool = False) -> Round:
-    out = Round({}, set())
-    for v in viewers:
-        try:
-            body = {"viewer_id": v, "limit": limit, "in_network_only": in_network_only}
-            resp = await http.post("/v1/feed/for_you", json=body)
-        except httpx.HTTPError:
-            out.degraded.add("transport")
-            continue
-        if resp.status_code != 200:
-            out.degraded.add(f"http_{resp.status_code}")
-            continue
-        data = resp.json()
-        out.degraded.update(data["degraded"])
-        out.ids[v] = [(p["post_id"], p["score"]) for p in data["posts"]]
-    return out
-
-
-def compare_feeds(
-    before: Sequence[tuple[int, float]], after: Sequence[tuple[int, float]], new: set[int] = frozenset(),
-    aged: set[int] = frozenset(), rel_tol: float = 1e-3,
-) -> str | None:
-    """None when ``after`` equals ``before`` but for explained differences, else why not (see the module doc).
-
-    Posts in ``new`` (created after the baseline) and ``aged`` (past the age limit since) are left out;
-    the later feed may then hold more of the tail. Two posts may trade places when their scores are
-    equal within ``rel_tol``: the ranker's scores move slightly (up to 1e-4 relative seen) with the batch
-    a request shares and whether its context came from the KV cache, and a near-tie is then broken
-    either way (the demo's quickly trained ranker gives many near-equal scores).
-    """
-    b = [(p, x) for p, x in before if p not in aged]
-    a = [(p, x) for p, x in after if p not in aged and p not in new]
-    common = min(len(a), len(b))
-    for i in range(common):
-        (pa, xa), (pb, xb) = a[i], b[i]
-        if pa != pb and abs(xa - xb) > rel_tol * max(abs(xa), abs(xb)):
-            return f"position {i}: {pb} (score {xb:.6g}) before, {pa} (score {xa:.6g}) after"
-    newcomers = sum(1 for p, _ in after if p in new)
-    if common < len(b) - newcomers:
-        return f"{len(b) - common} baseline posts missing, {newcomers} new posts explain {newcomers}"
-    return None
-
-
-class Ages:
-    """Creation times of posts (the data directory's posts table, read once; new posts from their ids)."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self._data_dir = data_dir
-        self._created: dict[int, int] | None = None
-
-    def aged(self, post_ids: Sequence[int], cutoff_ms: int) -> set[int]:
-        if self._created is None:
-            from xserve.storage import DataDir
-
-            posts = DataDir(self._data_dir, create=False).read_posts(["post_id", "created_at_ms"]).to_pydict()
-            self._created = dict(zip(posts["post_id"], posts["created_at_ms"]))
-        return {p for p in post_ids if self._created.get(p, p >> 20) < cutoff_ms}
-
-
 # --------------------------------------------------------------------------- faults
 
 
@@ -431,36 +284,6 @@ class Fault:
     components: frozenset[str] = frozenset()  # what a feed's ``degraded`` names while F lasts (empty: anything)
 
 
-@dataclass
-class Result:
-    fault: str
-    killed: str = ""
-    requests: int = 0
-    errors_5xx: int = 0
-    errors_4xx: int = 0
-    conn_errors: int = 0  # no HTTP answer (refused, reset, client timeout)
-    down_errors: int = 0  # full_restart: failed while the app was down (refused, no route yet, proxy 502-504)
-    degraded_during: int = 0
-    p99_ms_during: float = float("nan")
-    p99_ms_during_feed: float = float("nan")  # feed reads only (writes wait for a restarting shard)
-    p99_ms_after: float = float("nan")
-    recovery_s: float = float("nan")
-    state_match: int = 0
-    mismatch: str = ""
-    first_error: str = ""  # the first failed request of the fault's window
-
-    def failure(self) -> str | None:
-        if self.recovery_s != self.recovery_s:
-            return f"{self.fault} did not recover" + (f" ({self.mismatch})" if self.mismatch else "")
-        if self.errors_5xx:
-            return f"{self.fault} produced {self.errors_5xx} 5xx responses; first: {self.first_error}"
-        if self.conn_errors or self.errors_4xx:
-            return f"{self.fault} produced {self.conn_errors + self.errors_4xx} failed requests; first: {self.first_error}"
-        if not self.state_match:
-            return f"{self.fault} state mismatch: {self.mismatch}"
-        return None
-
-
 class Chaos:
     def __init__(self, args: argparse.Namespace, app: AppProcess, config: Any) -> None:
         self.args, self.app, self.config = args, app, config
@@ -473,7 +296,7 @@ class Chaos:
         self._app_back: float | None = None  # when the app answered again after a full restart
 
     def say(self, msg: str) -> None:
-        _say(self.args.quiet, msg)
+        say(self.args.quiet, msg)
 
     def connect(self) -> Cluster:
         if self.cluster is None:
@@ -549,15 +372,15 @@ class Chaos:
         if name == "thunder_shard":
             pattern = rf"-thunder-shard-{self._probe_thunder_shard()}-0$"
             return Fault(name, kill(pattern), answers(pattern), lambda now, new: self._thunder_read(actor(pattern), now),
-                         _same_posts, frozenset({"ThunderSource"}))
+                         same_posts, frozenset({"ThunderSource"}))
         if name == "retrieval_shard":
             pattern = r"-retrieval-shard-0$"
             return Fault(name, kill(pattern), answers(pattern),
-                         lambda now, new: self._retrieval_read(actor(pattern), now, new), _same_posts,
+                         lambda now, new: self._retrieval_read(actor(pattern), now, new), same_posts,
                          frozenset({"PhoenixSource"}))
         if name == "user_store":
             pattern = rf"-users-{self._probe_user_shard()}-of-{cfg.serving.num_user_shards}$"
-            return Fault(name, kill(pattern), answers(pattern), lambda now, new: self._user_read(), _same_users,
+            return Fault(name, kill(pattern), answers(pattern), lambda now, new: self._user_read(), same_users,
                          frozenset({"user_store_stale", "AuthorInfoHydrator"}))
         if name == "ranker_replica":
             def kill_replica() -> str:
@@ -576,7 +399,7 @@ class Chaos:
             return Fault(name, kill_replica, replaced, lambda now, new: None, lambda a, b, cutoff: None,
                          frozenset({"PhoenixScorer"}))
         if name == "full_restart":
-            return Fault(name, self._full_restart, self._healthy, lambda now, new: self._user_read(), _same_users)
+            return Fault(name, self._full_restart, self._healthy, lambda now, new: self._user_read(), same_users)
         raise ValueError(name)
 
     def _thunder_read(self, shard: Any, now_ms: int) -> list[tuple[int, int]]:
@@ -699,28 +522,8 @@ class Chaos:
         return None
 
     def _measure(self, res: Result, load: Load, t0: float, end_during: float, end_after: float) -> Result:
-        window = [s for s in load.samples if t0 <= s.started < end_after]
         down = self._app_back if res.fault == "full_restart" else None
-
-        def app_down(s: Sample) -> bool:  # no app to answer: nothing it could have done better
-            return down is not None and s.started < down and s.status in (0, 404, 502, 503, 504)
-
-        counted = [s for s in window if not app_down(s)]
-        failed = [s for s in counted if s.status == 0 or s.status >= 400]
-        res.requests = len(window)
-        res.down_errors = len(window) - len(counted)
-        res.errors_5xx = sum(1 for s in failed if s.status >= 500)
-        res.errors_4xx = sum(1 for s in failed if 400 <= s.status < 500)
-        res.conn_errors = sum(1 for s in failed if s.status == 0)
-        first = sorted(failed, key=lambda s: (s.status < 500, s.started))  # a 5xx first, if any
-        res.first_error = f"{first[0].op} {first[0].status}: {first[0].error}" if first else ""
-        res.degraded_during = sum(1 for s in counted if s.degraded and s.started < end_during)
-        during = [s for s in counted if s.started < end_during and s.status]
-        after = [s.ms for s in counted if s.started >= end_during and s.status]
-        res.p99_ms_during = _p99([s.ms for s in during])
-        res.p99_ms_during_feed = _p99([s.ms for s in during if s.op == "feed"])
-        res.p99_ms_after = _p99(after)
-        return res
+        return measure(res, load.samples, t0, end_during, end_after, down)
 
     async def check_state(self, http: httpx.AsyncClient, fault: Fault, base: Probe, new: set[int], res: Result) -> None:
         """``new``: every post the writers created (some may have reached the part only after the baseline)."""
@@ -730,7 +533,7 @@ class Chaos:
             res.mismatch = "no probe round without degraded parts after recovery"
             return
         ids = r.ids
-        new = new | {p for v in ids for p, _ in ids[v] if p >> 20 >= base.now_ms}  # posts whose create timed out
+        new = new | {p for v in ids for p, _ in ids[v] if created_ms(p) >= base.now_ms}  # posts whose create timed out
         cutoff = now - self.config.mixer.max_post_age_ms + 60_000
         for v in self.probes:
             aged = self.ages.aged([p for p, _ in base.ids[v]], cutoff)
@@ -744,49 +547,6 @@ class Chaos:
             res.mismatch = f"direct read of the part differs: {why}"
             return
         res.state_match = 1
-
-
-def _p99(ms: Sequence[float]) -> float:
-    return float(np.percentile(ms, 99)) if len(ms) else float("nan")
-
-
-def _same_posts(before: list[tuple[int, int]], after: list[tuple[int, int]], cutoff_ms: int) -> str | None:
-    b = [p for p, created in before if created >= cutoff_ms]
-    a = [p for p, created in after if created >= cutoff_ms]
-    return None if a == b else f"{len(set(b) - set(a))} posts missing, {len(set(a) - set(b))} extra"
-
-
-def _same_users(before: dict[int, Any], after: dict[int, Any], cutoff_ms: int) -> str | None:
-    diff = [v for v in before if before[v] != after.get(v)]
-    return None if not diff else f"features or history of user {diff[0]}"
-
-
-# --------------------------------------------------------------------------- report
-
-
-def report(results: Sequence[Result]) -> None:
-    for r in results:
-        f = r.fault
-        print(f"chaos.{f}.requests {r.requests}")
-        print(f"chaos.{f}.errors_5xx {r.errors_5xx}")
-        print(f"chaos.{f}.p99_ms_during {r.p99_ms_during:.1f} ms")
-        print(f"chaos.{f}.recovery_s {r.recovery_s:.2f} s")
-        print(f"chaos.{f}.state_match {r.state_match}")
-        print(f"chaos.{f}.errors_4xx {r.errors_4xx}")
-        print(f"chaos.{f}.conn_errors {r.conn_errors}")
-        print(f"chaos.{f}.down_errors {r.down_errors}")
-        print(f"chaos.{f}.degraded_during {r.degraded_during}")
-        print(f"chaos.{f}.p99_ms_during_feed {r.p99_ms_during_feed:.1f} ms")
-        print(f"chaos.{f}.p99_ms_after {r.p99_ms_after:.1f} ms")
-    head = ("fault", "requests", "5xx", "other failed", "app down", "degraded", "p99 during", "p99 after", "recovery",
-            "state")
-    rows = [(r.fault, str(r.requests), str(r.errors_5xx), str(r.errors_4xx + r.conn_errors), str(r.down_errors),
-             str(r.degraded_during),
-             f"{r.p99_ms_during:.0f} ms", f"{r.p99_ms_after:.0f} ms", f"{r.recovery_s:.2f} s",
-             "match" if r.state_match else "MISMATCH") for r in results]
-    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
-    for row in (head, *rows):
-        print("  ".join(x.ljust(w) for x, w in zip(row, widths)))
 
 
 # --------------------------------------------------------------------------- main
@@ -895,11 +655,11 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(None, environ={k: v for k, v in env.items() if k.startswith("XSERVE")},
                          overrides={"storage": {"data_dir": str(data_dir)}})
     app = AppProcess(data_dir, args.port, args.num_cpus, env, work / "app.log")
-    _say(args.quiet, f"starting the app on 127.0.0.1:{args.port} over {data_dir} (log: {work / 'app.log'})")
+    say(args.quiet, f"starting the app on 127.0.0.1:{args.port} over {data_dir} (log: {work / 'app.log'})")
     started = time.monotonic()
     try:
         app.start(args.start_timeout)
-        _say(args.quiet, f"app healthy after {time.monotonic() - started:.0f} s (Ray at {app.ray_address})")
+        say(args.quiet, f"app healthy after {time.monotonic() - started:.0f} s (Ray at {app.ray_address})")
         return asyncio.run(run(args, app, config))
     except (RuntimeError, httpx.HTTPError) as exc:
         print(f"chaos: error: {exc}".splitlines()[0], file=sys.stderr)
