@@ -25,7 +25,7 @@ class Probe:
 
     ids: dict[int, list[tuple[int, float]]]  # viewer -> (post id, score) of its feed, in order
     now_ms: int  # the clock of the baseline; the later direct read passes it again
-    direct: Any = None  # the part's own answer (fault-specific), compared by the fault's ``same``
+    direct: Any = None  # the part's own answer (fault-specific), compared by ``Fault.same_state``
 
 
 def compare_feeds(

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.chaos import FAULTS, main
+from scripts.chaos import main
+from scripts.chaoslib.faults import FAULTS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,8 +52,9 @@ def _free_port() -> int:
 
 @pytest.mark.ray
 def test_every_fault_degrades_recovers_and_keeps_state(tmp_path):
-    faults = FAULTS if os.environ.get("XSERVE_CHAOS_FULL_RESTART") == "1" else FAULTS[:-1]
-    assert FAULTS[-1] == "full_restart"
+    names = list(FAULTS)
+    faults = names if os.environ.get("XSERVE_CHAOS_FULL_RESTART") == "1" else names[:-1]
+    assert names[-1] == "full_restart"
     cmd = [
         sys.executable, str(ROOT / "scripts" / "chaos.py"), "--port", str(_free_port()), "--work-dir", str(tmp_path),
         "--quiet", "--warmup-seconds", "1", "--fault-seconds", "1", "--after-seconds", "1", "--probes", "2",
