@@ -1,0 +1,41 @@
+"""One round of the probe viewers' feeds: their posts and scores, and what any of them named degraded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+
+__all__ = ["Round", "probe_round"]
+
+
+@dataclass
+class Round:
+    """One feed per probe viewer."""
+
+    ids: dict[int, list[tuple[int, float]]]  # viewer -> (post id, score) of its feed, in order (answered viewers only)
+    degraded: set[str]  # components any of the feeds named; "http_<status>" / "transport" for failed ones
+
+    @property
+    def clean(self) -> bool:
+        return not self.degraded
+
+
+async def probe_round(http: httpx.AsyncClient, viewers: Sequence[int], limit: int, in_network_only: bool = False) -> Round:
+    """Each viewer's For You feed of ``limit`` posts (``in_network_only``: from followed authors only)."""
+    out = Round({}, set())
+    for v in viewers:
+        try:
+            body = {"viewer_id": v, "limit": limit, "in_network_only": in_network_only}
+            resp = await http.post("/v1/feed/for_you", json=body)
+        except httpx.HTTPError:
+            out.degraded.add("transport")
+            continue
+        if resp.status_code != 200:
+            out.degraded.add(f"http_{resp.status_code}")
+            continue
+        data = resp.json()
+        out.degraded.update(data["degraded"])
+        out.ids[v] = [(p["post_id"], p["score"]) for p in data["posts"]]
+    return out

@@ -1,0 +1,51 @@
+"""scripts/chaoslib/faults.py: the faults by name, and the actors they aim at, named by xserve's one scheme."""
+
+from __future__ import annotations
+
+import pytest
+
+from scripts.chaos import _parser
+from scripts.chaoslib.app_process import AppProcess
+from scripts.chaoslib.faults import FAULTS, Fault, RetrievalShard, UserStore
+from scripts.chaoslib.parts import Parts
+from xserve.actors.naming import ActorNames
+from xserve.config import load_config
+from xserve.sharding import shard_for
+
+
+@pytest.fixture
+def parts(tmp_path) -> Parts:
+    """The parts of an app that is never started: enough to name its actors (nothing here reaches Ray)."""
+    config = load_config(None, environ={"XSERVE__SERVING__NUM_USER_SHARDS": "3"})
+    app = AppProcess(tmp_path / "data", 8000, 2, {}, tmp_path / "app.log", start_timeout_s=1.0)
+    return Parts(app, config, seed=0)
+
+
+def test_the_faults_run_in_this_order_by_default_each_under_its_own_name():
+    assert list(FAULTS) == ["thunder_shard", "retrieval_shard", "ranker_replica", "user_store", "full_restart"]
+    assert all(issubclass(cls, Fault) and cls.name == name for name, cls in FAULTS.items())
+    assert _parser().parse_args([]).faults == ",".join(FAULTS)
+
+
+def test_a_fault_names_what_feeds_degrade_while_it_lasts():
+    assert {name: set(cls.components) for name, cls in FAULTS.items()} == {
+        "thunder_shard": {"ThunderSource"},
+        "retrieval_shard": {"PhoenixSource"},
+        "ranker_replica": {"PhoenixScorer"},
+        "user_store": {"user_store_stale", "AuthorInfoHydrator"},
+        "full_restart": set(),  # the whole app: recovered only when nothing is degraded
+    }
+
+
+def test_user_store_kills_the_shard_owning_the_first_probe(parts, tmp_path):
+    names = ActorNames.of(tmp_path / "data")
+    for probe in (1, 2, 3, 4, 5):
+        fault = UserStore(parts, [probe, 99])
+        assert fault.actor_name == names.user_shard(shard_for(probe, 3), 3)
+        assert names.owns(fault.actor_name)
+
+
+def test_retrieval_shard_kills_shard_zero_of_this_data_dir(parts, tmp_path):
+    assert RetrievalShard(parts, [1]).actor_name == ActorNames.of(tmp_path / "data").retrieval_shard(0)
+    assert not ActorNames.of(tmp_path / "other").owns(RetrievalShard(parts, [1]).actor_name)
+
