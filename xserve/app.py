@@ -6,9 +6,13 @@ http://127.0.0.1:8000 with the data directory ``$XSERVE_DATA_DIR`` (default
 it holds no world it seeds the demo world (``serving.demo_world``) and trains
 the small models, with progress bars; when it does, this takes no time.
 
-This is the only module that calls ``.bind()``. Here each deployment gets one
-replica with CPU reservations that fit a 2-CPU machine; replicas,
-autoscaling and queue limits for production are in ``serve_config.yaml``.
+This is the only module that calls ``.bind()``: it decides which deployments
+make up the application and which stateful actors (named after the data
+directory, :class:`~xserve.actors.naming.ActorNames`) they share. The replicas
+attach to those actors when they start (:mod:`xserve.actors.stateful` says why
+not here). Each deployment gets one replica with CPU reservations that fit a
+2-CPU machine; replicas, autoscaling and queue limits for production are in
+``serve_config.yaml``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 from ray.serve import Application
 
 from xserve import clock
+from xserve.actors.naming import ActorNames
 from xserve.config import ConfigError, XServeConfig, config_to_dict, load_config, merge_config
 from xserve.storage.layout import DataDirLayout
 
@@ -85,7 +90,7 @@ def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, A
         recent = _recent_posts(dd, now_ms - config.mixer.max_post_age_ms)
         done["indexed"] = _index_posts(served, recent, now_ms, progress)
         done["index_s"] = round(time.perf_counter() - started, 1)
-    from xserve.actors.thunder import open_event_log
+    from xserve.thunder.ingest import open_event_log
 
     log = open_event_log(config.storage, config.thunder, writer=True)
     try:
@@ -169,15 +174,16 @@ def build_app(
         prepare_data_dir(config)
     config = with_models(merge_config(config, {"storage": {"data_dir": str(Path(config.storage.data_dir).resolve())}}))
     data_dir = config.storage.data_dir
+    names = ActorNames.of(data_dir)  # every replica of every deployment shares these actors
     cpus = config.serving
     retrieval = Retrieval.options(ray_actor_options={"num_cpus": cpus.retrieval_num_cpus}).bind(
-        data_dir, config_to_dict(config.retrieval), config.mixer.max_post_age_ms, True
+        data_dir, config_to_dict(config.retrieval), config.mixer.max_post_age_ms, names, detached=True
     )
     ranker = Ranker.options(**ranker_options(config)).bind(config)
     options: dict[str, Any] = {"ray_actor_options": {"num_cpus": cpus.ingress_num_cpus}, **ingress_options(config)}
     if user_config is not None:
         options["user_config"] = user_config
-    return FeedIngress.options(**options).bind(config_to_dict(config), retrieval, ranker)
+    return FeedIngress.options(**options).bind(config_to_dict(config), names, retrieval, ranker)
 
 
 def ingress_options(config: XServeConfig) -> dict[str, Any]:
