@@ -157,7 +157,7 @@ def test_author_info_includes_the_reposted_user_even_without_core_data():
 
 def test_the_post_hydrators_of_one_request_share_one_fetch_per_post():
     data = InMemoryPostData(POSTS, {5: UserProfile(5, "five", 50), 6: UserProfile(6, "six", 60)})
-    q = query()  # one request: its post cache is q.posts
+    q = query()  # one request: its post cache is q.post_cache
     hydrators = [CoreDataHydrator(data), VideoDurationHydrator(data), SubscriptionHydrator(data), AuthorInfoHydrator(data)]
     for hydrator in hydrators:
         hydrate(hydrator, [cand(1), cand(2)], q)

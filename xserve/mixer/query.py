@@ -3,7 +3,7 @@
 It also carries what the request shares between its stages, so nothing travels
 beside it: the viewer's user-store answer when the caller already fetched it
 (``viewer_data``: the query hydrators read it instead of calling the store) and
-the request's :class:`~xserve.posts.request_cache.RequestPostCache` (``posts``:
+the request's :class:`~xserve.posts.request_cache.RequestPostCache` (``post_cache``:
 the stages' post lookups share one fetch per post).
 """
 
@@ -35,7 +35,7 @@ class ForYouQuery(msgspec.Struct, kw_only=True):
     explain: bool = False
     # shared by the request's stages
     viewer_data: UserQueryData | None = None  # the viewer's user-store answer, when the caller fetched it already
-    posts: RequestPostCache = msgspec.field(default_factory=RequestPostCache)  # this request's post lookups
+    post_cache: RequestPostCache = msgspec.field(default_factory=RequestPostCache)  # this request's post lookups
     # query hydrators
     user_features: UserFeatures | None = None  # None = not hydrated (the user store failed)
     history: tuple[HistoryItem, ...] | None = None  # engagement sequence, newest last
