@@ -122,7 +122,8 @@ def serve_locally(args: argparse.Namespace) -> tuple[str, str, Callable[[], None
     import ray
     from ray import serve
 
-    from xserve.app import build_app, prepare_data_dir
+    from xserve.app import build_app
+    from xserve.synth.bootstrap import prepare_data_dir
     from xserve.config import load_config, merge_config
 
     key = secrets.token_hex(16)

@@ -140,14 +140,17 @@ def bench_actors(events: list[PostEvent], reqs: list[InNetworkRequest], cfg: Thu
     import msgspec
     import ray
 
-    from xserve.actors.thunder import ThunderClient
+    from xserve.actors.naming import ActorNames
+    from xserve.actors.stateful import thunder_actors
     from xserve.config import StorageConfig
+    from xserve.deployments.clients import ThunderClient
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = msgspec.structs.replace(cfg, num_shards=shards)
-            client = ThunderClient.start(cfg, StorageConfig(data_dir=tmp, fsync=False))
+            actors = thunder_actors(cfg, StorageConfig(data_dir=tmp, fsync=False), ActorNames.of(tmp))
+            client = ThunderClient(cfg, actors.shards, actors.ingest)
 
             async def run() -> tuple[float, float, float]:
                 await client.stats()  # every actor started (and rebuilt from the empty log) before timing

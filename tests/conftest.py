@@ -29,8 +29,8 @@ def tiny_world(tmp_path_factory):
     Read-only: a test that serves or writes copies it first (:func:`copy_world`).
     Preparing costs ~40 s here (mostly training), so the modules that run the whole app share it.
     """
-    from xserve.app import prepare_data_dir
     from xserve.config import load_config
+    from xserve.synth.bootstrap import prepare_data_dir
 
     path = tmp_path_factory.mktemp("tiny-world")
     config = load_config(

@@ -126,7 +126,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             probe.bind((host, port))
         except OSError as exc:
             raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    from xserve.app import prepare_data_dir, serve_forever
+    from xserve.app import serve_forever
+    from xserve.synth.bootstrap import prepare_data_dir
 
     try:
         prepare_data_dir(config)  # seeding and training show progress here, before Ray starts

@@ -54,7 +54,8 @@ def test_shard_actor_search_upsert_delete_and_maintenance(ray_cluster, tmp_path)
 def test_retrieval_deployment_matches_in_process_service(ray_cluster, tmp_path):
     from ray import serve
 
-    from xserve.deployments.retrieval import Retrieval, RetrievalHandleAdapter
+    from xserve.deployments.clients import RetrievalHandleClient
+    from xserve.deployments.retrieval import Retrieval
 
     config = small_config(num_shards=2, embedding_dim=32)
     corpus = make_corpus(1200)
@@ -96,7 +97,7 @@ def test_retrieval_deployment_matches_in_process_service(ray_cluster, tmp_path):
         stats = handle.stats.remote().result()
         assert stats["version"] == "v1" and stats["user_batches"] >= 1
         assert sum(s["upserted"] for s in stats["shards"]) == 3
-        adapter = RetrievalHandleAdapter(handle)
+        adapter = RetrievalHandleClient(handle)
         assert "Retrieval" in repr(adapter)
     finally:
         service.close()

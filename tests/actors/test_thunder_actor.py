@@ -31,6 +31,16 @@ def _world(now: int):
     return created(*posts) + [deleted(9, now - 1000), deleted(44, now - 1000)]
 
 
+def _start(cfg: ThunderConfig, storage: StorageConfig):
+    """Thunder's actors for ``storage``'s data directory (created, or attached to), behind a client."""
+    from xserve.actors.naming import ActorNames
+    from xserve.actors.stateful import thunder_actors
+    from xserve.deployments.clients import ThunderClient
+
+    actors = thunder_actors(cfg, storage, ActorNames.of(storage.data_dir))
+    return ThunderClient(cfg, actors.shards, actors.ingest)
+
+
 def _stop(client):
     import ray
 
@@ -39,12 +49,11 @@ def _stop(client):
 
 
 def test_fanout_equals_unsharded_and_survives_restarts(ray_cluster, tmp_path):
-    from xserve.actors.thunder import ThunderClient
 
     ray = ray_cluster
     cfg = ThunderConfig(num_shards=3, replicas_per_shard=2, trim_interval_s=0.5)
     storage = StorageConfig(data_dir=str(tmp_path), fsync=True)
-    client = ThunderClient.start(cfg, storage)
+    client = _start(cfg, storage)
     now = _now()
     events = _world(now)
     res = asyncio.run(client.ingest(events + [b"garbage"], now_ms=now))
@@ -81,7 +90,7 @@ def test_fanout_equals_unsharded_and_survives_restarts(ray_cluster, tmp_path):
 
     # a whole restart: every actor gone, new ones on the same data directory
     _stop(client)
-    client = ThunderClient.start(cfg, storage)
+    client = _start(cfg, storage)
     oracle.apply([deleted(1, now - 500)], now)
     assert answers() == [ids(oracle.in_network_posts(r, now)) for r in reqs]
     stats = asyncio.run(client.stats())
@@ -90,12 +99,11 @@ def test_fanout_equals_unsharded_and_survives_restarts(ray_cluster, tmp_path):
 
 
 def test_shard_at_capacity_answers_retry_at_once(ray_cluster, tmp_path):
-    from xserve.actors.thunder import ThunderClient
     from xserve.thunder.replica import ThunderAtCapacity
 
     # slow queries on purpose: every post of every author is collected and sorted
     cfg = ThunderConfig(num_shards=1, max_concurrent_requests=1, max_original_posts_per_author=1000)
-    client = ThunderClient.start(cfg, StorageConfig(data_dir=str(tmp_path), fsync=False))
+    client = _start(cfg, StorageConfig(data_dir=str(tmp_path), fsync=False))
     now = _now()
     authors = range(1, 2001)
     for start in range(0, 40_000, 10_000):
@@ -133,7 +141,6 @@ def _wait_until_restarted(client, timeout_s=60.0):
 def test_ingest_consumes_the_post_catalogs_logs_from_its_watermark(ray_cluster, tmp_path):
     """A post the catalog logged reaches Thunder by catch_up (also after a restart), exactly once in effect."""
     from xserve.actors.posts import catalog_log_dir
-    from xserve.actors.thunder import ThunderClient
     from xserve.posts import CatalogEvent
     from xserve.schema import PostLabelsSet
     from xserve.storage.log.event_log import EventLog
@@ -144,7 +151,7 @@ def test_ingest_consumes_the_post_catalogs_logs_from_its_watermark(ray_cluster, 
     catalog = [EventLog(catalog_log_dir(tmp_path, s, 2), writer=True, fsync=False, event_type=CatalogEvent) for s in range(2)]
     catalog[0].append(created(post(1, 5, now - HOUR)) + [PostLabelsSet(1, (), now)], now)
     catalog[1].append(created(post(2, 6, now - HOUR), post(3, 6, now - 100 * HOUR)), now)  # 3: beyond retention
-    client = ThunderClient.start(cfg, storage)
+    client = _start(cfg, storage)
     assert asyncio.run(client.catch_up()) == 4
     assert set(ids(asyncio.run(client.in_network_posts(request([5, 6]), now_ms=now)))) == {1, 2}
     assert asyncio.run(client.catch_up()) == 0
@@ -153,7 +160,7 @@ def test_ingest_consumes_the_post_catalogs_logs_from_its_watermark(ray_cluster, 
     catalog[0].append([deleted(1, now)], now)
     catalog[1].append(created(post(4, 6, now - 1000)), now)
     _stop(client)
-    client = ThunderClient.start(cfg, storage)
+    client = _start(cfg, storage)
     assert asyncio.run(client.catch_up()) == 2  # only what came after the watermark
     assert set(ids(asyncio.run(client.in_network_posts(request([5, 6]), now_ms=now)))) == {2, 4}
     assert asyncio.run(client.stats())[-1]["next_offset"] == 4  # 1, 2, then the delete and 4: none twice

@@ -29,11 +29,15 @@ def config(tmp_path):
 
 
 def test_user_shards_write_read_and_rebuild_after_restart(ray_cluster, tmp_path):
-    from xserve.actors.users import UserShardsClient, UserStoreShard, WriteRefused, prefetched_user
+    from xserve.actors.users import UserStoreShard
+    from xserve.deployments.clients import UserStoreClient
+    from xserve.mixer import ForYouQuery
+    from xserve.mixer.query_hydrators import UserFeaturesQueryHydrator
+    from xserve.users.writes import WriteRefused
 
     cfg = config(tmp_path)
     shards = [UserStoreShard.remote(cfg, i, 2) for i in range(2)]
-    client = UserShardsClient(shards, history_length=8)
+    client = UserStoreClient(shards, history_length=8)
 
     async def scenario():
         await client.write([UserUpserted(u, f"u{u}") for u in range(1, 6)])
@@ -49,9 +53,9 @@ def test_user_shards_write_read_and_rebuild_after_restart(ray_cluster, tmp_path)
         history = await client.engagement_history(1, 8)
         profiles = await client.profiles([2, 3, 99])
         data = await client.query_data(1)
-        # the prefetched answer is used instead of a call
-        prefetched_user(data)
-        assert await client.user_features(1) is data.features
+        # the prefetched answer, carried in the query, is used instead of a call
+        query = ForYouQuery(viewer_id=1, request_id="r-1", now_ms=2_000, viewer_data=data)
+        assert await UserFeaturesQueryHydrator(client).hydrate(query) is data.features
         return features, history, profiles, data
 
     features, history, profiles, data = asyncio.run(scenario())
@@ -65,7 +69,7 @@ def test_user_shards_write_read_and_rebuild_after_restart(ray_cluster, tmp_path)
     for s in shards:
         ray_cluster.kill(s)
     shards = [UserStoreShard.remote(cfg, i, 2) for i in range(2)]
-    again = UserShardsClient(shards, history_length=8)
+    again = UserStoreClient(shards, history_length=8)
     assert asyncio.run(again.user_features(1)) == features
     assert asyncio.run(again.profiles([2]))[2].followers_count == 1
     for s in shards:
@@ -73,19 +77,20 @@ def test_user_shards_write_read_and_rebuild_after_restart(ray_cluster, tmp_path)
 
 
 def test_hydration_shards_live_posts_labels_deletes_and_restart(ray_cluster, tmp_path):
-    from xserve.actors.posts import PostDataClient, PostCatalogShard, request_cache
-    from xserve.actors.users import UserShardsClient
+    from xserve.actors.posts import PostCatalogShard
+    from xserve.deployments.clients import PostCatalogClient, UserStoreClient
+    from xserve.posts import RequestPostCache
 
     cfg = config(tmp_path)
     shards = [PostCatalogShard.remote(cfg, i, 2, 0) for i in range(2)]
-    client = PostDataClient(shards, UserShardsClient([], 8))
+    client = PostCatalogClient(shards, UserStoreClient([], 8))
     posts = [Post(post_id=i, author_id=1, created_at_ms=0, text=f"p{i}") for i in range(1, 7)]
 
     async def scenario():
         await client.write([PostCreated(p) for p in posts])
         await client.write([PostLabelsSet(2, (VisibilityLabel.SPAM,)), PostDeleted(3, 5)])
-        request_cache()
-        a, b = await asyncio.gather(client.get_posts([1, 2, 3, 4]), client.get_posts([1, 2]))
+        cache = RequestPostCache()  # one request's lookups
+        a, b = await asyncio.gather(cache.get([1, 2, 3, 4], client.get_posts), cache.get([1, 2], client.get_posts))
         return a, b
 
     a, b = asyncio.run(scenario())
@@ -94,41 +99,21 @@ def test_hydration_shards_live_posts_labels_deletes_and_restart(ray_cluster, tmp
     for s in shards:
         ray_cluster.kill(s)
     shards = [PostCatalogShard.remote(cfg, i, 2, 0) for i in range(2)]
-    again = PostDataClient(shards, UserShardsClient([], 8))
+    again = PostCatalogClient(shards, UserStoreClient([], 8))
     got = asyncio.run(again.get_posts(range(1, 7)))
     assert set(got) == {1, 2, 4, 5, 6} and got[2].labels == (VisibilityLabel.SPAM,)
     for s in shards:
         ray_cluster.kill(s)
 
 
-def test_a_write_across_user_shards_is_replayed_by_every_shard_from_the_coordinators_log(tmp_path):
-    """The coordinator logged a cross-shard follow and the process died before the other shard applied it:
-    after the restart both shards have it (every shard replays every user-store log)."""
-    from xserve.actors.users import _replay_all
-    from xserve.sharding import shard_for
-    from xserve.storage.log.event_log import EventLog
-    from xserve.schema import UserEvent
-    from xserve.users import UserStore
-
-    cfg = config(tmp_path)
-    u = next(i for i in range(1, 100) if shard_for(i, 2) == 0)
-    t = next(i for i in range(1, 100) if shard_for(i, 2) == 1)
-    with EventLog(tmp_path / "users" / "shard-0-of-2", writer=True, fsync=False, event_type=UserEvent) as log:
-        log.append([UserUpserted(u, "u"), UserUpserted(t, "t"), EdgeSet(u, t, EdgeKind.FOLLOW)], 1)
-    stores = [UserStore(cfg.serving, cfg.mixer, s, 2) for s in range(2)]
-    for store in stores:
-        assert _replay_all(tmp_path / "users", store.apply) == 3
-    assert stores[0].features(u).followed_user_ids == {t}
-    assert stores[1].profiles([t])[t].followers_count == 1
-
-
 def test_viewer_data_falls_back_to_the_last_answer_when_the_shard_is_gone(ray_cluster, tmp_path):
-    from xserve.actors.users import UserShardsClient, UserStoreShard, UserStoreUnavailable
+    from xserve.actors.users import UserStoreShard
+    from xserve.deployments.clients import UserStoreClient, UserStoreUnavailable
     from xserve.users.last_known import LastKnownViewers
 
     cfg = config(tmp_path)
     shard = UserStoreShard.remote(cfg, 0, 1)
-    client = UserShardsClient([shard], history_length=8, last_known=LastKnownViewers(1 << 20))
+    client = UserStoreClient([shard], history_length=8, last_known=LastKnownViewers(1 << 20))
 
     async def scenario():
         await client.write([UserUpserted(u, f"u{u}") for u in (1, 2, 3)])

@@ -12,7 +12,8 @@ from ray import serve
 
 from tests.phoenix.rank_factories import make_request, tiny_ranker_config  # noqa: E402
 from xserve.config import RankerServingConfig, XServeConfig  # noqa: E402
-from xserve.deployments.ranker import Ranker, RankerHandleClient, ranker_options  # noqa: E402
+from xserve.deployments.clients import RankerHandleClient  # noqa: E402
+from xserve.deployments.ranker import Ranker, ranker_options  # noqa: E402
 from xserve.phoenix.serving.runner import RankerRunner  # noqa: E402
 
 

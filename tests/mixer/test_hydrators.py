@@ -36,6 +36,7 @@ from xserve.schema import (
     ServedType,
     UserFeatures,
     UserProfile,
+    UserQueryData,
 )
 
 
@@ -65,6 +66,14 @@ def test_query_hydrators_fill_only_their_fields():
     feats.update(q, asyncio.run(feats.hydrate(q)))
     assert q.user_features.followed_user_ids == {5}
     assert repr(seq) == "UserActionSeqQueryHydrator(history_length=3)"
+
+
+def test_query_hydrators_read_the_viewer_data_the_query_carries_instead_of_calling_the_store():
+    data = UserQueryData(1, UserFeatures(followed_user_ids=frozenset({5})), tuple(item(i) for i in range(10)))
+    store = InMemoryUserData(features={1: UserFeatures()}, history={1: ()})  # what a call would answer
+    q = query(viewer_data=data)
+    assert asyncio.run(UserFeaturesQueryHydrator(store).hydrate(q)) is data.features
+    assert [h.post_id for h in asyncio.run(UserActionSeqQueryHydrator(store, history_length=3).hydrate(q))] == [7, 8, 9]
 
 
 # ---------------------------------------------------------------- sources
@@ -144,6 +153,17 @@ def test_author_info_includes_the_reposted_user_even_without_core_data():
     assert [(c.author_screen_name, c.author_followers_count, c.repost_screen_name) for c in cands] == [
         ("five", 50, None), ("six", 60, "five"), (None, None, None),
     ]
+
+
+def test_the_post_hydrators_of_one_request_share_one_fetch_per_post():
+    data = InMemoryPostData(POSTS, {5: UserProfile(5, "five", 50), 6: UserProfile(6, "six", 60)})
+    q = query()  # one request: its post cache is q.post_cache
+    hydrators = [CoreDataHydrator(data), VideoDurationHydrator(data), SubscriptionHydrator(data), AuthorInfoHydrator(data)]
+    for hydrator in hydrators:
+        hydrate(hydrator, [cand(1), cand(2)], q)
+    assert data.calls == 1  # posts 1 and 2 fetched once; the repost's original (1) was among them
+    hydrate(CoreDataHydrator(data), [cand(1), cand(2)])  # another request fetches again
+    assert data.calls == 2
 
 
 # ---------------------------------------------------------------- side effect

@@ -1,14 +1,20 @@
-"""RetrievalFanout: the in-process fan-out agrees with exact search over the whole corpus."""
+"""RetrievalFanout: the fan-out agrees with exact search over the whole corpus, and leaves out a shard that fails."""
 
 from __future__ import annotations
 
 import asyncio
 
 import numpy as np
+import pytest
 
-from tests.retrieval.factories import NOW_MS, encoder, exact, local_service, make_corpus, recall, small_config, write_version
+from tests.retrieval.factories import (
+    NOW_MS, encoder, exact, local_searchers, local_service, make_corpus, recall, small_config, write_version,
+)
+from xserve.retrieval.fanout import NoShardAnswered, RetrievalFanout
 from xserve.retrieval.merge import merge_top_k
 from xserve.schema import HistoryItem, RetrievalRequest
+from xserve.sharding import shard_array
+from xserve.storage.lance.embeddings import EmbeddingVersions
 
 
 def _request(corpus, i, k=50, exclude=frozenset()):
@@ -71,3 +77,37 @@ def test_async_quota_fanout_equals_sync_full_k_fanout(tmp_path):
             assert asyncio.run(service.retrieve(req)) == service.retrieve_sync(req)
     finally:
         service.close()
+
+
+class DeadShard:
+    """A shard whose actor is gone: every search raises."""
+
+    async def search_async(self, vector, k, now_ms, exclude_ids=(), version=None):
+        raise ConnectionError("retrieval shard actor died")
+
+
+def test_a_shard_that_fails_is_left_out_and_none_answering_is_an_error(tmp_path):
+    config = small_config(num_shards=2)
+    corpus = make_corpus(600)
+    write_version(tmp_path, "v1", corpus, config)
+    searchers = local_searchers(tmp_path, config)
+    current = EmbeddingVersions(tmp_path).current_name
+    both, one, none = (
+        RetrievalFanout(shards, encoder(), config, current)
+        for shards in (searchers, [searchers[0], DeadShard()], [DeadShard(), DeadShard()])
+    )
+    try:
+        req = _request(corpus, 0)
+        full = [p.post_id for p in both.retrieve_sync(req)]
+        assert set(shard_array(np.array(full), 2).tolist()) == {0, 1}
+        survivors = [p.post_id for p in one.retrieve_sync(req)]
+        assert survivors and set(shard_array(np.array(survivors), 2).tolist()) == {0}
+        from_shard_0 = [p for p in full if shard_array(np.array([p]), 2)[0] == 0]
+        assert survivors[: len(from_shard_0)] == from_shard_0  # shard 0's best, as with both, then more of it
+        assert (both.shards_left_out, one.shards_left_out) == ([0, 0], [0, 1])
+        with pytest.raises(NoShardAnswered, match="no retrieval shard answered"):
+            none.retrieve_sync(req)
+        assert none.shards_left_out == [1, 1]
+    finally:
+        for fanout in (both, one, none):
+            fanout.close()

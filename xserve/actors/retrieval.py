@@ -14,6 +14,8 @@ the shards, a consumer of the post catalog's logs with its watermark in
 ``<data_dir>/embeddings/LIVE_WATERMARK.json``; a timer flushes its buffer and
 reads the catalog every ``flush_age_s / 4``, so it catches up after a restart
 without being asked.
+
+The actors are created in :mod:`xserve.actors.stateful`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from xserve.schema import Post, PostEmbeddings, ShardHits
 from xserve.storage.lance.embeddings import EmbeddingVersions
 from xserve.storage.layout import DataDirLayout
 
-__all__ = ["RetrievalIndexer", "RetrievalShard", "get_or_create_indexer", "get_or_create_shards"]
+__all__ = ["RetrievalIndexer", "RetrievalShard"]
 
 log = logging.getLogger(__name__)
 
@@ -98,35 +100,11 @@ class RetrievalShard:
         self._stop.set()
 
 
-def get_or_create_shards(
-    data_dir: str,
-    config: RetrievalConfig,
-    max_post_age_ms: int,
-    detached: bool = False,
-) -> list[Any]:
-    """Handles to the named shard actors, created on first use (every replica shares them).
-
-    ``detached`` keeps the actors alive when the replica that created them
-    goes away (production); tests leave it off so the cluster cleans up.
-    """
-    cfg = msgspec.to_builtins(config)
-    names = ActorNames.of(data_dir)
-    handles = []
-    for i in range(config.num_shards):
-        opts: dict[str, Any] = dict(
-            name=names.retrieval_shard(i), namespace=NAMESPACE, get_if_exists=True, max_concurrency=config.shard_max_concurrency, num_cpus=0
-        )
-        if detached:
-            opts["lifetime"] = "detached"
-        handles.append(RetrievalShard.options(**opts).remote(data_dir, i, cfg, max_post_age_ms))
-    return handles
-
-
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class RetrievalIndexer:
     """The one writer of live posts (see the module docstring); a thin shell over ``LiveIndexer``."""
 
-    def __init__(self, data_dir: str, config: dict[str, Any], max_post_age_ms: int, detached: bool = False) -> None:
+    def __init__(self, data_dir: str, config: dict[str, Any], max_post_age_ms: int, names: ActorNames) -> None:
         from xserve.actors.posts import catalog_tail
         from xserve.retrieval.batcher import UpsertBatcher
         from xserve.retrieval.encoders import load_encoders
@@ -134,7 +112,8 @@ class RetrievalIndexer:
 
         cfg = msgspec.convert(config, RetrievalConfig)
         versions = EmbeddingVersions(data_dir)
-        self._shards = get_or_create_shards(data_dir, cfg, max_post_age_ms, detached=detached)
+        # created before this actor, by the same call (xserve.actors.stateful.retrieval_actors)
+        self._shards = [ray.get_actor(names.retrieval_shard(s), namespace=NAMESPACE) for s in range(cfg.num_shards)]
         _, post_encoder, model_version = load_encoders(cfg)
         batcher = UpsertBatcher(
             post_encoder, cfg.num_shards, cfg.flush_size, cfg.flush_age_s, model_version,
@@ -186,15 +165,3 @@ class RetrievalIndexer:
     async def stats(self) -> dict[str, Any]:
         self._ensure_timer()
         return self._live.stats()
-
-
-def get_or_create_indexer(
-    data_dir: str, config: RetrievalConfig, max_post_age_ms: int, detached: bool = False
-) -> Any:
-    """The data directory's one ``RetrievalIndexer`` (created on first use, shared by every replica)."""
-    opts: dict[str, Any] = dict(
-        name=ActorNames.of(data_dir).retrieval_indexer(), namespace=NAMESPACE, get_if_exists=True, num_cpus=0
-    )
-    if detached:
-        opts["lifetime"] = "detached"
-    return RetrievalIndexer.options(**opts).remote(data_dir, msgspec.to_builtins(config), max_post_age_ms, detached)

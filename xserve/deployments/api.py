@@ -24,14 +24,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from xserve.actors.posts import PostDataClient, close_request_cache, request_cache
-from xserve.actors.users import (
-    UserShardsClient,
-    UserStoreUnavailable,
-    WriteRefused,
-    clear_prefetched,
-    prefetched_user,
-)
+from xserve.deployments.clients import PostCatalogClient, UserStoreClient, UserStoreUnavailable
 from xserve.schema import (
     EdgeKind,
     EdgeSet,
@@ -51,10 +44,12 @@ from xserve.schema import (
     PostLabelsSet,
     UserBody,
     UserEvent,
+    UserQueryData,
     UserRecord,
     UserUpserted,
     json_encoder,
 )
+from xserve.users.writes import WriteRefused
 
 __all__ = ["EDGE_PATHS", "USER_STORE_STALE", "ApiError", "FeedAPI", "PostSink"]
 
@@ -119,10 +114,10 @@ class FeedAPI:
 
     def __init__(
         self,
-        users: UserShardsClient,
-        posts: PostDataClient,
+        users: UserStoreClient,
+        posts: PostCatalogClient,
         sinks: Sequence[PostSink],
-        pipeline: Callable[[FeedRequest, str, int], Any],
+        pipeline: Callable[[FeedRequest, str, int, UserQueryData], Any],
         now_ms: Callable[[], int],
         rng: random.Random | None = None,
         viewer_wait_s: tuple[float, float] = (0.2, 1.5),
@@ -131,7 +126,7 @@ class FeedAPI:
         self._viewer_wait_s = viewer_wait_s
         self._posts = posts
         self._sinks = list(sinks)
-        self._pipeline = pipeline  # async (request, request_id, now_ms) -> FeedResponse
+        self._pipeline = pipeline  # async (request, request_id, now_ms, viewer_data) -> FeedResponse
         self._now_ms = now_ms
         self._rng = rng or random.Random()
 
@@ -146,13 +141,8 @@ class FeedAPI:
         if data is None:
             raise ApiError(404, f"unknown user {req.viewer_id} (viewer_id)")
         request_id = f"{uuid.uuid4().hex[:16]}-{req.viewer_id}"
-        user_token = prefetched_user(data)  # the pipeline's query hydrators read it: one user-store call
-        cache_token = request_cache()  # the pipeline's post lookups share one fetch per shard
-        try:
-            response: FeedResponse = await self._pipeline(req, request_id, self._now_ms())
-        finally:
-            clear_prefetched(user_token)
-            close_request_cache(cache_token)
+        # the viewer's data rides in the query: its hydrators read it, so one user-store call per feed
+        response: FeedResponse = await self._pipeline(req, request_id, self._now_ms(), data)
         if stale:
             response = msgspec.structs.replace(response, degraded=(USER_STORE_STALE, *response.degraded))
         return json_encoder.encode(response)

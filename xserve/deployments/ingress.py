@@ -26,7 +26,7 @@ against its class's in-flight limit (``serving.max_inflight_feeds`` /
 unauthorised or surplus request costs no body read and no service call.
 
 The deployment holds no state of its own: users, posts and in-network posts
-live in named actors (created once, shared by every replica); retrieval and
+live in named actors (``names``, created once, shared by every replica); retrieval and
 the ranker are Serve deployments reached through handles. ``reconfigure``
 applies the Serve config's ``user_config`` (scoring weights, mixer limits)
 live by rebuilding the pipeline.
@@ -47,6 +47,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from xserve.actors.naming import ActorNames
 from xserve.config import ServingConfig, XServeConfig, merge_config
 from xserve.deployments.admission import AdmissionController, RequestClass, classify
 from xserve.deployments.api import ApiError, FeedAPI
@@ -166,12 +167,13 @@ api_app.add_middleware(EdgeMiddleware)
 @serve.deployment(max_ongoing_requests=64)  # app.py sets it from serving.ingress_max_ongoing_requests
 @serve.ingress(api_app)
 class FeedIngress:
-    """See the module docstring. ``config`` is ``config_to_dict(XServeConfig)`` (small, picklable)."""
+    """See the module docstring. ``config`` is ``config_to_dict(XServeConfig)`` (small, picklable); ``names``
+    names the stateful actors this replica attaches to."""
 
-    def __init__(self, config: dict[str, Any], retrieval: Any, ranker: Any) -> None:
+    def __init__(self, config: dict[str, Any], names: ActorNames, retrieval: Any, ranker: Any) -> None:
         self._base = msgspec.convert(config, XServeConfig)
         self._config = self._base
-        self._graph = ServiceGraph(self._base, retrieval, ranker)
+        self._graph = ServiceGraph(self._base, names, retrieval, ranker)
         self._api = FeedAPI(
             self._graph.users,
             self._graph.posts,

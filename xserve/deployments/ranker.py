@@ -23,7 +23,7 @@ from ray import serve
 from xserve.config import XServeConfig
 from xserve.schema import RankRequest, RankResponse
 
-__all__ = ["Ranker", "RankerHandleClient", "make_ranker_backend", "ranker_options"]
+__all__ = ["Ranker", "make_ranker_backend", "ranker_options"]
 
 
 def make_ranker_backend(config: XServeConfig) -> Any:
@@ -106,13 +106,3 @@ class Ranker:
             s = cache.stats
             out |= {name: getattr(s, name) for name in s.__slots__} | {"hit_rate": s.hit_rate}
         return out
-
-
-class RankerHandleClient:
-    """Satisfies the mixer's ``RankerClient`` protocol through a Serve handle to ``Ranker``."""
-
-    def __init__(self, handle: Any) -> None:
-        self._handle = handle
-
-    async def rank(self, req: RankRequest) -> RankResponse:
-        return await self._handle.rank.remote(req)

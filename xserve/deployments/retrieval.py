@@ -1,49 +1,47 @@
 """``Retrieval``: the Ray Serve deployment for out-of-network candidates (a thin shell).
 
 Per request: the user tower runs once, batched across concurrent requests by
-``@serve.batch``; the current embedding version is read once; every
-``RetrievalShard`` actor is searched in parallel for that version, each for
-its :func:`~xserve.retrieval.merge.shard_quota` of hits; the per-shard lists
-are merged (``xserve.retrieval.merge``); a shard whose actor is dead or
-unavailable is left out of that merge rather than failing the request (its
-posts are missing, the others' are not). Live writes go
-to the data directory's one ``RetrievalIndexer`` actor: ``catch_up`` has it read
-the post catalog's logs (creates buffered and embedded in batches within
-``flush_age_s``, deletes hidden at once), durably, with a watermark
-(``xserve.retrieval.live``); ``posts_created`` / ``posts_deleted`` hand it posts
-that come from no log (tools, tests).
+``@serve.batch``; then :class:`~xserve.retrieval.fanout.RetrievalFanout` (the
+one fan-out, also used in process) reads the current embedding version once
+and searches every ``RetrievalShard`` actor in parallel for that version, each
+for its :func:`~xserve.retrieval.merge.shard_quota` of hits, and merges the
+answers; a shard whose actor is dead or unavailable is left out of that merge
+rather than failing the request (its posts are missing, the others' are not).
+Live writes go to the data directory's one ``RetrievalIndexer`` actor:
+``catch_up`` has it read the post catalog's logs (creates buffered and
+embedded in batches within ``flush_age_s``, deletes hidden at once), durably,
+with a watermark (``xserve.retrieval.live``); ``posts_created`` /
+``posts_deleted`` hand it posts that come from no log (tools, tests).
 
-:class:`RetrievalHandleAdapter` wraps a handle to this deployment so it
-satisfies the mixer's ``async retrieve(req) -> list[RetrievedPost]`` Protocol.
+The actors are named after the data directory (``names``, from ``app.py``) and
+attached to through :mod:`xserve.actors.stateful`; the mixer reaches this
+deployment through :class:`xserve.deployments.clients.RetrievalHandleClient`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 import numpy as np
-import ray
 from ray import serve
 
 from xserve import clock
-from xserve.actors.calls import uncancelled
-from xserve.actors.retrieval import get_or_create_indexer, get_or_create_shards
+from xserve.actors.naming import ActorNames
+from xserve.actors.stateful import retrieval_actors
 from xserve.clock import HOUR_MS
 from xserve.config import RetrievalConfig
+from xserve.deployments.clients import RetrievalShardClient
 from xserve.retrieval.encoders import load_encoders
-from xserve.retrieval.fanout import request_k, split_excludes
-from xserve.retrieval.merge import hits_to_posts, merge_top_k, shard_quota
+from xserve.retrieval.fanout import RetrievalFanout, request_k
+from xserve.retrieval.merge import hits_to_posts
 from xserve.retrieval.version_poll import PolledVersion
 from xserve.schema import Post, RetrievalRequest, RetrievedPost
 from xserve.storage.lance.embeddings import EmbeddingVersions
 
-__all__ = ["Retrieval", "RetrievalHandleAdapter"]
-
-log = logging.getLogger(__name__)
+__all__ = ["Retrieval"]
 
 
 @serve.deployment(max_ongoing_requests=64)
@@ -55,18 +53,24 @@ class Retrieval:
         data_dir: str,
         config: dict[str, Any] | None = None,
         max_post_age_ms: int = 48 * HOUR_MS,
-        detached_shards: bool = False,
+        names: ActorNames | None = None,
+        detached: bool = False,
     ):
         self.config = msgspec.convert(config or {}, RetrievalConfig)
         self.versions = EmbeddingVersions(data_dir)
-        self.shards = get_or_create_shards(data_dir, self.config, max_post_age_ms, detached=detached_shards)
-        self.indexer = get_or_create_indexer(data_dir, self.config, max_post_age_ms, detached=detached_shards)
+        actors = retrieval_actors(
+            data_dir, self.config, max_post_age_ms, names or ActorNames.of(data_dir), detached=detached
+        )
+        self.shards = actors.shards
+        self.indexer = actors.indexer
         self.user_encoder, _, _ = load_encoders(self.config)
         self._encode_user.set_max_batch_size(self.config.user_batch_size)
         self._encode_user.set_batch_wait_timeout_s(self.config.user_batch_wait_s)
         self._current_version = PolledVersion(self.versions.current_name, self.config.version_poll_s)
+        self._fanout = RetrievalFanout(
+            [RetrievalShardClient(h) for h in self.shards], self.user_encoder, self.config, self._current_version
+        )
         self.user_batch_sizes: list[int] = []  # recent @serve.batch sizes (stats)
-        self.shards_left_out = [0] * len(self.shards)  # searches merged without this shard (stats)
 
     # ------------------------------------------------------------------ reads
 
@@ -79,26 +83,7 @@ class Retrieval:
         k = request_k(req, self.config)
         vector = await self._encode_user(req)
         now_ms = req.now_ms or clock.now_ms()
-        version = self._current_version()
-        excludes = split_excludes(req.exclude_ids, len(self.shards))
-        quota = shard_quota(k, len(self.shards), self.config.shard_quota_sigmas)  # as RetrievalFanout does
-        parts = await asyncio.gather(
-            *(self._search(i, vector, quota, now_ms, excludes[i], version) for i in range(len(self.shards)))
-        )
-        answered = [p for p in parts if p is not None]
-        if not answered:
-            raise RuntimeError("no retrieval shard answered: every shard is down or restarting")
-        return hits_to_posts(merge_top_k(answered, k))
-
-    async def _search(self, shard: int, vector: np.ndarray, quota: int, now_ms: int, exclude: Any, version: Any) -> Any:
-        """One shard's hits, or None when its actor is dead or unavailable (restarting): the merge goes on
-        without it (its posts are missing from this answer, the other shards' are not)."""
-        try:
-            return await uncancelled(self.shards[shard].search.remote(vector, quota, now_ms, exclude, version))
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-            self.shards_left_out[shard] += 1
-            log.debug("retrieval shard %d left out: %s", shard, type(exc).__name__)
-            return None
+        return hits_to_posts(await self._fanout.search_vector_async(vector, k, now_ms, req.exclude_ids))
 
     # ------------------------------------------------------------------ writes
 
@@ -126,21 +111,8 @@ class Retrieval:
             "version": self._current_version(),
             "buffered": indexer["buffered"],
             "indexer": indexer,
-            "shards_left_out": list(self.shards_left_out),
+            "shards_left_out": list(self._fanout.shards_left_out),
             "user_batches": len(sizes),
             "mean_user_batch": float(np.mean(sizes)) if sizes else 0.0,
             "shards": shard_stats,
         }
-
-
-class RetrievalHandleAdapter:
-    """A ``Retrieval`` deployment handle as the mixer's retrieval Protocol."""
-
-    def __init__(self, handle: Any):
-        self._handle = handle
-
-    def __repr__(self) -> str:
-        return "RetrievalHandleAdapter(Retrieval)"
-
-    async def retrieve(self, req: RetrievalRequest) -> list[RetrievedPost]:
-        return await self._handle.retrieve.remote(req)

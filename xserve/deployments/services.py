@@ -1,9 +1,11 @@
 """``ServiceGraph``: the ingress's view of every service, and the For You pipeline wired to them.
 
-Stateful parts are named, detached Ray actors (``get_if_exists``), so every
-ingress replica shares one user store, one post catalog and one Thunder; they
-are named after the data directory, so two apps on one cluster never share
-state by accident. :func:`kill_named_actors` removes them (tests, teardown).
+Stateful parts are named, detached Ray actors, so every ingress replica shares
+one user store, one post catalog and one Thunder; ``names`` (from ``app.py``)
+says which, and :mod:`xserve.actors.stateful` attaches to them (creating them
+on first use). Retrieval and the ranker are Serve deployments reached through
+their handles. Each service is reached through its client in
+:mod:`xserve.deployments.clients`.
 """
 
 from __future__ import annotations
@@ -13,69 +15,50 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import ray
-
 from xserve import clock
 from xserve.actors.calls import uncancelled
-from xserve.actors.naming import NAMESPACE, ActorNames
-from xserve.actors.posts import PostDataClient, PostCatalogShard
-from xserve.actors.users import UserShardsClient, UserStoreShard
+from xserve.actors.naming import ActorNames
+from xserve.actors.stateful import post_catalog_shards, thunder_actors, user_store_shards
 from xserve.config import XServeConfig
+from xserve.deployments.clients import (
+    PostCatalogClient,
+    RankerHandleClient,
+    RetrievalHandleClient,
+    ThunderClient,
+    UserStoreClient,
+)
 from xserve.deployments.metrics import RayMetricsSink
 from xserve.mixer import ForYouClients, ForYouQuery, build_for_you_pipeline, feed_response
-from xserve.schema import FeedRequest, FeedResponse
+from xserve.schema import FeedRequest, FeedResponse, UserQueryData
 from xserve.users.last_known import LastKnownViewers
 
-__all__ = ["ServiceGraph", "kill_named_actors"]
+__all__ = ["ServiceGraph"]
 
 log = logging.getLogger("xserve.services")
-
-
-def _named(cls: Any, name: str, *args: Any) -> Any:
-    return cls.options(name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(*args)
-
-
-def kill_named_actors(config: XServeConfig) -> int:
-    """Kill every detached actor this config's graph created; returns how many."""
-    names = ActorNames.of(config.storage.data_dir)
-    killed = 0
-    for info in ray.util.list_named_actors(all_namespaces=True):
-        if names.owns(info["name"]):
-            try:
-                ray.kill(ray.get_actor(info["name"], namespace=info["namespace"]), no_restart=True)
-                killed += 1
-            except ValueError:
-                pass
-    return killed
 
 
 class ServiceGraph:
     """Clients for users, posts, Thunder, retrieval and the ranker, plus the pipeline built over them."""
 
     def __init__(
-        self, config: XServeConfig, retrieval: Any, ranker: Any, now_ms: Callable[[], int] = clock.now_ms
+        self,
+        config: XServeConfig,
+        names: ActorNames,
+        retrieval: Any,
+        ranker: Any,
+        now_ms: Callable[[], int] = clock.now_ms,
     ) -> None:
-        from xserve.actors.thunder import ThunderClient
-        from xserve.deployments.ranker import RankerHandleClient
-        from xserve.deployments.retrieval import RetrievalHandleAdapter
-
         self.now_ms = now_ms
-        names = ActorNames.of(config.storage.data_dir)
         s = config.serving
-        self.user_shards = [
-            _named(UserStoreShard, names.user_shard(i, s.num_user_shards), config, i, s.num_user_shards)
-            for i in range(s.num_user_shards)
-        ]
-        n = s.num_hydration_shards
-        self.post_shards = [
-            _named(PostCatalogShard, names.post_shard(i, n), config, i, n, now_ms()) for i in range(n)
-        ]
-        self.users = UserShardsClient(
+        self.user_shards = user_store_shards(config, names)
+        self.post_shards = post_catalog_shards(config, names, now_ms())
+        self.users = UserStoreClient(
             self.user_shards, config.mixer.history_length, LastKnownViewers(s.last_known_viewers_bytes)
         )
-        self.posts = PostDataClient(self.post_shards, self.users)
-        self.thunder = ThunderClient.start(config.thunder, config.storage, detached=True)
-        self.retrieval = RetrievalHandleAdapter(retrieval)
+        self.posts = PostCatalogClient(self.post_shards, self.users)
+        thunder = thunder_actors(config.thunder, config.storage, names, detached=True)
+        self.thunder = ThunderClient(config.thunder, thunder.shards, thunder.ingest)
+        self.retrieval = RetrievalHandleClient(retrieval)
         self._retrieval_handle = retrieval
         self.ranker = RankerHandleClient(ranker)
         self._ranker_handle = ranker
@@ -91,9 +74,13 @@ class ServiceGraph:
         )
         self.pipeline = build_for_you_pipeline(config, clients, self._metrics)
 
-    async def run_pipeline(self, req: FeedRequest, request_id: str, now_ms: int) -> FeedResponse:
+    async def run_pipeline(
+        self, req: FeedRequest, request_id: str, now_ms: int, viewer_data: UserQueryData | None = None
+    ) -> FeedResponse:
+        """Run the For You pipeline for ``req``; ``viewer_data`` is the viewer's user-store answer when the
+        caller has it already (the query hydrators then make no user-store call)."""
         pipeline = self.pipeline  # a reconfigure mid-request does not change this request's pipeline
-        result = await pipeline.execute(ForYouQuery.from_request(req, request_id, now_ms))
+        result = await pipeline.execute(ForYouQuery.from_request(req, request_id, now_ms, viewer_data))
         return feed_response(result)
 
     async def health(self) -> dict[str, str]:

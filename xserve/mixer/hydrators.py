@@ -1,8 +1,8 @@
 """Pre-scoring candidate hydrators (reference ``home-mixer/candidate_hydrators/``).
 
 They run concurrently over the same candidates, so none may rely on another's
-fields. Each post-data hydrator makes one batched call; a ``PostDataClient``
-adapter may cache per request to merge them.
+fields. Each post-data hydrator makes one batched lookup through the request's
+post cache (``query.post_cache``), so their lookups share one fetch per post.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class _PostLookup(Hydrator[ForYouQuery, PostCandidate, Post | None]):
         self._post_data = post_data
 
     async def hydrate(self, query: ForYouQuery, candidates: Sequence[PostCandidate]) -> list[Post | None]:
-        posts = await self._post_data.get_posts(sorted({c.post_id for c in candidates}))
+        posts = await query.post_cache.get({c.post_id for c in candidates}, self._post_data.get_posts)
         return [posts.get(c.post_id) for c in candidates]
 
 
@@ -58,7 +58,7 @@ class CoreDataHydrator(_PostLookup):
     async def hydrate(self, query: ForYouQuery, candidates: Sequence[PostCandidate]) -> list[Post | None]:
         posts = await super().hydrate(query, candidates)
         wanted = sorted({p.repost_of_post_id for p in posts if p is not None and p.repost_of_post_id and not p.text})
-        originals = await self._post_data.get_posts(wanted) if wanted else {}
+        originals = await query.post_cache.get(wanted, self._post_data.get_posts) if wanted else {}
         return [_with_original_text(p, originals) for p in posts]
 
     def update(self, candidate: PostCandidate, post: Post | None) -> None:
@@ -99,7 +99,7 @@ class AuthorInfoHydrator(Hydrator[ForYouQuery, PostCandidate, tuple[UserProfile 
         self, query: ForYouQuery, candidates: Sequence[PostCandidate]
     ) -> list[tuple[UserProfile | None, UserProfile | None]]:
         unknown = sorted({c.post_id for c in candidates if c.repost_of_user_id is None})
-        posts = await self._post_data.get_posts(unknown) if unknown else {}
+        posts = await query.post_cache.get(unknown, self._post_data.get_posts) if unknown else {}
         reposted = [c.repost_of_user_id or _reposted_user(posts.get(c.post_id)) for c in candidates]
         user_ids = {c.author_id for c in candidates} | {u for u in reposted if u is not None}
         profiles = await self._post_data.get_user_profiles(sorted(user_ids))

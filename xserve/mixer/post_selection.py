@@ -31,7 +31,7 @@ class VisibilityHydrator(Hydrator[ForYouQuery, PostCandidate, Labels]):
 
     async def hydrate(self, query: ForYouQuery, candidates: Sequence[PostCandidate]) -> list[Labels]:
         ids = {c.post_id for c in candidates} | {c.repost_of_post_id for c in candidates if c.repost_of_post_id}
-        posts = await self._post_data.get_posts(sorted(ids))
+        posts = await query.post_cache.get(ids, self._post_data.get_posts)
 
         def labels(post_id: int) -> Labels:
             return posts[post_id].labels if post_id in posts else (VisibilityLabel.DELETED,)

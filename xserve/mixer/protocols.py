@@ -1,6 +1,6 @@
 """The services the For You mixer calls, as narrow Protocols over schema Structs.
 
-Production satisfies them with Ray handle adapters (``xserve/deployments``);
+Production satisfies them with Ray handle adapters (``xserve/deployments/clients.py``);
 tests with in-memory classes. Every method is async and batched: one call
 per request per service.
 """

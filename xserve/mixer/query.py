@@ -1,10 +1,18 @@
-"""``ForYouQuery``: the request plus what the query hydrators add (reference ``query.rs``)."""
+"""``ForYouQuery``: the request plus what the query hydrators add (reference ``query.rs``).
+
+It also carries what the request shares between its stages, so nothing travels
+beside it: the viewer's user-store answer when the caller already fetched it
+(``viewer_data``: the query hydrators read it instead of calling the store) and
+the request's :class:`~xserve.posts.request_cache.RequestPostCache` (``post_cache``:
+the stages' post lookups share one fetch per post).
+"""
 
 from __future__ import annotations
 
 import msgspec
 
-from xserve.schema import FeedRequest, HistoryItem, ImpressionBloomFilter, UserFeatures
+from xserve.posts.request_cache import RequestPostCache
+from xserve.schema import FeedRequest, HistoryItem, ImpressionBloomFilter, UserFeatures, UserQueryData
 
 __all__ = ["ForYouQuery"]
 
@@ -25,12 +33,17 @@ class ForYouQuery(msgspec.Struct, kw_only=True):
     language_code: str = ""
     client_app_id: int = 0
     explain: bool = False
+    # shared by the request's stages
+    viewer_data: UserQueryData | None = None  # the viewer's user-store answer, when the caller fetched it already
+    post_cache: RequestPostCache = msgspec.field(default_factory=RequestPostCache)  # this request's post lookups
     # query hydrators
     user_features: UserFeatures | None = None  # None = not hydrated (the user store failed)
     history: tuple[HistoryItem, ...] | None = None  # engagement sequence, newest last
 
     @classmethod
-    def from_request(cls, req: FeedRequest, request_id: str, now_ms: int) -> ForYouQuery:
+    def from_request(
+        cls, req: FeedRequest, request_id: str, now_ms: int, viewer_data: UserQueryData | None = None
+    ) -> ForYouQuery:
         return cls(
             viewer_id=req.viewer_id,
             request_id=request_id,
@@ -45,6 +58,7 @@ class ForYouQuery(msgspec.Struct, kw_only=True):
             language_code=req.language_code,
             client_app_id=req.client_app_id,
             explain=req.explain,
+            viewer_data=viewer_data,
         )
 
     @property

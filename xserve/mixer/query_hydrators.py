@@ -1,4 +1,9 @@
-"""Query hydrators (reference ``home-mixer/query_hydrators/``): what the request needs about the viewer."""
+"""Query hydrators (reference ``home-mixer/query_hydrators/``): what the request needs about the viewer.
+
+Both read the viewer's user-store answer from the query (``viewer_data``) when
+the caller fetched it already, so a feed costs one user-store call; otherwise
+they ask the store.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,10 @@ class UserActionSeqQueryHydrator(QueryHydrator[ForYouQuery, tuple[HistoryItem, .
         self.history_length = history_length
 
     async def hydrate(self, query: ForYouQuery) -> tuple[HistoryItem, ...]:
-        history = await self._user_data.engagement_history(query.viewer_id, self.history_length)
+        if query.viewer_data is not None:
+            history = query.viewer_data.history
+        else:
+            history = await self._user_data.engagement_history(query.viewer_id, self.history_length)
         return tuple(history[-self.history_length :]) if self.history_length > 0 else ()
 
     def update(self, query: ForYouQuery, value: tuple[HistoryItem, ...]) -> None:
@@ -36,6 +44,8 @@ class UserFeaturesQueryHydrator(QueryHydrator[ForYouQuery, UserFeatures]):
         self._user_data = user_data
 
     async def hydrate(self, query: ForYouQuery) -> UserFeatures:
+        if query.viewer_data is not None:
+            return query.viewer_data.features
         return await self._user_data.user_features(query.viewer_id)
 
     def update(self, query: ForYouQuery, value: UserFeatures) -> None:

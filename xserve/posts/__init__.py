@@ -3,6 +3,7 @@
 Pure, no Ray. Its shard actors (``xserve.actors.posts``) log every post write; Thunder and retrieval consume those logs.
 """
 
-from xserve.posts.catalog import CatalogEvent, PostCatalog, PostLookup
+from xserve.posts.catalog import CatalogEvent, PostCatalog, PostLookup, event_post_id
+from xserve.posts.request_cache import RequestPostCache
 
-__all__ = ["CatalogEvent", "PostCatalog", "PostLookup"]
+__all__ = ["CatalogEvent", "PostCatalog", "PostLookup", "RequestPostCache", "event_post_id"]

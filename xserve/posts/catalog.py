@@ -25,10 +25,20 @@ import msgspec
 
 from xserve.schema import Post, PostCreated, PostDeleted, PostLabelsSet, QuotedPostDeleted, VisibilityLabel
 
-__all__ = ["CatalogEvent", "PostCatalog", "PostLookup"]
+__all__ = ["CatalogEvent", "PostCatalog", "PostLookup", "event_post_id"]
 
 CatalogEvent = PostCreated | PostDeleted | QuotedPostDeleted | PostLabelsSet
 PostLookup = Callable[[Sequence[int]], Iterable[Post]]  # reads posts by id from the table (absent ids skipped)
+
+
+def event_post_id(event: CatalogEvent) -> int:
+    """The post a catalog event changes (its shard owns the event)."""
+    match event:
+        case PostCreated(post=post):
+            return post.post_id
+        case QuotedPostDeleted(quoting_post_id=pid) | PostDeleted(post_id=pid) | PostLabelsSet(post_id=pid):
+            return pid
+    raise TypeError(f"not a catalog event: {type(event).__name__}")
 
 
 class PostCatalog:

@@ -1,23 +1,31 @@
-"""In-process retrieval: encode the user once, fan out to every shard, merge the top-k.
+"""Retrieval's one fan-out: encode the user once, ask every shard, merge the top-k.
 
 :class:`RetrievalFanout` satisfies the mixer's retrieval Protocol
-(``async retrieve(req) -> list[RetrievedPost]``) with plain objects: shards are
-:class:`~xserve.retrieval.shard.ShardSearcher` s whose searches are awaited
-together on one event loop (LanceDB's async API: measured faster than one sync
-call per thread, see ``docs/retrieval.md``); each shard returns its
-:func:`~xserve.retrieval.merge.shard_quota`, not k. It is the in-process wiring
-for tests, the single-process server and the benchmark, and the reference the
-Ray deployment must agree with.
+(``async retrieve(req) -> list[RetrievedPost]``). Its shards are anything with
+``search_async`` (:class:`ShardSearch`): in process, the
+:class:`~xserve.retrieval.shard.ShardSearcher` s themselves (tests, the
+benchmark), whose searches are awaited together on one event loop (LanceDB's
+async API: measured faster than one sync call per thread, see
+``docs/retrieval.md``); in the ``Retrieval`` deployment, clients of the
+``RetrievalShard`` actors. Each shard returns its
+:func:`~xserve.retrieval.merge.shard_quota`, not k.
 
 One request reads the current embedding version once and asks every shard for
 that version, so a version switch mid-request cannot mix old and new vectors.
+
+A shard whose search fails (its actor dead or restarting) is left out of that
+merge, and counted in :attr:`RetrievalFanout.shards_left_out`: its posts are
+missing from the answer, the other shards' are not. Only when no shard
+answers does the search fail.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Collection, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -25,12 +33,26 @@ from xserve import clock
 from xserve.config import RetrievalConfig
 from xserve.retrieval.merge import hits_to_posts, merge_top_k, shard_quota
 from xserve.retrieval.protocols import UserEncoder
-from xserve.retrieval.shard import ShardSearcher
 from xserve.schema import RetrievalRequest, RetrievedPost, ShardHits
 from xserve.sharding import shard_array
 
-__all__ = ["RetrievalFanout", "request_k", "split_excludes"]
+__all__ = ["NoShardAnswered", "RetrievalFanout", "ShardSearch", "request_k", "split_excludes"]
 
+log = logging.getLogger(__name__)
+
+
+class ShardSearch(Protocol):
+    """One retrieval shard as the fan-out asks it (``ShardSearcher``, or a client of its actor)."""
+
+    async def search_async(
+        self, vector: np.ndarray, k: int, now_ms: int, exclude_ids: Collection[int] = (), version: str | None = None
+    ) -> ShardHits:
+        """The shard's top-``k`` for ``vector`` in embedding ``version``, without ``exclude_ids``."""
+        ...
+
+
+class NoShardAnswered(RuntimeError):
+    """Every shard's search failed: there is nothing to merge."""
 
 
 def request_k(req: RetrievalRequest, config: RetrievalConfig) -> int:
@@ -50,11 +72,11 @@ def split_excludes(exclude_ids: Collection[int], num_shards: int) -> list[frozen
 
 
 class RetrievalFanout:
-    """Fan-out over in-process shards; see the module docstring."""
+    """The fan-out over the shards; see the module docstring."""
 
     def __init__(
         self,
-        shards: Sequence[ShardSearcher],
+        shards: Sequence[ShardSearch],
         user_encoder: UserEncoder,
         config: RetrievalConfig,
         current_version: Callable[[], str | None],
@@ -65,16 +87,17 @@ class RetrievalFanout:
         self.config = config
         self.current_version = current_version
         self.clock_ms = clock_ms
-        # the loop the sync entry points (search_vector, retrieve_sync) run the fan-out on
-        self._loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="retrieval-fanout", daemon=True)
-        self._loop_thread.start()
+        self.shards_left_out = [0] * len(self.shards)  # searches merged without this shard (it failed)
+        # the loop the sync entry points (search_vector, retrieve_sync) run the fan-out on; started on first use
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._loop_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"RetrievalFanout(shards={len(self.shards)}, top_k={self.config.top_k})"
 
     def close(self) -> None:
-        if self._loop.is_closed():
+        if self._loop is None or self._loop.is_closed():
             return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join()
@@ -83,21 +106,46 @@ class RetrievalFanout:
     async def search_vector_async(
         self, vector: np.ndarray, k: int, now_ms: int, exclude_ids: Collection[int] = (), version: str | None = None
     ) -> ShardHits:
-        """Global top-``k`` for one user vector: every shard's quota awaited together, then merged."""
+        """Global top-``k`` for one user vector: every shard's quota awaited together, then the answers merged.
+
+        A shard that fails is left out (see the module docstring); raises :class:`NoShardAnswered` when all do.
+        """
         version = version or self.current_version()
         excludes = split_excludes(exclude_ids, len(self.shards))
         quota = shard_quota(k, len(self.shards), self.config.shard_quota_sigmas)
         parts = await asyncio.gather(
-            *(s.search_async(vector, quota, now_ms, excludes[i], version) for i, s in enumerate(self.shards))
+            *(s.search_async(vector, quota, now_ms, excludes[i], version) for i, s in enumerate(self.shards)),
+            return_exceptions=True,
         )
-        return merge_top_k(parts, k)
+        answered = []
+        for i, part in enumerate(parts):
+            if isinstance(part, Exception):
+                self.shards_left_out[i] += 1
+                log.debug("retrieval shard %d left out: %s", i, type(part).__name__)
+            elif isinstance(part, BaseException):  # cancelled, or the process stopping: not a shard's failure
+                raise part
+            else:
+                answered.append(part)
+        if not answered:
+            raise NoShardAnswered("no retrieval shard answered: every shard is down or restarting") from (
+                parts[-1] if parts else None
+            )
+        return merge_top_k(answered, k)
 
     def search_vector(
         self, vector: np.ndarray, k: int, now_ms: int, exclude_ids: Collection[int] = (), version: str | None = None
     ) -> ShardHits:
         """:meth:`search_vector_async` from synchronous code (not from inside an event loop)."""
         coro = self.search_vector_async(vector, k, now_ms, exclude_ids, version)
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return asyncio.run_coroutine_threadsafe(coro, self._sync_loop()).result()
+
+    def _sync_loop(self) -> asyncio.AbstractEventLoop:
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._loop_thread = threading.Thread(target=self._loop.run_forever, name="retrieval-fanout", daemon=True)
+                self._loop_thread.start()
+            return self._loop
 
     def retrieve_sync(self, req: RetrievalRequest) -> list[RetrievedPost]:
         vector = self.user_encoder.encode_users([req])[0]  # (D,)

@@ -1,6 +1,6 @@
 """Pure helpers for the sharded in-network query: plan the fan-out, merge the answers.
 
-The Ray-facing ``ThunderClient`` (``xserve.actors.thunder``) uses these, and so
+The Ray-facing ``ThunderClient`` (``xserve.deployments.clients``) uses these, and so
 does the property test that proves a sharded fan-out answers exactly what one
 unsharded :class:`~xserve.thunder.store.ThunderStore` answers.
 """

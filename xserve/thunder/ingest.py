@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from xserve.config import ThunderConfig
+from xserve.config import StorageConfig, ThunderConfig
 from xserve.schema import (
     IngestRejection,
     IngestResult,
@@ -34,8 +34,18 @@ from xserve.schema import (
     PostEvent,
     QuotedPostDeleted,
 )
+from xserve.storage.layout import DataDirLayout
+from xserve.storage.log.event_log import EventLog
 
-__all__ = ["AppendLog", "EventSink", "Ingestor", "ReadLog", "for_shards"]
+__all__ = ["AppendLog", "EventSink", "Ingestor", "ReadLog", "for_shards", "open_event_log"]
+
+
+def open_event_log(storage: StorageConfig, config: ThunderConfig, *, writer: bool, lock_wait_s: float = 0.0) -> EventLog:
+    """Thunder's post-event log in the data directory: one writer (the ingest), any number of readers."""
+    return EventLog(
+        DataDirLayout(storage.data_dir).thunder_events, writer=writer, fsync=storage.fsync,
+        segment_bytes=config.log_segment_bytes, lock_wait_s=lock_wait_s,
+    )
 
 
 class ReadLog(Protocol):

@@ -1,0 +1,123 @@
+"""The stateful actors of one data directory, created (or attached to) here and nowhere else.
+
+Every stateful part is a named actor (:class:`~xserve.actors.naming.ActorNames`,
+in :data:`~xserve.actors.naming.NAMESPACE`) created with ``get_if_exists``: the
+first caller creates it, every later one (another replica, a restarted one)
+gets a handle to the same actor. ``detached`` keeps an actor alive when its
+creator goes away (a Serve replica scaled down must not take the store with
+it); tests leave it off so the cluster cleans up after them.
+
+``app.py`` passes the names to the deployments (``.bind``) and each replica
+attaches through these functions when it starts, rather than ``app.py``
+creating the actors while it builds the application: ``serve run xserve.app``
+and ``serve build`` import the application before they connect to Ray (a
+build there would start a Ray of its own, without the ``--address`` and
+runtime environment the command was given), while ``serve deploy`` builds it
+inside the cluster. A replica always runs inside the cluster it serves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import ray
+
+from xserve.actors.naming import NAMESPACE, ActorNames
+from xserve.actors.posts import PostCatalogShard
+from xserve.actors.retrieval import RetrievalIndexer, RetrievalShard
+from xserve.actors.thunder import ThunderIngest, ThunderShard
+from xserve.actors.users import UserStoreShard
+from xserve.config import RetrievalConfig, StorageConfig, ThunderConfig, XServeConfig
+
+__all__ = [
+    "RetrievalActors",
+    "ThunderActors",
+    "kill_named_actors",
+    "post_catalog_shards",
+    "retrieval_actors",
+    "thunder_actors",
+    "user_store_shards",
+]
+
+
+def _get_or_create(actor_class: Any, name: str, args: tuple[Any, ...], detached: bool, **options: Any) -> Any:
+    """A handle to the actor named ``name``, created with ``args`` if it does not exist yet."""
+    if detached:
+        options["lifetime"] = "detached"
+    return actor_class.options(name=name, namespace=NAMESPACE, get_if_exists=True, **options).remote(*args)
+
+
+def user_store_shards(config: XServeConfig, names: ActorNames, detached: bool = True) -> list[Any]:
+    """The user store's shard actors, in shard order."""
+    n = config.serving.num_user_shards
+    return [_get_or_create(UserStoreShard, names.user_shard(i, n), (config, i, n), detached) for i in range(n)]
+
+
+def post_catalog_shards(config: XServeConfig, names: ActorNames, now_ms: int, detached: bool = True) -> list[Any]:
+    """The post catalog's shard actors, in shard order; a new one preloads the posts young at ``now_ms``."""
+    n = config.serving.num_hydration_shards
+    return [_get_or_create(PostCatalogShard, names.post_shard(i, n), (config, i, n, now_ms), detached) for i in range(n)]
+
+
+@dataclass(frozen=True, slots=True)
+class ThunderActors:
+    shards: list[list[Any]]  # [shard][replica]
+    ingest: Any  # the one writer of Thunder's event log
+
+
+def thunder_actors(
+    config: ThunderConfig, storage: StorageConfig, names: ActorNames, detached: bool = False, num_cpus: float = 0
+) -> ThunderActors:
+    """Thunder's shard replicas (they rebuild from the event log) and its ingest actor; the ingest starts
+    consuming Kafka when ``event_source = "kafka"``."""
+    opts = {"num_cpus": num_cpus, "max_concurrency": config.max_concurrent_requests + 8}
+    shards = [
+        [
+            _get_or_create(ThunderShard, names.thunder_shard(s, r), (config, storage, s, r), detached, **opts)
+            for r in range(config.replicas_per_shard)
+        ]
+        for s in range(config.num_shards)
+    ]
+    ingest = _get_or_create(ThunderIngest, names.thunder_ingest(), (config, storage, names), detached, **opts)
+    if config.event_source == "kafka":
+        ray.get(ingest.start_kafka.remote())
+    return ThunderActors(shards, ingest)
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalActors:
+    shards: list[Any]  # RetrievalShard per shard, in shard order
+    indexer: Any  # the one writer of live posts into the shards
+
+
+def retrieval_actors(
+    data_dir: str, config: RetrievalConfig, max_post_age_ms: int, names: ActorNames, detached: bool = False
+) -> RetrievalActors:
+    """The retrieval shard actors, then the indexer that writes into them (it finds them by name)."""
+    cfg = msgspec.to_builtins(config)  # small constructor arguments: a restart re-runs the constructor
+    shards = [
+        _get_or_create(
+            RetrievalShard, names.retrieval_shard(i), (data_dir, i, cfg, max_post_age_ms), detached,
+            max_concurrency=config.shard_max_concurrency, num_cpus=0,
+        )
+        for i in range(config.num_shards)
+    ]
+    indexer = _get_or_create(
+        RetrievalIndexer, names.retrieval_indexer(), (data_dir, cfg, max_post_age_ms, names), detached, num_cpus=0
+    )
+    return RetrievalActors(shards, indexer)
+
+
+def kill_named_actors(names: ActorNames) -> int:
+    """Kill every named actor of the data directory ``names`` belongs to (tests, teardown); returns how many."""
+    killed = 0
+    for info in ray.util.list_named_actors(all_namespaces=True):
+        if names.owns(info["name"]):
+            try:
+                ray.kill(ray.get_actor(info["name"], namespace=info["namespace"]), no_restart=True)
+                killed += 1
+            except ValueError:
+                pass
+    return killed

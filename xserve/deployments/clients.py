@@ -1,0 +1,261 @@
+"""Every handle adapter: Ray actor and Serve deployment handles as the plain async clients callers use.
+
+Each class holds handles and makes the Ray calls, nothing more: the logic they
+drive is in pure classes (:class:`~xserve.users.writes.ShardedWrite`,
+:mod:`xserve.thunder.fanout`, :class:`~xserve.retrieval.fanout.RetrievalFanout`).
+They satisfy the mixer's Protocols (``xserve.mixer.protocols``) and are the
+write path's entry to the stores.
+
+* :class:`UserStoreClient`: the ``UserStoreShard`` actors (the mixer's ``UserDataClient``);
+* :class:`PostCatalogClient`: the ``PostCatalogShard`` actors (the mixer's ``PostDataClient``);
+* :class:`ThunderClient`: Thunder's shard replicas and ingest actor (the mixer's ``InNetworkClient``);
+* :class:`RetrievalShardClient`: one ``RetrievalShard`` actor as a shard of the retrieval fan-out;
+* :class:`RetrievalHandleClient`: the ``Retrieval`` deployment (the mixer's ``RetrievalClient``);
+* :class:`RankerHandleClient`: the ``Ranker`` deployment (the mixer's ``RankerClient``).
+
+Calls to actors go through :func:`~xserve.actors.calls.uncancelled`: a caller
+that gives up does not cancel the actor's task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+import ray
+
+from xserve.actors.calls import uncancelled
+from xserve.config import ThunderConfig
+from xserve.posts import CatalogEvent, event_post_id
+from xserve.schema import (
+    HistoryItem,
+    IngestResult,
+    InNetworkRequest,
+    LightPost,
+    Post,
+    RankRequest,
+    RankResponse,
+    RetrievalRequest,
+    RetrievedPost,
+    Served,
+    ShardHits,
+    UserEvent,
+    UserFeatures,
+    UserProfile,
+    UserQueryData,
+)
+from xserve.sharding import group_by_shard, shard_for
+from xserve.thunder.fanout import fan_out_merge, shards_to_ask
+from xserve.thunder.replica import ThunderAtCapacity
+from xserve.users.last_known import LastKnownViewers
+from xserve.users.writes import Refusal, ShardedWrite
+
+__all__ = [
+    "PostCatalogClient",
+    "RankerHandleClient",
+    "RetrievalHandleClient",
+    "RetrievalShardClient",
+    "ThunderClient",
+    "UserStoreClient",
+    "UserStoreUnavailable",
+]
+
+_QUERY_DEC = msgspec.msgpack.Decoder(UserQueryData | None)
+_PROFILES_DEC = msgspec.msgpack.Decoder(dict[int, UserProfile])
+_POSTS_DEC = msgspec.msgpack.Decoder(dict[int, Post])
+
+
+class UserStoreUnavailable(Exception):
+    """The viewer's shard did not answer in time and no earlier answer for the viewer is kept."""
+
+
+class UserStoreClient:
+    """The user store's shard actors: the mixer's ``UserDataClient``, and the write path's entry to the store."""
+
+    def __init__(self, shards: Sequence[Any], history_length: int, last_known: LastKnownViewers | None = None) -> None:
+        self._shards = list(shards)
+        self._history_length = history_length
+        self.last_known = last_known if last_known is not None else LastKnownViewers(0)  # for viewer_data
+
+    def _shard(self, user_id: int) -> Any:
+        return self._shards[shard_for(user_id, len(self._shards))]
+
+    async def query_data(self, user_id: int) -> UserQueryData | None:
+        return _QUERY_DEC.decode(await uncancelled(self._shard(user_id).query_data.remote(user_id, self._history_length)))
+
+    async def viewer_data(self, user_id: int, stale_after_s: float, give_up_after_s: float) -> tuple[UserQueryData | None, bool]:
+        """The viewer's data and whether it is stale (``None``: no such user).
+
+        Waits ``stale_after_s`` for the shard; if it has not answered (or failed) by then and an earlier
+        answer for the viewer is kept, returns that one with ``True``. Without one, waits up to
+        ``give_up_after_s`` in all, then raises :class:`UserStoreUnavailable`.
+        """
+        call = asyncio.ensure_future(uncancelled(self._shard(user_id).query_data.remote(user_id, self._history_length)))
+        try:
+            done, _ = await asyncio.wait({call}, timeout=stale_after_s)
+            if not (done and call.exception() is None) and (stale := self.last_known.get(user_id)) is not None:
+                return _QUERY_DEC.decode(stale), True
+            if not done:
+                await asyncio.wait({call}, timeout=max(give_up_after_s - stale_after_s, 0.0))
+            if not call.done() or call.exception() is not None:
+                why = type(call.exception()).__name__ if call.done() else f"no answer in {give_up_after_s:g} s"
+                raise UserStoreUnavailable(f"the user store shard of user {user_id} is unavailable ({why})")
+            blob = call.result()
+        finally:
+            if not call.done():
+                call.cancel()
+        data = _QUERY_DEC.decode(blob)
+        if data is not None:
+            self.last_known.put(user_id, blob)
+        return data, False
+
+    async def user_features(self, user_id: int) -> UserFeatures:
+        data = await self.query_data(user_id)
+        return data.features if data is not None else UserFeatures()
+
+    async def engagement_history(self, user_id: int, limit: int) -> tuple[HistoryItem, ...]:
+        data = await self.query_data(user_id)
+        return data.history[-limit:] if data is not None and limit > 0 else ()
+
+    async def record_served(self, user_id: int, post_ids: Sequence[int], served_at_ms: int) -> None:
+        await uncancelled(self._shard(user_id).apply.remote([Served(user_id, tuple(post_ids), served_at_ms)], True))
+
+    async def profiles(self, user_ids: Sequence[int]) -> dict[int, UserProfile]:
+        by_shard = group_by_shard(user_ids, len(self._shards))
+        answers = await asyncio.gather(*(uncancelled(self._shards[s].profiles.remote(ids)) for s, ids in by_shard.items()))
+        out: dict[int, UserProfile] = {}
+        for answer in answers:
+            out.update(_PROFILES_DEC.decode(answer))
+        return out
+
+    async def write(self, events: Sequence[UserEvent]) -> None:
+        """Apply ``events`` on every shard they touch, all or nothing (:class:`~xserve.users.writes.ShardedWrite`);
+        raises :class:`~xserve.users.writes.WriteRefused`."""
+        await ShardedWrite.plan(events, len(self._shards)).run(_UserShardCalls(self._shards))
+
+
+class _UserShardCalls:
+    """The shard actors as :class:`~xserve.users.writes.ShardedWrite` reaches them (``UserShardCalls``)."""
+
+    def __init__(self, shards: list[Any]) -> None:
+        self._shards = shards
+
+    async def check(self, shard: int, events: Sequence[UserEvent]) -> Refusal | None:
+        return await uncancelled(self._shards[shard].check.remote(list(events)))
+
+    async def apply(self, shard: int, events: Sequence[UserEvent], checked: bool, log: bool) -> Refusal | None:
+        return await uncancelled(self._shards[shard].apply.remote(list(events), checked, log))
+
+
+class PostCatalogClient:
+    """The post catalog's shard actors: the mixer's ``PostDataClient``, and the write path's entry to the catalog.
+
+    One call per shard per ``get_posts``; a request's lookups share those calls
+    through its :class:`~xserve.posts.request_cache.RequestPostCache`. Author profiles come from the user store.
+    """
+
+    def __init__(self, shards: Sequence[Any], users: UserStoreClient) -> None:
+        self._shards = list(shards)
+        self._users = users
+
+    async def get_posts(self, post_ids: Sequence[int]) -> dict[int, Post]:
+        by_shard = group_by_shard(post_ids, len(self._shards))
+        answers = await asyncio.gather(*(uncancelled(self._shards[s].get.remote(ids)) for s, ids in by_shard.items()))
+        out: dict[int, Post] = {}
+        for answer in answers:
+            out.update(_POSTS_DEC.decode(answer))
+        return out
+
+    async def get_user_profiles(self, user_ids: Sequence[int]) -> dict[int, UserProfile]:
+        return await self._users.profiles(user_ids)
+
+    async def write(self, events: Sequence[CatalogEvent]) -> None:
+        """Log and apply ``events`` on the shards of their posts; durable when this returns."""
+        by_shard = group_by_shard(events, len(self._shards), event_post_id)
+        await asyncio.gather(*(uncancelled(self._shards[s].apply.remote(evs)) for s, evs in by_shard.items()))
+
+
+class ThunderClient:
+    """Thunder's actors: queries fan out to the shards owning followed authors; writes go to the ingest actor.
+
+    Satisfies the mixer's in-network Protocol: ``await client.in_network_posts(req)``.
+    """
+
+    def __init__(self, config: ThunderConfig, shards: Sequence[Sequence[Any]], ingest: Any) -> None:
+        if len(shards) != config.num_shards:
+            raise ValueError(f"expected {config.num_shards} shards of replicas, got {len(shards)}")
+        self.config = config
+        self._shards = [list(replicas) for replicas in shards]
+        self._ingest = ingest
+        self._turn = [itertools.count() for _ in shards]
+
+    def actors(self) -> list[Any]:
+        return [h for replicas in self._shards for h in replicas] + [self._ingest]
+
+    async def ingest(self, items: Sequence[Any], now_ms: int | None = None) -> IngestResult:
+        """Validate, log durably and apply ``items`` (see :class:`~xserve.thunder.ingest.Ingestor`)."""
+        return await uncancelled(self._ingest.ingest.remote(list(items), now_ms))
+
+    async def catch_up(self) -> int:
+        """Have the ingest actor consume the post catalog's logs up to now (durable in Thunder on return)."""
+        return await self._ingest.catch_up.remote()
+
+    async def in_network_posts(self, req: InNetworkRequest, now_ms: int | None = None) -> list[LightPost]:
+        targets = shards_to_ask(req, self.config)
+        answers = await asyncio.gather(*(self._ask(s, req, now_ms) for s in targets))
+        return fan_out_merge(answers, req, self.config)
+
+    async def _ask(self, shard: int, req: InNetworkRequest, now_ms: int | None) -> list[LightPost]:
+        replicas = self._shards[shard]
+        start = next(self._turn[shard])
+        # round-robin; a replica at capacity, or restarting after a crash, passes to the next
+        for i in range(len(replicas)):
+            try:
+                return await uncancelled(replicas[(start + i) % len(replicas)].in_network_posts.remote(req, now_ms))
+            except (ThunderAtCapacity, ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError):
+                if i == len(replicas) - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def stats(self) -> list[dict[str, int]]:
+        """Each shard replica's stats (shard-major order), then the ingest actor's."""
+        return list(await asyncio.gather(*(uncancelled(h.stats.remote()) for h in self.actors())))
+
+
+class RetrievalShardClient:
+    """One ``RetrievalShard`` actor as a shard of :class:`~xserve.retrieval.fanout.RetrievalFanout`."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    async def search_async(
+        self, vector: np.ndarray, k: int, now_ms: int, exclude_ids: Collection[int] = (), version: str | None = None
+    ) -> ShardHits:
+        return await uncancelled(self._handle.search.remote(vector, k, now_ms, exclude_ids, version))
+
+
+class RetrievalHandleClient:
+    """A ``Retrieval`` deployment handle as the mixer's retrieval Protocol."""
+
+    def __init__(self, handle: Any):
+        self._handle = handle
+
+    def __repr__(self) -> str:
+        return "RetrievalHandleClient(Retrieval)"
+
+    async def retrieve(self, req: RetrievalRequest) -> list[RetrievedPost]:
+        return await self._handle.retrieve.remote(req)
+
+
+class RankerHandleClient:
+    """A ``Ranker`` deployment handle as the mixer's ``RankerClient`` Protocol."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    async def rank(self, req: RankRequest) -> RankResponse:
+        return await self._handle.rank.remote(req)
