@@ -34,7 +34,6 @@ from xserve.config import RetrievalConfig, StorageConfig, ThunderConfig, XServeC
 __all__ = [
     "RetrievalActors",
     "ThunderActors",
-    "kill_named_actors",
     "post_catalog_shards",
     "retrieval_actors",
     "thunder_actors",
@@ -108,16 +107,3 @@ def retrieval_actors(
         RetrievalIndexer, names.retrieval_indexer(), (data_dir, cfg, max_post_age_ms, names), detached, num_cpus=0
     )
     return RetrievalActors(shards, indexer)
-
-
-def kill_named_actors(names: ActorNames) -> int:
-    """Kill every named actor of the data directory ``names`` belongs to (tests, teardown); returns how many."""
-    killed = 0
-    for info in ray.util.list_named_actors(all_namespaces=True):
-        if names.owns(info["name"]):
-            try:
-                ray.kill(ray.get_actor(info["name"], namespace=info["namespace"]), no_restart=True)
-                killed += 1
-            except ValueError:
-                pass
-    return killed
