@@ -1,11 +1,14 @@
 """scripts/chaos.py: its arguments, and one end-to-end run.
 
 The end-to-end run starts the app itself (``xserve serve`` on its own local
-Ray, a fresh tiny world), kills each part under load and must exit 0: no 5xx,
-every part recovered, state matched. It kills the four actors (thunder_shard,
-retrieval_shard, ranker_replica, user_store); ``full_restart`` starts the whole
-app a second time (one to two minutes more on a loaded 2-core machine, past this
-test's CI budget), so it runs only with ``XSERVE_CHAOS_FULL_RESTART=1``. The app's
+Ray, a fresh tiny world), kills a part under load and must exit 0: no 5xx,
+the part recovered, state matched. CI kills one representative part, the
+user-store shard of the probe viewers (the fault with the most behaviour: the
+feed falls back to the viewer's last known data, writes wait for the restart);
+``XSERVE_CHAOS_FAULTS=all`` runs the whole matrix of actor faults (thunder_shard,
+retrieval_shard, ranker_replica, user_store: about 2.5 min here), and
+``XSERVE_CHAOS_FULL_RESTART=1`` adds ``full_restart`` (the whole app started a
+second time, one to two minutes more). The app's
 stage timeouts are tripled (``--timeout-scale 3``) so that a loaded CI machine does
 not degrade feeds without a fault, which would only slow the clean probe rounds.
 """
@@ -51,10 +54,12 @@ def _free_port() -> int:
 
 
 @pytest.mark.ray
-def test_every_fault_degrades_recovers_and_keeps_state(tmp_path):
+def test_a_killed_part_degrades_recovers_and_keeps_state(tmp_path):
     names = list(FAULTS)
-    faults = names if os.environ.get("XSERVE_CHAOS_FULL_RESTART") == "1" else names[:-1]
-    assert names[-1] == "full_restart"
+    assert names[-1] == "full_restart" and "user_store" in names
+    faults = names[:-1] if os.environ.get("XSERVE_CHAOS_FAULTS") == "all" else ["user_store"]
+    if os.environ.get("XSERVE_CHAOS_FULL_RESTART") == "1":
+        faults.append("full_restart")
     cmd = [
         sys.executable, str(ROOT / "scripts" / "chaos.py"), "--port", str(_free_port()), "--work-dir", str(tmp_path),
         "--quiet", "--warmup-seconds", "1", "--fault-seconds", "1", "--after-seconds", "1", "--probes", "2",
