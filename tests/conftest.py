@@ -23,6 +23,7 @@ CI (``.ci/run``: a fresh clone, 2 cores) runs the whole suite in at most 9 minut
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import time
@@ -38,12 +39,17 @@ T = TypeVar("T")
 TEST_BUDGET_S = 20.0  # one test's call
 SETUP_BUDGET_S = 60.0  # one test's setup, which carries the module- and session-scoped fixtures it starts
 
-# The tiny demo world with models sized to it: 4k/40k-row hash tables instead of 100k/1M (53 MB of
-# checkpoints instead of 1.2 GB, loaded by every app start) and a few hundred training examples.
+# The tiny demo world sized to its tests: hash tables of 4k/40k rows instead of 100k/1M (53 MB of
+# checkpoints instead of 1.2 GB, loaded by every app start), a few hundred training examples, and 2
+# retrieval and 2 Thunder shards instead of 4 (fewer actor processes to start). An app serving it needs
+# the same retrieval.num_shards (the index is built with it): in-process configs merge TINY_WORLD, an
+# `xserve serve` subprocess gets `tiny_world_env()`.
 TINY_WORLD = {
     "serving": {"demo_world": "tiny", "bootstrap_train_examples": 128},
     "train": {"epochs": 1, "batch_size": 32, "ranker_positives": 32, "ranker_negatives": 32},
     "phoenix": {"user_vocab": 4_001, "post_vocab": 40_009, "author_vocab": 4_001},
+    "retrieval": {"num_shards": 2},
+    "thunder": {"num_shards": 2},
 }
 
 SERVED_APP = "xserve-test"
@@ -85,6 +91,15 @@ def actor_is_dead(actor: Any, timeout_s: float = 10.0) -> bool:
     except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
         return False  # restarting, or too busy to say
     return False
+
+
+def tiny_world_env() -> dict[str, str]:
+    """``TINY_WORLD`` as ``XSERVE__SECTION__FIELD`` variables, for an ``xserve serve`` over a copy of ``tiny_world``."""
+    return {
+        f"XSERVE__{section.upper()}__{name.upper()}": value if isinstance(value, str) else json.dumps(value)
+        for section, fields in TINY_WORLD.items()
+        for name, value in fields.items()
+    }
 
 
 def free_port() -> int:

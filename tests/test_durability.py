@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import copy_world, free_port
+from tests.conftest import copy_world, free_port, tiny_world_env
 
 pytestmark = pytest.mark.ray  # starts its own Ray in a subprocess; not the session's cluster
 
@@ -113,6 +113,7 @@ class App:
             "RAY_ADDRESS": "local",  # a new cluster of its own, never one another job started on this machine
             "RAY_USAGE_STATS_ENABLED": "0",
             "XSERVE_DATA_DIR": str(data_dir),
+            **tiny_world_env(),
             "XSERVE__SERVING__NUM_USER_SHARDS": "2",
         }
         self.env.pop("XSERVE_CONFIG", None)
