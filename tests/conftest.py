@@ -202,7 +202,7 @@ class ServedApp:
 
 @pytest.fixture(scope="session")
 def served_app(ray_cluster, tiny_world, tmp_path_factory) -> ServedApp:
-    """The For You app served over HTTP for the whole session (a Serve start here costs 20-40 s).
+    """The For You app served over HTTP for the whole session (starting it costs 15-30 s here).
 
     The session's ``ray.shutdown`` takes it down (``serve.delete`` would only add seconds).
     """

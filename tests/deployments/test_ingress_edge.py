@@ -5,8 +5,9 @@ and small admission limits (2 feeds, 4 writes in flight; Serve: 8 requests per r
 the proxy). The fuzz properties (hypothesis, and schemathesis over ``/openapi.json``) send arbitrary
 bodies, paths, query strings and headers and check the edge's contract: never a 5xx, every 4xx is
 ``{"error": "<one line>"}``, every answer within the client timeout, and afterwards the state written
-before the fuzz reads back the same. The fuzz may write to any user or post of the shared world, so
-modules that read world users' feeds (test_ingress) run before this one.
+before the fuzz reads back the same. The fuzz may write to any user or post of the shared world
+(ids 1, 2, ...): a test that reads a world user's feed asserts what survives that (test_ingress
+passes before and after this module).
 
 CI runs a fixed set of examples (derandomized). For a longer random campaign
 against an app already serving ``served_app_config`` (no deployment per run):
