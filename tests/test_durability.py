@@ -1,11 +1,12 @@
 """Durability end to end: acknowledged writes survive ``kill -9`` of the whole app, and a write in flight is all or nothing.
 
 Real processes: ``python -m xserve serve`` in its own session (its own local
-Ray: GCS, raylet, workers, Serve) over a copy of the tiny demo world. One
-cycle (a Ray start costs ~50 s here): every kind of write over HTTP, then a
-burst of post creates and engagement batches killed midway, then SIGKILL to
-every process of the server's session, a restart over the same data
-directory, and the checks:
+Ray: GCS, raylet, workers, Serve) over a copy of the tiny demo world; a kill -9
+of the whole app cannot use the session's served app. One cycle, the one kill
+CI runs (two starts of the app, 30-60 s each on a loaded 2-core machine): every
+kind of write over HTTP, then a burst of post creates and engagement batches
+killed midway, then SIGKILL to every process of the server's session, a
+restart over the same data directory, and the checks:
 
 * every acknowledged write is visible through the read endpoints and the feed;
 * every acknowledged post is in Thunder (its event log, and the in-network
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import copy_world
+from tests.conftest import copy_world, free_port, tiny_world_env
 
 pytestmark = pytest.mark.ray  # starts its own Ray in a subprocess; not the session's cluster
 
@@ -41,12 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ANN, BEN, CAT, DAN, EVE, FAY = range(940_001, 940_007)  # users this test creates
 BURST_POST = 950_000  # burst post ids: BURST_POST + i
 ORPHAN_POST = 960_001  # logged by the catalog while the app was down
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _session_pids(sid: int) -> list[int]:
@@ -112,13 +106,14 @@ class App:
     """One ``xserve serve`` process over ``data_dir``."""
 
     def __init__(self, data_dir: Path, log_path: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "RAY_ADDRESS": "local",  # a new cluster of its own, never one another job started on this machine
             "RAY_USAGE_STATS_ENABLED": "0",
             "XSERVE_DATA_DIR": str(data_dir),
+            **tiny_world_env(),
             "XSERVE__SERVING__NUM_USER_SHARDS": "2",
         }
         self.env.pop("XSERVE_CONFIG", None)
@@ -244,6 +239,7 @@ class Burst(threading.Thread):
             http.close()
 
 
+@pytest.mark.budget(240, reason="two starts of the whole app around a kill -9: the one durability cycle CI keeps")
 def test_acknowledged_writes_survive_kill_9_and_the_write_in_flight_is_all_or_nothing(tiny_world, tmp_path):
     data_dir = tmp_path / "data"
     copy_world(tiny_world, data_dir)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import socket
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
 import pytest
 
+from tests.conftest import actor_is_dead, free_port, wait_until
 from tests.retrieval.factories import (
     MAX_AGE_MS, NOW_MS, encoder, local_service, make_corpus, small_config, write_version,
 )
+from xserve.config import RetrievalConfig
 from xserve.schema import HistoryItem, Post, PostEmbeddings, RetrievalRequest
 
 pytestmark = pytest.mark.ray
@@ -43,29 +47,47 @@ def test_shard_actor_search_upsert_delete_and_maintenance(ray_cluster, tmp_path)
         assert hits.post_ids[0] == new["post_id"][0] and hits.version == "v1"
         ray.get(actor.delete.remote([int(new["post_id"][0])]))
         assert new["post_id"][0] not in ray.get(actor.search.remote(new["vector"][0], 5, now)).post_ids
-        time.sleep(0.8)
-        stats = ray.get(actor.stats.remote())
+        stats = wait_until(lambda: (st := ray.get(actor.stats.remote()))["maintenance_runs"] >= 1 and st, 30,
+                           "a maintenance pass of the shard's background thread")
         assert stats["maintenance_runs"] >= 1 and stats["maintenance_errors"] == 0
     finally:
         ray.get(actor.stop.remote())
         ray.kill(actor)
 
 
-def test_retrieval_deployment_matches_in_process_service(ray_cluster, tmp_path):
+@dataclass
+class Deployed:
+    handle: Any  # the Retrieval deployment's handle
+    data_dir: Path
+    config: RetrievalConfig
+    corpus: dict
+
+
+@pytest.fixture(scope="module")
+def deployed(ray_cluster, tmp_path_factory):
+    """One Retrieval deployment over 1,200 posts in 2 shards for the tests below (the last one kills its shards)."""
     from ray import serve
 
-    from xserve.deployments.clients import RetrievalHandleClient
     from xserve.deployments.retrieval import Retrieval
 
+    data_dir = tmp_path_factory.mktemp("retrieval")
     config = small_config(num_shards=2, embedding_dim=32)
     corpus = make_corpus(1200)
-    write_version(tmp_path, "v1", corpus, config)
-    app = Retrieval.bind(str(tmp_path), msgspec.to_builtins(config), MAX_AGE_MS)
+    write_version(data_dir, "v1", corpus, config)
+    app = Retrieval.bind(str(data_dir), msgspec.to_builtins(config), MAX_AGE_MS)
     # _local_testing_mode cannot run @serve.batch in Ray 2.60 (it asks for a replica context), so a
     # real app: no HTTP route, and the proxy on a free port in case 8000 is taken
-    serve.start(http_options={"port": _free_port()})
+    serve.start(http_options={"port": free_port()})
     handle = serve.run(app, name="retrieval-test", route_prefix=None)
-    service = local_service(tmp_path, config, user_encoder=_synthetic_user_encoder(config))
+    yield Deployed(handle, data_dir, config, corpus)
+    serve.delete("retrieval-test")  # frees its replica's CPU for later tests
+
+
+def test_retrieval_deployment_matches_in_process_service(deployed):
+    from xserve.deployments.clients import RetrievalHandleClient
+
+    handle, config, corpus = deployed.handle, deployed.config, deployed.corpus
+    service = local_service(deployed.data_dir, config, user_encoder=_synthetic_user_encoder(config))
     try:
         # the deployment's default encoder is the synthetic one at config.embedding_dim
         for i in (0, 40, 80):
@@ -83,14 +105,17 @@ def test_retrieval_deployment_matches_in_process_service(ray_cluster, tmp_path):
         now = int(time.time() * 1000)
         posts = [Post(post_id=70_000 + j, author_id=3, created_at_ms=now) for j in range(3)]
         assert handle.posts_created.remote(posts).result() == 3
-        time.sleep(config.flush_age_s * 4)
-        handle.flush.remote().result()  # waits for a flush the timer started (its upserts may be slow under load)
+
         def top1(post_id: int) -> int:  # a user whose history is one post is that post's vector
             probe = RetrievalRequest(
                 user_id=9, history=(HistoryItem(post_id, 3, frozenset(), now),), max_results=5, now_ms=now
             )
             return handle.retrieve.remote(probe).result()[0].post_id
 
+        # the indexer's timer flushes them within flush_age_s (a flush may be slow under load)
+        wait_until(lambda: [top1(p.post_id) for p in posts] == [p.post_id for p in posts], 30,
+                   "the created posts to be searchable after the timer's flush")
+        handle.flush.remote().result()  # an explicit flush, with nothing left to write
         assert [top1(p.post_id) for p in posts] == [p.post_id for p in posts]
         handle.posts_deleted.remote([70_000]).result()
         assert top1(70_000) != 70_000
@@ -101,13 +126,6 @@ def test_retrieval_deployment_matches_in_process_service(ray_cluster, tmp_path):
         assert "Retrieval" in repr(adapter)
     finally:
         service.close()
-        serve.delete("retrieval-test")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _synthetic_user_encoder(config):
@@ -116,35 +134,28 @@ def _synthetic_user_encoder(config):
     return load_encoders(config)[0]
 
 
-def test_a_dead_shard_is_left_out_of_the_merge_and_all_dead_is_an_error(ray_cluster, tmp_path):
-    from ray import serve
-
+def test_a_dead_shard_is_left_out_of_the_merge_and_all_dead_is_an_error(ray_cluster, deployed):
+    """Last in the module: it kills the shared deployment's shards."""
     from xserve.actors.naming import ActorNames
-    from xserve.deployments.retrieval import Retrieval
     from xserve.sharding import shard_array
 
-    config = small_config(num_shards=2, embedding_dim=32)
-    corpus = make_corpus(600)
-    write_version(tmp_path, "v1", corpus, config)
-    serve.start(http_options={"port": _free_port()})
-    handle = serve.run(Retrieval.bind(str(tmp_path), msgspec.to_builtins(config), MAX_AGE_MS), name="retrieval-dead", route_prefix=None)
-    try:
-        req = _request(corpus, 0)
-        both = [p.post_id for p in handle.retrieve.remote(req).result()]
-        assert set(shard_array(np.array(both), 2).tolist()) == {0, 1}
-        ray_cluster.kill(_named_actor(ray_cluster, ActorNames.of(tmp_path).retrieval_shard(1)), no_restart=True)
-        survivors = [p.post_id for p in handle.retrieve.remote(req).result()]
-        assert survivors and set(shard_array(np.array(survivors), 2).tolist()) == {0}
-        from_shard_0 = [p for p in both if shard_array(np.array([p]), 2)[0] == 0]
-        assert survivors[: len(from_shard_0)] == from_shard_0  # shard 0's best, as before, then more of it
-        ray_cluster.kill(_named_actor(ray_cluster, ActorNames.of(tmp_path).retrieval_shard(0)), no_restart=True)
-        with pytest.raises(Exception, match="no retrieval shard answered"):
-            handle.retrieve.remote(req).result()
-    finally:
-        serve.delete("retrieval-dead")
+    handle, names = deployed.handle, ActorNames.of(deployed.data_dir)
+    req = _request(deployed.corpus, 0)
+    both = [p.post_id for p in handle.retrieve.remote(req).result()]
+    assert set(shard_array(np.array(both), 2).tolist()) == {0, 1}
+    _kill(ray_cluster, names.retrieval_shard(1))
+    survivors = [p.post_id for p in handle.retrieve.remote(req).result()]
+    assert survivors and set(shard_array(np.array(survivors), 2).tolist()) == {0}
+    from_shard_0 = [p for p in both if shard_array(np.array([p]), 2)[0] == 0]
+    assert survivors[: len(from_shard_0)] == from_shard_0  # shard 0's best, as before, then more of it
+    _kill(ray_cluster, names.retrieval_shard(0))
+    with pytest.raises(Exception, match="no retrieval shard answered"):
+        handle.retrieve.remote(req).result()
 
 
-def _named_actor(ray, name: str):
-    """The actor named ``name`` in whichever namespace the replica that created it runs."""
+def _kill(ray, name: str) -> None:
+    """Kill the actor named ``name`` (in whichever namespace the replica that created it runs) and wait until it is dead."""
     (info,) = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"] == name]
-    return ray.get_actor(name, namespace=info["namespace"])
+    actor = ray.get_actor(name, namespace=info["namespace"])
+    ray.kill(actor, no_restart=True)
+    wait_until(lambda: actor_is_dead(actor), 30, f"the killed actor {name} to be dead")

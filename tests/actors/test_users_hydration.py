@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from tests.conftest import actor_is_dead, wait_until
 from xserve.config import load_config
 from xserve.schema import (
     Action,
@@ -122,6 +123,7 @@ def test_viewer_data_falls_back_to_the_last_answer_when_the_shard_is_gone(ray_cl
         assert not stale and fresh.features.blocked_user_ids == {3}
         assert await client.viewer_data(99, 5.0, 10.0) == (None, False)  # unknown: not an outage
         ray_cluster.kill(shard, no_restart=True)  # gone for good: every call fails
+        wait_until(lambda: actor_is_dead(shard), 30, "the killed user-store shard to be dead")
         again, stale = await client.viewer_data(1, 0.2, 1.0)
         assert stale and again == fresh  # the viewer's blocks are still known
         with pytest.raises(UserStoreUnavailable, match="user 2"):  # never asked for before: nothing to serve

@@ -35,7 +35,12 @@ def test_surplus_feeds_are_refused_at_once_and_slots_return_after_the_response()
         app = toy_app(gate, max_inflight_feeds=2, retry_after_s=2.5)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
             held = [asyncio.create_task(http.post("/v1/feed/for_you")) for _ in range(2)]
-            await asyncio.sleep(0.05)
+
+            async def both_admitted():  # and held at the gate
+                while app.state.edge.admission.stats()["feed"]["inflight"] < 2:
+                    await asyncio.sleep(0.001)
+
+            await asyncio.wait_for(both_admitted(), timeout=10)
             refused = await asyncio.wait_for(http.post("/v1/feed/for_you"), timeout=1.0)  # not queued behind the gate
             assert refused.status_code == 503 and refused.headers["retry-after"] == "3"
             assert "max_inflight_feeds" in refused.json()["error"]

@@ -1,47 +1,28 @@
 """The For You graph on a real Ray Serve (local Ray, tiny seeded world, trained small models).
 
-One module-scoped deployment serves every test here (Serve start ≈ 7 s; a
-shutdown can take 30 s, so the session's ``ray.shutdown`` tears it down).
+Every test here uses the session's served app (``served_app``, tests/conftest.py). That app has an API
+key (test_ingress_edge tests it), so this module's client sends the key with every request; what the
+tests assert does not depend on it.
 """
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from xserve.config import ScoringWeights, XServeConfig, load_config
+from xserve.config import ScoringWeights, XServeConfig
 
 pytestmark = pytest.mark.ray
-
-
-APP = "xserve-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def served_config(data_dir: str) -> XServeConfig:
-    return load_config(
-        environ={},
-        overrides={
-            "storage": {"data_dir": data_dir, "fsync": False},
-            "train": {"epochs": 1},
-            "serving": {"demo_world": "tiny", "num_user_shards": 2, "bootstrap_train_examples": 500},
-        },
-    )
 
 
 @dataclass
 class Served:
     config: XServeConfig
     http: httpx.Client
+    app: object  # tests.conftest.ServedApp: reconfigure
 
     def post(self, path: str, body=None, **kw) -> httpx.Response:
         return self.http.post(path, json=body, **kw)
@@ -52,31 +33,10 @@ class Served:
         return resp.json()
 
 
-def deploy(config: XServeConfig, user_config: dict | None = None) -> None:
-    from ray import serve
-
-    from xserve.app import build_app
-
-    serve.run(build_app(config, prepare=False, user_config=user_config), name=APP, route_prefix="/")
-
-
 @pytest.fixture(scope="module")
-def served(ray_cluster, tiny_world, tmp_path_factory):
-    from ray import serve
-
-    from tests.conftest import copy_world
-
-    config = served_config(copy_world(tiny_world, tmp_path_factory.mktemp("served") / "data"))
-    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
-    deploy(config)
-    port = ray_cluster.get(serve.context._get_global_client()._controller.get_http_config.remote()).port
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-        deadline = time.monotonic() + 60
-        while http.get("/healthz").status_code != 200:
-            assert time.monotonic() < deadline, http.get("/healthz").text
-            time.sleep(0.5)
-        yield Served(config, http)
-    serve.delete(APP)
+def served(served_app):
+    with httpx.Client(base_url=served_app.url, timeout=30, headers=served_app.auth) as http:
+        yield Served(served_app.config, http, served_app)
 
 
 # --------------------------------------------------------------------------- the feed
@@ -238,11 +198,11 @@ def test_openapi_and_health(served):
     assert health["ready"] and all(v == "ok" for v in health["parts"].values())
 
 
-# --------------------------------------------------------------------------- live settings (last: it changes them)
+# --------------------------------------------------------------------------- live settings
 
 
 def test_reconfigured_weights_change_the_order(served):
-    """Last in the module: it leaves the new weights in place."""
+    """The session app's weights change live, and are put back afterwards."""
     def order_and_scores():
         feed = served.feed(1, explain=True, limit=20)
         return [p["post_id"] for p in feed["posts"]], feed["posts"]
@@ -250,11 +210,14 @@ def test_reconfigured_weights_change_the_order(served):
     before, _ = order_and_scores()
     only_reply = {f: 0.0 for f in ScoringWeights.__struct_fields__} | {"reply": 1.0}
     started = time.monotonic()
-    deploy(served.config, user_config={"scoring": {"weights": only_reply}})  # returns once applied
-    after, posts = order_and_scores()
-    assert after != before
-    # now the weighted score is P(reply) + offset, for every post
-    for p in posts:
-        e = p["explain"]
-        assert e["weighted_score"] == pytest.approx(e["action_scores"]["reply"] + served.config.scoring.negative_scores_offset, rel=1e-5)
-    print(f"reconfigure applied in {time.monotonic() - started:.1f} s")
+    served.app.reconfigure({"scoring": {"weights": only_reply}})  # returns once applied
+    try:
+        after, posts = order_and_scores()
+        assert after != before
+        # now the weighted score is P(reply) + offset, for every post
+        for p in posts:
+            e = p["explain"]
+            assert e["weighted_score"] == pytest.approx(e["action_scores"]["reply"] + served.config.scoring.negative_scores_offset, rel=1e-5)
+        print(f"reconfigure applied in {time.monotonic() - started:.1f} s")
+    finally:
+        served.app.reconfigure({})

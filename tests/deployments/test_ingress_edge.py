@@ -1,15 +1,16 @@
 """The HTTP edge on a real Ray Serve: API key, backpressure, hostile values and fuzzing of the served app.
 
-One module-scoped deployment with an API key and small admission limits
-(2 feeds, 4 writes in flight; Serve: 8 requests per replica, 4 queued at the
-proxy) serves every test here. The fuzz properties (hypothesis, and
-schemathesis over ``/openapi.json``) send arbitrary bodies, paths, query
-strings and headers and check the edge's contract: never a 5xx, every 4xx is
-``{"error": "<one line>"}``, every answer within the client timeout, and
-afterwards the state written before the fuzz reads back the same.
+The tests here use the session's served app (``served_app``, tests/conftest.py): it has an API key
+and small admission limits (2 feeds, 4 writes in flight; Serve: 8 requests per replica, 4 queued at
+the proxy). The fuzz properties (hypothesis, and schemathesis over ``/openapi.json``) send arbitrary
+bodies, paths, query strings and headers and check the edge's contract: never a 5xx, every 4xx is
+``{"error": "<one line>"}``, every answer within the client timeout, and afterwards the state written
+before the fuzz reads back the same. The fuzz may write to any user or post of the shared world
+(ids 1, 2, ...): a test that reads a world user's feed asserts what survives that (test_ingress
+passes before and after this module).
 
 CI runs a fixed set of examples (derandomized). For a longer random campaign
-against an app already serving ``edge_config`` (no deployment per run):
+against an app already serving ``served_app_config`` (no deployment per run):
 ``XSERVE_FUZZ_EXAMPLES=1500 XSERVE_EDGE_URL=http://127.0.0.1:8101 pytest tests/deployments/test_ingress_edge.py``.
 """
 
@@ -29,15 +30,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
-from tests.deployments.test_ingress import _free_port as free_port
-from tests.deployments.test_ingress import served_config
-from xserve.config import XServeConfig, merge_config
+from tests.conftest import SERVED_API_KEY as KEY
+from tests.conftest import served_app_config, wait_until
+from xserve.config import XServeConfig
 
 pytestmark = pytest.mark.ray
 
-
-APP = "xserve-edge-test"
-KEY = "edge-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 # the state the fuzz must not corrupt: ids far from what the strategies favour
 VIEWER, AUTHOR = 7_700_000_001, 7_700_000_002
@@ -49,19 +47,6 @@ FUZZ = settings(
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-
-
-def edge_config(data_dir: str) -> XServeConfig:
-    """test_ingress's served config with an API key and small admission and Serve queue limits."""
-    edge = {
-        "api_key": KEY,
-        "max_inflight_feeds": 2,
-        "max_inflight_writes": 4,
-        "retry_after_s": 1.0,
-        "ingress_max_ongoing_requests": 8,
-        "ingress_max_queued_requests": 4,
-    }
-    return merge_config(served_config(data_dir), {"serving": edge})
 
 
 @dataclass
@@ -88,34 +73,19 @@ class Edge:
 
 
 @pytest.fixture(scope="module")
-def served_url(request, tmp_path_factory):
-    """The edge app's URL: deployed here, or ``XSERVE_EDGE_URL`` (an app already serving ``edge_config``: fast fuzz runs)."""
+def served_url(request):
+    """The session's served app, or ``XSERVE_EDGE_URL`` (an app already serving ``served_app_config``: fast fuzz runs)."""
     if url := os.environ.get("XSERVE_EDGE_URL"):
-        yield url, edge_config(os.environ.get("XSERVE_DATA_DIR", ""))
-        return
-    from ray import serve
-
-    from tests.conftest import copy_world
-    from xserve.app import build_app
-
-    ray_cluster = request.getfixturevalue("ray_cluster")
-    tiny_world = request.getfixturevalue("tiny_world")
-    config = edge_config(copy_world(tiny_world, tmp_path_factory.mktemp("edge") / "data"))
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-    serve.run(build_app(config, prepare=False), name=APP, route_prefix="/")
-    port = ray_cluster.get(serve.context._get_global_client()._controller.get_http_config.remote()).port
-    yield f"http://127.0.0.1:{port}", config
-    serve.delete(APP)
+        return url, served_app_config(os.environ.get("XSERVE_DATA_DIR", ""))
+    app = request.getfixturevalue("served_app")
+    return app.url, app.config
 
 
 @pytest.fixture(scope="module")
 def edge(served_url):
     url, config = served_url
     with httpx.Client(base_url=url, timeout=30) as http:
-        deadline = time.monotonic() + 60
-        while http.get("/healthz").status_code != 200:
-            assert time.monotonic() < deadline, http.get("/healthz").text
-            time.sleep(0.5)
+        wait_until(lambda: http.get("/healthz").status_code == 200, 60, "the app's /healthz to answer 200", interval_s=0.5)
         for uid, name in ((VIEWER, "viewer"), (AUTHOR, "author")):
             assert http.put(f"/v1/users/{uid}", json={"screen_name": name}, headers=AUTH).status_code == 200
         assert http.put(f"/v1/users/{VIEWER}/follows/{AUTHOR}", headers=AUTH).status_code == 200
