@@ -7,22 +7,14 @@ import asyncio
 
 import pytest
 from msgspec.structs import replace
-
 from ray import serve
 
-from tests.phoenix.rank_factories import make_request, tiny_ranker_config  # noqa: E402
-from xserve.config import RankerServingConfig, XServeConfig  # noqa: E402
-from xserve.deployments.clients import RankerHandleClient  # noqa: E402
-from xserve.deployments.ranker import Ranker, ranker_options  # noqa: E402
-from xserve.phoenix.serving.runner import RankerRunner  # noqa: E402
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port
+from tests.phoenix.rank_factories import make_request, tiny_ranker_config
+from xserve.config import RankerServingConfig, XServeConfig
+from xserve.deployments.clients import RankerHandleClient
+from xserve.deployments.ranker import Ranker, ranker_options
+from xserve.phoenix.serving.runner import RankerRunner
 
 
 # This test must run before the local-mode one: calling a @serve.batch method in-process leaves a live
@@ -36,7 +28,7 @@ def test_on_the_cluster_concurrent_users_batch_and_match_the_runner(ray_cluster)
         ranker_serving=RankerServingConfig(block_size=4, chunk_size=8, kv_cache_bytes=1 << 20, max_batch_size=8,
                                            batch_wait_timeout_s=0.1, max_ongoing_requests=16, num_cpus=0.5),
     )
-    serve.start(http_options={"port": _free_port()})
+    serve.start(http_options={"port": free_port()})
     handle = serve.run(Ranker.options(**ranker_options(cfg)).bind(cfg), name="ranker-cluster-test",
                        route_prefix=None)
     try:
