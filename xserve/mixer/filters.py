@@ -134,7 +134,8 @@ class PreviouslyServedFilter(Filter[ForYouQuery, PostCandidate]):
 
 
 class MutedKeywordFilter(Filter[ForYouQuery, PostCandidate]):
-    """Posts whose text contains a muted keyword as a token sequence (see ``tokenize``)."""
+    """Posts whose text contains a muted keyword: whole words in spaced scripts, anywhere in a run of unspaced
+    script (Chinese, Japanese, Thai, ...) or of emoji (see ``tokenize``)."""
 
     def enable(self, query: ForYouQuery) -> bool:
         return bool(query.features.muted_keywords)
