@@ -56,7 +56,7 @@ def export_for_vllm(model: PhoenixRanker, directory: str | Path, max_positions: 
         "architectures": [ARCHITECTURE], "model_type": "gemma2", "vocab_size": _DUMMY_VOCAB,
         "hidden_size": cfg.emb_dim, "intermediate_size": ffn_hidden_size(cfg), "num_hidden_layers": cfg.num_layers,
         "num_attention_heads": cfg.num_q_heads, "num_key_value_heads": cfg.num_kv_heads, "head_dim": cfg.key_size,
-        "hidden_activation": "gelu_pytorch_tanh",  # replaced by exact GELU in PhoenixGemma2
+        "hidden_activation": "gelu_pytorch_tanh",  # our GELU_APPROXIMATE; PhoenixGemma2 pins it
         "max_position_embeddings": max_positions, "rms_norm_eps": model.final_norm.eps, "rope_theta": cfg.rope_base,
         "attention_bias": False, "query_pre_attn_scalar": round(multiplier_inv_sq), "sliding_window": max_positions,
         "final_logit_softcapping": None, "attn_logit_softcapping": cfg.attn_logit_cap or None,
