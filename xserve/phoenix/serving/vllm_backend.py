@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from xserve.config import RankerServingConfig, XServeConfig
 from xserve.phoenix.model.features import Featurizer
 from xserve.phoenix.model.ranker import PhoenixRanker, ffn_hidden_size
+from xserve.phoenix.serving.runner import resolve_device
 from xserve.schema import ActionScores, RankRequest, RankResponse
 
 __all__ = ["VLLMRankerBackend", "export_for_vllm"]
@@ -107,7 +108,7 @@ class VLLMRankerBackend:
         max_len = model.config.history_len + 2  # user + history + one candidate
         directory = export_for_vllm(model, workdir or self._tmp.name, max_len)
         ModelRegistry.register_model(ARCHITECTURE, "xserve.phoenix.serving.vllm_model:PhoenixGemma2")
-        on_gpu = serving.device.startswith("cuda")
+        on_gpu = resolve_device(serving.device, torch.cuda.is_available()).startswith("cuda")
         # vLLM's CPU attention wants blocks of a multiple of 32 tokens ("No common block size ... MultipleOf(32)").
         block_size = serving.block_size if on_gpu else -(-serving.block_size // 32) * 32
         self.llm = LLM(
