@@ -264,6 +264,7 @@ class ServingConfig(_Section):
     ingress_max_ongoing_requests: int = 64  # Serve: requests given to one ingress replica at once (> the two limits above)
     ingress_max_queued_requests: int = 128  # Serve: requests waiting at a proxy for an ingress replica; beyond, its 503
     last_known_viewers_bytes: int = 64 << 20  # per ingress: last user-store answer per viewer, served while its shard restarts
+    max_served_age_ms: int = 48 * HOUR_MS  # served-history ids expire: a post served longer ago is past mixer.max_post_age_ms now
 
 
 class XServeConfig(_Section):

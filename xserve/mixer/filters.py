@@ -123,13 +123,14 @@ class PreviouslySeenFilter(Filter[ForYouQuery, PostCandidate]):
 
 
 class PreviouslyServedFilter(Filter[ForYouQuery, PostCandidate]):
-    """On a bottom ("load more") request, posts whose related ids were already served."""
+    """On a bottom ("load more") request, posts whose related ids were already served: listed by the client,
+    or recorded by the server (``ServedHistoryQueryHydrator``)."""
 
     def enable(self, query: ForYouQuery) -> bool:
         return query.is_bottom_request
 
     def filter(self, query: ForYouQuery, candidates: Candidates) -> FilterResult[PostCandidate]:
-        served = query.served_ids
+        served = query.previously_served
         return partition(candidates, lambda c: any(i in served for i in c.related_post_ids()))
 
 
