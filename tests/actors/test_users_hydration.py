@@ -31,6 +31,7 @@ def config(tmp_path):
 
 def test_user_shards_write_read_and_rebuild_after_restart(ray_cluster, tmp_path):
     from xserve.actors.users import UserStoreShard
+    from xserve.clock import now_ms
     from xserve.deployments.clients import UserStoreClient
     from xserve.mixer import ForYouQuery
     from xserve.mixer.query_hydrators import UserFeaturesQueryHydrator
@@ -49,7 +50,7 @@ def test_user_shards_write_read_and_rebuild_after_restart(ray_cluster, tmp_path)
         with pytest.raises(WriteRefused):  # one bad event refuses the whole batch
             await client.write([EdgeSet(2, 3, EdgeKind.BLOCK), EdgeSet(2, 77, EdgeKind.BLOCK)])
         await client.write([EngagementRecorded(Engagement(1, 10, 2, Action.FAVORITE, 1_000))])
-        await client.record_served(1, [10, 11], 2_000)
+        await client.record_served(1, [10, 11], now_ms())  # served now: within serving.max_served_age_ms
         features = await client.user_features(1)
         history = await client.engagement_history(1, 8)
         profiles = await client.profiles([2, 3, 99])

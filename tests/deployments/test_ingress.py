@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from tests.conftest import wait_until
 from xserve.config import ScoringWeights, XServeConfig
 
 pytestmark = pytest.mark.ray
@@ -85,6 +86,31 @@ def test_default_feed_has_35_ranked_posts(served):
     scores = [p["score"] for p in feed["posts"]]
     assert all(x is not None for x in scores)
     assert feed["degraded"] == []
+
+
+def test_a_bottom_request_without_served_ids_repeats_no_post_of_the_first_page(served):
+    """Page 1, then "load more" without the client's served_ids: the served history the server recorded after
+    page 1 (in the viewer's user store, read back here before asking) keeps page 1's posts out of page 2."""
+    import msgspec
+    import ray
+
+    from xserve.actors.naming import NAMESPACE, ActorNames
+    from xserve.schema import UserQueryData
+    from xserve.sharding import shard_for
+
+    viewer, shards = 2, served.config.serving.num_user_shards  # a world user no other test here asks a feed for
+    store = ray.get_actor(ActorNames.of(served.config.storage.data_dir).user_shard(shard_for(viewer, shards), shards),
+                          namespace=NAMESPACE)
+
+    def recorded() -> set[int]:
+        data = msgspec.msgpack.decode(ray.get(store.query_data.remote(viewer, 0)), type=UserQueryData | None)
+        return set(data.served_ids) if data is not None else set()
+
+    first = {p["post_id"] for p in served.feed(viewer)["posts"]}
+    assert first
+    wait_until(lambda: first <= recorded(), 30, "page 1's posts in the viewer's served history")
+    second = {p["post_id"] for p in served.feed(viewer, is_bottom_request=True)["posts"]}
+    assert second and not first & second
 
 
 def weighted(scores: dict, weights: ScoringWeights, video_ms: int | None, cfg) -> float:

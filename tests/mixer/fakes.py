@@ -60,6 +60,10 @@ class InMemoryUserData:
     async def record_served(self, user_id: int, post_ids: Sequence[int], served_at_ms: int) -> None:
         self.served.append((user_id, list(post_ids), served_at_ms))
 
+    async def served_history(self, user_id: int) -> tuple[int, ...]:
+        """Every recorded id (no bounds: the user store's are tested in tests/users)."""
+        return tuple(dict.fromkeys(pid for user, ids, _ in self.served if user == user_id for pid in ids))
+
 
 @dataclass
 class InMemoryPostData:

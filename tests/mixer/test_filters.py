@@ -120,6 +120,19 @@ def test_muted_keyword_unicode_case_and_width():
     assert run(MutedKeywordFilter(), cands, muted("straße", "Café"))[:2] == ([3, 4], [1, 2])
 
 
+def test_muted_keyword_inside_unspaced_text_emoji_and_hashtags():
+    cands = [
+        cand(1, text="我爱北京天安门"),
+        cand(2, text="今日はワールドカップを見た"),
+        cand(3, text="ฉันชอบกินข้าวผัดมาก"),
+        cand(4, text="pizza🍕night"),
+        cand(5, text="category theory"),
+        cand(6, text="#Spoilers ahead"),
+    ]
+    keywords = muted("北京", "ワールドカップ", "ข้าวผัด", "🍕", "cat", "#spoilers")
+    assert run(MutedKeywordFilter(), cands, keywords)[:2] == ([5], [1, 2, 3, 4, 6])
+
+
 def test_muted_keyword_is_a_noop_without_keywords():
     assert run(MutedKeywordFilter(), [cand(1, text="anything")], muted()) == ([1], [], Status.DISABLED)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.mixer.fakes import NOW_MS, InMemoryThunder, InMemoryUserData, clients, query
+from tests.mixer.fakes import NOW_MS, InMemoryPostData, InMemoryThunder, InMemoryUserData, clients, query
 from xserve.config import load_config
 from xserve.mixer import build_for_you_pipeline
 from xserve.schema import Post, UserFeatures
@@ -58,3 +58,26 @@ def test_slow_thunder_times_out_and_the_rest_of_the_feed_is_served():
     result = asyncio.run(p.execute(query()))
     timed_out = [r for r in result.reports if r.component == "ThunderSource"]
     assert timed_out[0].status == "timeout" and "ThunderSource" in result.degraded
+
+
+def test_two_pages_in_a_row_share_no_post():
+    """Page 1, then a bottom ("load more") request whose client sends no served_ids: the served history the side
+    effect recorded keeps page 1's posts out of page 2; ids the client does send are excluded as well."""
+    followed = UserFeatures(followed_user_ids=frozenset({5}))
+    posts = {i: Post(post_id=i, author_id=5, text="", created_at_ms=NOW_MS - i * 60_000) for i in range(1, 13)}
+    user_data = InMemoryUserData(features={1: followed})
+    config = load_config(environ={}, overrides={"mixer": {"result_size": 4}})
+    p = build_for_you_pipeline(config, clients(user_data=user_data, thunder=InMemoryThunder(posts),
+                                               post_data=InMemoryPostData(posts)))
+
+    async def page(**fields) -> list[int]:
+        result = await p.execute(query(**fields))
+        await p.drain()  # the served-history write runs after the response
+        return [c.post_id for c in result.selected]
+
+    async def pages():
+        return await page(), await page(is_bottom_request=True), await page(is_bottom_request=True, served_ids=frozenset({9}))
+
+    first, second, third = asyncio.run(pages())
+    assert len(first) == len(second) == 4 and not set(first) & set(second)
+    assert len(third) == 3 and not set(third) & (set(first) | set(second) | {9})

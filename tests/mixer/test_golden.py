@@ -234,7 +234,7 @@ def test_golden_trace_names_every_component_in_order():
     resp, _, _ = run_feed()
     components = [r.component for r in resp.trace]
     assert components == [
-        "UserActionSeqQueryHydrator", "UserFeaturesQueryHydrator",
+        "UserActionSeqQueryHydrator", "UserFeaturesQueryHydrator", "ServedHistoryQueryHydrator",
         "PhoenixSource", "ThunderSource",
         "InNetworkHydrator", "CoreDataHydrator", "VideoDurationHydrator", "SubscriptionHydrator", "AuthorInfoHydrator",
         "DropDuplicatesFilter", "CoreDataHydrationFilter", "AgeFilter", "SelfPostFilter", "RepostDeduplicationFilter",

@@ -22,7 +22,7 @@ from xserve.mixer.hydrators import (
     SubscriptionHydrator,
     VideoDurationHydrator,
 )
-from xserve.mixer.query_hydrators import UserActionSeqQueryHydrator, UserFeaturesQueryHydrator
+from xserve.mixer.query_hydrators import ServedHistoryQueryHydrator, UserActionSeqQueryHydrator, UserFeaturesQueryHydrator
 from xserve.mixer.side_effects import ServedHistorySideEffect
 from xserve.mixer.sources import PhoenixSource, ThunderSource
 from xserve.pipeline import Status
@@ -74,6 +74,18 @@ def test_query_hydrators_read_the_viewer_data_the_query_carries_instead_of_calli
     q = query(viewer_data=data)
     assert asyncio.run(UserFeaturesQueryHydrator(store).hydrate(q)) is data.features
     assert [h.post_id for h in asyncio.run(UserActionSeqQueryHydrator(store, history_length=3).hydrate(q))] == [7, 8, 9]
+
+
+def test_served_history_is_read_on_bottom_for_you_requests_only():
+    store = InMemoryUserData(served=[(1, [7, 8], NOW_MS - 1), (2, [9], NOW_MS)])
+    hydrator = ServedHistoryQueryHydrator(store)
+    q = query(is_bottom_request=True, served_ids=frozenset({3}))
+    hydrator.update(q, asyncio.run(hydrator.hydrate(q)))
+    assert q.served_history == {7, 8} and q.previously_served == {3, 7, 8}
+    data = UserQueryData(1, UserFeatures(), (), served_ids=(5,))  # the answer the ingress fetched: no store call
+    assert asyncio.run(hydrator.hydrate(query(is_bottom_request=True, viewer_data=data))) == {5}
+    for off in (query(), query(is_bottom_request=True, in_network_only=True)):  # nothing served is recorded for those
+        assert asyncio.run(hydrator.run(off))[1].status is Status.DISABLED
 
 
 # ---------------------------------------------------------------- sources

@@ -29,7 +29,7 @@ def tiny_model(seed: int = 0, **kw) -> PhoenixRanker:
 
 def make_runner(model: PhoenixRanker | None = None, **serving) -> RankerRunner:
     model = model if model is not None else tiny_model()
-    base = dict(block_size=4, chunk_size=8, rows_per_forward=2, kv_cache_bytes=1 << 20)
+    base = dict(device="cpu", block_size=4, chunk_size=8, rows_per_forward=2, kv_cache_bytes=1 << 20)  # CPU: the oracles run there
     return RankerRunner(model, Featurizer(model.config, PhoenixHasher(model.config)),
                         RankerServingConfig(**{**base, **serving}), version="test")
 

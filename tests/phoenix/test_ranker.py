@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ from hypothesis import strategies as st
 
 from tests.phoenix.factories import random_batch, tiny_phoenix
 from xserve.config import PhoenixConfig
-from xserve.phoenix.model.ranker import CandidateBatch, PhoenixRanker, ffn_hidden_size, isolation_mask
+from xserve.phoenix.model.ranker import CandidateBatch, FeedForward, PhoenixRanker, ffn_hidden_size, isolation_mask
 
 TOL = 1e-10  # float64 throughout: "unchanged" means equal to rounding
 
@@ -42,6 +43,18 @@ def test_mask_hides_padding_keys_but_never_empties_a_row():
 
 def test_ffn_hidden_size_follows_the_reference():
     assert ffn_hidden_size(PhoenixConfig()) == 176
+
+
+def test_ffn_activation_is_the_tanh_gelu_of_the_reference():
+    """The reference's ``jax.nn.gelu`` defaults to ``approximate=True``: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))."""
+    torch.manual_seed(0)
+    ffn = FeedForward(tiny_phoenix()).double()
+    x = 3 * torch.randn(4, 8, ffn.w_1.in_features, dtype=torch.float64)  # (B, T, D), wide enough to tell the two apart
+    a, v = ffn.w_1(x), ffn.w_v(x)
+    tanh_gelu = 0.5 * a * (1 + torch.tanh(math.sqrt(2 / math.pi) * (a + 0.044715 * a**3)))
+    exact_gelu = 0.5 * a * (1 + torch.erf(a / math.sqrt(2)))
+    assert torch.allclose(ffn(x), ffn.w_out(tanh_gelu * v), atol=TOL)
+    assert (ffn(x) - ffn.w_out(exact_gelu * v)).abs().max() > 1e-6
 
 
 @settings(max_examples=15, deadline=None)

@@ -3,6 +3,8 @@ prefix reuse == fresh encode, cache full degrades, budget, schema mapping. Needs
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +158,36 @@ def test_zero_post_id_is_rejected(model):
     bad = replace(req.history[0], post_id=0)
     with pytest.raises(ValueError, match="RankRequest.history: post_id must be > 0"):
         make_runner(model).score([replace(req, history=(bad,) + req.history[1:])])
+
+
+# --------------------------------------------------------------------------- device
+
+
+def test_the_serve_config_ranker_runs_on_the_gpu_its_replica_is_given():
+    """serve_config.yaml gives each Ranker replica a GPU (``num_gpus: 1``), and the app's config under the file's
+    runtime_env resolves to CUDA exactly where CUDA is available (Ray makes it so in a replica given a GPU, and
+    hides the GPUs from one given none), in bfloat16; elsewhere to the CPU, in float32."""
+    import yaml
+
+    from xserve.config import load_config
+    from xserve.phoenix.serving.runner import resolve_device, resolve_dtype
+
+    (app,) = yaml.safe_load((Path(__file__).resolve().parents[2] / "serve_config.yaml").read_text())["applications"]
+    ranker = next(d for d in app["deployments"] if d["name"] == "Ranker")
+    assert ranker["ray_actor_options"]["num_gpus"] == 1
+    serving = load_config(environ=app["runtime_env"]["env_vars"]).ranker_serving
+    assert resolve_device(serving.device, cuda_available=True) == "cuda"
+    assert resolve_device(serving.device, cuda_available=False) == "cpu"
+    assert resolve_dtype(serving.dtype, "cuda") == torch.bfloat16 and resolve_dtype(serving.dtype, "cpu") == torch.float32
+    # the runner resolves the same config on this machine: the CPU unless it has CUDA
+    runner = make_runner(device=serving.device, dtype=serving.dtype)
+    assert runner.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_a_device_setting_other_than_auto_is_taken_as_given():
+    from xserve.phoenix.serving.runner import resolve_device
+
+    assert resolve_device("cpu", cuda_available=True) == "cpu"
+    assert resolve_device("cuda:1", cuda_available=True) == "cuda:1"
+    with pytest.raises(ValueError, match="ranker_serving.device is 'cuda' but CUDA is not available"):
+        resolve_device("cuda", cuda_available=False)

@@ -44,6 +44,15 @@ def test_checkpoints_round_trip(trained):
         load_ranker(out / TOWERS_FILE)
 
 
+def test_a_checkpoint_trained_with_exact_gelu_is_refused(trained, tmp_path):
+    """Format 1 (before the FFN's GELU became the reference's tanh approximation) would serve skewed scores."""
+    _, out = trained
+    payload = torch.load(out / RANKER_FILE, weights_only=True)
+    torch.save({**payload, "format": 1}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"format-1 ranker checkpoint \(trained with exact GELU\).*xserve train"):
+        load_ranker(tmp_path / "old.pt")
+
+
 def test_evaluation_has_the_stable_shape_and_beats_the_baselines(trained):
     result, _ = trained
     ev = evaluate(result.data, result.ranker, result.towers, seed=0)

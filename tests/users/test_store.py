@@ -63,9 +63,9 @@ def test_query_data_and_unknown_users():
     users(s, 1)
     s.apply(EngagementRecorded(Engagement(user_id=1, post_id=7, author_id=9, action=Action.REPLY, timestamp_ms=5)))
     s.apply(Served(1, (7, 8), at_ms=10))
-    data = s.query_data(1, history_limit=10)
+    data = s.query_data(1, history_limit=10, now_ms=10)
     assert data is not None and [i.post_id for i in data.history] == [7] and data.served_ids == (7, 8)
-    assert s.query_data(2, 10) is None
+    assert s.query_data(2, 10, now_ms=10) is None
     s.apply(EdgeSet(1, 2, EdgeKind.FOLLOW))  # an edge to an unseen user does not create it
     assert not s.exists(2) and s.missing([1, 2]) == [2]
 
@@ -76,7 +76,18 @@ def test_served_history_is_bounded_and_idempotent():
     s.apply(Served(1, (1, 2, 3), at_ms=10))
     assert not s.apply(Served(1, (1, 2, 3), at_ms=10))
     s.apply(Served(1, (4, 1), at_ms=20))
-    assert s.query_data(1, 0).served_ids == (3, 4, 1)
+    assert s.query_data(1, 0, now_ms=20).served_ids == (3, 4, 1)
+
+
+def test_served_history_is_bounded_by_age():
+    s = store(max_served_age_ms=100)
+    users(s, 1)
+    s.apply(Served(1, (1, 2), at_ms=1_000))
+    s.apply(Served(1, (3,), at_ms=1_050))
+    assert s.query_data(1, 0, now_ms=1_100).served_ids == (1, 2, 3)
+    assert s.query_data(1, 0, now_ms=1_101).served_ids == (3,)  # read: older than max_served_age_ms is left out
+    s.apply(Served(1, (4,), at_ms=1_120))
+    assert s.query_data(1, 0, now_ms=0).served_ids == (3, 4)  # written: 1 and 2 were dropped
 
 
 def test_check_refuses_self_edges_and_caps():

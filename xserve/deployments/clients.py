@@ -124,6 +124,10 @@ class UserStoreClient:
     async def record_served(self, user_id: int, post_ids: Sequence[int], served_at_ms: int) -> None:
         await uncancelled(self._shard(user_id).apply.remote([Served(user_id, tuple(post_ids), served_at_ms)], True))
 
+    async def served_history(self, user_id: int) -> tuple[int, ...]:
+        data = await self.query_data(user_id)
+        return data.served_ids if data is not None else ()
+
     async def profiles(self, user_ids: Sequence[int]) -> dict[int, UserProfile]:
         by_shard = group_by_shard(user_ids, len(self._shards))
         answers = await asyncio.gather(*(uncancelled(self._shards[s].profiles.remote(ids)) for s, ids in by_shard.items()))

@@ -8,9 +8,11 @@ exceed ``max_batch_size``. The runner keeps each user's context keys/values in
 its paged cache, so a user's next page or refresh skips the context. Batch
 size and wait are live-tunable through ``user_config`` (``reconfigure``).
 
-CPU by default; with ``ranker_serving.device = "cuda"`` (and ``num_gpus``) the
-same code runs in bfloat16 on a GPU. ``ranker_serving.backend = "vllm"`` serves
-through the optional vLLM adapter instead (``xserve.phoenix.serving.vllm_backend``).
+With ``ranker_serving.device = "auto"`` (the default) a replica that Ray gives a
+GPU (``num_gpus``; ``serve_config.yaml`` asks for one) runs the same code on it in
+bfloat16, and one without on the CPU (``runner.resolve_device``).
+``ranker_serving.backend = "vllm"`` serves through the optional vLLM adapter
+instead (``xserve.phoenix.serving.vllm_backend``).
 """
 
 from __future__ import annotations

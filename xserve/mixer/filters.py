@@ -123,18 +123,20 @@ class PreviouslySeenFilter(Filter[ForYouQuery, PostCandidate]):
 
 
 class PreviouslyServedFilter(Filter[ForYouQuery, PostCandidate]):
-    """On a bottom ("load more") request, posts whose related ids were already served."""
+    """On a bottom ("load more") request, posts whose related ids were already served: listed by the client,
+    or recorded by the server (``ServedHistoryQueryHydrator``)."""
 
     def enable(self, query: ForYouQuery) -> bool:
         return query.is_bottom_request
 
     def filter(self, query: ForYouQuery, candidates: Candidates) -> FilterResult[PostCandidate]:
-        served = query.served_ids
+        served = query.previously_served
         return partition(candidates, lambda c: any(i in served for i in c.related_post_ids()))
 
 
 class MutedKeywordFilter(Filter[ForYouQuery, PostCandidate]):
-    """Posts whose text contains a muted keyword as a token sequence (see ``tokenize``)."""
+    """Posts whose text contains a muted keyword: whole words in spaced scripts, anywhere in a run of unspaced
+    script (Chinese, Japanese, Thai, ...) or of emoji (see ``tokenize``)."""
 
     def enable(self, query: ForYouQuery) -> bool:
         return bool(query.features.muted_keywords)

@@ -32,7 +32,11 @@ from xserve.mixer.hydrators import (
 )
 from xserve.mixer.post_selection import DedupConversationFilter, VisibilityFilter, VisibilityHydrator
 from xserve.mixer.query import ForYouQuery
-from xserve.mixer.query_hydrators import UserActionSeqQueryHydrator, UserFeaturesQueryHydrator
+from xserve.mixer.query_hydrators import (
+    ServedHistoryQueryHydrator,
+    UserActionSeqQueryHydrator,
+    UserFeaturesQueryHydrator,
+)
 from xserve.mixer.scorers import (
     AuthorDiversityScorer,
     OONScorer,
@@ -67,6 +71,7 @@ def build_for_you_pipeline(
             mixer.query_hydrator_timeout_s,
             UserActionSeqQueryHydrator(clients.user_data, mixer.history_length),
             UserFeaturesQueryHydrator(clients.user_data),
+            ServedHistoryQueryHydrator(clients.user_data),
         ),
         # Phoenix first, as the reference: DropDuplicatesFilter then keeps the Phoenix copy of a post both return.
         sources=_timed(

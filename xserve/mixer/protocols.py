@@ -45,6 +45,10 @@ class UserDataClient(Protocol):
 
     async def record_served(self, user_id: int, post_ids: Sequence[int], served_at_ms: int) -> None: ...
 
+    async def served_history(self, user_id: int) -> tuple[int, ...]:
+        """The post ids recorded by ``record_served`` and still kept (the store bounds them by count and age)."""
+        ...
+
 
 class InNetworkClient(Protocol):
     """Thunder: recent posts of followed authors, newest first."""

@@ -39,6 +39,7 @@ class ForYouQuery(msgspec.Struct, kw_only=True):
     # query hydrators
     user_features: UserFeatures | None = None  # None = not hydrated (the user store failed)
     history: tuple[HistoryItem, ...] | None = None  # engagement sequence, newest last
+    served_history: frozenset[int] = frozenset()  # bottom requests: what the user store recorded as served
 
     @classmethod
     def from_request(
@@ -65,6 +66,11 @@ class ForYouQuery(msgspec.Struct, kw_only=True):
     def features(self) -> UserFeatures:
         """The hydrated features, or empty ones when hydration failed (as the reference defaults)."""
         return self.user_features if self.user_features is not None else _NO_FEATURES
+
+    @property
+    def previously_served(self) -> frozenset[int]:
+        """Posts served to the viewer: what the client sent, and what the server recorded."""
+        return self.served_ids | self.served_history
 
 
 _NO_FEATURES = UserFeatures()

@@ -1,8 +1,8 @@
 """Query hydrators (reference ``home-mixer/query_hydrators/``): what the request needs about the viewer.
 
-Both read the viewer's user-store answer from the query (``viewer_data``) when
+Each reads the viewer's user-store answer from the query (``viewer_data``) when
 the caller fetched it already, so a feed costs one user-store call; otherwise
-they ask the store.
+it asks the store.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from xserve.mixer.query import ForYouQuery
 from xserve.pipeline import QueryHydrator
 from xserve.schema import HistoryItem, UserFeatures
 
-__all__ = ["UserActionSeqQueryHydrator", "UserFeaturesQueryHydrator"]
+__all__ = ["ServedHistoryQueryHydrator", "UserActionSeqQueryHydrator", "UserFeaturesQueryHydrator"]
 
 
 class UserActionSeqQueryHydrator(QueryHydrator[ForYouQuery, tuple[HistoryItem, ...]]):
@@ -50,3 +50,25 @@ class UserFeaturesQueryHydrator(QueryHydrator[ForYouQuery, UserFeatures]):
 
     def update(self, query: ForYouQuery, value: UserFeatures) -> None:
         query.user_features = value
+
+
+class ServedHistoryQueryHydrator(QueryHydrator[ForYouQuery, frozenset[int]]):
+    """On a bottom request, the posts the served-history side effect recorded for the viewer, so
+    ``PreviouslyServedFilter`` excludes them beside the ``served_ids`` the client sends (a client may send none).
+
+    Not for in-network-only feeds, whose posts the side effect does not record either.
+    """
+
+    def __init__(self, user_data: UserDataClient) -> None:
+        self._user_data = user_data
+
+    def enable(self, query: ForYouQuery) -> bool:
+        return query.is_bottom_request and not query.in_network_only
+
+    async def hydrate(self, query: ForYouQuery) -> frozenset[int]:
+        if query.viewer_data is not None:
+            return frozenset(query.viewer_data.served_ids)
+        return frozenset(await self._user_data.served_history(query.viewer_id))
+
+    def update(self, query: ForYouQuery, value: frozenset[int]) -> None:
+        query.served_history = value

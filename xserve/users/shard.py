@@ -64,7 +64,7 @@ class UserShard:
         return {"store": repr(self.store), "loaded": self.loaded, "replayed": self.replayed}
 
     def query_data(self, user_id: int, history_limit: int) -> UserQueryData | None:
-        return self.store.query_data(user_id, history_limit)
+        return self.store.query_data(user_id, history_limit, self._clock_ms())
 
     def profiles(self, user_ids: Sequence[int]) -> dict[int, UserProfile]:
         return self.store.profiles(user_ids)

@@ -16,7 +16,9 @@ that is logged is always applied in full.
 
 Memory is bounded by config: ``max_edges_per_kind`` per user and kind (the
 follower sets are bounded by everyone's follow caps), ``max_history_items``
-per user and ``max_served_ids`` per user.
+per user, and ``max_served_ids`` per user of the served history, whose ids also
+expire after ``max_served_age_ms`` (dropped on the next write, left out of
+``query_data`` at once).
 """
 
 from __future__ import annotations
@@ -132,12 +134,15 @@ class UserStore:
         known = user_id in self._users or user_id in self._pending
         return self._sequence(user_id).latest(limit) if known else ()
 
-    def query_data(self, user_id: int, history_limit: int) -> UserQueryData | None:
-        """Features, history and served ids of an existing user; None when the user does not exist."""
+    def query_data(self, user_id: int, history_limit: int, now_ms: int) -> UserQueryData | None:
+        """Features, history and the ids served within ``max_served_age_ms`` before ``now_ms`` (oldest first) of an
+        existing user; None when the user does not exist."""
         if not self.exists(user_id):
             return None
         user = self._users[user_id]
-        return UserQueryData(user_id, self.features(user_id), self._sequence(user_id).latest(history_limit), tuple(user.served))
+        oldest = now_ms - self._cfg.max_served_age_ms
+        served = tuple(pid for pid, at_ms in user.served.items() if at_ms >= oldest)
+        return UserQueryData(user_id, self.features(user_id), self._sequence(user_id).latest(history_limit), served)
 
     def profiles(self, user_ids: Iterable[int]) -> dict[int, UserProfile]:
         """Profiles of the existing owned users among ``user_ids``."""
@@ -208,8 +213,9 @@ class UserStore:
             served.pop(pid, None)
             served[pid] = at_ms  # re-served posts move to the newest end
             changed = True
-        while len(served) > self._cfg.max_served_ids:
-            del served[next(iter(served))]
+        oldest = at_ms - self._cfg.max_served_age_ms
+        while served and (len(served) > self._cfg.max_served_ids or next(iter(served.values())) < oldest):
+            del served[next(iter(served))]  # oldest first (a replay slightly out of order only delays a drop)
         return changed
 
     # ---------------------------------------------------------------- bulk load (the data directory's tables)

@@ -27,7 +27,7 @@ from xserve.phoenix.model.towers import PhoenixTowers
 
 __all__ = ["CHECKPOINT_FORMAT", "Loaded", "load_ranker", "load_towers", "save_checkpoint", "weights_digest"]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the FFN's GELU is the tanh approximation; format-1 models were trained with exact GELU
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -86,8 +86,12 @@ def _load(path: str | Path, kind: str, cls: type[M]) -> Loaded[M]:
     if not path.is_file():
         raise FileNotFoundError(f"no {kind} checkpoint at {path}; run `xserve train` first")
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != CHECKPOINT_FORMAT or payload.get("kind") != kind:
-        raise ValueError(f"{path} is not a format-{CHECKPOINT_FORMAT} {kind} checkpoint")
+    if payload.get("kind") != kind:
+        raise ValueError(f"{path} is not a {kind} checkpoint")
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        hint = " (trained with exact GELU)" if payload.get("format") == 1 else ""
+        raise ValueError(f"{path} is a format-{payload.get('format')} {kind} checkpoint{hint}, not format "
+                         f"{CHECKPOINT_FORMAT}: train it again (`xserve train`)")
     config = msgspec.convert(payload["phoenix_config"], PhoenixConfig)
     model = cls(config)
     model.load_state_dict(payload["state_dict"])

@@ -19,8 +19,10 @@ the first hash column decides validity.
 
 Blocks (§6.3): ``h += RMSNorm(Attn(RMSNorm(h)))``, ``h += RMSNorm(FFN(RMSNorm(h)))``;
 grouped-query attention with RoPE, logits × ``attn_output_multiplier`` then
-soft-capped ``cap·tanh(x/cap)``; gated-GELU FFN. A final RMSNorm, one logit per
-action (independent sigmoids) and a softplus dwell-time head (seconds).
+soft-capped ``cap·tanh(x/cap)``; gated-GELU FFN, with the tanh-approximated GELU
+the reference gets from ``jax.nn.gelu``'s default (``GELU_APPROXIMATE``). A
+final RMSNorm, one logit per action (independent sigmoids) and a softplus
+dwell-time head (seconds).
 
 **Candidate isolation** (§6.4): context tokens (user + history) attend
 causally; each candidate attends to every valid context token and to itself,
@@ -80,6 +82,7 @@ __all__ = [
     "ContextKV",
     "DecoderBlock",
     "FeedForward",
+    "GELU_APPROXIMATE",
     "PhoenixEmbeddings",
     "PhoenixRanker",
     "RMSNorm",
@@ -94,6 +97,7 @@ __all__ = [
 ]
 
 NUM_ACTIONS = len(ACTIONS)
+GELU_APPROXIMATE = "tanh"  # the reference's jax.nn.gelu default; the fused kernels and the vLLM model use it too
 MASKED_LOGIT = -1e30  # the reference's fill for masked attention logits (never -inf: no NaN rows)
 
 
@@ -302,7 +306,7 @@ def ffn_hidden_size(config: PhoenixConfig) -> int:
 
 
 class FeedForward(nn.Module):
-    """Gated GELU: ``W_out(gelu(W_1 x) ⊙ W_v x)``."""
+    """Gated GELU: ``W_out(gelu(W_1 x) ⊙ W_v x)``, the tanh approximation (``GELU_APPROXIMATE``)."""
 
     def __init__(self, config: PhoenixConfig) -> None:
         super().__init__()
@@ -312,7 +316,7 @@ class FeedForward(nn.Module):
         self.w_out = nn.Linear(hidden, config.emb_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w_out(F.gelu(self.w_1(x)) * self.w_v(x))
+        return self.w_out(F.gelu(self.w_1(x), approximate=GELU_APPROXIMATE) * self.w_v(x))
 
 
 class DecoderBlock(nn.Module):

@@ -39,7 +39,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from xserve.phoenix.model.ranker import CandidateBatch, PhoenixRanker, RankerOutput, rope_cos_sin
+from xserve.phoenix.model.ranker import GELU_APPROXIMATE, CandidateBatch, PhoenixRanker, RankerOutput, rope_cos_sin
 
 __all__ = ["FusedCandidateScorer", "rope_matrices"]
 
@@ -167,7 +167,7 @@ class FusedCandidateScorer:
             attn = self._attention(F.rms_norm(h, (d,), w0, e0), w_qkv, layer, kl, vl, ctx_bias)
             h = h + F.rms_norm(attn, (d,), w1, e1)
             a, b = F.rms_norm(h, (d,), w2, e2).flatten(0, 1) @ layer.w_in  # (2, R·c, F)
-            ffn = (F.gelu(a).mul_(b) @ layer.w_out_t).view_as(h)  # (R, c, D)
+            ffn = (F.gelu(a, approximate=GELU_APPROXIMATE).mul_(b) @ layer.w_out_t).view_as(h)  # (R, c, D)
             h = h + F.rms_norm(ffn, (d,), w3, e3)
         w, eps = self.final_norm
         return torch.addmm(self.b_head, F.rms_norm(h, (w.shape[0],), w, eps).flatten(0, 1), self.w_head.T).view(
@@ -225,7 +225,7 @@ class FusedCandidateScorer:
             attn = out.permute(0, 3, 1, 2, 4).reshape(b, tn, hk) @ layer.w_o_t  # (B, Tn, D)
             h = h + F.rms_norm(attn, (d,), w1, e1)
             a, bb = F.rms_norm(h, (d,), w2, e2).flatten(0, 1) @ layer.w_in  # (2, B·Tn, F)
-            h = h + F.rms_norm((F.gelu(a).mul_(bb) @ layer.w_out_t).view_as(h), (d,), w3, e3)
+            h = h + F.rms_norm((F.gelu(a, approximate=GELU_APPROXIMATE).mul_(bb) @ layer.w_out_t).view_as(h), (d,), w3, e3)
         return new_k, new_v
 
     @staticmethod

@@ -48,14 +48,25 @@ from xserve.phoenix.serving.kv_cache import (
 from xserve.phoenix.model.ranker import CandidateBatch, ContextBatch, ContextKV, PhoenixRanker, RankerOutput
 from xserve.schema import ActionScores, RankRequest, RankResponse
 
-__all__ = ["RankResult", "RankerRunner", "resolve_dtype", "validate_rank_request"]
+__all__ = ["RankResult", "RankerRunner", "resolve_device", "resolve_dtype", "validate_rank_request"]
 
 
-def resolve_dtype(serving: RankerServingConfig) -> torch.dtype:
-    """``auto`` = bfloat16 on CUDA, float32 elsewhere."""
-    if serving.dtype == "auto":
-        return torch.bfloat16 if serving.device.startswith("cuda") else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[serving.dtype]
+def resolve_device(device: str, cuda_available: bool) -> str:
+    """The torch device ``ranker_serving.device`` means: ``auto`` = ``cuda`` when CUDA is available, else ``cpu``;
+    any other value as given. Ray sets ``CUDA_VISIBLE_DEVICES`` per replica (the GPUs it was given, none for
+    ``num_gpus: 0``), so ``cuda_available`` (``torch.cuda.is_available()`` in the replica) follows ``num_gpus``."""
+    if device == "auto":
+        return "cuda" if cuda_available else "cpu"
+    if device.startswith("cuda") and not cuda_available:
+        raise ValueError(f"ranker_serving.device is {device!r} but CUDA is not available here (use \"auto\" or \"cpu\")")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str | torch.device) -> torch.dtype:
+    """``auto`` = bfloat16 on a (resolved) CUDA device, float32 elsewhere."""
+    if dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
 
 
 @dataclass
@@ -90,8 +101,8 @@ class RankerRunner:
         torch.set_num_threads(serving.num_threads)
         self.serving = serving
         self.version = version
-        self.device = torch.device(serving.device)
-        self.dtype = resolve_dtype(serving)
+        self.device = torch.device(resolve_device(serving.device, torch.cuda.is_available()))
+        self.dtype = resolve_dtype(serving.dtype, self.device)
         self.model = model.eval().to(device=self.device, dtype=self.dtype)
         self.featurizer = featurizer
         cfg = model.config

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from xserve.config import RankerServingConfig, XServeConfig
 from xserve.phoenix.model.features import Featurizer
 from xserve.phoenix.model.ranker import PhoenixRanker, ffn_hidden_size
+from xserve.phoenix.serving.runner import resolve_device
 from xserve.schema import ActionScores, RankRequest, RankResponse
 
 __all__ = ["VLLMRankerBackend", "export_for_vllm"]
@@ -56,7 +57,7 @@ def export_for_vllm(model: PhoenixRanker, directory: str | Path, max_positions: 
         "architectures": [ARCHITECTURE], "model_type": "gemma2", "vocab_size": _DUMMY_VOCAB,
         "hidden_size": cfg.emb_dim, "intermediate_size": ffn_hidden_size(cfg), "num_hidden_layers": cfg.num_layers,
         "num_attention_heads": cfg.num_q_heads, "num_key_value_heads": cfg.num_kv_heads, "head_dim": cfg.key_size,
-        "hidden_activation": "gelu_pytorch_tanh",  # replaced by exact GELU in PhoenixGemma2
+        "hidden_activation": "gelu_pytorch_tanh",  # our GELU_APPROXIMATE; PhoenixGemma2 pins it
         "max_position_embeddings": max_positions, "rms_norm_eps": model.final_norm.eps, "rope_theta": cfg.rope_base,
         "attention_bias": False, "query_pre_attn_scalar": round(multiplier_inv_sq), "sliding_window": max_positions,
         "final_logit_softcapping": None, "attn_logit_softcapping": cfg.attn_logit_cap or None,
@@ -107,7 +108,7 @@ class VLLMRankerBackend:
         max_len = model.config.history_len + 2  # user + history + one candidate
         directory = export_for_vllm(model, workdir or self._tmp.name, max_len)
         ModelRegistry.register_model(ARCHITECTURE, "xserve.phoenix.serving.vllm_model:PhoenixGemma2")
-        on_gpu = serving.device.startswith("cuda")
+        on_gpu = resolve_device(serving.device, torch.cuda.is_available()).startswith("cuda")
         # vLLM's CPU attention wants blocks of a multiple of 32 tokens ("No common block size ... MultipleOf(32)").
         block_size = serving.block_size if on_gpu else -(-serving.block_size // 32) * 32
         self.llm = LLM(
