@@ -152,11 +152,15 @@ def served_app_config(data_dir: str):
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One local Ray (2 CPUs, no dashboard) for every test marked ``ray``; shut down at the end."""
+    """One local Ray (2 CPUs, no dashboard) for every test marked ``ray``; shut down at the end.
+
+    ``address="local"``: always a new cluster of its own, never one that ``ray start`` left on the machine.
+    """
     import ray
 
     if not ray.is_initialized():
         ray.init(
+            address="local",
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,
