@@ -137,7 +137,7 @@ def serve_locally(args: argparse.Namespace) -> tuple[str, str, Callable[[], None
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
-    ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False, configure_logging=False)
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR", log_to_driver=False, configure_logging=False)
     quiet = {"log_level": "WARNING", "enable_access_log": False}
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=quiet)
     url = f"http://127.0.0.1:{port}"

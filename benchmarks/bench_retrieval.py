@@ -157,7 +157,7 @@ def ray_fanout(data_dir: Path, cfg: RetrievalConfig, max_age: int, users: np.nda
 
     from xserve.actors.retrieval import RetrievalShard
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False)
     try:
         actors = [
             RetrievalShard.options(max_concurrency=2, num_cpus=0).remote(str(data_dir), i, msgspec.to_builtins(cfg), max_age, False)
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
             n = min(a.backfill_posts, a.posts)
             pq.write_table(pa.table({"post_id": post_ids[:n], "author_id": author_ids[:n], "created_at_ms": created[:n]}), tmp / "posts.parquet")
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False)
             try:
                 xcfg = XServeConfig(retrieval=cfg)
                 summary = run_backfill(tmp / "bf", xcfg, posts=str(tmp / "posts.parquet"), version="bf", batch_size=4096,

@@ -145,7 +145,7 @@ def bench_actors(events: list[PostEvent], reqs: list[InNetworkRequest], cfg: Thu
     from xserve.config import StorageConfig
     from xserve.deployments.clients import ThunderClient
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = msgspec.structs.replace(cfg, num_shards=shards)

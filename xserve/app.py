@@ -92,8 +92,9 @@ def serve_forever(config: XServeConfig, num_cpus: int | None = None) -> None:
 
     # starting Ray forks after prepare_data_dir used LanceDB here; this process does no LanceDB work meanwhile
     warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
-    ray.init(num_cpus=num_cpus, namespace="xserve", include_dashboard=False, logging_level="WARNING",
-             configure_logging=False)
+    # address="local": a Ray of its own, never one a `ray start` left on this machine
+    ray.init(address="local", num_cpus=num_cpus, namespace="xserve", include_dashboard=False,
+             logging_level="WARNING", configure_logging=False)
     quiet = {"log_level": "WARNING", "enable_access_log": False}  # logs quiet by default; Ray's log files keep the rest
     try:
         serve.start(http_options={"host": config.serving.host, "port": config.serving.port}, logging_config=quiet)
