@@ -41,6 +41,7 @@ __all__ = [
     "IngestRejection",
     "IngestResult",
     "InNetworkRequest",
+    "InNetworkResponse",
     "LabelsBody",
     "LightPost",
     "Media",
@@ -333,6 +334,13 @@ class InNetworkRequest(Struct, frozen=True):
     video_only: bool = False
 
 
+class InNetworkResponse(Struct, frozen=True):
+    """Thunder's answer: the posts, newest first, and the shards it was built without."""
+
+    posts: list[LightPost]
+    left_out: tuple[str, ...] = ()  # shards whose query failed ("thunder_shard_<i>"): their authors' posts are missing
+
+
 class RetrievalRequest(Struct, frozen=True):
     """Phoenix retrieval query: out-of-network candidates for a user's engagement history."""
 
@@ -488,7 +496,7 @@ class StageReport(Struct, frozen=True):
 class FeedResponse(Struct, frozen=True):
     request_id: str
     posts: tuple[ScoredPost, ...]
-    degraded: tuple[str, ...] = ()  # components that failed or timed out; the feed was built without them
+    degraded: tuple[str, ...] = ()  # components that failed or timed out, and shards left out; the feed was built without them
     filtered: tuple[FilteredOut, ...] = ()  # explain only
     trace: tuple[StageReport, ...] = ()  # explain only
 

@@ -70,7 +70,7 @@ def test_fanout_equals_unsharded_and_survives_restarts(ray_cluster, tmp_path):
     ]
 
     def answers():
-        return [ids(asyncio.run(client.in_network_posts(r, now_ms=now))) for r in reqs]
+        return [ids(asyncio.run(client.in_network_posts(r, now_ms=now)).posts) for r in reqs]
 
     expected = [ids(oracle.in_network_posts(r, now)) for r in reqs]
     assert answers() == answers() == expected  # twice: both replicas of each shard answer
@@ -86,7 +86,7 @@ def test_fanout_equals_unsharded_and_survives_restarts(ray_cluster, tmp_path):
     # the restarted ingest reopens the log (lock released) and keeps offsets
     res = asyncio.run(client.ingest([deleted(1, now - 500)], now_ms=now))
     assert (res.accepted, res.first_offset) == (1, len(events))
-    assert 1 not in ids(asyncio.run(client.in_network_posts(reqs[0], now_ms=now)))
+    assert 1 not in ids(asyncio.run(client.in_network_posts(reqs[0], now_ms=now)).posts)
 
     # a whole restart: every actor gone, new ones on the same data directory
     _stop(client)
@@ -116,10 +116,29 @@ def test_shard_at_capacity_answers_retry_at_once(ray_cluster, tmp_path):
 
     out = asyncio.run(burst())
     refused = [r for r in out if isinstance(r, Exception)]
-    served = [r for r in out if isinstance(r, list)]
+    served = [r.posts for r in out if not isinstance(r, Exception)]
     assert refused and served, out
     assert all(isinstance(r, ThunderAtCapacity) and "at capacity" in str(r) and "retry" in str(r) for r in refused)
     assert all(len(r) == cfg.max_posts_to_return for r in served)
+    _stop(client)
+
+
+def test_a_dead_shard_is_left_out_and_named_the_other_shards_posts_still_come(ray_cluster, tmp_path):
+    from tests.conftest import actor_is_dead, wait_until
+    from xserve.sharding import shard_for
+
+    cfg = ThunderConfig(num_shards=2)
+    client = _start(cfg, StorageConfig(data_dir=str(tmp_path), fsync=False))
+    now = _now()
+    authors = range(1, 9)
+    assert {shard_for(a, 2) for a in authors} == {0, 1}
+    asyncio.run(client.ingest(created(*(post(a, a, now - a) for a in authors)), now_ms=now))
+    dead = client._shards[1][0]
+    ray_cluster.kill(dead, no_restart=True)
+    wait_until(lambda: actor_is_dead(dead), 30, "the killed shard to be dead")
+    answer = asyncio.run(client.in_network_posts(request(authors), now_ms=now))
+    assert answer.left_out == ("thunder_shard_1",)
+    assert ids(answer.posts) == [a for a in authors if shard_for(a, 2) == 0]  # post a by author a, a ms old
     _stop(client)
 
 
@@ -153,7 +172,7 @@ def test_ingest_consumes_the_post_catalogs_logs_from_its_watermark(ray_cluster, 
     catalog[1].append(created(post(2, 6, now - HOUR), post(3, 6, now - 100 * HOUR)), now)  # 3: beyond retention
     client = _start(cfg, storage)
     assert asyncio.run(client.catch_up()) == 4
-    assert set(ids(asyncio.run(client.in_network_posts(request([5, 6]), now_ms=now)))) == {1, 2}
+    assert set(ids(asyncio.run(client.in_network_posts(request([5, 6]), now_ms=now)).posts)) == {1, 2}
     assert asyncio.run(client.catch_up()) == 0
 
     # the process dies after the catalog logged more, before Thunder read it
@@ -162,7 +181,7 @@ def test_ingest_consumes_the_post_catalogs_logs_from_its_watermark(ray_cluster, 
     _stop(client)
     client = _start(cfg, storage)
     assert asyncio.run(client.catch_up()) == 2  # only what came after the watermark
-    assert set(ids(asyncio.run(client.in_network_posts(request([5, 6]), now_ms=now)))) == {2, 4}
+    assert set(ids(asyncio.run(client.in_network_posts(request([5, 6]), now_ms=now)).posts)) == {2, 4}
     assert asyncio.run(client.stats())[-1]["next_offset"] == 4  # 1, 2, then the delete and 4: none twice
     _stop(client)
     for log in catalog:

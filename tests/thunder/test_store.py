@@ -307,8 +307,8 @@ def test_in_process_adapter_satisfies_the_mixer_protocol():
     from xserve.thunder.fanout import InProcessThunder
 
     s = store(*created(post(1, 7, NOW - 10)))
-    assert ids(asyncio.run(InProcessThunder(s, lambda: NOW).in_network_posts(request([7])))) == [1]
-    assert ids(asyncio.run(InProcessThunder(s, lambda: NOW + R).in_network_posts(request([7])))) == []
+    assert ids(asyncio.run(InProcessThunder(s, lambda: NOW).in_network_posts(request([7]))).posts) == [1]
+    assert ids(asyncio.run(InProcessThunder(s, lambda: NOW + R).in_network_posts(request([7]))).posts) == []
 
 
 def test_shard_for_is_stable_even_and_the_fan_out_skips_unneeded_shards():

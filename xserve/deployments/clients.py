@@ -35,6 +35,7 @@ from xserve.schema import (
     HistoryItem,
     IngestResult,
     InNetworkRequest,
+    InNetworkResponse,
     LightPost,
     Post,
     RankRequest,
@@ -49,7 +50,7 @@ from xserve.schema import (
     UserQueryData,
 )
 from xserve.sharding import group_by_shard, shard_for
-from xserve.thunder.fanout import fan_out_merge, shards_to_ask
+from xserve.thunder.fanout import merge_answered, shards_to_ask
 from xserve.thunder.replica import ThunderAtCapacity
 from xserve.users.last_known import LastKnownViewers
 from xserve.users.writes import Refusal, ShardedWrite
@@ -208,10 +209,12 @@ class ThunderClient:
         """Have the ingest actor consume the post catalog's logs up to now (durable in Thunder on return)."""
         return await self._ingest.catch_up.remote()
 
-    async def in_network_posts(self, req: InNetworkRequest, now_ms: int | None = None) -> list[LightPost]:
+    async def in_network_posts(self, req: InNetworkRequest, now_ms: int | None = None) -> InNetworkResponse:
+        """The merged answer of the shards owning a followed author; a shard whose every replica fails is left
+        out and named (:func:`~xserve.thunder.fanout.merge_answered`)."""
         targets = shards_to_ask(req, self.config)
-        answers = await asyncio.gather(*(self._ask(s, req, now_ms) for s in targets))
-        return fan_out_merge(answers, req, self.config)
+        outcomes = await asyncio.gather(*(self._ask(s, req, now_ms) for s in targets), return_exceptions=True)
+        return merge_answered(targets, outcomes, req, self.config)
 
     async def _ask(self, shard: int, req: InNetworkRequest, now_ms: int | None) -> list[LightPost]:
         replicas = self._shards[shard]

@@ -3,18 +3,24 @@
 The Ray-facing ``ThunderClient`` (``xserve.deployments.clients``) uses these, and so
 does the property test that proves a sharded fan-out answers exactly what one
 unsharded :class:`~xserve.thunder.store.ThunderStore` answers.
+
+A shard whose query fails (every replica dead, restarting or at capacity) is
+left out of the merge and named in the answer's ``left_out``, which the feed
+reports in its ``degraded`` list: its authors' posts are missing, the other
+shards' are not (as retrieval leaves out a failed shard). Only when no shard
+answers does the query fail.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from xserve.config import ThunderConfig
-from xserve.schema import InNetworkRequest, LightPost
+from xserve.schema import InNetworkRequest, InNetworkResponse, LightPost
 from xserve.sharding import shards_for
 from xserve.thunder.store import ThunderStore, merge_newest_first
 
-__all__ = ["InProcessThunder", "fan_out_merge", "max_results_for", "shards_to_ask"]
+__all__ = ["InProcessThunder", "fan_out_merge", "max_results_for", "merge_answered", "shard_part", "shards_to_ask"]
 
 
 def max_results_for(req: InNetworkRequest, config: ThunderConfig) -> int:
@@ -39,6 +45,36 @@ def fan_out_merge(answers: Iterable[list[LightPost]], req: InNetworkRequest, con
     return merge_newest_first(merged, max_results_for(req, config))
 
 
+def shard_part(shard: int) -> str:
+    """How a left-out shard is named in an answer's ``left_out`` (and so in a feed's ``degraded``)."""
+    return f"thunder_shard_{shard}"
+
+
+def merge_answered(
+    shards: Sequence[int], outcomes: Sequence[list[LightPost] | BaseException], req: InNetworkRequest, config: ThunderConfig
+) -> InNetworkResponse:
+    """Merge the answers of the shards that answered; each shard whose ask failed is left out and named.
+
+    ``outcomes[i]`` is shard ``shards[i]``'s answer or the exception its ask
+    raised. A cancellation (or any ``BaseException`` that is not an
+    ``Exception``) is not a shard's failure and propagates; when no shard
+    answered, the first shard's failure is raised (e.g. ``ThunderAtCapacity``:
+    the caller may retry).
+    """
+    answers: list[list[LightPost]] = []
+    left_out: list[str] = []
+    for shard, outcome in zip(shards, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            left_out.append(shard_part(shard))
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            answers.append(outcome)
+    if outcomes and not answers:
+        raise next(o for o in outcomes if isinstance(o, Exception))
+    return InNetworkResponse(fan_out_merge(answers, req, config), tuple(left_out))
+
+
 class InProcessThunder:
     """The mixer's ``InNetworkClient`` Protocol over one in-process, unsharded :class:`ThunderStore`.
 
@@ -53,5 +89,5 @@ class InProcessThunder:
     def __repr__(self) -> str:
         return f"InProcessThunder({self.store!r})"
 
-    async def in_network_posts(self, req: InNetworkRequest) -> list[LightPost]:
-        return self.store.in_network_posts(req, self.clock_ms())
+    async def in_network_posts(self, req: InNetworkRequest) -> InNetworkResponse:
+        return InNetworkResponse(self.store.in_network_posts(req, self.clock_ms()))
