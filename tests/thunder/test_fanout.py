@@ -6,7 +6,7 @@ import pytest
 
 from tests.thunder.factories import NOW, created, ids, post, request
 from xserve.config import ThunderConfig
-from xserve.thunder.fanout import merge_answered
+from xserve.thunder.fanout import first_to_answer, merge_answered
 from xserve.thunder.store import ThunderStore
 
 CFG = ThunderConfig(num_shards=3)
@@ -40,3 +40,41 @@ def test_no_shard_answered_raises_the_first_failure_and_a_cancellation_is_not_a_
         merge_answered([0, 2], [ConnectionError("first"), TimeoutError("second")], req, CFG)
     with pytest.raises(asyncio.CancelledError):
         merge_answered([0, 1], [[], asyncio.CancelledError()], req, CFG)
+
+
+class AtCapacity(Exception):
+    pass
+
+
+async def silent():
+    """A replica that never answers (as calls to a restarting actor wait for its restart)."""
+    await asyncio.Event().wait()
+
+
+def test_a_silent_or_refusing_replica_passes_to_the_next_and_a_silent_shard_runs_out_of_time():
+    async def answer():
+        return ["posts"]
+
+    async def refuse():
+        raise AtCapacity("at capacity")
+
+    async def broken():
+        raise ValueError("a bug")
+
+    async def run(*calls, timeout_s=0.2):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            return await first_to_answer(calls, timeout_s, (AtCapacity,)), loop.time() - start
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            return exc, loop.time() - start
+
+    got, took = asyncio.run(run(silent, answer))
+    assert got == ["posts"] and took >= 0.1  # the silent one had half the time, the next one answered
+    got, took = asyncio.run(run(refuse, answer, timeout_s=2.0))
+    assert got == ["posts"] and took < 1.0  # a refusal passes on at once, not after its share
+    got, took = asyncio.run(run(silent, silent))
+    assert isinstance(got, TimeoutError) and took >= 0.2  # the shard is out of time: left out by the merge
+    assert isinstance(asyncio.run(run(refuse, refuse))[0], AtCapacity)
+    got, _ = asyncio.run(run(broken, answer))
+    assert isinstance(got, ValueError)  # not a replica's "try the next one"
