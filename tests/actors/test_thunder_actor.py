@@ -7,6 +7,7 @@ import pytest
 
 from tests.thunder.factories import HOUR, created, deleted, ids, post, request
 from xserve.config import StorageConfig, ThunderConfig
+from xserve.thunder.refs import carry_refs
 from xserve.thunder.store import ThunderStore
 
 pytestmark = pytest.mark.ray
@@ -21,7 +22,7 @@ def _now() -> int:
 
 
 def _world(now: int):
-    """Posts of 12 authors incl. cross-author replies and reposts, plus deletes."""
+    """Posts of 12 authors incl. cross-author replies and reposts (carrying refs), plus deletes."""
     posts = []
     for i in range(1, 121):
         a, t = i % 12 + 1, now - i * 60_000
@@ -32,7 +33,7 @@ def _world(now: int):
             posts.append(post(i, a, t, repost_of=i + 2, repost_user=(i + 2) % 12 + 1))
         else:
             posts.append(post(i, a, t, conv=i, video_ms=30_000 if i % 3 == 0 else None))
-    return created(*posts) + [deleted(9, now - 1000), deleted(44, now - 1000)]
+    return created(*carry_refs(posts)) + [deleted(9, now - 1000), deleted(44, now - 1000)]
 
 
 def _start(cfg: ThunderConfig, storage: StorageConfig):
