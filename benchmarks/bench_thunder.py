@@ -2,7 +2,8 @@
 
 Seeded synthetic world: ``--posts`` posts over ``--authors`` authors within the
 retention window; authors' activity is Zipf-like (weight 1/rank^0.5: a few post a lot), 55 %
-originals, 25 % replies (18 % to a recent original, 7 % to any recent post), 15 % reposts, 5 % videos; viewers follow authors picked
+originals, 25 % replies (18 % to a recent original, 7 % to any recent post), 15 % reposts, 5 % videos
+(replies and reposts carry the refs the write path fills); viewers follow authors picked
 by activity. Prints one ``name value unit`` line per figure; latencies are
 the median over ``--repeats`` runs of the per-run percentile, wall clock and
 (``query_cpu_*``) this thread's CPU time, which a busy shared machine disturbs
@@ -10,6 +11,11 @@ less. They follow a first pass over the same requests, reported on its own
 as ``query_cold_*`` (the store caches each author's answer on first use). The baseline in the same run (``thunder.baseline_naive_*``) is the
 brute-force query: every post of every followed author, sorted, truncated,
 no rules.
+
+Memory per shard (``thunder.rss_mb_per_million_posts.shards<N>_per_shard``): the
+RSS growth of building one shard's store from the whole world, in a fresh process
+(so no memory freed by earlier work is reused), per million posts in the world;
+``shards1`` is the unsharded store measured the same way, for the ratio.
 
     python benchmarks/bench_thunder.py                     # the issue's sizes (1M posts, 100k authors)
     python benchmarks/bench_thunder.py --posts 20000 --authors 2000 --queries 50 --no-actors   # seconds
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import multiprocessing
 import os
 import random
 import statistics
@@ -31,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xserve.config import ThunderConfig  # noqa: E402
 from xserve.schema import InNetworkRequest, Media, MediaKind, Post, PostCreated, PostEvent  # noqa: E402
+from xserve.thunder.refs import post_ref  # noqa: E402
 from xserve.thunder.store import ThunderStore  # noqa: E402
 
 NOW_MS = 1_800_000_000_000
@@ -59,10 +67,11 @@ def make_world(num_posts: int, num_authors: int, seed: int, retention_ms: int) -
             pool = roots if roots and r < 0.18 else recent
             parent = pool[rng.randrange(len(pool))]
             root = parent.conversation_id or parent.post_id
-            p = Post(pid, a, t, in_reply_to_post_id=parent.post_id, in_reply_to_user_id=parent.author_id, conversation_id=root)
+            p = Post(pid, a, t, in_reply_to_post_id=parent.post_id, in_reply_to_user_id=parent.author_id,
+                     conversation_id=root, reply_parent=post_ref(parent))
         elif recent and r < 0.40:
             src = recent[rng.randrange(len(recent))]
-            p = Post(pid, a, t, repost_of_post_id=src.post_id, repost_of_user_id=src.author_id)
+            p = Post(pid, a, t, repost_of_post_id=src.post_id, repost_of_user_id=src.author_id, repost_source=post_ref(src))
         else:
             p = Post(pid, a, t, media=video if r > 0.95 else ())
         events.append(PostCreated(p))
@@ -74,6 +83,28 @@ def make_world(num_posts: int, num_authors: int, seed: int, retention_ms: int) -
             else:
                 pool[rng.randrange(5000)] = p
     return events, weights
+
+
+def shard_rss_mb(num_posts: int, num_authors: int, seed: int, shard: int, num_shards: int) -> tuple[float, int]:
+    """(RSS growth in MB, posts held) of building shard ``shard`` of ``num_shards``'s store from the whole world.
+
+    Run in a fresh process (:func:`fresh_process`): the world is built first, then only the store's growth counts.
+    """
+    cfg = ThunderConfig()
+    events, _ = make_world(num_posts, num_authors, seed, cfg.retention_ms)
+    gc.collect()
+    rss0 = _rss_mb()
+    store = ThunderStore(cfg, shard, num_shards)
+    for i in range(0, len(events), 10_000):
+        store.apply(events[i : i + 10_000], NOW_MS)
+    gc.collect()
+    return _rss_mb() - rss0, store.stats()["posts"]
+
+
+def fresh_process(fn, *args):  # type: ignore[no-untyped-def]
+    """``fn(*args)`` in a new Python process (spawned: it shares no heap with this one)."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
 
 
 def make_requests(weights: list[float], follows: int, count: int, seed: int) -> list[InNetworkRequest]:
@@ -185,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--authors", type=int, default=100_000, help="authors (default 100k)")
     ap.add_argument("--queries", type=int, default=300, help="queries per latency run")
     ap.add_argument("--repeats", type=int, default=3, help="latency runs; the median is printed")
-    ap.add_argument("--shards", type=int, default=4, help="shards for the actor fan-out figure")
+    ap.add_argument("--shards", type=int, default=4, help="shards for the per-shard memory and actor fan-out figures")
     ap.add_argument("--no-actors", action="store_true", help="skip the Ray actor fan-out figure")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -215,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"thunder.ingest_events_per_s {statistics.median(rates):.0f} events/s")
     print(f"thunder.posts_held {live} posts")
     print(f"thunder.rss_mb_per_million_posts {rss * 1e6 / max(live, 1):.0f} MB")
+    per_million = 1e6 / len(events)
+    whole_mb, _ = fresh_process(shard_rss_mb, args.posts, args.authors, args.seed, 0, 1)
+    print(f"thunder.rss_mb_per_million_posts.shards1_per_shard {whole_mb * per_million:.0f} MB")
+    n = args.shards
+    shard_mb = max(fresh_process(shard_rss_mb, args.posts, args.authors, args.seed, s, n)[0] for s in range(n))
+    print(f"thunder.rss_mb_per_million_posts.shards{n}_per_shard {shard_mb * per_million:.0f} MB")
+    print(f"thunder.rss_ratio.shards{n}_per_shard_to_unsharded {shard_mb / whole_mb:.2f} x")
 
     by_author: dict[int, list[Post]] = {}
     for e in events:

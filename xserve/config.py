@@ -26,7 +26,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct
 
-from xserve.clock import HOUR_MS
+from xserve.clock import HOUR_MS, MINUTE_MS
 
 __all__ = [
     "ConfigError",
@@ -131,6 +131,8 @@ class ThunderConfig(_Section):
     log_retention_slack_ms: int = HOUR_MS  # segments are kept this long past retention (clock skew, late readers)
     replay_batch_size: int = 20_000  # events applied per step when a shard rebuilds from the log
     catch_up_interval_s: float = 1.0  # the ingest actor reads the post catalog's logs this often (besides each write)
+    max_clock_skew_ms: int = 5 * MINUTE_MS  # a post stamped up to this far ahead (a writer's clock ahead of ours) is clamped to now, not lost; Kerberos's default tolerance
+    shard_timeout_s: float = 0.25  # a shard (all its replicas) silent this long is left out of a query, within the mixer's 0.3 s source timeout
 
 
 class PhoenixConfig(_Section):

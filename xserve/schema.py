@@ -41,6 +41,7 @@ __all__ = [
     "IngestRejection",
     "IngestResult",
     "InNetworkRequest",
+    "InNetworkResponse",
     "LabelsBody",
     "LightPost",
     "Media",
@@ -49,6 +50,7 @@ __all__ = [
     "MutedKeywordsSet",
     "NewPost",
     "Post",
+    "PostRef",
     "PostCandidate",
     "PostCreated",
     "PostDeleted",
@@ -201,6 +203,20 @@ class VisibilityLabel(enum.StrEnum):
     ABUSE = "abuse"
 
 
+class PostRef(Struct, frozen=True, forbid_unknown_fields=True):
+    """What Thunder's rules read of a post that another post refers to (a reply's parent, a repost's source).
+
+    Carried on the referring post, so a Thunder shard decides the reply rule and
+    repost-of-video without a copy of other shards' posts (``docs/thunder.md``).
+    """
+
+    created_at_ms: TimestampMs
+    in_reply_to_post_id: PositiveId | None = None
+    in_reply_to_user_id: PositiveId | None = None
+    repost_of_post_id: PositiveId | None = None
+    video_ms: Annotated[int, Meta(ge=0)] | None = None  # its video's length when its media are exactly one video
+
+
 class Post(Struct, frozen=True, forbid_unknown_fields=True):
     """A post as the write path accepts it and the posts table stores it."""
 
@@ -217,6 +233,8 @@ class Post(Struct, frozen=True, forbid_unknown_fields=True):
     media: Annotated[tuple[Media, ...], Meta(max_length=4)] = ()
     subscription_only: bool = False  # visible only to subscribers of the author
     labels: tuple[VisibilityLabel, ...] = ()
+    reply_parent: PostRef | None = None  # the post in_reply_to_post_id names, as the write path found it; None = not known
+    repost_source: PostRef | None = None  # the post repost_of_post_id names, as the write path found it; None = not known
 
     @property
     def is_reply(self) -> bool:
@@ -331,6 +349,13 @@ class InNetworkRequest(Struct, frozen=True):
     max_results: int
     exclude_ids: frozenset[int] = frozenset()
     video_only: bool = False
+
+
+class InNetworkResponse(Struct, frozen=True):
+    """Thunder's answer: the posts, newest first, and the shards it was built without."""
+
+    posts: list[LightPost]
+    left_out: tuple[str, ...] = ()  # shards whose query failed ("thunder_shard_<i>"): their authors' posts are missing
 
 
 class RetrievalRequest(Struct, frozen=True):
@@ -488,7 +513,7 @@ class StageReport(Struct, frozen=True):
 class FeedResponse(Struct, frozen=True):
     request_id: str
     posts: tuple[ScoredPost, ...]
-    degraded: tuple[str, ...] = ()  # components that failed or timed out; the feed was built without them
+    degraded: tuple[str, ...] = ()  # components that failed or timed out, and shards left out; the feed was built without them
     filtered: tuple[FilteredOut, ...] = ()  # explain only
     trace: tuple[StageReport, ...] = ()  # explain only
 

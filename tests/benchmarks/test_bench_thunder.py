@@ -12,6 +12,8 @@ REQUIRED = [
     "thunder.query_p99_us.follows200",
     "thunder.query_p99_us.follows2000",
     "thunder.rss_mb_per_million_posts",
+    "thunder.rss_mb_per_million_posts.shards1_per_shard",
+    "thunder.rss_mb_per_million_posts.shards4_per_shard",
 ]
 
 

@@ -49,3 +49,17 @@ def test_a_reply_and_a_repost_inherit_from_their_parents():
     assert repost.repost_of_user_id == 1 and repost.conversation_id is None
     given = _complete(NewPost(author_id=3, text="x", created_at_ms=7), 101, 5, {})
     assert given.created_at_ms == 7
+
+
+def test_a_reply_and_a_repost_carry_what_thunder_reads_of_the_posts_they_refer_to():
+    from xserve.schema import Media, MediaKind, PostRef
+
+    video = (Media(MediaKind.VIDEO, 30_000),)
+    root = Post(post_id=10, author_id=1, created_at_ms=3, text="root", media=video)
+    reply = Post(post_id=11, author_id=2, created_at_ms=4, text="re", in_reply_to_post_id=10, in_reply_to_user_id=1,
+                 conversation_id=10)
+    post = _complete(NewPost(author_id=3, text="re re", in_reply_to_post_id=11), 99, 1_000, {11: reply})
+    assert post.reply_parent == PostRef(created_at_ms=4, in_reply_to_post_id=10, in_reply_to_user_id=1)
+    assert post.repost_source is None
+    repost = _complete(NewPost(author_id=3, repost_of_post_id=10), 100, 5, {10: root})
+    assert repost.repost_source == PostRef(created_at_ms=3, video_ms=30_000) and repost.reply_parent is None

@@ -14,7 +14,7 @@ from xserve.schema import (
     ActionScores,
     HistoryItem,
     InNetworkRequest,
-    LightPost,
+    InNetworkResponse,
     Post,
     PostCandidate,
     RankRequest,
@@ -86,12 +86,12 @@ class InMemoryThunder:
     posts: dict[int, Post] = field(default_factory=dict)
     requests: list[InNetworkRequest] = field(default_factory=list)
 
-    async def in_network_posts(self, req: InNetworkRequest) -> list[LightPost]:
+    async def in_network_posts(self, req: InNetworkRequest) -> InNetworkResponse:
         self.requests.append(req)
         followed = set(req.followed_ids)
         found = [p for p in self.posts.values() if p.author_id in followed and p.post_id not in req.exclude_ids]
         found.sort(key=lambda p: (p.created_at_ms, p.post_id), reverse=True)
-        return [light_post(p, min_video_duration_ms=10_000) for p in found[: req.max_results]]
+        return InNetworkResponse([light_post(p, min_video_duration_ms=10_000) for p in found[: req.max_results]])
 
 
 @dataclass

@@ -7,7 +7,7 @@ import asyncio
 from tests.mixer.fakes import NOW_MS, InMemoryPostData, InMemoryThunder, InMemoryUserData, clients, query
 from xserve.config import load_config
 from xserve.mixer import build_for_you_pipeline
-from xserve.schema import Post, UserFeatures
+from xserve.schema import InNetworkResponse, Post, UserFeatures
 
 
 def test_config_sets_sizes_ages_and_per_stage_timeouts():
@@ -48,7 +48,7 @@ def test_slow_thunder_times_out_and_the_rest_of_the_feed_is_served():
     class Slow(InMemoryThunder):
         async def in_network_posts(self, req):
             await asyncio.sleep(5)
-            return []
+            return InNetworkResponse([])
 
     features = UserFeatures(followed_user_ids=frozenset({5}))
     thunder_posts = {1: Post(post_id=1, author_id=5, created_at_ms=NOW_MS)}
@@ -81,3 +81,21 @@ def test_two_pages_in_a_row_share_no_post():
     first, second, third = asyncio.run(pages())
     assert len(first) == len(second) == 4 and not set(first) & set(second)
     assert len(third) == 3 and not set(third) & (set(first) | set(second) | {9})
+
+
+def test_a_thunder_shard_left_out_is_named_in_degraded_and_the_other_shards_posts_are_served():
+    from xserve.mixer import feed_response
+
+    class OneShardDown(InMemoryThunder):
+        async def in_network_posts(self, req):
+            answer = await super().in_network_posts(req)
+            return InNetworkResponse(answer.posts, left_out=("thunder_shard_1",))
+
+    posts = {1: Post(post_id=1, author_id=5, created_at_ms=NOW_MS - 60_000)}
+    user_data = InMemoryUserData(features={1: UserFeatures(followed_user_ids=frozenset({5}))})
+    p = build_for_you_pipeline(
+        load_config(environ={}), clients(user_data=user_data, thunder=OneShardDown(posts), post_data=InMemoryPostData(posts))
+    )
+    response = feed_response(asyncio.run(p.execute(query())))
+    assert [s.post_id for s in response.posts] == [1]
+    assert "thunder_shard_1" in response.degraded and "ThunderSource" not in response.degraded

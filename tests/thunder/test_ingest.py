@@ -48,7 +48,7 @@ def test_rejects_malformed_events_with_reasons_and_counts(tmp_path):
         enc({"type": "post_created", "post": {"post_id": 0, "author_id": 7, "created_at_ms": NOW}}),  # id must be > 0
         enc({"type": "post_exploded", "post_id": 3}),
         {"type": "post_deleted", "post_id": 5, "deleted_at_ms": NOW - 1, "surprise": 1},  # unknown field
-        PostCreated(post(6, 7, NOW + 1)),  # from the future
+        PostCreated(post(6, 7, NOW + CFG.max_clock_skew_ms + 1)),  # from the future, beyond the clock skew allowed
         PostCreated(post(8, 7, NOW - 49 * HOUR)),  # older than retention
         PostCreated(post(9, -4)),  # built in Python: bounds re-checked
         12345,
@@ -107,6 +107,27 @@ def test_rebuild_from_log_gives_same_answers_and_deleted_stays_deleted(tmp_path)
     # a delete of a post rebuilt from the log, then the create replayed again: still deleted
     asyncio.run(Ingestor(CFG, log, [ReplicaSink(r) for r in reborn]).ingest(created(post(7, 3, NOW - 7)), NOW))
     assert 7 not in answer(reborn, range(1, 6))
+
+
+def test_a_post_from_a_clock_ahead_within_the_skew_is_clamped_to_now_and_counted(tmp_path):
+    # The API's node stamps a post by its own clock; one running ahead of Thunder's must not lose the post.
+    log = EventLog(tmp_path, writer=True, fsync=False)
+    rep = ShardReplica(ThunderConfig(num_shards=1), EventLog(tmp_path), 0, lambda: NOW, name="shard0")
+    ing = Ingestor(ThunderConfig(num_shards=1), log, [ReplicaSink(rep)])
+    res = asyncio.run(ing.ingest(created(post(1, 7, NOW + 1_000)), NOW))
+    assert (res.accepted, res.rejected) == (1, ())
+    assert ids(rep.in_network_posts(request([7]), NOW)) == [1]
+    assert [e.post.created_at_ms for _, _, e in log.read()] == [NOW]  # logged (and applied) as of now
+    assert ing.counts == {"accepted": 1, "clamped_future": 1}
+
+    # beyond the configured skew: still rejected and counted; a delete is clamped alike
+    cfg = ThunderConfig(num_shards=1, max_clock_skew_ms=5_000)
+    ing = Ingestor(cfg, log)
+    res = asyncio.run(ing.ingest(created(post(2, 7, NOW + 5_000), post(3, 7, NOW + 5_001)) + [deleted(1, NOW + 10)], NOW))
+    assert res.accepted == 2 and [r.index for r in res.rejected] == [1]
+    assert res.rejected[0].reason == f"future: created_at_ms {NOW + 5_001} is more than max_clock_skew_ms=5000 after now ({NOW})"
+    assert [e for _, _, e in log.read(1)] == [created(post(2, 7, NOW))[0], deleted(1, NOW)]
+    assert ing.counts == {"accepted": 2, "clamped_future": 2, "rejected_future": 1}
 
 
 def test_admission_gate_refuses_beyond_limit_immediately():

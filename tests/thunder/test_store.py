@@ -5,6 +5,8 @@ from hypothesis import strategies as st
 from tests.thunder.factories import HOUR, NOW, created, deleted, ids, oracle, post, request
 from xserve.config import ThunderConfig
 from xserve.schema import Media, MediaKind, QuotedPostDeleted
+from xserve.sharding import shard_for
+from xserve.thunder.refs import carry_refs, with_refs
 from xserve.thunder.store import ThunderStore, light_post
 
 CFG = ThunderConfig()
@@ -260,6 +262,7 @@ def worlds(draw):
             p = post(pid, a, t, repost_of=src.post_id, repost_user=src.author_id)
         else:
             p = post(pid, a, t, conv=pid, video_ms=draw(st.sampled_from([None, 5_000, 15_000])))
+        p = with_refs(p, posts_)  # what the post refers to, as the write path fills it from the catalog
         posts_[pid] = p
         events.append(created(p)[0])
         if draw(st.integers(0, 9)) == 0:
@@ -301,14 +304,119 @@ def test_sharded_fanout_equals_unsharded_equals_oracle(world, num_shards, follow
     assert expected == oracle(one._posts, videos, req, now, cfg)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    world=worlds(),
+    num_shards=st.integers(2, 4),
+    shuffle=st.randoms(use_true_random=False),
+    followed=st.lists(st.integers(1, 9), min_size=1, max_size=9, unique=True),
+    viewer=st.integers(1, 9),
+    video_only=st.booleans(),
+)
+def test_sharded_equals_unsharded_in_whatever_order_the_events_arrive(world, num_shards, shuffle, followed, viewer, video_only):
+    # Replies before their parents, deletes before creates: a shard decides from the refs a post carries what
+    # one store holding every post decides (a parent not arrived yet counts as held, on both).
+    from xserve.thunder.fanout import fan_out_merge
+
+    events, batches = world
+    events = list(events)
+    shuffle.shuffle(events)
+    cfg = ThunderConfig(max_original_posts_per_author=3, max_reply_posts_per_author=2, max_video_posts_per_author=2, max_tiny_posts_per_user_scan=5)
+    one = ThunderStore(cfg)
+    shards = [ThunderStore(cfg, i, num_shards) for i in range(num_shards)]
+    step = max(1, len(events) // batches)
+    req = request(followed, viewer=viewer, video_only=video_only)
+    for i in range(0, len(events), step):
+        for s in [one, *shards]:
+            s.apply(events[i : i + step], NOW)
+        assert fan_out_merge([s.in_network_posts(req, NOW) for s in shards], req, cfg) == one.in_network_posts(req, NOW)
+
+
+def mixed_world(n: int, authors: int, seed: int = 0) -> list:
+    """``n`` posts, as the benchmark's world: 55 % originals, 25 % replies, 15 % reposts, 5 % videos; refs carried."""
+    import random
+
+    rng = random.Random(seed)
+    posts_ = []
+    for pid in range(1, n + 1):
+        a, t, r = rng.randrange(1, authors + 1), NOW - HOUR + pid, rng.random()
+        if posts_ and r < 0.25:
+            parent = rng.choice(posts_[-500:])
+            posts_.append(post(pid, a, t, reply_to=parent.post_id, reply_user=parent.author_id, conv=parent.conversation_id or parent.post_id))
+        elif posts_ and r < 0.40:
+            src = rng.choice(posts_[-500:])
+            posts_.append(post(pid, a, t, repost_of=src.post_id, repost_user=src.author_id))
+        else:
+            posts_.append(post(pid, a, t, conv=pid, video_ms=30_000 if r > 0.95 else None))
+    return created(*carry_refs(posts_))
+
+
+def test_a_shard_holds_its_own_posts_and_only_what_they_refer_to():
+    # Sharding divides memory: each of 4 shards holds about a quarter of the posts, plus a stub of each other
+    # post its own replies and reposts refer to (built from the refs they carry), never the other shards' posts.
+    import gc
+    import tracemalloc
+
+    events = mixed_world(2_000, 200)
+
+    def held(shard: int, num_shards: int) -> tuple[int, ThunderStore]:
+        gc.collect()
+        tracemalloc.start()
+        s = ThunderStore(CFG, shard, num_shards)
+        s.apply(events, NOW)
+        size = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        return size, s
+
+    whole, one = held(0, 1)
+    shards = [held(i, 4) for i in range(4)]
+    assert sum(s.stats()["posts"] for _, s in shards) == one.stats()["posts"] == 2_000
+    for size, s in shards:
+        st_ = s.stats()
+        assert st_["referenced_posts"] <= st_["secondary_posts"] < st_["posts"] < 600
+        assert size < 0.4 * whole, (size, whole)
+
+
+def test_a_reply_to_another_shards_post_is_decided_from_the_refs_it_carries():
+    parent = post(1, 10, NOW - 50, conv=1, video_ms=30_000)
+    reply = post(2, 7, NOW - 40, reply_to=1, reply_user=10, conv=1)
+    repost = post(3, 7, NOW - 30, repost_of=1, repost_user=10)
+    assert shard_for(10, 2) != shard_for(7, 2)
+    mine = shard_for(7, 2)
+    with_parent = created(parent, *carry_refs([parent, reply, repost])[1:])
+    s = ThunderStore(CFG, mine, 2)
+    s.apply(with_parent, NOW)
+    assert s.stats()["referenced_posts"] == 1 and s.get(1) is not None  # a stub from the refs, not post 1 itself
+    assert query(s, [7]) == [3, 2] and query(s, [7], video_only=True) == [3]  # reply rule (a); repost of a video
+    s.apply([deleted(1)], NOW)  # every shard records every delete: the stub goes, the reply with it
+    assert query(s, [7]) == [3] and s.stats()["referenced_posts"] == 0
+    # a post without refs (an old log) is decided from this shard's own posts only
+    s = ThunderStore(CFG, mine, 2)
+    s.apply(created(parent, reply, repost), NOW)
+    assert query(s, [7]) == [3] and query(s, [7], video_only=True) == []
+
+
+def test_an_old_log_without_refs_still_replays():
+    import msgspec
+
+    from xserve.schema import PostEvent
+
+    old = {"type": "post_created", "post": {"post_id": 2, "author_id": 7, "created_at_ms": NOW - 40, "in_reply_to_post_id": 1,
+                                            "in_reply_to_user_id": 7, "conversation_id": 1}}
+    events = [msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=PostEvent)]
+    assert events[0].post.reply_parent is None and events[0].post.repost_source is None
+    s = store(*created(post(1, 7, NOW - 50, conv=1)), *events)
+    assert query(s, [7]) == [2, 1]
+
+
 def test_in_process_adapter_satisfies_the_mixer_protocol():
     import asyncio
 
     from xserve.thunder.fanout import InProcessThunder
 
     s = store(*created(post(1, 7, NOW - 10)))
-    assert ids(asyncio.run(InProcessThunder(s, lambda: NOW).in_network_posts(request([7])))) == [1]
-    assert ids(asyncio.run(InProcessThunder(s, lambda: NOW + R).in_network_posts(request([7])))) == []
+    assert ids(asyncio.run(InProcessThunder(s, lambda: NOW).in_network_posts(request([7]))).posts) == [1]
+    assert ids(asyncio.run(InProcessThunder(s, lambda: NOW + R).in_network_posts(request([7]))).posts) == []
 
 
 def test_shard_for_is_stable_even_and_the_fan_out_skips_unneeded_shards():

@@ -49,6 +49,7 @@ from xserve.schema import (
     UserUpserted,
     json_encoder,
 )
+from xserve.thunder.refs import post_ref
 from xserve.users.writes import WriteRefused
 
 __all__ = ["EDGE_PATHS", "USER_STORE_STALE", "ApiError", "FeedAPI", "PostSink"]
@@ -272,7 +273,8 @@ class FeedAPI:
 
 
 def _complete(new: NewPost, post_id: int, now_ms: int, parents: dict[int, Post]) -> Post:
-    """The stored ``Post``: links to the parent's author and conversation filled in from the parents."""
+    """The stored ``Post``: links to the parent's author and conversation filled in from the parents, and the
+    refs Thunder's rules read of the posts it replies to or reposts (:mod:`xserve.thunder.refs`)."""
     reply_to = parents.get(new.in_reply_to_post_id) if new.in_reply_to_post_id else None
     repost_of = parents.get(new.repost_of_post_id) if new.repost_of_post_id else None
     conversation = new.conversation_id
@@ -291,4 +293,6 @@ def _complete(new: NewPost, post_id: int, now_ms: int, parents: dict[int, Post])
         conversation_id=conversation,
         media=new.media,
         subscription_only=new.subscription_only,
+        reply_parent=post_ref(reply_to) if reply_to else None,
+        repost_source=post_ref(repost_of) if repost_of else None,
     )

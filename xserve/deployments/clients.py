@@ -35,6 +35,7 @@ from xserve.schema import (
     HistoryItem,
     IngestResult,
     InNetworkRequest,
+    InNetworkResponse,
     LightPost,
     Post,
     RankRequest,
@@ -49,7 +50,7 @@ from xserve.schema import (
     UserQueryData,
 )
 from xserve.sharding import group_by_shard, shard_for
-from xserve.thunder.fanout import fan_out_merge, shards_to_ask
+from xserve.thunder.fanout import first_to_answer, merge_answered, shards_to_ask
 from xserve.thunder.replica import ThunderAtCapacity
 from xserve.users.last_known import LastKnownViewers
 from xserve.users.writes import Refusal, ShardedWrite
@@ -183,6 +184,10 @@ class PostCatalogClient:
         await asyncio.gather(*(uncancelled(self._shards[s].apply.remote(evs)) for s, evs in by_shard.items()))
 
 
+# a replica at capacity, or restarting after a crash, passes the query to the shard's next replica
+_PASS_TO_NEXT_REPLICA = (ThunderAtCapacity, ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError)
+
+
 class ThunderClient:
     """Thunder's actors: queries fan out to the shards owning followed authors; writes go to the ingest actor.
 
@@ -208,22 +213,19 @@ class ThunderClient:
         """Have the ingest actor consume the post catalog's logs up to now (durable in Thunder on return)."""
         return await self._ingest.catch_up.remote()
 
-    async def in_network_posts(self, req: InNetworkRequest, now_ms: int | None = None) -> list[LightPost]:
+    async def in_network_posts(self, req: InNetworkRequest, now_ms: int | None = None) -> InNetworkResponse:
+        """The merged answer of the shards owning a followed author; a shard whose every replica fails, or that
+        has not answered within ``shard_timeout_s``, is left out and named (:mod:`xserve.thunder.fanout`)."""
         targets = shards_to_ask(req, self.config)
-        answers = await asyncio.gather(*(self._ask(s, req, now_ms) for s in targets))
-        return fan_out_merge(answers, req, self.config)
+        outcomes = await asyncio.gather(*(self._ask(s, req, now_ms) for s in targets), return_exceptions=True)
+        return merge_answered(targets, outcomes, req, self.config)
 
     async def _ask(self, shard: int, req: InNetworkRequest, now_ms: int | None) -> list[LightPost]:
         replicas = self._shards[shard]
         start = next(self._turn[shard])
-        # round-robin; a replica at capacity, or restarting after a crash, passes to the next
-        for i in range(len(replicas)):
-            try:
-                return await uncancelled(replicas[(start + i) % len(replicas)].in_network_posts.remote(req, now_ms))
-            except (ThunderAtCapacity, ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError):
-                if i == len(replicas) - 1:
-                    raise
-        raise AssertionError("unreachable")
+        order = [replicas[(start + i) % len(replicas)] for i in range(len(replicas))]  # round-robin
+        calls = [lambda h=h: uncancelled(h.in_network_posts.remote(req, now_ms)) for h in order]
+        return await first_to_answer(calls, self.config.shard_timeout_s, _PASS_TO_NEXT_REPLICA)
 
     async def stats(self) -> list[dict[str, int]]:
         """Each shard replica's stats (shard-major order), then the ingest actor's."""

@@ -14,7 +14,7 @@ from typing import Protocol
 from xserve.schema import (
     HistoryItem,
     InNetworkRequest,
-    LightPost,
+    InNetworkResponse,
     Post,
     RankRequest,
     RankResponse,
@@ -51,9 +51,9 @@ class UserDataClient(Protocol):
 
 
 class InNetworkClient(Protocol):
-    """Thunder: recent posts of followed authors, newest first."""
+    """Thunder: recent posts of followed authors, newest first, and the shards left out of the answer."""
 
-    async def in_network_posts(self, req: InNetworkRequest) -> list[LightPost]: ...
+    async def in_network_posts(self, req: InNetworkRequest) -> InNetworkResponse: ...
 
 
 class RetrievalClient(Protocol):

@@ -40,6 +40,8 @@ class ForYouQuery(msgspec.Struct, kw_only=True):
     user_features: UserFeatures | None = None  # None = not hydrated (the user store failed)
     history: tuple[HistoryItem, ...] | None = None  # engagement sequence, newest last
     served_history: frozenset[int] = frozenset()  # bottom requests: what the user store recorded as served
+    # sources
+    left_out: list[str] = msgspec.field(default_factory=list)  # parts a source answered without (a Thunder shard): in the feed's degraded
 
     @classmethod
     def from_request(

@@ -10,15 +10,17 @@ __all__ = ["feed_response", "scored_post"]
 
 
 def feed_response(result: PipelineResult[ForYouQuery, PostCandidate]) -> FeedResponse:
-    """Posts in feed order; with ``explain``, each post's score factors, per-filter removals and the trace."""
+    """Posts in feed order, and what the feed was built without (failed components, left-out shards);
+    with ``explain``, each post's score factors, per-filter removals and the trace."""
     explain = result.query.explain
     posts = tuple(scored_post(c, explain) for c in result.selected)
+    degraded = (*result.degraded, *result.query.left_out)
     if not explain:
-        return FeedResponse(request_id=result.query.request_id, posts=posts, degraded=tuple(result.degraded))
+        return FeedResponse(request_id=result.query.request_id, posts=posts, degraded=degraded)
     return FeedResponse(
         request_id=result.query.request_id,
         posts=posts,
-        degraded=tuple(result.degraded),
+        degraded=degraded,
         filtered=tuple(FilteredOut(name, tuple(c.post_id for c in cs)) for name, cs in result.filtered.items()),
         trace=tuple(
             StageReport(r.stage.value, r.component, r.status.value, r.duration_ms, r.count_in, r.count_out, r.error)

@@ -16,7 +16,11 @@ __all__ = ["PhoenixSource", "ThunderSource"]
 
 
 class ThunderSource(Source[ForYouQuery, PostCandidate]):
-    """In-network: recent posts of the accounts the viewer follows."""
+    """In-network: recent posts of the accounts the viewer follows.
+
+    Thunder shards that failed are named in ``query.left_out`` (the feed's
+    ``degraded``); the other shards' posts are still candidates.
+    """
 
     def __init__(self, in_network: InNetworkClient, max_results: int) -> None:
         self._in_network = in_network
@@ -29,7 +33,9 @@ class ThunderSource(Source[ForYouQuery, PostCandidate]):
         if not followed:
             return []
         req = InNetworkRequest(viewer_id=query.viewer_id, followed_ids=followed, max_results=self.max_results)
-        return [_candidate(p) for p in await self._in_network.in_network_posts(req)]
+        answer = await self._in_network.in_network_posts(req)
+        query.left_out.extend(answer.left_out)
+        return [_candidate(p) for p in answer.posts]
 
 
 def _candidate(post: LightPost) -> PostCandidate:

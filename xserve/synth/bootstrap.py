@@ -87,9 +87,13 @@ def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, A
     try:
         if log.next_offset == 0:
             from xserve.schema import PostCreated
+            from xserve.thunder.refs import carry_refs
 
             recent = recent if recent is not None else _recent_posts(dd, now_ms - config.thunder.retention_ms)
-            log.append([PostCreated(p) for p in recent if p.created_at_ms >= now_ms - config.thunder.retention_ms], now_ms)
+            kept = [p for p in recent if p.created_at_ms >= now_ms - config.thunder.retention_ms]
+            # what each reply and repost refers to, as the write path would fill it (a parent older than
+            # retention gets no ref: the reply rule drops its replies anyway)
+            log.append([PostCreated(p) for p in carry_refs(kept)], now_ms)
             done["thunder_events"] = log.next_offset
     finally:
         log.close()

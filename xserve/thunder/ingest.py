@@ -6,7 +6,10 @@ Every writer (the HTTP write path, the Kafka consumer, scripts, tests) calls
 1. each item is validated at the edge (msgspec decode with the schema's
    bounds, then the time window); a bad item is rejected with a reason
    (``invalid: ...``, ``future: ...``, ``stale: ...``), counted, and never
-   reaches the log or a shard, and never fails the rest of the batch;
+   reaches the log or a shard, and never fails the rest of the batch. An
+   event stamped in the future by at most ``max_clock_skew_ms`` (the writer's
+   clock ahead of ours) is not bad: its time is clamped to now, and counted
+   (``clamped_future``), so a post the API acknowledged is never lost to skew;
 2. the accepted events are appended to the event log, ``fsync``-ed when
    configured, *before* anything else happens: the returned
    :class:`~xserve.schema.IngestResult` is the acknowledgement, and an
@@ -82,6 +85,13 @@ def _event_time(event: PostEvent) -> tuple[str, int]:
     raise TypeError(type(event).__name__)  # unreachable: decode only yields PostEvent
 
 
+def _clamped(event: PostEvent, now_ms: int) -> PostEvent:
+    """``event`` with its time (creation or deletion) set to ``now_ms``."""
+    if isinstance(event, PostCreated):
+        return PostCreated(msgspec.structs.replace(event.post, created_at_ms=now_ms))
+    return msgspec.structs.replace(event, deleted_at_ms=now_ms)
+
+
 def for_shards(event: PostEvent) -> PostEvent:
     """The event as shards need it: a create without its text (Thunder never reads it)."""
     if isinstance(event, PostCreated) and event.post.text:
@@ -98,7 +108,7 @@ class Ingestor:
         self.config = config
         self.log = log
         self.sinks = list(sinks)
-        self.counts: Counter[str] = Counter()  # accepted / rejected_<kind> / sink_errors
+        self.counts: Counter[str] = Counter()  # accepted / clamped_future / rejected_<kind> / sink_errors
         self._json = msgspec.json.Decoder(PostEvent)
         self._encoder = msgspec.json.Encoder()
 
@@ -118,14 +128,17 @@ class Ingestor:
         )
 
     def validate(self, items: Sequence[Any], now_ms: int) -> tuple[list[PostEvent], list[IngestRejection]]:
-        """Split ``items`` into accepted events and rejections (with reasons); counts both."""
+        """Split ``items`` into accepted events (future ones within the skew clamped to now) and rejections
+        (with reasons); counts both, and the clamped."""
         if len(items) > self.config.max_ingest_batch:
             raise ValueError(
                 f"ingest batch of {len(items)} events exceeds max_ingest_batch={self.config.max_ingest_batch}; split it"
             )
         cutoff = now_ms - self.config.retention_ms
+        skew = self.config.max_clock_skew_ms
         accepted: list[PostEvent] = []
         rejected: list[IngestRejection] = []
+        clamped = 0
         for i, item in enumerate(items):
             try:
                 event = self._decode(item)
@@ -133,15 +146,22 @@ class Ingestor:
                 rejected.append(IngestRejection(i, f"invalid: {exc}"))
                 continue
             field, t = _event_time(event)
-            if t > now_ms:
-                rejected.append(IngestRejection(i, f"future: {field} {t} is after now ({now_ms})"))
+            if t > now_ms + skew:
+                rejected.append(
+                    IngestRejection(i, f"future: {field} {t} is more than max_clock_skew_ms={skew} after now ({now_ms})")
+                )
             elif t < cutoff:
                 rejected.append(
                     IngestRejection(i, f"stale: {field} {t} is older than retention ({self.config.retention_ms} ms)")
                 )
+            elif t > now_ms:
+                accepted.append(_clamped(event, now_ms))
+                clamped += 1
             else:
                 accepted.append(event)
         self.counts["accepted"] += len(accepted)
+        if clamped:
+            self.counts["clamped_future"] += clamped
         for r in rejected:
             self.counts["rejected_" + r.reason.split(":", 1)[0]] += 1
         return accepted, rejected

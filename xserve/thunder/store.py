@@ -12,11 +12,14 @@ Data structures (one ``LightPost`` object per live post, referenced, never copie
   author's originals, replies + reposts, and video posts, sorted by
   ``(created_at_ms, post_id)``, **newest last**. Every deque entry is also in
   ``_posts`` (deletes remove eagerly), so a query never looks a candidate up;
-* ``_foreign``: post id -> ``LightPost`` for posts of authors *other* shards own.
-  A reply's parent and a repost's source can be by any author, so each shard
-  sees the whole event stream and keeps this table (no deques) to decide the
-  reply rule and repost-of-video exactly as one unsharded store would; it is
-  what makes the sharded fan-out equal the unsharded answer;
+* ``_referenced``: post id -> ``LightPost`` stub for a post that one of this
+  shard's posts refers to (a reply's parent, a repost's source) and that this
+  shard does not hold: another shard's post, or one not arrived yet. A stub is
+  built from the :class:`~xserve.schema.PostRef` the referring post carries
+  (:mod:`xserve.thunder.refs`) and holds just what the reply rule and
+  repost-of-video read, so the sharded fan-out equals the unsharded answer
+  while a shard holds none of the other shards' posts: memory per shard falls
+  as 1/N. Other shards' creates are skipped; every delete is recorded;
 * ``_deleted``: post id -> ``deleted_at_ms``, with ``_deletions`` (arrival
   order) so deletions age out after the retention window like posts do;
 * ``_runs`` / ``_video_runs``: author id -> :class:`_Run`, that author's answer
@@ -52,14 +55,15 @@ from xserve.config import ThunderConfig
 from xserve.schema import (
     InNetworkRequest,
     LightPost,
-    MediaKind,
     Post,
     PostCreated,
     PostDeleted,
     PostEvent,
+    PostRef,
     QuotedPostDeleted,
 )
 from xserve.sharding import shard_for
+from xserve.thunder.refs import single_video_ms
 
 __all__ = ["ThunderStore", "light_post", "merge_newest_first"]
 
@@ -74,10 +78,8 @@ def light_post(post: Post, min_video_duration_ms: int) -> LightPost:
     ``has_video`` follows the reference: exactly one media item, a video of at
     least ``min_video_duration_ms``.
     """
-    media = post.media
-    has_video = (
-        len(media) == 1 and media[0].kind is MediaKind.VIDEO and media[0].duration_ms >= min_video_duration_ms
-    )
+    video_ms = single_video_ms(post.media)
+    has_video = video_ms is not None and video_ms >= min_video_duration_ms
     return LightPost(
         post.post_id,
         post.author_id,
@@ -88,6 +90,23 @@ def light_post(post: Post, min_video_duration_ms: int) -> LightPost:
         post.repost_of_user_id,
         post.conversation_id,
         has_video,
+    )
+
+
+def _stub(post_id: int, author_id: int | None, ref: PostRef, min_video_duration_ms: int) -> LightPost:
+    """A post as the rules see it, from the ``ref`` a post referring to it carries (the reply and conversation
+    links of the stub itself are not known and not needed)."""
+    video_ms = ref.video_ms
+    return LightPost(
+        post_id,
+        author_id or 0,
+        ref.created_at_ms,
+        ref.in_reply_to_post_id,
+        ref.in_reply_to_user_id,
+        ref.repost_of_post_id,
+        None,
+        None,
+        video_ms is not None and video_ms >= min_video_duration_ms,
     )
 
 
@@ -239,11 +258,12 @@ _NO_PARENT = 1 << 62  # "parent time" of a post that is not a reply: never too o
 
 
 class ThunderStore:
-    """Recent posts of the authors one shard owns, plus the parent table of all others.
+    """Recent posts of the authors one shard owns, plus stubs of the posts they refer to.
 
     ``shard``/``num_shards``: this store keeps deques for authors with
     ``shard_for(author_id, num_shards) == shard``; with the default ``(0, 1)``
-    it is the whole, unsharded store. Feed every store the full event stream.
+    it is the whole, unsharded store. Feed every store the full event stream
+    (it skips other shards' creates, and records every delete).
     Not thread-safe: one owner (an actor) calls it.
     """
 
@@ -269,7 +289,7 @@ class ThunderStore:
         self._originals: dict[int, deque[LightPost]] = {}
         self._secondary: dict[int, deque[LightPost]] = {}
         self._videos: dict[int, deque[LightPost]] = {}
-        self._foreign: dict[int, LightPost] = {}
+        self._referenced: dict[int, LightPost] = {}  # stubs of posts ours refer to that we do not hold
         self._deleted: dict[int, int] = {}
         self._deletions: deque[tuple[int, int]] = deque()
         self._runs: dict[int, _Run] = {}  # author -> cached answer from originals + replies/reposts
@@ -289,8 +309,8 @@ class ThunderStore:
         return self.num_shards == 1 or shard_for(author_id, self.num_shards) == self.shard
 
     def get(self, post_id: int) -> LightPost | None:
-        """A live post by id, from this shard's authors or any other's."""
-        return self._posts.get(post_id) or self._foreign.get(post_id)
+        """A live post by id: this shard's own, or the stub of one its posts refer to."""
+        return self._posts.get(post_id) or self._referenced.get(post_id)
 
     # ------------------------------------------------------------------ writes
 
@@ -326,7 +346,7 @@ class ThunderStore:
         creates.sort(key=_CREATED)
         outcome["dropped_future"] += future
         outcome["dropped_stale"] += stale
-        outcome.update(self._insert_sorted(creates))
+        outcome.update(self._insert_sorted(creates, cutoff))
         self.counters.update(outcome)
         return +outcome
 
@@ -340,9 +360,9 @@ class ThunderStore:
         self._deletions.append((deleted_at_ms, post_id))
         if post_id in self._watched:
             self._parents_changed()
+        self._referenced.pop(post_id, None)
         p = self._posts.pop(post_id, None)
         if p is None:
-            self._foreign.pop(post_id, None)
             return "deleted"
         a = p.author_id
         self._forget_runs(a)
@@ -354,39 +374,37 @@ class ThunderStore:
                     del by_author[a]
         return "deleted"
 
-    def _insert_sorted(self, creates: list[Post]) -> Counter[str]:
+    def _insert_sorted(self, creates: list[Post], cutoff: int) -> Counter[str]:
         # The ingest hot loop: locals, no per-event method calls on the common path.
         outcome: Counter[str] = Counter()
-        posts, foreign, deleted = self._posts, self._foreign, self._deleted
+        posts, referenced, deleted = self._posts, self._referenced, self._deleted
         originals, secondary = self._originals, self._secondary
         min_video = self.config.min_video_duration_ms
         list_cap = self.config.max_posts_per_author_list
         sharded = self.num_shards > 1
         runs_pop, video_runs_pop = self._runs.pop, self._video_runs.pop
         watched = self._watched
-        n_created = n_foreign = n_dup = n_del = 0
+        n_created = n_other = n_dup = n_del = 0
         for post in creates:
             pid = post.post_id
             if pid in deleted:
                 n_del += 1
                 continue
             if sharded and shard_for(post.author_id, self.num_shards) != self.shard:
-                if pid in foreign:
-                    n_dup += 1
-                else:
-                    foreign[pid] = light_post(post, min_video)
-                    n_foreign += 1
-                    if pid in watched:  # a late parent of a cached reply
-                        self._parents_changed()
-                        watched = self._watched
+                n_other += 1  # another shard's: our posts that refer to it carry what the rules need of it
                 continue
             if pid in posts:
                 n_dup += 1
                 continue
             lp = posts[pid] = light_post(post, min_video)
             n_created += 1
-            if pid in watched:  # a late parent of a cached reply
+            if pid in watched:  # a late parent of a cached reply (its stub, if any, is replaced)
                 self._parents_changed()
+                watched = self._watched
+            if referenced and pid in referenced:
+                del referenced[pid]
+            if post.reply_parent is not None or post.repost_source is not None:
+                self._refer(post, cutoff)
                 watched = self._watched
             a = lp.author_id
             runs_pop(a, None)
@@ -405,15 +423,30 @@ class ThunderStore:
                 continue
             video = lp.has_video
             if not video and repost:
-                source = posts.get(lp.repost_of_post_id) or foreign.get(lp.repost_of_post_id)  # type: ignore[arg-type]
+                source = posts.get(lp.repost_of_post_id) or referenced.get(lp.repost_of_post_id)  # type: ignore[arg-type]
                 video = source is not None and source.has_video and not _is_reply(source)
             if video:
                 self._push(self._videos, lp, False)
         outcome["created"] = n_created
-        outcome["created_foreign"] = n_foreign
+        outcome["skipped_other_shards"] = n_other
         outcome["duplicates"] = n_dup
         outcome["skipped_deleted"] = n_del
         return outcome
+
+    def _refer(self, post: Post, cutoff: int) -> None:
+        """Keep a stub of the posts ``post`` refers to, from the refs it carries, unless we hold the post
+        itself (or a stub), it is deleted, or it is past retention (no reply to it would be kept)."""
+        for pid, author, ref in (
+            (post.in_reply_to_post_id, post.in_reply_to_user_id, post.reply_parent),
+            (post.repost_of_post_id, post.repost_of_user_id, post.repost_source),
+        ):
+            if ref is None or pid is None or ref.created_at_ms < cutoff:
+                continue
+            if pid in self._posts or pid in self._referenced or pid in self._deleted:
+                continue
+            self._referenced[pid] = _stub(pid, author, ref, self.config.min_video_duration_ms)
+            if pid in self._watched:  # a cached reply found no parent before
+                self._parents_changed()
 
     def _push(self, by_author: dict[int, deque[LightPost]], lp: LightPost, owns_table: bool) -> None:
         """Append ``lp`` to its author's deque: evict the oldest beyond the list cap, keep time order."""
@@ -458,16 +491,10 @@ class ThunderStore:
                     empty.append(a)
             for a in empty:
                 del by_author[a]
-        # Insertion order is (almost) time order: scan from the front and stop at
-        # the first live entry; a straggler behind it goes on a later trim, and
-        # queries check the age of a parent themselves.
-        stale = []
-        for pid, p in self._foreign.items():
-            if p.created_at_ms >= cutoff:
-                break
-            stale.append(pid)
+        # Stubs arrive in the order of the posts referring to them, not their own time: scan them all.
+        stale = [pid for pid, p in self._referenced.items() if p.created_at_ms < cutoff]
         for pid in stale:
-            del self._foreign[pid]
+            del self._referenced[pid]
         deletions = self._deletions
         while deletions and deletions[0][0] < cutoff:
             t, pid = deletions.popleft()
@@ -479,7 +506,7 @@ class ThunderStore:
         return removed
 
     def _shrink(self) -> None:
-        for name in ("_posts", "_foreign", "_deleted", "_originals", "_secondary", "_videos", "_runs", "_video_runs"):
+        for name in ("_posts", "_referenced", "_deleted", "_originals", "_secondary", "_videos", "_runs", "_video_runs"):
             d = getattr(self, name)
             peak = max(self._peak.get(name, 0), len(d))
             if len(d) < peak // 2:
@@ -702,7 +729,7 @@ class ThunderStore:
         """
         scan = self.config.max_tiny_posts_per_user_scan
         get = by_author.get
-        posts_get, foreign_get = self._posts.get, self._foreign.get
+        posts_get, referenced_get = self._posts.get, self._referenced.get
         append = out.append
         for a in followed:
             d = get(a)
@@ -721,7 +748,7 @@ class ThunderStore:
                     continue
                 parent_id = p.in_reply_to_post_id
                 if parent_id is not None and followed_set is not None:
-                    parent = posts_get(parent_id) or foreign_get(parent_id)
+                    parent = posts_get(parent_id) or referenced_get(parent_id)
                     if parent is None or parent.created_at_ms < cutoff:
                         continue
                     if (
@@ -745,7 +772,7 @@ class ThunderStore:
         """Sizes and lifetime counters (for the actor's stats and metrics)."""
         return {
             "posts": len(self._posts),
-            "foreign_posts": len(self._foreign),
+            "referenced_posts": len(self._referenced),
             "deleted_posts": len(self._deleted),
             "authors": len(self._originals.keys() | self._secondary.keys()),
             "original_posts": sum(map(len, self._originals.values())),
