@@ -266,7 +266,10 @@ def worlds(draw):
         posts_[pid] = p
         events.append(created(p)[0])
         if draw(st.integers(0, 9)) == 0:
-            events.append(deleted(draw(st.integers(1, n)), NOW - draw(st.integers(0, R))))
+            # a post is deleted after it was created (a delete stamped before its post's creation, as only a
+            # clock skew beyond a retention could make, may let a later reply's reference outlive the delete)
+            target = posts_[draw(st.integers(1, pid))]
+            events.append(deleted(target.post_id, max(target.created_at_ms, NOW - draw(st.integers(0, R)))))
     batches = draw(st.integers(1, 4))
     return events, batches
 
