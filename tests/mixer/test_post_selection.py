@@ -28,10 +28,11 @@ def test_visibility_hydrator_labels_deleted_posts_and_reposted_originals():
     ]
 
 
-def test_visibility_filter_any_label_removes_unknown_is_kept():
+def test_visibility_filter_any_label_removes_unknown_is_removed():
+    """A post whose labels were never fetched (None) is not served: visibility fails closed (issue 13)."""
     cands = [cand(1, visibility_labels=()), cand(2, visibility_labels=(VisibilityLabel.SPAM,)), cand(3)]
     result = VisibilityFilter().filter(query(), cands)
-    assert [c.post_id for c in result.kept] == [1, 3] and [c.post_id for c in result.removed] == [2]
+    assert [c.post_id for c in result.kept] == [1] and [c.post_id for c in result.removed] == [2, 3]
 
 
 def test_dedup_conversation_keeps_the_best_scored_per_conversation():

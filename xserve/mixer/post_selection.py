@@ -49,13 +49,13 @@ class VisibilityHydrator(Hydrator[ForYouQuery, PostCandidate, Labels]):
 class VisibilityFilter(Filter[ForYouQuery, PostCandidate]):
     """Posts with any visibility label.
 
-    A post whose labels could not be fetched (``None``) is kept, as the
-    reference keeps a post with no visibility reason; the failed hydrator is
-    named in the response's ``degraded`` list.
+    A post whose labels were never fetched (``None``) is removed too: what
+    cannot be checked is not served (the builder also makes a failing
+    ``VisibilityHydrator`` drop every post it was given).
     """
 
     def filter(self, query: ForYouQuery, candidates: Candidates) -> FilterResult[PostCandidate]:
-        return partition(candidates, lambda c: bool(c.visibility_labels))
+        return partition(candidates, lambda c: c.visibility_labels is None or bool(c.visibility_labels))
 
 
 class DedupConversationFilter(Filter[ForYouQuery, PostCandidate]):
