@@ -455,6 +455,8 @@ class PostCandidate(Struct):
     diversity_multiplier: float | None = None
     oon_multiplier: float | None = None
     score: float | None = None
+    # visibility hydrator, with visibility_labels: why the post's level drops it ("spam", "deleted,gore"); None = allowed
+    visibility_reason: str | None = None
 
     def related_post_ids(self) -> tuple[int, ...]:
         """The post, the original it reposts and the post it replies to (seen-filtering keys)."""
@@ -489,6 +491,8 @@ class ScoredPost(Struct, frozen=True):
     ancestors: tuple[int, ...] = ()
     screen_names: dict[int, str] = {}
     explain: ScoreExplanation | None = None
+    # labels its visibility level allows (a followed author's nsfw post): a client shows the post behind a warning
+    visibility_labels: tuple[VisibilityLabel, ...] = ()
 
 
 class FilteredOut(Struct, frozen=True):

@@ -155,3 +155,11 @@ def test_the_safety_stages_run_past_the_deadline_and_fail_closed():
         "UserActionSeqQueryHydrator", "ServedHistoryQueryHydrator", "VideoDurationHydrator", "AuthorInfoHydrator",
         "PhoenixScorer",
     ]
+
+
+def test_config_sets_the_two_visibility_levels():
+    config = load_config(environ={}, overrides={"mixer": {
+        "in_network_visibility_drop": ["deleted"], "out_of_network_visibility_drop": ["deleted", "spam"],
+    }})
+    (hydrator,) = build_for_you_pipeline(config, clients()).post_selection_hydrators
+    assert (hydrator.in_network_drop, hydrator.out_of_network_drop) == (("deleted",), ("deleted", "spam"))

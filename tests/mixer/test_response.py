@@ -33,3 +33,12 @@ def test_explain_response_round_trips_as_json():
     assert [(f.filter, f.post_ids) for f in resp.filtered] == [("AgeFilter", (2,))]
     assert [(t.stage, t.status, t.error) for t in resp.trace] == [("source", "error", "RuntimeError: down")]
     assert msgspec.json.decode(msgspec.json.encode(resp), type=FeedResponse) == resp
+
+
+def test_a_served_post_carries_the_labels_its_level_allowed():
+    """A followed author's nsfw post is served (in-network level) marked, so a client can show a warning."""
+    from xserve.schema import VisibilityLabel
+
+    nsfw = cand(3, visibility_labels=(VisibilityLabel.NSFW,))
+    res = PipelineResult(query(), [nsfw, cand(4)], {}, [nsfw, cand(4, visibility_labels=())], [], [])
+    assert [p.visibility_labels for p in feed_response(res).posts] == [(VisibilityLabel.NSFW,), ()]

@@ -120,7 +120,10 @@ def build_for_you_pipeline(
             _past_deadline(RecencyFallbackScorer()),
         ),
         selector=TopKScoreSelector(mixer.top_k),  # runs past the deadline and fails closed, as every selector
-        post_selection_hydrators=_timed(mixer.hydrator_timeout_s, _required(VisibilityHydrator(post_data))),
+        post_selection_hydrators=_timed(
+            mixer.hydrator_timeout_s,
+            _required(VisibilityHydrator(post_data, mixer.in_network_visibility_drop, mixer.out_of_network_visibility_drop)),
+        ),
         post_selection_filters=_timed(
             mixer.filter_timeout_s, _required(VisibilityFilter()), DedupConversationFilter()
         ),

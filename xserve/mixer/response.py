@@ -56,4 +56,5 @@ def scored_post(c: PostCandidate, explain: bool = False) -> ScoredPost:
         )
         if explain
         else None,
+        visibility_labels=c.visibility_labels or (),
     )
