@@ -37,6 +37,23 @@ def test_visibility_hydrator_labels_deleted_posts_and_reposted_originals():
     assert [c.visibility_reason for c in cands] == [None, "gore", "deleted", "gore", "deleted"]
 
 
+def test_a_quote_is_labelled_like_its_quoted_post_and_deleted_with_it():
+    """As the reference drops a post whose quoted post is dropped (issue 13)."""
+    posts = {
+        1: Post(post_id=1, author_id=9, created_at_ms=NOW_MS, labels=(VisibilityLabel.HATE,)),
+        2: Post(post_id=2, author_id=8, created_at_ms=NOW_MS, quote_of_post_id=1),
+        3: Post(post_id=3, author_id=8, created_at_ms=NOW_MS, quote_of_post_id=99),  # 99 was deleted
+        4: Post(post_id=4, author_id=8, created_at_ms=NOW_MS, repost_of_post_id=3),  # a repost of that quote
+        5: Post(post_id=5, author_id=8, created_at_ms=NOW_MS, quote_of_post_id=6),
+        6: Post(post_id=6, author_id=9, created_at_ms=NOW_MS),
+        7: Post(post_id=7, author_id=8, created_at_ms=NOW_MS, quote_of_post_id=5),  # a quote of a quote
+    }
+    cands = [cand(2), cand(3), cand(4, repost_of_post_id=3), cand(7)]
+    hydrate(VisibilityHydrator(InMemoryPostData(posts), ALL, ALL), cands)
+    # one level of quotes, as the reference: 7 is judged by 5's labels, not by 6 (which was not fetched)
+    assert [c.visibility_reason for c in cands] == ["hate", "deleted", "deleted", None]
+
+
 def test_out_of_network_posts_are_checked_at_the_stricter_level():
     """In-network (followed) content at one label set, recommendations at a stricter one (reference safety
     levels TimelineHome and TimelineHomeRecommendations); an unknown in-network flag gets the stricter one."""
