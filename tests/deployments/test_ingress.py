@@ -239,6 +239,13 @@ def test_openapi_and_health(served):
     assert "viewer_id" in str(body)
     for path in ("/v1/posts", "/v1/engagements", "/v1/users/{user_id}/muted_keywords", "/v1/posts/{post_id}/labels"):
         assert path in doc["paths"]
+    # the prediction's request id, the scoring time, the visibility reasons (issue 13), in the published schema
+    feed = doc["paths"]["/v1/feed/for_you"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    post_fields = feed["$defs"]["ScoredPost"]["properties"]
+    assert {"prediction_request_id", "last_scored_at_ms", "visibility_labels"} <= post_fields.keys()
+    assert "reasons" in feed["$defs"]["FilteredOut"]["properties"]
+    engagement = doc["paths"]["/v1/engagements"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "prediction_request_id" in str(engagement)
     health = served.http.get("/healthz").json()
     assert health["ready"] and all(v == "ok" for v in health["parts"].values())
 
