@@ -16,17 +16,13 @@ from xserve.config import XServeConfig, merge_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_importing_xserve_app_builds_nothing():
-    import xserve.app as module
-
-    assert "app" not in vars(module) or module.app is not None  # built lazily, on first access only
-
-
 # Built in a fresh interpreter, as `serve run` / `serve build` do: a process that already ran a
 # deployment in local testing mode (other tests) holds @serve.batch state that cannot be pickled.
 _BUILD = r"""
 import json, sys
+import ray
 import xserve, xserve.app as module
+at_import = {"app_built": "app" in vars(module), "ray_started": ray.is_initialized()}
 from ray._common.utils import import_attr
 from ray.serve import Application
 from ray.serve._private.build_app import build_app as serve_build
@@ -36,6 +32,7 @@ module.prepare_data_dir = lambda config: prepared.append(config.storage.data_dir
 delattr(xserve, "app")  # as in the serve CLI's process, where nothing imported xserve.app yet
 app = import_attr("xserve.app")
 print(json.dumps({
+    "at_import": at_import,
     "serve_run_type": type(app).__name__,
     "is_application": isinstance(app, Application),
     "colon_is_application": isinstance(import_attr("xserve.app:app"), Application),
@@ -52,6 +49,11 @@ def built(tmp_path_factory):
     out = subprocess.run([sys.executable, "-c", _BUILD], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return {**json.loads(out.stdout.strip().splitlines()[-1]), "data_dir": str(data_dir)}
+
+
+def test_importing_xserve_app_builds_nothing(built):
+    """In a fresh interpreter (as ``serve build`` imports it): no application, no Ray, until ``app`` is read."""
+    assert built["at_import"] == {"app_built": False, "ray_started": False}
 
 
 def test_serve_run_xserve_app_resolves_to_the_application(built):

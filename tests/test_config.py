@@ -50,3 +50,19 @@ def test_string_fields_take_the_raw_environment_value():
     for raw in ("12345", "true", "1e5", '"quoted"', "s3cret"):
         assert load_config(environ={"XSERVE__SERVING__API_KEY": raw}).serving.api_key == raw
     assert load_config(environ={"XSERVE__SERVING__MAX_INFLIGHT_FEEDS": "3"}).serving.max_inflight_feeds == 3
+
+
+def test_visibility_levels_default_stricter_for_recommendations_and_keep_their_rules():
+    from xserve.schema import VisibilityLabel
+
+    mixer = XServeConfig().mixer
+    assert set(mixer.out_of_network_visibility_drop) == set(VisibilityLabel)  # every label drops a recommendation
+    assert set(mixer.in_network_visibility_drop) == set(VisibilityLabel) - {VisibilityLabel.NSFW}
+    c = load_config(environ={"XSERVE__MIXER__IN_NETWORK_VISIBILITY_DROP": '["deleted", "spam"]'})
+    assert c.mixer.in_network_visibility_drop == (VisibilityLabel.DELETED, VisibilityLabel.SPAM)
+    with pytest.raises(ConfigError, match="mixer.*deleted"):  # a deleted post is never served
+        load_config(environ={}, overrides={"mixer": {"in_network_visibility_drop": ["spam"]}})
+    with pytest.raises(ConfigError, match="mixer.*out_of_network_visibility_drop.*gore"):  # never laxer than followed
+        load_config(environ={}, overrides={"mixer": {"out_of_network_visibility_drop": ["deleted", "spam"]}})
+    with pytest.raises(ConfigError, match="in_network_visibility_drop"):
+        load_config(environ={}, overrides={"mixer": {"in_network_visibility_drop": ["deleted", "rude"]}})

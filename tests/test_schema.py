@@ -60,3 +60,15 @@ def test_feed_request_validates_at_the_edge():
 def test_related_post_ids():
     c = PostCandidate(post_id=5, author_id=1, served_type=ServedType.IN_NETWORK, repost_of_post_id=3, in_reply_to_post_id=2)
     assert c.related_post_ids() == (5, 3, 2)
+
+
+def test_an_engagement_may_name_the_prediction_it_followed():
+    """The response's prediction_request_id comes back on the engagement, joining it to its scores (issue 13)."""
+    from xserve.schema import Engagement
+
+    dec = msgspec.json.Decoder(Engagement)
+    base = b'"user_id": 1, "post_id": 2, "author_id": 3, "action": "favorite", "timestamp_ms": 5'
+    assert dec.decode(b"{" + base + b"}").prediction_request_id is None
+    assert dec.decode(b"{" + base + b', "prediction_request_id": "abc-1"}').prediction_request_id == "abc-1"
+    with pytest.raises(msgspec.ValidationError, match="prediction_request_id"):
+        dec.decode(b"{" + base + b', "prediction_request_id": "' + b"x" * 129 + b'"}')

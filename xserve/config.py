@@ -27,6 +27,7 @@ import msgspec
 from msgspec import Struct
 
 from xserve.clock import HOUR_MS, MINUTE_MS
+from xserve.schema import VisibilityLabel
 
 __all__ = [
     "ConfigError",
@@ -102,6 +103,19 @@ class MixerConfig(_Section):
     request_timeout_s: float = 1.5  # whole request deadline
     side_effect_timeout_s: float = 1.0  # per side effect (served-history write); runs after the response
     max_pending_side_effects: int = 256  # side effects still running; beyond this a new one is skipped (bounded memory)
+    # reference safety level TimelineHome: followed authors' sensitive (nsfw) posts are served, marked for a warning
+    in_network_visibility_drop: tuple[VisibilityLabel, ...] = tuple(x for x in VisibilityLabel if x is not VisibilityLabel.NSFW)
+    # reference TimelineHomeRecommendations, stricter: every label drops a recommendation (must include the above)
+    out_of_network_visibility_drop: tuple[VisibilityLabel, ...] = tuple(VisibilityLabel)
+
+    def __post_init__(self) -> None:
+        for name in ("in_network_visibility_drop", "out_of_network_visibility_drop"):
+            if VisibilityLabel.DELETED not in getattr(self, name):
+                raise ValueError(f"mixer.{name} must include 'deleted': a deleted post is never served")
+        laxer = sorted(str(x) for x in set(self.in_network_visibility_drop) - set(self.out_of_network_visibility_drop))
+        if laxer:
+            raise ValueError(f"mixer.out_of_network_visibility_drop must include every in_network_visibility_drop "
+                             f"label (recommendations are never checked more laxly than followed posts); missing {laxer}")
 
 
 class ThunderConfig(_Section):

@@ -303,6 +303,9 @@ class QuotedPostDeleted(Struct, frozen=True, tag="quoted_post_deleted", forbid_u
 PostEvent = PostCreated | PostDeleted | QuotedPostDeleted
 
 
+MAX_PREDICTION_ID_CHARS = 128  # an engagement's prediction_request_id (ours are 16 hex digits, a dash and the viewer id)
+
+
 class Engagement(Struct, frozen=True, forbid_unknown_fields=True):
     """One user action on one post; the unit of the engagement log and of training data."""
 
@@ -314,6 +317,8 @@ class Engagement(Struct, frozen=True, forbid_unknown_fields=True):
     dwell_ms: Annotated[int, Meta(ge=0)] = 0
     product_surface: ProductSurface = ProductSurface.HOME_FOR_YOU
     post_created_at_ms: TimestampMs | None = None
+    # the served post's prediction_request_id: joins the engagement to the scores that led to it (not stored in tables)
+    prediction_request_id: Annotated[str, Meta(max_length=MAX_PREDICTION_ID_CHARS)] | None = None
 
 
 # --------------------------------------------------------------------------- users
@@ -455,6 +460,11 @@ class PostCandidate(Struct):
     diversity_multiplier: float | None = None
     oon_multiplier: float | None = None
     score: float | None = None
+    # visibility hydrator, with visibility_labels: why the post's level drops it ("spam", "deleted,gore"); None = allowed
+    visibility_reason: str | None = None
+    # PhoenixScorer: the request whose ranker call scored it, and the time it was scored as of (None = not ranked)
+    prediction_request_id: str | None = None
+    last_scored_at_ms: int | None = None
 
     def related_post_ids(self) -> tuple[int, ...]:
         """The post, the original it reposts and the post it replies to (seen-filtering keys)."""
@@ -489,6 +499,11 @@ class ScoredPost(Struct, frozen=True):
     ancestors: tuple[int, ...] = ()
     screen_names: dict[int, str] = {}
     explain: ScoreExplanation | None = None
+    # labels its visibility level allows (a followed author's nsfw post): a client shows the post behind a warning
+    visibility_labels: tuple[VisibilityLabel, ...] = ()
+    # the ranker call that scored it (None: not ranked, e.g. the recency fallback): send it back on engagements
+    prediction_request_id: str | None = None
+    last_scored_at_ms: int | None = None  # the time its scores were computed as of (the ranker's now_ms)
 
 
 class FilteredOut(Struct, frozen=True):
@@ -496,6 +511,9 @@ class FilteredOut(Struct, frozen=True):
 
     filter: str
     post_ids: tuple[int, ...]
+    # one per post id where the filter says why (VisibilityFilter: the labels that dropped it at its level,
+    # "deleted", or "unchecked" when its labels could not be fetched); empty for the other filters
+    reasons: tuple[str, ...] = ()
 
 
 class StageReport(Struct, frozen=True):

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from xserve.deployments.api import ApiError, _complete, check_id, decode
-from xserve.schema import Engagement, EngagementsBody, FeedRequest, NewPost, Post
+from xserve.schema import (
+    Engagement,
+    EngagementsBody,
+    FeedRequest,
+    NewPost,
+    Post,
+    PostCreated,
+    PostDeleted,
+    QuotedPostDeleted,
+)
 
 
 @pytest.mark.parametrize(
@@ -63,3 +72,48 @@ def test_a_reply_and_a_repost_carry_what_thunder_reads_of_the_posts_they_refer_t
     assert post.repost_source is None
     repost = _complete(NewPost(author_id=3, repost_of_post_id=10), 100, 5, {10: root})
     assert repost.repost_source == PostRef(created_at_ms=3, video_ms=30_000) and repost.reply_parent is None
+
+
+class CatalogPosts:
+    """The part of the post catalog client that FeedAPI uses, over one real ``PostCatalog`` (no Ray)."""
+
+    def __init__(self, posts: list[Post]) -> None:
+        from xserve.posts import PostCatalog
+
+        self.catalog = PostCatalog(None, cache_size=100, live_retention_ms=48 * 3_600_000)
+        self.writes: list[list] = []
+        for p in posts:
+            self.catalog.apply(PostCreated(p))
+
+    async def get_posts(self, post_ids):
+        return self.catalog.get(post_ids)
+
+    async def quotes_of(self, post_id):
+        return self.catalog.quotes_of(post_id)
+
+    async def write(self, events):
+        self.writes.append(list(events))
+        for event in events:
+            self.catalog.apply(event)
+
+
+def test_deleting_a_post_deletes_its_quotes_first():
+    """QuotedPostDeleted is produced (issue 13): quotes first, so a delete retried after a failure finds them."""
+    import asyncio
+
+    from xserve.deployments.api import FeedAPI
+
+    now = 1_800_000_000_000
+    posts = CatalogPosts([
+        Post(post_id=1, author_id=9, created_at_ms=now - 10, text="quoted"),
+        Post(post_id=2, author_id=5, created_at_ms=now - 5, text="a quote", quote_of_post_id=1),
+        Post(post_id=3, author_id=6, created_at_ms=now - 4, text="another", quote_of_post_id=1),
+        Post(post_id=4, author_id=6, created_at_ms=now - 3, text="a reply", in_reply_to_post_id=1),
+    ])
+    feed_api = FeedAPI(users=None, posts=posts, sinks=[], pipeline=None, now_ms=lambda: now)
+    assert asyncio.run(feed_api.delete_post(1)) == {"post_id": 1}
+    assert posts.writes == [
+        [QuotedPostDeleted(2, 1, now, quoting_author_id=5), QuotedPostDeleted(3, 1, now, quoting_author_id=6)],
+        [PostDeleted(1, now, author_id=9)],
+    ]
+    assert set(posts.catalog.get([1, 2, 3, 4])) == {4}  # a reply is not a quote: it stays

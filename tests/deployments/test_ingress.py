@@ -80,6 +80,25 @@ def test_feed_has_the_followed_authors_new_post_and_not_the_blocked_one(served):
     assert friend_post not in [p["post_id"] for p in s.feed(viewer)["posts"]]
 
 
+def test_deleting_a_quoted_post_removes_its_quotes_from_feeds(served):
+    """Issue 13: create A, a followed author quotes it, delete A: the quote is gone (feed and catalog)."""
+    s = served
+    viewer, quoter, author = 910_101, 910_102, 910_103
+    for uid in (viewer, quoter, author):
+        assert s.http.put(f"/v1/users/{uid}", json={"screen_name": f"u{uid}"}).status_code == 200
+    assert s.http.put(f"/v1/users/{viewer}/follows/{quoter}").status_code == 200
+    quoted = s.post("/v1/posts", {"author_id": author, "text": "the quoted post"}).json()["post_id"]
+    quote = s.post("/v1/posts", {"author_id": quoter, "text": "look", "quote_of_post_id": quoted}).json()["post_id"]
+    other = s.post("/v1/posts", {"author_id": quoter, "text": "unrelated"}).json()["post_id"]
+    ids = [p["post_id"] for p in s.feed(viewer)["posts"]]
+    assert quote in ids and other in ids
+
+    assert s.http.delete(f"/v1/posts/{quoted}").json() == {"post_id": quoted}
+    assert s.http.get(f"/v1/posts/{quote}").status_code == 404
+    ids = [p["post_id"] for p in s.feed(viewer)["posts"]]
+    assert quote not in ids and other in ids
+
+
 def test_default_feed_has_35_ranked_posts(served):
     feed = served.feed(1)
     assert len(feed["posts"]) == 35
@@ -220,6 +239,13 @@ def test_openapi_and_health(served):
     assert "viewer_id" in str(body)
     for path in ("/v1/posts", "/v1/engagements", "/v1/users/{user_id}/muted_keywords", "/v1/posts/{post_id}/labels"):
         assert path in doc["paths"]
+    # the prediction's request id, the scoring time, the visibility reasons (issue 13), in the published schema
+    feed = doc["paths"]["/v1/feed/for_you"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    post_fields = feed["$defs"]["ScoredPost"]["properties"]
+    assert {"prediction_request_id", "last_scored_at_ms", "visibility_labels"} <= post_fields.keys()
+    assert "reasons" in feed["$defs"]["FilteredOut"]["properties"]
+    engagement = doc["paths"]["/v1/engagements"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "prediction_request_id" in str(engagement)
     health = served.http.get("/healthz").json()
     assert health["ready"] and all(v == "ok" for v in health["parts"].values())
 

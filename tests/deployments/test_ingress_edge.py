@@ -261,6 +261,9 @@ def test_bench_backpressure_runs_small_against_the_served_app(edge, capsys):
         assert f"backpressure.{name}" in lines, lines
     assert lines["backpressure.capacity"] == "2 feeds_in_flight"
     assert lines["backpressure.errors"] == "0 requests" and lines["backpressure.rejected_without_retry_after"] == "0 requests"
+    # the overload (6x the measured capacity) was refused, not absorbed: 503s with Retry-After (none lacked it)
+    count = {name: float(lines[f"backpressure.{name}"].split()[0]) for name in ("rejected", "rejected_by_replica", "admitted")}
+    assert count["rejected"] > 0 and count["rejected_by_replica"] > 0 and count["admitted"] > 0, lines
 
 
 # --------------------------------------------------------------------------- fuzzing (last: the state check runs after it)

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.mixer.fakes import NOW_MS, InMemoryPostData, InMemoryThunder, InMemoryUserData, clients, query
+from tests.mixer.fakes import (
+    MINUTE_MS,
+    NOW_MS,
+    InMemoryPostData,
+    InMemoryRetrieval,
+    InMemoryThunder,
+    InMemoryUserData,
+    TableRanker,
+    clients,
+    query,
+)
 from xserve.config import load_config
 from xserve.mixer import build_for_you_pipeline
-from xserve.schema import InNetworkResponse, Post, UserFeatures
+from xserve.schema import Action, HistoryItem, InNetworkResponse, Post, RetrievedPost, UserFeatures, VisibilityLabel
 
 
 def test_config_sets_sizes_ages_and_per_stage_timeouts():
@@ -99,3 +109,57 @@ def test_a_thunder_shard_left_out_is_named_in_degraded_and_the_other_shards_post
     response = feed_response(asyncio.run(p.execute(query())))
     assert [s.post_id for s in response.posts] == [1]
     assert "thunder_shard_1" in response.degraded and "ThunderSource" not in response.degraded
+
+
+def test_a_request_past_its_deadline_still_checks_visibility_and_serves_recency_order():
+    """Issue 13: the ranker answers after the request deadline; safety stages still run, the feed is by age."""
+
+    class SlowRanker(TableRanker):
+        async def rank(self, req):
+            await asyncio.sleep(0.3)
+            return await super().rank(req)
+
+    def post(post_id: int, author_id: int, age_min: int, **kw) -> Post:
+        return Post(post_id=post_id, author_id=author_id, created_at_ms=NOW_MS - age_min * MINUTE_MS, **kw)
+
+    followed = {100: post(100, 5, 4, labels=(VisibilityLabel.SPAM,)), 101: post(101, 5, 1)}
+    recommended = {102: post(102, 7, 3), 103: post(103, 8, 2)}
+    user_data = InMemoryUserData(
+        features={1: UserFeatures(followed_user_ids=frozenset({5}))},
+        history={1: (HistoryItem(9, 9, frozenset({Action.FAVORITE}), NOW_MS - MINUTE_MS),)},
+    )
+    retrieval = InMemoryRetrieval({1: [RetrievedPost(102, 7, 0.9), RetrievedPost(103, 8, 0.8)]})
+    config = load_config(environ={}, overrides={"mixer": {"request_timeout_s": 0.25}})
+    p = build_for_you_pipeline(config, clients(
+        user_data=user_data, thunder=InMemoryThunder(followed), retrieval=retrieval,
+        post_data=InMemoryPostData({**followed, **recommended}), ranker=SlowRanker(),
+    ))
+    result = asyncio.run(p.execute(query()))
+    status = {r.component: r.status for r in result.reports}
+    assert status["PhoenixScorer"] == "timeout" and status["VisibilityHydrator"] == "ok"
+    assert [c.post_id for c in result.selected] == [101, 103, 102]  # newest first; 100 is spam
+    assert [c.post_id for c in result.filtered["VisibilityFilter"]] == [100]
+
+
+def test_the_safety_stages_run_past_the_deadline_and_fail_closed():
+    p = build_for_you_pipeline(load_config(environ={}), clients())
+    stages = [*p.query_hydrators, *p.hydrators, *p.filters, *p.scorers, p.selector,
+              *p.post_selection_hydrators, *p.post_selection_filters]
+    assert [c.name for c in stages if c.fail_closed] == [
+        "UserFeaturesQueryHydrator", "CoreDataHydrator", "SubscriptionHydrator", "CoreDataHydrationFilter",
+        "IneligibleSubscriptionFilter", "MutedKeywordFilter", "AuthorSocialgraphFilter", "TopKScoreSelector",
+        "VisibilityHydrator", "VisibilityFilter",
+    ]
+    skipped_when_late = [c.name for c in stages if not c.runs_past_deadline]
+    assert skipped_when_late == [
+        "UserActionSeqQueryHydrator", "ServedHistoryQueryHydrator", "VideoDurationHydrator", "AuthorInfoHydrator",
+        "PhoenixScorer",
+    ]
+
+
+def test_config_sets_the_two_visibility_levels():
+    config = load_config(environ={}, overrides={"mixer": {
+        "in_network_visibility_drop": ["deleted"], "out_of_network_visibility_drop": ["deleted", "spam"],
+    }})
+    (hydrator,) = build_for_you_pipeline(config, clients()).post_selection_hydrators
+    assert (hydrator.in_network_drop, hydrator.out_of_network_drop) == (("deleted",), ("deleted", "spam"))

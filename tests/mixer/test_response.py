@@ -33,3 +33,29 @@ def test_explain_response_round_trips_as_json():
     assert [(f.filter, f.post_ids) for f in resp.filtered] == [("AgeFilter", (2,))]
     assert [(t.stage, t.status, t.error) for t in resp.trace] == [("source", "error", "RuntimeError: down")]
     assert msgspec.json.decode(msgspec.json.encode(resp), type=FeedResponse) == resp
+
+
+def test_a_served_post_carries_the_labels_its_level_allowed():
+    """A followed author's nsfw post is served (in-network level) marked, so a client can show a warning."""
+    from xserve.schema import VisibilityLabel
+
+    nsfw = cand(3, visibility_labels=(VisibilityLabel.NSFW,))
+    res = PipelineResult(query(), [nsfw, cand(4)], {}, [nsfw, cand(4, visibility_labels=())], [], [])
+    assert [p.visibility_labels for p in feed_response(res).posts] == [(VisibilityLabel.NSFW,), ()]
+
+
+def test_a_response_carries_the_prediction_and_in_explain_why_visibility_removed_a_post():
+    from xserve.schema import VisibilityLabel
+
+    ranked = cand(1, score=0.5, prediction_request_id="req-1", last_scored_at_ms=123)
+    spam = cand(2, visibility_labels=(VisibilityLabel.SPAM,), visibility_reason="spam")
+    unchecked = cand(3)  # its labels never came back
+    old = cand(4)
+    filtered = {"AgeFilter": [old], "VisibilityFilter": [spam, unchecked]}
+    for explain in (False, True):
+        resp = feed_response(PipelineResult(query(explain=explain), [], filtered, [ranked, cand(5)], [], []))
+        assert [(p.prediction_request_id, p.last_scored_at_ms) for p in resp.posts] == [("req-1", 123), (None, None)]
+    assert [(f.filter, f.post_ids, f.reasons) for f in resp.filtered] == [
+        ("AgeFilter", (4,), ()), ("VisibilityFilter", (2, 3), ("spam", "unchecked")),
+    ]
+    assert msgspec.json.decode(msgspec.json.encode(resp), type=FeedResponse) == resp

@@ -45,6 +45,13 @@ def test_phoenix_scorer_scores_reposts_as_their_original():
     assert cands[0].action_scores.favorite == 0.9 and cands[1].action_scores.reply == 0.1
 
 
+def test_phoenix_scorer_stamps_the_prediction_request_id_and_the_scoring_time():
+    """So an engagement can name the prediction it followed (reference prediction_request_id, last_scored_at_ms)."""
+    cands = [cand(1), cand(2)]
+    assert score(PhoenixScorer(TableRanker()), cands, query(request_id="abc-1", history=HISTORY)).status is Status.OK
+    assert [(c.prediction_request_id, c.last_scored_at_ms) for c in cands] == [("abc-1", NOW_MS)] * 2
+
+
 def test_phoenix_scorer_without_history_or_with_a_failing_ranker_leaves_candidates_unscored():
     cands = [cand(1)]
     report = score(PhoenixScorer(TableRanker()), cands, query(history=()))

@@ -23,12 +23,15 @@ def test_data_dir_defaults_to_the_environment(tmp_path):
     assert r.returncode == 2 and "from-env" in r.stderr
 
 
+# A model small enough to train in seconds, trained enough (2 epochs of 1,000 ranker examples) to beat the
+# random baseline clearly: next-engagement HR@10 0.22 against 0.12 over 147 queries (seeds 1 and 2 of
+# train.seed: 0.16 against 0.11, 0.29 against 0.06). With 128 examples it was no better than random.
 TINY = {
     "XSERVE__PHOENIX__EMB_DIM": "32", "XSERVE__PHOENIX__NUM_LAYERS": "1", "XSERVE__PHOENIX__KEY_SIZE": "8",
     "XSERVE__PHOENIX__HISTORY_LEN": "16", "XSERVE__PHOENIX__POST_VOCAB": "20011",
     "XSERVE__PHOENIX__USER_VOCAB": "2003", "XSERVE__PHOENIX__AUTHOR_VOCAB": "2003",
-    "XSERVE__TRAIN__EPOCHS": "1", "XSERVE__TRAIN__RANKER_EXAMPLES_PER_EPOCH": "128",
-    "XSERVE__TRAIN__TOWER_EXAMPLES_PER_EPOCH": "128", "XSERVE__TRAIN__EVAL_MAX_QUERIES": "50",
+    "XSERVE__TRAIN__EPOCHS": "2", "XSERVE__TRAIN__RANKER_EXAMPLES_PER_EPOCH": "1000",
+    "XSERVE__TRAIN__TOWER_EXAMPLES_PER_EPOCH": "128", "XSERVE__TRAIN__EVAL_MAX_QUERIES": "200",
 }
 
 
@@ -44,4 +47,6 @@ def test_train_then_evaluate_json_on_a_seeded_world(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) == {"ranker", "retrieval", "next_engagement", "baselines"}
-    assert 0.0 <= out["retrieval"]["recall@100"] <= 1.0
+    # the trained ranker finds the next engagement more often than random scores do (the same run's baseline)
+    hit_rate = out["next_engagement"]["hr@10"]
+    assert hit_rate > out["baselines"]["random"]["next_engagement"]["hr@10"], out

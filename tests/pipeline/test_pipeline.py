@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from tests.pipeline.toys import (
     AsyncDropAbove,
     Broken,
+    BrokenSelector,
     ByScore,
     Disabled,
     DropOdd,
@@ -271,3 +272,69 @@ def test_top_k_selector_matches_a_reference_sort(scores, size):
     rest = [i for i, s in enumerate(scores) if s is None or math.isnan(s)]
     expected = numbers + rest  # Python's sort is stable: ties keep input order
     assert got == (expected if size is None else expected[:size])
+
+
+# --------------------------------------------------------------------------- late requests, fail-closed stages
+
+
+def test_stages_marked_to_run_past_the_deadline_still_run_and_the_others_are_skipped():
+    late_tag, skipped_tag = Tag("late"), Tag("skipped")
+    late_tag.runs_past_deadline = True
+    slow = ScoreBy(lambda c: 100.0, delay=1.0)  # the ranker: runs into the deadline
+    fallback = ScoreBy(lambda c: c.score if c.score is not None else -c.id)
+    fallback.runs_past_deadline = True
+    p = CandidatePipeline(
+        sources=[Ids([3, 1, 2])],
+        scorers=[slow, fallback],
+        selector=ByScore(),
+        post_selection_hydrators=[late_tag, skipped_tag],
+        request_timeout_s=0.05,
+    )
+    result = run(p)
+    assert ids(result.selected) == [1, 2, 3]  # ordered by the fallback scorer, not the source order
+    assert all(c.tags == {"late": c.id * 10} for c in result.selected)
+    reports = [(r.component, r.status) for r in result.reports]
+    assert reports == [
+        ("Ids", Status.OK), ("ScoreBy", Status.TIMEOUT), ("ScoreBy", Status.OK), ("ByScore", Status.OK),
+        ("Tag", Status.OK), ("Tag", Status.TIMEOUT),
+    ]
+
+
+def test_a_fail_closed_filter_that_fails_removes_its_input():
+    closed = Broken()
+    closed.fail_closed = True
+    result = run(CandidatePipeline(sources=[Ids([1, 2])], filters=[Broken(), closed]))
+    assert result.selected == [] and ids(result.filtered["Broken"]) == [1, 2]
+    assert result.degraded == ["Broken", "Broken"]  # the first kept its input, the second removed it
+
+
+def test_a_fail_closed_hydrator_that_fails_or_times_out_removes_every_candidate():
+    for hydrator in (Tag("x", fail=True), Tag("x", drop=True), Tag("x", delay=1.0)):
+        hydrator.fail_closed = True
+        hydrator.timeout_s = 0.05
+        p = CandidatePipeline(sources=[Ids([1, 2])], post_selection_hydrators=[Tag("ok"), hydrator])
+        result = run(p)
+        assert result.selected == [] and ids(result.filtered["Tag"]) == [1, 2], hydrator
+        assert result.degraded == ["Tag"]
+
+
+def test_a_fail_closed_query_hydrator_that_fails_serves_nothing():
+    needed = SetFlag("blocks", (), fail=True)
+    needed.fail_closed = True
+    result = run(CandidatePipeline(query_hydrators=[needed], sources=[Ids([1, 2])]))
+    assert result.selected == [] and ids(result.filtered["SetFlag"]) == [1, 2]
+
+
+def test_a_failing_selector_selects_nothing_instead_of_passing_its_input_through():
+    result = run(CandidatePipeline(sources=[Ids([2, 1])], selector=BrokenSelector()))
+    assert result.selected == [] and ids(result.filtered["BrokenSelector"]) == [2, 1]
+    assert result.degraded == ["BrokenSelector"]
+
+
+def test_repr_shows_the_deadline_and_failure_policy_where_it_differs_from_the_stage_default():
+    tag = Tag("x")
+    tag.fail_closed = tag.runs_past_deadline = True
+    assert repr(tag) == "Tag(key='x', delay=0.0, drop=False, fail=False, fail_closed=True, runs_past_deadline=True)"
+    flt, selector = DropOdd(), ByScore()
+    flt.runs_past_deadline = selector.fail_closed = True  # the defaults of filters and selectors
+    assert (repr(flt), repr(selector)) == ("DropOdd()", "ByScore(size=None)")

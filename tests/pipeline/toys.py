@@ -126,6 +126,11 @@ class ByScore(TopKSelector[Query, Item]):
         return candidate.score
 
 
+class BrokenSelector(ByScore):
+    def score(self, candidate: Item) -> float | None:
+        raise ValueError("bad selector")
+
+
 class Record(SideEffect[Query, Item]):
     def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
         self.delay, self.fail = delay, fail

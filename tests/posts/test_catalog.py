@@ -80,3 +80,30 @@ def test_preload_respects_capacity():
     cat = PostCatalog(None, cache_size=3, live_retention_ms=HOUR)
     assert cat.preload(post(i) for i in range(1, 10)) == 3
     assert set(cat.get(range(1, 10))) == {1, 2, 3}
+
+
+def test_quotes_of_a_post_from_writes_and_preload_rebuilt_on_replay_and_trimmed():
+    """The quoted id -> quoting ids index, which deleting a post needs to delete its quotes (issue 13)."""
+    writes = [
+        PostCreated(post(1, t=HOUR)),
+        PostCreated(post(2, author=5, t=HOUR, quote_of_post_id=1)),
+        PostCreated(post(3, author=6, t=2 * HOUR, quote_of_post_id=1)),
+        PostCreated(post(4, author=7, t=HOUR, quote_of_post_id=9)),
+        QuotedPostDeleted(quoting_post_id=4, quoted_post_id=9, deleted_at_ms=HOUR),
+    ]
+    table = [post(10, author=8, t=HOUR, quote_of_post_id=1), post(11, author=8, t=HOUR, quote_of_post_id=9)]
+    cat = PostCatalog(None, cache_size=1, live_retention_ms=2 * HOUR)
+    assert cat.preload(table) == 1  # the cache holds one; the index holds every recent quote
+    for event in writes:
+        cat.apply(event)
+    assert cat.quotes_of(1) == [(2, 5), (3, 6), (10, 8)] and cat.quotes_of(9) == [(11, 8)]  # 4 is deleted
+    assert cat.quotes_of(2) == []
+
+    replayed = PostCatalog(None, cache_size=1, live_retention_ms=2 * HOUR)  # a restart: preload, then the log
+    replayed.preload(table)
+    for event in writes:
+        replayed.apply(event)
+    assert replayed.quotes_of(1) == cat.quotes_of(1)
+
+    cat.trim(now_ms=3 * HOUR + 1)  # past retention a quote is no candidate, so the index lets it go
+    assert cat.quotes_of(1) == [(3, 6)] and cat.quotes_of(9) == []

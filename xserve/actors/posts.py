@@ -79,6 +79,9 @@ class PostCatalogShard:
     def get(self, post_ids: Sequence[int]) -> bytes:
         return self._enc.encode(self._catalog.get(post_ids))
 
+    def quotes_of(self, post_id: int) -> list[tuple[int, int]]:
+        return self._catalog.quotes_of(post_id)
+
     def apply(self, events: Sequence[CatalogEvent]) -> None:
         """Log then apply; durable when this returns."""
         self._log.append(events, now_ms())

@@ -42,6 +42,7 @@ from xserve.schema import (
     PostCreated,
     PostDeleted,
     PostLabelsSet,
+    QuotedPostDeleted,
     UserBody,
     UserEvent,
     UserQueryData,
@@ -181,9 +182,18 @@ class FeedAPI:
         return json_encoder.encode(post)
 
     async def delete_post(self, post_id: int) -> dict[str, int]:
+        """Delete the post and its recent quotes (``QuotedPostDeleted``, as the reference does).
+
+        The quotes go first: if the call fails half-way the post still exists, so a retry finds the quotes
+        left. A quote written while this runs is still kept out of feeds: the visibility check drops a
+        quote whose quoted post is gone.
+        """
         check_id("post_id", post_id)
         post = (await self._require_posts([post_id]))[post_id]
         now = self._now_ms()
+        quotes = await self._posts.quotes_of(post_id)
+        if quotes:
+            await self._posts.write([QuotedPostDeleted(q, post_id, now, quoting_author_id=a) for q, a in quotes])
         await self._posts.write([PostDeleted(post_id, now, author_id=post.author_id)])
         await self._catch_up()
         return {"post_id": post_id}

@@ -178,6 +178,12 @@ class PostCatalogClient:
     async def get_user_profiles(self, user_ids: Sequence[int]) -> dict[int, UserProfile]:
         return await self._users.profiles(user_ids)
 
+    async def quotes_of(self, post_id: int) -> list[tuple[int, int]]:
+        """``(quoting post id, its author)`` of the recent quotes of ``post_id``: a quote lives on its own
+        shard, so every shard is asked (one call each; deletes are rare)."""
+        answers = await asyncio.gather(*(uncancelled(shard.quotes_of.remote(post_id)) for shard in self._shards))
+        return sorted(q for answer in answers for q in answer)
+
     async def write(self, events: Sequence[CatalogEvent]) -> None:
         """Log and apply ``events`` on the shards of their posts; durable when this returns."""
         by_shard = group_by_shard(events, len(self._shards), event_post_id)

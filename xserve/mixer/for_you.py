@@ -1,6 +1,17 @@
 """``build_for_you_pipeline``: the For You pipeline, every component listed in execution order.
 
 Mirrors the reference ``phoenix_candidate_pipeline.rs`` (January 2026).
+
+Two wrappers mark what a late or failing request must still do (the
+framework's ``runs_past_deadline`` and ``fail_closed``, ``xserve/pipeline``):
+
+* ``_required``: the stages that carry the viewer's or the platform's safety
+  choices (blocks and mutes, muted keywords, subscriptions, deleted posts,
+  visibility). The request deadline never skips them, and when one fails the
+  posts it should have checked are not served.
+* ``_past_deadline``: cheap in-process stages (the in-network flag, the
+  weighted, diversity, out-of-network and recency scorers), so that a request
+  whose ranker ran out of time is still served in recency order.
 """
 
 from __future__ import annotations
@@ -70,7 +81,7 @@ def build_for_you_pipeline(
         query_hydrators=_timed(
             mixer.query_hydrator_timeout_s,
             UserActionSeqQueryHydrator(clients.user_data, mixer.history_length),
-            UserFeaturesQueryHydrator(clients.user_data),
+            _required(UserFeaturesQueryHydrator(clients.user_data)),
             ServedHistoryQueryHydrator(clients.user_data),
         ),
         # Phoenix first, as the reference: DropDuplicatesFilter then keeps the Phoenix copy of a post both return.
@@ -81,36 +92,41 @@ def build_for_you_pipeline(
         ),
         hydrators=_timed(
             mixer.hydrator_timeout_s,
-            InNetworkHydrator(),
-            CoreDataHydrator(post_data),
+            _past_deadline(InNetworkHydrator()),
+            _required(CoreDataHydrator(post_data)),
             VideoDurationHydrator(post_data),
-            SubscriptionHydrator(post_data),
+            _required(SubscriptionHydrator(post_data)),
             AuthorInfoHydrator(post_data),
         ),
         filters=_timed(
             mixer.filter_timeout_s,
             DropDuplicatesFilter(),
-            CoreDataHydrationFilter(),
+            _required(CoreDataHydrationFilter()),
             AgeFilter(mixer.max_post_age_ms),
             SelfPostFilter(),
             RepostDeduplicationFilter(),
-            IneligibleSubscriptionFilter(),
+            _required(IneligibleSubscriptionFilter()),
             PreviouslySeenFilter(),
             PreviouslyServedFilter(),
-            MutedKeywordFilter(),
-            AuthorSocialgraphFilter(),
+            _required(MutedKeywordFilter()),
+            _required(AuthorSocialgraphFilter()),
         ),
         scorers=_timed(
             mixer.scorer_timeout_s,
             PhoenixScorer(clients.ranker),
-            WeightedScorer(scoring),
-            AuthorDiversityScorer(scoring.author_diversity_decay, scoring.author_diversity_floor),
-            OONScorer(scoring.oon_weight_factor),
-            RecencyFallbackScorer(),
+            _past_deadline(WeightedScorer(scoring)),
+            _past_deadline(AuthorDiversityScorer(scoring.author_diversity_decay, scoring.author_diversity_floor)),
+            _past_deadline(OONScorer(scoring.oon_weight_factor)),
+            _past_deadline(RecencyFallbackScorer()),
         ),
-        selector=TopKScoreSelector(mixer.top_k),
-        post_selection_hydrators=_timed(mixer.hydrator_timeout_s, VisibilityHydrator(post_data)),
-        post_selection_filters=_timed(mixer.filter_timeout_s, VisibilityFilter(), DedupConversationFilter()),
+        selector=TopKScoreSelector(mixer.top_k),  # runs past the deadline and fails closed, as every selector
+        post_selection_hydrators=_timed(
+            mixer.hydrator_timeout_s,
+            _required(VisibilityHydrator(post_data, mixer.in_network_visibility_drop, mixer.out_of_network_visibility_drop)),
+        ),
+        post_selection_filters=_timed(
+            mixer.filter_timeout_s, _required(VisibilityFilter()), DedupConversationFilter()
+        ),
         side_effects=_timed(mixer.side_effect_timeout_s, ServedHistorySideEffect(clients.user_data)),
         max_pending_side_effects=mixer.max_pending_side_effects,
         result_size=RequestLimit(mixer.result_size),
@@ -136,3 +152,16 @@ def _timed(timeout_s: float, *components: _C) -> Sequence[_C]:
     for c in components:
         c.timeout_s = timeout_s
     return components
+
+
+def _required(component: _C) -> _C:
+    """A safety stage: never skipped by the request deadline, and the posts it should check are dropped if it fails."""
+    component.runs_past_deadline = True
+    component.fail_closed = True
+    return component
+
+
+def _past_deadline(component: _C) -> _C:
+    """A cheap in-process stage: it runs even once the request deadline has passed."""
+    component.runs_past_deadline = True
+    return component

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from xserve.mixer.post_selection import VisibilityFilter
 from xserve.mixer.query import ForYouQuery
 from xserve.pipeline import PipelineResult
 from xserve.schema import FeedResponse, FilteredOut, PostCandidate, ScoredPost, ScoreExplanation, StageReport
 
-__all__ = ["feed_response", "scored_post"]
+__all__ = ["UNCHECKED", "feed_response", "scored_post"]
+
+UNCHECKED = "unchecked"  # the visibility reason of a post removed because its labels could not be fetched
 
 
 def feed_response(result: PipelineResult[ForYouQuery, PostCandidate]) -> FeedResponse:
@@ -21,12 +24,20 @@ def feed_response(result: PipelineResult[ForYouQuery, PostCandidate]) -> FeedRes
         request_id=result.query.request_id,
         posts=posts,
         degraded=degraded,
-        filtered=tuple(FilteredOut(name, tuple(c.post_id for c in cs)) for name, cs in result.filtered.items()),
+        filtered=tuple(_filtered_out(name, cs) for name, cs in result.filtered.items()),
         trace=tuple(
             StageReport(r.stage.value, r.component, r.status.value, r.duration_ms, r.count_in, r.count_out, r.error)
             for r in result.reports
         ),
     )
+
+
+def _filtered_out(name: str, removed: list[PostCandidate]) -> FilteredOut:
+    ids = tuple(c.post_id for c in removed)
+    if name != VisibilityFilter.__name__:
+        return FilteredOut(name, ids)
+    # the visibility verdict; none means the labels never came back (the filter fails closed)
+    return FilteredOut(name, ids, tuple(c.visibility_reason or UNCHECKED for c in removed))
 
 
 def scored_post(c: PostCandidate, explain: bool = False) -> ScoredPost:
@@ -56,4 +67,7 @@ def scored_post(c: PostCandidate, explain: bool = False) -> ScoredPost:
         )
         if explain
         else None,
+        visibility_labels=c.visibility_labels or (),
+        prediction_request_id=c.prediction_request_id,
+        last_scored_at_ms=c.last_scored_at_ms,
     )

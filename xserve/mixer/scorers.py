@@ -45,27 +45,33 @@ __all__ = [
 Multiplied = tuple[float, float | None]  # (multiplier, new score)
 
 
-class PhoenixScorer(Scorer[ForYouQuery, PostCandidate, ActionScores]):
+Prediction = tuple[ActionScores, str, int]  # (probabilities, prediction request id, scored as of ms)
+
+
+class PhoenixScorer(Scorer[ForYouQuery, PostCandidate, Prediction]):
     """Per-action probabilities from the ranker; a repost is scored as its original post and author.
 
-    Without an engagement history, or when the ranker fails, it raises: the
-    pipeline reports it degraded and candidates stay unscored.
+    Each scored post also carries the prediction's request id (the request's
+    id: one ranker call per request) and the time it was scored as of (the
+    ``now_ms`` the ranker was given), as the reference's ``prediction_request_id``
+    and ``last_scored_at_ms``. Without an engagement history, or when the ranker
+    fails, it raises: the pipeline reports it degraded and candidates stay unscored.
     """
 
     def __init__(self, ranker: RankerClient) -> None:
         self._ranker = ranker
 
-    async def score(self, query: ForYouQuery, candidates: Sequence[PostCandidate]) -> list[ActionScores]:
+    async def score(self, query: ForYouQuery, candidates: Sequence[PostCandidate]) -> list[Prediction]:
         if not candidates:
             return []
         if not query.history:
             raise RuntimeError("no engagement history: candidates left unscored")
         ranked = tuple(_as_ranked(c) for c in candidates)
         req = RankRequest(user_id=query.viewer_id, history=query.history, candidates=ranked, now_ms=query.now_ms)
-        return list((await self._ranker.rank(req)).scores)
+        return [(scores, query.request_id, req.now_ms) for scores in (await self._ranker.rank(req)).scores]
 
-    def update(self, candidate: PostCandidate, value: ActionScores) -> None:
-        candidate.action_scores = value
+    def update(self, candidate: PostCandidate, value: Prediction) -> None:
+        candidate.action_scores, candidate.prediction_request_id, candidate.last_scored_at_ms = value
 
 
 def _as_ranked(c: PostCandidate) -> RankCandidate:

@@ -97,13 +97,28 @@ class ContractViolation(Exception):
 
 
 class Component(Generic[Q]):
-    """Base of every stage: ``name``, ``enable(query)``, ``timeout_s`` and a parameter repr.
+    """Base of every stage: ``name``, ``enable(query)``, ``timeout_s``, the two policy flags, a parameter repr.
 
     Subclasses store their parameters as public attributes (shown by ``repr``)
     and their service clients as ``_private`` ones (hidden).
+
+    The policy flags say what a late or failing component does; the product's
+    builder sets them on the stages that need them:
+
+    * ``runs_past_deadline``: the request deadline never skips it; only its own
+      ``timeout_s`` bounds it. For cheap CPU stages (a late feed is still
+      ordered) and for stages that carry safety choices (a late feed is still
+      checked). Filters and the selector do by default.
+    * ``fail_closed``: when it fails (raises, times out, breaks its contract),
+      the candidates it was given are not served: they are removed and listed
+      under its name in ``PipelineResult.filtered``, instead of passing through
+      unchecked. For a query hydrator that is every candidate of the request.
+      The selector does by default (an unsorted pass-through is no feed).
     """
 
     timeout_s: float | None = None  # per-call limit; None = only the request deadline applies
+    runs_past_deadline: bool = False  # True: the request deadline does not skip it (timeout_s still applies)
+    fail_closed: bool = False  # True: when it fails, its candidates are removed rather than passed through
 
     @property
     def name(self) -> str:
@@ -116,7 +131,7 @@ class Component(Generic[Q]):
         params = [
             f"{k}={v!r}"
             for k, v in vars(self).items()
-            if not k.startswith("_") and not (k == "timeout_s" and v is None)
+            if not k.startswith("_") and not (k in _POLICY and v == getattr(type(self), k))
         ]
         return f"{self.name}({', '.join(params)})"
 
@@ -132,8 +147,11 @@ class Component(Generic[Q]):
         """Run ``call()`` (sync or async) under the timeouts; ``check(result)`` returns count_out.
 
         Returns ``(result, report)``; ``result`` is None unless the report is ok.
-        ``deadline`` is an ``asyncio`` loop time after which the call is not started.
+        ``deadline`` is an ``asyncio`` loop time after which the call is not started
+        (ignored when ``runs_past_deadline``).
         """
+        if self.runs_past_deadline:
+            deadline = None
         start = time.perf_counter()
         result: Any = None
         timeout: float | None = None
@@ -158,6 +176,9 @@ class Component(Generic[Q]):
             result, count_out = None, 0
         duration_ms = (time.perf_counter() - start) * 1000.0
         return result, ComponentReport(stage, self.name, status, duration_ms, count_in, count_out, error)
+
+
+_POLICY = ("timeout_s", "runs_past_deadline", "fail_closed")  # shown by repr only where they differ from the class
 
 
 def _effective_timeout(timeout_s: float | None, deadline: float | None) -> float | None:

@@ -17,10 +17,16 @@ Order (reference ``candidate_pipeline.rs``):
 
 No component failure fails the request: a failed query hydrator, source,
 hydrator or scorer contributes nothing, a failed filter keeps its input, and
-each is named in ``PipelineResult.degraded``. ``request_timeout_s`` is a
-deadline for the I/O stages (query hydrators, sources, hydrators, scorers):
-once it has passed they are reported ``timeout`` without being called, while
-filters and the selector still run so a late request never skips a filter.
+each is named in ``PipelineResult.degraded``; but the candidates given to a
+failed ``fail_closed`` component are removed (listed under its name in
+``filtered``) instead, and a failed selector selects nothing. A fail-closed
+query hydrator that fails removes every candidate of the request.
+``request_timeout_s`` is a deadline for the I/O stages (query hydrators,
+sources, hydrators, scorers): once it has passed they are reported ``timeout``
+without being called, except those marked ``runs_past_deadline`` (cheap CPU
+stages and safety checks), which only their own timeout bounds. Filters and
+the selector run past the deadline by default, so a late request never skips
+a filter.
 """
 
 from __future__ import annotations
@@ -82,39 +88,46 @@ class CandidatePipeline(Generic[Q, C]):
 
         # 1. query hydrators
         outcomes = await asyncio.gather(*(h.run(query, deadline) for h in self.query_hydrators))
+        closed_by = None  # a fail-closed query hydrator that failed: nothing of this request is served
         for hydrator, (value, report) in zip(self.query_hydrators, outcomes):
-            run.record(report, lambda h=hydrator, v=value: h.update(query, v))
+            if _failed(run.record(report, lambda h=hydrator, v=value: h.update(query, v))) and hydrator.fail_closed:
+                closed_by = closed_by or hydrator
 
         # 2. sources: concatenated in list order, whichever finished first
         candidates: list[C] = []
         for found, report in await asyncio.gather(*(s.run(query, deadline) for s in self.sources)):
-            if run.record(report):
+            if run.record(report).status is Status.OK:
                 candidates.extend(found)
         retrieved = list(candidates)
+        filtered: dict[str, list[C]] = {}
+        if closed_by is not None:
+            candidates = _close(closed_by, candidates, filtered)
 
         # 3. hydrators
-        await self._hydrate(run, self.hydrators, Stage.HYDRATOR, query, candidates, deadline)
+        candidates = await self._hydrate(run, self.hydrators, Stage.HYDRATOR, query, candidates, deadline, filtered)
 
         # 4. filters
-        filtered: dict[str, list[C]] = {}
-        candidates = await self._filter(run, self.filters, Stage.FILTER, query, candidates, filtered)
+        candidates = await self._filter(run, self.filters, Stage.FILTER, query, candidates, filtered, deadline)
 
         # 5. scorers, in order
         for scorer in self.scorers:
             values, report = await scorer.run(query, candidates, deadline)
-            run.record(report, lambda s=scorer, v=values: s.update_all(candidates, v))
+            if _failed(run.record(report, lambda s=scorer, v=values: s.update_all(candidates, v))) and scorer.fail_closed:
+                candidates = _close(scorer, candidates, filtered)
 
         # 6. selector
         if self.selector is not None:
-            candidates, report = await self.selector.run(query, candidates)
-            run.record(report)
+            selected, report = await self.selector.run(query, candidates, deadline)
+            if _failed(run.record(report)) and self.selector.fail_closed:
+                _close(self.selector, candidates, filtered)
+            candidates = selected
 
         # 7, 8. post-selection hydrators and filters
-        await self._hydrate(
-            run, self.post_selection_hydrators, Stage.POST_SELECTION_HYDRATOR, query, candidates, deadline
+        candidates = await self._hydrate(
+            run, self.post_selection_hydrators, Stage.POST_SELECTION_HYDRATOR, query, candidates, deadline, filtered
         )
         candidates = await self._filter(
-            run, self.post_selection_filters, Stage.POST_SELECTION_FILTER, query, candidates, filtered
+            run, self.post_selection_filters, Stage.POST_SELECTION_FILTER, query, candidates, filtered, deadline
         )
 
         # 9. truncate
@@ -145,10 +158,15 @@ class CandidatePipeline(Generic[Q, C]):
         query: Q,
         candidates: list[C],
         deadline: float | None,
-    ) -> None:
+        filtered: dict[str, list[C]],
+    ) -> list[C]:
+        """Run ``hydrators`` at once and apply their values; returns the candidates still served."""
         outcomes = await asyncio.gather(*(h.run(query, candidates, deadline, stage) for h in hydrators))
+        closed_by = None
         for hydrator, (values, report) in zip(hydrators, outcomes):
-            run.record(report, lambda h=hydrator, v=values: h.update_all(candidates, v))
+            if _failed(run.record(report, lambda h=hydrator, v=values: h.update_all(candidates, v))) and hydrator.fail_closed:
+                closed_by = closed_by or hydrator
+        return candidates if closed_by is None else _close(closed_by, candidates, filtered)
 
     async def _filter(
         self,
@@ -158,9 +176,10 @@ class CandidatePipeline(Generic[Q, C]):
         query: Q,
         candidates: list[C],
         filtered: dict[str, list[C]],
+        deadline: float | None,
     ) -> list[C]:
         for flt in filters:
-            result, report = await flt.run(query, candidates, stage)
+            result, report = await flt.run(query, candidates, stage, deadline)
             run.record(report)
             candidates = result.kept
             if result.removed:
@@ -191,8 +210,10 @@ class _Run:
         self.reports: list[ComponentReport] = []
         self.degraded: list[str] = []
 
-    def record(self, report: ComponentReport, apply: Callable[[], None] | None = None) -> bool:
-        """Keep ``report``; if it is ok, call ``apply`` (an update), downgrading it to error if that raises."""
+    def record(self, report: ComponentReport, apply: Callable[[], None] | None = None) -> ComponentReport:
+        """Keep ``report``; if it is ok, call ``apply`` (an update), downgrading it to error if that raises.
+
+        Returns the report as kept."""
         if report.status is Status.OK and apply is not None:
             try:
                 apply()
@@ -203,7 +224,18 @@ class _Run:
             self.degraded.append(report.component)
         _log(self.request_id, report)
         _observe(self.metrics, report)
-        return report.status is Status.OK
+        return report
+
+
+def _failed(report: ComponentReport) -> bool:
+    return report.status.degraded
+
+
+def _close(component: Any, candidates: list[C], filtered: dict[str, list[C]]) -> list[C]:
+    """A fail-closed ``component`` failed: none of ``candidates`` is served; returns what is left (nothing)."""
+    if candidates:
+        filtered.setdefault(component.name, []).extend(candidates)
+    return []
 
 
 def _observe(metrics: MetricsSink, report: ComponentReport) -> None:

@@ -8,14 +8,17 @@ stage                  implement                                       contract 
 ``Hydrator``           ``async hydrate(query, cands) -> list[T]``      one value per candidate, same order
 ``Filter``             ``filter(query, cands) -> FilterResult``        kept + removed partition the input;
                        (sync or async)                                 failure => input kept unchanged
+                                                                       (``fail_closed``: input removed)
 ``Scorer``             ``async score(query, cands) -> list[T]``        one value per candidate, same order
-``Selector``           ``select(query, cands) -> list[C]``             failure => input passed through
+``Selector``           ``select(query, cands) -> list[C]``             failure => nothing selected
+                                                                       (unless ``fail_closed`` is False)
 ``SideEffect``         ``async run(query, selected)``                  scheduled after the result; never raises
 =====================  ==============================================  ==========================================
 
 Hydrators and scorers return *values*, not candidates; the pipeline applies
 them with ``update(candidate, value)`` only after the whole stage succeeded,
-so a failed or wrong-length component leaves every candidate untouched.
+so a failed or wrong-length component leaves every candidate untouched (and a
+``fail_closed`` one has the pipeline remove them all).
 """
 
 from __future__ import annotations
@@ -139,15 +142,19 @@ class Filter(Component[Q], ABC, Generic[Q, C]):
     """Partitions candidates into kept and removed; filters run in order on the survivors.
 
     ``filter`` may be a plain or an ``async`` method. The component timeout
-    bounds async filters only, and the request deadline never skips a filter:
-    filters are cheap and some of them (blocks, mutes, visibility) must run.
+    bounds async filters only, and by default the request deadline never skips
+    a filter: filters are cheap and some of them (blocks, mutes, visibility)
+    must run. A failing filter keeps its input, or removes it all when
+    ``fail_closed`` (a filter that carries a safety choice).
     """
+
+    runs_past_deadline = True
 
     @abstractmethod
     def filter(self, query: Q, candidates: list[C]) -> FilterResult[C] | Awaitable[FilterResult[C]]: ...
 
     async def run(
-        self, query: Q, candidates: list[C], stage: Stage = Stage.FILTER
+        self, query: Q, candidates: list[C], stage: Stage = Stage.FILTER, deadline: float | None = None
     ) -> tuple[FilterResult[C], ComponentReport]:
         def check(result: FilterResult[C]) -> int:
             if len(result.kept) + len(result.removed) != len(candidates):
@@ -158,22 +165,37 @@ class Filter(Component[Q], ABC, Generic[Q, C]):
             return len(result.kept)
 
         result, report = await self._guarded(
-            stage, query, len(candidates), lambda: self.filter(query, list(candidates)), check, None
+            stage, query, len(candidates), lambda: self.filter(query, list(candidates)), check, deadline
         )
-        return (result if result is not None else FilterResult(list(candidates))), report
+        if result is not None:
+            return result, report
+        if report.status.degraded and self.fail_closed:
+            return FilterResult([], list(candidates)), report
+        return FilterResult(list(candidates)), report
 
 
 class Selector(Component[Q], ABC, Generic[Q, C]):
-    """Orders and cuts the scored candidates (synchronous)."""
+    """Orders and cuts the scored candidates (synchronous).
+
+    A failing selector selects nothing (``fail_closed``): its input is not in
+    feed order. A disabled one passes its input through.
+    """
+
+    runs_past_deadline = True
+    fail_closed = True
 
     @abstractmethod
     def select(self, query: Q, candidates: list[C]) -> list[C]: ...
 
-    async def run(self, query: Q, candidates: list[C]) -> tuple[list[C], ComponentReport]:
+    async def run(
+        self, query: Q, candidates: list[C], deadline: float | None = None
+    ) -> tuple[list[C], ComponentReport]:
         out, report = await self._guarded(
-            Stage.SELECTOR, query, len(candidates), lambda: self.select(query, list(candidates)), _count, None
+            Stage.SELECTOR, query, len(candidates), lambda: self.select(query, list(candidates)), _count, deadline
         )
-        return (list(out) if out is not None else list(candidates)), report
+        if out is not None:
+            return list(out), report
+        return ([] if report.status.degraded and self.fail_closed else list(candidates)), report
 
 
 class TopKSelector(Selector[Q, C], ABC):

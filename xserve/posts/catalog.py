@@ -12,8 +12,15 @@ The catalog answers ``get(post_ids) -> {post_id: Post}`` from, in order:
 Labels set through the write API (``PostLabelsSet``) replace a post's stored
 labels; a deleted post (``PostDeleted``, ``QuotedPostDeleted``) is absent from
 every answer, as the mixer's ``PostDataClient`` contract says. Every event is
-idempotent. Memory is bounded by ``cache_size`` plus the live posts within the
-retention window plus the label/deletion overrides (one entry per write).
+idempotent.
+
+``quotes_of(post_id)`` lists the quotes of a post among this catalog's posts
+young enough to be candidates (created live, or preloaded from the table), so
+that deleting a post can delete its quotes (``QuotedPostDeleted``, as the
+reference does). The index is rebuilt as the posts are: a restart preloads the
+table and replays the log. Memory is bounded by ``cache_size`` plus the live
+posts within the retention window plus the label/deletion overrides (one entry
+per write) plus one small entry per recent quote.
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ class PostCatalog:
         self._live: dict[int, Post] = {}  # insertion order ~ creation order
         self._labels: dict[int, tuple[VisibilityLabel, ...]] = {}
         self._deleted: set[int] = set()
+        # quoted post id -> {quoting post id: (its author, its created_at_ms)}, for recent quoting posts
+        self._quotes: dict[int, dict[int, tuple[int, int]]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -70,6 +79,7 @@ class PostCatalog:
                     return False
                 self._live[post.post_id] = post
                 self._cache.pop(post.post_id, None)
+                self._index_quote(post)
                 return True
             case PostDeleted(post_id=pid) | QuotedPostDeleted(quoting_post_id=pid):
                 if pid in self._deleted:
@@ -85,22 +95,31 @@ class PostCatalog:
         raise TypeError(f"not a catalog event: {type(event).__name__}")
 
     def preload(self, posts: Iterable[Post]) -> int:
-        """Fill the cache (e.g. with the posts young enough to be candidates); returns posts cached."""
+        """Fill the cache with the posts young enough to be candidates, and index their quotes; returns posts cached."""
         n = 0
         for post in posts:
-            if n >= self._cache_size:
-                break
-            self._cache[post.post_id] = post
-            n += 1
+            self._index_quote(post)  # every one, also past the cache's capacity
+            if n < self._cache_size:
+                self._cache[post.post_id] = post
+                n += 1
         return n
 
     def trim(self, now_ms: int) -> int:
-        """Drop live posts older than the retention window; returns how many were dropped."""
+        """Drop live posts (and indexed quotes) older than the retention window; returns live posts dropped."""
         cutoff = now_ms - self._retention_ms
         old = [pid for pid, p in self._live.items() if p.created_at_ms < cutoff]
         for pid in old:
             del self._live[pid]
+        for quoted, quoting in list(self._quotes.items()):
+            for pid in [pid for pid, (_, t) in quoting.items() if t < cutoff]:
+                del quoting[pid]
+            if not quoting:
+                del self._quotes[quoted]
         return len(old)
+
+    def _index_quote(self, post: Post) -> None:
+        if post.quote_of_post_id is not None:
+            self._quotes.setdefault(post.quote_of_post_id, {})[post.post_id] = (post.author_id, post.created_at_ms)
 
     # ---------------------------------------------------------------- reads
 
@@ -135,6 +154,11 @@ class PostCatalog:
                 if labels is not None and labels != post.labels:
                     out[pid] = msgspec.structs.replace(post, labels=labels)
         return out
+
+    def quotes_of(self, post_id: int) -> list[tuple[int, int]]:
+        """``(quoting post id, its author)`` of the undeleted recent posts quoting ``post_id``, by id."""
+        quoting = self._quotes.get(post_id, {})
+        return sorted((pid, author) for pid, (author, _) in quoting.items() if pid not in self._deleted)
 
     def exists(self, post_ids: Sequence[int]) -> list[int]:
         """The ids among ``post_ids`` that exist and are not deleted."""
