@@ -6,11 +6,12 @@ the engagement-log columns ``user_id, post_id, author_id, action`` (an
 ``product_surface``, ``post_created_at_ms``; and optionally a posts table
 (``post_id, author_id, created_at_ms``) as the candidate corpus.
 
-1. **Aggregation** (``Entries``): one user's actions on one post form one entry
-   while consecutive actions are at most ``history_window_ms`` apart (the
-   reference's UAS window), giving a multi-hot action bitmask, the latest
-   timestamp, the first product surface and the longest dwell. Entries are
-   sorted by (user, time): each user's chronological sequence is a slice.
+1. **Aggregation** (``Entries``): by the one history rule that serving uses too
+   (``xserve.users.history``): one user's actions on one post in one fixed
+   window of ``history_window_ms`` (the reference's UAS window) form one entry,
+   giving a multi-hot action bitmask, the latest timestamp, the latest action's
+   product surface and the longest dwell. Entries are sorted by (user, time,
+   post): each user's chronological sequence is a slice.
 2. **Time split**: entries at or after ``split_ms`` (the newest
    ``validation_fraction`` of the time span) are validation targets; their
    histories may reach back into the training period.
@@ -34,6 +35,7 @@ import numpy as np
 from xserve.phoenix.model.features import Featurizer, age_buckets, multi_hot
 from xserve.phoenix.model.ranker import CandidateBatch, ContextBatch
 from xserve.schema import ACTION_INDEX, ACTIONS, NEGATIVE_ACTIONS, Action
+from xserve.users.history import aggregate_actions
 
 __all__ = [
     "TOWER_POSITIVE_ACTIONS",
@@ -87,16 +89,19 @@ def _action_index(table: Any) -> np.ndarray:
 
 @dataclass
 class Entries:
-    """Aggregated engagements, sorted by (user, timestamp); per-user slices ``[starts[u], ends[u])``."""
+    """Aggregated engagements, sorted by (user, time, post); per-user slices ``[starts[u], ends[u])``.
+
+    Aggregated by the one history rule, ``xserve.users.history.aggregate_actions`` (serving uses it too).
+    """
 
     user: np.ndarray  # (E,) int64 user id
     post: np.ndarray  # (E,) int64
     author: np.ndarray  # (E,) int64
     bits: np.ndarray  # (E,) int64 action bitmask (bit i = ACTIONS[i])
     ts: np.ndarray  # (E,) int64 latest action in the window, ms
-    surface: np.ndarray  # (E,) int64 product surface of the first action
+    surface: np.ndarray  # (E,) int64 product surface of the latest action
     dwell_ms: np.ndarray  # (E,) int64 longest dwell in the window
-    created: np.ndarray  # (E,) int64 post creation time, 0 = unknown
+    created: np.ndarray  # (E,) int64 the post's creation time as the log gives it, 0 = unknown
     starts: np.ndarray  # (U,) first entry of each user
     ends: np.ndarray  # (U,) one past the last entry of each user
 
@@ -108,33 +113,30 @@ class Entries:
         return np.repeat(np.arange(len(self.starts)), self.ends - self.starts)
 
 
+def _post_created(post: np.ndarray, created: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(posts, creation time) per distinct post: the time any of its rows gives, 0 = none does."""
+    posts, inv = np.unique(post, return_inverse=True)
+    out = np.zeros(len(posts), np.int64)
+    np.maximum.at(out, inv, np.maximum(created, 0))
+    return posts, out
+
+
 def aggregate(table: Any, window_ms: int) -> Entries:
-    """Aggregate an engagement table (see module docstring) into ``Entries``."""
+    """Aggregate an engagement table (see module docstring) into ``Entries``.
+
+    A post's creation time is a property of the post: every entry of a post carries the time any of its
+    log rows gives (a row without one does not make the post unknown), and 0 (unknown) when none does.
+    """
     if table.num_rows == 0:
         raise ValueError("the engagement table is empty")
-    user, post, author = _col(table, "user_id"), _col(table, "post_id"), _col(table, "author_id")
-    ts = _col(table, "timestamp_ms")
-    action = _action_index(table)
-    dwell = _col(table, "dwell_ms", 0)
-    surface = _col(table, "product_surface", 1)
-    created = _col(table, "post_created_at_ms", 0)
-    order = np.lexsort((ts, post, user))  # group actions by (user, post) in time order
-    user, post, ts = user[order], post[order], ts[order]
-    new = np.ones(len(order), bool)
-    new[1:] = (user[1:] != user[:-1]) | (post[1:] != post[:-1]) | (ts[1:] - ts[:-1] > window_ms)
-    first = np.flatnonzero(new)
-    bits = np.bitwise_or.reduceat(np.left_shift(1, action[order].astype(np.int64)), first)
-    g_ts = np.maximum.reduceat(ts, first)
-    g_dwell = np.maximum.reduceat(dwell[order], first)
-    g_user, g_post = user[first], post[first]
-    g_author, g_surface, g_created = author[order][first], surface[order][first], created[order][first]
-    by_time = np.lexsort((g_post, g_ts, g_user))  # each user's sequence, chronological
-    g_user = g_user[by_time]
-    starts = np.flatnonzero(np.r_[True, g_user[1:] != g_user[:-1]])
-    ends = np.r_[starts[1:], len(g_user)]
-    return Entries(user=g_user, post=g_post[by_time], author=g_author[by_time], bits=bits[by_time],
-                   ts=g_ts[by_time], surface=g_surface[by_time], dwell_ms=g_dwell[by_time],
-                   created=np.maximum(g_created[by_time], 0), starts=starts, ends=ends)
+    post = _col(table, "post_id")
+    agg = aggregate_actions(_col(table, "user_id"), post, _col(table, "author_id"), _action_index(table),
+                            _col(table, "timestamp_ms"), _col(table, "product_surface", 1), _col(table, "dwell_ms", 0),
+                            window_ms)
+    posts, created = _post_created(post, _col(table, "post_created_at_ms", 0))
+    return Entries(user=agg.user, post=agg.post, author=agg.author, bits=agg.bits, ts=agg.ts, surface=agg.surface,
+                   dwell_ms=agg.dwell_ms, created=created[np.searchsorted(posts, agg.post)], starts=agg.starts,
+                   ends=agg.ends)
 
 
 def split_time(entries: Entries, validation_fraction: float) -> int:
