@@ -172,7 +172,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     m = result.metrics
     print(f"trained on {m['entries']} aggregated engagements of {m['users']} users, {m['posts']} posts "
-          f"in {time.perf_counter() - started:.0f} s")
+          f"in {time.perf_counter() - started:.0f} s ({m['threads']} torch threads)")
     for kind, path in result.paths.items():
         print(f"{kind}: {path}")
     return 0
@@ -193,8 +193,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise CliError(f"no trained models in {layout.models}; run `xserve train` first")
     try:
         ranker, towers = load_ranker(layout.ranker_checkpoint), load_towers(layout.towers_checkpoint)
+        split_ms = ranker.extra.get("split_ms")
+        if split_ms is None or towers.extra.get("split_ms") != split_ms:
+            raise CliError(f"the checkpoints in {layout.models} do not record one train/validation split; "
+                           "run `xserve train` again")
         config = msgspec.structs.replace(config, phoenix=ranker.config)
-        data = prepare(engagements, posts, config, ranker.featurizer)
+        data = prepare(engagements, posts, config, ranker.featurizer, split_ms=int(split_ms))
         result = evaluate(data, ranker.model, towers.model, seed=config.train.seed)
     except ValueError as exc:
         raise CliError(str(exc)) from None

@@ -205,7 +205,7 @@ def _next_engagement_metrics(data: Prepared, ranker: PhoenixRanker, prior: Prior
         neg_ok = (neg >= 0) & (c.post[np.maximum(neg, 0)] != e.post[t][:, None])
         post = np.concatenate([e.post[t][:, None], np.where(neg_ok, c.post[np.maximum(neg, 0)], 0)], 1)  # (q, m)
         author = np.concatenate([e.author[t][:, None], c.author[np.maximum(neg, 0)]], 1)
-        created = np.concatenate([e.created[t][:, None], c.created[np.maximum(neg, 0)]], 1)
+        created = np.concatenate([e.created[t][:, None], c.known_created_ms[np.maximum(neg, 0)]], 1)
         now = e.ts[t][:, None]
         cand = data.featurizer.candidates(post, author, np.repeat(e.surface[t][:, None], m, 1),
                                           age_buckets(created, now, cfg.phoenix.age_buckets))
