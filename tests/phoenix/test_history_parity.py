@@ -8,7 +8,7 @@ contexts must hold the same tokens at the same positions.
 
 The log is built to catch each way the two paths could differ: actions on one post a short gap apart
 on both sides of a window boundary (one entry per window, not one per burst of activity), a different
-product surface on each action of an entry (the latest action's), and more entries than the model's
+product surface on each action of an entry (the first action's), and more entries than the model's
 history (the newest kept).
 """
 

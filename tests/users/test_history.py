@@ -86,15 +86,16 @@ def test_order_of_arrival_and_duplicates_do_not_matter(events, rnd):
     assert times == sorted(times)
 
 
-def test_the_latest_action_gives_the_surface_and_a_tie_takes_the_larger_value():
+def test_the_first_action_gives_the_surface_and_a_tie_takes_the_smaller_value():
     seq = EngagementSequence(capacity=10, window_ms=W)
+    seq.add(Engagement(1, 1, 101, Action.FAVORITE, 2_000, product_surface=ProductSurface.PROFILE))
+    seq.add(Engagement(1, 1, 101, Action.REPLY, 3_000, product_surface=ProductSurface.CONVERSATION))
+    assert seq.latest(1)[0].product_surface == ProductSurface.PROFILE  # a later action changes nothing
     seq.add(Engagement(1, 1, 101, Action.CLICK, 1_000, product_surface=ProductSurface.EXPLORE))
-    seq.add(Engagement(1, 1, 101, Action.FAVORITE, 2_000, product_surface=ProductSurface.CONVERSATION))
-    assert seq.latest(1)[0].product_surface == ProductSurface.CONVERSATION  # 2 000 is the latest action
-    seq.add(Engagement(1, 1, 101, Action.REPLY, 2_000, product_surface=ProductSurface.PROFILE))
-    assert seq.latest(1)[0].product_surface == ProductSurface.PROFILE  # same time: the larger value wins
-    seq.add(Engagement(1, 1, 101, Action.DWELL, 1_500, product_surface=ProductSurface.SEARCH))
-    assert seq.latest(1)[0].product_surface == ProductSurface.PROFILE  # an older action changes nothing
+    assert seq.latest(1)[0].product_surface == ProductSurface.EXPLORE  # an earlier one, arriving late, does
+    seq.add(Engagement(1, 1, 101, Action.DWELL, 1_000, product_surface=ProductSurface.HOME_FOLLOWING))
+    assert seq.latest(1)[0].product_surface == ProductSurface.HOME_FOLLOWING  # same time: the smaller value
+    assert seq.latest(1)[0].timestamp_ms == 3_000
 
 
 def _columns(events: list[Engagement]) -> list[np.ndarray]:

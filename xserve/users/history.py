@@ -16,8 +16,10 @@ The rule, after the reference ``UserActionSeqQueryHydrator`` (``docs/reference.m
   window boundary holds exactly the entries serving had at that time (a gap-merged entry can
   straddle any cut, so training and serving could never agree on it).
 * **entry**: the set of actions, the latest action's time, the longest dwell, and the product
-  surface of the latest action (on a tie in time, the larger surface value, so arrival order never
-  matters): the surface goes with the time the entry carries.
+  surface of the *first* action (on a tie in time, the smaller surface value, so arrival order never
+  matters). The first action's surface is where the post was seen, which is what a served candidate
+  carries; a later action's surface often follows from the action itself (a reply is written in the
+  conversation view), so as a training candidate's feature it would give the label away.
 * **order**: by (time, post id), oldest first.
 * **truncation**: only the newest entries are kept (``capacity`` here; the models take the newest
   ``phoenix.history_len`` of what they are given, as training does).
@@ -53,7 +55,8 @@ class AggregatedActions:
     author: np.ndarray  # (E,) int64
     bits: np.ndarray  # (E,) int64 action bitmask, bit i = ACTIONS[i]
     ts: np.ndarray  # (E,) int64 the latest action's time, ms
-    surface: np.ndarray  # (E,) int64 the latest action's product surface
+    first_ts: np.ndarray  # (E,) int64 the first action's time, ms (what a later fold compares surfaces by)
+    surface: np.ndarray  # (E,) int64 the first action's product surface
     dwell_ms: np.ndarray  # (E,) int64 the longest dwell
     starts: np.ndarray  # (U,) first entry of each user
     ends: np.ndarray  # (U,) one past the last entry of each user
@@ -62,7 +65,7 @@ class AggregatedActions:
         return len(self.user)
 
     def items(self, rows: range | np.ndarray) -> list[HistoryItem]:
-        """Entries ``rows`` as ``HistoryItem``s."""
+        """Entries ``rows`` as ``HistoryItem``s (fold each with ``add_item(item, first_ms=first_ts[row])``)."""
         return [HistoryItem(int(self.post[i]), int(self.author[i]),
                             frozenset(ACTIONS[a] for a in range(len(ACTIONS)) if (int(self.bits[i]) >> a) & 1),
                             int(self.ts[i]), ProductSurface(int(self.surface[i])), int(self.dwell_ms[i]))
@@ -77,13 +80,14 @@ def aggregate_actions(user: np.ndarray, post: np.ndarray, author: np.ndarray, ac
     user, post, author, ts = (np.asarray(x, np.int64) for x in (user, post, author, ts))
     action, surface, dwell_ms = (np.asarray(x, np.int64) for x in (action, surface, dwell_ms))
     window = window_of(ts, window_ms)
-    # group by (user, post, window); within a group the last row is the latest action (ties: larger surface)
+    # group by (user, post, window); within a group the first row is the first action (ties: smaller surface)
     order = np.lexsort((surface, ts, window, post, user))
     u, p, w = user[order], post[order], window[order]
     new = np.ones(len(order), bool)
     new[1:] = (u[1:] != u[:-1]) | (p[1:] != p[:-1]) | (w[1:] != w[:-1])
     first = np.flatnonzero(new)
     last = order[np.r_[first[1:], len(order)] - 1]
+    head = order[first]
     bits = np.bitwise_or.reduceat(np.left_shift(1, action[order]), first) if len(order) else np.zeros(0, np.int64)
     dwell = np.maximum.reduceat(dwell_ms[order], first) if len(order) else np.zeros(0, np.int64)
     g_user, g_post, g_ts = user[last], post[last], ts[last]
@@ -92,8 +96,8 @@ def aggregate_actions(user: np.ndarray, post: np.ndarray, author: np.ndarray, ac
     starts = np.flatnonzero(np.r_[True, g_user[1:] != g_user[:-1]]) if len(g_user) else np.zeros(0, np.int64)
     ends = np.r_[starts[1:], len(g_user)].astype(np.int64)
     return AggregatedActions(user=g_user, post=g_post[by_time], author=author[last][by_time], bits=bits[by_time],
-                             ts=g_ts[by_time], surface=surface[last][by_time], dwell_ms=dwell[by_time],
-                             starts=starts, ends=ends)
+                             ts=g_ts[by_time], first_ts=ts[head][by_time], surface=surface[head][by_time],
+                             dwell_ms=dwell[by_time], starts=starts, ends=ends)
 
 
 @dataclass(slots=True)
@@ -102,7 +106,8 @@ class _Entry:
     author_id: int
     actions: set[Action]
     timestamp_ms: int  # the latest action's time
-    product_surface: ProductSurface  # the latest action's surface (ties: the larger value)
+    first_ms: int  # the first action's time
+    product_surface: ProductSurface  # the first action's surface (ties: the smaller value)
     dwell_ms: int  # the longest dwell
 
     def sort_key(self) -> tuple[int, int]:
@@ -139,18 +144,20 @@ class EngagementSequence:
         return self.add_item(HistoryItem(e.post_id, e.author_id, frozenset((e.action,)), e.timestamp_ms,
                                          e.product_surface, e.dwell_ms))
 
-    def add_item(self, item: HistoryItem) -> bool:
-        """Fold in an entry already aggregated by the same rule (a table load); returns whether anything changed.
+    def add_item(self, item: HistoryItem, first_ms: int | None = None) -> bool:
+        """Fold in an entry already aggregated by the same rule (a table load) whose first action was at
+        ``first_ms`` (default: the item is one action); returns whether anything changed.
 
-        The fold is associative (a union, two maxima and the surface of the maximum (time, surface)), so
+        The fold is associative (a union, two maxima and the surface of the minimum (time, surface)), so
         folding an aggregated entry equals folding the actions it holds, one by one, in any order.
         """
         if item.timestamp_ms <= self._evicted_ms:
             return False
+        first_ms = item.timestamp_ms if first_ms is None else first_ms
         key = (item.post_id, window_of(item.timestamp_ms, self._window_ms))
         entry = self._by_key.get(key)
         if entry is None:
-            entry = _Entry(item.post_id, item.author_id, set(item.actions), item.timestamp_ms,
+            entry = _Entry(item.post_id, item.author_id, set(item.actions), item.timestamp_ms, first_ms,
                            ProductSurface(item.product_surface), item.dwell_ms)
             self._by_key[key] = entry
             bisect.insort(self._order, (entry.sort_key(), key))
@@ -162,12 +169,12 @@ class EngagementSequence:
         before = (len(entry.actions), entry.timestamp_ms, entry.product_surface, entry.dwell_ms)
         entry.actions |= item.actions
         entry.dwell_ms = max(entry.dwell_ms, item.dwell_ms)
-        if (item.timestamp_ms, item.product_surface) > (entry.timestamp_ms, entry.product_surface):
-            if item.timestamp_ms != entry.timestamp_ms:
-                self._order.remove((entry.sort_key(), key))
-                entry.timestamp_ms = item.timestamp_ms
-                bisect.insort(self._order, (entry.sort_key(), key))
-            entry.product_surface = ProductSurface(item.product_surface)
+        if item.timestamp_ms > entry.timestamp_ms:
+            self._order.remove((entry.sort_key(), key))
+            entry.timestamp_ms = item.timestamp_ms
+            bisect.insort(self._order, (entry.sort_key(), key))
+        if (first_ms, item.product_surface) < (entry.first_ms, entry.product_surface):
+            entry.first_ms, entry.product_surface = first_ms, ProductSurface(item.product_surface)
         return before != (len(entry.actions), entry.timestamp_ms, entry.product_surface, entry.dwell_ms)
 
     def latest(self, n: int) -> tuple[HistoryItem, ...]:

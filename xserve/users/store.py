@@ -265,6 +265,7 @@ class UserStore:
         """The user's sequence, with any bulk-loaded entries folded in first."""
         seq = self._user(user_id).history
         for chunk, a, b in self._pending.pop(user_id, ()):
-            for item in self._bulk[chunk].items(range(a, b)):
-                seq.add_item(item)
+            entries = self._bulk[chunk]
+            for item, first_ms in zip(entries.items(range(a, b)), entries.first_ts[a:b].tolist()):
+                seq.add_item(item, first_ms)
         return seq

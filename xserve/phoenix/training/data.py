@@ -9,7 +9,7 @@ the engagement-log columns ``user_id, post_id, author_id, action`` (an
 1. **Aggregation** (``Entries``): by the one history rule that serving uses too
    (``xserve.users.history``): one user's actions on one post in one fixed
    window of ``history_window_ms`` (the reference's UAS window) form one entry,
-   giving a multi-hot action bitmask, the latest timestamp, the latest action's
+   giving a multi-hot action bitmask, the latest timestamp, the first action's
    product surface and the longest dwell. Entries are sorted by (user, time,
    post): each user's chronological sequence is a slice.
 2. **Time split**: entries at or after ``split_ms`` (the newest
@@ -99,7 +99,7 @@ class Entries:
     author: np.ndarray  # (E,) int64
     bits: np.ndarray  # (E,) int64 action bitmask (bit i = ACTIONS[i])
     ts: np.ndarray  # (E,) int64 latest action in the window, ms
-    surface: np.ndarray  # (E,) int64 product surface of the latest action
+    surface: np.ndarray  # (E,) int64 product surface of the first action
     dwell_ms: np.ndarray  # (E,) int64 longest dwell in the window
     created: np.ndarray  # (E,) int64 the post's creation time as the log gives it, 0 = unknown
     starts: np.ndarray  # (U,) first entry of each user
