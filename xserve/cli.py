@@ -199,7 +199,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                            "run `xserve train` again")
         config = msgspec.structs.replace(config, phoenix=ranker.config)
         data = prepare(engagements, posts, config, ranker.featurizer, split_ms=int(split_ms))
-        result = evaluate(data, ranker.model, towers.model, seed=config.train.seed)
+        result = evaluate(data, ranker.model, towers.model, seed=config.train.seed,
+                          oracle=_oracle(config.storage.data_dir))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.json:
@@ -209,20 +210,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_evaluation(result: dict) -> None:
-    pop, rnd = result["baselines"]["popularity"], result["baselines"]["random"]
-    print(f"{'metric':<34}{'model':>10}{'popularity':>12}{'random':>10}")
+def _oracle(data_dir: str):
+    """The synthetic world's true action model when the data directory holds one, else None."""
+    from xserve.storage.lance.tables import DataDir
+    from xserve.synth.oracle import TrueActionModel
 
-    def row(name: str, model: float, p: float | None, r: float | None) -> None:
+    ground_truth = DataDir(data_dir, create=False).read_ground_truth()
+    if ground_truth is None:
+        return None
+    try:
+        return TrueActionModel(ground_truth)
+    except ValueError as exc:  # a world seeded before the oracle existed: evaluate without it
+        print(f"xserve: warning: no oracle: {exc}", file=sys.stderr)
+        return None
+
+
+def _print_evaluation(result: dict) -> None:
+    methods = {"model": result, **result["baselines"], **({"oracle": result["oracle"]} if "oracle" in result else {})}
+    print(f"{'metric':<34}" + "".join(f"{name:>12}" for name in methods))
+
+    def row(name: str, values: list[float | None]) -> None:
         fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "-"  # noqa: E731
-        print(f"{name:<34}{fmt(model):>10}{fmt(p):>12}{fmt(r):>10}")
+        print(f"{name:<34}" + "".join(f"{fmt(v):>12}" for v in values))
 
     for metric in ("auc", "rce"):
-        for action, v in result["ranker"][metric].items():
-            row(f"ranker {metric} {action}", v, pop["ranker"][metric].get(action), rnd["ranker"][metric].get(action))
+        for action in result["ranker"][metric]:
+            row(f"ranker {metric} {action}", [m["ranker"][metric].get(action) for m in methods.values()])
     for section in ("retrieval", "next_engagement"):
-        for key, v in result[section].items():
-            row(f"{section} {key}", v, pop[section].get(key), rnd[section].get(key))
+        for key in result[section]:
+            row(f"{section} {key}", [m[section].get(key) for m in methods.values()])
 
 
 def _add_phoenix_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -230,7 +246,8 @@ def _add_phoenix_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     p = add("train", _cmd_train, "train the ranker and both retrieval towers on the data directory's engagements")
     p.add_argument("--data-dir", metavar="DIR", help=data_help)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p = add("evaluate", _cmd_evaluate, "offline metrics of the trained models beside popularity and random baselines")
+    p = add("evaluate", _cmd_evaluate, "offline metrics of the trained models beside baselines (and a synthetic "
+            "world's oracle)")
     p.add_argument("--data-dir", metavar="DIR", help=data_help)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 

@@ -67,8 +67,8 @@ def test_evaluation_has_the_stable_shape_and_beats_the_baselines(trained):
     result, _ = trained
     ev = evaluate(result.data, result.ranker, result.towers, seed=0)
     assert set(ev) == {"ranker", "retrieval", "next_engagement", "baselines"}
-    assert set(ev["baselines"]) == {"popularity", "random"}
-    for section in (ev, ev["baselines"]["popularity"], ev["baselines"]["random"]):
+    assert set(ev["baselines"]) == {"popularity", "item_knn", "random"}
+    for section in (ev, ev["baselines"]["popularity"], ev["baselines"]["item_knn"], ev["baselines"]["random"]):
         assert set(section["ranker"]) == {"auc", "rce"}
         assert set(section["ranker"]["auc"]) == {"favorite", "click", "not_interested"}  # only actions in the data
         assert set(section["retrieval"]) == {"recall@10", "recall@100", "recall@1000"}
