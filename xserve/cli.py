@@ -184,7 +184,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import msgspec
 
     from xserve.phoenix.training.evaluate import evaluate
-    from xserve.phoenix.training.train import load_ranker, load_towers, prepare
+    from xserve.phoenix.training.train import deterministic, load_ranker, load_towers, machine_num_threads, prepare
 
     config = _config(args)
     layout = DataDirLayout(config.storage.data_dir)
@@ -199,8 +199,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                            "run `xserve train` again")
         config = msgspec.structs.replace(config, phoenix=ranker.config)
         data = prepare(engagements, posts, config, ranker.featurizer, split_ms=int(split_ms))
-        result = evaluate(data, ranker.model, towers.model, seed=config.train.seed,
-                          oracle=_oracle(config.storage.data_dir))
+        with deterministic(config.train.seed, machine_num_threads(config.train.num_threads)):
+            result = evaluate(data, ranker.model, towers.model, seed=config.train.seed,
+                              oracle=_oracle(config.storage.data_dir))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.json:

@@ -20,7 +20,7 @@ CONFIG = tiny_config(epochs=2)
 
 @pytest.fixture(scope="module")
 def log():
-    return engagement_table(n_users=50, per_user=40, seed=3)
+    return engagement_table(n_users=40, per_user=30, seed=3)
 
 
 def _without_created(eng: pa.Table, how: str) -> pa.Table:

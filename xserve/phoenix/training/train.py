@@ -364,7 +364,6 @@ def train(engagements: Any, posts: Any | None, config: XServeConfig, out_dir: st
         out = Path(out_dir)
         # the split is part of the model: evaluation reads it back (never recomputes it from today's data)
         extra = {"train_config": msgspec.to_builtins(config.train), "split_ms": data.split_ms,
-                 "validation_fraction": tc.validation_fraction,
                  "train_entries": int((data.entries.ts < data.split_ms).sum())}
         save_checkpoint(out / RANKER_FILE, "ranker", ranker, data.hasher, {**rm, **metrics["seconds"]}, extra)
         save_checkpoint(out / TOWERS_FILE, "towers", towers, data.hasher, {**tm, **metrics["seconds"]}, extra)
