@@ -47,23 +47,32 @@ def test_popularity_counts_strictly_before_the_time_in_every_form():
     assert grid[0, 1] == 2  # a post created after the split has its causal count, not 0
 
 
-def test_item_knn_is_cosine_co_engagement_over_the_training_period():
-    knn = ItemKNN(LOG, SPLIT)
-    one = knn.user_vectors(np.array([[10, 0]]), np.array([[True, False]]))  # history: post 10 (users 1, 2, 3)
-    got = knn.scores(one, FAV, np.array([[11, 12, 13, 10]]))
-    # cos(10, 11 favorited) = |{1,2}| / sqrt(3·2); nobody favorited 12 in training; 13 is new; 10 itself: 3/3
+def test_item_knn_is_cosine_co_engagement_strictly_before_the_query_time():
+    knn = ItemKNN(LOG)
+    at = np.array([SPLIT])
+    one = knn.user_vectors(np.array([[10, 0]]), np.array([[True, False]]), at)  # history: post 10 (users 1, 2, 3)
+    got = knn.scores(one, FAV, np.array([[11, 12, 13, 10]]), at)
+    # cos(10, 11 favorited) = |{1,2}| / sqrt(3·2); nobody favorited 12; 13 is not engaged yet; 10 itself: 3/3
     assert got[0].tolist() == pytest.approx([2 / np.sqrt(6), 0.0, 0.0, 1.0])
-    # the candidate side counts the scored action, training period only: 12 was clicked by 3 and 4 (5 is later)
-    assert knn.scores(one, CLICK, np.array([[12]]))[0, 0] == pytest.approx(1 / np.sqrt(3 * 2))
+    # the candidate side counts the scored action before the time: 12 was clicked by 3 and 4 (5 clicks later)
+    assert knn.scores(one, CLICK, np.array([[12]]), at)[0, 0] == pytest.approx(1 / np.sqrt(3 * 2))
+    # later, user 5's favorite of 10 and click of 12 count on both sides: |{1,2,3,5} ∩ {3,4,5}| / sqrt(4·3)
+    later = np.array([1_200_000])
+    one_later = knn.user_vectors(np.array([[10]]), np.array([[True]]), later)
+    assert knn.scores(one_later, CLICK, np.array([[12]]), later)[0, 0] == pytest.approx(2 / np.sqrt(12))
     # a longer history sums its similarities
-    two = knn.user_vectors(np.array([[10, 11]]), np.array([[True, True]]))
-    assert knn.scores(two, FAV, np.array([[11]]))[0, 0] == pytest.approx(2 / np.sqrt(6) + 1.0)
-    # the corpus-wide form (retrieval) equals the per-candidate one
-    assert knn.grid(two, POSITIVE, np.array([10, 11, 12, 13]))[0].tolist() == pytest.approx(
-        knn.scores(two, POSITIVE, np.array([[10, 11, 12, 13]]))[0].tolist())
+    two = knn.user_vectors(np.array([[10, 11]]), np.array([[True, True]]), at)
+    assert knn.scores(two, FAV, np.array([[11]]), at)[0, 0] == pytest.approx(2 / np.sqrt(6) + 1.0)
+    # the corpus-wide form (retrieval, one time per query) equals the per-candidate one
+    vectors = np.concatenate([two, one_later])
+    times = np.array([SPLIT, 1_200_000])
+    grid = knn.grid(vectors, POSITIVE, np.array([10, 11, 12, 13, 99]), times)
+    pairs = knn.scores(vectors, POSITIVE, np.tile([10, 11, 12, 13, 99], (2, 1)), times)
+    assert grid.ravel().tolist() == pytest.approx(pairs.ravel().tolist())
+    assert grid[1, 0] > 0 and grid[1, 3] == 0  # 13's only favorite before 1 200 000 is user 6's
 
 
-def testpositive_probability_from_action_marginals():
+def test_positive_probability_from_action_marginals():
     rng = np.random.default_rng(0)
     sigma = rng.random((5, len(ACTIONS))) * 0.5
     neg = np.array([a in NEGATIVE_ACTIONS for a in ACTIONS])

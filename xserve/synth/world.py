@@ -145,7 +145,9 @@ class World:
     ``ground_truth`` keys: ``user_ids (U,)``, ``user_interests (U,K) f32``, ``author_topics (U,K) f32``,
     ``author_quality (U,) f32``, ``author_popularity (U,) f32``, ``user_propensity (U,) f32``,
     ``post_ids (P,)``, ``post_topic (P,) i16``, ``post_content_author (P,)`` (user index of the author whose
-    topic mixture the content follows: the original's author for reposts), ``num_topics``.
+    topic mixture the content follows: the original's author for reposts), ``num_topics``; and the action
+    model's inputs and parameters (``xserve.synth.oracle.ORACLE_KEYS``): post author, creation time, labels,
+    media and quote flags, ``follow_keys``, ``action_weights (6, A)``, ``negative_actions (A,)``.
     """
 
     spec: WorldSpec

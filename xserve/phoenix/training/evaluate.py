@@ -20,11 +20,11 @@ Every method scores the same examples (``baselines`` and ``oracle`` report the s
 * **popularity** (causal everywhere): a post's count of entries with the action (ranker), with a
   positive action (retrieval) or with a favorite (next engagement) strictly before the candidate's
   or the query's time;
-* **item_knn**: item-to-item co-engagement. Two posts are similar by the cosine of the sets of users
-  who engaged them in the training period (before the split, so never the validation labels); a
-  candidate scores the sum of its similarities to the user's history posts, counting on the
-  candidate's side only the users who took the scored action on it (the action for the ranker, a
-  positive action for retrieval, a favorite for next engagement);
+* **item_knn**: item-to-item co-engagement, causal like popularity. Two posts are similar by the
+  cosine of the sets of users who engaged them strictly before the query's time; a candidate scores
+  the sum of its similarities to the user's history posts, counting on the candidate's side only the
+  users who took the scored action on it (the action for the ranker, a positive action for
+  retrieval, a favorite for next engagement);
 * **random**: uniform random scores (AUC, recall, HR, NDCG); its RCE is that of the constant label
   rate, 0 by definition;
 * **oracle** (a synthetic world only, when ``evaluate`` is given its ``TrueActionModel``): the
@@ -118,63 +118,76 @@ class PriorCounts:
 
 
 class ItemKNN:
-    """Item-to-item co-engagement from the training period: ``score(c) = Σ_h cos(h, c)`` over history posts h.
+    """Item-to-item co-engagement, causal: ``score(c) = Σ_h cos_t(h, c)`` over the history posts h.
 
-    ``cos(h, c) = |U(h) ∩ U_k(c)| / sqrt(|U(h)| · |U_k(c)|)`` with ``U(h)`` the users with an entry on h and
-    ``U_k(c)`` those whose entry on c holds ``k`` (an action index or ``POSITIVE``), entries before
-    ``split_ms`` only. Computed through users: a history gives a user vector ``Σ_h 1/sqrt|U(h)|`` over U(h),
-    and a candidate sums it over ``U_k(c)``.
+    ``cos_t(h, c) = |U_t(h) ∩ U_{k,t}(c)| / sqrt(|U_t(h)| · |U_{k,t}(c)|)`` with ``U_t(h)`` the users with an
+    entry on h strictly before the query's time t and ``U_{k,t}(c)`` those whose entry on c holds ``k`` (an
+    action index or ``POSITIVE``), also before t. Computed through users: a history gives a user vector
+    ``Σ_h 1/sqrt|U_t(h)|`` over U_t(h), and a candidate sums it over ``U_{k,t}(c)``. Causal like the
+    popularity baseline: counted over the training period only, every post newer than the split would
+    score 0, and in a feed of 48-hour posts the engaged ones are mostly new (AUC fell below random).
     """
 
-    def __init__(self, e: Entries, split_ms: int) -> None:
-        train = e.ts < split_ms
-        self.users, user = np.unique(e.user[train], return_inverse=True)
-        self.posts, post = np.unique(e.post[train], return_inverse=True)
-        self.csr = {k: self._csr(post[m[train]], user[m[train]]) for k, m in _key_masks(e).items()}
-        self.csr["any"] = self._csr(post, user)
+    def __init__(self, e: Entries) -> None:
+        self.users, user = np.unique(e.user, return_inverse=True)
+        self.posts, post = np.unique(e.post, return_inverse=True)
+        self.csr = {k: self._csr(post[m], user[m], e.ts[m]) for k, m in _key_masks(e).items()}
+        self.csr["any"] = self._csr(post, user, e.ts)
 
-    def _csr(self, post: np.ndarray, user: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(indptr (P+1,), users) of each post's distinct users."""
-        pairs = np.unique(post.astype(np.int64) * max(len(self.users), 1) + user)
-        p, u = pairs // max(len(self.users), 1), pairs % max(len(self.users), 1)
+    def _csr(self, post: np.ndarray, user: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(indptr (P+1,), users, first time) of each post's distinct users."""
+        n_users = max(len(self.users), 1)
+        pairs, inv = np.unique(post.astype(np.int64) * n_users + user, return_inverse=True)
+        first = np.full(len(pairs), np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(first, inv, ts)
         indptr = np.zeros(len(self.posts) + 1, np.int64)
-        np.cumsum(np.bincount(p, minlength=len(self.posts)), out=indptr[1:])
-        return indptr, u
+        np.cumsum(np.bincount(pairs // n_users, minlength=len(self.posts)), out=indptr[1:])
+        return indptr, pairs % n_users, first
 
-    def _gather(self, kind: str | int, post: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For flat ``post`` ids: (pair index, user index) of every user of each post, and each post's count."""
-        indptr, users = self.csr[kind]
+    def _gather(self, kind: str | int, post: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For flat ``post`` ids: (pair index, user index, first time) of every user of each post, grouped by
+        pair in order, and where each pair's group starts."""
+        indptr, users, first = self.csr[kind]
         p = np.minimum(np.searchsorted(self.posts, post), max(len(self.posts) - 1, 0))
         known = (self.posts[p] == post) if len(self.posts) else np.zeros(len(post), bool)
         lo, n = indptr[p], np.where(known, indptr[p + 1] - indptr[p], 0)
         pair = np.repeat(np.arange(len(post)), n)
         at = np.repeat(lo, n) + (np.arange(pair.size) - np.repeat(np.cumsum(n) - n, n))
-        return pair, users[at], n
+        return pair, users[at], first[at], np.cumsum(n) - n
 
-    def user_vectors(self, hist_post: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """History posts ``(B, S)`` with validity → ``(B, U)`` float32 user vectors."""
-        post = np.where(valid, hist_post, -1).ravel()
-        pair, user, n = self._gather("any", post)
-        row = pair // hist_post.shape[1]
-        weight = 1.0 / np.sqrt(np.maximum(n, 1))
-        out = np.bincount(row * len(self.users) + user, weights=weight[pair],
-                          minlength=len(hist_post) * len(self.users))
-        return out.reshape(len(hist_post), len(self.users)).astype(np.float32)
+    def user_vectors(self, hist_post: np.ndarray, valid: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """History posts ``(B, S)`` with validity, at query times ``ts (B,)`` → ``(B, U)`` float32 user vectors."""
+        b, s = hist_post.shape
+        pair, user, first, _ = self._gather("any", np.where(valid, hist_post, -1).ravel())
+        before = first < ts[pair // s]
+        n = np.bincount(pair[before], minlength=b * s)
+        row = pair[before] // s
+        out = np.bincount(row * len(self.users) + user[before], weights=1.0 / np.sqrt(n[pair[before]]),
+                          minlength=b * len(self.users))
+        return out.reshape(b, len(self.users)).astype(np.float32)
 
-    def scores(self, vectors: np.ndarray, kind: int | str, cand_post: np.ndarray) -> np.ndarray:
-        """User vectors ``(B, U)`` and candidates ``(B, C)`` → scores ``(B, C)``."""
+    def scores(self, vectors: np.ndarray, kind: int | str, cand_post: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """User vectors ``(B, U)``, candidates ``(B, C)`` and query times ``ts (B,)`` → scores ``(B, C)``."""
         b, c = cand_post.shape
-        pair, user, n = self._gather(kind, cand_post.ravel())
-        total = np.bincount(pair, weights=vectors[pair // c, user], minlength=b * c)
+        pair, user, first, _ = self._gather(kind, cand_post.ravel())
+        before = first < ts[pair // c]
+        total = np.bincount(pair, weights=vectors[pair // c, user] * before, minlength=b * c)
+        n = np.bincount(pair, weights=before, minlength=b * c)
         return (total / np.sqrt(np.maximum(n, 1))).reshape(b, c)
 
-    def grid(self, vectors: np.ndarray, kind: int | str, post: np.ndarray) -> np.ndarray:
-        """User vectors ``(Q, U)`` and posts ``(W,)`` → scores ``(Q, W)`` (one sparse product)."""
-        pair, user, n = self._gather(kind, post)
-        values = torch.from_numpy((1.0 / np.sqrt(np.maximum(n, 1)))[pair].astype(np.float32))
-        m = torch.sparse_coo_tensor(torch.from_numpy(np.stack([pair, user]).astype(np.int64)), values,
-                                    size=(len(post), len(self.users)), check_invariants=False)  # (W, U)
-        return torch.sparse.mm(m, torch.from_numpy(vectors).T).T.numpy()  # (Q, W)
+    def grid(self, vectors: np.ndarray, kind: int | str, post: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """User vectors ``(Q, U)`` at query times ``ts (Q,)`` and posts ``(W,)`` → scores ``(Q, W)``."""
+        pair, user, first, starts = self._gather(kind, post)
+        out = np.zeros((len(ts), len(post)), np.float32)
+        nonempty = np.flatnonzero(np.diff(np.r_[starts, len(pair)]) > 0)
+        if len(pair) == 0:
+            return out
+        for q in _batches(len(ts), max(1, 4_000_000 // len(pair))):  # (q, pairs) blocks of ~16 MB
+            before = first[None, :] < ts[q, None]  # (q, P)
+            total = np.add.reduceat(vectors[q][:, user] * before, starts[nonempty], axis=1)
+            n = np.add.reduceat(before, starts[nonempty], axis=1)
+            out[q[:, None], nonempty[None, :]] = total / np.sqrt(np.maximum(n, 1))
+        return out
 
 
 def _first_time(e: Entries) -> np.ndarray:
@@ -254,8 +267,9 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
         post = np.concatenate([e.post[pidx], c.post[neg]], 1)
         ts = np.concatenate([e.ts[pidx], e.ts[ex.neg_ref[r]]], 1)
         hidx, hvalid = history_index(ex.hist_start[r], ex.hist_len[r])
-        vectors = knn.user_vectors(e.post[hidx], hvalid)
-        knn_scores = np.stack([knn.scores(vectors, a, post) for a in range(len(ACTIONS))], -1)  # (B, C, A)
+        now = e.ts[ex.pos_start[r]]  # the example's time: its first positive
+        vectors = knn.user_vectors(e.post[hidx], hvalid, now)
+        knn_scores = np.stack([knn.scores(vectors, a, post, now) for a in range(len(ACTIONS))], -1)  # (B, C, A)
         parts["model"].append(p[valid])
         parts["knn"].append(knn_scores[valid])
         parts["label"].append(lab[valid])
@@ -332,14 +346,14 @@ def _retrieval_metrics(data: Prepared, towers: PhoenixTowers, prior: PriorCounts
         scores = {
             "model": (towers.user_embeddings(ctx) @ corpus_emb[window].T).numpy(),  # (q, W)
             "popularity": prior.grid(POSITIVE, c.post[window], e.ts[t]),
-            "item_knn": knn.grid(knn.user_vectors(e.post[idx], in_hist), POSITIVE, c.post[window]),
+            "item_knn": knn.grid(knn.user_vectors(e.post[idx], in_hist, e.ts[t]), POSITIVE, c.post[window], e.ts[t]),
         }
         if oracle is not None:
             w = hi - lo
             scores["oracle"] = np.concatenate([
                 positive_probability(oracle(np.repeat(e.user[t[q]], w), np.tile(c.post[window], len(q)),
                                              np.repeat(e.ts[t[q]], w)).reshape(len(q), w, -1))
-                for q in _batches(len(t), max(1, 2_000_000 // max(w, 1)))])  # chunks of ~2M pairs
+                for q in _batches(len(t), max(1, 500_000 // max(w, 1)))])  # chunks of ~500k pairs (~150 MB)
         for name, s in scores.items():
             ranks[name].append(target_ranks(s, col, valid, rng))
         ranks["random"].append(random_ranks(valid.sum(1) - 1, rng))
@@ -375,7 +389,7 @@ def _next_engagement_metrics(data: Prepared, ranker: PhoenixRanker, prior: Prior
         scores = {
             "model": ranker.score_candidates(ranker.encode_context(ctx), cand).logits[..., _FAV].numpy(),
             "popularity": prior(_FAV, post.ravel(), np.repeat(e.ts[t], m)).reshape(q, m),
-            "item_knn": knn.scores(knn.user_vectors(e.post[idx], in_hist), _FAV, post),
+            "item_knn": knn.scores(knn.user_vectors(e.post[idx], in_hist, e.ts[t]), _FAV, post, e.ts[t]),
         }
         if oracle is not None:
             scores["oracle"] = oracle(np.repeat(e.user[t], m), post.ravel(), np.repeat(e.ts[t], m))[:, _FAV].reshape(q, m)
@@ -396,7 +410,7 @@ def evaluate(data: Prepared, ranker: PhoenixRanker, towers: PhoenixTowers, seed:
     ranker.eval()
     towers.eval()
     prior = PriorCounts(data.entries)
-    knn = ItemKNN(data.entries, data.split_ms)
+    knn = ItemKNN(data.entries)
     r = _ranker_metrics(data, ranker, prior, knn, oracle, rng)
     t = _retrieval_metrics(data, towers, prior, knn, oracle, rng)
     n = _next_engagement_metrics(data, ranker, prior, knn, oracle, rng)
