@@ -179,9 +179,9 @@ class ItemKNN:
         """User vectors ``(Q, U)`` at query times ``ts (Q,)`` and posts ``(W,)`` → scores ``(Q, W)``."""
         pair, user, first, starts = self._gather(kind, post)
         out = np.zeros((len(ts), len(post)), np.float32)
-        nonempty = np.flatnonzero(np.diff(np.r_[starts, len(pair)]) > 0)
         if len(pair) == 0:
             return out
+        nonempty = np.flatnonzero(np.diff(np.r_[starts, len(pair)]) > 0)  # reduceat needs non-empty groups
         for q in _batches(len(ts), max(1, 4_000_000 // len(pair))):  # (q, pairs) blocks of ~16 MB
             before = first[None, :] < ts[q, None]  # (q, P)
             total = np.add.reduceat(vectors[q][:, user] * before, starts[nonempty], axis=1)
@@ -229,6 +229,10 @@ def positive_probability(prob: np.ndarray) -> np.ndarray:
     no_negative = np.prod(1.0 - prob[..., neg], axis=-1)
     sigma = prob[..., pos] / np.maximum(no_negative, 1e-12)[..., None]
     return no_negative * (1.0 - np.prod(1.0 - np.clip(sigma, 0.0, 1.0), axis=-1))
+
+
+def _methods(oracle: Oracle | None) -> tuple[str, ...]:
+    return ("model", *BASELINES) + (("oracle",) if oracle is not None else ())
 
 
 def _calibrated_rce(y: np.ndarray, score: np.ndarray, transform: Callable[[np.ndarray], np.ndarray]) -> float:
@@ -280,7 +284,7 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
         return {}
     p, knn_p, y, user, post, ts = (np.concatenate(parts[k]) for k in ("model", "knn", "label", "user", "post", "ts"))
     truth = oracle(user, post, ts) if oracle is not None else None
-    out: dict[str, dict] = {k: {"auc": {}, "rce": {}} for k in ("model", *BASELINES, "oracle")}
+    out: dict[str, dict] = {k: {"auc": {}, "rce": {}} for k in _methods(oracle)}
     for a, action in enumerate(ACTIONS):
         ya = y[:, a]
         if ya.min() == ya.max():
@@ -325,8 +329,7 @@ def _retrieval_metrics(data: Prepared, towers: PhoenixTowers, prior: PriorCounts
     targets, target_col = targets[found], target_col[found]
     order = np.argsort(e.ts[targets], kind="stable")  # time-ordered batches share a narrow corpus window
     targets, target_col = targets[order], target_col[order]
-    methods = ("model", *BASELINES) + (("oracle",) if oracle is not None else ())
-    ranks: dict[str, list[np.ndarray]] = {k: [] for k in methods}
+    ranks: dict[str, list[np.ndarray]] = {k: [] for k in _methods(oracle)}
     user_start = e.starts[e.row_user()[targets]]
     for b in _batches(len(targets), 256):
         t = targets[b]
@@ -370,8 +373,7 @@ def _next_engagement_metrics(data: Prepared, ranker: PhoenixRanker, prior: Prior
         return {}
     m = tc.eval_sampled_candidates
     user_start = e.starts[e.row_user()[targets]]
-    methods = ("model", *BASELINES) + (("oracle",) if oracle is not None else ())
-    ranks: dict[str, list[np.ndarray]] = {k: [] for k in methods}
+    ranks: dict[str, list[np.ndarray]] = {k: [] for k in _methods(oracle)}
     for b in _batches(len(targets), tc.batch_size):
         t = targets[b]
         q = len(t)
