@@ -66,3 +66,11 @@ def test_visibility_levels_default_stricter_for_recommendations_and_keep_their_r
         load_config(environ={}, overrides={"mixer": {"out_of_network_visibility_drop": ["deleted", "spam"]}})
     with pytest.raises(ConfigError, match="in_network_visibility_drop"):
         load_config(environ={}, overrides={"mixer": {"in_network_visibility_drop": ["deleted", "rude"]}})
+
+
+def test_a_number_or_auto_field_parses_numbers_and_keeps_words():
+    assert load_config(environ={}).train.num_threads == "auto"
+    assert load_config(environ={"XSERVE__TRAIN__NUM_THREADS": "2"}).train.num_threads == 2
+    assert load_config(environ={"XSERVE__TRAIN__NUM_THREADS": "auto"}).train.num_threads == "auto"
+    with pytest.raises(ConfigError, match="num_threads"):
+        load_config(environ={"XSERVE__TRAIN__NUM_THREADS": "many"})

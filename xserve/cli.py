@@ -172,7 +172,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     m = result.metrics
     print(f"trained on {m['entries']} aggregated engagements of {m['users']} users, {m['posts']} posts "
-          f"in {time.perf_counter() - started:.0f} s")
+          f"in {time.perf_counter() - started:.0f} s ({m['threads']} torch threads)")
     for kind, path in result.paths.items():
         print(f"{kind}: {path}")
     return 0
@@ -184,7 +184,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import msgspec
 
     from xserve.phoenix.training.evaluate import evaluate
-    from xserve.phoenix.training.train import load_ranker, load_towers, prepare
+    from xserve.phoenix.training.train import deterministic, load_ranker, load_towers, machine_num_threads, prepare
 
     config = _config(args)
     layout = DataDirLayout(config.storage.data_dir)
@@ -193,9 +193,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise CliError(f"no trained models in {layout.models}; run `xserve train` first")
     try:
         ranker, towers = load_ranker(layout.ranker_checkpoint), load_towers(layout.towers_checkpoint)
+        split_ms = ranker.extra.get("split_ms")
+        if split_ms is None or towers.extra.get("split_ms") != split_ms:
+            raise CliError(f"the checkpoints in {layout.models} do not record one train/validation split; "
+                           "run `xserve train` again")
         config = msgspec.structs.replace(config, phoenix=ranker.config)
-        data = prepare(engagements, posts, config, ranker.featurizer)
-        result = evaluate(data, ranker.model, towers.model, seed=config.train.seed)
+        data = prepare(engagements, posts, config, ranker.featurizer, split_ms=int(split_ms))
+        with deterministic(config.train.seed, machine_num_threads(config.train.num_threads)):
+            result = evaluate(data, ranker.model, towers.model, seed=config.train.seed,
+                              oracle=_oracle(config.storage.data_dir))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.json:
@@ -205,20 +211,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_evaluation(result: dict) -> None:
-    pop, rnd = result["baselines"]["popularity"], result["baselines"]["random"]
-    print(f"{'metric':<34}{'model':>10}{'popularity':>12}{'random':>10}")
+def _oracle(data_dir: str):
+    """The synthetic world's true action model when the data directory holds one, else None."""
+    from xserve.storage.lance.tables import DataDir
+    from xserve.synth.oracle import TrueActionModel
 
-    def row(name: str, model: float, p: float | None, r: float | None) -> None:
+    ground_truth = DataDir(data_dir, create=False).read_ground_truth()
+    if ground_truth is None:
+        return None
+    try:
+        return TrueActionModel(ground_truth)
+    except ValueError as exc:  # a world seeded before the oracle existed: evaluate without it
+        print(f"xserve: warning: no oracle: {exc}", file=sys.stderr)
+        return None
+
+
+def _print_evaluation(result: dict) -> None:
+    methods = {"model": result, **result["baselines"], **({"oracle": result["oracle"]} if "oracle" in result else {})}
+    print(f"{'metric':<34}" + "".join(f"{name:>12}" for name in methods))
+
+    def row(name: str, values: list[float | None]) -> None:
         fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "-"  # noqa: E731
-        print(f"{name:<34}{fmt(model):>10}{fmt(p):>12}{fmt(r):>10}")
+        print(f"{name:<34}" + "".join(f"{fmt(v):>12}" for v in values))
 
     for metric in ("auc", "rce"):
-        for action, v in result["ranker"][metric].items():
-            row(f"ranker {metric} {action}", v, pop["ranker"][metric].get(action), rnd["ranker"][metric].get(action))
+        for action in result["ranker"][metric]:
+            row(f"ranker {metric} {action}", [m["ranker"][metric].get(action) for m in methods.values()])
     for section in ("retrieval", "next_engagement"):
-        for key, v in result[section].items():
-            row(f"{section} {key}", v, pop[section].get(key), rnd[section].get(key))
+        for key in result[section]:
+            row(f"{section} {key}", [m[section].get(key) for m in methods.values()])
 
 
 def _add_phoenix_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -226,7 +247,8 @@ def _add_phoenix_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     p = add("train", _cmd_train, "train the ranker and both retrieval towers on the data directory's engagements")
     p.add_argument("--data-dir", metavar="DIR", help=data_help)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p = add("evaluate", _cmd_evaluate, "offline metrics of the trained models beside popularity and random baselines")
+    p = add("evaluate", _cmd_evaluate, "offline metrics of the trained models beside baselines (and a synthetic "
+            "world's oracle)")
     p.add_argument("--data-dir", metavar="DIR", help=data_help)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 

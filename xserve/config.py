@@ -21,7 +21,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 import msgspec
 from msgspec import Struct
@@ -170,6 +170,7 @@ class PhoenixConfig(_Section):
     product_surface_vocab: int = 16
     age_buckets: int = 82  # reference: floor(age_min/60)+1, overflow 81, 0 unknown
     rope_base: float = 10_000.0
+    post_age: bool = True  # off when trained on a log without creation times: every age is then unknown, served too
 
 
 class TrainConfig(_Section):
@@ -179,7 +180,7 @@ class TrainConfig(_Section):
     learning_rate: float = 3e-3  # AdamW on the dense weights (medium world: 1e-3 underfits in the time budget)
     weight_decay: float = 0.01
     validation_fraction: float = 0.1  # newest share of engagements held out (time split)
-    num_threads: int = 1  # torch threads; on a shared 2-core box 2 threads measured 3-20x slower (OpenMP spin under contention)
+    num_threads: int | Literal["auto"] = "auto"  # auto: the process's cores, or 1 when the load says the box is busy (contended OpenMP spins: 3-20x slower)
     ranker_positives: int = 64  # next engaged entries per example (labels = their actions)
     ranker_negatives: int = 64  # unengaged recent posts per example (all-zero labels)
     ranker_examples_per_epoch: int = 6_000  # sampled from all cuts when there are more (0 = all)
@@ -338,10 +339,14 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def _is_str_field(path: list[str]) -> bool:
-    node: Any = XServeConfig()
+    """Whether the field at ``path`` is typed ``str`` (a field that may also be a number, like
+    ``train.num_threads: int | "auto"``, parses its value as JSON first)."""
+    cls: Any = XServeConfig
     for part in path:
-        node = getattr(node, part, None)
-    return isinstance(node, str)
+        if not (isinstance(cls, type) and issubclass(cls, Struct)) or part not in cls.__struct_fields__:
+            return False
+        cls = get_type_hints(cls)[part]
+    return cls is str
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -46,7 +46,13 @@ def test_train_then_evaluate_json_on_a_seeded_world(tmp_path):
     r = run("evaluate", "--data-dir", data, "--json", env=TINY)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert set(out) == {"ranker", "retrieval", "next_engagement", "baselines"}
+    assert set(out) == {"ranker", "retrieval", "next_engagement", "baselines", "oracle"}  # a synthetic world
     # the trained ranker finds the next engagement more often than random scores do (the same run's baseline)
     hit_rate = out["next_engagement"]["hr@10"]
     assert hit_rate > out["baselines"]["random"]["next_engagement"]["hr@10"], out
+    assert set(out["baselines"]) == {"popularity", "item_knn", "random"}
+    oracle = out["oracle"]
+    assert set(oracle) == {"ranker", "retrieval", "next_engagement"}
+    assert set(oracle["ranker"]["auc"]) == set(out["ranker"]["auc"]) and set(oracle["retrieval"]) == set(out["retrieval"])
+    # the world's own model ranks favorites among the engaged and sampled posts better than chance
+    assert oracle["ranker"]["auc"]["favorite"] > out["baselines"]["random"]["ranker"]["auc"]["favorite"] + 0.1

@@ -4,7 +4,17 @@ import torch
 
 from tests.phoenix.factories import engagement_table, random_batch, tiny_config
 from xserve.phoenix.training.evaluate import evaluate
-from xserve.phoenix.training.train import RANKER_FILE, TOWERS_FILE, deterministic, load_ranker, load_towers, prepare, train, train_ranker
+from xserve.phoenix.training.train import (
+    RANKER_FILE,
+    TOWERS_FILE,
+    deterministic,
+    load_ranker,
+    load_towers,
+    prepare,
+    resolve_num_threads,
+    train,
+    train_ranker,
+)
 from xserve.schema import ACTIONS
 
 CONFIG = tiny_config(epochs=4, embedding_learning_rate=0.05)
@@ -57,8 +67,8 @@ def test_evaluation_has_the_stable_shape_and_beats_the_baselines(trained):
     result, _ = trained
     ev = evaluate(result.data, result.ranker, result.towers, seed=0)
     assert set(ev) == {"ranker", "retrieval", "next_engagement", "baselines"}
-    assert set(ev["baselines"]) == {"popularity", "random"}
-    for section in (ev, ev["baselines"]["popularity"], ev["baselines"]["random"]):
+    assert set(ev["baselines"]) == {"popularity", "item_knn", "random"}
+    for section in (ev, ev["baselines"]["popularity"], ev["baselines"]["item_knn"], ev["baselines"]["random"]):
         assert set(section["ranker"]) == {"auc", "rce"}
         assert set(section["ranker"]["auc"]) == {"favorite", "click", "not_interested"}  # only actions in the data
         assert set(section["retrieval"]) == {"recall@10", "recall@100", "recall@1000"}
@@ -80,3 +90,22 @@ def test_training_is_deterministic_under_a_seed(log):
     with deterministic(config.train.seed + 1, 1) as rng:
         other, _ = train_ranker(prepare(*log, config), rng)
     assert not torch.equal(other.state_dict()["action_head.weight"], states[0]["action_head.weight"])
+
+
+@pytest.mark.parametrize(("setting", "cores", "load", "threads"), [
+    ("auto", 2, 0.3, 2),  # an idle 2-core box: both cores
+    ("auto", 2, 1.9, 2),
+    ("auto", 2, 2.0, 1),  # the load already fills the cores: a shared box, one thread
+    ("auto", 8, 30.0, 1),
+    ("auto", 1, 0.0, 1),
+    ("auto", 0, 0.0, 1),  # no affinity reported: still one thread
+    (3, 2, 50.0, 3),  # a number is used as given
+])
+def test_thread_count_resolution(setting, cores, load, threads):
+    assert resolve_num_threads(setting, cores, load) == threads
+
+
+def test_thread_count_rejects_nonsense():
+    for bad in (0, -1, "many"):
+        with pytest.raises(ValueError, match="num_threads"):
+            resolve_num_threads(bad, 2, 0.0)

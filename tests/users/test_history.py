@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import msgspec
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xserve.schema import Action, Engagement
-from xserve.users.history import EngagementSequence
+from xserve.schema import ACTION_INDEX, Action, Engagement, ProductSurface
+from xserve.users.history import EngagementSequence, aggregate_actions
 
 W = 300_000
 
@@ -82,3 +84,56 @@ def test_order_of_arrival_and_duplicates_do_not_matter(events, rnd):
         assert item.timestamp_ms == max(e.timestamp_ms for e in group)
     times = [i.timestamp_ms for i in a.latest(1_000)]
     assert times == sorted(times)
+
+
+def test_the_first_action_gives_the_surface_and_a_tie_takes_the_smaller_value():
+    seq = EngagementSequence(capacity=10, window_ms=W)
+    seq.add(Engagement(1, 1, 101, Action.FAVORITE, 2_000, product_surface=ProductSurface.PROFILE))
+    seq.add(Engagement(1, 1, 101, Action.REPLY, 3_000, product_surface=ProductSurface.CONVERSATION))
+    assert seq.latest(1)[0].product_surface == ProductSurface.PROFILE  # a later action changes nothing
+    seq.add(Engagement(1, 1, 101, Action.CLICK, 1_000, product_surface=ProductSurface.EXPLORE))
+    assert seq.latest(1)[0].product_surface == ProductSurface.EXPLORE  # an earlier one, arriving late, does
+    seq.add(Engagement(1, 1, 101, Action.DWELL, 1_000, product_surface=ProductSurface.HOME_FOLLOWING))
+    assert seq.latest(1)[0].product_surface == ProductSurface.HOME_FOLLOWING  # same time: the smaller value
+    assert seq.latest(1)[0].timestamp_ms == 3_000
+
+
+def _columns(events: list[Engagement]) -> list[np.ndarray]:
+    return [np.array([getattr(e, name) for e in events], np.int64) for name in
+            ("user_id", "post_id", "author_id")] + [
+        np.array([ACTION_INDEX[e.action] for e in events], np.int64),
+        np.array([e.timestamp_ms for e in events], np.int64),
+        np.array([int(e.product_surface) for e in events], np.int64),
+        np.array([e.dwell_ms for e in events], np.int64)]
+
+
+surfaced = st.lists(
+    st.builds(
+        eng,
+        post=st.integers(1, 6),
+        t=st.integers(0, 4 * W),
+        action=st.sampled_from(list(Action)),
+        dwell=st.integers(0, 10_000),
+        user=st.integers(1, 3),
+    ).flatmap(lambda e: st.sampled_from(list(ProductSurface)).map(
+        lambda s: msgspec.structs.replace(e, product_surface=s))),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(surfaced, st.randoms())
+def test_the_vectorised_aggregation_equals_the_sequence_in_any_order(events, rnd):
+    """The two implementations of the one rule: a whole log at once (training, table loads) equals folding its
+    actions one by one in any order (serving)."""
+    whole = aggregate_actions(*_columns(events), W)
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    for k, user in enumerate(whole.user[whole.starts].tolist()):
+        seq = EngagementSequence(capacity=1_000, window_ms=W)
+        for e in shuffled:
+            if e.user_id == user:
+                seq.add(e)
+        assert tuple(whole.items(range(whole.starts[k], whole.ends[k]))) == seq.latest(1_000)
+    assert sorted(set(whole.user.tolist())) == sorted({e.user_id for e in events})

@@ -145,7 +145,9 @@ class World:
     ``ground_truth`` keys: ``user_ids (U,)``, ``user_interests (U,K) f32``, ``author_topics (U,K) f32``,
     ``author_quality (U,) f32``, ``author_popularity (U,) f32``, ``user_propensity (U,) f32``,
     ``post_ids (P,)``, ``post_topic (P,) i16``, ``post_content_author (P,)`` (user index of the author whose
-    topic mixture the content follows: the original's author for reposts), ``num_topics``.
+    topic mixture the content follows: the original's author for reposts), ``num_topics``; and the action
+    model's inputs and parameters (``xserve.synth.oracle.ORACLE_KEYS``): post author, creation time, labels,
+    media and quote flags, ``follow_keys``, ``action_weights (6, A)``, ``negative_actions (A,)``.
     """
 
     spec: WorldSpec
@@ -242,6 +244,61 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def _x_aff(aff: np.ndarray, k: int) -> np.ndarray:
     return np.log((aff + 0.01) / (1.0 / k + 0.01))
+
+
+# --------------------------------------------------------------------------- the action model (the oracle uses it too)
+
+IMPRESSION_FEATURES = ("bias", "affinity", "quality", "follows", "recency", "labelled")  # rows of action_weights()
+
+
+def action_weights() -> np.ndarray:
+    """(6, A) float32: ``_ACTION_MODEL`` in ``ACTIONS`` order, one row per ``IMPRESSION_FEATURES`` entry."""
+    return np.array([_ACTION_MODEL[a] for a in ACTIONS], dtype=np.float32).T
+
+
+def _affinity(interests: np.ndarray, content_topics: np.ndarray, topic: np.ndarray) -> np.ndarray:
+    """(n,) theta_u . tau_p with tau_p = 0.75 e_topic + 0.25 phi_content_author; rows of (n, K) arrays."""
+    topic_vec = 0.25 * content_topics
+    topic_vec[np.arange(len(topic)), topic] += 0.75
+    return np.einsum("ij,ij->i", interests, topic_vec)
+
+
+def impression_features(aff: np.ndarray, k: int, content_quality: np.ndarray, follows: np.ndarray,
+                        age_ms: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+    """(n, 6) float32 features of impressions, in ``IMPRESSION_FEATURES`` order."""
+    # float32 throughout: NumPy's float64 exp is ~10x slower and precision is irrelevant here.
+    return np.stack(
+        [
+            np.ones(len(aff), dtype=np.float32),
+            _x_aff(aff, k).astype(np.float32),
+            content_quality - np.float32(0.5),
+            follows.astype(np.float32),
+            np.exp(-age_ms / DAY_MS).astype(np.float32),
+            labelled.astype(np.float32),
+        ],
+        axis=1,
+    )
+
+
+def action_logits(features: np.ndarray, propensity: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(n, A) logit of every action per impression: features ``(n, 6)`` · weights ``(6, A)`` + the viewer's propensity."""
+    # A sum of outer products rather than a matmul: BLAS threads spinning after a tiny-K matmul
+    # starved the single-threaded code that follows on a 2-core box.
+    logits = propensity[:, None] + weights[0]  # (n, A)
+    for f in range(1, features.shape[1]):
+        logits += features[:, f : f + 1] * weights[f]
+    return logits
+
+
+def action_gates(has_photo: np.ndarray, has_video: np.ndarray, is_quote: np.ndarray, follows: np.ndarray) -> np.ndarray:
+    """(n, A) bool: which actions an impression can produce at all (photo expands need a photo, ...)."""
+    gates = np.ones((len(has_photo), len(ACTIONS)), dtype=bool)
+    col = ACTION_INDEX
+    gates[:, col[Action.PHOTO_EXPAND]] = has_photo
+    gates[:, col[Action.VIDEO_QUALITY_VIEW]] = has_video
+    gates[:, col[Action.QUOTED_CLICK]] = is_quote
+    gates[:, col[Action.FOLLOW_AUTHOR]] = ~follows
+    return gates
 
 
 # --------------------------------------------------------------------------- users and graph
@@ -427,35 +484,15 @@ def _act(spec, rng, viewer, post, in_net, people, posts, follow_keys, now_ms):
     delay = -tau * np.log1p(-rng.random(n) * -np.expm1(-horizon / tau))  # truncated exponential on [0, horizon]
     t = created + np.minimum(delay, horizon - 1).astype(np.int64)
     content_author = posts["content_author"][post]
-    topic_vec = 0.25 * people["topics"][content_author]
-    topic_vec[np.arange(n), posts["topic"][post]] += 0.75
-    aff = np.einsum("ij,ij->i", people["interests"][viewer], topic_vec)
+    aff = _affinity(people["interests"][viewer], people["topics"][content_author], posts["topic"][post])
     author = posts["author"][post]
     follows = _member(follow_keys, viewer.astype(np.int64) * spec.num_users + author)
-    # float32 throughout: NumPy's float64 exp is ~10x slower and precision is irrelevant here.
-    features = np.stack(
-        [
-            np.ones(n, dtype=np.float32),
-            _x_aff(aff, k).astype(np.float32),
-            people["quality"][content_author] - np.float32(0.5),
-            follows.astype(np.float32),
-            np.exp(-(t - created) / DAY_MS).astype(np.float32),
-            posts["labelled"][post].astype(np.float32),
-        ],
-        axis=1,
-    )  # (n, 6)
-    weights = np.array([_ACTION_MODEL[a] for a in ACTIONS], dtype=np.float32).T  # (6, A)
-    # A sum of outer products rather than a matmul: BLAS threads spinning after a tiny-K matmul
-    # starved the single-threaded code that follows on a 2-core box.
-    logits = people["propensity"][viewer][:, None] + weights[0]  # (n, A)
-    for f in range(1, features.shape[1]):
-        logits += features[:, f : f + 1] * weights[f]
+    features = impression_features(aff, k, people["quality"][content_author], follows, t - created,
+                                   posts["labelled"][post])
+    logits = action_logits(features, people["propensity"][viewer], action_weights())
     hits = rng.random(logits.shape, dtype=np.float32) < _sigmoid(logits)  # (n, A)
+    hits &= action_gates(posts["has_photo"][post], posts["has_video"][post], posts["kind"][post] == _QUOTE, follows)
     col = ACTION_INDEX
-    hits[:, col[Action.PHOTO_EXPAND]] &= posts["has_photo"][post]
-    hits[:, col[Action.VIDEO_QUALITY_VIEW]] &= posts["has_video"][post]
-    hits[:, col[Action.QUOTED_CLICK]] &= posts["kind"][post] == _QUOTE
-    hits[:, col[Action.FOLLOW_AUTHOR]] &= ~follows
     negative = hits[:, [col[a] for a in _NEGATIVES]].any(axis=1)
     positive_cols = [col[a] for a in ACTIONS if a not in _NEGATIVES]
     hits[np.ix_(negative, positive_cols)] = False  # someone who reports a post does not like it
@@ -623,6 +660,17 @@ def generate_world(
         "post_topic": internal["topic"],
         "post_content_author": internal["content_author"],
         "num_topics": np.array(spec.num_topics),
+        # what the action model needs beyond the latents (xserve.synth.oracle scores any impression with them)
+        "post_author": internal["author"],
+        "post_created_at_ms": internal["created"],
+        "post_labelled": internal["labelled"],
+        "post_has_photo": internal["has_photo"],
+        "post_has_video": internal["has_video"],
+        "post_is_quote": internal["kind"] == _QUOTE,
+        # the follow graph the impressions saw (sorted viewer_index * U + author_index)
+        "follow_keys": np.sort(follow_src.astype(np.int64) * n_users + follow_dst),
+        "action_weights": action_weights(),  # (6, A): rows IMPRESSION_FEATURES, columns ACTIONS
+        "negative_actions": np.array([a in _NEGATIVES for a in ACTIONS]),  # a negative drops the positives
     }
     lap("assemble")
     return World(spec, seed, now_ms, users, posts, edges, engagements, ground_truth, impressions, timings)
@@ -649,7 +697,4 @@ def affinity(ground_truth: dict[str, np.ndarray], user_ids: np.ndarray, post_ids
     gt = ground_truth
     u = np.searchsorted(gt["user_ids"], user_ids)
     p = np.searchsorted(gt["post_ids"], post_ids)
-    content = gt["post_content_author"][p]
-    tau = 0.25 * gt["author_topics"][content]
-    tau[np.arange(len(p)), gt["post_topic"][p]] += 0.75
-    return np.einsum("ij,ij->i", gt["user_interests"][u], tau)
+    return _affinity(gt["user_interests"][u], gt["author_topics"][gt["post_content_author"][p]], gt["post_topic"][p])

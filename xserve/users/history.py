@@ -1,17 +1,32 @@
-"""The engagement sequence: a user's latest actions, aggregated per post and time window.
+"""The engagement history: a user's actions aggregated into the entries the ranker and the user tower see.
 
-Follows the reference ``UserActionSeqQueryHydrator`` (``docs/reference.md`` §2.3): raw
-actions are aggregated so that every action on one post within one window of
-``window_ms`` (reference ``UAS_WINDOW_TIME_MS``, 5 min) becomes one
-``HistoryItem`` carrying the set of actions, and only the latest entries are
-kept. Windows are fixed buckets (``timestamp_ms // window_ms``), so the result
-does not depend on the order engagements arrive in, and applying one
-engagement twice equals applying it once (actions are a set; the item's time
-and dwell are maxima).
+One rule, shared by training and serving. Training aggregates a whole log at once with
+``aggregate_actions`` (vectorised; ``xserve/phoenix/training/data.py`` calls it); the user store
+aggregates a table the same way when it loads (``UserStore.load_engagement_arrays``) and folds live
+engagements one at a time with ``EngagementSequence``, whose fold is the same rule.
+``tests/phoenix/test_history_parity.py`` checks that the featurized context of a served
+``RankRequest`` equals the training example's context cut at the same time.
 
-Bounded: at most ``capacity`` items. When full, the oldest item is evicted and
-the sequence remembers the evicted time; later-arriving engagements at or
-before it are dropped (they would be evicted again anyway).
+The rule, after the reference ``UserActionSeqQueryHydrator`` (``docs/reference.md`` §2.3):
+
+* **window**: every action of one user on one post inside one fixed window
+  ``timestamp_ms // window_ms`` (reference ``UAS_WINDOW_TIME_MS``, 5 min) forms one entry. Fixed
+  windows rather than "merge while the gap stays under the window": the result does not depend on
+  the order actions arrive in, applying an action twice changes nothing, and a history cut at a
+  window boundary holds exactly the entries serving had at that time (a gap-merged entry can
+  straddle any cut, so training and serving could never agree on it).
+* **entry**: the set of actions, the latest action's time, the longest dwell, and the product
+  surface of the *first* action (on a tie in time, the smaller surface value, so arrival order never
+  matters). The first action's surface is where the post was seen, which is what a served candidate
+  carries; a later action's surface often follows from the action itself (a reply is written in the
+  conversation view), so as a training candidate's feature it would give the label away.
+* **order**: by (time, post id), oldest first.
+* **truncation**: only the newest entries are kept (``capacity`` here; the models take the newest
+  ``phoenix.history_len`` of what they are given, as training does).
+
+``EngagementSequence`` is bounded: at most ``capacity`` entries. When full, the oldest entry is
+evicted and the sequence remembers the evicted time; later-arriving engagements at or before it are
+dropped (they would be evicted again anyway).
 """
 
 from __future__ import annotations
@@ -19,9 +34,70 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from xserve.schema import Action, Engagement, HistoryItem, ProductSurface
+import numpy as np
 
-__all__ = ["EngagementSequence"]
+from xserve.schema import ACTIONS, Action, Engagement, HistoryItem, ProductSurface
+
+__all__ = ["AggregatedActions", "EngagementSequence", "aggregate_actions", "window_of"]
+
+
+def window_of(timestamp_ms, window_ms: int):
+    """The fixed window an action falls in (an int or an array, like ``timestamp_ms``)."""
+    return timestamp_ms // window_ms
+
+
+@dataclass
+class AggregatedActions:
+    """Entries of many users, sorted by (user, time, post); user ``k``'s entries are ``[starts[k], ends[k])``."""
+
+    user: np.ndarray  # (E,) int64 user id
+    post: np.ndarray  # (E,) int64
+    author: np.ndarray  # (E,) int64
+    bits: np.ndarray  # (E,) int64 action bitmask, bit i = ACTIONS[i]
+    ts: np.ndarray  # (E,) int64 the latest action's time, ms
+    first_ts: np.ndarray  # (E,) int64 the first action's time, ms (what a later fold compares surfaces by)
+    surface: np.ndarray  # (E,) int64 the first action's product surface
+    dwell_ms: np.ndarray  # (E,) int64 the longest dwell
+    starts: np.ndarray  # (U,) first entry of each user
+    ends: np.ndarray  # (U,) one past the last entry of each user
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def items(self, rows: range | np.ndarray) -> list[HistoryItem]:
+        """Entries ``rows`` as ``HistoryItem``s (fold each with ``add_item(item, first_ms=first_ts[row])``)."""
+        return [HistoryItem(int(self.post[i]), int(self.author[i]),
+                            frozenset(ACTIONS[a] for a in range(len(ACTIONS)) if (int(self.bits[i]) >> a) & 1),
+                            int(self.ts[i]), ProductSurface(int(self.surface[i])), int(self.dwell_ms[i]))
+                for i in rows]
+
+
+def aggregate_actions(user: np.ndarray, post: np.ndarray, author: np.ndarray, action: np.ndarray, ts: np.ndarray,
+                      surface: np.ndarray, dwell_ms: np.ndarray, window_ms: int) -> AggregatedActions:
+    """Raw actions (equal-length arrays, any order; ``action`` = ``ACTION_INDEX`` codes) → entries (module rule)."""
+    if window_ms < 1:
+        raise ValueError(f"window_ms must be >= 1, got {window_ms}")
+    user, post, author, ts = (np.asarray(x, np.int64) for x in (user, post, author, ts))
+    action, surface, dwell_ms = (np.asarray(x, np.int64) for x in (action, surface, dwell_ms))
+    window = window_of(ts, window_ms)
+    # group by (user, post, window); within a group the first row is the first action (ties: smaller surface)
+    order = np.lexsort((surface, ts, window, post, user))
+    u, p, w = user[order], post[order], window[order]
+    new = np.ones(len(order), bool)
+    new[1:] = (u[1:] != u[:-1]) | (p[1:] != p[:-1]) | (w[1:] != w[:-1])
+    first = np.flatnonzero(new)
+    last = order[np.r_[first[1:], len(order)] - 1]
+    head = order[first]
+    bits = np.bitwise_or.reduceat(np.left_shift(1, action[order]), first) if len(order) else np.zeros(0, np.int64)
+    dwell = np.maximum.reduceat(dwell_ms[order], first) if len(order) else np.zeros(0, np.int64)
+    g_user, g_post, g_ts = user[last], post[last], ts[last]
+    by_time = np.lexsort((g_post, g_ts, g_user))  # each user's entries by (time, post)
+    g_user = g_user[by_time]
+    starts = np.flatnonzero(np.r_[True, g_user[1:] != g_user[:-1]]) if len(g_user) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(g_user)].astype(np.int64)
+    return AggregatedActions(user=g_user, post=g_post[by_time], author=author[last][by_time], bits=bits[by_time],
+                             ts=g_ts[by_time], first_ts=ts[head][by_time], surface=surface[head][by_time],
+                             dwell_ms=dwell[by_time], starts=starts, ends=ends)
 
 
 @dataclass(slots=True)
@@ -29,9 +105,10 @@ class _Entry:
     post_id: int
     author_id: int
     actions: set[Action]
-    timestamp_ms: int  # latest action in the window
-    product_surface: ProductSurface
-    dwell_ms: int
+    timestamp_ms: int  # the latest action's time
+    first_ms: int  # the first action's time
+    product_surface: ProductSurface  # the first action's surface (ties: the smaller value)
+    dwell_ms: int  # the longest dwell
 
     def sort_key(self) -> tuple[int, int]:
         return (self.timestamp_ms, self.post_id)
@@ -43,7 +120,7 @@ class _Entry:
 
 
 class EngagementSequence:
-    """One user's aggregated engagement sequence, newest last (see the module docstring)."""
+    """One user's entries, newest last, folded in one engagement at a time (see the module docstring)."""
 
     __slots__ = ("_by_key", "_capacity", "_evicted_ms", "_order", "_window_ms")
 
@@ -52,7 +129,7 @@ class EngagementSequence:
             raise ValueError(f"capacity and window_ms must be >= 1, got {capacity} and {window_ms}")
         self._capacity = capacity
         self._window_ms = window_ms
-        self._by_key: dict[tuple[int, int], _Entry] = {}  # (post_id, window bucket) -> entry
+        self._by_key: dict[tuple[int, int], _Entry] = {}  # (post_id, window) -> entry
         self._order: list[tuple[tuple[int, int], tuple[int, int]]] = []  # sorted (sort_key, key)
         self._evicted_ms = -1  # time of the newest evicted entry; older engagements are late
 
@@ -64,12 +141,24 @@ class EngagementSequence:
 
     def add(self, e: Engagement) -> bool:
         """Fold one engagement in; returns whether the sequence changed."""
-        if e.timestamp_ms <= self._evicted_ms:
+        return self.add_item(HistoryItem(e.post_id, e.author_id, frozenset((e.action,)), e.timestamp_ms,
+                                         e.product_surface, e.dwell_ms))
+
+    def add_item(self, item: HistoryItem, first_ms: int | None = None) -> bool:
+        """Fold in an entry already aggregated by the same rule (a table load) whose first action was at
+        ``first_ms`` (default: the item is one action); returns whether anything changed.
+
+        The fold is associative (a union, two maxima and the surface of the minimum (time, surface)), so
+        folding an aggregated entry equals folding the actions it holds, one by one, in any order.
+        """
+        if item.timestamp_ms <= self._evicted_ms:
             return False
-        key = (e.post_id, e.timestamp_ms // self._window_ms)
+        first_ms = item.timestamp_ms if first_ms is None else first_ms
+        key = (item.post_id, window_of(item.timestamp_ms, self._window_ms))
         entry = self._by_key.get(key)
         if entry is None:
-            entry = _Entry(e.post_id, e.author_id, {e.action}, e.timestamp_ms, e.product_surface, e.dwell_ms)
+            entry = _Entry(item.post_id, item.author_id, set(item.actions), item.timestamp_ms, first_ms,
+                           ProductSurface(item.product_surface), item.dwell_ms)
             self._by_key[key] = entry
             bisect.insort(self._order, (entry.sort_key(), key))
             if len(self._order) > self._capacity:
@@ -77,18 +166,20 @@ class EngagementSequence:
                 del self._by_key[evicted_key]
                 self._evicted_ms = evicted_ms
             return True
-        before = (len(entry.actions), entry.timestamp_ms, entry.dwell_ms)
-        entry.actions.add(e.action)
-        entry.dwell_ms = max(entry.dwell_ms, e.dwell_ms)
-        if e.timestamp_ms > entry.timestamp_ms:
+        before = (len(entry.actions), entry.timestamp_ms, entry.product_surface, entry.dwell_ms)
+        entry.actions |= item.actions
+        entry.dwell_ms = max(entry.dwell_ms, item.dwell_ms)
+        if item.timestamp_ms > entry.timestamp_ms:
             self._order.remove((entry.sort_key(), key))
-            entry.timestamp_ms = e.timestamp_ms
-            entry.product_surface = e.product_surface  # the latest action's surface
+            entry.timestamp_ms = item.timestamp_ms
             bisect.insort(self._order, (entry.sort_key(), key))
-        return before != (len(entry.actions), entry.timestamp_ms, entry.dwell_ms)
+        if (first_ms, item.product_surface) < (entry.first_ms, entry.product_surface):
+            entry.first_ms, entry.product_surface = first_ms, ProductSurface(item.product_surface)
+        return before != (len(entry.actions), entry.timestamp_ms, entry.product_surface, entry.dwell_ms)
 
     def latest(self, n: int) -> tuple[HistoryItem, ...]:
         """The newest ``n`` items, oldest first (newest last)."""
         if n <= 0:
             return ()
         return tuple(self._by_key[key].freeze() for _, key in self._order[-n:])
+

@@ -30,7 +30,6 @@ import numpy as np
 
 from xserve.config import MixerConfig, ServingConfig
 from xserve.schema import (
-    ACTIONS,
     EdgeKind,
     EdgeSet,
     EdgeUnset,
@@ -38,7 +37,6 @@ from xserve.schema import (
     EngagementRecorded,
     HistoryItem,
     MutedKeywordsSet,
-    ProductSurface,
     Served,
     UserEvent,
     UserFeatures,
@@ -47,7 +45,7 @@ from xserve.schema import (
     UserUpserted,
 )
 from xserve.sharding import shard_array, shard_for
-from xserve.users.history import EngagementSequence
+from xserve.users.history import AggregatedActions, EngagementSequence, aggregate_actions
 
 __all__ = ["UserStore", "event_user_ids"]
 
@@ -92,7 +90,7 @@ class UserStore:
         self._cfg = serving
         self._window_ms = mixer.history_window_ms
         self._users: dict[int, _User] = {}
-        self._bulk: list[dict[str, np.ndarray]] = []  # engagement rows loaded from tables, by user then time
+        self._bulk: list[AggregatedActions] = []  # engagement entries loaded from tables
         self._pending: dict[int, list[tuple[int, int, int]]] = {}  # user -> (bulk chunk, start, end) not yet folded
 
     def __repr__(self) -> str:
@@ -243,37 +241,31 @@ class UserStore:
     def load_engagement_arrays(self, cols: Mapping[str, np.ndarray]) -> int:
         """Take an engagements table given as arrays (``action`` as ``ACTION_INDEX`` codes, any row order).
 
-        Only the owned users' newest ``max_history_items`` raw rows each are
-        kept (older ones could not survive the sequence's cap: an aggregated
-        item holds at least one row), and they are folded into a user's
-        sequence on its first use, so a large table loads in about a second.
-        Returns the rows kept.
+        The owned users' rows are aggregated at once by the history rule (``aggregate_actions``, the
+        one training uses) and only each user's newest ``max_history_items`` entries are kept; they are
+        folded into the user's sequence on its first use, so a large table loads in about a second.
+        Returns the entries kept.
         """
         users = np.asarray(cols["user_id"], dtype=np.int64)
         if not len(users):
             return 0
         idx = np.nonzero(shard_array(users, self.num_shards) == self.shard)[0]
-        ts = np.asarray(cols["timestamp_ms"], dtype=np.int64)[idx]
-        order = idx[np.lexsort((ts, users[idx]))]  # by user, then time
-        u = users[order]
-        starts = np.r_[0, np.nonzero(u[1:] != u[:-1])[0] + 1]
-        ends = np.r_[starts[1:], len(u)]
-        rank_from_end = np.repeat(ends, ends - starts) - np.arange(len(u)) - 1
-        keep = order[rank_from_end < self._cfg.max_history_items]
-        rows = {k: np.asarray(cols[k])[keep] for k in _ENGAGEMENT_COLUMNS}
-        self._bulk.append(rows)
-        ku = rows["user_id"]
-        firsts = np.r_[0, np.nonzero(ku[1:] != ku[:-1])[0] + 1]
-        lasts = np.r_[firsts[1:], len(ku)]
-        for uid, a, b in zip(ku[firsts].tolist(), firsts.tolist(), lasts.tolist()):
-            self._pending.setdefault(uid, []).append((len(self._bulk) - 1, a, b))
-        return len(keep)
+        rows = {k: np.asarray(cols[k])[idx] for k in _ENGAGEMENT_COLUMNS}
+        entries = aggregate_actions(rows["user_id"], rows["post_id"], rows["author_id"], rows["action"],
+                                    rows["timestamp_ms"], rows["product_surface"], rows["dwell_ms"], self._window_ms)
+        self._bulk.append(entries)
+        kept = 0
+        for a, b in zip(entries.starts.tolist(), entries.ends.tolist()):
+            a = max(a, b - self._cfg.max_history_items)
+            self._pending.setdefault(int(entries.user[a]), []).append((len(self._bulk) - 1, a, b))
+            kept += b - a
+        return kept
 
     def _sequence(self, user_id: int) -> EngagementSequence:
-        """The user's sequence, with any bulk-loaded rows folded in first."""
+        """The user's sequence, with any bulk-loaded entries folded in first."""
         seq = self._user(user_id).history
         for chunk, a, b in self._pending.pop(user_id, ()):
-            rows = {k: v[a:b].tolist() for k, v in self._bulk[chunk].items()}
-            for uid, pid, aid, act, t, dwell, surface in zip(*(rows[k] for k in _ENGAGEMENT_COLUMNS)):
-                seq.add(Engagement(uid, pid, aid, ACTIONS[act], t, dwell_ms=dwell, product_surface=ProductSurface(surface)))
+            entries = self._bulk[chunk]
+            for item, first_ms in zip(entries.items(range(a, b)), entries.first_ts[a:b].tolist()):
+                seq.add_item(item, first_ms)
         return seq

@@ -40,6 +40,7 @@ class Loaded(Generic[M]):
     config: PhoenixConfig
     version: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # what training recorded beside the model (its data split)
 
     @property
     def featurizer(self) -> Featurizer:
@@ -97,7 +98,8 @@ def _load(path: str | Path, kind: str, cls: type[M]) -> Loaded[M]:
     model.load_state_dict(payload["state_dict"])
     model.eval()
     hasher = PhoenixHasher(config, HashConstants.from_dict(payload["hash_constants"]))
-    return Loaded(model=model, hasher=hasher, config=config, version=payload["version"], metrics=payload["metrics"])
+    return Loaded(model=model, hasher=hasher, config=config, version=payload["version"], metrics=payload["metrics"],
+                  extra=payload.get("extra", {}))
 
 
 def load_ranker(path: str | Path) -> Loaded[PhoenixRanker]:

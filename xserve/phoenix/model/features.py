@@ -72,10 +72,11 @@ class Featurizer:
 
     def candidates(self, post_ids: np.ndarray, author_ids: np.ndarray, surface: np.ndarray,
                    age_bucket: np.ndarray) -> CandidateBatch:
-        """Candidate ``(B, C)`` arrays; post id 0 marks a padding slot."""
+        """Candidate ``(B, C)`` arrays; post id 0 marks a padding slot. A model trained without creation
+        times (``post_age`` off) sees every age as unknown (0), as it did in training."""
         post_ids = np.asarray(post_ids, np.int64)
         pad = post_ids == 0
-        bucket = np.asarray(age_bucket, np.int64)
+        bucket = np.asarray(age_bucket, np.int64) if self.config.post_age else np.zeros(post_ids.shape, np.int64)
         return CandidateBatch(
             post_hashes=torch.from_numpy(self.hasher("post", post_ids)),
             author_hashes=torch.from_numpy(self.hasher("author", np.where(pad, 0, author_ids))),

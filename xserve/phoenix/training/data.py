@@ -6,11 +6,12 @@ the engagement-log columns ``user_id, post_id, author_id, action`` (an
 ``product_surface``, ``post_created_at_ms``; and optionally a posts table
 (``post_id, author_id, created_at_ms``) as the candidate corpus.
 
-1. **Aggregation** (``Entries``): one user's actions on one post form one entry
-   while consecutive actions are at most ``history_window_ms`` apart (the
-   reference's UAS window), giving a multi-hot action bitmask, the latest
-   timestamp, the first product surface and the longest dwell. Entries are
-   sorted by (user, time): each user's chronological sequence is a slice.
+1. **Aggregation** (``Entries``): by the one history rule that serving uses too
+   (``xserve.users.history``): one user's actions on one post in one fixed
+   window of ``history_window_ms`` (the reference's UAS window) form one entry,
+   giving a multi-hot action bitmask, the latest timestamp, the first action's
+   product surface and the longest dwell. Entries are sorted by (user, time,
+   post): each user's chronological sequence is a slice.
 2. **Time split**: entries at or after ``split_ms`` (the newest
    ``validation_fraction`` of the time span) are validation targets; their
    histories may reach back into the training period.
@@ -34,6 +35,7 @@ import numpy as np
 from xserve.phoenix.model.features import Featurizer, age_buckets, multi_hot
 from xserve.phoenix.model.ranker import CandidateBatch, ContextBatch
 from xserve.schema import ACTION_INDEX, ACTIONS, NEGATIVE_ACTIONS, Action
+from xserve.users.history import aggregate_actions
 
 __all__ = [
     "TOWER_POSITIVE_ACTIONS",
@@ -87,7 +89,10 @@ def _action_index(table: Any) -> np.ndarray:
 
 @dataclass
 class Entries:
-    """Aggregated engagements, sorted by (user, timestamp); per-user slices ``[starts[u], ends[u])``."""
+    """Aggregated engagements, sorted by (user, time, post); per-user slices ``[starts[u], ends[u])``.
+
+    Aggregated by the one history rule, ``xserve.users.history.aggregate_actions`` (serving uses it too).
+    """
 
     user: np.ndarray  # (E,) int64 user id
     post: np.ndarray  # (E,) int64
@@ -96,9 +101,10 @@ class Entries:
     ts: np.ndarray  # (E,) int64 latest action in the window, ms
     surface: np.ndarray  # (E,) int64 product surface of the first action
     dwell_ms: np.ndarray  # (E,) int64 longest dwell in the window
-    created: np.ndarray  # (E,) int64 post creation time, 0 = unknown
+    created: np.ndarray  # (E,) int64 the post's creation time as the log gives it, 0 = unknown
     starts: np.ndarray  # (U,) first entry of each user
     ends: np.ndarray  # (U,) one past the last entry of each user
+    created_share: float = 1.0  # share of log rows that carry post_created_at_ms (0 when the column is absent)
 
     def __len__(self) -> int:
         return len(self.user)
@@ -108,33 +114,35 @@ class Entries:
         return np.repeat(np.arange(len(self.starts)), self.ends - self.starts)
 
 
+def _post_created(post: np.ndarray, created: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(posts, creation time) per distinct post: the time any of its rows gives, 0 = none does."""
+    posts, inv = np.unique(post, return_inverse=True)
+    out = np.zeros(len(posts), np.int64)
+    np.maximum.at(out, inv, np.maximum(created, 0))
+    return posts, out
+
+
 def aggregate(table: Any, window_ms: int) -> Entries:
-    """Aggregate an engagement table (see module docstring) into ``Entries``."""
+    """Aggregate an engagement table (see module docstring) into ``Entries``.
+
+    A post's creation time is a property of the post: every entry of a post carries the time any of its
+    log rows gives (a row without one does not make the post unknown), and 0 (unknown) when none does.
+    """
     if table.num_rows == 0:
         raise ValueError("the engagement table is empty")
-    user, post, author = _col(table, "user_id"), _col(table, "post_id"), _col(table, "author_id")
-    ts = _col(table, "timestamp_ms")
-    action = _action_index(table)
-    dwell = _col(table, "dwell_ms", 0)
-    surface = _col(table, "product_surface", 1)
-    created = _col(table, "post_created_at_ms", 0)
-    order = np.lexsort((ts, post, user))  # group actions by (user, post) in time order
-    user, post, ts = user[order], post[order], ts[order]
-    new = np.ones(len(order), bool)
-    new[1:] = (user[1:] != user[:-1]) | (post[1:] != post[:-1]) | (ts[1:] - ts[:-1] > window_ms)
-    first = np.flatnonzero(new)
-    bits = np.bitwise_or.reduceat(np.left_shift(1, action[order].astype(np.int64)), first)
-    g_ts = np.maximum.reduceat(ts, first)
-    g_dwell = np.maximum.reduceat(dwell[order], first)
-    g_user, g_post = user[first], post[first]
-    g_author, g_surface, g_created = author[order][first], surface[order][first], created[order][first]
-    by_time = np.lexsort((g_post, g_ts, g_user))  # each user's sequence, chronological
-    g_user = g_user[by_time]
-    starts = np.flatnonzero(np.r_[True, g_user[1:] != g_user[:-1]])
-    ends = np.r_[starts[1:], len(g_user)]
-    return Entries(user=g_user, post=g_post[by_time], author=g_author[by_time], bits=bits[by_time],
-                   ts=g_ts[by_time], surface=g_surface[by_time], dwell_ms=g_dwell[by_time],
-                   created=np.maximum(g_created[by_time], 0), starts=starts, ends=ends)
+    post = _col(table, "post_id")
+    agg = aggregate_actions(_col(table, "user_id"), post, _col(table, "author_id"), _action_index(table),
+                            _col(table, "timestamp_ms"), _col(table, "product_surface", 1), _col(table, "dwell_ms", 0),
+                            window_ms)
+    if "post_created_at_ms" in table.column_names:
+        raw = table.column("post_created_at_ms")
+        created_share = 1.0 - raw.null_count / table.num_rows
+        posts, created = _post_created(post, _col(table, "post_created_at_ms", 0))
+    else:
+        created_share, posts, created = 0.0, np.unique(post), np.zeros(len(np.unique(post)), np.int64)
+    return Entries(user=agg.user, post=agg.post, author=agg.author, bits=agg.bits, ts=agg.ts, surface=agg.surface,
+                   dwell_ms=agg.dwell_ms, created=created[np.searchsorted(posts, agg.post)], starts=agg.starts,
+                   ends=agg.ends, created_share=created_share)
 
 
 def split_time(entries: Entries, validation_fraction: float) -> int:
@@ -147,25 +155,46 @@ def split_time(entries: Entries, validation_fraction: float) -> int:
 
 @dataclass
 class PostCorpus:
-    """Every known post, sorted by creation time (the negative-sampling and retrieval corpus)."""
+    """Every known post, sorted by the time it entered the corpus (the negative-sampling and retrieval corpus).
+
+    Two times per post. ``created`` orders the corpus and bounds which posts a query at time t may see:
+    the creation time when anything gives one, else the post's first engagement. ``known_created_ms`` is
+    the time the post-age *feature* uses, and it must mean the same for a post whether it is an
+    example's positive or a sampled negative, or a model learns "unknown age = engaged" (a first
+    engagement is no creation time either: it is defined by the labels). So it is the log's creation
+    time for a post the log holds (0 = unknown, as in ``Entries.created``), and the posts table's for a
+    post only the posts table holds when every log row carries a creation time (else 0: with unknown
+    times among the positives, known ones only among never-engaged posts would mark the negatives).
+    """
 
     post: np.ndarray  # (N,) int64
     author: np.ndarray  # (N,) int64
-    created: np.ndarray  # (N,) int64, ascending
+    created: np.ndarray  # (N,) int64 creation time, else first engagement; ascending
+    known_created_ms: np.ndarray  # (N,) int64 the age feature's creation time, 0 = unknown
 
     @classmethod
     def build(cls, entries: Entries, posts: Any | None = None) -> PostCorpus:
-        """From a posts table when given, else from the posts seen in the engagements."""
+        """From a posts table when given (plus any post only the log holds), else from the engagements."""
+        log_post, idx, inv = np.unique(entries.post, return_index=True, return_inverse=True)
+        first_seen = np.full(len(log_post), np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(first_seen, inv, entries.ts)
+        log_created = entries.created[idx]
+        post, author = log_post, entries.author[idx]
+        table_created = np.zeros(len(post), np.int64)
         if posts is not None and posts.num_rows:
-            post, author, created = _col(posts, "post_id"), _col(posts, "author_id"), _col(posts, "created_at_ms", 0)
-        else:
-            post, idx, inv = np.unique(entries.post, return_index=True, return_inverse=True)
-            first_seen = np.full(len(post), np.iinfo(np.int64).max, np.int64)
-            np.minimum.at(first_seen, inv, entries.ts)
-            author = entries.author[idx]
-            created = np.where(entries.created[idx] > 0, entries.created[idx], first_seen)
+            t_post = _col(posts, "post_id")
+            extra = ~np.isin(log_post, t_post)  # in the log only
+            post = np.r_[t_post, log_post[extra]]
+            author = np.r_[_col(posts, "author_id"), entries.author[idx][extra]]
+            table_created = np.r_[_col(posts, "created_at_ms", 0), np.zeros(int(extra.sum()), np.int64)]
+        at = np.minimum(np.searchsorted(log_post, post), len(log_post) - 1)
+        in_log = log_post[at] == post
+        known = np.where(in_log, log_created[at], table_created if entries.created_share == 1.0 else 0)
+        known_or_table = np.where(known > 0, known, table_created)
+        created = np.where(known_or_table > 0, known_or_table, np.where(in_log, first_seen[at], 0))
         order = np.argsort(created, kind="stable")
-        return cls(post=post[order], author=author[order], created=created[order])
+        return cls(post=post[order], author=author[order], created=created[order],
+                   known_created_ms=np.maximum(known[order], 0))
 
     def __len__(self) -> int:
         return len(self.post)
@@ -246,7 +275,7 @@ class RankerExamples:
         author = np.concatenate([e.author[pidx], c.author[nidx]], 1)
         surface = np.concatenate([e.surface[pidx], e.surface[ref]], 1)
         ages = np.concatenate([age_buckets(e.created[pidx], e.ts[pidx], featurizer.config.age_buckets),
-                               age_buckets(c.created[nidx], e.ts[ref], featurizer.config.age_buckets)], 1)
+                               age_buckets(c.known_created_ms[nidx], e.ts[ref], featurizer.config.age_buckets)], 1)
         bits = np.concatenate([np.where(valid, e.bits[pidx], 0), np.zeros_like(neg)], 1)
         dwell = np.concatenate([np.where(valid, e.dwell_ms[pidx], 0), np.zeros_like(neg)], 1) / 1000.0
         cand = featurizer.candidates(post, author, surface, ages)
@@ -305,6 +334,7 @@ class TowerExamples:
         return context_batch(self.entries, self.hist_start[rows], self.hist_len[rows], featurizer)
 
 
-def label_rates(entries: Entries) -> np.ndarray:
-    """(A,) share of entries with each action (for the head's initial bias)."""
-    return multi_hot(entries.bits).mean(0) if len(entries) else np.zeros(len(ACTIONS), np.float32)
+def label_rates(entries: Entries, split_ms: int) -> np.ndarray:
+    """(A,) share of training entries (before ``split_ms``) with each action (for the head's initial bias)."""
+    bits = entries.bits[entries.ts < split_ms]
+    return multi_hot(bits).mean(0) if len(bits) else np.zeros(len(ACTIONS), np.float32)

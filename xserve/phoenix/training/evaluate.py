@@ -1,4 +1,7 @@
-"""Offline evaluation on the validation (newest) time slice, beside two baselines from the same run.
+"""Offline evaluation on the validation (newest) time slice, beside baselines and a ceiling from the same run.
+
+Validation is every entry at or after the split recorded when the models were trained (``Prepared.split_ms``:
+the CLI reads it from the checkpoint), so it never holds a row a model was trained on.
 
 * **ranker**: per-action AUC and RCE (``metrics.rce``, percent vs the label rate)
   over validation ``RankerExamples`` (next engaged entries with their actions +
@@ -12,41 +15,68 @@
   user's next first-time favorite among ``eval_sampled_candidates − 1`` recent
   posts sampled like training negatives.
 
-Baselines, computed on the same examples:
+Every method scores the same examples (``baselines`` and ``oracle`` report the same blocks):
 
-* **popularity**: for the ranker, the post's count of that action before the
-  candidate's time (causal), Platt-calibrated on the evaluated rows for RCE
-  (which flatters it); for retrieval, the post's positive count in the training
-  period; for next engagement, its prior favorite count;
-* **random**: uniform random scores (AUC, recall, HR, NDCG); its RCE is that of
-  the constant label rate, 0 by definition.
+* **popularity** (causal everywhere): a post's count of entries with the action (ranker), with a
+  positive action (retrieval) or with a favorite (next engagement) strictly before the candidate's
+  or the query's time;
+* **item_knn**: item-to-item co-engagement, causal like popularity. Two posts are similar by the
+  cosine of the sets of users who engaged them strictly before the query's time; a candidate scores
+  the sum of its similarities to the user's history posts, counting on the candidate's side only the
+  users who took the scored action on it (the action for the ranker, a positive action for
+  retrieval, a favorite for next engagement);
+* **random**: uniform random scores (AUC, recall, HR, NDCG); its RCE is that of the constant label
+  rate, 0 by definition;
+* **oracle** (a synthetic world only, when ``evaluate`` is given its ``TrueActionModel``): the
+  world's true probability of each action given an impression (retrieval: of a positive action
+  and no negative one). It knows nothing of exposure, so on actions that follow exposure a model
+  can pass it (see ``xserve/synth/oracle.py``).
 
+The baselines' and the oracle's RCE are those of a Platt calibration of their scores fitted on the
+evaluated rows themselves, which flatters them: a bar the model has to clear with room to spare.
 Ties are broken at random so constant scores earn no free ranks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from xserve.phoenix.training.data import NEGATIVE_MASK, POSITIVE_MASK, Entries, RankerExamples, context_batch, history_index
 from xserve.phoenix.model.features import age_buckets
-from xserve.phoenix.training.metrics import auc, hit_rate, ndcg, platt_fit, random_ranks, rce, recall, target_ranks
 from xserve.phoenix.model.ranker import PhoenixRanker
 from xserve.phoenix.model.towers import PhoenixTowers
+from xserve.phoenix.training.data import NEGATIVE_MASK, POSITIVE_MASK, Entries, RankerExamples, context_batch, history_index
+from xserve.phoenix.training.metrics import auc, hit_rate, ndcg, platt_fit, random_ranks, rce, recall, target_ranks
 from xserve.phoenix.training.train import Prepared
 from xserve.schema import ACTION_INDEX, ACTIONS, Action
 
-__all__ = ["RECALL_KS", "evaluate"]
+__all__ = ["BASELINES", "POSITIVE", "RECALL_KS", "ItemKNN", "Oracle", "PriorCounts", "evaluate", "positive_probability"]
 
 RECALL_KS = (10, 100, 1000)
+BASELINES = ("popularity", "item_knn", "random")
 _FAV = ACTION_INDEX[Action.FAVORITE]
+POSITIVE = "positive"  # the key of positive entries (a positive action and no negative one), beside action indices
+
+# (user ids (n,), post ids (n,), times (n,)) -> (n, A) probability of each action (the synthetic world's truth)
+Oracle = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _is_positive(e: Entries) -> np.ndarray:
+    return ((e.bits & POSITIVE_MASK) != 0) & ((e.bits & NEGATIVE_MASK) == 0)
+
+
+def _key_masks(e: Entries) -> dict[int | str, np.ndarray]:
+    """Entries holding each action (by index), and the positive entries (``POSITIVE``)."""
+    masks: dict[int | str, np.ndarray] = {a: (e.bits >> a) & 1 == 1 for a in range(len(ACTIONS))}
+    masks[POSITIVE] = _is_positive(e)
+    return masks
 
 
 class PriorCounts:
-    """How many entries with a given action a post had strictly before a time, for any (post, time)."""
+    """How many entries with a given action (or positive ones) a post had strictly before a time."""
 
     def __init__(self, e: Entries) -> None:
         self.posts = np.unique(e.post)
@@ -54,15 +84,110 @@ class PriorCounts:
         self.span = int(e.ts.max()) - self.t0 + 2
         p = np.searchsorted(self.posts, e.post)
         key = p * self.span + (e.ts - self.t0)
-        self.keys = {a: np.sort(key[(e.bits >> a) & 1 == 1]) for a in range(len(ACTIONS))}
+        self.keys = {k: np.sort(key[m]) for k, m in _key_masks(e).items()}
 
-    def __call__(self, action: int, post: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    def _rows(self, post: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p = np.minimum(np.searchsorted(self.posts, post), len(self.posts) - 1)
-        known = self.posts[p] == post
+        return p, self.posts[p] == post
+
+    def __call__(self, key: int | str, post: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Counts for (post, time) pairs (arrays of one shape)."""
+        p, known = self._rows(post)
         t = np.clip(ts - self.t0, 0, self.span - 1)
-        keys = self.keys[action]
+        keys = self.keys[key]
         n = np.searchsorted(keys, p * self.span + t) - np.searchsorted(keys, p * self.span)
         return np.where(known, n, 0)
+
+    def grid(self, key: int | str, post: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Counts ``(Q, W)`` for every pair of query times ``ts (Q,)`` and posts ``post (W,)``: each event of a
+        post is placed at the first query after it, then summed down the time-sorted queries."""
+        order = np.argsort(ts, kind="stable")
+        t_sorted = np.clip(ts[order] - self.t0, 0, self.span - 1)
+        p, known = self._rows(post)
+        keys = self.keys[key]
+        lo = np.where(known, np.searchsorted(keys, p * self.span), 0)
+        hi = np.where(known, np.searchsorted(keys, (p + 1) * self.span), 0)
+        col = np.repeat(np.arange(len(post)), hi - lo)
+        at = np.repeat(lo, hi - lo) + (np.arange(col.size) - np.repeat(np.cumsum(hi - lo) - (hi - lo), hi - lo))
+        first_query = np.searchsorted(t_sorted, keys[at] % self.span, side="right")  # strictly before that query
+        counts = np.zeros((len(ts) + 1, len(post)), np.float32)
+        np.add.at(counts, (first_query, col), 1.0)
+        out = np.empty((len(ts), len(post)), np.float32)
+        out[order] = np.cumsum(counts, 0)[:-1]
+        return out
+
+
+class ItemKNN:
+    """Item-to-item co-engagement, causal: ``score(c) = Σ_h cos_t(h, c)`` over the history posts h.
+
+    ``cos_t(h, c) = |U_t(h) ∩ U_{k,t}(c)| / sqrt(|U_t(h)| · |U_{k,t}(c)|)`` with ``U_t(h)`` the users with an
+    entry on h strictly before the query's time t and ``U_{k,t}(c)`` those whose entry on c holds ``k`` (an
+    action index or ``POSITIVE``), also before t. Computed through users: a history gives a user vector
+    ``Σ_h 1/sqrt|U_t(h)|`` over U_t(h), and a candidate sums it over ``U_{k,t}(c)``. Causal like the
+    popularity baseline: counted over the training period only, every post newer than the split would
+    score 0, and in a feed of 48-hour posts the engaged ones are mostly new (AUC fell below random).
+    """
+
+    def __init__(self, e: Entries) -> None:
+        self.users, user = np.unique(e.user, return_inverse=True)
+        self.posts, post = np.unique(e.post, return_inverse=True)
+        self.csr = {k: self._csr(post[m], user[m], e.ts[m]) for k, m in _key_masks(e).items()}
+        self.csr["any"] = self._csr(post, user, e.ts)
+
+    def _csr(self, post: np.ndarray, user: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(indptr (P+1,), users, first time) of each post's distinct users."""
+        n_users = max(len(self.users), 1)
+        pairs, inv = np.unique(post.astype(np.int64) * n_users + user, return_inverse=True)
+        first = np.full(len(pairs), np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(first, inv, ts)
+        indptr = np.zeros(len(self.posts) + 1, np.int64)
+        np.cumsum(np.bincount(pairs // n_users, minlength=len(self.posts)), out=indptr[1:])
+        return indptr, pairs % n_users, first
+
+    def _gather(self, kind: str | int, post: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For flat ``post`` ids: (pair index, user index, first time) of every user of each post, grouped by
+        pair in order, and where each pair's group starts."""
+        indptr, users, first = self.csr[kind]
+        p = np.minimum(np.searchsorted(self.posts, post), max(len(self.posts) - 1, 0))
+        known = (self.posts[p] == post) if len(self.posts) else np.zeros(len(post), bool)
+        lo, n = indptr[p], np.where(known, indptr[p + 1] - indptr[p], 0)
+        pair = np.repeat(np.arange(len(post)), n)
+        at = np.repeat(lo, n) + (np.arange(pair.size) - np.repeat(np.cumsum(n) - n, n))
+        return pair, users[at], first[at], np.cumsum(n) - n
+
+    def user_vectors(self, hist_post: np.ndarray, valid: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """History posts ``(B, S)`` with validity, at query times ``ts (B,)`` → ``(B, U)`` float32 user vectors."""
+        b, s = hist_post.shape
+        pair, user, first, _ = self._gather("any", np.where(valid, hist_post, -1).ravel())
+        before = first < ts[pair // s]
+        n = np.bincount(pair[before], minlength=b * s)
+        row = pair[before] // s
+        out = np.bincount(row * len(self.users) + user[before], weights=1.0 / np.sqrt(n[pair[before]]),
+                          minlength=b * len(self.users))
+        return out.reshape(b, len(self.users)).astype(np.float32)
+
+    def scores(self, vectors: np.ndarray, kind: int | str, cand_post: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """User vectors ``(B, U)``, candidates ``(B, C)`` and query times ``ts (B,)`` → scores ``(B, C)``."""
+        b, c = cand_post.shape
+        pair, user, first, _ = self._gather(kind, cand_post.ravel())
+        before = first < ts[pair // c]
+        total = np.bincount(pair, weights=vectors[pair // c, user] * before, minlength=b * c)
+        n = np.bincount(pair, weights=before, minlength=b * c)
+        return (total / np.sqrt(np.maximum(n, 1))).reshape(b, c)
+
+    def grid(self, vectors: np.ndarray, kind: int | str, post: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """User vectors ``(Q, U)`` at query times ``ts (Q,)`` and posts ``(W,)`` → scores ``(Q, W)``."""
+        pair, user, first, starts = self._gather(kind, post)
+        out = np.zeros((len(ts), len(post)), np.float32)
+        if len(pair) == 0:
+            return out
+        nonempty = np.flatnonzero(np.diff(np.r_[starts, len(pair)]) > 0)  # reduceat needs non-empty groups
+        for q in _batches(len(ts), max(1, 4_000_000 // len(pair))):  # (q, pairs) blocks of ~16 MB
+            before = first[None, :] < ts[q, None]  # (q, P)
+            total = np.add.reduceat(vectors[q][:, user] * before, starts[nonempty], axis=1)
+            n = np.add.reduceat(before, starts[nonempty], axis=1)
+            out[q[:, None], nonempty[None, :]] = total / np.sqrt(np.maximum(n, 1))
+        return out
 
 
 def _first_time(e: Entries) -> np.ndarray:
@@ -93,8 +218,37 @@ def _batches(n: int, size: int):
         yield np.arange(i, min(n, i + size))
 
 
+def positive_probability(prob: np.ndarray) -> np.ndarray:
+    """``(..., A)`` action probabilities → P(an entry with a positive action and no negative one).
+
+    Positives are dropped when a negative fires, so ``P(a) = σ_a · P(no negative)`` with independent
+    draws: recover each ``σ_a``, then ``P(no negative) · (1 − Π_positive (1 − σ_a))``.
+    """
+    neg = np.array([bool(NEGATIVE_MASK >> a & 1) for a in range(len(ACTIONS))])
+    pos = np.array([bool(POSITIVE_MASK >> a & 1) for a in range(len(ACTIONS))])
+    no_negative = np.prod(1.0 - prob[..., neg], axis=-1)
+    sigma = prob[..., pos] / np.maximum(no_negative, 1e-12)[..., None]
+    return no_negative * (1.0 - np.prod(1.0 - np.clip(sigma, 0.0, 1.0), axis=-1))
+
+
+def _methods(oracle: Oracle | None) -> tuple[str, ...]:
+    return ("model", *BASELINES) + (("oracle",) if oracle is not None else ())
+
+
+def _calibrated_rce(y: np.ndarray, score: np.ndarray, transform: Callable[[np.ndarray], np.ndarray]) -> float:
+    x = transform(score.astype(np.float64))
+    w, b0 = platt_fit(x, y)
+    return rce(y, 1 / (1 + np.exp(-(w * x + b0))))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
 @torch.no_grad()
-def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, rng: np.random.Generator):
+def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, knn: ItemKNN, oracle: Oracle | None,
+                    rng: np.random.Generator) -> dict[str, dict]:
     cfg = data.config
     tc = cfg.train
     ex = RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=True,
@@ -103,45 +257,61 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, r
     rows = np.arange(len(ex))
     if len(rows) > tc.eval_max_queries:
         rows = np.sort(rng.choice(rows, tc.eval_max_queries, replace=False))
-    probs, labels, posts, times = [], [], [], []
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("model", "knn", "label", "user", "post", "ts")}
     e, c = data.entries, data.corpus
     for b in _batches(len(rows), tc.batch_size):
         r = rows[b]
         ctx, cand, lab, _ = ex.batch(r, data.featurizer)
         p = torch.sigmoid(ranker.score_candidates(ranker.encode_context(ctx), cand).logits).numpy()
         valid = cand.valid.numpy()
-        # candidate post ids and the time each was (or would have been) seen, for the popularity baseline
+        # candidate post ids and the time each was (or would have been) seen, for the baselines
         j = np.arange(ex.num_pos)
         pidx = ex.pos_start[r, None] + np.minimum(j, np.maximum(ex.pos_len[r, None] - 1, 0))
         neg = np.maximum(ex.neg_post[r], 0)
         post = np.concatenate([e.post[pidx], c.post[neg]], 1)
         ts = np.concatenate([e.ts[pidx], e.ts[ex.neg_ref[r]]], 1)
-        probs.append(p[valid]); labels.append(lab[valid]); posts.append(post[valid]); times.append(ts[valid])
-    if not probs:
-        return {}, {}, {}
-    p, y, post, ts = (np.concatenate(x) for x in (probs, labels, posts, times))
-    model, pop, rnd = {"auc": {}, "rce": {}}, {"auc": {}, "rce": {}}, {"auc": {}, "rce": {}}
+        hidx, hvalid = history_index(ex.hist_start[r], ex.hist_len[r])
+        now = e.ts[ex.pos_start[r]]  # the example's time: its first positive
+        vectors = knn.user_vectors(e.post[hidx], hvalid, now)
+        knn_scores = np.stack([knn.scores(vectors, a, post, now) for a in range(len(ACTIONS))], -1)  # (B, C, A)
+        parts["model"].append(p[valid])
+        parts["knn"].append(knn_scores[valid])
+        parts["label"].append(lab[valid])
+        parts["user"].append(np.broadcast_to(e.user[ex.hist_start[r], None], post.shape)[valid])
+        parts["post"].append(post[valid])
+        parts["ts"].append(ts[valid])
+    if not parts["model"]:
+        return {}
+    p, knn_p, y, user, post, ts = (np.concatenate(parts[k]) for k in ("model", "knn", "label", "user", "post", "ts"))
+    truth = oracle(user, post, ts) if oracle is not None else None
+    out: dict[str, dict] = {k: {"auc": {}, "rce": {}} for k in _methods(oracle)}
     for a, action in enumerate(ACTIONS):
         ya = y[:, a]
         if ya.min() == ya.max():
             continue  # absent (or everywhere) in the validation data: AUC undefined
         name = action.value
-        model["auc"][name], model["rce"][name] = auc(ya, p[:, a]), rce(ya, p[:, a])
-        x = np.log1p(prior(a, post, ts).astype(np.float64))
-        w, b0 = platt_fit(x, ya)
-        pop["auc"][name], pop["rce"][name] = auc(ya, x), rce(ya, 1 / (1 + np.exp(-(w * x + b0))))
-        rnd["auc"][name], rnd["rce"][name] = auc(ya, rng.random(len(ya))), rce(ya, np.full(len(ya), ya.mean()))
-    return model, pop, rnd
+        out["model"]["auc"][name], out["model"]["rce"][name] = auc(ya, p[:, a]), rce(ya, p[:, a])
+        counts = prior(a, post, ts)
+        out["popularity"]["auc"][name] = auc(ya, counts)
+        out["popularity"]["rce"][name] = _calibrated_rce(ya, counts, np.log1p)
+        out["item_knn"]["auc"][name] = auc(ya, knn_p[:, a])
+        out["item_knn"]["rce"][name] = _calibrated_rce(ya, knn_p[:, a], np.log1p)
+        out["random"]["auc"][name] = auc(ya, rng.random(len(ya)))
+        out["random"]["rce"][name] = rce(ya, np.full(len(ya), ya.mean()))
+        if truth is not None:
+            out["oracle"]["auc"][name] = auc(ya, truth[:, a])
+            out["oracle"]["rce"][name] = _calibrated_rce(ya, truth[:, a], _logit)
+    return out
 
 
 @torch.no_grad()
-def _retrieval_metrics(data: Prepared, towers: PhoenixTowers, rng: np.random.Generator):
+def _retrieval_metrics(data: Prepared, towers: PhoenixTowers, prior: PriorCounts, knn: ItemKNN,
+                       oracle: Oracle | None, rng: np.random.Generator) -> dict[str, dict]:
     cfg, e, c = data.config, data.entries, data.corpus
     tc = cfg.train
-    positive = ((e.bits & POSITIVE_MASK) != 0) & ((e.bits & NEGATIVE_MASK) == 0)
-    targets = _query_targets(e, positive, data.split_ms, tc.eval_max_queries, rng)
+    targets = _query_targets(e, _is_positive(e), data.split_ms, tc.eval_max_queries, rng)
     if len(targets) == 0 or len(c) == 0:
-        return {}, {}, {}
+        return {}
     h = data.hasher
     corpus_emb = torch.cat([towers.candidate_embeddings(torch.from_numpy(h("post", c.post[b])),
                                                         torch.from_numpy(h("author", c.author[b])))
@@ -153,17 +323,13 @@ def _retrieval_metrics(data: Prepared, towers: PhoenixTowers, rng: np.random.Gen
         at = np.minimum(np.searchsorted(sorted_ids, posts), len(c) - 1)
         return by_id[at], sorted_ids[at] == posts  # corpus row of each post, and whether it is there
 
-    pop_score = np.zeros(len(c))  # positives per post in the training period
-    u, n = np.unique(e.post[positive & (e.ts < data.split_ms)], return_counts=True)
-    row, found = corpus_row(u)
-    pop_score[row[found]] = n[found]
     target_col, found = corpus_row(e.post[targets])
     max_age = cfg.mixer.max_post_age_ms
     found &= e.ts[targets] - c.created[target_col] <= max_age  # retrievable when engaged
     targets, target_col = targets[found], target_col[found]
     order = np.argsort(e.ts[targets], kind="stable")  # time-ordered batches share a narrow corpus window
     targets, target_col = targets[order], target_col[order]
-    ranks: dict[str, list[np.ndarray]] = {"model": [], "popularity": [], "random": []}
+    ranks: dict[str, list[np.ndarray]] = {k: [] for k in _methods(oracle)}
     user_start = e.starts[e.row_user()[targets]]
     for b in _batches(len(targets), 256):
         t = targets[b]
@@ -178,26 +344,36 @@ def _retrieval_metrics(data: Prepared, towers: PhoenixTowers, rng: np.random.Gen
         row, found = corpus_row(e.post[idx])  # (q, S)
         seen = in_hist & found & (row >= lo) & (row < hi)
         valid[np.nonzero(seen)[0], row[seen] - lo] = False  # posts already in the history are not retrieved
-        scores = (towers.user_embeddings(ctx) @ corpus_emb[window].T).numpy()  # (q, W)
         col = target_col[b] - lo
         valid[np.arange(len(t)), col] = True
-        ranks["model"].append(target_ranks(scores, col, valid, rng))
-        ranks["popularity"].append(target_ranks(np.broadcast_to(pop_score[window], scores.shape), col, valid, rng))
+        scores = {
+            "model": (towers.user_embeddings(ctx) @ corpus_emb[window].T).numpy(),  # (q, W)
+            "popularity": prior.grid(POSITIVE, c.post[window], e.ts[t]),
+            "item_knn": knn.grid(knn.user_vectors(e.post[idx], in_hist, e.ts[t]), POSITIVE, c.post[window], e.ts[t]),
+        }
+        if oracle is not None:
+            w = hi - lo
+            scores["oracle"] = np.concatenate([
+                positive_probability(oracle(np.repeat(e.user[t[q]], w), np.tile(c.post[window], len(q)),
+                                             np.repeat(e.ts[t[q]], w)).reshape(len(q), w, -1))
+                for q in _batches(len(t), max(1, 500_000 // max(w, 1)))])  # chunks of ~500k pairs (~150 MB)
+        for name, s in scores.items():
+            ranks[name].append(target_ranks(s, col, valid, rng))
         ranks["random"].append(random_ranks(valid.sum(1) - 1, rng))
-    out = {k: {f"recall@{n}": recall(np.concatenate(v), n) for n in RECALL_KS} for k, v in ranks.items()}
-    return out["model"], out["popularity"], out["random"]
+    return {k: {f"recall@{n}": recall(np.concatenate(v), n) for n in RECALL_KS} for k, v in ranks.items()}
 
 
 @torch.no_grad()
-def _next_engagement_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, rng: np.random.Generator):
+def _next_engagement_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, knn: ItemKNN,
+                             oracle: Oracle | None, rng: np.random.Generator) -> dict[str, dict]:
     cfg, e, c = data.config, data.entries, data.corpus
     tc = cfg.train
     targets = _query_targets(e, (e.bits >> _FAV) & 1 == 1, data.split_ms, tc.eval_max_queries, rng)
     if len(targets) == 0:
-        return {}, {}, {}
+        return {}
     m = tc.eval_sampled_candidates
     user_start = e.starts[e.row_user()[targets]]
-    ranks: dict[str, list[np.ndarray]] = {"model": [], "popularity": [], "random": []}
+    ranks: dict[str, list[np.ndarray]] = {k: [] for k in _methods(oracle)}
     for b in _batches(len(targets), tc.batch_size):
         t = targets[b]
         q = len(t)
@@ -205,40 +381,47 @@ def _next_engagement_metrics(data: Prepared, ranker: PhoenixRanker, prior: Prior
         neg_ok = (neg >= 0) & (c.post[np.maximum(neg, 0)] != e.post[t][:, None])
         post = np.concatenate([e.post[t][:, None], np.where(neg_ok, c.post[np.maximum(neg, 0)], 0)], 1)  # (q, m)
         author = np.concatenate([e.author[t][:, None], c.author[np.maximum(neg, 0)]], 1)
-        created = np.concatenate([e.created[t][:, None], c.created[np.maximum(neg, 0)]], 1)
+        created = np.concatenate([e.created[t][:, None], c.known_created_ms[np.maximum(neg, 0)]], 1)
         now = e.ts[t][:, None]
         cand = data.featurizer.candidates(post, author, np.repeat(e.surface[t][:, None], m, 1),
                                           age_buckets(created, now, cfg.phoenix.age_buckets))
         hist_start = np.maximum(user_start[b], t - cfg.phoenix.history_len)
         ctx = context_batch(e, hist_start, t - hist_start, data.featurizer)
-        p = ranker.score_candidates(ranker.encode_context(ctx), cand).logits[..., _FAV].numpy()
+        idx, in_hist = history_index(hist_start, t - hist_start)
+        scores = {
+            "model": ranker.score_candidates(ranker.encode_context(ctx), cand).logits[..., _FAV].numpy(),
+            "popularity": prior(_FAV, post.ravel(), np.repeat(e.ts[t], m)).reshape(q, m),
+            "item_knn": knn.scores(knn.user_vectors(e.post[idx], in_hist, e.ts[t]), _FAV, post, e.ts[t]),
+        }
+        if oracle is not None:
+            scores["oracle"] = oracle(np.repeat(e.user[t], m), post.ravel(), np.repeat(e.ts[t], m))[:, _FAV].reshape(q, m)
         valid = post != 0
         zero = np.zeros(q, np.int64)
-        ranks["model"].append(target_ranks(p, zero, valid, rng))
-        pop = prior(_FAV, post.ravel(), np.repeat(e.ts[t], m)).reshape(q, m)
-        ranks["popularity"].append(target_ranks(pop, zero, valid, rng))
+        for name, s in scores.items():
+            ranks[name].append(target_ranks(s, zero, valid, rng))
         ranks["random"].append(random_ranks(valid.sum(1) - 1, rng))
-    out = {k: {"hr@10": hit_rate(np.concatenate(v), 10), "ndcg@10": ndcg(np.concatenate(v), 10)}
-           for k, v in ranks.items()}
-    return out["model"], out["popularity"], out["random"]
+    return {k: {"hr@10": hit_rate(np.concatenate(v), 10), "ndcg@10": ndcg(np.concatenate(v), 10)}
+            for k, v in ranks.items()}
 
 
-def evaluate(data: Prepared, ranker: PhoenixRanker, towers: PhoenixTowers, seed: int = 0) -> dict[str, Any]:
-    """All metrics as the ``xserve evaluate --json`` object (see the module docstring)."""
+def evaluate(data: Prepared, ranker: PhoenixRanker, towers: PhoenixTowers, seed: int = 0,
+             oracle: Oracle | None = None) -> dict[str, Any]:
+    """All metrics as the ``xserve evaluate --json`` object (see the module docstring); ``oracle`` (a
+    synthetic world's ``TrueActionModel``) adds the ``oracle`` block."""
     rng = np.random.default_rng(seed)
     ranker.eval()
     towers.eval()
     prior = PriorCounts(data.entries)
-    r_model, r_pop, r_rnd = _ranker_metrics(data, ranker, prior, rng)
-    t_model, t_pop, t_rnd = _retrieval_metrics(data, towers, rng)
-    n_model, n_pop, n_rnd = _next_engagement_metrics(data, ranker, prior, rng)
-    return {
-        "ranker": r_model or {"auc": {}, "rce": {}},
-        "retrieval": t_model,
-        "next_engagement": n_model,
-        "baselines": {
-            "popularity": {"ranker": r_pop or {"auc": {}, "rce": {}}, "retrieval": t_pop, "next_engagement": n_pop},
-            "random": {"ranker": r_rnd or {"auc": {}, "rce": {}}, "retrieval": t_rnd, "next_engagement": n_rnd},
-        },
-    }
+    knn = ItemKNN(data.entries)
+    r = _ranker_metrics(data, ranker, prior, knn, oracle, rng)
+    t = _retrieval_metrics(data, towers, prior, knn, oracle, rng)
+    n = _next_engagement_metrics(data, ranker, prior, knn, oracle, rng)
 
+    def block(method: str) -> dict[str, Any]:
+        return {"ranker": r.get(method) or {"auc": {}, "rce": {}}, "retrieval": t.get(method, {}),
+                "next_engagement": n.get(method, {})}
+
+    out = {**block("model"), "baselines": {name: block(name) for name in BASELINES}}
+    if oracle is not None:
+        out["oracle"] = block("oracle")
+    return out

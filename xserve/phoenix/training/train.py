@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,10 +64,13 @@ __all__ = [
     "Prepared",
     "TrainResult",
     "deterministic",
+    "initial_head_bias",
     "load_ranker",
     "load_towers",
+    "machine_num_threads",
     "prepare",
     "ranker_loss",
+    "resolve_num_threads",
     "train",
     "train_ranker",
     "train_towers",
@@ -91,14 +95,59 @@ class Prepared:
 
 
 def prepare(engagements: Any, posts: Any | None, config: XServeConfig,
-            featurizer: Featurizer | None = None) -> Prepared:
-    """Aggregate ``engagements`` (a table, see ``data``) and split it by time; ``featurizer``
-    defaults to fresh hashes for ``config.phoenix`` (pass a loaded model's to evaluate it)."""
+            featurizer: Featurizer | None = None, split_ms: int | None = None) -> Prepared:
+    """Aggregate ``engagements`` (a table, see ``data``) and split it by time.
+
+    To train, leave ``featurizer`` and ``split_ms`` out: fresh hashes for ``config.phoenix`` (with the
+    post-age feature off when the log has no creation time at all: the model then sees every age as
+    unknown, in training and when served) and the split from ``train.validation_fraction``. To
+    evaluate a trained model, pass its featurizer and the split recorded in its checkpoint, so that
+    validation never holds a row it was trained on, whatever the data or config say now.
+    """
     entries = aggregate(engagements, config.mixer.history_window_ms)
-    pc = config.phoenix
-    return Prepared(entries=entries, corpus=PostCorpus.build(entries, posts),
-                    split_ms=split_time(entries, config.train.validation_fraction),
-                    featurizer=featurizer or Featurizer(pc, PhoenixHasher(pc)), config=config)
+    if featurizer is None:
+        pc = config.phoenix
+        if entries.created_share == 0.0:
+            pc = msgspec.structs.replace(pc, post_age=False)
+        featurizer = Featurizer(pc, PhoenixHasher(pc))
+    config = msgspec.structs.replace(config, phoenix=featurizer.config)
+    if split_ms is None:
+        split_ms = split_time(entries, config.train.validation_fraction)
+    return Prepared(entries=entries, corpus=PostCorpus.build(entries, posts), split_ms=split_ms,
+                    featurizer=featurizer, config=config)
+
+
+def resolve_num_threads(setting: int | str, available_cores: int, load_1min: float) -> int:
+    """Torch threads for ``train.num_threads``: a number as given; ``auto`` = the cores available to the
+    process, but 1 when the 1-minute load average already fills them (a shared box: contended OpenMP
+    threads spin, and 2 threads ran 3-20x slower than 1 on a busy 2-core machine)."""
+    if setting != "auto":
+        if not isinstance(setting, int) or setting < 1:
+            raise ValueError(f"train.num_threads must be a positive integer or 'auto', got {setting!r}")
+        return setting
+    cores = max(1, available_cores)
+    return 1 if load_1min >= cores else cores
+
+
+def machine_num_threads(setting: int | str) -> int:
+    """``resolve_num_threads`` for this process: its CPU affinity and the machine's load average now."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average: assume the box is ours
+        load = 0.0
+    return resolve_num_threads(setting, cores, load)
+
+
+def initial_head_bias(data: Prepared) -> np.ndarray:
+    """(A,) log-odds of each action's rate among training candidates, from training rows only."""
+    tc = data.config.train
+    rates = label_rates(data.entries, data.split_ms) * tc.ranker_positives / (tc.ranker_positives + tc.ranker_negatives)
+    rates = np.clip(rates, 1e-5, 1 - 1e-5)
+    return np.log(rates / (1 - rates))
 
 
 @contextlib.contextmanager
@@ -207,10 +256,8 @@ def _run_epochs(model: nn.Module, config: XServeConfig, make_examples, step_fn, 
 def train_ranker(data: Prepared, rng: np.random.Generator, progress: bool = False) -> tuple[PhoenixRanker, dict[str, Any]]:
     cfg, tc = data.config, data.config.train
     model = PhoenixRanker(cfg.phoenix)
-    rates = np.clip(label_rates(data.entries) * tc.ranker_positives / (tc.ranker_positives + tc.ranker_negatives),
-                    1e-5, 1 - 1e-5)
     with torch.no_grad():
-        model.action_head.bias.copy_(torch.from_numpy(np.log(rates / (1 - rates))).float())
+        model.action_head.bias.copy_(torch.from_numpy(initial_head_bias(data)).float())
 
     def make(r: np.random.Generator) -> RankerExamples:
         return RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=False,
@@ -292,11 +339,15 @@ class TrainResult:
 
 
 def train(engagements: Any, posts: Any | None, config: XServeConfig, out_dir: str | Path | None = None,
-          progress: bool = False) -> TrainResult:
-    """Train both models on the log; save ``ranker.pt`` and ``towers.pt`` under ``out_dir`` when given."""
+          progress: bool = False, num_threads: int | None = None) -> TrainResult:
+    """Train both models on the log; save ``ranker.pt`` and ``towers.pt`` under ``out_dir`` when given.
+
+    ``num_threads`` defaults to ``train.num_threads`` resolved on this machine (``machine_num_threads``).
+    """
     t0 = time.perf_counter()
     tc = config.train
-    with deterministic(tc.seed, tc.num_threads) as rng:
+    threads = num_threads if num_threads is not None else machine_num_threads(tc.num_threads)
+    with deterministic(tc.seed, threads) as rng:
         data = prepare(engagements, posts, config)
         t1 = time.perf_counter()
         ranker, rm = train_ranker(data, rng, progress)
@@ -305,13 +356,15 @@ def train(engagements: Any, posts: Any | None, config: XServeConfig, out_dir: st
         t3 = time.perf_counter()
     metrics = {
         "entries": len(data.entries), "users": len(data.entries.starts), "posts": len(data.corpus),
-        "split_ms": data.split_ms, "ranker": rm, "towers": tm,
+        "split_ms": data.split_ms, "threads": threads, "ranker": rm, "towers": tm,
         "seconds": {"prepare": t1 - t0, "ranker": t2 - t1, "towers": t3 - t2},
     }
     result = TrainResult(ranker=ranker, towers=towers, data=data, metrics=metrics)
     if out_dir is not None:
         out = Path(out_dir)
-        extra = {"train_config": msgspec.to_builtins(config.train), "split_ms": data.split_ms}
+        # the split is part of the model: evaluation reads it back (never recomputes it from today's data)
+        extra = {"train_config": msgspec.to_builtins(config.train), "split_ms": data.split_ms,
+                 "train_entries": int((data.entries.ts < data.split_ms).sum())}
         save_checkpoint(out / RANKER_FILE, "ranker", ranker, data.hasher, {**rm, **metrics["seconds"]}, extra)
         save_checkpoint(out / TOWERS_FILE, "towers", towers, data.hasher, {**tm, **metrics["seconds"]}, extra)
         result.paths = {"ranker": out / RANKER_FILE, "towers": out / TOWERS_FILE}

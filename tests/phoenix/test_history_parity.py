@@ -1,0 +1,101 @@
+"""Train/serve parity of the history: what the ranker sees for a user at time t is the same in both paths.
+
+Serving: the user store folds the user's engagements before t (live, one event at a time, and from a
+table load after a restart), the mixer sends its newest entries in a ``RankRequest``, and the ranker
+featurizes it (``Featurizer.from_requests``). Training: the whole log (including what came after t) is
+aggregated and the example cut at t (``RankerExamples`` with the split at t) is featurized. The two
+contexts must hold the same tokens at the same positions.
+
+The log is built to catch each way the two paths could differ: actions on one post a short gap apart
+on both sides of a window boundary (one entry per window, not one per burst of activity), a different
+product surface on each action of an entry (the first action's), and more entries than the model's
+history (the newest kept).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from tests.phoenix.factories import tiny_phoenix
+from xserve.config import MixerConfig, ServingConfig
+from xserve.phoenix.model.embeddings import PhoenixHasher
+from xserve.phoenix.model.features import Featurizer
+from xserve.phoenix.training.data import PostCorpus, RankerExamples, aggregate
+from xserve.schema import ACTION_INDEX, ACTIONS, Engagement, EngagementRecorded, ProductSurface, RankCandidate, RankRequest
+from xserve.users.store import UserStore
+
+W = MixerConfig().history_window_ms
+T0 = 1_700_000_000_000 // W * W  # a window boundary
+USER = 7
+HISTORY_LEN = 16
+
+
+def _log(rng: np.random.Generator) -> list[Engagement]:
+    """Two users' engagements over 40 windows; each visit to a post is 1-4 actions a few seconds to two minutes
+    apart (often across a window boundary), each action on its own surface."""
+    out = []
+    for user in (USER, USER + 1):
+        for k in range(60):
+            post = int(rng.integers(1, 30))
+            t = T0 + int(rng.integers(0, 40 * W))
+            for action in rng.choice(len(ACTIONS), int(rng.integers(1, 5)), replace=False):
+                out.append(Engagement(user, post, 100 + post, ACTIONS[action], t,
+                                      dwell_ms=int(rng.integers(0, 5_000)),
+                                      product_surface=ProductSurface(int(rng.integers(1, 8))),
+                                      post_created_at_ms=T0 - 3_600_000))
+                t += int(rng.integers(1_000, 120_000))
+    return out
+
+
+def _table(events: list[Engagement]) -> pa.Table:
+    cols = ("user_id", "post_id", "author_id", "timestamp_ms", "dwell_ms", "post_created_at_ms")
+    table = {c: pa.array([getattr(e, c) for e in events], pa.int64()) for c in cols}
+    table["action"] = pa.array([e.action.value for e in events])
+    table["product_surface"] = pa.array([int(e.product_surface) for e in events], pa.int32())
+    return pa.table(table)
+
+
+def _served_context(events: list[Engagement], t: int, featurizer: Featurizer, *, bulk: bool):
+    mixer = MixerConfig()
+    store = UserStore(ServingConfig(), mixer)
+    before = [e for e in events if e.timestamp_ms < t]
+    if bulk:  # a restarted shard loads the engagements table
+        store.load_engagement_arrays({
+            "user_id": np.array([e.user_id for e in before]), "post_id": np.array([e.post_id for e in before]),
+            "author_id": np.array([e.author_id for e in before]),
+            "action": np.array([ACTION_INDEX[e.action] for e in before], np.int8),
+            "timestamp_ms": np.array([e.timestamp_ms for e in before]),
+            "dwell_ms": np.array([e.dwell_ms for e in before]),
+            "product_surface": np.array([int(e.product_surface) for e in before]),
+        })
+    else:
+        for e in before:
+            store.apply(EngagementRecorded(e))
+    history = store.history(USER, mixer.history_length)
+    request = RankRequest(USER, history, (RankCandidate(1, 101, T0),), now_ms=t)
+    context, _ = featurizer.from_requests([request])
+    return context
+
+
+def _training_context(events: list[Engagement], t: int, featurizer: Featurizer):
+    entries = aggregate(_table(events), W)
+    examples = RankerExamples.build(entries, PostCorpus.build(entries), split_ms=t, validation=True, num_pos=4,
+                                    num_neg=2, history_len=featurizer.config.history_len, max_age_ms=48 * 3_600_000,
+                                    rng=np.random.default_rng(0))
+    (row,) = np.flatnonzero(entries.user[examples.pos_start] == USER)[:1]  # the user's example cut at t
+    assert entries.ts[examples.pos_start[row]] >= t > entries.ts[examples.pos_start[row] - 1]
+    return examples.context(np.array([row]), featurizer)
+
+
+def test_the_served_context_equals_the_training_context_cut_at_the_same_time():
+    events = _log(np.random.default_rng(0))
+    featurizer = Featurizer(tiny_phoenix(history_len=HISTORY_LEN), PhoenixHasher(tiny_phoenix(history_len=HISTORY_LEN)))
+    for t in (T0 + 20 * W, T0 + 31 * W):  # cuts at window boundaries
+        trained = _training_context(events, t, featurizer)
+        assert int(trained.lengths[0]) == HISTORY_LEN  # the user has more entries than the model's history
+        for bulk in (False, True):
+            served = _served_context(events, t, featurizer, bulk=bulk)
+            for name in ("user_hashes", "post_hashes", "author_hashes", "actions", "surface"):
+                assert torch.equal(getattr(served, name), getattr(trained, name)), (name, t, bulk)
