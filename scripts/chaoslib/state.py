@@ -32,24 +32,53 @@ def compare_feeds(
     before: Sequence[tuple[int, float]], after: Sequence[tuple[int, float]], new: set[int] = frozenset(),
     aged: set[int] = frozenset(), rel_tol: float = 1e-3,
 ) -> str | None:
-    """None when ``after`` equals ``before`` but for explained differences, else why not (see the module doc).
+    """None when ``after`` holds the posts of ``before`` in its order but for explained differences, else why not.
 
-    Posts in ``new`` (created after the baseline) and ``aged`` (past the age limit since) are left out;
-    the later feed may then hold more of the tail. Two posts may trade places when their scores are
-    equal within ``rel_tol``: the ranker's scores move slightly (up to 1e-4 relative seen) with the batch
-    a request shares and whether its context came from the KV cache, and a near-tie is then broken
-    either way (the demo's quickly trained ranker gives many near-equal scores).
+    Posts in ``new`` (created after the baseline) and ``aged`` (past the age limit since) are left out.
+    What may differ, and nothing else:
+
+    * two posts may trade places when their scores are tied (equal within ``rel_tol``): the ranker's scores
+      move slightly (up to 1e-4 relative seen) with the batch a request shares and whether its context came
+      from the KV cache, and a near-tie is then broken either way (the demo's quickly trained ranker gives
+      many near-equal scores);
+    * a post not on the baseline page may enter only at or below the page's last score (tied or lower): it
+      was just below the page; one ranking above it *replaced* a baseline post, tie or not;
+    * a baseline post may leave the page only when pushed off it: every post still on the page ranks at
+      least as high (or is tied with it), and one new or entering post took each lost slot.
     """
+    def tied(x: float, y: float) -> bool:
+        return abs(x - y) <= rel_tol * max(abs(x), abs(y))
+
     b = [(p, x) for p, x in before if p not in aged]
     a = [(p, x) for p, x in after if p not in aged and p not in new]
-    common = min(len(a), len(b))
-    for i in range(common):
-        (pa, xa), (pb, xb) = a[i], b[i]
-        if pa != pb and abs(xa - xb) > rel_tol * max(abs(xa), abs(xb)):
-            return f"position {i}: {pb} (score {xb:.6g}) before, {pa} (score {xa:.6g}) after"
+    was, now = dict(b), dict(a)
+    floor = b[-1][1] if b else float("inf")  # the baseline page's last score
+    entrants = 0
+    for i, (p, x) in enumerate(a):
+        if p in was:
+            continue
+        entrants += 1
+        if x > floor and not tied(x, floor):
+            return (f"position {i}: {p} (score {x:.6g}) replaced a baseline post: it was not on the baseline page "
+                    f"and ranks above its last score {floor:.6g}")
+    rank_before = {p: i for i, (p, _) in enumerate(b)}
+    kept = [(i, p) for i, (p, _) in enumerate(a) if p in was]
+    for j, (i, p) in enumerate(kept):
+        for _, q in kept[j + 1:]:  # q is below p now; was it above, without a tie?
+            if rank_before[q] < rank_before[p] and not (tied(was[p], was[q]) or tied(now[p], now[q])):
+                return (f"position {i}: {p} (score {now[p]:.6g}) is now above {q} (score {now[q]:.6g}); the order "
+                        f"changed without a tie (before: {was[p]:.6g} below {was[q]:.6g})")
     newcomers = sum(1 for p, _ in after if p in new)
-    if common < len(b) - newcomers:
-        return f"{len(b) - common} baseline posts missing, {newcomers} new posts explain {newcomers}"
+    missing = [(i, p, x) for i, (p, x) in enumerate(b) if p not in now]
+    for i, p, x in missing:
+        below = [q for q, y in a if y < x and not tied(x, y)]
+        if below:
+            return (f"position {i}: {p} (score {x:.6g}) is missing, though {below[0]} (score {now[below[0]]:.6g}), "
+                    f"which it outranked, is still on the page")
+    if len(missing) > newcomers + entrants:
+        i, p, x = missing[0]
+        return (f"position {i}: {p} (score {x:.6g}) is missing: {len(missing)} baseline posts missing, "
+                f"{newcomers} new and {entrants} entering posts explain {newcomers + entrants}")
     return None
 
 

@@ -37,6 +37,31 @@ def test_near_ties_may_trade_places_but_not_distinct_scores():
     assert compare_feeds(before, [(1, 0.5), (3, 0.4), (2, 0.40000001)], rel_tol=0.0) is not None
 
 
+def test_a_near_tie_may_reorder_posts_but_never_replace_one():
+    before = [(1, 0.5), (2, 0.40000001), (3, 0.4), (4, 0.3)]
+    # post 2 is gone and post 9, scored like it, took its slot: a replacement, whatever the scores
+    assert "replaced" in compare_feeds(before, [(1, 0.5), (9, 0.40000002), (3, 0.4), (4, 0.3)])
+    # a post that was not in the baseline may enter only from just below the page, tied with its last post...
+    assert compare_feeds(before, [(1, 0.5), (2, 0.40000001), (3, 0.4), (9, 0.30000001)]) is None
+    # ...and then the post it pushed off the page must be tied with it too
+    assert compare_feeds(before, [(1, 0.5), (2, 0.40000001), (4, 0.3), (9, 0.30000001)]) is not None
+
+
+def test_posts_may_trade_places_only_with_those_they_are_tied_with():
+    before = [(1, 0.5), (2, 0.40000001), (3, 0.4), (4, 0.3)]
+    assert compare_feeds(before, [(1, 0.5), (3, 0.4), (2, 0.40000001), (4, 0.3)]) is None
+    # 4 moved above 2, with which it is not tied
+    assert "order" in compare_feeds(before, [(1, 0.5), (3, 0.4), (4, 0.3), (2, 0.40000001)])
+
+
+def test_a_baseline_post_may_drop_off_the_page_only_below_every_post_still_on_it():
+    before = [(1, 0.5), (2, 0.4), (3, 0.3)]
+    # new post 9 ranks first: post 3, the lowest, falls off
+    assert compare_feeds(before, [(9, 0.6), (1, 0.5), (2, 0.4)], new={9}) is None
+    # the new post explains one lost post, but not post 1, which outranks the posts that stayed
+    assert "missing" in compare_feeds(before, [(9, 0.6), (2, 0.4), (3, 0.3)], new={9})
+
+
 def test_same_posts_leaves_out_posts_older_than_the_cutoff_on_both_sides():
     before = [(1, 100), (2, 200), (3, 300)]
     assert same_posts(before, before, cutoff_ms=0) is None
