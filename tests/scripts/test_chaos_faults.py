@@ -22,7 +22,8 @@ def parts(tmp_path) -> Parts:
 
 
 def test_the_faults_run_in_this_order_by_default_each_under_its_own_name():
-    assert list(FAULTS) == ["thunder_shard", "retrieval_shard", "ranker_replica", "user_store", "full_restart"]
+    assert list(FAULTS) == ["thunder_shard", "thunder_ingest", "retrieval_shard", "retrieval_replica", "ranker_replica",
+                            "post_catalog", "user_store", "ingress_replica", "full_restart"]
     assert all(issubclass(cls, Fault) and cls.name == name for name, cls in FAULTS.items())
     assert _parser().parse_args([]).faults == ",".join(FAULTS)
 
@@ -30,9 +31,14 @@ def test_the_faults_run_in_this_order_by_default_each_under_its_own_name():
 def test_a_fault_names_what_feeds_degrade_while_it_lasts():
     assert {name: set(cls.components) for name, cls in FAULTS.items()} == {
         "thunder_shard": {"ThunderSource"},
+        "thunder_ingest": {"ThunderSource"},
         "retrieval_shard": {"PhoenixSource"},
+        "retrieval_replica": {"PhoenixSource"},
         "ranker_replica": {"PhoenixScorer"},
+        "post_catalog": {"CoreDataHydrator", "VideoDurationHydrator", "SubscriptionHydrator", "AuthorInfoHydrator",
+                         "VisibilityHydrator"},
         "user_store": {"user_store_stale", "AuthorInfoHydrator"},
+        "ingress_replica": set(),  # the HTTP edge: recovered only when nothing is degraded
         "full_restart": set(),  # the whole app: recovered only when nothing is degraded
     }
 
