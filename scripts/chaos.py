@@ -45,8 +45,10 @@ Time moves on between baseline and check: the direct reads pass the baseline's
 clock where the part takes one, and a post that has since passed the age
 limit (``mixer.max_post_age_ms`` less a minute) is left out on both sides.
 Everything else must be equal, in order, except that two posts whose scores are
-equal within 0.1 % may trade places, and a post may cross the page's edge only
-tied with its last post: a post is never replaced (``chaoslib.state.compare_feeds``).
+equal within 0.1 % may trade places, a post may cross the page's edge only tied
+with its last post, and one post of a conversation may stand in for another it
+is tied with (the feed keeps one per conversation); a post is never otherwise
+replaced (``chaoslib.state.compare_feeds``).
 Baseline and check each use the first probe round with nothing degraded (a
 loaded machine trips a timeout now and then).
 

@@ -14,9 +14,10 @@ __all__ = ["Round", "probe_round"]
 class Round:
     """One feed per probe viewer."""
 
-    # viewer -> (post id, score, weighted score, multiplier) of its feed, in order (answered viewers only); the
-    # weighted score is the one before the author-diversity and out-of-network multipliers (explain)
-    ids: dict[int, list[tuple[int, float, float, float]]]
+    # viewer -> (post id, score, weighted score, multiplier, conversation) of its feed, in order (answered viewers
+    # only): the weighted score is the one before the author-diversity and out-of-network multipliers (explain),
+    # the conversation the root of the post's thread (see chaoslib.state.compare_feeds)
+    ids: dict[int, list[tuple[int, float, float, float, int]]]
     degraded: set[str]  # components any of the feeds named; "http_<status>" / "transport" for failed ones
 
     @property
@@ -39,7 +40,8 @@ async def probe_round(http: httpx.AsyncClient, viewers: Sequence[int], limit: in
             continue
         data = resp.json()
         out.degraded.update(data["degraded"])
-        out.ids[v] = [(p["post_id"], p["score"], *_unmultiplied(p)) for p in data["posts"]]
+        out.ids[v] = [(p["post_id"], p["score"], *_unmultiplied(p), min(p["ancestors"], default=p["post_id"]))
+                      for p in data["posts"]]
     return out
 
 

@@ -26,12 +26,12 @@ def created_ms(post_id: int) -> int:
 class Probe:
     """The baseline taken before a fault."""
 
-    ids: dict[int, list[tuple[int, float, float, float]]]  # viewer -> its feed's items (``probes.Round.ids``)
+    ids: dict[int, list[tuple[int, float, float, float, int]]]  # viewer -> its feed's items (``probes.Round.ids``)
     now_ms: int  # the clock of the baseline; the later direct read passes it again
     direct: Any = None  # the part's own answer (fault-specific), compared by ``Fault.same_state``
 
 
-FeedItem = tuple  # (post id, score) or (post id, score, weighted score, score multiplier); see compare_feeds
+FeedItem = tuple  # (post id, score) or (post id, score, weighted score, multiplier, conversation); see compare_feeds
 
 
 def compare_feeds(
@@ -40,11 +40,11 @@ def compare_feeds(
 ) -> str | None:
     """None when ``after`` holds the posts of ``before`` in its order but for explained differences, else why not.
 
-    Items are ``(post id, score)`` in feed order, or ``(post id, score, weighted score, multiplier)``
-    (the feed's ``explain``: the score before the author-diversity and out-of-network multipliers, and
-    their product). Posts in ``new`` (created after the baseline) and ``aged`` (past the age limit since)
-    are left out. ``limit`` is the page size asked for (None: unknown, pages may be full). What may
-    differ, and nothing else:
+    Items are ``(post id, score)`` in feed order, or ``(post id, score, weighted score, multiplier,
+    conversation)`` (from the feed's ``explain``: the score before the author-diversity and out-of-network
+    multipliers, and their product; the conversation is the root of the post's thread). Posts in ``new``
+    (created after the baseline) and ``aged`` (past the age limit since) are left out. ``limit`` is the
+    page size asked for (None: unknown, pages may be full). What may differ, and nothing else:
 
     * two posts may trade places when they are tied: their scores, or their weighted scores, are equal
       within ``rel_tol``. The ranker's scores move slightly (up to 1e-4 relative seen) with the batch a
@@ -52,6 +52,8 @@ def compare_feeds(
       way, and the demo's quickly trained ranker gives many near-equal scores. A post whose multiplier
       changed may move past any other: the diversity decay gives an author's k-th best post its
       multiplier, so a near-tie between two posts of one author moves both;
+    * a post may take the place of a post of its own conversation it is tied with: the feed keeps one
+      post per conversation, the better scored, and a near-tie is broken either way;
     * a post not on the baseline page may enter only when that page was full, at or below (or tied with)
       its last post: it was just below the page. One that ranks above *replaced* a baseline post;
     * a baseline post may leave the page only when the later page is full, every post still on it ranks
@@ -60,20 +62,26 @@ def compare_feeds(
     def tied(x: float, y: float) -> bool:
         return abs(x - y) <= rel_tol * max(abs(x), abs(y))
 
-    def rows(items: Sequence[FeedItem], drop: set[int]) -> dict[int, tuple[int, float, float, float]]:
-        """post id -> (position, score, weighted score, multiplier), in order, ``drop`` left out."""
+    def rows(items: Sequence[FeedItem], drop: set[int]) -> dict[int, tuple[int, float, float, float, int]]:
+        """post id -> (position, score, weighted score, multiplier, conversation), in order, ``drop`` left out."""
         kept = [item for item in items if item[0] not in drop]
-        return {it[0]: (i, it[1], it[2] if len(it) > 2 else it[1], it[3] if len(it) > 2 else 1.0)
-                for i, it in enumerate(kept)}
+        return {it[0]: (i, it[1], *(it[2:5] if len(it) > 4 else (it[1], 1.0, it[0]))) for i, it in enumerate(kept)}
 
-    def close(p: tuple[int, float, float, float], q: tuple[int, float, float, float]) -> bool:
+    def close(p: tuple[int, float, float, float, int], q: tuple[int, float, float, float, int]) -> bool:
         return tied(p[1], q[1]) or tied(p[2], q[2])
 
     was, now = rows(before, set(aged)), rows(after, set(aged) | set(new))
     last = list(was.values())[-1] if was else None  # the baseline page's last post
     full_before = limit is None or len(before) >= limit
     full_after = limit is None or len(after) >= limit
-    entrants = [p for p in now if p not in was]
+    swapped: dict[int, int] = {}  # a post that took the place of a tied one of its conversation -> that one
+    for p in now:
+        if p not in was:
+            gone = [m for m in was if m not in now and m not in swapped.values() and was[m][4] == now[p][4]
+                    and close(was[m], now[p])]
+            if gone:
+                swapped[p] = gone[0]
+    entrants = [p for p in now if p not in was and p not in swapped]
     for p in entrants:
         i, x, *_ = now[p]
         head = f"position {i}: {p} (score {x:.6g}) is not from the baseline page"
@@ -89,7 +97,7 @@ def compare_feeds(
                 return (f"position {now[p][0]}: {p} (score {now[p][1]:.6g}) is now above {q} (score {now[q][1]:.6g}); "
                         f"the order changed without a tie (before: {was[p][1]:.6g} below {was[q][1]:.6g})")
     newcomers = sum(1 for item in after if item[0] in new)
-    missing = [p for p in was if p not in now]
+    missing = [p for p in was if p not in now and p not in swapped.values()]
     for p in missing:
         i, x, *_ = was[p]
         if not full_after:

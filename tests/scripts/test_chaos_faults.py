@@ -6,7 +6,17 @@ import pytest
 
 from scripts.chaos import _parser
 from scripts.chaoslib.app_process import AppProcess
-from scripts.chaoslib.faults import FAULTS, Fault, RetrievalShard, UserStore
+from scripts.chaoslib.faults import (
+    FAULTS,
+    Fault,
+    IngressReplica,
+    PostCatalog,
+    RankerReplica,
+    RetrievalReplica,
+    RetrievalShard,
+    ThunderIngest,
+    UserStore,
+)
 from scripts.chaoslib.parts import Parts
 from xserve.actors.naming import ActorNames
 from xserve.config import load_config
@@ -55,3 +65,18 @@ def test_retrieval_shard_kills_shard_zero_of_this_data_dir(parts, tmp_path):
     assert RetrievalShard(parts, [1]).actor_name == ActorNames.of(tmp_path / "data").retrieval_shard(0)
     assert not ActorNames.of(tmp_path / "other").owns(RetrievalShard(parts, [1]).actor_name)
 
+
+
+def test_the_new_actor_faults_aim_at_this_data_dirs_post_catalog_shard_and_thunder_ingest(parts, tmp_path):
+    names = ActorNames.of(tmp_path / "data")
+    n = parts.config.serving.num_hydration_shards
+    assert PostCatalog(parts, [1]).actor_name == names.post_shard(0, n)
+    assert ThunderIngest(parts, [1]).actor_name == names.thunder_ingest()
+
+
+def test_the_replica_faults_name_their_serve_deployments_and_only_the_ingress_holds_requests():
+    assert {cls.name: cls.deployment for cls in (RankerReplica, RetrievalReplica, IngressReplica)} == {
+        "ranker_replica": "Ranker", "retrieval_replica": "Retrieval", "ingress_replica": "FeedIngress"}
+    assert [name for name, cls in FAULTS.items() if cls.holds_requests] == ["ingress_replica"]
+    names = list(FAULTS)
+    assert names.index("user_store") < names.index("ingress_replica")  # a new ingress knows no viewer

@@ -68,11 +68,21 @@ def test_a_page_that_was_not_full_had_nothing_below_it():
 def test_an_author_s_tied_posts_trade_diversity_ranks_and_move_past_other_posts():
     # author A's posts 1 and 2 tie (weighted 1.0); the decay gives the better one 1.0 and the other 0.625.
     # Post 5 (weighted 0.7) sits between them. The tie breaks the other way after: 1 and 2 swap multipliers.
-    before = [(1, 1.0, 1.0, 1.0), (5, 0.7, 0.7, 1.0), (2, 0.625, 1.0, 0.625)]
-    after = [(2, 1.0, 1.0, 1.0), (5, 0.7, 0.7, 1.0), (1, 0.625, 1.0, 0.625)]
+    before = [(1, 1.0, 1.0, 1.0, 1), (5, 0.7, 0.7, 1.0, 5), (2, 0.625, 1.0, 0.625, 2)]
+    after = [(2, 1.0, 1.0, 1.0, 2), (5, 0.7, 0.7, 1.0, 5), (1, 0.625, 1.0, 0.625, 1)]
     assert compare_feeds(before, after) is None
     # the same move without the multipliers changing has no explanation
-    assert "order" in compare_feeds([(1, 1.0, 1.0, 1.0), (5, 0.7, 0.7, 1.0)], [(5, 0.7, 0.7, 1.0), (1, 1.0, 1.0, 1.0)])
+    assert "order" in compare_feeds([(1, 1.0, 1.0, 1.0, 1), (5, 0.7, 0.7, 1.0, 5)],
+                                    [(5, 0.7, 0.7, 1.0, 5), (1, 1.0, 1.0, 1.0, 1)])
+
+
+def test_a_post_may_take_the_place_of_a_tied_post_of_its_own_conversation():
+    # the feed keeps the better scored post of each conversation: 3 (a reply in conversation 2) and 2 tie
+    before = [(1, 0.5, 0.5, 1.0, 1), (2, 0.4, 0.4, 1.0, 2)]
+    assert compare_feeds(before, [(1, 0.5, 0.5, 1.0, 1), (3, 0.4, 0.4, 1.0, 2)], limit=5) is None
+    # ...but not of another conversation, nor without a tie
+    assert "not from the baseline page" in compare_feeds(before, [(1, 0.5, 0.5, 1.0, 1), (3, 0.4, 0.4, 1.0, 3)], limit=5)
+    assert "not from the baseline page" in compare_feeds(before, [(1, 0.5, 0.5, 1.0, 1), (3, 0.3, 0.3, 1.0, 2)], limit=5)
 
 
 def test_posts_may_trade_places_only_with_those_they_are_tied_with():
