@@ -168,9 +168,9 @@ class ThunderIngest(ActorFault):
 
 
 class PostCatalog(ActorFault):
-    """Kill post-catalog shard 0: the feed's post hydrators time out meanwhile (candidates without their post
-    are dropped), post writes, deletes and engagements wait for its restart. Its state: its records of the
-    probes' in-network posts it owns."""
+    """Kill post-catalog shard 0: the feed's post hydrators fail or time out meanwhile, and as no candidate can
+    be checked the feed is empty (the safety stages fail closed); post writes, deletes and engagements wait
+    for its restart. Its state: its records of the probes' in-network posts it owns."""
 
     name = "post_catalog"
     components = frozenset({"CoreDataHydrator", "VideoDurationHydrator", "SubscriptionHydrator", "AuthorInfoHydrator",
