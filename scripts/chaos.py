@@ -5,23 +5,27 @@
 
 Starts the app itself (``xserve serve`` in a child process, on its own local
 Ray with ``--num-cpus`` CPUs and no dashboard) over a data directory, drives it
-over loopback HTTP with a load loop (feed reads, and writes by dedicated writer
-users), and for each fault F in turn:
+over loopback HTTP with a load loop (feed reads, and posts, deletes, engagements
+and follows by dedicated writer users, each acknowledged one recorded in a
+ledger), and for each fault F in turn:
 
 1. records a baseline: the feeds of a few probe viewers (non-bottom requests,
    so served history plays no part) until two rounds agree, and a direct read
    of the part about to be killed;
-2. injects F while the load keeps running: ``thunder_shard``, ``retrieval_shard``
-   and ``user_store`` are ``ray.kill(actor, no_restart=False)`` of the named
-   actor (Ray restarts it and it rebuilds from the data directory);
-   ``ranker_replica`` kills a Serve replica of the Ranker (Serve replaces it);
-   ``full_restart`` is kill -9 of every process of the app (the ``xserve serve``
-   process and its descendants: the whole Ray cluster), then the app starts
-   again over the same data directory;
+2. injects F while the load keeps running: ``thunder_shard``, ``thunder_ingest``,
+   ``retrieval_shard``, ``post_catalog`` and ``user_store`` are
+   ``ray.kill(actor, no_restart=False)`` of the named actor (Ray restarts it and
+   it rebuilds from the data directory); ``retrieval_replica``, ``ranker_replica``
+   and ``ingress_replica`` kill the Serve replica of Retrieval, the Ranker or
+   FeedIngress (Serve replaces it); ``full_restart`` is kill -9 of every process
+   of the app (the ``xserve serve`` process and its descendants: the whole Ray
+   cluster), then the app starts again over the same data directory;
 3. waits for recovery: the killed part answers again and the probes' For You
    feeds come back with none of its components in ``degraded``;
-4. keeps the load on for ``--after-seconds``, then compares the probes' feeds
-   and the direct read with the baseline.
+4. keeps the load on for ``--after-seconds``, then, with writes held back,
+   compares the probes' feeds and the direct read with the baseline, and reads
+   back every write acknowledged so far (``GET /v1/posts/{id}``,
+   ``GET /v1/users/{id}``; ``chaoslib.writes``).
 
 State comparison (``state_match``). The load's writes come from writer users
 the script creates, so they never change a probe's own inputs (its graph,
@@ -33,32 +37,42 @@ comparable across writes; the comparison uses each probe's in-network feed
 ranker's scores and order), plus a direct read of the killed part: the
 Thunder shard's answer for the probes, the retrieval shard's top 100 for a
 fixed vector with the writers' new posts excluded, the user store's features
-and history of the probes (not served history, which every read appends to).
+and history of the probes (not served history, which every read appends to),
+the Ranker's scores of every action for fixed requests (the feed's scores are
+squeezed into near-ties and cannot tell a wrong ranker), and so on per fault
+(``chaoslib.faults``).
 Time moves on between baseline and check: the direct reads pass the baseline's
 clock where the part takes one, and a post that has since passed the age
 limit (``mixer.max_post_age_ms`` less a minute) is left out on both sides.
 Everything else must be equal, in order, except that two posts whose scores are
-equal within 0.1 % may trade places (see ``chaoslib.state.compare_feeds``). Baseline and check each use the
-first probe round with nothing degraded (a loaded machine trips a timeout now and then).
+equal within 0.1 % may trade places, a post may cross the page's edge only tied
+with its last post, and one post of a conversation may stand in for another it
+is tied with (the feed keeps one per conversation); a post is never otherwise
+replaced (``chaoslib.state.compare_feeds``).
+Baseline and check each use the first probe round with nothing degraded (a
+loaded machine trips a timeout now and then).
 
 Prints per fault ``chaos.F.requests``, ``chaos.F.errors_5xx``, ``chaos.F.p99_ms_during``,
 ``chaos.F.recovery_s`` and ``chaos.F.state_match`` lines (and ``errors_4xx``,
 ``conn_errors``, ``down_errors``, ``degraded_during``, ``p99_ms_during_feed``,
-``p99_ms_after``), then a
-table. ``requests`` counts every request sent from the injection to the end of
-the after-window, the error counts those of them that failed. While the app is
-down in ``full_restart`` (until it answers ``/healthz`` again) there is no app to
-answer: requests refused, not routed yet (404) or refused by the starting proxy
-(502-504) are counted apart as ``down_errors``. ``p99_ms_during`` is over the
+``p99_ms_after``, ``writes_read_back``, ``lost_writes``), then a
+table. ``requests`` counts every request in flight at the injection or sent from
+it to the end of the after-window, the error counts those of them that failed.
+While the app is down in ``full_restart`` (until it answers ``/healthz`` again)
+there is no app to answer: requests refused, not routed yet (404) or refused by
+the starting proxy (502-504) are counted apart as ``down_errors``; so are, in
+``ingress_replica``, the requests in flight in the killed replica (they die with
+it; those sent later must be answered). ``p99_ms_during`` is over the
 answered requests sent between the injection and the end of the fault window
 (recovery, or ``--fault-seconds`` if later). ``recovery_s`` runs from the kill to
 the first clean probe round. Exit status 1, with a one-line reason, when any
-fault produced a 5xx or another failed request, no recovery, or a state
-mismatch; 2 on bad arguments.
+fault produced a 5xx or another failed request, no recovery, a lost
+acknowledged write, or a state mismatch; 2 on bad arguments.
 
 The parts live in ``scripts/chaoslib/`` (one module each: the app process, the
-Ray connection, the load, the probes, the state comparison, one class per fault,
-the results and the report); this file is the command line.
+Ray connection, the load, the ledger of writes and their read-back, the probes,
+the state comparison, one class per fault, the results and the report); this
+file is the command line.
 """
 
 from __future__ import annotations
@@ -148,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     fresh = args.data_dir is None
     data_dir = (work / "data" if fresh else args.data_dir).resolve()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "XSERVE__SERVING__DEMO_WORLD": args.world}  # a string field takes the raw value
+           "XSERVE__SERVING__DEMO_WORLD": args.world,  # a string field takes the raw value
+           # a cluster of its own: without it, `ray.init()` joins a Ray another job started on this machine
+           "RAY_ADDRESS": "local"}
     # a raylet gives its dashboard agent 15 s to start and aborts the node otherwise; a loaded machine needs longer
     env.setdefault("RAY_agent_register_timeout_ms", "120000")
     mixer = MixerConfig()

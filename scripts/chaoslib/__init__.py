@@ -4,6 +4,7 @@
 * ``cluster`` -- the Ray connection to the app: find actors by their names, kill, call;
 * ``parts`` -- the app under test as the faults reach it, and direct reads of its parts' state;
 * ``load`` -- the load loop and the record of every request it sent;
+* ``writes`` -- the ledger of acknowledged writes, and reading them back over HTTP;
 * ``probes`` -- one round of the probe viewers' feeds;
 * ``state`` -- the baseline snapshot and how a later read is compared with it;
 * ``faults`` -- one class per fault, and ``FAULTS``, the faults by name;

@@ -1,8 +1,8 @@
 """The chaos process's connection to the app's Ray cluster: find actors by name, kill them, call them.
 
 The app's stateful actors are found by the names ``xserve.actors.naming`` gives
-them; Serve's Ranker replicas by the names Serve gives its replicas
-(``SERVE_REPLICA::<app>#Ranker#<id>``).
+them; Serve's replicas by the names Serve gives them
+(``SERVE_REPLICA::<app>#<deployment>#<id>``).
 """
 
 from __future__ import annotations
@@ -56,19 +56,25 @@ class Cluster:
         except Exception:  # noqa: BLE001 - restarting
             return False
 
-    def ranker_replicas(self) -> list[tuple[str, str]]:
-        """(name, namespace) of every running Ranker replica, sorted."""
+    def replicas(self, deployment: str) -> list[tuple[str, str]]:
+        """(name, namespace) of every running Serve replica of ``deployment``, sorted."""
         return sorted((a["name"], a["namespace"]) for a in self.ray.util.list_named_actors(all_namespaces=True)
-                      if a["name"].startswith("SERVE_REPLICA::") and "#Ranker#" in a["name"])
+                      if a["name"].startswith("SERVE_REPLICA::") and f"#{deployment}#" in a["name"])
 
     def replica(self, name: str, namespace: str) -> Any:
         return self.ray.get_actor(name, namespace=namespace)
 
-    def ranker_answers(self) -> bool:
+    def call_deployment(self, deployment: str, method: str, *args: Any, timeout_s: float = 30.0) -> Any:
+        """``method(*args)`` on a replica of the app's ``deployment``, through a Serve handle."""
         from ray import serve
 
+        handle = serve.get_deployment_handle(deployment, app_name="default")
+        return getattr(handle, method).remote(*args).result(timeout_s=timeout_s)
+
+    def deployment_answers(self, deployment: str) -> bool:
+        """Whether ``deployment`` answers ``stats`` within 5 s."""
         try:
-            serve.get_deployment_handle("Ranker", app_name="default").stats.remote().result(timeout_s=5)
+            self.call_deployment(deployment, "stats", timeout_s=5)
             return True
         except Exception:  # noqa: BLE001 - not answering yet is the expected state here
             return False

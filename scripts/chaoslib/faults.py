@@ -12,10 +12,21 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from scripts.chaoslib.parts import Parts
-from scripts.chaoslib.state import same_posts, same_users
+from scripts.chaoslib.state import (
+    compare_feeds,
+    same_catalog,
+    same_posts,
+    same_scores,
+    same_users,
+    writes_in_thunder,
+)
+from scripts.chaoslib.writes import Ledger
+from xserve import clock
+from xserve.schema import RankRequest, RetrievalRequest
 from xserve.sharding import shard_for
 
-__all__ = ["FAULTS", "ActorFault", "Fault", "FullRestart", "RankerReplica", "RetrievalShard", "ThunderShard", "UserStore"]
+__all__ = ["FAULTS", "ActorFault", "Fault", "FullRestart", "IngressReplica", "PostCatalog", "RankerReplica",
+           "RetrievalReplica", "RetrievalShard", "ServeReplica", "ThunderIngest", "ThunderShard", "UserStore"]
 
 
 class Fault:
@@ -23,15 +34,19 @@ class Fault:
 
     ``inject`` hits the part and says what it hit; ``answers`` tells whether that part answers again;
     ``state`` reads the part's own state directly (given the baseline's clock and the writers' new posts)
-    and ``same_state`` compares two such reads.
+    and ``same_state`` compares two such reads. ``writes`` is the load's ledger of acknowledged writes
+    (every fault's check reads those back over HTTP; a fault may also look for them in its part).
     """
 
     name: ClassVar[str]  # what ``--faults`` calls it
     components: ClassVar[frozenset[str]] = frozenset()  # what a feed's ``degraded`` names while it lasts (empty: anything)
+    holds_requests: ClassVar[bool] = False  # the killed part holds the HTTP requests: those in flight die with it
 
-    def __init__(self, parts: Parts, probes: Sequence[int]) -> None:
+    def __init__(self, parts: Parts, probes: Sequence[int], writes: Ledger | None = None) -> None:
         self.parts, self.probes = parts, probes
+        self.writes = writes if writes is not None else Ledger(parts.config.mixer.history_length)
         self.app_down_until: float | None = None  # when the app answered again, if the fault took it down
+        self.killed_at: float | None = None  # monotonic time the kill was sent (inject takes a while before it)
 
     def inject(self) -> str:
         raise NotImplementedError
@@ -51,8 +66,8 @@ class ActorFault(Fault):
     """``ray.kill(actor, no_restart=False)`` of one of the app's named actors: Ray restarts it and it rebuilds
     from the data directory."""
 
-    def __init__(self, parts: Parts, probes: Sequence[int]) -> None:
-        super().__init__(parts, probes)
+    def __init__(self, parts: Parts, probes: Sequence[int], writes: Ledger | None = None) -> None:
+        super().__init__(parts, probes, writes)
         self.actor_name = self.target()
         self._handle: Any = None
 
@@ -68,6 +83,7 @@ class ActorFault(Fault):
 
     def inject(self) -> str:
         self.parts.cluster().kill(self.handle)
+        self.killed_at = time.monotonic()
         return self.actor_name
 
     def answers(self) -> bool:
@@ -129,29 +145,138 @@ class UserStore(ActorFault):
         return same_users(before, after, cutoff_ms)
 
 
-class RankerReplica(Fault):
-    """Kill the first Serve replica of the Ranker (by name); Serve replaces it. No state of its own to compare."""
+class ThunderIngest(ActorFault):
+    """Kill Thunder's ingest actor, the one writer of Thunder's log. Post writes meanwhile are durable in the
+    catalog (their Thunder catch-up fails or waits, the write is still acknowledged); the restarted actor reads
+    them from its watermark. Its state: Thunder holds every acknowledged post of the writers and no deleted one."""
 
-    name = "ranker_replica"
-    components = frozenset({"PhoenixScorer"})
+    name = "thunder_ingest"
+    components = frozenset({"ThunderSource"})
 
-    def __init__(self, parts: Parts, probes: Sequence[int]) -> None:
-        super().__init__(parts, probes)
+    def target(self) -> str:
+        return self.parts.names.thunder_ingest()
+
+    def state(self, now_ms: int, new: set[int]) -> tuple[set[int], set[int], set[int]]:
+        w = self.writes
+        authors = sorted({author for author, _ in w.posts.values()})
+        # now, not the baseline's clock: the writers' posts of the fault window are younger than the baseline
+        found = {p.post_id for p in self.parts.thunder_all(self.probes[0], authors, clock.now_ms())} if authors else set()
+        return found, set(w.posts) - w.deleted - w.unsure_posts, set(w.deleted)
+
+    def same_state(self, before: Any, after: Any, cutoff_ms: int) -> str | None:
+        return writes_in_thunder(*after)
+
+
+class PostCatalog(ActorFault):
+    """Kill post-catalog shard 0: the feed's post hydrators fail or time out meanwhile, and as no candidate can
+    be checked the feed is empty (the safety stages fail closed); post writes, deletes and engagements wait
+    for its restart. Its state: its records of the probes' in-network posts it owns."""
+
+    name = "post_catalog"
+    components = frozenset({"CoreDataHydrator", "VideoDurationHydrator", "SubscriptionHydrator", "AuthorInfoHydrator",
+                            "VisibilityHydrator"})
+
+    def __init__(self, parts: Parts, probes: Sequence[int], writes: Ledger | None = None) -> None:
+        super().__init__(parts, probes, writes)
+        self._post_ids: list[int] | None = None  # read at the baseline, the same ids after
+
+    def target(self) -> str:
+        return self.parts.names.post_shard(0, self.parts.config.serving.num_hydration_shards)
+
+    def state(self, now_ms: int, new: set[int]) -> dict[int, Any]:
+        if self._post_ids is None:
+            n = self.parts.config.serving.num_hydration_shards
+            ids = {p.post_id for v in self.probes for p in self.parts.thunder_all(v, self.parts.follows(v), now_ms)}
+            self._post_ids = sorted(p for p in ids if shard_for(p, n) == 0)
+        return self.parts.catalog_posts(self.handle, self._post_ids)
+
+    def same_state(self, before: Any, after: Any, cutoff_ms: int) -> str | None:
+        return same_catalog(before, after, cutoff_ms)
+
+
+class ServeReplica(Fault):
+    """Kill the first Serve replica of ``deployment`` (found by Serve's replica names); Serve replaces it."""
+
+    deployment: ClassVar[str]  # the Serve deployment's name
+
+    def __init__(self, parts: Parts, probes: Sequence[int], writes: Ledger | None = None) -> None:
+        super().__init__(parts, probes, writes)
         self._before: list[tuple[str, str]] = []  # the replicas running when it was injected
 
     def inject(self) -> str:
         c = self.parts.cluster()
-        self._before = c.ranker_replicas()
+        self._before = c.replicas(self.deployment)
         if not self._before:
-            raise RuntimeError("no Ranker replica is running")
+            raise RuntimeError(f"no {self.deployment} replica is running")
         name, namespace = self._before[0]
         c.kill(c.replica(name, namespace))
+        self.killed_at = time.monotonic()
         return name
 
     def answers(self) -> bool:
         c = self.parts.cluster()
-        now = c.ranker_replicas()
-        return bool(now) and now != self._before and c.ranker_answers()
+        now = c.replicas(self.deployment)
+        return bool(now) and now != self._before and c.deployment_answers(self.deployment)
+
+
+class RankerReplica(ServeReplica):
+    """Kill the Ranker's replica: the feed falls back to recency order meanwhile. Its state: the scores the
+    Ranker gives the probes' own requests (history and in-network candidates, fixed at the baseline), every
+    action of every candidate, and its model version; the app runs one Ranker replica, so the read after
+    recovery is the new replica's."""
+
+    name = "ranker_replica"
+    deployment = "Ranker"
+    components = frozenset({"PhoenixScorer"})
+
+    def __init__(self, parts: Parts, probes: Sequence[int], writes: Ledger | None = None) -> None:
+        super().__init__(parts, probes, writes)
+        self._requests: list[RankRequest] | None = None
+
+    def state(self, now_ms: int, new: set[int]) -> list[Any]:
+        if self._requests is None:
+            self._requests = self.parts.rank_requests(self.probes, now_ms)
+        return self.parts.rank(self._requests)
+
+    def same_state(self, before: Any, after: Any, cutoff_ms: int) -> str | None:
+        return same_scores(before, after)
+
+
+class RetrievalReplica(ServeReplica):
+    """Kill the Retrieval deployment's replica (user tower and fan-out; the shards are actors of their own):
+    out-of-network candidates are missing meanwhile, post writes still succeed (their retrieval catch-up
+    happens later). Its state: its answers for the probes' requests, fixed at the baseline, the writers'
+    posts excluded."""
+
+    name = "retrieval_replica"
+    deployment = "Retrieval"
+    components = frozenset({"PhoenixSource"})
+
+    def __init__(self, parts: Parts, probes: Sequence[int], writes: Ledger | None = None) -> None:
+        super().__init__(parts, probes, writes)
+        self._requests: list[RetrievalRequest] | None = None
+
+    def state(self, now_ms: int, new: set[int]) -> list[list[tuple[int, float]]]:
+        if self._requests is None:
+            self._requests = self.parts.retrieval_requests(self.probes, now_ms)
+        return [[(p.post_id, p.score) for p in hits] for hits in self.parts.retrieve(self._requests, new)]
+
+    def same_state(self, before: Any, after: Any, cutoff_ms: int) -> str | None:
+        for i, (b, a) in enumerate(zip(before, after, strict=True)):
+            if (why := compare_feeds(b, a, limit=self._requests[i].max_results)) is not None:
+                return f"retrieval for probe {self.probes[i]}: {why}"
+        return None
+
+
+class IngressReplica(ServeReplica):
+    """Kill the FeedIngress replica (the HTTP edge): the requests in flight in it die with it (the proxy
+    answers them 500; with one replica nothing can answer them), the proxy holds new ones until Serve's
+    replacement answers. It holds no state of its own (the last known viewers are a cache, rebuilt as
+    viewers come)."""
+
+    name = "ingress_replica"
+    deployment = "FeedIngress"
+    holds_requests = True
 
 
 class FullRestart(Fault):
@@ -178,4 +303,8 @@ class FullRestart(Fault):
         return same_users(before, after, cutoff_ms)
 
 
-FAULTS: dict[str, type[Fault]] = {f.name: f for f in (ThunderShard, RetrievalShard, RankerReplica, UserStore, FullRestart)}
+# user_store before ingress_replica: a new ingress knows no viewer, and a never-served viewer gets 503 while its
+# user-store shard restarts; full_restart last
+FAULTS: dict[str, type[Fault]] = {f.name: f for f in (
+    ThunderShard, ThunderIngest, RetrievalShard, RetrievalReplica, RankerReplica, PostCatalog, UserStore,
+    IngressReplica, FullRestart)}

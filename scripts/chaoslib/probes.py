@@ -14,7 +14,10 @@ __all__ = ["Round", "probe_round"]
 class Round:
     """One feed per probe viewer."""
 
-    ids: dict[int, list[tuple[int, float]]]  # viewer -> (post id, score) of its feed, in order (answered viewers only)
+    # viewer -> (post id, score, weighted score, multiplier, conversation) of its feed, in order (answered viewers
+    # only): the weighted score is the one before the author-diversity and out-of-network multipliers (explain),
+    # the conversation the root of the post's thread (see chaoslib.state.compare_feeds)
+    ids: dict[int, list[tuple[int, float, float, float, int]]]
     degraded: set[str]  # components any of the feeds named; "http_<status>" / "transport" for failed ones
 
     @property
@@ -23,11 +26,11 @@ class Round:
 
 
 async def probe_round(http: httpx.AsyncClient, viewers: Sequence[int], limit: int, in_network_only: bool = False) -> Round:
-    """Each viewer's For You feed of ``limit`` posts (``in_network_only``: from followed authors only)."""
+    """Each viewer's For You feed of ``limit`` posts (``in_network_only``: from followed authors only), explained."""
     out = Round({}, set())
     for v in viewers:
         try:
-            body = {"viewer_id": v, "limit": limit, "in_network_only": in_network_only}
+            body = {"viewer_id": v, "limit": limit, "in_network_only": in_network_only, "explain": True}
             resp = await http.post("/v1/feed/for_you", json=body)
         except httpx.HTTPError:
             out.degraded.add("transport")
@@ -37,5 +40,13 @@ async def probe_round(http: httpx.AsyncClient, viewers: Sequence[int], limit: in
             continue
         data = resp.json()
         out.degraded.update(data["degraded"])
-        out.ids[v] = [(p["post_id"], p["score"]) for p in data["posts"]]
+        out.ids[v] = [(p["post_id"], p["score"], *_unmultiplied(p), min(p["ancestors"], default=p["post_id"]))
+                      for p in data["posts"]]
     return out
+
+
+def _unmultiplied(post: dict) -> tuple[float, float]:
+    """(weighted score, the product of the multipliers applied to it) of an explained feed post."""
+    why = post["explain"]
+    multiplier = (why["diversity_multiplier"] or 1.0) * (why["oon_multiplier"] or 1.0)
+    return (why["weighted_score"] if why["weighted_score"] is not None else post["score"]), multiplier

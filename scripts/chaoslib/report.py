@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from scripts.chaoslib.results import Result
 
-__all__ = ["figure_lines", "report", "say", "table_lines"]
+__all__ = ["figure_lines", "report", "say", "state_cell", "table_lines"]
 
 
 def say(quiet: bool, msg: str) -> None:
@@ -32,6 +32,8 @@ def figure_lines(r: Result) -> list[str]:
         f"chaos.{f}.degraded_during {r.degraded_during}",
         f"chaos.{f}.p99_ms_during_feed {r.p99_ms_during_feed:.1f} ms",
         f"chaos.{f}.p99_ms_after {r.p99_ms_after:.1f} ms",
+        f"chaos.{f}.writes_read_back {r.writes_read_back}",
+        f"chaos.{f}.lost_writes {r.lost_writes}",
     ]
 
 
@@ -42,9 +44,16 @@ def table_lines(results: Sequence[Result]) -> list[str]:
     rows = [(r.fault, str(r.requests), str(r.errors_5xx), str(r.errors_4xx + r.conn_errors), str(r.down_errors),
              str(r.degraded_during),
              f"{r.p99_ms_during:.0f} ms", f"{r.p99_ms_after:.0f} ms", f"{r.recovery_s:.2f} s",
-             "match" if r.state_match else "MISMATCH") for r in results]
+             state_cell(r)) for r in results]
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     return ["  ".join(x.ljust(w) for x, w in zip(row, widths)) for row in (head, *rows)]
+
+
+def state_cell(r: Result) -> str:
+    """``match``, ``MISMATCH``, or how many acknowledged writes were lost (the worse)."""
+    if r.lost_writes:
+        return f"{r.lost_writes} LOST"
+    return "match" if r.state_match else "MISMATCH"
 
 
 def report(results: Sequence[Result]) -> None:

@@ -23,7 +23,7 @@ class Result:
     errors_5xx: int = 0
     errors_4xx: int = 0
     conn_errors: int = 0  # no HTTP answer (refused, reset, client timeout)
-    down_errors: int = 0  # full_restart: failed while the app was down (refused, no route yet, proxy 502-504)
+    down_errors: int = 0  # failed for want of an app: while it was down (full_restart), or in the killed ingress
     degraded_during: int = 0
     p99_ms_during: float = float("nan")
     p99_ms_during_feed: float = float("nan")  # feed reads only (writes wait for a restarting shard)
@@ -31,11 +31,16 @@ class Result:
     recovery_s: float = float("nan")
     state_match: int = 0
     mismatch: str = ""
+    writes_read_back: int = 0  # acknowledged writes (of the whole run so far) read back after recovery
+    lost_writes: int = 0  # of those, missing (or unreadable)
+    first_lost: str = ""
     first_error: str = ""  # the first failed request of the fault's window
 
     def failure(self) -> str | None:
         if self.recovery_s != self.recovery_s:
             return f"{self.fault} did not recover" + (f" ({self.mismatch})" if self.mismatch else "")
+        if self.lost_writes:
+            return f"{self.fault} lost {self.lost_writes} acknowledged writes; first: {self.first_lost}"
         if self.errors_5xx:
             return f"{self.fault} produced {self.errors_5xx} 5xx responses; first: {self.first_error}"
         if self.conn_errors or self.errors_4xx:
@@ -46,15 +51,20 @@ class Result:
 
 
 def measure(res: Result, samples: Sequence[Sample], t0: float, end_during: float, end_after: float,
-            app_down_until: float | None = None) -> Result:
-    """Fill ``res`` from the requests sent in ``[t0, end_after)``; "during" ends at ``end_during``.
+            app_down_until: float | None = None, died_in_flight_until: float | None = None) -> Result:
+    """Fill ``res`` from the requests sent in ``[t0, end_after)`` or still in flight at ``t0`` (the kill);
+    "during" ends at ``end_during``.
 
     Requests sent before ``app_down_until`` (when the app answered again after a full restart) that found
-    no app to answer are counted apart as ``down_errors``: nothing the app could have done better.
+    no app to answer are counted apart as ``down_errors``: nothing the app could have done better; so are
+    the failed requests sent before ``died_in_flight_until``, when the kill took the process holding the
+    requests (they were in it when it died).
     """
-    window = [s for s in samples if t0 <= s.started < end_after]
+    window = [s for s in samples if s.started < end_after and (s.started >= t0 or s.started + s.ms / 1000 > t0)]
 
     def app_down(s: Sample) -> bool:
+        if died_in_flight_until is not None and s.started < died_in_flight_until and (s.status == 0 or s.status >= 500):
+            return True
         return app_down_until is not None and s.started < app_down_until and s.status in APP_DOWN_STATUSES
 
     counted = [s for s in window if not app_down(s)]

@@ -19,6 +19,7 @@ from scripts.chaoslib.probes import Round, probe_round
 from scripts.chaoslib.report import report, say
 from scripts.chaoslib.results import Result, measure
 from scripts.chaoslib.state import Ages, Probe, compare_feeds, created_ms
+from scripts.chaoslib.writes import Ledger, read_back
 from xserve import clock
 from xserve.config import XServeConfig
 
@@ -73,23 +74,27 @@ class Chaos:
             await asyncio.sleep(0.2)
         return None
 
-    async def baseline(self, http: httpx.AsyncClient, fault: Fault, new: set[int]) -> Probe:
-        """Probe feeds once two clean rounds in a row agree (a few tries), and the direct read."""
+    async def baseline(self, http: httpx.AsyncClient, fault: Fault, load: Load) -> Probe:
+        """Probe feeds once two clean rounds in a row agree (a few tries), and the direct read (no write runs
+        meanwhile, so the writers' posts it leaves out are all it must leave out)."""
         last: Round | None = None
         for _ in range(6):
             r = await self.clean_round(http, 10)
-            if r is not None and last is not None and all(compare_feeds(last.ids[v], r.ids[v]) is None for v in r.ids):
+            limit = self.args.probe_limit
+            if r is not None and last is not None and all(compare_feeds(last.ids[v], r.ids[v], limit=limit) is None
+                                                          for v in r.ids):
                 break
             last = r
         if last is None:
             raise RuntimeError(f"{fault.name}: the probes' feeds stay degraded before the fault")
         now = clock.now_ms()
-        return Probe(last.ids, now, await asyncio.to_thread(fault.state, now, set(new)))
+        async with load.writes_paused():
+            return Probe(last.ids, now, await asyncio.to_thread(fault.state, now, load.created))
 
     async def run_fault(self, http: httpx.AsyncClient, load: Load, name: str) -> Result:
         res = Result(name)
-        fault = await asyncio.to_thread(FAULTS[name], self.parts, self.probes)
-        base = await self.baseline(http, fault, load.created)
+        fault = await asyncio.to_thread(FAULTS[name], self.parts, self.probes, load.writes)
+        base = await self.baseline(http, fault, load)
         self.say(f"{name}: baseline taken ({len(self.probes)} probes); injecting")
         t_inject = time.monotonic()
         try:
@@ -108,14 +113,20 @@ class Chaos:
         await asyncio.sleep(max(end_during - time.monotonic(), 0) + self.args.after_seconds)
         end_after = time.monotonic()
         self._measure(res, load, fault, t_inject, end_during, end_after)
-        await self.check_state(http, fault, base, set(load.created), res)
-        for what, detail in (("first error", res.first_error), ("state differs", res.mismatch)):
+        async with load.writes_paused():  # the ledger and the parts' state hold still while they are read
+            await self.check_state(http, fault, base, load.created, res)
+            back = await read_back(http, load.writes)
+        res.writes_read_back, res.lost_writes = back.checked, len(back.lost)
+        res.first_lost = back.lost[0] if back.lost else ""
+        for what, detail in (("first error", res.first_error), ("state differs", res.mismatch),
+                             ("lost write", res.first_lost)):
             if detail:
                 self.say(f"{name}: {what}: {detail}")
         return res
 
     def _measure(self, res: Result, load: Load, fault: Fault, t0: float, end_during: float, end_after: float) -> Result:
-        return measure(res, load.samples, t0, end_during, end_after, fault.app_down_until)
+        died = fault.killed_at if fault.holds_requests else None
+        return measure(res, load.samples, t0, end_during, end_after, fault.app_down_until, died)
 
     async def wait_recovery(self, http: httpx.AsyncClient, fault: Fault, t_inject: float) -> float | None:
         """When the part answered again and a probe round then came back with none of its components degraded."""
@@ -140,11 +151,11 @@ class Chaos:
             res.mismatch = "no probe round without degraded parts after recovery"
             return
         ids = r.ids
-        new = new | {p for v in ids for p, _ in ids[v] if created_ms(p) >= base.now_ms}  # posts whose create timed out
+        new = new | {p for v in ids for p, *_ in ids[v] if created_ms(p) >= base.now_ms}  # posts whose create timed out
         cutoff = now - self.config.mixer.max_post_age_ms + clock.MINUTE_MS
         for v in self.probes:
-            aged = self.ages.aged([p for p, _ in base.ids[v]], cutoff)
-            why = compare_feeds(base.ids[v], ids[v], new, aged)
+            aged = self.ages.aged([p for p, *_ in base.ids[v]], cutoff)
+            why = compare_feeds(base.ids[v], ids[v], new, aged, limit=self.args.probe_limit)
             if why is not None:
                 res.mismatch = f"viewer {v} feed differs at {why}"
                 return
@@ -165,7 +176,8 @@ async def run(args: argparse.Namespace, app: AppProcess, config: XServeConfig) -
         await chaos.setup(http)
         chaos.say(f"probes {chaos.probes}, {len(chaos.viewers)} viewers, {len(chaos.writers)} writers; load for "
                   f"{args.warmup_seconds:g} s")
-        load = Load(http, chaos.viewers, chaos.writers, args.write_fraction, random.Random(args.seed + 1))
+        load = Load(http, chaos.viewers, chaos.writers, args.write_fraction, random.Random(args.seed + 1),
+                    Ledger(config.mixer.history_length))
         clients = [asyncio.create_task(load.client()) for _ in range(args.clients)]
         try:
             await asyncio.sleep(args.warmup_seconds)

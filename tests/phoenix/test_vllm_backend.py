@@ -10,6 +10,7 @@ from tests.phoenix.rank_factories import make_request, make_runner, tiny_model  
 from xserve.phoenix.serving.vllm_backend import VLLMRankerBackend  # noqa: E402
 
 
+@pytest.mark.budget(60, reason="starts a vLLM engine on CPU (32 s here); only `make test-vllm` runs it, CI skips it")
 def test_vllm_backend_matches_runner_and_reuses_the_context():
     model = tiny_model(emb_dim=64, num_q_heads=2, num_kv_heads=1, key_size=32, history_len=64)
     runner = make_runner(model)

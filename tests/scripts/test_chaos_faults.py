@@ -6,7 +6,17 @@ import pytest
 
 from scripts.chaos import _parser
 from scripts.chaoslib.app_process import AppProcess
-from scripts.chaoslib.faults import FAULTS, Fault, RetrievalShard, UserStore
+from scripts.chaoslib.faults import (
+    FAULTS,
+    Fault,
+    IngressReplica,
+    PostCatalog,
+    RankerReplica,
+    RetrievalReplica,
+    RetrievalShard,
+    ThunderIngest,
+    UserStore,
+)
 from scripts.chaoslib.parts import Parts
 from xserve.actors.naming import ActorNames
 from xserve.config import load_config
@@ -22,7 +32,8 @@ def parts(tmp_path) -> Parts:
 
 
 def test_the_faults_run_in_this_order_by_default_each_under_its_own_name():
-    assert list(FAULTS) == ["thunder_shard", "retrieval_shard", "ranker_replica", "user_store", "full_restart"]
+    assert list(FAULTS) == ["thunder_shard", "thunder_ingest", "retrieval_shard", "retrieval_replica", "ranker_replica",
+                            "post_catalog", "user_store", "ingress_replica", "full_restart"]
     assert all(issubclass(cls, Fault) and cls.name == name for name, cls in FAULTS.items())
     assert _parser().parse_args([]).faults == ",".join(FAULTS)
 
@@ -30,9 +41,14 @@ def test_the_faults_run_in_this_order_by_default_each_under_its_own_name():
 def test_a_fault_names_what_feeds_degrade_while_it_lasts():
     assert {name: set(cls.components) for name, cls in FAULTS.items()} == {
         "thunder_shard": {"ThunderSource"},
+        "thunder_ingest": {"ThunderSource"},
         "retrieval_shard": {"PhoenixSource"},
+        "retrieval_replica": {"PhoenixSource"},
         "ranker_replica": {"PhoenixScorer"},
+        "post_catalog": {"CoreDataHydrator", "VideoDurationHydrator", "SubscriptionHydrator", "AuthorInfoHydrator",
+                         "VisibilityHydrator"},
         "user_store": {"user_store_stale", "AuthorInfoHydrator"},
+        "ingress_replica": set(),  # the HTTP edge: recovered only when nothing is degraded
         "full_restart": set(),  # the whole app: recovered only when nothing is degraded
     }
 
@@ -49,3 +65,18 @@ def test_retrieval_shard_kills_shard_zero_of_this_data_dir(parts, tmp_path):
     assert RetrievalShard(parts, [1]).actor_name == ActorNames.of(tmp_path / "data").retrieval_shard(0)
     assert not ActorNames.of(tmp_path / "other").owns(RetrievalShard(parts, [1]).actor_name)
 
+
+
+def test_the_new_actor_faults_aim_at_this_data_dirs_post_catalog_shard_and_thunder_ingest(parts, tmp_path):
+    names = ActorNames.of(tmp_path / "data")
+    n = parts.config.serving.num_hydration_shards
+    assert PostCatalog(parts, [1]).actor_name == names.post_shard(0, n)
+    assert ThunderIngest(parts, [1]).actor_name == names.thunder_ingest()
+
+
+def test_the_replica_faults_name_their_serve_deployments_and_only_the_ingress_holds_requests():
+    assert {cls.name: cls.deployment for cls in (RankerReplica, RetrievalReplica, IngressReplica)} == {
+        "ranker_replica": "Ranker", "retrieval_replica": "Retrieval", "ingress_replica": "FeedIngress"}
+    assert [name for name, cls in FAULTS.items() if cls.holds_requests] == ["ingress_replica"]
+    names = list(FAULTS)
+    assert names.index("user_store") < names.index("ingress_replica")  # a new ingress knows no viewer

@@ -31,6 +31,8 @@ def test_figure_lines_put_the_five_headline_figures_first():
         "chaos.thunder_shard.degraded_during 7",
         "chaos.thunder_shard.p99_ms_during_feed 640.0 ms",
         "chaos.thunder_shard.p99_ms_after 95.5 ms",
+        "chaos.thunder_shard.writes_read_back 0",
+        "chaos.thunder_shard.lost_writes 0",
     ]
 
 
@@ -59,3 +61,10 @@ def test_say_writes_progress_to_stderr_unless_quiet(capsys):
     say(True, "not shown")
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", "chaos: app healthy\n")
+
+
+def test_the_state_column_says_how_many_acknowledged_writes_were_lost():
+    lost = recovered()
+    lost.lost_writes, lost.writes_read_back = 3, 57
+    assert table_lines([lost])[1].split()[-2:] == ["3", "LOST"]
+    assert figure_lines(lost)[-2:] == ["chaos.thunder_shard.writes_read_back 57", "chaos.thunder_shard.lost_writes 3"]

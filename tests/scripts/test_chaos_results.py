@@ -57,3 +57,26 @@ def test_failure_names_the_worst_problem_first():
     assert "3 failed requests" in Result("user_store", recovery_s=1.0, errors_4xx=1, conn_errors=2).failure()
     assert Result("user_store", recovery_s=1.0, mismatch="viewer 3 feed differs").failure() == (
         "user_store state mismatch: viewer 3 feed differs")
+
+
+def test_a_lost_acknowledged_write_fails_the_fault_before_anything_but_no_recovery():
+    lost = Result("post_catalog", recovery_s=1.0, state_match=1, errors_5xx=1, writes_read_back=40, lost_writes=2,
+                  first_lost="post 5: its create was acknowledged, but GET finds no such post")
+    assert lost.failure() == ("post_catalog lost 2 acknowledged writes; first: post 5: its create was acknowledged, "
+                              "but GET finds no such post")
+    assert Result("post_catalog", lost_writes=2).failure() == "post_catalog did not recover"
+
+
+def test_a_request_in_flight_at_the_kill_counts_and_dies_with_a_killed_ingress():
+    # sent 0.2 s before the injection at 1.0, failed 0.5 s later: the kill hit it
+    samples = [sample(0.8, status=500, ms=500.0, error="actor died"), sample(0.1, status=500, ms=100.0), sample(1.5)]
+    res = measure(Result("user_store"), samples, t0=1.0, end_during=2.0, end_after=3.0)
+    assert (res.requests, res.errors_5xx) == (2, 1)  # the one that ended before the kill is not counted
+    # the ingress was killed at 1.1 (finding its replica took a while): what was sent until then was in it
+    samples.append(sample(1.05, status=500, ms=60.0))
+    ingress = measure(Result("ingress_replica"), samples, t0=1.0, end_during=2.0, end_after=3.0,
+                      died_in_flight_until=1.1)
+    assert (ingress.requests, ingress.errors_5xx, ingress.down_errors) == (3, 0, 2)
+    # ...but a request sent after the kill must still be answered
+    late = measure(Result("ingress_replica"), [sample(1.2, status=500)], 1.0, 2.0, 3.0, died_in_flight_until=1.1)
+    assert late.errors_5xx == 1
