@@ -265,6 +265,9 @@ class ServingConfig(_Section):
     max_served_ids: int = 200  # served-history post ids kept per user (newest)
     max_edges_per_kind: int = 20_000  # follows (or blocks, mutes, subscriptions) per user; more is refused
     num_hydration_shards: int = 1  # PostCatalogShard actors, posts sharded by id
+    # Ray scheduling strategy of the stateful actors (user, post, Thunder, retrieval): DEFAULT packs them
+    # (one machine); SPREAD places them on the cluster's nodes in turn, so one node's loss takes few of them
+    actor_scheduling: Literal["DEFAULT", "SPREAD"] = "DEFAULT"
     hydration_cache_size: int = 400_000  # posts held by each hydration shard's LRU
     max_body_bytes: int = 1 << 20  # larger request bodies are refused with 413
     host: str = "127.0.0.1"  # HTTP bind address (0.0.0.0 on a cluster head)

@@ -56,7 +56,7 @@ class ServiceGraph:
             self.user_shards, config.mixer.history_length, LastKnownViewers(s.last_known_viewers_bytes)
         )
         self.posts = PostCatalogClient(self.post_shards, self.users)
-        thunder = thunder_actors(config.thunder, config.storage, names, detached=True)
+        thunder = thunder_actors(config.thunder, config.storage, names, detached=True, scheduling=s.actor_scheduling)
         self.thunder = ThunderClient(config.thunder, thunder.shards, thunder.ingest)
         self.retrieval = RetrievalHandleClient(retrieval)
         self._retrieval_handle = retrieval
