@@ -285,6 +285,9 @@ class ServingConfig(_Section):
     ingress_max_queued_requests: int = 128  # Serve: requests waiting at a proxy for an ingress replica; beyond, its 503
     last_known_viewers_bytes: int = 64 << 20  # per ingress: last user-store answer per viewer, served while its shard restarts
     max_served_age_ms: int = 48 * HOUR_MS  # served-history ids expire: a post served longer ago is past mixer.max_post_age_ms now
+    # writes and API reads resend to a user/post shard whose actor is unreachable (restarting, or its node lost
+    # and not yet declared dead: ~15 s with Ray's default health check) for up to this, then 503 + Retry-After
+    store_unavailable_wait_s: float = 30.0
 
 
 class XServeConfig(_Section):
