@@ -109,6 +109,21 @@ def test_serve_config_is_what_serve_deploy_accepts():
         assert auto is not None and 1 <= auto.min_replicas < auto.max_replicas
 
 
+def test_autoscaling_targets_leave_room_for_the_app_s_own_limits():
+    """Serve adds a replica when the mean requests in flight per replica pass the target: the ingress's target
+    must be below the feeds its replica admits (beyond them it answers 503, so the mean could never pass the
+    cap), and the Ranker's at least a batch (below it, replicas are added before a batch can fill)."""
+    from xserve.config import XServeConfig
+
+    config = XServeConfig()
+    deployments = deployed_options(_yaml("serve_config.yaml"))
+    ingress = deployments["FeedIngress"]._deployment_config
+    assert ingress.autoscaling_config.target_ongoing_requests < config.serving.max_inflight_feeds
+    ranker = deployments["Ranker"]._deployment_config
+    assert ranker.autoscaling_config.target_ongoing_requests >= config.ranker_serving.max_batch_size
+    assert ranker.max_ongoing_requests > ranker.autoscaling_config.target_ongoing_requests  # the next batch forms
+
+
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
