@@ -217,7 +217,10 @@ class PostCatalogClient:
     async def quotes_of(self, post_id: int) -> list[tuple[int, int]]:
         """``(quoting post id, its author)`` of the recent quotes of ``post_id``: a quote lives on its own
         shard, so every shard is asked (one call each; deletes are rare)."""
-        answers = await asyncio.gather(*(uncancelled(shard.quotes_of.remote(post_id)) for shard in self._shards))
+        wait_s = self.unavailable_wait_s
+        answers = await asyncio.gather(*(
+            _store_call(lambda shard=shard: shard.quotes_of.remote(post_id), wait_s) for shard in self._shards
+        ))
         return sorted(q for answer in answers for q in answer)
 
     async def write(self, events: Sequence[CatalogEvent]) -> None:
