@@ -135,9 +135,10 @@ class Check:
         deploy(self.twin)
         deadline = time.monotonic() + self.args.start_timeout
         while not _healthy(self.url):
-            if time.monotonic() > deadline:
+            failed = _deploy_failure()
+            if failed or time.monotonic() > deadline:
                 cluster.shutdown()
-                raise RuntimeError(f"the app was not healthy within {self.args.start_timeout:g} s")
+                raise RuntimeError(failed or f"the app was not healthy within {self.args.start_timeout:g} s")
             time.sleep(0.5)
         self.say(f"app healthy {time.monotonic() - started:.0f} s after the cluster started")
         return cluster
@@ -275,7 +276,7 @@ class Check:
                 self.fail(f"recovery took {recovery_s:.1f} s (> --max-recovery-s {args.max_recovery_s:g})")
         after = cluster.placement(self.names)
         self.say("placement after the loss:")
-        self.report_placement(after, [n for n in cluster.node_names().values()], "cluster.node_loss")
+        self.report_placement(after, sorted(cluster.node_names().values()), "cluster.node_loss")
         await self.check_writes(http, ledger, "cluster.node_loss")
 
     async def recover(self, http: httpx.AsyncClient, cluster: LocalCluster, victim: str, lost: list[str],
@@ -316,7 +317,7 @@ class Check:
         if failed:
             self.say(f"{prefix}: not 200: " + ", ".join(f"{n}x {what}" for what, n in sorted(failed.items())))
         if bad := [s for s in samples if s.status >= 500]:
-            self.fail(f"{len(bad)} request(s) got a 5xx ({prefix}; first: {bad[0].op} {bad[0].status})")
+            self.fail(f"{len(bad)} request(s) got a 5xx ({prefix}; first: {bad[0].op} {bad[0].status} {bad[0].error})")
 
     async def check_writes(self, http: httpx.AsyncClient, ledger: WriteLedger, prefix: str) -> None:
         missing = await ledger.missing(http)
@@ -335,6 +336,17 @@ def _healthy(url: str) -> bool:
         return httpx.get(f"{url}/healthz", timeout=10).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _deploy_failure() -> str | None:
+    """Serve's reason when the application failed to deploy (a replica's constructor raised), else None."""
+    from ray import serve
+
+    for name, app in serve.status().applications.items():
+        if app.status == "DEPLOY_FAILED":
+            last = [line for line in app.message.strip().splitlines() if line.strip()][-1:]
+            return f"application {name!r} failed to deploy: {' '.join(last)}"
+    return None
 
 
 def _stage_timeouts(scale: float) -> dict[str, str]:

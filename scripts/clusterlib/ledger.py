@@ -31,6 +31,7 @@ class Sample:
     op: str  # feed | post | follow | engage
     status: int  # HTTP status; 0 = no answer (refused, reset, timed out at the client)
     degraded: tuple[str, ...] = ()  # the feed's degraded components
+    error: str = ""  # the start of the body of an answer other than 200
 
 
 def p99_ms(samples: Sequence[Sample]) -> float:
@@ -105,7 +106,8 @@ class Load:
             data = resp.json()
             degraded = tuple(data["degraded"])
             self.seen = (self.seen + [(p["post_id"], p["author_id"]) for p in data["posts"][:3]])[-200:]
-        self.samples.append(Sample(started, (time.monotonic() - started) * 1000, op, resp.status_code, degraded))
+        error = resp.text[:300] if resp.status_code != 200 else ""
+        self.samples.append(Sample(started, (time.monotonic() - started) * 1000, op, resp.status_code, degraded, error))
         return resp if resp.status_code == 200 else None
 
     async def client(self, writer: int) -> None:
