@@ -50,12 +50,13 @@ def build_app(
     config = with_models(merge_config(config, {"storage": {"data_dir": str(Path(config.storage.data_dir).resolve())}}))
     data_dir = config.storage.data_dir
     names = ActorNames.of(data_dir)  # every replica of every deployment shares these actors
-    cpus = config.serving
-    retrieval = Retrieval.options(ray_actor_options={"num_cpus": cpus.retrieval_num_cpus}).bind(
-        data_dir, config_to_dict(config.retrieval), config.mixer.max_post_age_ms, names, detached=True
+    serving = config.serving
+    retrieval = Retrieval.options(ray_actor_options={"num_cpus": serving.retrieval_num_cpus}).bind(
+        data_dir, config_to_dict(config.retrieval), config.mixer.max_post_age_ms, names, detached=True,
+        actor_scheduling=serving.actor_scheduling,
     )
     ranker = Ranker.options(**ranker_options(config)).bind(config)
-    options: dict[str, Any] = {"ray_actor_options": {"num_cpus": cpus.ingress_num_cpus}, **ingress_options(config)}
+    options: dict[str, Any] = {"ray_actor_options": {"num_cpus": serving.ingress_num_cpus}, **ingress_options(config)}
     if user_config is not None:
         options["user_config"] = user_config
     return FeedIngress.options(**options).bind(config_to_dict(config), names, retrieval, ranker)

@@ -265,6 +265,9 @@ class ServingConfig(_Section):
     max_served_ids: int = 200  # served-history post ids kept per user (newest)
     max_edges_per_kind: int = 20_000  # follows (or blocks, mutes, subscriptions) per user; more is refused
     num_hydration_shards: int = 1  # PostCatalogShard actors, posts sharded by id
+    # Ray scheduling strategy of the stateful actors (user, post, Thunder, retrieval): DEFAULT packs them
+    # (one machine); SPREAD places them on the cluster's nodes in turn, so one node's loss takes few of them
+    actor_scheduling: Literal["DEFAULT", "SPREAD"] = "DEFAULT"
     hydration_cache_size: int = 400_000  # posts held by each hydration shard's LRU
     max_body_bytes: int = 1 << 20  # larger request bodies are refused with 413
     host: str = "127.0.0.1"  # HTTP bind address (0.0.0.0 on a cluster head)
@@ -282,6 +285,9 @@ class ServingConfig(_Section):
     ingress_max_queued_requests: int = 128  # Serve: requests waiting at a proxy for an ingress replica; beyond, its 503
     last_known_viewers_bytes: int = 64 << 20  # per ingress: last user-store answer per viewer, served while its shard restarts
     max_served_age_ms: int = 48 * HOUR_MS  # served-history ids expire: a post served longer ago is past mixer.max_post_age_ms now
+    # writes and API reads resend to a user/post shard whose actor is unreachable (restarting, or its node lost
+    # and not yet declared dead: ~15 s with Ray's default health check) for up to this, then 503 + Retry-After
+    store_unavailable_wait_s: float = 30.0
 
 
 class XServeConfig(_Section):

@@ -41,23 +41,43 @@ __all__ = [
 ]
 
 
-def _get_or_create(actor_class: Any, name: str, args: tuple[Any, ...], detached: bool, **options: Any) -> Any:
-    """A handle to the actor named ``name``, created with ``args`` if it does not exist yet."""
+# Ray places an actor that asks for no resource at all on a random node, whatever its strategy
+# (ray-project/ray#23315, #27577: the owner's raylet round-robins only requests of some resource), and the
+# stateful actors ask for no CPU. Under SPREAD each reserves this much of its node's logical memory, a
+# scheduling token (Ray does not enforce it), so that SPREAD does place them on the nodes in turn.
+_SPREAD_MEMORY_BYTES = 1 << 20
+
+
+def _get_or_create(
+    actor_class: Any, name: str, args: tuple[Any, ...], detached: bool, scheduling: str, **options: Any
+) -> Any:
+    """A handle to the actor named ``name``, created with ``args`` if it does not exist yet, placed by Ray's
+    ``scheduling`` strategy ("DEFAULT" or "SPREAD", ``serving.actor_scheduling``; a restart after its node
+    is lost places it again the same way, on a node that is alive)."""
     if detached:
         options["lifetime"] = "detached"
-    return actor_class.options(name=name, namespace=NAMESPACE, get_if_exists=True, **options).remote(*args)
+    if scheduling == "SPREAD":
+        options["memory"] = _SPREAD_MEMORY_BYTES
+    return actor_class.options(
+        name=name, namespace=NAMESPACE, get_if_exists=True, scheduling_strategy=scheduling, **options
+    ).remote(*args)
 
 
 def user_store_shards(config: XServeConfig, names: ActorNames, detached: bool = True) -> list[Any]:
     """The user store's shard actors, in shard order."""
-    n = config.serving.num_user_shards
-    return [_get_or_create(UserStoreShard, names.user_shard(i, n), (config, i, n), detached) for i in range(n)]
+    n, scheduling = config.serving.num_user_shards, config.serving.actor_scheduling
+    return [
+        _get_or_create(UserStoreShard, names.user_shard(i, n), (config, i, n), detached, scheduling) for i in range(n)
+    ]
 
 
 def post_catalog_shards(config: XServeConfig, names: ActorNames, now_ms: int, detached: bool = True) -> list[Any]:
     """The post catalog's shard actors, in shard order; a new one preloads the posts young at ``now_ms``."""
-    n = config.serving.num_hydration_shards
-    return [_get_or_create(PostCatalogShard, names.post_shard(i, n), (config, i, n, now_ms), detached) for i in range(n)]
+    n, scheduling = config.serving.num_hydration_shards, config.serving.actor_scheduling
+    return [
+        _get_or_create(PostCatalogShard, names.post_shard(i, n), (config, i, n, now_ms), detached, scheduling)
+        for i in range(n)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,19 +87,20 @@ class ThunderActors:
 
 
 def thunder_actors(
-    config: ThunderConfig, storage: StorageConfig, names: ActorNames, detached: bool = False, num_cpus: float = 0
+    config: ThunderConfig, storage: StorageConfig, names: ActorNames, detached: bool = False, num_cpus: float = 0,
+    scheduling: str = "DEFAULT",
 ) -> ThunderActors:
     """Thunder's shard replicas (they rebuild from the event log) and its ingest actor; the ingest starts
     consuming Kafka when ``event_source = "kafka"``."""
     opts = {"num_cpus": num_cpus, "max_concurrency": config.max_concurrent_requests + 8}
     shards = [
         [
-            _get_or_create(ThunderShard, names.thunder_shard(s, r), (config, storage, s, r), detached, **opts)
+            _get_or_create(ThunderShard, names.thunder_shard(s, r), (config, storage, s, r), detached, scheduling, **opts)
             for r in range(config.replicas_per_shard)
         ]
         for s in range(config.num_shards)
     ]
-    ingest = _get_or_create(ThunderIngest, names.thunder_ingest(), (config, storage, names), detached, **opts)
+    ingest = _get_or_create(ThunderIngest, names.thunder_ingest(), (config, storage, names), detached, scheduling, **opts)
     if config.event_source == "kafka":
         ray.get(ingest.start_kafka.remote())
     return ThunderActors(shards, ingest)
@@ -92,18 +113,20 @@ class RetrievalActors:
 
 
 def retrieval_actors(
-    data_dir: str, config: RetrievalConfig, max_post_age_ms: int, names: ActorNames, detached: bool = False
+    data_dir: str, config: RetrievalConfig, max_post_age_ms: int, names: ActorNames, detached: bool = False,
+    scheduling: str = "DEFAULT",
 ) -> RetrievalActors:
     """The retrieval shard actors, then the indexer that writes into them (it finds them by name)."""
     cfg = msgspec.to_builtins(config)  # small constructor arguments: a restart re-runs the constructor
     shards = [
         _get_or_create(
-            RetrievalShard, names.retrieval_shard(i), (data_dir, i, cfg, max_post_age_ms), detached,
+            RetrievalShard, names.retrieval_shard(i), (data_dir, i, cfg, max_post_age_ms), detached, scheduling,
             max_concurrency=config.shard_max_concurrency, num_cpus=0,
         )
         for i in range(config.num_shards)
     ]
     indexer = _get_or_create(
-        RetrievalIndexer, names.retrieval_indexer(), (data_dir, cfg, max_post_age_ms, names), detached, num_cpus=0
+        RetrievalIndexer, names.retrieval_indexer(), (data_dir, cfg, max_post_age_ms, names), detached, scheduling,
+        num_cpus=0,
     )
     return RetrievalActors(shards, indexer)

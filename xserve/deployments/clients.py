@@ -28,7 +28,7 @@ import msgspec
 import numpy as np
 import ray
 
-from xserve.actors.calls import uncancelled
+from xserve.actors.calls import resent, uncancelled
 from xserve.config import ThunderConfig
 from xserve.posts import CatalogEvent, event_post_id
 from xserve.schema import (
@@ -60,6 +60,7 @@ __all__ = [
     "RankerHandleClient",
     "RetrievalHandleClient",
     "RetrievalShardClient",
+    "StoreUnavailable",
     "ThunderClient",
     "UserStoreClient",
     "UserStoreUnavailable",
@@ -74,19 +75,44 @@ class UserStoreUnavailable(Exception):
     """The viewer's shard did not answer in time and no earlier answer for the viewer is kept."""
 
 
-class UserStoreClient:
-    """The user store's shard actors: the mixer's ``UserDataClient``, and the write path's entry to the store."""
+class StoreUnavailable(Exception):
+    """A user-store or post-catalog shard stayed unreachable for the client's ``unavailable_wait_s``."""
 
-    def __init__(self, shards: Sequence[Any], history_length: int, last_known: LastKnownViewers | None = None) -> None:
+
+async def _store_call(make_call: Any, wait_s: float) -> Any:
+    """A shard call: failing at once when its actor is unreachable (``wait_s`` 0: the feed's stages, which
+    degrade), or sent again for up to ``wait_s`` (the API's writes and reads), then :class:`StoreUnavailable`."""
+    if wait_s <= 0:
+        return await uncancelled(make_call())
+    try:
+        return await resent(make_call, wait_s)
+    except ray.exceptions.ActorUnavailableError as exc:
+        raise StoreUnavailable(f"a store shard stayed unreachable for {wait_s:g} s ({type(exc).__name__})") from None
+
+
+class UserStoreClient:
+    """The user store's shard actors: the mixer's ``UserDataClient``, and the write path's entry to the store.
+
+    ``unavailable_wait_s``: how long a call resends to a shard whose actor is unreachable (0: it fails at
+    once; see :func:`~xserve.actors.calls.resent`).
+    """
+
+    def __init__(
+        self, shards: Sequence[Any], history_length: int, last_known: LastKnownViewers | None = None,
+        unavailable_wait_s: float = 0.0,
+    ) -> None:
         self._shards = list(shards)
         self._history_length = history_length
         self.last_known = last_known if last_known is not None else LastKnownViewers(0)  # for viewer_data
+        self.unavailable_wait_s = unavailable_wait_s
 
     def _shard(self, user_id: int) -> Any:
         return self._shards[shard_for(user_id, len(self._shards))]
 
     async def query_data(self, user_id: int) -> UserQueryData | None:
-        return _QUERY_DEC.decode(await uncancelled(self._shard(user_id).query_data.remote(user_id, self._history_length)))
+        shard = self._shard(user_id)
+        blob = await _store_call(lambda: shard.query_data.remote(user_id, self._history_length), self.unavailable_wait_s)
+        return _QUERY_DEC.decode(blob)
 
     async def viewer_data(self, user_id: int, stale_after_s: float, give_up_after_s: float) -> tuple[UserQueryData | None, bool]:
         """The viewer's data and whether it is stale (``None``: no such user).
@@ -131,7 +157,11 @@ class UserStoreClient:
 
     async def profiles(self, user_ids: Sequence[int]) -> dict[int, UserProfile]:
         by_shard = group_by_shard(user_ids, len(self._shards))
-        answers = await asyncio.gather(*(uncancelled(self._shards[s].profiles.remote(ids)) for s, ids in by_shard.items()))
+        wait_s = self.unavailable_wait_s
+        answers = await asyncio.gather(*(
+            _store_call(lambda shard=self._shards[s], ids=ids: shard.profiles.remote(ids), wait_s)
+            for s, ids in by_shard.items()
+        ))
         out: dict[int, UserProfile] = {}
         for answer in answers:
             out.update(_PROFILES_DEC.decode(answer))
@@ -140,20 +170,21 @@ class UserStoreClient:
     async def write(self, events: Sequence[UserEvent]) -> None:
         """Apply ``events`` on every shard they touch, all or nothing (:class:`~xserve.users.writes.ShardedWrite`);
         raises :class:`~xserve.users.writes.WriteRefused`."""
-        await ShardedWrite.plan(events, len(self._shards)).run(_UserShardCalls(self._shards))
+        await ShardedWrite.plan(events, len(self._shards)).run(_UserShardCalls(self._shards, self.unavailable_wait_s))
 
 
 class _UserShardCalls:
     """The shard actors as :class:`~xserve.users.writes.ShardedWrite` reaches them (``UserShardCalls``)."""
 
-    def __init__(self, shards: list[Any]) -> None:
+    def __init__(self, shards: list[Any], unavailable_wait_s: float) -> None:
         self._shards = shards
+        self._wait_s = unavailable_wait_s
 
     async def check(self, shard: int, events: Sequence[UserEvent]) -> Refusal | None:
-        return await uncancelled(self._shards[shard].check.remote(list(events)))
+        return await _store_call(lambda: self._shards[shard].check.remote(list(events)), self._wait_s)
 
     async def apply(self, shard: int, events: Sequence[UserEvent], checked: bool, log: bool) -> Refusal | None:
-        return await uncancelled(self._shards[shard].apply.remote(list(events), checked, log))
+        return await _store_call(lambda: self._shards[shard].apply.remote(list(events), checked, log), self._wait_s)
 
 
 class PostCatalogClient:
@@ -163,13 +194,18 @@ class PostCatalogClient:
     through its :class:`~xserve.posts.request_cache.RequestPostCache`. Author profiles come from the user store.
     """
 
-    def __init__(self, shards: Sequence[Any], users: UserStoreClient) -> None:
+    def __init__(self, shards: Sequence[Any], users: UserStoreClient, unavailable_wait_s: float = 0.0) -> None:
         self._shards = list(shards)
         self._users = users
+        self.unavailable_wait_s = unavailable_wait_s  # as UserStoreClient's
 
     async def get_posts(self, post_ids: Sequence[int]) -> dict[int, Post]:
         by_shard = group_by_shard(post_ids, len(self._shards))
-        answers = await asyncio.gather(*(uncancelled(self._shards[s].get.remote(ids)) for s, ids in by_shard.items()))
+        wait_s = self.unavailable_wait_s
+        answers = await asyncio.gather(*(
+            _store_call(lambda shard=self._shards[s], ids=ids: shard.get.remote(ids), wait_s)
+            for s, ids in by_shard.items()
+        ))
         out: dict[int, Post] = {}
         for answer in answers:
             out.update(_POSTS_DEC.decode(answer))
@@ -181,13 +217,20 @@ class PostCatalogClient:
     async def quotes_of(self, post_id: int) -> list[tuple[int, int]]:
         """``(quoting post id, its author)`` of the recent quotes of ``post_id``: a quote lives on its own
         shard, so every shard is asked (one call each; deletes are rare)."""
-        answers = await asyncio.gather(*(uncancelled(shard.quotes_of.remote(post_id)) for shard in self._shards))
+        wait_s = self.unavailable_wait_s
+        answers = await asyncio.gather(*(
+            _store_call(lambda shard=shard: shard.quotes_of.remote(post_id), wait_s) for shard in self._shards
+        ))
         return sorted(q for answer in answers for q in answer)
 
     async def write(self, events: Sequence[CatalogEvent]) -> None:
         """Log and apply ``events`` on the shards of their posts; durable when this returns."""
         by_shard = group_by_shard(events, len(self._shards), event_post_id)
-        await asyncio.gather(*(uncancelled(self._shards[s].apply.remote(evs)) for s, evs in by_shard.items()))
+        wait_s = self.unavailable_wait_s
+        await asyncio.gather(*(
+            _store_call(lambda shard=self._shards[s], evs=evs: shard.apply.remote(evs), wait_s)
+            for s, evs in by_shard.items()
+        ))
 
 
 # a replica at capacity, or restarting after a crash, passes the query to the shard's next replica

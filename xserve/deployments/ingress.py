@@ -52,6 +52,7 @@ from xserve.config import ServingConfig, XServeConfig, merge_config
 from xserve.deployments.admission import AdmissionController, RequestClass, classify
 from xserve.deployments.api import ApiError, FeedAPI
 from xserve.deployments.api_key import ApiKeyGuard
+from xserve.deployments.clients import StoreUnavailable
 from xserve.deployments.services import ServiceGraph
 from xserve.schema import (
     Engagement,
@@ -175,8 +176,8 @@ class FeedIngress:
         self._config = self._base
         self._graph = ServiceGraph(self._base, names, retrieval, ranker)
         self._api = FeedAPI(
-            self._graph.users,
-            self._graph.posts,
+            self._graph.api_users,
+            self._graph.api_posts,
             self._graph.sinks,
             self._graph.run_pipeline,
             self._graph.now_ms,
@@ -216,6 +217,8 @@ class FeedIngress:
         except ApiError as exc:
             retry = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
             return _error(exc.status, exc.reason, retry)
+        except StoreUnavailable as exc:  # a shard unreachable for serving.store_unavailable_wait_s
+            return _error(503, f"{exc}; retry later", {"Retry-After": "1"})
 
     # ---------------------------------------------------------------- routes
 

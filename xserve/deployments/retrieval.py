@@ -55,11 +55,13 @@ class Retrieval:
         max_post_age_ms: int = 48 * HOUR_MS,
         names: ActorNames | None = None,
         detached: bool = False,
+        actor_scheduling: str = "DEFAULT",
     ):
         self.config = msgspec.convert(config or {}, RetrievalConfig)
         self.versions = EmbeddingVersions(data_dir)
         actors = retrieval_actors(
-            data_dir, self.config, max_post_age_ms, names or ActorNames.of(data_dir), detached=detached
+            data_dir, self.config, max_post_age_ms, names or ActorNames.of(data_dir), detached=detached,
+            scheduling=actor_scheduling,
         )
         self.shards = actors.shards
         self.indexer = actors.indexer

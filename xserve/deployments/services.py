@@ -52,11 +52,14 @@ class ServiceGraph:
         s = config.serving
         self.user_shards = user_store_shards(config, names)
         self.post_shards = post_catalog_shards(config, names, now_ms())
-        self.users = UserStoreClient(
-            self.user_shards, config.mixer.history_length, LastKnownViewers(s.last_known_viewers_bytes)
-        )
+        last_known = LastKnownViewers(s.last_known_viewers_bytes)
+        # the pipeline's clients fail at once on an unreachable shard (the stage degrades); the API's wait for it
+        self.users = UserStoreClient(self.user_shards, config.mixer.history_length, last_known)
         self.posts = PostCatalogClient(self.post_shards, self.users)
-        thunder = thunder_actors(config.thunder, config.storage, names, detached=True)
+        wait_s = s.store_unavailable_wait_s
+        self.api_users = UserStoreClient(self.user_shards, config.mixer.history_length, last_known, wait_s)
+        self.api_posts = PostCatalogClient(self.post_shards, self.api_users, wait_s)
+        thunder = thunder_actors(config.thunder, config.storage, names, detached=True, scheduling=s.actor_scheduling)
         self.thunder = ThunderClient(config.thunder, thunder.shards, thunder.ingest)
         self.retrieval = RetrievalHandleClient(retrieval)
         self._retrieval_handle = retrieval

@@ -1,0 +1,73 @@
+"""The test-sized twin of ``serve_config.yaml``, and deploying it as ``serve deploy`` does.
+
+The twin is the production file with only what a small machine and a
+local multi-node cluster need changed:
+
+* the data directory: the shared one of the check (``XSERVE_DATA_DIR``), plus the caller's
+  ``XSERVE__*`` settings (a tiny world's sizes, stage timeouts), and the proxy's request timeout scaled
+  as those stage timeouts are (a loaded machine);
+* no CPU or GPU reservations (the Ranker runs on CPU), one replica of each deployment;
+* one HTTP proxy, on the head (``HeadOnly``): the nodes share one host, so per-node proxies would
+  compete for one port;
+* the ingress pinned to the head with its node resource: the HTTP edge (proxy and ingress) lives
+  with the GCS and Serve's controller, and worker nodes hold what sits behind it. A request in
+  flight on an ingress replica whose node is lost fails with it (Serve does not resend it), so the
+  node-loss check loses a node behind the edge, as a cluster with several ingress replicas behind a
+  retrying load balancer would.
+
+Everything else (deployment options, backpressure, ``user_config``, the app's import path and the
+stateful actors' ``actor_scheduling``) is the file's own.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scripts.clusterlib.nodes import NODE_RESOURCE_PREFIX
+
+__all__ = ["EDGE_NODE", "deploy", "twin_serve_config"]
+
+EDGE_NODE = "head"  # where the proxy and the ingress run
+
+
+def twin_serve_config(
+    serve_config: Path, data_dir: str, env_vars: dict[str, str], port: int, timeout_scale: float = 1.0
+) -> dict[str, Any]:
+    """``serve_config`` (a Serve config file with one application) sized for this machine (module docstring);
+    ``timeout_scale`` multiplies the proxy's request timeout, as the caller's ``env_vars`` may the app's."""
+    doc = copy.deepcopy(yaml.safe_load(serve_config.read_text()))
+    doc["proxy_location"] = "HeadOnly"
+    http = {**doc.get("http_options", {}), "host": "127.0.0.1", "port": port}
+    if http.get("request_timeout_s"):
+        http["request_timeout_s"] *= timeout_scale
+    doc["http_options"] = http
+    (app,) = doc["applications"]
+    runtime_env = app.setdefault("runtime_env", {})
+    runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env_vars, "XSERVE_DATA_DIR": data_dir}
+    for deployment in app["deployments"]:
+        if "autoscaling_config" in deployment:
+            deployment["autoscaling_config"] = {**deployment["autoscaling_config"], "min_replicas": 1, "max_replicas": 1}
+        options = {**deployment.get("ray_actor_options", {}), "num_cpus": 0, "num_gpus": 0}
+        if deployment["name"] == "FeedIngress":
+            options["resources"] = {f"{NODE_RESOURCE_PREFIX}{EDGE_NODE}": 0.001}
+        deployment["ray_actor_options"] = options
+    return doc
+
+
+def deploy(doc: dict[str, Any]) -> None:
+    """Start Serve with the file's proxy and HTTP options and submit its applications, as ``serve deploy``
+    does (the controller imports and builds the app inside the cluster, with its runtime_env). Returns
+    once submitted; the caller waits for ``/healthz``."""
+    from ray.serve._private.api import serve_start  # what the dashboard's `serve deploy` handler calls
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(doc)
+    client = serve_start(
+        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location,
+        global_logging_config={"log_level": "WARNING", "enable_access_log": False},
+    )
+    client.deploy_apps(schema)
