@@ -103,7 +103,10 @@ class ThunderShard(ActorFault):
     def target(self) -> str:
         n = self.parts.config.thunder.num_shards
         owners = Counter(shard_for(a, n) for v in self.probes for a in self.parts.follows(v))
-        return self.parts.names.thunder_shard(owners.most_common(1)[0][0] if owners else 0, 0)
+        shard = owners.most_common(1)[0][0] if owners else 0
+        # the feed names a left-out Thunder shard `thunder_shard_<i>`, and the source when all of it failed
+        self.components = frozenset({"ThunderSource", f"thunder_shard_{shard}"})
+        return self.parts.names.thunder_shard(shard, 0)
 
     def state(self, now_ms: int, new: set[int]) -> list[tuple[int, int]]:
         return self.parts.thunder_posts(self.handle, self.probes, now_ms)
