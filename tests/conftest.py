@@ -123,7 +123,7 @@ def served_app_config(data_dir: str):
     """The session app's config: ``TINY_WORLD`` with 2 user-store shards, an API key, small admission and
     Serve queue limits (2 feeds, 4 writes in flight; 8 requests per replica, 4 queued at the proxy), and
     no CPU reservations, so the idle app never keeps a later test's actors from starting."""
-    from xserve.config import load_config
+    from xserve.config import MixerConfig, load_config
 
     return load_config(
         environ={},
@@ -143,8 +143,15 @@ def served_app_config(data_dir: str):
                 "retrieval_num_cpus": 0,
             },
             "ranker_serving": {"num_cpus": 0},
+            # stage timeouts tripled, as the chaos run does: on a loaded 2-core machine the defaults time out
+            # the catalog's hydrators, and the safety stages then fail closed and empty a feed without any fault
+            "mixer": {name: getattr(MixerConfig(), name) * 3 for name in STAGE_TIMEOUTS},
         },
     )
+
+
+STAGE_TIMEOUTS = ("query_hydrator_timeout_s", "source_timeout_s", "hydrator_timeout_s", "scorer_timeout_s",
+                  "filter_timeout_s", "request_timeout_s")
 
 
 # --------------------------------------------------------------------------- fixtures

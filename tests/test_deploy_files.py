@@ -41,11 +41,12 @@ def deployed_options(serve_doc: dict[str, Any]) -> dict[str, Any]:
     actor options raise there, as they would when the controller applies them). Returns name -> Deployment."""
     from ray.serve.schema import ServeDeploySchema
 
-    from xserve.deployments.ingress import FeedIngress
-    from xserve.deployments.ranker import Ranker
-    from xserve.deployments.retrieval import Retrieval
-
-    code = {d.name: d for d in (FeedIngress, Retrieval, Ranker)}
+    # fresh classes, as `serve deploy`'s process has: a test that called a @serve.batch method in-process
+    # (tests/deployments/test_ranker_deployment.py) leaves a live batch queue on the class, which then no
+    # longer pickles, and `Deployment.options` pickles the class
+    modules = [importlib.reload(importlib.import_module(f"xserve.deployments.{m}"))
+               for m in ("ingress", "retrieval", "ranker")]
+    code = {d.name: d for d in (modules[0].FeedIngress, modules[1].Retrieval, modules[2].Ranker)}
     ServeDeploySchema.model_validate(serve_doc)  # drops unknown options silently: the raw ones go on below
     (app,) = serve_doc["applications"]
     out = {}
