@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["ROOT", "AppProcess"]
+__all__ = ["ROOT", "AppProcess", "pid_alive"]
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: the app runs from it without installing
 
@@ -96,7 +96,7 @@ class AppProcess:
         if self.proc is not None:
             self.proc.wait(timeout=timeout_s)
         deadline = time.monotonic() + timeout_s
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
         self.ray_address = None
         return len(pids)
@@ -129,7 +129,8 @@ def _wait_port_free(port: int, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie counts as gone)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scripts.chaoslib.app_process import pid_alive
 from xserve.actors.naming import ActorNames
 
 __all__ = ["NODE_RESOURCE_PREFIX", "LocalCluster", "Placement", "part_of"]
@@ -129,7 +130,7 @@ class LocalCluster:
                 pass
         self.cluster.remove_node(self.nodes.pop(name), allow_graceful=False)  # reaps its direct children
         deadline = time.monotonic() + 30
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
         return len(pids)
 
@@ -159,11 +160,3 @@ def _descendants(roots: list[int]) -> set[int]:
             found.add(pid)
             stack.extend(children.get(pid, ()))
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
