@@ -2,7 +2,7 @@
 
 Mirrors the reference ``phoenix_candidate_pipeline.rs`` (January 2026), with the issue-17 additions
 (``docs/reference.md`` §11): the popular source, the negative-feedback multiplier, cold start and the
-impression counts, each present when its client is given (and, for the multiplier, when config enables it).
+impression counts, each present when its config section is enabled and the clients it needs are given.
 
 Two wrappers mark what a late or failing request must still do (the
 framework's ``runs_past_deadline`` and ``fail_closed``, ``xserve/pipeline``):
@@ -82,6 +82,7 @@ def build_for_you_pipeline(
     mixer, scoring = config.mixer, config.scoring
     post_data = clients.post_data
     stats, impressions = clients.post_stats, clients.impressions
+    negatives, cold_start = config.negative_feedback, config.cold_start
     return CandidatePipeline(
         query_hydrators=_timed(
             mixer.query_hydrator_timeout_s,
@@ -123,8 +124,8 @@ def build_for_you_pipeline(
             _past_deadline(WeightedScorer(scoring)),
             _past_deadline(AuthorDiversityScorer(scoring.author_diversity_decay, scoring.author_diversity_floor)),
             _past_deadline(OONScorer(scoring.oon_weight_factor)),
-            *_present(config.negative_feedback.enabled and _past_deadline(NegativeFeedbackScorer(config.negative_feedback))),
-            *_present(stats and impressions and config.cold_start.enabled and ColdStartScorer(impressions, stats, config.cold_start)),
+            *_present(negatives.enabled and _past_deadline(NegativeFeedbackScorer(negatives))),
+            *_present(stats and impressions and cold_start.enabled and ColdStartScorer(impressions, stats, cold_start)),
             _past_deadline(RecencyFallbackScorer()),
         ),
         selector=TopKScoreSelector(mixer.top_k),  # runs past the deadline and fails closed, as every selector
