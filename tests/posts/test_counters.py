@@ -78,3 +78,17 @@ def test_merging_shards_equals_one_shard_holding_everything():
     for limit in (1, 10, 500):
         req = PopularRequest(NOW - HOUR_MS // 2, 6 * HOUR_MS, limit, 2)
         assert merge_popular((s.popular(req) for s in shards), limit) == whole.popular(req)
+
+
+def test_a_ranking_is_reused_while_fresh_and_never_for_an_earlier_time():
+    c = PostCounters(COUNTED, 48 * HOUR_MS, refresh_ms=1_000)
+    for u in (1, 2):
+        c.record_engagement(eng(u, 100, at=NOW - 10))
+    assert [p.post_id for p in popular(c, now=NOW)] == [100]
+    for u in (1, 2, 3):
+        c.record_engagement(eng(u, 101, at=NOW + 10))
+    assert [p.post_id for p in popular(c, now=NOW + 500)] == [100]  # reused: up to refresh_ms stale
+    assert [p.post_id for p in popular(c, now=NOW - 20)] == []  # an earlier time is computed, never served from later
+    assert [p.post_id for p in popular(c, now=NOW + 1_500)] == [101, 100]  # stale: ranked again
+    assert [p.post_id for p in popular(c, now=NOW + 1_600, min_users=3)] == [101]  # another minimum: its own ranking
+    assert [p.post_id for p in popular(c, now=NOW + 1_700, limit=1)] == [101]

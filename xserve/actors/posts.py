@@ -74,7 +74,7 @@ class PostCatalogShard:
             lock_wait_s=config.storage.lock_wait_s,
         )
         self.replayed = self._log.replay(self._catalog.apply)
-        self._counters = PostCounters(config.popular.counted_actions, retention)
+        self._counters = PostCounters(config.popular.counted_actions, retention, config.popular.refresh_ms)
 
     def stats(self) -> dict[str, Any]:
         c = self._catalog
