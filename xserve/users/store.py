@@ -5,9 +5,10 @@ name, follower count), the follow / block / mute / subscription sets, the muted
 keywords, the aggregated engagement sequence (``EngagementSequence``), the
 served history, and the latest negative signal per (author, negative action)
 (``UserFeatures.negative_feedback``: the sequence forgets old entries, but a
-not-interested from months ago still weighs, faded, on that author's posts). It also keeps each owned user's *followers* (the reverse follow
-edges, which arrive through events of other shards' users), so the follower
-count stays consistent with follow edits.
+not-interested from months ago still weighs, faded, on that author's posts).
+It also keeps each owned user's *followers* (the reverse follow edges, which
+arrive through events of other shards' users), so the follower count stays
+consistent with follow edits.
 
 Contract of ``apply(event)``: idempotent (a second application changes
 nothing), never raises on a well-typed event, and touches only users this
