@@ -397,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = (work / "data" if fresh else args.data_dir).resolve()
     # the app's settings: the caller's XSERVE__* (a tiny world's sizes), the stage timeouts scaled
     env_vars = {k: v for k, v in os.environ.items() if k.startswith("XSERVE__")} | _stage_timeouts(args.timeout_scale)
+    # cold start lifts a post drawn afresh for every request (its exploration), so two feeds of one viewer can
+    # differ at its slot; this check compares feeds across runs and nodes, so it runs without it
+    env_vars.setdefault("XSERVE__COLD_START__ENABLED", "false")
     if fresh:  # a first model in seconds: the check needs a model, not a good one
         env_vars = {"XSERVE__SERVING__DEMO_WORLD": "tiny", "XSERVE__SERVING__BOOTSTRAP_TRAIN_EXAMPLES": "500",
                     "XSERVE__TRAIN__EPOCHS": "1"} | env_vars

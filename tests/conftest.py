@@ -121,8 +121,9 @@ def copy_world(template, dest) -> str:
 
 def served_app_config(data_dir: str):
     """The session app's config: ``TINY_WORLD`` with 2 user-store shards, an API key, small admission and
-    Serve queue limits (2 feeds, 4 writes in flight; 8 requests per replica, 4 queued at the proxy), and
-    no CPU reservations, so the idle app never keeps a later test's actors from starting."""
+    Serve queue limits (2 feeds, 4 writes in flight; 8 requests per replica, 4 queued at the proxy), no
+    CPU reservations, so the idle app never keeps a later test's actors from starting, and cold start and
+    the negative-feedback multiplier off (their module turns them on)."""
     from xserve.config import MixerConfig, load_config
 
     return load_config(
@@ -146,6 +147,10 @@ def served_app_config(data_dir: str):
             # stage timeouts tripled, as the chaos run does: on a loaded 2-core machine the defaults time out
             # the catalog's hydrators, and the safety stages then fail closed and empty a feed without any fault
             "mixer": {name: getattr(MixerConfig(), name) * 3 for name in STAGE_TIMEOUTS},
+            # the issue-17 score changes are off, so the session's feeds score as the January product that
+            # tests/deployments/test_ingress.py checks; tests/deployments/test_feed_sources.py turns them on
+            "cold_start": {"enabled": False},
+            "negative_feedback": {"enabled": False},
         },
     )
 

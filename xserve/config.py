@@ -26,13 +26,16 @@ from typing import Any, Literal, get_type_hints
 import msgspec
 from msgspec import Struct
 
-from xserve.clock import HOUR_MS, MINUTE_MS
-from xserve.schema import VisibilityLabel
+from xserve.clock import DAY_MS, HOUR_MS, MINUTE_MS
+from xserve.schema import NEGATIVE_ACTIONS, Action, VisibilityLabel
 
 __all__ = [
+    "ColdStartConfig",
     "ConfigError",
     "MixerConfig",
+    "NegativeFeedbackConfig",
     "PhoenixConfig",
+    "PopularConfig",
     "RankerServingConfig",
     "RetrievalConfig",
     "ScoringConfig",
@@ -116,6 +119,76 @@ class MixerConfig(_Section):
         if laxer:
             raise ValueError(f"mixer.out_of_network_visibility_drop must include every in_network_visibility_drop "
                              f"label (recommendations are never checked more laxly than followed posts); missing {laxer}")
+
+
+class PopularConfig(_Section):
+    """The popular-posts source: recent posts by how many viewers engaged with them (issue 17; ours)."""
+
+    enabled: bool = True  # off: the source is left out of the pipeline
+    max_results: int = 500  # the most popular posts a request takes, best first (issue 17)
+    max_age_ms: int = 24 * HOUR_MS  # "recent": a day, well inside the 48 h age filter, so a post trends while it is fresh
+    min_engaged_users: int = 2  # a post one viewer engaged with is not "popular" yet
+    refresh_ms: int = 1_000  # a catalog shard reuses its popular ranking this long: ranking scans every recent post (~150 ms per 100k measured)
+    # positive actions that count toward popularity; negatives never make a post popular, and a dwell alone is not engagement
+    counted_actions: tuple[Action, ...] = tuple(a for a in Action if a not in NEGATIVE_ACTIONS and a is not Action.DWELL)
+
+    def __post_init__(self) -> None:
+        if self.max_results < 0 or self.max_age_ms <= 0 or self.min_engaged_users < 1 or self.refresh_ms < 0:
+            raise ValueError("popular: max_results must be >= 0, max_age_ms > 0, min_engaged_users >= 1 and refresh_ms >= 0")
+        if set(self.counted_actions) & NEGATIVE_ACTIONS:
+            raise ValueError("popular.counted_actions must not count negative actions toward popularity")
+
+
+class ColdStartConfig(_Section):
+    """Cold start for new posts of small authors (reference AuthorColdStart, October 2026 params)."""
+
+    enabled: bool = True  # reference EnableViewerColdStart; off: the scorer is left out of the pipeline
+    follower_cap: int = 50_000  # reference ColdStartFollowerCap: only authors with at most this many followers
+    impression_threshold: int = 200  # reference ColdStartImpressionThreshold: a post shown to this many viewers is no longer new
+    max_post_age_ms: int = 2 * HOUR_MS  # reference ColdStartMaxPostAgeSecs 7200: only fresh posts
+    slot_min: int = 15  # reference ColdStartSlotMin: the lifted post lands at a slot drawn from [slot_min, slot_max) (0-based)
+    slot_max: int = 16  # reference ColdStartSlotMax
+    max_position_ratio: float = 0.85  # reference LowImpressionsMaxPositionRatio: the ranked bottom 15 % is never lifted
+    thompson_sampling: bool = True  # reference EnableColdStartThompsonSampling (off in the reference's defaults; on here, issue 17)
+    beta_alpha0: float = 0.75  # reference ColdStartBetaAlpha0: prior favorites, a 1.5 % favorite rate
+    beta_beta0: float = 49.25  # reference ColdStartBetaBeta0: prior non-favorite impressions (prior weight 50 impressions)
+    impression_scale: float = 1.0  # reference ColdStartImpressionScale: impressions counted per recorded impression
+    top_k: int = 2  # reference ColdStartTsTopK: of the top_k sampled posts, the best-ranked is lifted
+    seed: int = 0  # sampling is seeded by (seed, request id): the same request draws the same posts
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.slot_min < self.slot_max:
+            raise ValueError(f"cold_start: need 0 <= slot_min < slot_max, got {self.slot_min} and {self.slot_max}")
+        if self.beta_alpha0 <= 0 or self.beta_beta0 <= 0 or self.top_k < 1:
+            raise ValueError("cold_start: beta_alpha0 and beta_beta0 must be > 0 and top_k >= 1")
+
+
+class NegativeFeedbackConfig(_Section):
+    """The author-level negative-feedback multiplier: a viewer's past negatives on an author fade (issue 17; ours).
+
+    Each signal (the latest of each negative action per author) multiplies that author's posts by
+    ``1 - weight · 0.5^(age / half_life_ms)``; the product is floored at ``floor``. Blocks and mutes
+    that are still in place remain hard filters (``AuthorSocialgraphFilter``); this only demotes.
+    """
+
+    enabled: bool = True  # off: the scorer is left out of the pipeline (the January pipeline)
+    half_life_ms: int = 30 * DAY_MS  # a signal weighs half as much a month later (issue 17's example)
+    not_interested: float = 0.5  # a fresh not-interested halves the author's posts
+    mute_author: float = 0.75  # an undone mute still counts, more than a not-interested
+    block_author: float = 0.9  # an undone block: the strongest author-level signal
+    report: float = 0.9  # reporting one of the author's posts, as strong as a block
+    floor: float = 0.05  # a demotion, never a removal: removing is what blocks and mutes are for
+
+    def __post_init__(self) -> None:
+        if self.half_life_ms <= 0:
+            raise ValueError(f"negative_feedback.half_life_ms must be > 0, got {self.half_life_ms}")
+        weights = (self.not_interested, self.mute_author, self.block_author, self.report)
+        if not all(0.0 <= w <= 1.0 for w in weights) or not 0.0 < self.floor <= 1.0:
+            raise ValueError("negative_feedback: weights must be in [0, 1] and floor in (0, 1]")
+
+    def weight(self, action: Action) -> float:
+        """The weight of one negative action (0 for any other action)."""
+        return getattr(self, action.value, 0.0) if action in NEGATIVE_ACTIONS else 0.0
 
 
 class ThunderConfig(_Section):
@@ -284,6 +357,7 @@ class ServingConfig(_Section):
     ingress_max_ongoing_requests: int = 64  # Serve: requests given to one ingress replica at once (> the two limits above)
     ingress_max_queued_requests: int = 128  # Serve: requests waiting at a proxy for an ingress replica; beyond, its 503
     last_known_viewers_bytes: int = 64 << 20  # per ingress: last user-store answer per viewer, served while its shard restarts
+    max_negative_signals: int = 1_000  # negative signals (latest per author and action) kept per user; the oldest go first
     max_served_age_ms: int = 48 * HOUR_MS  # served-history ids expire: a post served longer ago is past mixer.max_post_age_ms now
     # writes and API reads resend to a user/post shard whose actor is unreachable (restarting, or its node lost
     # and not yet declared dead: ~15 s with Ray's default health check) for up to this, then 503 + Retry-After
@@ -300,6 +374,9 @@ class XServeConfig(_Section):
     storage: StorageConfig = StorageConfig()
     ranker_serving: RankerServingConfig = RankerServingConfig()
     serving: ServingConfig = ServingConfig()
+    popular: PopularConfig = PopularConfig()
+    cold_start: ColdStartConfig = ColdStartConfig()
+    negative_feedback: NegativeFeedbackConfig = NegativeFeedbackConfig()
 
 
 class ConfigError(ValueError):

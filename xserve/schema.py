@@ -27,6 +27,7 @@ __all__ = [
     "NEGATIVE_ACTIONS",
     "Action",
     "ActionScores",
+    "ColdStartPick",
     "EdgeKind",
     "EdgeSet",
     "EdgeUnset",
@@ -35,6 +36,7 @@ __all__ = [
     "EngagementsBody",
     "FeedRequest",
     "FeedResponse",
+    "FeedSource",
     "FilteredOut",
     "HistoryItem",
     "ImpressionBloomFilter",
@@ -48,9 +50,13 @@ __all__ = [
     "MediaKind",
     "MutedKeywordsBody",
     "MutedKeywordsSet",
+    "NegativeSignal",
     "NewPost",
     "Post",
+    "PopularPost",
+    "PopularRequest",
     "PostRef",
+    "PostStats",
     "PostCandidate",
     "PostCreated",
     "PostDeleted",
@@ -68,6 +74,7 @@ __all__ = [
     "ScoreExplanation",
     "ScoredPost",
     "Served",
+    "ServedPostRef",
     "ServedType",
     "ShardHits",
     "StageReport",
@@ -324,12 +331,22 @@ class Engagement(Struct, frozen=True, forbid_unknown_fields=True):
 # --------------------------------------------------------------------------- users
 
 
+class NegativeSignal(Struct, frozen=True, array_like=True):
+    """The latest negative action (not-interested, mute, block, report) a user took on an author's post."""
+
+    author_id: int
+    action: Action  # one of NEGATIVE_ACTIONS
+    timestamp_ms: int  # when; the negative-feedback multiplier fades with its age
+
+
 class UserFeatures(Struct, frozen=True, forbid_unknown_fields=True):
     followed_user_ids: frozenset[int] = frozenset()
     blocked_user_ids: frozenset[int] = frozenset()
     muted_user_ids: frozenset[int] = frozenset()
     muted_keywords: tuple[str, ...] = ()
     subscribed_user_ids: frozenset[int] = frozenset()
+    # the latest of each negative action per author, oldest first (bounded by serving.max_negative_signals)
+    negative_feedback: tuple[NegativeSignal, ...] = ()
 
 
 class HistoryItem(Struct, frozen=True, array_like=True):
@@ -407,6 +424,68 @@ class RankResponse(Struct, frozen=True):
 class ServedType(enum.StrEnum):
     IN_NETWORK = "for_you_in_network"  # Thunder
     RETRIEVAL = "for_you_phoenix_retrieval"  # Phoenix retrieval (out-of-network)
+    POPULAR = "for_you_popular"  # the popular-posts source
+
+
+class FeedSource(enum.StrEnum):
+    """Why a post is in the feed: the source that brought it, or the cold-start slot that lifted it."""
+
+    THUNDER = "thunder"  # in-network: recent posts of followed authors
+    RETRIEVAL = "retrieval"  # out-of-network: nearest the viewer's embedding
+    POPULAR = "popular"  # recent posts with the most engaged viewers
+    COLD_START = "cold_start"  # a small author's new post lifted into the cold-start slot
+
+    @classmethod
+    def of(cls, served_type: ServedType) -> "FeedSource":
+        return _SOURCE_OF[served_type]
+
+
+_SOURCE_OF = {
+    ServedType.IN_NETWORK: FeedSource.THUNDER,
+    ServedType.RETRIEVAL: FeedSource.RETRIEVAL,
+    ServedType.POPULAR: FeedSource.POPULAR,
+}
+
+
+class PopularRequest(Struct, frozen=True):
+    """The popular source's query: recent posts by engaged viewers, counted as of ``now_ms`` (causally)."""
+
+    now_ms: int
+    max_age_ms: int  # posts created within this before now_ms
+    max_results: int
+    min_engaged_users: int = 1
+
+
+class PopularPost(Struct, frozen=True, array_like=True):
+    post_id: int
+    author_id: int
+    created_at_ms: int
+    engaged_users: int  # viewers with a counted action on it at or before the request's now_ms
+
+
+class PostStats(Struct, frozen=True, array_like=True):
+    """A post's counters as of a time (the cold-start sampler reads them)."""
+
+    engaged_users: int = 0  # viewers with a counted (positive) action
+    favorites: int = 0  # viewers who favorited it
+
+
+class ServedPostRef(Struct, frozen=True, array_like=True):
+    """A served post as the impression counters record it."""
+
+    post_id: int
+    author_id: int
+    created_at_ms: int
+
+
+class ColdStartPick(Struct, frozen=True):
+    """Why a post holds the cold-start slot (explain)."""
+
+    impressions: int  # viewers it was shown to before this request
+    favorites: int  # viewers who favorited it
+    sampled: float  # its Thompson draw from Beta(alpha0 + favorites, beta0 + impressions - favorites); -1 = not sampled
+    target_score: float  # the score of the slot it was lifted to
+    score_before: float  # its score before the lift
 
 
 class ImpressionBloomFilter(Struct, frozen=True, forbid_unknown_fields=True):
@@ -465,6 +544,14 @@ class PostCandidate(Struct):
     # PhoenixScorer: the request whose ranker call scored it, and the time it was scored as of (None = not ranked)
     prediction_request_id: str | None = None
     last_scored_at_ms: int | None = None
+    popular_engaged_users: int | None = None  # PopularSource: engaged viewers it was chosen by
+    negative_feedback_multiplier: float | None = None  # NegativeFeedbackScorer: the viewer's faded negatives on its author
+    cold_start: ColdStartPick | None = None  # ColdStartScorer: set on the post lifted into the cold-start slot
+
+    @property
+    def source(self) -> FeedSource:
+        """What the feed response says brought it (``ScoredPost.source``)."""
+        return FeedSource.COLD_START if self.cold_start is not None else FeedSource.of(self.served_type)
 
     def related_post_ids(self) -> tuple[int, ...]:
         """The post, the original it reposts and the post it replies to (seen-filtering keys)."""
@@ -485,6 +572,9 @@ class ScoreExplanation(Struct, frozen=True):
     oon_multiplier: float | None
     source: ServedType
     retrieval_score: float | None = None
+    negative_feedback_multiplier: float | None = None  # the viewer's faded negative feedback on the author (1 = none)
+    popular_engaged_users: int | None = None  # the popular source's count, for a post it brought
+    cold_start: ColdStartPick | None = None  # the cold-start lift, on the post in the cold-start slot
 
 
 class ScoredPost(Struct, frozen=True):
@@ -504,6 +594,7 @@ class ScoredPost(Struct, frozen=True):
     # the ranker call that scored it (None: not ranked, e.g. the recency fallback): send it back on engagements
     prediction_request_id: str | None = None
     last_scored_at_ms: int | None = None  # the time its scores were computed as of (the ranker's now_ms)
+    source: FeedSource | None = None  # thunder | retrieval | popular | cold_start (None only in payloads from before it)
 
 
 class FilteredOut(Struct, frozen=True):

@@ -10,17 +10,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from xserve.mixer import ForYouClients, ForYouQuery
+from xserve.posts import PostCounters
 from xserve.schema import (
     ActionScores,
     HistoryItem,
     InNetworkRequest,
     InNetworkResponse,
+    PopularPost,
+    PopularRequest,
     Post,
+    PostStats,
     PostCandidate,
     RankRequest,
     RankResponse,
     RetrievalRequest,
     RetrievedPost,
+    ServedPostRef,
     ServedType,
     UserFeatures,
     UserProfile,
@@ -121,17 +126,41 @@ class TableRanker:
         return RankResponse(scores=tuple(self.table.get(c.post_id, ActionScores()) for c in req.candidates))
 
 
+@dataclass
+class CountersClient:
+    """The real :class:`~xserve.posts.PostCounters` (one shard) as the mixer's ``PostStatsClient`` and
+    ``ImpressionCountClient``, as ``PostCatalogClient`` serves them over Ray."""
+
+    counters: PostCounters
+
+    async def popular_posts(self, req: PopularRequest) -> list[PopularPost]:
+        return self.counters.popular(req)
+
+    async def post_stats(self, post_ids: Sequence[int], now_ms: int) -> dict[int, PostStats]:
+        return self.counters.stats(post_ids, now_ms)
+
+    async def impression_counts(self, post_ids: Sequence[int], now_ms: int) -> dict[int, int]:
+        return self.counters.impressions(post_ids, now_ms)
+
+    async def record_impressions(self, viewer_id: int, posts: Sequence[ServedPostRef], at_ms: int) -> None:
+        self.counters.record_served(viewer_id, posts, at_ms)
+
+
 def clients(
     user_data: InMemoryUserData | None = None,
     thunder: InMemoryThunder | None = None,
     retrieval: InMemoryRetrieval | None = None,
     post_data: InMemoryPostData | None = None,
     ranker: TableRanker | None = None,
+    counters: CountersClient | None = None,
 ) -> ForYouClients:
+    """The fakes as ``ForYouClients``; with ``counters`` also the popular source and cold start (issue 17)."""
     return ForYouClients(
         user_data=user_data or InMemoryUserData(),
         in_network=thunder or InMemoryThunder(),
         retrieval=retrieval or InMemoryRetrieval(),
         post_data=post_data or InMemoryPostData(),
         ranker=ranker or TableRanker(),
+        post_stats=counters,
+        impressions=counters,
     )

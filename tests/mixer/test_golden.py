@@ -67,7 +67,7 @@ from tests.mixer.fakes import (
     TableRanker,
     clients,
 )
-from xserve.config import XServeConfig
+from xserve.config import XServeConfig, merge_config
 from xserve.mixer import ForYouQuery, build_for_you_pipeline, feed_response
 from xserve.mixer.bloom import BloomFilterBuilder
 from xserve.schema import (
@@ -165,10 +165,15 @@ def request(**fields) -> FeedRequest:
     return FeedRequest(viewer_id=VIEWER, seen_ids=(105,), bloom_filters=(bloom.build(),), explain=True, **fields)
 
 
+# the January pipeline this world's hand computation describes: the issue-17 additions without clients here (popular
+# source, cold start) are absent, and the negative-feedback scorer (no client needed) is turned off
+JANUARY = merge_config(XServeConfig(), {"negative_feedback": {"enabled": False}})
+
+
 def run_feed(ranker_fails: bool = False, **request_fields):
     user_data, thunder, retrieval, post_data, ranker = world()
     ranker.fail = ranker_fails
-    pipeline = build_for_you_pipeline(XServeConfig(), clients(user_data, thunder, retrieval, post_data, ranker))
+    pipeline = build_for_you_pipeline(JANUARY, clients(user_data, thunder, retrieval, post_data, ranker))
 
     async def go():
         q = ForYouQuery.from_request(request(**request_fields), request_id="golden-1", now_ms=NOW_MS)

@@ -54,6 +54,39 @@ def test_a_quote_is_labelled_like_its_quoted_post_and_deleted_with_it():
     assert [c.visibility_reason for c in cands] == ["hate", "deleted", "deleted", None]
 
 
+def test_a_post_is_dropped_with_its_parent_quoted_or_reposted_post():
+    """Issue 17 item 4: propagation. A reply, a quote and a repost each inherit the verdict of the post they
+    answer, show or repeat, at their own level; a clean relation keeps them; a deleted parent drops a reply."""
+    spam, nsfw, gore = (VisibilityLabel.SPAM,), (VisibilityLabel.NSFW,), (VisibilityLabel.GORE,)
+    p = lambda pid, **kw: Post(post_id=pid, author_id=9, created_at_ms=NOW_MS, **kw)  # noqa: E731
+    posts = {
+        1: p(1, labels=spam),
+        2: p(2, in_reply_to_post_id=1),  # a reply to spam
+        3: p(3, quote_of_post_id=1),  # a quote of spam
+        4: p(4, repost_of_post_id=1),  # a repost of spam
+        5: p(5),
+        6: p(6, in_reply_to_post_id=5),  # a reply to a clean post
+        7: p(7, in_reply_to_post_id=99),  # its parent was deleted
+        8: p(8, labels=nsfw),
+        9: p(9, in_reply_to_post_id=8),  # a reply to an nsfw post: allowed in-network, dropped out-of-network
+        10: p(10, in_reply_to_post_id=2),  # one level only: its parent 2 is clean by its own labels
+        11: p(11, labels=gore),
+        12: p(12, quote_of_post_id=11),
+        13: p(13, repost_of_post_id=12),  # a repost of a quote of gore: the original's quoted post counts
+        14: p(14, in_reply_to_post_id=11),
+        15: p(15, repost_of_post_id=14),  # a repost of a reply to gore: the original's parent counts
+    }
+    cands = [cand(2), cand(3), cand(4, repost_of_post_id=1), cand(6), cand(7), cand(9, in_network=True),
+             cand(9, in_network=False), cand(10), cand(13, repost_of_post_id=12), cand(15, repost_of_post_id=14)]
+    hydrate(VisibilityHydrator(InMemoryPostData(posts), NOT_NSFW, ALL), cands)
+    assert [c.visibility_reason for c in cands] == [
+        "spam", "spam", "spam", None, "deleted", None, "nsfw", None, "gore", "gore"
+    ]
+    result = VisibilityFilter().filter(query(), cands)
+    assert [c.post_id for c in result.kept] == [6, 9, 10]
+    assert cands[5].visibility_labels == nsfw  # served in-network, marked for a warning like its parent
+
+
 def test_out_of_network_posts_are_checked_at_the_stricter_level():
     """In-network (followed) content at one label set, recommendations at a stricter one (reference safety
     levels TimelineHome and TimelineHomeRecommendations); an unknown in-network flag gets the stricter one."""

@@ -204,3 +204,49 @@ def test_top_k_sorts_nan_and_none_last_stably():
     cands = [cand(1, score=None), cand(2, score=math.nan), cand(3, score=1.0), cand(4, score=-5.0), cand(5, score=1.0)]
     assert [c.post_id for c in TopKScoreSelector(10).select(query(), cands)] == [3, 5, 4, 1, 2]
     assert [c.post_id for c in TopKScoreSelector(2).select(query(), cands)] == [3, 5]
+
+
+# ---------------------------------------------------------------- NegativeFeedbackScorer (issue 17 item 6)
+
+
+def _negatives(*signals):
+    from xserve.schema import NegativeSignal, UserFeatures
+
+    return query(user_features=UserFeatures(negative_feedback=tuple(NegativeSignal(*s) for s in signals)))
+
+
+def test_a_not_interested_from_60_days_ago_weighs_less_than_one_from_yesterday():
+    from xserve.clock import DAY_MS
+    from xserve.config import NegativeFeedbackConfig
+    from xserve.mixer.scorers import NegativeFeedbackScorer
+
+    scorer = NegativeFeedbackScorer(NegativeFeedbackConfig())  # half-life 30 days, not_interested 0.5
+    q = _negatives((20, Action.NOT_INTERESTED, NOW_MS - 60 * DAY_MS), (21, Action.NOT_INTERESTED, NOW_MS - DAY_MS))
+    cands = [cand(1, 20, score=1.0), cand(2, 21, score=1.0), cand(3, 22, score=1.0), cand(4, 21)]
+    score(scorer, cands, q)
+    old, recent, none, unscored = (c.negative_feedback_multiplier for c in cands)
+    assert old == pytest.approx(1 - 0.5 * 0.25)  # two half-lives: a quarter of the weight
+    assert recent == pytest.approx(1 - 0.5 * 0.5 ** (1 / 30))
+    assert recent < old < none == 1.0  # yesterday's weighs more: its author's post is demoted more
+    assert [c.score for c in cands] == pytest.approx([old, recent, 1.0, None])
+    assert unscored == recent and cands[3].score is None  # an unscored post stays unscored
+    # the half-life is config: at 60 days it is the whole story
+    half = NegativeFeedbackScorer(NegativeFeedbackConfig(half_life_ms=60 * DAY_MS)).multipliers(q)
+    assert half[20] == pytest.approx(0.75)
+
+
+def test_negative_feedback_multiplies_per_signal_floors_and_reaches_reposted_authors():
+    from xserve.config import NegativeFeedbackConfig
+    from xserve.mixer.scorers import NegativeFeedbackScorer
+
+    cfg = NegativeFeedbackConfig(floor=0.2)
+    scorer = NegativeFeedbackScorer(cfg)
+    q = _negatives((20, Action.NOT_INTERESTED, NOW_MS), (20, Action.REPORT, NOW_MS), (30, Action.MUTE_AUTHOR, NOW_MS))
+    cands = [cand(1, 20, score=1.0), cand(2, 40, repost_of_post_id=9, repost_of_user_id=30, score=1.0),
+             cand(3, 41, repost_of_post_id=8, repost_of_user_id=42, score=1.0)]
+    score(scorer, cands, q)
+    assert cands[0].negative_feedback_multiplier == pytest.approx(max(0.2, 0.5 * 0.1))  # two signals, floored
+    assert cands[1].negative_feedback_multiplier == pytest.approx(0.25)  # a repost of the muted author
+    assert cands[2].negative_feedback_multiplier == 1.0
+    with pytest.raises(ValueError, match="half_life_ms"):
+        NegativeFeedbackConfig(half_life_ms=0)

@@ -194,3 +194,43 @@ def test_load_engagement_arrays_equals_folding_every_row():
             )
         for u in range(1, 30):
             assert fast.history(u, 16) == slow.history(u, 16)
+
+
+def test_negative_signals_keep_the_latest_per_author_and_action_bounded():
+    """Issue 17 item 6: the store remembers the latest not-interested / mute / block / report per author, beyond
+    the engagement sequence's reach; positive actions are not signals; the oldest go past the cap."""
+    from xserve.schema import NegativeSignal
+
+    s = store(max_negative_signals=3, max_history_items=1)
+    users(s, 1)
+
+    def act(post: int, author: int, action: Action, at: int) -> bool:
+        return s.apply(EngagementRecorded(Engagement(1, post, author, action, at)))
+
+    act(10, 7, Action.NOT_INTERESTED, 1_000)
+    act(11, 7, Action.NOT_INTERESTED, 5_000)  # later, same author and action: replaces
+    act(11, 7, Action.NOT_INTERESTED, 2_000)  # an older one arriving late does not replace it (5_000 below)
+    act(12, 8, Action.MUTE_AUTHOR, 3_000)
+    act(13, 9, Action.FAVORITE, 4_000)  # not a signal
+    act(14, 9, Action.REPORT, 6_000)
+    assert s.features(1).negative_feedback == (
+        NegativeSignal(8, Action.MUTE_AUTHOR, 3_000), NegativeSignal(7, Action.NOT_INTERESTED, 5_000),
+        NegativeSignal(9, Action.REPORT, 6_000),
+    )  # oldest first, though the engagement sequence keeps one entry
+    act(15, 10, Action.BLOCK_AUTHOR, 7_000)  # a fourth: the oldest (the mute of 8) goes
+    assert [n.author_id for n in s.features(1).negative_feedback] == [7, 9, 10]
+    assert s.query_data(1, 10, 8_000).features.negative_feedback == s.features(1).negative_feedback
+
+
+def test_negative_signals_load_with_the_engagements_table():
+    import numpy as np
+
+    from xserve.schema import ACTION_INDEX, NegativeSignal
+
+    s = store()
+    cols = {"user_id": [1, 1, 2], "post_id": [10, 11, 12], "author_id": [7, 8, 7],
+            "action": [ACTION_INDEX[Action.NOT_INTERESTED], ACTION_INDEX[Action.FAVORITE], ACTION_INDEX[Action.REPORT]],
+            "timestamp_ms": [100, 200, 300], "dwell_ms": [0, 0, 0], "product_surface": [1, 1, 1]}
+    s.load_engagement_arrays({k: np.asarray(v) for k, v in cols.items()})
+    assert s.features(1).negative_feedback == (NegativeSignal(7, Action.NOT_INTERESTED, 100),)
+    assert s.features(2).negative_feedback == (NegativeSignal(7, Action.REPORT, 300),)

@@ -5,6 +5,8 @@ posts table is its read-through store (warmed with the posts young enough to
 be candidates), and its event log (``<data_dir>/hydration/shard-<i>-of-<n>/``)
 holds the post writes, label changes and deletions it has accepted, replayed on
 restart. A write is logged (fsynced) before it is applied and acknowledged.
+Beside the catalog it holds its posts' :class:`~xserve.posts.PostCounters`
+(engaged viewers, favorites, impressions: soft state, filled by live traffic).
 These logs are the source of truth for posts: Thunder and retrieval consume
 them through :func:`catalog_tail` (``docs/reliability.md``, "Durability").
 
@@ -23,7 +25,8 @@ import ray
 
 from xserve.clock import now_ms
 from xserve.config import XServeConfig
-from xserve.posts import CatalogEvent, PostCatalog
+from xserve.posts import CatalogEvent, PostCatalog, PostCounters
+from xserve.schema import Engagement, PopularRequest, ServedPostRef
 from xserve.sharding import shard_for
 from xserve.storage.layout import SHARD_LOG_GLOB, DataDirLayout
 from xserve.storage.log.event_log import EventLog
@@ -71,10 +74,12 @@ class PostCatalogShard:
             lock_wait_s=config.storage.lock_wait_s,
         )
         self.replayed = self._log.replay(self._catalog.apply)
+        self._counters = PostCounters(config.popular.counted_actions, retention, config.popular.refresh_ms)
 
     def stats(self) -> dict[str, Any]:
         c = self._catalog
-        return {"catalog": repr(c), "preloaded": self.preloaded, "replayed": self.replayed, "hits": c.hits, "misses": c.misses}
+        return {"catalog": repr(c), "preloaded": self.preloaded, "replayed": self.replayed, "hits": c.hits, "misses": c.misses,
+                "counters": repr(self._counters)}
 
     def get(self, post_ids: Sequence[int]) -> bytes:
         return self._enc.encode(self._catalog.get(post_ids))
@@ -89,4 +94,22 @@ class PostCatalogShard:
             self._catalog.apply(event)
 
     def trim(self, now_ms: int) -> int:
+        self._counters.trim(now_ms)
         return self._catalog.trim(now_ms)
+
+    # counters: soft state, not logged (docs/mixer.md, "Popular posts")
+
+    def count_engagements(self, engagements: Sequence[Engagement]) -> int:
+        return sum(self._counters.record_engagement(e) for e in engagements)
+
+    def count_served(self, viewer_id: int, posts: Sequence[ServedPostRef], at_ms: int) -> int:
+        return self._counters.record_served(viewer_id, posts, at_ms)
+
+    def post_stats(self, post_ids: Sequence[int], now_ms: int) -> bytes:
+        return self._enc.encode(self._counters.stats(post_ids, now_ms))
+
+    def impression_counts(self, post_ids: Sequence[int], now_ms: int) -> dict[int, int]:
+        return self._counters.impressions(post_ids, now_ms)
+
+    def popular(self, req: PopularRequest) -> bytes:
+        return self._enc.encode(self._counters.popular(req))

@@ -238,7 +238,17 @@ class FeedAPI:
             if found[e.post_id].author_id != e.author_id:
                 raise ApiError(422, f"engagement {i}: author_id {e.author_id} is not the author of post {e.post_id}")
         await self._write_users([EngagementRecorded(e) for e in batch])
+        await self._count_engagements(batch, found)
         return {"accepted": len(batch)}
+
+    async def _count_engagements(self, batch: Sequence[Engagement], posts: dict[int, Post]) -> None:
+        """Count the engagements on their posts (the popular source, cold start). The engagements are durable in
+        the user store already and the counters are soft state, so a failure here is logged, not refused."""
+        dated = [msgspec.structs.replace(e, post_created_at_ms=posts[e.post_id].created_at_ms) for e in batch]
+        try:
+            await self._posts.record_engagements(dated)
+        except Exception as exc:  # noqa: BLE001 - statistics; the write itself succeeded
+            log.warning("counting %d engagements failed (the popular source misses them): %s", len(dated), exc)
 
     # ---------------------------------------------------------------- users
 

@@ -7,7 +7,8 @@ They satisfy the mixer's Protocols (``xserve.mixer.protocols``) and are the
 write path's entry to the stores.
 
 * :class:`UserStoreClient`: the ``UserStoreShard`` actors (the mixer's ``UserDataClient``);
-* :class:`PostCatalogClient`: the ``PostCatalogShard`` actors (the mixer's ``PostDataClient``);
+* :class:`PostCatalogClient`: the ``PostCatalogShard`` actors (the mixer's ``PostDataClient``, ``PostStatsClient``
+  and, counting served posts, ``ImpressionCountClient``);
 * :class:`ThunderClient`: Thunder's shard replicas and ingest actor (the mixer's ``InNetworkClient``);
 * :class:`RetrievalShardClient`: one ``RetrievalShard`` actor as a shard of the retrieval fan-out;
 * :class:`RetrievalHandleClient`: the ``Retrieval`` deployment (the mixer's ``RetrievalClient``);
@@ -30,19 +31,24 @@ import ray
 
 from xserve.actors.calls import resent, uncancelled
 from xserve.config import ThunderConfig
-from xserve.posts import CatalogEvent, event_post_id
+from xserve.posts import CatalogEvent, event_post_id, merge_popular
 from xserve.schema import (
+    Engagement,
     HistoryItem,
     IngestResult,
     InNetworkRequest,
     InNetworkResponse,
     LightPost,
+    PopularPost,
+    PopularRequest,
     Post,
+    PostStats,
     RankRequest,
     RankResponse,
     RetrievalRequest,
     RetrievedPost,
     Served,
+    ServedPostRef,
     ShardHits,
     UserEvent,
     UserFeatures,
@@ -69,6 +75,8 @@ __all__ = [
 _QUERY_DEC = msgspec.msgpack.Decoder(UserQueryData | None)
 _PROFILES_DEC = msgspec.msgpack.Decoder(dict[int, UserProfile])
 _POSTS_DEC = msgspec.msgpack.Decoder(dict[int, Post])
+_STATS_DEC = msgspec.msgpack.Decoder(dict[int, PostStats])
+_POPULAR_DEC = msgspec.msgpack.Decoder(list[PopularPost])
 
 
 class UserStoreUnavailable(Exception):
@@ -222,6 +230,38 @@ class PostCatalogClient:
             _store_call(lambda shard=shard: shard.quotes_of.remote(post_id), wait_s) for shard in self._shards
         ))
         return sorted(q for answer in answers for q in answer)
+
+    # ---------------------------------------------------------------- counters (the popular source, cold start)
+
+    async def record_engagements(self, engagements: Sequence[Engagement]) -> None:
+        """Count engagements (each with its post's ``post_created_at_ms``) on their posts' shards."""
+        by_shard = group_by_shard(engagements, len(self._shards), lambda e: e.post_id)
+        await asyncio.gather(*(uncancelled(self._shards[s].count_engagements.remote(es)) for s, es in by_shard.items()))
+
+    async def record_impressions(self, viewer_id: int, posts: Sequence[ServedPostRef], at_ms: int) -> None:
+        by_shard = group_by_shard(posts, len(self._shards), lambda p: p.post_id)
+        await asyncio.gather(*(
+            uncancelled(self._shards[s].count_served.remote(viewer_id, ps, at_ms)) for s, ps in by_shard.items()
+        ))
+
+    async def impression_counts(self, post_ids: Sequence[int], now_ms: int) -> dict[int, int]:
+        by_shard = group_by_shard(post_ids, len(self._shards))
+        answers = await asyncio.gather(*(
+            uncancelled(self._shards[s].impression_counts.remote(ids, now_ms)) for s, ids in by_shard.items()
+        ))
+        return {pid: n for answer in answers for pid, n in answer.items()}
+
+    async def post_stats(self, post_ids: Sequence[int], now_ms: int) -> dict[int, PostStats]:
+        by_shard = group_by_shard(post_ids, len(self._shards))
+        answers = await asyncio.gather(*(
+            uncancelled(self._shards[s].post_stats.remote(ids, now_ms)) for s, ids in by_shard.items()
+        ))
+        return {pid: st for answer in answers for pid, st in _STATS_DEC.decode(answer).items()}
+
+    async def popular_posts(self, req: PopularRequest) -> list[PopularPost]:
+        """Every shard's best ``max_results``, merged (a post lives on one shard, so no duplicates)."""
+        answers = await asyncio.gather(*(uncancelled(shard.popular.remote(req)) for shard in self._shards))
+        return merge_popular((_POPULAR_DEC.decode(a) for a in answers), req.max_results)
 
     async def write(self, events: Sequence[CatalogEvent]) -> None:
         """Log and apply ``events`` on the shards of their posts; durable when this returns."""

@@ -73,7 +73,8 @@ class ServiceGraph:
 
     def rebuild_pipeline(self, config: XServeConfig) -> None:
         clients = ForYouClients(
-            user_data=self.users, in_network=self.thunder, retrieval=self.retrieval, post_data=self.posts, ranker=self.ranker
+            user_data=self.users, in_network=self.thunder, retrieval=self.retrieval, post_data=self.posts, ranker=self.ranker,
+            post_stats=self.posts, impressions=self.posts,  # the catalog's counters; impressions = the served posts
         )
         self.pipeline = build_for_you_pipeline(config, clients, self._metrics)
 

@@ -1,6 +1,8 @@
 """``build_for_you_pipeline``: the For You pipeline, every component listed in execution order.
 
-Mirrors the reference ``phoenix_candidate_pipeline.rs`` (January 2026).
+Mirrors the reference ``phoenix_candidate_pipeline.rs`` (January 2026), with the issue-17 additions
+(``docs/reference.md`` §11): the popular source, the negative-feedback multiplier, cold start and the
+impression counts, each present when its config section is enabled and the clients it needs are given.
 
 Two wrappers mark what a late or failing request must still do (the
 framework's ``runs_past_deadline`` and ``fail_closed``, ``xserve/pipeline``):
@@ -22,6 +24,7 @@ from typing import TypeVar
 
 from xserve.config import XServeConfig
 from xserve.mixer.protocols import ForYouClients
+from xserve.mixer.cold_start import ColdStartScorer
 from xserve.mixer.filters import (
     AgeFilter,
     AuthorSocialgraphFilter,
@@ -50,14 +53,15 @@ from xserve.mixer.query_hydrators import (
 )
 from xserve.mixer.scorers import (
     AuthorDiversityScorer,
+    NegativeFeedbackScorer,
     OONScorer,
     PhoenixScorer,
     RecencyFallbackScorer,
     WeightedScorer,
 )
 from xserve.mixer.selectors import TopKScoreSelector
-from xserve.mixer.side_effects import ServedHistorySideEffect
-from xserve.mixer.sources import PhoenixSource, ThunderSource
+from xserve.mixer.side_effects import ImpressionCountSideEffect, ServedHistorySideEffect
+from xserve.mixer.sources import PhoenixSource, PopularSource, ThunderSource
 from xserve.pipeline import CandidatePipeline, Component, MetricsSink, NullMetricsSink
 from xserve.schema import PostCandidate
 
@@ -77,6 +81,8 @@ def build_for_you_pipeline(
     """
     mixer, scoring = config.mixer, config.scoring
     post_data = clients.post_data
+    stats, impressions = clients.post_stats, clients.impressions
+    negatives, cold_start = config.negative_feedback, config.cold_start
     return CandidatePipeline(
         query_hydrators=_timed(
             mixer.query_hydrator_timeout_s,
@@ -89,6 +95,7 @@ def build_for_you_pipeline(
             mixer.source_timeout_s,
             PhoenixSource(clients.retrieval, mixer.retrieval_max_results),
             ThunderSource(clients.in_network, mixer.thunder_max_results),
+            *_present(stats and config.popular.enabled and PopularSource(stats, config.popular)),
         ),
         hydrators=_timed(
             mixer.hydrator_timeout_s,
@@ -117,6 +124,8 @@ def build_for_you_pipeline(
             _past_deadline(WeightedScorer(scoring)),
             _past_deadline(AuthorDiversityScorer(scoring.author_diversity_decay, scoring.author_diversity_floor)),
             _past_deadline(OONScorer(scoring.oon_weight_factor)),
+            *_present(negatives.enabled and _past_deadline(NegativeFeedbackScorer(negatives))),
+            *_present(stats and impressions and cold_start.enabled and ColdStartScorer(impressions, stats, cold_start)),
             _past_deadline(RecencyFallbackScorer()),
         ),
         selector=TopKScoreSelector(mixer.top_k),  # runs past the deadline and fails closed, as every selector
@@ -127,7 +136,11 @@ def build_for_you_pipeline(
         post_selection_filters=_timed(
             mixer.filter_timeout_s, _required(VisibilityFilter()), DedupConversationFilter()
         ),
-        side_effects=_timed(mixer.side_effect_timeout_s, ServedHistorySideEffect(clients.user_data)),
+        side_effects=_timed(
+            mixer.side_effect_timeout_s,
+            ServedHistorySideEffect(clients.user_data),
+            *_present(impressions and ImpressionCountSideEffect(impressions)),
+        ),
         max_pending_side_effects=mixer.max_pending_side_effects,
         result_size=RequestLimit(mixer.result_size),
         request_timeout_s=mixer.request_timeout_s,
@@ -152,6 +165,12 @@ def _timed(timeout_s: float, *components: _C) -> Sequence[_C]:
     for c in components:
         c.timeout_s = timeout_s
     return components
+
+
+def _present(component: _C | None | bool) -> tuple[_C, ...]:
+    """The component when it was built (its clients given, its config section enabled), else nothing: a config
+    change rebuilds the pipeline (``FeedIngress.reconfigure``), so turning one off removes it from the trace."""
+    return (component,) if component else ()
 
 
 def _required(component: _C) -> _C:

@@ -1,4 +1,5 @@
-"""Post-selection stages: visibility labels, the visibility filter and conversation dedup.
+"""Post-selection stages: visibility labels (with their propagation from related posts), the visibility filter
+and conversation dedup.
 
 They run only on the top-K, after scoring, because visibility checks are the
 expensive per-post calls (reference ``VFCandidateHydrator``, ``VFFilter``,
@@ -13,7 +14,7 @@ from xserve.mixer.protocols import PostDataClient
 from xserve.mixer.filters import Candidates, partition
 from xserve.mixer.query import ForYouQuery
 from xserve.pipeline import Filter, FilterResult, Hydrator
-from xserve.schema import PostCandidate, VisibilityLabel
+from xserve.schema import Post, PostCandidate, VisibilityLabel
 
 __all__ = ["DedupConversationFilter", "VisibilityFilter", "VisibilityHydrator"]
 
@@ -21,18 +22,24 @@ Labels = tuple[VisibilityLabel, ...]
 
 
 class VisibilityHydrator(Hydrator[ForYouQuery, PostCandidate, tuple[Labels, str | None]]):
-    """Current safety labels of each selected post, of the original for a repost and of the quoted post for a
-    quote, and the verdict at its level.
+    """Current safety labels of each selected post and of the posts it shows or answers, and the verdict at
+    its level.
 
     Followed content is checked at the in-network level and recommendations at
     the stricter out-of-network one (reference safety levels ``TimelineHome``
     and ``TimelineHomeRecommendations``); a post whose in-network flag is
     unknown gets the stricter one. The verdict (``visibility_reason``) names
     the labels that its level drops, or is None when the post may be served.
-    A post (or reposted original, or quoted post) that is gone counts as
-    ``DELETED``, so a quote leaves the feed with the post it quotes, as in the
-    reference (deleting a post also deletes its quotes, ``QuotedPostDeleted``;
-    this check covers a quote the delete did not find).
+
+    Propagation: a post carries the labels of its related posts, one level
+    deep: the original it reposts, the post it quotes and the post it replies
+    to, and for a repost also the original's quoted post and parent. So a post
+    is dropped whenever a post it shows or answers would be dropped at the same
+    level (the reference's ``AncillaryVFFilter``, May 2026). A related post that
+    is gone counts as ``DELETED``, so a quote or a reply leaves the feed with
+    the post it quotes or answers, as in the reference (deleting a post also
+    deletes its quotes, ``QuotedPostDeleted``; this check covers a quote the
+    delete did not find).
     """
 
     def __init__(
@@ -46,20 +53,20 @@ class VisibilityHydrator(Hydrator[ForYouQuery, PostCandidate, tuple[Labels, str 
     async def hydrate(self, query: ForYouQuery, candidates: Sequence[PostCandidate]) -> list[tuple[Labels, str | None]]:
         ids = {c.post_id for c in candidates} | {c.repost_of_post_id for c in candidates if c.repost_of_post_id}
         posts = await query.post_cache.get(ids, self._post_data.get_posts)
-        quoted = {p.quote_of_post_id for p in posts.values() if p.quote_of_post_id} - posts.keys()
-        if quoted:  # the quoted posts of the posts and of reposted originals, in a second lookup
-            posts = {**posts, **await query.post_cache.get(quoted, self._post_data.get_posts)}
+        related = {r for p in posts.values() for r in _shown_or_answered(p)} - posts.keys()
+        if related:  # the quoted posts and parents of the posts and of reposted originals, in a second lookup
+            posts = {**posts, **await query.post_cache.get(related, self._post_data.get_posts)}
 
         def own(post_id: int) -> Labels:
             return posts[post_id].labels if post_id in posts else (VisibilityLabel.DELETED,)
 
-        def labels(post_id: int | None) -> Labels:  # the post's and its quoted post's (one level, as fetched)
+        def labels(post_id: int | None) -> Labels:  # the post's, its quoted post's and its parent's (one level)
             if post_id is None:
                 return ()
             post = posts.get(post_id)
             if post is None:
                 return (VisibilityLabel.DELETED,)
-            return post.labels + (own(post.quote_of_post_id) if post.quote_of_post_id else ())
+            return post.labels + tuple(label for r in _shown_or_answered(post) for label in own(r))
 
         out: list[tuple[Labels, str | None]] = []
         for c in candidates:
@@ -71,6 +78,11 @@ class VisibilityHydrator(Hydrator[ForYouQuery, PostCandidate, tuple[Labels, str 
 
     def update(self, candidate: PostCandidate, value: tuple[Labels, str | None]) -> None:
         candidate.visibility_labels, candidate.visibility_reason = value
+
+
+def _shown_or_answered(post: Post) -> tuple[int, ...]:
+    """The posts whose verdict ``post`` inherits besides its reposted original: the one it quotes, the one it answers."""
+    return tuple(r for r in (post.quote_of_post_id, post.in_reply_to_post_id) if r is not None)
 
 
 class VisibilityFilter(Filter[ForYouQuery, PostCandidate]):

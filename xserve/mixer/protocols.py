@@ -15,19 +15,25 @@ from xserve.schema import (
     HistoryItem,
     InNetworkRequest,
     InNetworkResponse,
+    PopularPost,
+    PopularRequest,
     Post,
+    PostStats,
     RankRequest,
     RankResponse,
     RetrievalRequest,
     RetrievedPost,
+    ServedPostRef,
     UserFeatures,
     UserProfile,
 )
 
 __all__ = [
     "ForYouClients",
+    "ImpressionCountClient",
     "InNetworkClient",
     "PostDataClient",
+    "PostStatsClient",
     "RankerClient",
     "RetrievalClient",
     "UserDataClient",
@@ -78,12 +84,46 @@ class RankerClient(Protocol):
     async def rank(self, req: RankRequest) -> RankResponse: ...
 
 
+class PostStatsClient(Protocol):
+    """Per-post engagement counters (causal counts of distinct viewers, ``xserve/posts/counters.py``)."""
+
+    async def popular_posts(self, req: PopularRequest) -> list[PopularPost]:
+        """Recent posts by engaged viewers as of ``req.now_ms``, best first."""
+        ...
+
+    async def post_stats(self, post_ids: Sequence[int], now_ms: int) -> dict[int, PostStats]:
+        """Engaged viewers and favorites as of ``now_ms``; a missing key means no counted engagement."""
+        ...
+
+
+class ImpressionCountClient(Protocol):
+    """How many distinct viewers each post was shown to: what cold start reads a post's impressions through.
+
+    Today's implementation counts the feed's served posts (the served history, recorded after each response by
+    ``ImpressionCountSideEffect``, in the post catalog's counters). An impression log can answer the same two
+    calls: ``impression_counts`` from the log, ``record_impressions`` as its writer (or a no-op when the log has
+    its own).
+    """
+
+    async def impression_counts(self, post_ids: Sequence[int], now_ms: int) -> dict[int, int]:
+        """Viewers shown each post at or before ``now_ms``; a missing key means none."""
+        ...
+
+    async def record_impressions(self, viewer_id: int, posts: Sequence[ServedPostRef], at_ms: int) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ForYouClients:
-    """Every service the For You pipeline reaches, bundled for ``build_for_you_pipeline``."""
+    """Every service the For You pipeline reaches, bundled for ``build_for_you_pipeline``.
+
+    ``post_stats`` and ``impressions`` are the issue-17 additions: without them the pipeline is the January
+    one (no popular source, no cold start).
+    """
 
     user_data: UserDataClient
     in_network: InNetworkClient
     retrieval: RetrievalClient
     post_data: PostDataClient
     ranker: RankerClient
+    post_stats: PostStatsClient | None = None  # the popular source and cold start
+    impressions: ImpressionCountClient | None = None  # cold start; recorded by ImpressionCountSideEffect

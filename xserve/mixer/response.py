@@ -64,10 +64,14 @@ def scored_post(c: PostCandidate, explain: bool = False) -> ScoredPost:
             oon_multiplier=c.oon_multiplier,
             source=c.served_type,
             retrieval_score=c.retrieval_score,
+            negative_feedback_multiplier=c.negative_feedback_multiplier,
+            popular_engaged_users=c.popular_engaged_users,
+            cold_start=c.cold_start,
         )
         if explain
         else None,
         visibility_labels=c.visibility_labels or (),
         prediction_request_id=c.prediction_request_id,
         last_scored_at_ms=c.last_scored_at_ms,
+        source=c.source,
     )

@@ -2,8 +2,11 @@
 
 ``PhoenixScorer`` (action probabilities from the ranker) -> ``WeightedScorer``
 (one number per post) -> ``AuthorDiversityScorer`` (repeat authors decay) ->
-``OONScorer`` (out-of-network discount) -> ``RecencyFallbackScorer`` (posts the
-ranker could not score: newest first, below every ranked post).
+``OONScorer`` (out-of-network discount) -> ``NegativeFeedbackScorer`` (the
+viewer's faded negatives on the author) -> ``ColdStartScorer`` (one small
+author's new post lifted into the cold-start slot, ``cold_start.py``) ->
+``RecencyFallbackScorer`` (posts the ranker could not score: newest first, below
+every ranked post).
 
 Weighted score, per candidate with probabilities ``p`` and weights ``w``::
 
@@ -27,8 +30,8 @@ from collections.abc import Sequence
 
 from msgspec.structs import astuple
 
-from xserve.clock import HOUR_MS
-from xserve.config import ScoringConfig, ScoringWeights
+from xserve.clock import DAY_MS, HOUR_MS
+from xserve.config import NegativeFeedbackConfig, ScoringConfig, ScoringWeights
 from xserve.mixer.protocols import RankerClient
 from xserve.mixer.query import ForYouQuery
 from xserve.pipeline import Scorer
@@ -36,6 +39,7 @@ from xserve.schema import Action, ActionScores, PostCandidate, RankCandidate, Ra
 
 __all__ = [
     "AuthorDiversityScorer",
+    "NegativeFeedbackScorer",
     "OONScorer",
     "PhoenixScorer",
     "RecencyFallbackScorer",
@@ -162,6 +166,46 @@ class OONScorer(Scorer[ForYouQuery, PostCandidate, Multiplied]):
 
     def update(self, candidate: PostCandidate, value: Multiplied) -> None:
         candidate.oon_multiplier, candidate.score = value
+
+
+class NegativeFeedbackScorer(Scorer[ForYouQuery, PostCandidate, Multiplied]):
+    """The viewer's past negatives on a post's author (or on the reposted author) multiply its score, faded by age::
+
+        multiplier = max(floor, Π_signals (1 - weight(action) · 0.5^(age / half_life)))
+
+    over the latest signal of each negative action per author (``UserFeatures.negative_feedback``), age
+    measured from the request's ``now_ms``. A not-interested from yesterday (weight 0.5) gives ~0.51; one from
+    60 days ago (two half-lives) 0.875. Blocks and mutes in place are filters (``AuthorSocialgraphFilter``),
+    before this: a demotion never stands in for them. Unscored posts keep ``score=None``.
+    """
+
+    def __init__(self, config: NegativeFeedbackConfig) -> None:
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"NegativeFeedbackScorer(half_life={self.config.half_life_ms / DAY_MS:g}d, floor={self.config.floor})"
+
+    def multipliers(self, query: ForYouQuery) -> dict[int, float]:
+        """Author id -> multiplier, for the authors the viewer gave negative feedback on."""
+        out: dict[int, float] = {}
+        for signal in query.features.negative_feedback:
+            age = max(query.now_ms - signal.timestamp_ms, 0)
+            faded = self.config.weight(signal.action) * 0.5 ** (age / self.config.half_life_ms)
+            out[signal.author_id] = out.get(signal.author_id, 1.0) * (1.0 - faded)
+        return {author: max(self.config.floor, m) for author, m in out.items()}
+
+    async def score(self, query: ForYouQuery, candidates: Sequence[PostCandidate]) -> list[Multiplied]:
+        by_author = self.multipliers(query)
+        out: list[Multiplied] = []
+        for c in candidates:
+            m = by_author.get(c.author_id, 1.0)
+            if c.repost_of_user_id is not None and c.repost_of_user_id != c.author_id:
+                m = max(self.config.floor, m * by_author.get(c.repost_of_user_id, 1.0))
+            out.append((m, None if c.score is None else c.score * m))
+        return out
+
+    def update(self, candidate: PostCandidate, value: Multiplied) -> None:
+        candidate.negative_feedback_multiplier, candidate.score = value
 
 
 class RecencyFallbackScorer(Scorer[ForYouQuery, PostCandidate, float | None]):

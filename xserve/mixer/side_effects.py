@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from xserve.mixer.protocols import UserDataClient
+from xserve.mixer.protocols import ImpressionCountClient, UserDataClient
 from xserve.mixer.query import ForYouQuery
 from xserve.pipeline import SideEffect
-from xserve.schema import PostCandidate
+from xserve.schema import PostCandidate, ServedPostRef
 
-__all__ = ["ServedHistorySideEffect"]
+__all__ = ["ImpressionCountSideEffect", "ServedHistorySideEffect"]
 
 
 class ServedHistorySideEffect(SideEffect[ForYouQuery, PostCandidate]):
@@ -24,3 +24,16 @@ class ServedHistorySideEffect(SideEffect[ForYouQuery, PostCandidate]):
     async def run(self, query: ForYouQuery, selected: Sequence[PostCandidate]) -> None:
         if selected:
             await self._user_data.record_served(query.viewer_id, [c.post_id for c in selected], query.now_ms)
+
+
+class ImpressionCountSideEffect(SideEffect[ForYouQuery, PostCandidate]):
+    """Counts each served post as one impression for the viewer (cold start reads them through
+    ``ImpressionCountClient``); every feed counts, in-network-only ones too: the posts were shown."""
+
+    def __init__(self, impressions: ImpressionCountClient) -> None:
+        self._impressions = impressions
+
+    async def run(self, query: ForYouQuery, selected: Sequence[PostCandidate]) -> None:
+        refs = [ServedPostRef(c.post_id, c.author_id, c.created_at_ms) for c in selected if c.created_at_ms is not None]
+        if refs:
+            await self._impressions.record_impressions(query.viewer_id, refs, query.now_ms)

@@ -2,17 +2,20 @@
 
 ``build_for_you_pipeline`` lists Phoenix before Thunder, as the reference does:
 sources are concatenated in list order, so when both return the same post the
-``DropDuplicatesFilter`` keeps the Phoenix (out-of-network) copy.
+``DropDuplicatesFilter`` keeps the Phoenix (out-of-network) copy. The popular
+source (ours, issue 17) comes last: it adds the popular posts the other two
+did not bring.
 """
 
 from __future__ import annotations
 
-from xserve.mixer.protocols import InNetworkClient, RetrievalClient
+from xserve.config import PopularConfig
+from xserve.mixer.protocols import InNetworkClient, PostStatsClient, RetrievalClient
 from xserve.mixer.query import ForYouQuery
 from xserve.pipeline import Source
-from xserve.schema import InNetworkRequest, LightPost, PostCandidate, RetrievalRequest, ServedType
+from xserve.schema import InNetworkRequest, LightPost, PopularRequest, PostCandidate, RetrievalRequest, ServedType
 
-__all__ = ["PhoenixSource", "ThunderSource"]
+__all__ = ["PhoenixSource", "PopularSource", "ThunderSource"]
 
 
 class ThunderSource(Source[ForYouQuery, PostCandidate]):
@@ -82,4 +85,35 @@ class PhoenixSource(Source[ForYouQuery, PostCandidate]):
                 retrieval_score=p.score,
             )
             for p in await self._retrieval.retrieve(req)
+        ]
+
+
+class PopularSource(Source[ForYouQuery, PostCandidate]):
+    """Recent posts with the most engaged viewers (``popular.max_results``, created within ``popular.max_age_ms``),
+    counted causally as of the request's ``now_ms`` by the post catalog's counters.
+
+    Not for in-network-only feeds, like retrieval. Each post carries its count
+    (``popular_engaged_users``; explain shows it) and ``source: "popular"``.
+    """
+
+    def __init__(self, stats: PostStatsClient, config: PopularConfig) -> None:
+        self._stats = stats
+        self.max_results = config.max_results
+        self.max_age_ms = config.max_age_ms
+        self.min_engaged_users = config.min_engaged_users
+
+    def enable(self, query: ForYouQuery) -> bool:
+        return self.max_results > 0 and not query.in_network_only
+
+    async def get_candidates(self, query: ForYouQuery) -> list[PostCandidate]:
+        req = PopularRequest(query.now_ms, self.max_age_ms, self.max_results, self.min_engaged_users)
+        return [
+            PostCandidate(
+                post_id=p.post_id,
+                author_id=p.author_id,
+                served_type=ServedType.POPULAR,
+                created_at_ms=p.created_at_ms,
+                popular_engaged_users=p.engaged_users,
+            )
+            for p in await self._stats.popular_posts(req)
         ]

@@ -2,10 +2,13 @@
 
 Holds, per user it owns (``shard_for(user_id) == shard``): the profile (screen
 name, follower count), the follow / block / mute / subscription sets, the muted
-keywords, the aggregated engagement sequence (``EngagementSequence``) and the
-served history. It also keeps each owned user's *followers* (the reverse follow
-edges, which arrive through events of other shards' users), so the follower
-count stays consistent with follow edits.
+keywords, the aggregated engagement sequence (``EngagementSequence``), the
+served history, and the latest negative signal per (author, negative action)
+(``UserFeatures.negative_feedback``: the sequence forgets old entries, but a
+not-interested from months ago still weighs, faded, on that author's posts).
+It also keeps each owned user's *followers* (the reverse follow edges, which
+arrive through events of other shards' users), so the follower count stays
+consistent with follow edits.
 
 Contract of ``apply(event)``: idempotent (a second application changes
 nothing), never raises on a well-typed event, and touches only users this
@@ -16,7 +19,8 @@ that is logged is always applied in full.
 
 Memory is bounded by config: ``max_edges_per_kind`` per user and kind (the
 follower sets are bounded by everyone's follow caps), ``max_history_items``
-per user, and ``max_served_ids`` per user of the served history, whose ids also
+per user, ``max_negative_signals`` per user (the oldest dropped first), and
+``max_served_ids`` per user of the served history, whose ids also
 expire after ``max_served_age_ms`` (dropped on the next write, left out of
 ``query_data`` at once).
 """
@@ -30,6 +34,10 @@ import numpy as np
 
 from xserve.config import MixerConfig, ServingConfig
 from xserve.schema import (
+    ACTION_INDEX,
+    ACTIONS,
+    NEGATIVE_ACTIONS,
+    Action,
     EdgeKind,
     EdgeSet,
     EdgeUnset,
@@ -37,6 +45,7 @@ from xserve.schema import (
     EngagementRecorded,
     HistoryItem,
     MutedKeywordsSet,
+    NegativeSignal,
     Served,
     UserEvent,
     UserFeatures,
@@ -74,6 +83,7 @@ class _User:
     followers: set[int] = field(default_factory=set)
     muted_keywords: tuple[str, ...] = ()
     served: dict[int, int] = field(default_factory=dict)  # post id -> served at, oldest first
+    negatives: dict[tuple[int, Action], int] = field(default_factory=dict)  # (author, negative action) -> latest at
 
     def profile(self, user_id: int) -> UserProfile:
         return UserProfile(user_id, self.screen_name, self.extra_followers + len(self.followers))
@@ -126,6 +136,10 @@ class UserStore:
             muted_user_ids=frozenset(e[EdgeKind.MUTE]),
             muted_keywords=user.muted_keywords,
             subscribed_user_ids=frozenset(e[EdgeKind.SUBSCRIBE]),
+            negative_feedback=tuple(sorted(
+                (NegativeSignal(author, action, at_ms) for (author, action), at_ms in user.negatives.items()),
+                key=lambda n: (n.timestamp_ms, n.author_id, n.action),
+            )),
         )
 
     def history(self, user_id: int, limit: int) -> tuple[HistoryItem, ...]:
@@ -195,12 +209,27 @@ class UserStore:
                 user.muted_keywords = keywords
                 return changed
             case EngagementRecorded(engagement=e):
-                return self.owns(e.user_id) and self._sequence(e.user_id).add(e)
+                if not self.owns(e.user_id):
+                    return False
+                changed = self._sequence(e.user_id).add(e)
+                if e.action in NEGATIVE_ACTIONS:
+                    changed = self._record_negative(self._user(e.user_id), e.author_id, e.action, e.timestamp_ms) or changed
+                return changed
             case Served(user_id=u, post_ids=post_ids, at_ms=at_ms):
                 if not self.owns(u):
                     return False
                 return self._record_served(self._user(u), post_ids, at_ms)
         raise TypeError(f"not a user event: {type(event).__name__}")
+
+    def _record_negative(self, user: _User, author_id: int, action: Action, at_ms: int) -> bool:
+        """Keep the latest ``action`` on ``author_id``; beyond ``max_negative_signals`` the oldest signal goes."""
+        key = (author_id, action)
+        if user.negatives.get(key, -1) >= at_ms:
+            return False  # a replay, or an older signal than the one kept
+        user.negatives[key] = at_ms
+        if len(user.negatives) > self._cfg.max_negative_signals:
+            del user.negatives[min(user.negatives, key=lambda k: (user.negatives[k], k))]
+        return True
 
     def _record_served(self, user: _User, post_ids: Sequence[int], at_ms: int) -> bool:
         served = user.served
@@ -251,6 +280,9 @@ class UserStore:
             return 0
         idx = np.nonzero(shard_array(users, self.num_shards) == self.shard)[0]
         rows = {k: np.asarray(cols[k])[idx] for k in _ENGAGEMENT_COLUMNS}
+        negative = np.isin(rows["action"], [ACTION_INDEX[a] for a in NEGATIVE_ACTIONS])
+        for u, author, code, at_ms in zip(*(rows[k][negative].tolist() for k in ("user_id", "author_id", "action", "timestamp_ms"))):
+            self._record_negative(self._user(u), author, ACTIONS[code], at_ms)
         entries = aggregate_actions(rows["user_id"], rows["post_id"], rows["author_id"], rows["action"],
                                     rows["timestamp_ms"], rows["product_surface"], rows["dwell_ms"], self._window_ms)
         self._bulk.append(entries)
