@@ -194,7 +194,7 @@ class NegativeFeedbackConfig(_Section):
 class ThunderConfig(_Section):
     """In-network post store (reference thunder/, limits unpublished: our choices)."""
 
-    num_shards: int = 4  # posts sharded by author id
+    num_shards: int = 1  # posts sharded by author id; one machine: 1 (fewest processes), a cluster sets more (docs/cluster.md)
     replicas_per_shard: int = 1  # each replica consumes its shard's full stream
     retention_ms: int = 48 * HOUR_MS  # PostStore::default() = 2 days
     trim_interval_s: float = 120.0  # reference auto-trim every 2 minutes
@@ -270,7 +270,7 @@ class TrainConfig(_Section):
 class RetrievalConfig(_Section):
     """Out-of-network retrieval: LanceDB shards, ANN index, live upserts (see docs/retrieval.md)."""
 
-    num_shards: int = 4  # LanceDB tables, by post id
+    num_shards: int = 1  # LanceDB tables, by post id; one machine: 1 (one search per feed), a cluster sets more (docs/cluster.md)
     top_k: int = 1000
     nprobes: int = 20  # IVF partitions probed per query (of ~rows/rows_per_partition): measured, docs/retrieval.md (40 before: +0.5 % recall@100, ~20 % slower)
     refine_factor: int = 5  # IVF_PQ only: re-rank refine_factor·k rows with full vectors
@@ -333,7 +333,7 @@ class RankerServingConfig(_Section):
 class ServingConfig(_Section):
     """The Serve graph: user store, hydration, HTTP limits and the demo world (our choices)."""
 
-    num_user_shards: int = 2  # UserStoreShard actors, users sharded by id
+    num_user_shards: int = 1  # UserStoreShard actors, users sharded by id; one machine: 1, a cluster sets more (docs/cluster.md)
     max_history_items: int = 256  # aggregated engagement-sequence entries kept per user (newest)
     max_served_ids: int = 200  # served-history post ids kept per user (newest)
     max_edges_per_kind: int = 20_000  # follows (or blocks, mutes, subscriptions) per user; more is refused

@@ -12,6 +12,7 @@ the directory's trained models.
 from __future__ import annotations
 
 import fcntl
+import json
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ def prepare_data_dir(config: XServeConfig, progress: bool = True) -> dict[str, A
 
     path = Path(config.storage.data_dir)
     path.mkdir(parents=True, exist_ok=True)
+    prepare_started = time.perf_counter()
     done: dict[str, Any] = {}
     with open(DataDirLayout(path).prepare_lock, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -51,6 +53,8 @@ def prepare_data_dir(config: XServeConfig, progress: bool = True) -> dict[str, A
             seed_data_dir(dd, config.serving.demo_world, config.train.seed, progress=progress)
             done["seed_s"] = round(time.perf_counter() - started, 1)
         done.update(_ensure_models(config, dd, progress))
+    if any(k.endswith("_s") for k in done):  # work was done: say how long each part took (benchmarks/bench_start.py)
+        say(f"prepared in {time.perf_counter() - prepare_started:.1f} s: {json.dumps(done)}")
     world_now = dd.meta().get("world", {}).get("now_ms")
     if world_now is not None and clock.now_ms() - world_now > config.mixer.max_post_age_ms:
         say(f"the demo world in {path} is older than mixer.max_post_age_ms: its posts are too old to be candidates; "
