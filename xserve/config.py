@@ -292,7 +292,7 @@ class RetrievalConfig(_Section):
     version_poll_s: float = 1.0  # how often serving re-reads embeddings/CURRENT for a version switch
     keep_versions: int = 2  # complete embedding versions kept on disk (current + previous)
     user_batch_size: int = 16  # @serve.batch: most user encodings per tower call
-    user_batch_wait_s: float = 0.005  # @serve.batch: wait this long for more concurrent requests
+    user_batch_wait_s: float = 0.0  # @serve.batch: wait this long for more; 0: a lone feed never waits, and requests that queue while a batch encodes still form the next one
     towers_checkpoint: str = ""  # phoenix towers checkpoint; "" = synthetic ClusteredEncoder (demo, tests)
     shard_max_concurrency: int = 4  # concurrent calls per RetrievalShard actor (searches run in parallel)
     max_buffered_upserts: int = 100_000  # live upserts held while flushing fails; beyond it the indexer stops reading the catalog's logs
