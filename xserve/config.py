@@ -348,7 +348,12 @@ class ServingConfig(_Section):
     demo_world: str = "small"  # synthetic world seeded on first run with an empty data dir (xserve.synth sizes)
     ingress_num_cpus: float = 0.5  # Ray CPUs reserved per FeedIngress replica (serve_config.yaml sets 1 on a cluster)
     retrieval_num_cpus: float = 0.5  # per Retrieval replica; with the ranker's 1.0 the app fits a 2-CPU machine
-    bootstrap_train_examples: int = 6_000  # examples per epoch for each model in the first run's training (minutes)
+    bootstrap_train_examples: int = 1_000  # examples per epoch for each model in the first run's training: a demo model in under a minute (`xserve train` trains longer)
+    bootstrap_train_epochs: int = 1  # epochs of the first run's training (6,000 examples x 2 epochs took 248 s of a 424 s first run)
+    # the first run's hash tables hold at most this many rows (min with phoenix.*_vocab): the small demo world has 30k
+    # posts and 2k users, and phoenix's 1M-row default made two 617 MB checkpoints that three processes load
+    bootstrap_post_vocab: int = 100_003
+    bootstrap_user_vocab: int = 20_011  # users and authors
     api_key: str = ""  # when set, writes and admin routes need it (Authorization: Bearer / X-API-Key); "" = off (local demo)
     api_key_feeds: bool = False  # also require the key for feed reads (off: the feed is a read on behalf of a viewer)
     max_inflight_feeds: int = 8  # feed requests running at once per ingress replica; more get 503 + Retry-After at once

@@ -72,7 +72,14 @@ def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, A
         say(f"training the ranker and the retrieval towers on {dd.count('engagements'):,} engagements (first run only)")
         started = time.perf_counter()
         n = config.serving.bootstrap_train_examples  # a quick first model; `xserve train` trains longer
-        quick = merge_config(config, {"train": {"ranker_examples_per_epoch": n, "tower_examples_per_epoch": n}})
+        s, ph = config.serving, config.phoenix
+        quick = merge_config(config, {
+            "train": {"ranker_examples_per_epoch": n, "tower_examples_per_epoch": n, "epochs": s.bootstrap_train_epochs},
+            # tables sized for the demo world (the checkpoint carries its config: serving reads these sizes back)
+            "phoenix": {"post_vocab": min(ph.post_vocab, s.bootstrap_post_vocab),
+                        "user_vocab": min(ph.user_vocab, s.bootstrap_user_vocab),
+                        "author_vocab": min(ph.author_vocab, s.bootstrap_user_vocab)},
+        })
         train(dd.read_engagements(), dd.read_posts(), quick, out_dir=layout.models, progress=progress)
         done["train_s"] = round(time.perf_counter() - started, 1)
     served = with_models(config)
