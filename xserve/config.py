@@ -95,7 +95,9 @@ class MixerConfig(_Section):
     result_size: int = 35  # reference RESULT_SIZE
     max_post_age_ms: int = 48 * HOUR_MS  # reference MAX_POST_AGE (Aug: 48 h)
     thunder_max_results: int = 1200  # reference THUNDER_MAX_RESULTS
-    retrieval_max_results: int = 1000  # reference PhoenixMaxResults
+    # reference PhoenixMaxResults is 1000; X serves ~1,400 candidates per ranker request, and with few in-network
+    # posts (the medium world: ~280) 1000 left ~1,060 after the filters, so retrieval asks for enough to leave >= 1,400
+    retrieval_max_results: int = 1600
     history_length: int = 128  # engagement-sequence entries given to the ranker and retrieval (newest kept)
     history_window_ms: int = 300_000  # reference UAS_WINDOW_TIME_MS: actions on one post within 5 min aggregate
     query_hydrator_timeout_s: float = 0.2  # per query hydrator (user store)
