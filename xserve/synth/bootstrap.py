@@ -64,11 +64,11 @@ def prepare_data_dir(config: XServeConfig, progress: bool = True) -> dict[str, A
 
 def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, Any]:
     """Train the ranker and towers, index the posts for retrieval and fill Thunder's log, unless done."""
-    from xserve.phoenix.training.train import train
-
     done: dict[str, Any] = {}
     layout = DataDirLayout(config.storage.data_dir)  # `xserve train` writes the models there too
     if not layout.ranker_checkpoint.exists() or not layout.towers_checkpoint.exists():
+        from xserve.phoenix.training.train import train  # torch: a later run's server process never loads it
+
         say(f"training the ranker and the retrieval towers on {dd.count('engagements'):,} engagements (first run only)")
         started = time.perf_counter()
         n = config.serving.bootstrap_train_examples  # a quick first model; `xserve train` trains longer
