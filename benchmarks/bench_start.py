@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -56,6 +57,41 @@ def memory_mb(pids: list[int]) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
+def process_name(pid: int) -> str:
+    """:func:`name_of_command` of process ``pid``; ``?`` if it is gone."""
+    try:
+        return name_of_command(Path(f"/proc/{pid}/cmdline").read_bytes())
+    except OSError:
+        return "?"
+
+
+def name_of_command(cmdline: bytes) -> str:
+    """The actor or replica class of a Ray worker (``Ranker``, ``ThunderShard``), ``raylet``, ``gcs_server``,
+    ``xserve_serve`` (the server), a script's name, or the program's."""
+    args = cmdline.split(b"\0")
+    first = args[0].decode(errors="replace")
+    if first.startswith("ray::"):
+        # ray::UserStoreShard, ray::ServeReplica:default:Ranker, ray::ThunderShard.query (running a method)
+        return first.split()[0][len("ray::"):].split(":")[-1].split(".")[0]
+    words = [a.decode(errors="replace") for a in args if a]
+    if "xserve" in words and "serve" in words:
+        return "xserve_serve"
+    for word in words:
+        base = Path(word).name
+        if base.endswith(".py") or base in ("raylet", "gcs_server"):
+            return base.removesuffix(".py")
+    return Path(first).name or "?"
+
+
+def pss_by_name(pids: list[int]) -> dict[str, float]:
+    """PSS in MB summed per :func:`process_name`."""
+    out: dict[str, float] = {}
+    for pid in pids:
+        name = re.sub(r"[^A-Za-z0-9_]", "_", process_name(pid))
+        out[name] = out.get(name, 0.0) + memory_mb([pid])[1]
+    return out
+
+
 def feeds(port: int, n: int) -> int:
     """Ask for ``n`` feeds of viewers 1..n; returns how many answered 200."""
     ok = 0
@@ -65,14 +101,15 @@ def feeds(port: int, n: int) -> int:
     return ok
 
 
-def run_once(app: AppProcess, label: str, n_feeds: int) -> dict[str, float]:
+def run_once(app: AppProcess, label: str, n_feeds: int) -> dict[str, Any]:
     started = time.perf_counter()
     app.start()
     took = time.perf_counter() - started
     served = feeds(app.port, n_feeds)
     pids = app.pids()
     rss, pss = memory_mb(pids)
-    return {f"{label}_start_s": took, "rss_mb": rss, "pss_mb": pss, "processes": len(pids), "feeds_ok": served}
+    return {f"{label}_start_s": took, "rss_mb": rss, "pss_mb": pss, "processes": len(pids), "feeds_ok": served,
+            "by_name": pss_by_name(pids)}
 
 
 def phases(log_text: str) -> dict[str, float]:
@@ -115,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run.pss_mb {measured['pss_mb']:.0f} MB")
         print(f"run.processes {measured['processes']} processes")
         print(f"run.feeds_ok {measured['feeds_ok']} of {args.feeds}")
+        for name, mb in sorted(measured["by_name"].items(), key=lambda kv: -kv[1]):
+            print(f"run.pss_mb.{name} {mb:.0f} MB")
     finally:
         app.stop()
         if fresh:

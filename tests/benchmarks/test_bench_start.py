@@ -16,3 +16,12 @@ def test_the_first_runs_phases_come_from_the_prepared_line():
 def test_memory_sums_the_live_processes_and_skips_the_gone():
     rss, pss = memory_mb([os.getpid(), 2**22 + 7])  # this process, and a pid above the kernel's default limit
     assert rss >= pss > 10
+
+
+def test_processes_are_named_after_their_actor_or_program():
+    from benchmarks.bench_start import name_of_command
+
+    assert [name_of_command(cmd) for cmd in (
+        b"ray::ServeReplica:default:Ranker\0", b"ray::ThunderShard.query\0",
+        b"/v/bin/python\0-m\0xserve\0serve\0--port\08000\0", b"/v/lib/ray/core/src/ray/raylet/raylet\0--x\0",
+    )] == ["Ranker", "ThunderShard", "xserve_serve", "raylet"]
