@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from xserve.config import PhoenixConfig, RankerServingConfig  # noqa: E402
 from xserve.phoenix.model.embeddings import PhoenixHasher  # noqa: E402
 from xserve.phoenix.model.features import Featurizer  # noqa: E402
-from xserve.phoenix.model.ranker import PhoenixRanker, ffn_hidden_size  # noqa: E402
+from xserve.phoenix.model.flops import matmul_peak_gflops, model_flops  # noqa: E402  (shared with scripts/load_test.py)
+from xserve.phoenix.model.ranker import PhoenixRanker  # noqa: E402
 from xserve.phoenix.serving.runner import RankerRunner  # noqa: E402
 from xserve.schema import ACTIONS, HistoryItem, ProductSurface, RankCandidate, RankRequest  # noqa: E402
 
@@ -109,24 +110,6 @@ def make_request(rng: np.random.Generator, user: int, s: int, c: int) -> RankReq
         for _ in range(c)
     )
     return RankRequest(user_id=user, history=hist, candidates=cands, now_ms=NOW)
-
-
-def model_flops(cfg: PhoenixConfig, s: int, c: int) -> float:
-    """Useful FLOPs of a miss: encode 1+S context tokens causally, then C candidates over 1+S keys + self."""
-    d, h, g, k = cfg.emb_dim, cfg.num_q_heads, cfg.num_kv_heads, cfg.key_size
-    f = ffn_hidden_size(cfg)
-    per_token = 2 * d * (h * k + 2 * g * k) + 2 * h * k * d + 2 * d * f * 2 + 2 * f * d  # projections + FFN
-    attn_per_key = 4 * h * k  # q·k and p·v
-    t = 1 + s
-    item = (cfg.num_post_hashes + cfg.num_author_hashes + 2) * d
-    context = cfg.num_layers * (t * per_token + attn_per_key * t * (t + 1) / 2) + 2 * t * item * d
-    cands = cfg.num_layers * c * (per_token + attn_per_key * (t + 1)) + 2 * c * item * d + 2 * c * d * (len(ACTIONS) + 1)
-    return context + cands
-
-
-def matmul_peak_gflops(repeats: int, n: int = 1024) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / median_s(lambda: a @ b, repeats) / 1e9
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,9 @@ class Stats:
         self.stage_ms: dict[str, list[float]] = defaultdict(list)
         self.feed_sizes: list[int] = []
         self.degraded: int = 0
+        self.stage_wall_ms: dict[str, list[float]] = defaultdict(list)  # per explained feed: a stage's own time
+        self.candidates_ranked: list[int] = []  # per explained feed: candidates the PhoenixScorer sent the ranker
+        self.explained: list[tuple[int, int, float]] = []  # (viewer, candidates ranked, feed latency ms)
 
 
 async def client_loop(http: httpx.AsyncClient, rng: random.Random, args, stats: Stats, deadline: float, budget: list[int]) -> None:
@@ -99,8 +102,95 @@ async def client_loop(http: httpx.AsyncClient, rng: random.Random, args, stats: 
                     stats.stage_in[key].append(r["count_in"])
                     stats.stage_out[key].append(r["count_out"])
                     stats.stage_ms[key].append(r["duration_ms"])
+                if data.get("trace"):
+                    record_stages(stats, viewer, data["trace"], elapsed)
         except httpx.HTTPError as exc:
             stats.errors[f"{op}_{type(exc).__name__}"] += 1
+
+
+# Stages whose components run concurrently (CandidatePipeline.execute gathers them): the stage takes as long as
+# its slowest component. The others run their components one after another: the stage takes their sum.
+CONCURRENT_STAGES = frozenset({"query_hydrator", "source", "hydrator", "post_selection_hydrator"})
+RANKER_COMPONENT = "PhoenixScorer"  # its count_in is the candidates sent to the ranker
+KNEE_P99_MS = 500.0  # the knee: requests/s where feed p99 reaches this
+
+
+def record_stages(stats: Stats, viewer: int, trace: list[dict], feed_ms: float) -> None:
+    """One explained feed: each stage's own time (max or sum of its components, as they ran), the time
+    outside the pipeline (HTTP, JSON, the viewer's user-store read, queueing: the feed's latency minus its
+    stages), and the candidates ranked."""
+    by_stage: dict[str, list[float]] = defaultdict(list)
+    for r in trace:
+        if r["stage"] != "side_effect":  # runs after the response
+            by_stage[r["stage"]].append(r["duration_ms"])
+        if r["component"] == RANKER_COMPONENT:
+            stats.candidates_ranked.append(r["count_in"])
+            stats.explained.append((viewer, r["count_in"], feed_ms))
+    inside = 0.0
+    for stage, times in by_stage.items():
+        took = max(times) if stage in CONCURRENT_STAGES else sum(times)
+        stats.stage_wall_ms[stage].append(took)
+        inside += took
+    stats.stage_wall_ms["outside_pipeline"].append(max(0.0, feed_ms - inside))
+
+
+def percentile_line(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+async def flop_bound_ms(http: httpx.AsyncClient, stats: Stats, phoenix, peak_gflops: float) -> list[float]:
+    """The ranker FLOP bound of each explained feed, ms: its FLOPs (the viewer's history as the ranker saw
+    it, the candidates it ranked) over the matmul peak of this run. Reads each viewer's history once,
+    after the timed run."""
+    from xserve.phoenix.model.flops import flop_bound_s
+
+    history: dict[int, int] = {}
+    bounds = []
+    for viewer, ranked, _ in stats.explained:
+        if viewer not in history:
+            resp = await http.get(f"/v1/users/{viewer}")
+            history[viewer] = len(resp.json().get("history", ())) if resp.status_code == 200 else phoenix.history_len
+        s = min(history[viewer], phoenix.history_len)
+        bounds.append(flop_bound_s(phoenix, s, ranked, peak_gflops) * 1000)
+    return bounds
+
+
+def standard_report(stats: Stats, seconds: float, bounds_ms: list[float], peak_gflops: float | None) -> None:
+    """The issue-16 lines: ``load.*``, one per figure (a p99 over fewer than 1,000 feeds is near a max:
+    ``load.feed_samples`` says how many)."""
+    def line(name: str, value: float, unit: str) -> None:
+        print(f"{name} {value:.6g} {unit}")
+
+    feeds = stats.latency_ms.get("feed", [])
+    total = sum(len(v) for v in stats.latency_ms.values())
+    line("load.feed_samples", len(feeds), "requests")
+    line("load.feed_p50_ms", percentile_line(feeds, 50), "ms")
+    line("load.feed_p99_ms", percentile_line(feeds, 99), "ms")
+    line("load.requests_per_s", total / seconds if seconds else 0.0, "req/s")
+    line("load.candidates_ranked_p50", percentile_line(stats.candidates_ranked, 50), "candidates")
+    for stage, times in stats.stage_wall_ms.items():
+        line(f"load.stage_p50_ms.{stage}", percentile_line(times, 50), "ms")
+    if peak_gflops is not None:
+        line("load.matmul_peak_gflops", peak_gflops, "GFLOP/s")
+    if bounds_ms:
+        line("load.ranker_flop_bound_p50_ms", percentile_line(bounds_ms, 50), "ms")
+        # the one-client goal: feed p50 over the FLOP bound of the median request (explained feeds' own p50
+        # would be a smaller sample; the bound varies little between requests)
+        line("load.feed_p50_vs_flop_bound", percentile_line(feeds, 50) / percentile_line(bounds_ms, 50), "x")
+
+
+def knee(steps: list[tuple[int, float, float]], p99_ms: float = KNEE_P99_MS) -> tuple[float, bool]:
+    """Requests/s where feed p99 reaches ``p99_ms``, interpolated between ramp steps (clients, req/s, p99).
+
+    Returns (requests/s, reached): when no step reaches it, the best requests/s seen and False (the knee
+    lies beyond the ramp); when the first step is already past it, that step's requests/s."""
+    for i, (_, rps, p99) in enumerate(steps):
+        if p99 >= p99_ms:
+            if i == 0:
+                return rps, True
+            _, rps0, p0 = steps[i - 1]
+            return rps0 + (rps - rps0) * (p99_ms - p0) / (p99 - p0), True
+    return max((rps for _, rps, _ in steps), default=0.0), False
 
 
 def report(stats: Stats, seconds: float, clients: int) -> None:
@@ -130,23 +220,72 @@ def report(stats: Stats, seconds: float, clients: int) -> None:
 
 
 async def run(args) -> int:
-    stats = Stats()
-    rng = random.Random(args.seed)
-    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
+    limits = httpx.Limits(max_connections=max(args.ramp or [args.clients]), max_keepalive_connections=max(args.ramp or [args.clients]))
     async with httpx.AsyncClient(base_url=args.url, timeout=args.timeout, limits=limits) as http:
         try:
             (await http.get("/healthz")).raise_for_status()
         except httpx.HTTPError as exc:
             print(f"load_test: error: {args.url}/healthz is not ready: {exc}", file=sys.stderr)
             return 2
-        started = time.perf_counter()
-        deadline = started + args.seconds
-        budget = [args.max_requests]
-        await asyncio.gather(
-            *(client_loop(http, random.Random(rng.random()), args, stats, deadline, budget) for _ in range(args.clients))
-        )
-        report(stats, time.perf_counter() - started, args.clients)
+        if args.ramp:
+            return await run_ramp(http, args)
+        stats, seconds = await drive(http, args, args.clients, args.seed)
+        report(stats, seconds, args.clients)
+        await report_flop_bound(http, args, stats, seconds)
     return 0
+
+
+async def drive(http: httpx.AsyncClient, args, clients: int, seed: int) -> tuple[Stats, float]:
+    """``clients`` client loops for ``args.seconds`` (or ``args.max_requests``); the stats and the seconds taken."""
+    stats = Stats()
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    deadline = started + args.seconds
+    budget = [args.max_requests]
+    await asyncio.gather(
+        *(client_loop(http, random.Random(rng.random()), args, stats, deadline, budget) for _ in range(clients))
+    )
+    return stats, time.perf_counter() - started
+
+
+async def report_flop_bound(http: httpx.AsyncClient, args, stats: Stats, seconds: float) -> None:
+    """The standard ``load.*`` lines, with the FLOP bound from a matmul peak measured now (after the timed
+    run, so the probe does not compete with it), at the ranker's own thread count."""
+    from xserve.config import load_config
+    from xserve.phoenix.model.flops import matmul_peak_gflops
+
+    config = load_config(args.config)
+    peak = matmul_peak_gflops(threads=config.ranker_serving.num_threads) if stats.explained else None
+    bounds = await flop_bound_ms(http, stats, config.phoenix, peak) if peak else []
+    standard_report(stats, seconds, bounds, peak)
+
+
+async def run_ramp(http: httpx.AsyncClient, args) -> int:
+    """One ``--seconds`` run per client count of ``--ramp``; per step ``load.ramp.c<N>.*`` lines, then the knee."""
+    steps = []
+    for i, clients in enumerate(args.ramp):
+        stats, seconds = await drive(http, args, clients, args.seed + i)
+        feeds = stats.latency_ms.get("feed", [])
+        rps = sum(len(v) for v in stats.latency_ms.values()) / seconds
+        p99 = percentile_line(feeds, 99)
+        print(f"load.ramp.c{clients}.requests_per_s {rps:.6g} req/s")
+        print(f"load.ramp.c{clients}.feed_p50_ms {percentile_line(feeds, 50):.6g} ms")
+        print(f"load.ramp.c{clients}.feed_p99_ms {p99:.6g} ms")
+        print(f"load.ramp.c{clients}.feed_samples {len(feeds)} requests", flush=True)
+        steps.append((clients, rps, p99))
+        if p99 >= KNEE_P99_MS:
+            break  # past the knee: more clients only queue
+    rps, reached = knee(steps)
+    # not reached: the knee is beyond the ramp, and this is the most the ramp drove (a lower bound)
+    print(f"load.knee_requests_per_s {rps:.6g} {'req/s' if reached else 'req/s_lower_bound'}")
+    return 0
+
+
+def _client_counts(text: str) -> list[int]:
+    counts = [int(x) for x in text.split(",") if x.strip()]
+    if not counts or min(counts) < 1 or counts != sorted(counts):
+        raise argparse.ArgumentTypeError(f"--ramp takes increasing client counts >= 1, e.g. 1,2,4,8; got {text!r}")
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--explain-every", type=int, default=5, help="every k-th feed read asks for explain (0 = never)")
     p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, seconds")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", default=None, help="the server's config file, for the ranker's shape (default: defaults + env)")
+    p.add_argument("--ramp", type=_client_counts, default=None,
+                   help="client counts to step through, e.g. 1,2,4,8: --seconds each, then the knee (feed p99 = 500 ms)")
     args = p.parse_args(argv)
     if not _loopback(args.url):
         p.error(f"--url must be a loopback address, got {args.url}")

@@ -45,7 +45,7 @@ SETUP_BUDGET_S = 60.0  # one test's setup, which carries the module- and session
 # the same retrieval.num_shards (the index is built with it): in-process configs merge TINY_WORLD, an
 # `xserve serve` subprocess gets `tiny_world_env()`.
 TINY_WORLD = {
-    "serving": {"demo_world": "tiny", "bootstrap_train_examples": 128},
+    "serving": {"demo_world": "tiny", "bootstrap_train_examples": 128, "bootstrap_train_epochs": 1},
     "train": {"epochs": 1, "batch_size": 32, "ranker_positives": 32, "ranker_negatives": 32},
     "phoenix": {"user_vocab": 4_001, "post_vocab": 40_009, "author_vocab": 4_001},
     "retrieval": {"num_shards": 2},

@@ -72,3 +72,18 @@ def test_an_engagement_may_name_the_prediction_it_followed():
     assert dec.decode(b"{" + base + b', "prediction_request_id": "abc-1"}').prediction_request_id == "abc-1"
     with pytest.raises(msgspec.ValidationError, match="prediction_request_id"):
         dec.decode(b"{" + base + b', "prediction_request_id": "' + b"x" * 129 + b'"}')
+
+
+def test_rank_request_and_response_cross_ray_as_one_buffer_and_come_back_equal():
+    """Their ``__reduce__`` (msgpack, one buffer) is an optimisation of pickling: the oracle is equality."""
+    import pickle
+
+    from xserve.schema import ActionScores, HistoryItem, ProductSurface, RankCandidate, RankRequest, RankResponse
+
+    history = (HistoryItem(7, 8, frozenset({"favorite", "reply"}), 1_000, ProductSurface(3), dwell_ms=40),)
+    candidates = (RankCandidate(1, 2, 900), RankCandidate(2**62, 3, None, ProductSurface(5)))
+    req = RankRequest(user_id=11, history=history, candidates=candidates, now_ms=2_000)
+    resp = RankResponse((ActionScores(favorite=0.25, report=1e-9, dwell_time=3.5), ActionScores()), "v1")
+    for value in (req, resp, RankRequest(1, (), ())):
+        back = pickle.loads(pickle.dumps(value))
+        assert back == value and type(back) is type(value)

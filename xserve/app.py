@@ -94,8 +94,11 @@ def serve_forever(config: XServeConfig, num_cpus: int | None = None) -> None:
     # starting Ray forks after prepare_data_dir used LanceDB here; this process does no LanceDB work meanwhile
     warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
     # address="local": a Ray of its own, never one a `ray start` left on this machine
+    # no idle workers: Ray prestarts one per CPU and keeps as many idle (~200 MB each), but every part of the app
+    # is an actor with a process of its own, so they would only hold memory (benchmarks/bench_start.py)
     ray.init(address="local", num_cpus=num_cpus, namespace="xserve", include_dashboard=False,
-             logging_level="WARNING", configure_logging=False)
+             logging_level="WARNING", configure_logging=False,
+             _system_config={"prestart_worker_first_driver": False, "num_workers_soft_limit": 0})
     quiet = {"log_level": "WARNING", "enable_access_log": False}  # logs quiet by default; Ray's log files keep the rest
     try:
         serve.start(http_options={"host": config.serving.host, "port": config.serving.port}, logging_config=quiet)

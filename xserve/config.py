@@ -95,7 +95,9 @@ class MixerConfig(_Section):
     result_size: int = 35  # reference RESULT_SIZE
     max_post_age_ms: int = 48 * HOUR_MS  # reference MAX_POST_AGE (Aug: 48 h)
     thunder_max_results: int = 1200  # reference THUNDER_MAX_RESULTS
-    retrieval_max_results: int = 1000  # reference PhoenixMaxResults
+    # reference PhoenixMaxResults is 1000; X serves ~1,400 candidates per ranker request, and with few in-network
+    # posts (the medium world: ~280) 1000 left ~1,060 after the filters, so retrieval asks for enough to leave >= 1,400
+    retrieval_max_results: int = 1600
     history_length: int = 128  # engagement-sequence entries given to the ranker and retrieval (newest kept)
     history_window_ms: int = 300_000  # reference UAS_WINDOW_TIME_MS: actions on one post within 5 min aggregate
     query_hydrator_timeout_s: float = 0.2  # per query hydrator (user store)
@@ -194,7 +196,7 @@ class NegativeFeedbackConfig(_Section):
 class ThunderConfig(_Section):
     """In-network post store (reference thunder/, limits unpublished: our choices)."""
 
-    num_shards: int = 4  # posts sharded by author id
+    num_shards: int = 1  # posts sharded by author id; one machine: 1 (fewest processes), a cluster sets more (docs/cluster.md)
     replicas_per_shard: int = 1  # each replica consumes its shard's full stream
     retention_ms: int = 48 * HOUR_MS  # PostStore::default() = 2 days
     trim_interval_s: float = 120.0  # reference auto-trim every 2 minutes
@@ -270,7 +272,7 @@ class TrainConfig(_Section):
 class RetrievalConfig(_Section):
     """Out-of-network retrieval: LanceDB shards, ANN index, live upserts (see docs/retrieval.md)."""
 
-    num_shards: int = 4  # LanceDB tables, by post id
+    num_shards: int = 1  # LanceDB tables, by post id; one machine: 1 (one search per feed), a cluster sets more (docs/cluster.md)
     top_k: int = 1000
     nprobes: int = 20  # IVF partitions probed per query (of ~rows/rows_per_partition): measured, docs/retrieval.md (40 before: +0.5 % recall@100, ~20 % slower)
     refine_factor: int = 5  # IVF_PQ only: re-rank refine_factor·k rows with full vectors
@@ -292,7 +294,7 @@ class RetrievalConfig(_Section):
     version_poll_s: float = 1.0  # how often serving re-reads embeddings/CURRENT for a version switch
     keep_versions: int = 2  # complete embedding versions kept on disk (current + previous)
     user_batch_size: int = 16  # @serve.batch: most user encodings per tower call
-    user_batch_wait_s: float = 0.005  # @serve.batch: wait this long for more concurrent requests
+    user_batch_wait_s: float = 0.0  # @serve.batch: wait this long for more; 0: a lone feed never waits, and requests that queue while a batch encodes still form the next one
     towers_checkpoint: str = ""  # phoenix towers checkpoint; "" = synthetic ClusteredEncoder (demo, tests)
     shard_max_concurrency: int = 4  # concurrent calls per RetrievalShard actor (searches run in parallel)
     max_buffered_upserts: int = 100_000  # live upserts held while flushing fails; beyond it the indexer stops reading the catalog's logs
@@ -333,7 +335,7 @@ class RankerServingConfig(_Section):
 class ServingConfig(_Section):
     """The Serve graph: user store, hydration, HTTP limits and the demo world (our choices)."""
 
-    num_user_shards: int = 2  # UserStoreShard actors, users sharded by id
+    num_user_shards: int = 1  # UserStoreShard actors, users sharded by id; one machine: 1, a cluster sets more (docs/cluster.md)
     max_history_items: int = 256  # aggregated engagement-sequence entries kept per user (newest)
     max_served_ids: int = 200  # served-history post ids kept per user (newest)
     max_edges_per_kind: int = 20_000  # follows (or blocks, mutes, subscriptions) per user; more is refused
@@ -348,7 +350,12 @@ class ServingConfig(_Section):
     demo_world: str = "small"  # synthetic world seeded on first run with an empty data dir (xserve.synth sizes)
     ingress_num_cpus: float = 0.5  # Ray CPUs reserved per FeedIngress replica (serve_config.yaml sets 1 on a cluster)
     retrieval_num_cpus: float = 0.5  # per Retrieval replica; with the ranker's 1.0 the app fits a 2-CPU machine
-    bootstrap_train_examples: int = 6_000  # examples per epoch for each model in the first run's training (minutes)
+    bootstrap_train_examples: int = 1_000  # examples per epoch for each model in the first run's training: a demo model in under a minute (`xserve train` trains longer)
+    bootstrap_train_epochs: int = 1  # epochs of the first run's training (6,000 examples x 2 epochs took 248 s of a 424 s first run)
+    # the first run's hash tables hold at most this many rows (min with phoenix.*_vocab): the small demo world has 30k
+    # posts and 2k users, and phoenix's 1M-row default made two 617 MB checkpoints that three processes load
+    bootstrap_post_vocab: int = 100_003
+    bootstrap_user_vocab: int = 20_011  # users and authors
     api_key: str = ""  # when set, writes and admin routes need it (Authorization: Bearer / X-API-Key); "" = off (local demo)
     api_key_feeds: bool = False  # also require the key for feed reads (off: the feed is a read on behalf of a viewer)
     max_inflight_feeds: int = 8  # feed requests running at once per ingress replica; more get 503 + Retry-After at once

@@ -404,6 +404,10 @@ class RankCandidate(Struct, frozen=True, array_like=True):
     product_surface: ProductSurface = ProductSurface.HOME_FOR_YOU
 
 
+def _from_msgpack(type_: Any, data: bytes) -> Any:
+    return msgspec.msgpack.decode(data, type=type_)
+
+
 class RankRequest(Struct, frozen=True):
     """Ranker query: score each candidate for one user given the user's history."""
 
@@ -412,10 +416,25 @@ class RankRequest(Struct, frozen=True):
     candidates: tuple[RankCandidate, ...]
     now_ms: int = 0
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Ray pickles it to the Ranker once per feed: 1,400 candidates as one msgpack buffer took 2.9 ms
+        # there and back, pickled Struct by Struct 8.2 ms (docs/measurements.md, "Feed latency")
+        return _from_msgpack, (RankRequest, msgspec.msgpack.encode(self))
+
 
 class RankResponse(Struct, frozen=True):
     scores: tuple[ActionScores, ...]  # same length and order as the request's candidates
     model_version: str = ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # as RankRequest: one msgpack buffer, each ActionScores as a row of floats (its field names are not
+        # repeated per candidate): ~1.5x faster than pickling the Structs (measured)
+        rows = msgspec.msgpack.encode([msgspec.structs.astuple(a) for a in self.scores])
+        return _rank_response_from_rows, (rows, self.model_version)
+
+
+def _rank_response_from_rows(rows: bytes, model_version: str) -> RankResponse:
+    return RankResponse(tuple(ActionScores(*row) for row in msgspec.msgpack.decode(rows)), model_version)
 
 
 # --------------------------------------------------------------------------- the feed

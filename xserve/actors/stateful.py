@@ -26,7 +26,6 @@ import ray
 
 from xserve.actors.naming import NAMESPACE, ActorNames
 from xserve.actors.posts import PostCatalogShard
-from xserve.actors.retrieval import RetrievalIndexer, RetrievalShard
 from xserve.actors.thunder import ThunderIngest, ThunderShard
 from xserve.actors.users import UserStoreShard
 from xserve.config import RetrievalConfig, StorageConfig, ThunderConfig, XServeConfig
@@ -117,6 +116,9 @@ def retrieval_actors(
     scheduling: str = "DEFAULT",
 ) -> RetrievalActors:
     """The retrieval shard actors, then the indexer that writes into them (it finds them by name)."""
+    # imported here: it brings LanceDB, which the ingress (it attaches to users, posts and Thunder only) need not load
+    from xserve.actors.retrieval import RetrievalIndexer, RetrievalShard
+
     cfg = msgspec.to_builtins(config)  # small constructor arguments: a restart re-runs the constructor
     shards = [
         _get_or_create(

@@ -32,6 +32,7 @@ import ray
 from xserve.actors.calls import resent, uncancelled
 from xserve.config import ThunderConfig
 from xserve.posts import CatalogEvent, event_post_id, merge_popular
+from xserve.retrieval.merge import hits_to_posts
 from xserve.schema import (
     Engagement,
     HistoryItem,
@@ -343,7 +344,7 @@ class RetrievalHandleClient:
         return "RetrievalHandleClient(Retrieval)"
 
     async def retrieve(self, req: RetrievalRequest) -> list[RetrievedPost]:
-        return await self._handle.retrieve.remote(req)
+        return hits_to_posts(await self._handle.retrieve_hits.remote(req))  # arrays over Ray, Structs here
 
 
 class RankerHandleClient:

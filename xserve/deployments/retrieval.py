@@ -38,7 +38,7 @@ from xserve.retrieval.encoders import load_encoders
 from xserve.retrieval.fanout import RetrievalFanout, request_k
 from xserve.retrieval.merge import hits_to_posts
 from xserve.retrieval.version_poll import PolledVersion
-from xserve.schema import Post, RetrievalRequest, RetrievedPost
+from xserve.schema import Post, RetrievalRequest, RetrievedPost, ShardHits
 from xserve.storage.lance.embeddings import EmbeddingVersions
 
 __all__ = ["Retrieval"]
@@ -82,10 +82,15 @@ class Retrieval:
         return list(self.user_encoder.encode_users(requests))  # (B, D) → B rows
 
     async def retrieve(self, req: RetrievalRequest) -> list[RetrievedPost]:
+        return hits_to_posts(await self.retrieve_hits(req))
+
+    async def retrieve_hits(self, req: RetrievalRequest) -> ShardHits:
+        """``retrieve``'s answer as arrays: what the ingress asks for (NumPy arrays cross Ray as buffers,
+        ~1,000 ``RetrievedPost`` Structs were pickled one by one: ~5 ms a feed, measured)."""
         k = request_k(req, self.config)
         vector = await self._encode_user(req)
         now_ms = req.now_ms or clock.now_ms()
-        return hits_to_posts(await self._fanout.search_vector_async(vector, k, now_ms, req.exclude_ids))
+        return await self._fanout.search_vector_async(vector, k, now_ms, req.exclude_ids)
 
     # ------------------------------------------------------------------ writes
 

@@ -12,6 +12,7 @@ the directory's trained models.
 from __future__ import annotations
 
 import fcntl
+import json
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ def prepare_data_dir(config: XServeConfig, progress: bool = True) -> dict[str, A
 
     path = Path(config.storage.data_dir)
     path.mkdir(parents=True, exist_ok=True)
+    prepare_started = time.perf_counter()
     done: dict[str, Any] = {}
     with open(DataDirLayout(path).prepare_lock, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -51,6 +53,8 @@ def prepare_data_dir(config: XServeConfig, progress: bool = True) -> dict[str, A
             seed_data_dir(dd, config.serving.demo_world, config.train.seed, progress=progress)
             done["seed_s"] = round(time.perf_counter() - started, 1)
         done.update(_ensure_models(config, dd, progress))
+    if any(k.endswith("_s") for k in done):  # work was done: say how long each part took (benchmarks/bench_start.py)
+        say(f"prepared in {time.perf_counter() - prepare_started:.1f} s: {json.dumps(done)}")
     world_now = dd.meta().get("world", {}).get("now_ms")
     if world_now is not None and clock.now_ms() - world_now > config.mixer.max_post_age_ms:
         say(f"the demo world in {path} is older than mixer.max_post_age_ms: its posts are too old to be candidates; "
@@ -60,15 +64,22 @@ def prepare_data_dir(config: XServeConfig, progress: bool = True) -> dict[str, A
 
 def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, Any]:
     """Train the ranker and towers, index the posts for retrieval and fill Thunder's log, unless done."""
-    from xserve.phoenix.training.train import train
-
     done: dict[str, Any] = {}
     layout = DataDirLayout(config.storage.data_dir)  # `xserve train` writes the models there too
     if not layout.ranker_checkpoint.exists() or not layout.towers_checkpoint.exists():
+        from xserve.phoenix.training.train import train  # torch: a later run's server process never loads it
+
         say(f"training the ranker and the retrieval towers on {dd.count('engagements'):,} engagements (first run only)")
         started = time.perf_counter()
         n = config.serving.bootstrap_train_examples  # a quick first model; `xserve train` trains longer
-        quick = merge_config(config, {"train": {"ranker_examples_per_epoch": n, "tower_examples_per_epoch": n}})
+        s, ph = config.serving, config.phoenix
+        quick = merge_config(config, {
+            "train": {"ranker_examples_per_epoch": n, "tower_examples_per_epoch": n, "epochs": s.bootstrap_train_epochs},
+            # tables sized for the demo world (the checkpoint carries its config: serving reads these sizes back)
+            "phoenix": {"post_vocab": min(ph.post_vocab, s.bootstrap_post_vocab),
+                        "user_vocab": min(ph.user_vocab, s.bootstrap_user_vocab),
+                        "author_vocab": min(ph.author_vocab, s.bootstrap_user_vocab)},
+        })
         train(dd.read_engagements(), dd.read_posts(), quick, out_dir=layout.models, progress=progress)
         done["train_s"] = round(time.perf_counter() - started, 1)
     served = with_models(config)

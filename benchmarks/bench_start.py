@@ -1,0 +1,165 @@
+"""`make run` on one machine: start-up time of a first run and a later run, and the app's resident memory.
+
+    python benchmarks/bench_start.py                     # a fresh data directory (deleted afterwards)
+    python benchmarks/bench_start.py --data-dir DIR      # DIR as it is: a later run only, when it holds a world
+
+Starts ``xserve serve`` (what ``make run`` runs, with the default config) in a
+child process, as a user would, and times it from launch to ``/healthz``
+answering 200:
+
+* ``run.first_start_s``: over an empty data directory: seeding the demo world
+  (``serving.demo_world``), the first-run training and indexing, then Ray and
+  Serve starting every part;
+* ``run.later_start_s``: the same command again over the now prepared
+  directory (Ray, Serve and the parts' start-up, the stores loading their data).
+
+After each start it asks for ``--feeds`` feeds (so the lazily loaded parts
+have loaded), then sums the memory of every process of the app (the server,
+its Ray cluster: GCS, raylet, workers, Serve's controller and proxy, the
+replicas and the store actors): ``run.rss_mb`` (resident set, shared pages
+counted in every process that maps them, as ``ps`` shows) and ``run.pss_mb``
+(shared pages divided among their processes: what the app costs the machine),
+and ``run.processes``. The start's own phases, from the server's log, are
+``run.first_phase_s.<phase>`` (seed, train, index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts.chaoslib.app_process import AppProcess  # noqa: E402
+
+
+def memory_mb(pids: list[int]) -> tuple[float, float]:
+    """(sum of RSS, sum of PSS) of ``pids`` in MB, from ``/proc/<pid>/smaps_rollup``; a process gone is skipped."""
+    rss = pss = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        fields = dict(re.findall(r"^(\w+):\s+(\d+) kB", text, re.M))
+        rss += int(fields.get("Rss", 0))
+        pss += int(fields.get("Pss", 0))
+    return rss / 1024, pss / 1024
+
+
+def process_name(pid: int) -> str:
+    """:func:`name_of_command` of process ``pid``; ``?`` if it is gone."""
+    try:
+        return name_of_command(Path(f"/proc/{pid}/cmdline").read_bytes())
+    except OSError:
+        return "?"
+
+
+def name_of_command(cmdline: bytes) -> str:
+    """The actor or replica class of a Ray worker (``Ranker``, ``ThunderShard``), ``raylet``, ``gcs_server``,
+    ``xserve_serve`` (the server), a script's name, or the program's."""
+    args = cmdline.split(b"\0")
+    first = args[0].decode(errors="replace")
+    if first.startswith("ray::"):
+        # ray::UserStoreShard, ray::ServeReplica:default:Ranker, ray::ThunderShard.query (running a method)
+        return first.split()[0][len("ray::"):].split(":")[-1].split(".")[0]
+    words = [a.decode(errors="replace") for a in args if a]
+    if "xserve" in words and "serve" in words:
+        return "xserve_serve"
+    for word in words:
+        base = Path(word).name
+        if base.endswith(".py") or base in ("raylet", "gcs_server"):
+            return base.removesuffix(".py")
+    return Path(first).name or "?"
+
+
+def pss_by_name(pids: list[int]) -> dict[str, float]:
+    """PSS in MB summed per :func:`process_name`."""
+    out: dict[str, float] = {}
+    for pid in pids:
+        name = re.sub(r"[^A-Za-z0-9_]", "_", process_name(pid))
+        out[name] = out.get(name, 0.0) + memory_mb([pid])[1]
+    return out
+
+
+def feeds(port: int, n: int) -> int:
+    """Ask for ``n`` feeds of viewers 1..n; returns how many answered 200."""
+    ok = 0
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        for viewer in range(1, n + 1):
+            ok += http.post("/v1/feed/for_you", json={"viewer_id": viewer}).status_code == 200
+    return ok
+
+
+def run_once(app: AppProcess, label: str, n_feeds: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    app.start()
+    took = time.perf_counter() - started
+    served = feeds(app.port, n_feeds)
+    pids = app.pids()
+    rss, pss = memory_mb(pids)
+    return {f"{label}_start_s": took, "rss_mb": rss, "pss_mb": pss, "processes": len(pids), "feeds_ok": served,
+            "by_name": pss_by_name(pids)}
+
+
+def phases(log_text: str) -> dict[str, float]:
+    """The first run's phases as the server logs them (``prepared: {...}``), when it does."""
+    m = re.search(r"prepared in [\d.]+ s: (\{.*\})", log_text)
+    if not m:
+        return {}
+    done = json.loads(m.group(1))
+    return {k[: -len("_s")]: float(v) for k, v in done.items() if k.endswith("_s")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", type=Path, default=None, help="use this data directory (default: a fresh one)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--num-cpus", type=int, default=2, help="CPUs of the app's Ray (default 2: the app's reservations)")
+    p.add_argument("--feeds", type=int, default=5, help="feeds asked for after each start, before memory is read")
+    p.add_argument("--start-timeout", type=float, default=900.0, help="seconds a start may take")
+    args = p.parse_args(argv)
+    fresh = args.data_dir is None
+    data_dir = Path(tempfile.mkdtemp(prefix="xserve-start-")) if fresh else args.data_dir
+    first = not data_dir.exists() or not any(data_dir.iterdir())  # an empty directory gets a first run
+    log_path = data_dir.parent / f"{data_dir.name}.serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XSERVE")}  # the default config, as make run
+    app = AppProcess(data_dir, args.port, args.num_cpus, env, log_path, args.start_timeout)
+    out: dict[str, float] = {}
+    try:
+        if first:
+            measured = run_once(app, "first", args.feeds)
+            out["first_start_s"] = measured["first_start_s"]
+            out["first_rss_mb"] = measured["rss_mb"]
+            app.stop()
+            for phase, secs in phases(log_path.read_text(errors="replace")).items():
+                print(f"run.first_phase_s.{phase} {secs:.1f} s", flush=True)
+            print(f"run.first_start_s {out['first_start_s']:.1f} s", flush=True)
+        measured = run_once(app, "later", args.feeds)
+        app.stop()
+        print(f"run.later_start_s {measured['later_start_s']:.1f} s")
+        print(f"run.rss_mb {measured['rss_mb']:.0f} MB")
+        print(f"run.pss_mb {measured['pss_mb']:.0f} MB")
+        print(f"run.processes {measured['processes']} processes")
+        print(f"run.feeds_ok {measured['feeds_ok']} of {args.feeds}")
+        for name, mb in sorted(measured["by_name"].items(), key=lambda kv: -kv[1]):
+            print(f"run.pss_mb.{name} {mb:.0f} MB")
+    finally:
+        app.stop()
+        if fresh:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""The start-up benchmark's pure parts: the first run's phases from the server's log, and summing memory."""
+
+from __future__ import annotations
+
+import os
+
+from benchmarks.bench_start import memory_mb, phases
+
+
+def test_the_first_runs_phases_come_from_the_prepared_line():
+    log = 'xserve: seeding ...\nxserve: prepared in 61.5 s: {"seed_s": 3.1, "train_s": 50.2, "indexed": 9, "index_s": 4.0}\n'
+    assert phases(log) == {"seed": 3.1, "train": 50.2, "index": 4.0}
+    assert phases("xserve: serving on http://127.0.0.1:8000") == {}
+
+
+def test_memory_sums_the_live_processes_and_skips_the_gone():
+    rss, pss = memory_mb([os.getpid(), 2**22 + 7])  # this process, and a pid above the kernel's default limit
+    assert rss >= pss > 10
+
+
+def test_processes_are_named_after_their_actor_or_program():
+    from benchmarks.bench_start import name_of_command
+
+    assert [name_of_command(cmd) for cmd in (
+        b"ray::ServeReplica:default:Ranker\0", b"ray::ThunderShard.query\0",
+        b"/v/bin/python\0-m\0xserve\0serve\0--port\08000\0", b"/v/lib/ray/core/src/ray/raylet/raylet\0--x\0",
+    )] == ["Ranker", "ThunderShard", "xserve_serve", "raylet"]
