@@ -180,6 +180,20 @@ def _gather_newest(
     return _merge_by_time(keys[young], out, max_results)
 
 
+def _reply_kept(p: LightPost, posts_get, referenced_get, cutoff: int, followed_set: frozenset[int]) -> bool:  # type: ignore[no-untyped-def]
+    """The reply rule for ``p`` (which names a parent post), as :meth:`ThunderStore._collect` applies it."""
+    parent = posts_get(p.in_reply_to_post_id) or referenced_get(p.in_reply_to_post_id)
+    if parent is None or parent.created_at_ms < cutoff:
+        return False
+    if parent.in_reply_to_post_id is None and parent.in_reply_to_user_id is None and parent.repost_of_post_id is None:
+        return True  # (a) the parent is an original
+    return (  # (b) the parent replies to the conversation root and the reply is addressed to someone followed
+        p.conversation_id is not None
+        and parent.in_reply_to_post_id == p.conversation_id
+        and p.in_reply_to_user_id in followed_set
+    )
+
+
 def _first_per_list(mask: np.ndarray, first: np.ndarray, taken: np.ndarray, cap: int) -> np.ndarray:
     """``mask`` limited to the first ``cap`` True entries of each list (lists at ``first``, ``taken`` long)."""
     counts = np.cumsum(mask, dtype=np.int64)
@@ -690,23 +704,11 @@ class ThunderStore:
         for part in parts:
             cols, by_author, cap, rule, slots, first, taken, length, which, t, pid, ok, pending = part
             if pending is not None:
-                obj = cols.obj
-                for i in np.flatnonzero(pending & (t >= floor)).tolist():
-                    p = obj[slots[i]]
-                    parent = posts_get(p.in_reply_to_post_id) or referenced_get(p.in_reply_to_post_id)
-                    if parent is None or parent.created_at_ms < cutoff:
-                        continue
-                    if (
-                        parent.in_reply_to_post_id is not None
-                        or parent.in_reply_to_user_id is not None
-                        or parent.repost_of_post_id is not None
-                    ) and (
-                        p.conversation_id is None
-                        or parent.in_reply_to_post_id != p.conversation_id
-                        or p.in_reply_to_user_id not in followed_set
-                    ):
-                        continue
-                    ok[i] = True
+                look = np.flatnonzero(pending & (t >= floor))
+                if len(look):
+                    replies = map(cols.obj.__getitem__, slots[look].tolist())
+                    passed = [_reply_kept(p, posts_get, referenced_get, cutoff, followed_set) for p in replies]
+                    ok[look[np.array(passed, dtype=bool)]] = True
             kept = _first_per_list(ok, first, taken, cap)
             oldest = t[first + taken - 1]
             deep = (np.add.reduceat(kept, first) < cap) & (taken < length) & (oldest >= cutoff) & (oldest >= floor)
