@@ -663,8 +663,8 @@ class ThunderStore:
         """The query over the posting-list columns: the same answer as :meth:`_collect` for every author, merged.
 
         Per kind of list, gather each followed author's newest ``cap + cap // 2``
-        entries (at most the scan cap, so the scan limit cannot bind inside
-        them), drop the old, the excluded and reposts of the viewer with numpy,
+        entries (``cap`` for originals without exclusions; at most the scan cap,
+        so the scan limit cannot bind inside them), drop the old, the excluded and reposts of the viewer with numpy,
         and keep each author's first ``cap``. Replies whose parent must be
         looked up are decided lazily: first every such reply counts as dropped,
         which can only make the merged answer older, so the
@@ -682,7 +682,9 @@ class ThunderStore:
         for cols, by_author, cap, rule in lists:
             if not cols.rows:
                 continue
-            slots, first, taken, length, which = cols.newest(followed, min(scan, cap + cap // 2))
+            # Originals are never reposts or replies: without exclusions their newest ``cap`` are the answer.
+            slack = 0 if cols is self._cols["_originals"] and not exclude else cap // 2
+            slots, first, taken, length, which = cols.newest(followed, min(scan, cap + slack))
             if not len(slots):
                 continue
             time_col, pid_col, repost_col, parent_col = cols.columns()
