@@ -359,6 +359,7 @@ class ThunderStore:
         self._video_runs: dict[int, _Run] = {}  # author -> cached answer from videos
         self._parents_epoch = 0  # bumped when a post in _watched enters or leaves the tables
         self._watched: set[int] = set()  # parent ids the runs checked at the current epoch depend on
+        self._trim_cutoff = -(2**63)  # the latest trim's cutoff: older creates are stale even at an earlier now
         self._peak: dict[str, int] = {}  # dict sizes at their largest since the last shrink
         self.counters: Counter[str] = Counter()
 
@@ -380,12 +381,14 @@ class ThunderStore:
     def apply(self, events: Iterable[PostEvent], now_ms: int) -> Counter[str]:
         """Apply one batch of events; returns what happened to them (also added to ``counters``).
 
-        Creates older than retention or newer than ``now_ms`` are dropped;
+        Creates older than retention (or than the latest trim's cutoff) or newer than ``now_ms`` are dropped;
         deletes are always recorded (they age out in :meth:`trim`) and applied first, then creates in time order, so a batch that
         both creates and deletes a post leaves it deleted whatever the order;
         a create of a deleted id or of a post already held is skipped.
         """
-        cutoff = now_ms - self._retention
+        # Once trimmed to a cutoff, a post (or a stub) older than it is stale even if this batch's now is
+        # earlier: else the answer would depend on whether the trim ran first.
+        cutoff = max(now_ms - self._retention, self._trim_cutoff)
         outcome: Counter[str] = Counter()
         creates: list[Post] = []
         future = stale = 0
@@ -555,6 +558,7 @@ class ThunderStore:
         (CPython dicts never shrink on delete).
         """
         cutoff = now_ms - self._retention
+        self._trim_cutoff = max(self._trim_cutoff, cutoff)
         removed = 0
         for name, owns_table in (("_originals", True), ("_secondary", True), ("_videos", False)):
             by_author, cols = getattr(self, name), self._cols[name]
