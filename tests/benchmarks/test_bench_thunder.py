@@ -8,9 +8,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = [
     "thunder.ingest_events_per_s",
-    "thunder.query_p50_us.follows200",
-    "thunder.query_p99_us.follows200",
-    "thunder.query_p99_us.follows2000",
+    "thunder.query_uncached_p50_us.follows200",
+    "thunder.query_uncached_p99_us.follows200",
+    "thunder.query_uncached_p99_us.follows2000",
+    "thunder.baseline_naive_p99_us.follows2000",
+    "thunder.query_uncached_to_naive_p99.follows2000",
+    "thunder.query_cache_hit_p99_us.follows200",
     "thunder.rss_mb_per_million_posts",
     "thunder.rss_mb_per_million_posts.shards1_per_shard",
     "thunder.rss_mb_per_million_posts.shards4_per_shard",

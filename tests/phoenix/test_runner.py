@@ -191,3 +191,17 @@ def test_a_device_setting_other_than_auto_is_taken_as_given():
     assert resolve_device("cuda:1", cuda_available=True) == "cuda:1"
     with pytest.raises(ValueError, match="ranker_serving.device is 'cuda' but CUDA is not available"):
         resolve_device("cuda", cuda_available=False)
+
+
+def test_fused_onepass_equals_the_models_forward(model):
+    # The one-pass baseline of bench_ranker on the fused kernels is the model's own forward (the oracle).
+    from xserve.phoenix.serving.fused_scoring import FusedCandidateScorer
+
+    runner = make_runner(model)
+    reqs = [make_request(user=1, n_history=12, n_candidates=9, seed=3), make_request(user=2, n_history=5, n_candidates=9, seed=4)]
+    ctx, cand = runner.featurizer.from_requests(reqs)
+    with torch.inference_mode():
+        want = model(ctx, cand)
+        got = FusedCandidateScorer(model).onepass(ctx, cand)
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got.dwell_s, want.dwell_s, atol=1e-4, rtol=1e-4)

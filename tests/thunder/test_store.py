@@ -274,6 +274,7 @@ def worlds(draw):
     return events, batches
 
 
+@pytest.mark.parametrize("query_cache", [False, True], ids=["columns", "cached_runs"])
 @settings(max_examples=60, deadline=None)
 @given(
     world=worlds(),
@@ -285,11 +286,11 @@ def worlds(draw):
     exclude=st.frozensets(st.integers(1, 60), max_size=5),
     later=st.integers(0, 2 * HOUR),
 )
-def test_sharded_fanout_equals_unsharded_equals_oracle(world, num_shards, followed, viewer, video_only, max_results, exclude, later):
+def test_sharded_fanout_equals_unsharded_equals_oracle(world, query_cache, num_shards, followed, viewer, video_only, max_results, exclude, later):
     from xserve.thunder.fanout import fan_out_merge
 
     events, batches = world
-    cfg = ThunderConfig(max_original_posts_per_author=3, max_reply_posts_per_author=2, max_video_posts_per_author=2, max_tiny_posts_per_user_scan=5)
+    cfg = ThunderConfig(max_original_posts_per_author=3, max_reply_posts_per_author=2, max_video_posts_per_author=2, max_tiny_posts_per_user_scan=5, query_cache=query_cache)
     one = ThunderStore(cfg)
     shards = [ThunderStore(cfg, i, num_shards) for i in range(num_shards)]
     step = max(1, len(events) // batches)
@@ -307,6 +308,7 @@ def test_sharded_fanout_equals_unsharded_equals_oracle(world, num_shards, follow
     assert expected == oracle(one._posts, videos, req, now, cfg)
 
 
+@pytest.mark.parametrize("query_cache", [False, True], ids=["columns", "cached_runs"])
 @settings(max_examples=40, deadline=None)
 @given(
     world=worlds(),
@@ -316,7 +318,7 @@ def test_sharded_fanout_equals_unsharded_equals_oracle(world, num_shards, follow
     viewer=st.integers(1, 9),
     video_only=st.booleans(),
 )
-def test_sharded_equals_unsharded_in_whatever_order_the_events_arrive(world, num_shards, shuffle, followed, viewer, video_only):
+def test_sharded_equals_unsharded_in_whatever_order_the_events_arrive(world, query_cache, num_shards, shuffle, followed, viewer, video_only):
     # Replies before their parents, deletes before creates: a shard decides from the refs a post carries what
     # one store holding every post decides (a parent not arrived yet counts as held, on both).
     from xserve.thunder.fanout import fan_out_merge
@@ -324,7 +326,7 @@ def test_sharded_equals_unsharded_in_whatever_order_the_events_arrive(world, num
     events, batches = world
     events = list(events)
     shuffle.shuffle(events)
-    cfg = ThunderConfig(max_original_posts_per_author=3, max_reply_posts_per_author=2, max_video_posts_per_author=2, max_tiny_posts_per_user_scan=5)
+    cfg = ThunderConfig(max_original_posts_per_author=3, max_reply_posts_per_author=2, max_video_posts_per_author=2, max_tiny_posts_per_user_scan=5, query_cache=query_cache)
     one = ThunderStore(cfg)
     shards = [ThunderStore(cfg, i, num_shards) for i in range(num_shards)]
     step = max(1, len(events) // batches)
@@ -452,6 +454,7 @@ def test_group_by_shard_keeps_order_within_each_shard():
 # ---------------------------------------------------------------- cached answers vs later writes
 
 
+@pytest.mark.parametrize("query_cache", [False, True], ids=["columns", "cached_runs"])
 @settings(max_examples=40, deadline=None)
 @given(
     world=worlds(),
@@ -460,13 +463,13 @@ def test_group_by_shard_keeps_order_within_each_shard():
     exclude=st.frozensets(st.integers(1, 60), max_size=3),
     laters=st.lists(st.integers(0, R + HOUR), min_size=1, max_size=3),
 )
-def test_answers_stay_exact_when_queries_interleave_with_writes(world, followed, viewers, exclude, laters):
+def test_answers_stay_exact_when_queries_interleave_with_writes(world, query_cache, followed, viewers, exclude, laters):
     # Queries cache per-author answers; every write, trim and later "now" after
     # them must still give the oracle's answer (sharded and unsharded).
     from xserve.thunder.fanout import fan_out_merge
 
     events, batches = world
-    cfg = ThunderConfig(max_original_posts_per_author=3, max_reply_posts_per_author=2, max_video_posts_per_author=2, max_tiny_posts_per_user_scan=5)
+    cfg = ThunderConfig(max_original_posts_per_author=3, max_reply_posts_per_author=2, max_video_posts_per_author=2, max_tiny_posts_per_user_scan=5, query_cache=query_cache)
     one = ThunderStore(cfg)
     shards = [ThunderStore(cfg, i, 3) for i in range(3)]
     step = max(1, len(events) // (batches + 2))
@@ -488,8 +491,11 @@ def test_answers_stay_exact_when_queries_interleave_with_writes(world, followed,
                         assert fan_out_merge([s.in_network_posts(req, now) for s in shards], req, cfg) == expected
 
 
+CACHED = ThunderConfig(query_cache=True)
+
+
 def test_cached_reply_follows_its_parent_being_deleted_or_arriving_late():
-    s = store(*created(post(1, 10, NOW - 50, conv=1), post(2, 7, NOW - 40, reply_to=1, reply_user=10, conv=1)))
+    s = store(*created(post(1, 10, NOW - 50, conv=1), post(2, 7, NOW - 40, reply_to=1, reply_user=10, conv=1)), cfg=CACHED)
     s.apply(created(post(3, 7, NOW - 30, reply_to=5, reply_user=11, conv=5)), NOW)  # parent 5 not seen yet
     assert query(s, [7]) == [2]
     s.apply(created(post(5, 11, NOW - 60, conv=5)), NOW)  # another author's post: 7's cached answer must change
@@ -500,7 +506,7 @@ def test_cached_reply_follows_its_parent_being_deleted_or_arriving_late():
 
 
 def test_cached_reply_follows_its_parent_being_trimmed():
-    s = store(*created(post(1, 10, NOW - 100, conv=1), post(2, 7, NOW - 50, reply_to=1, reply_user=10, conv=1)))
+    s = store(*created(post(1, 10, NOW - 100, conv=1), post(2, 7, NOW - 50, reply_to=1, reply_user=10, conv=1)), cfg=CACHED)
     assert query(s, [7]) == [2]
     s.trim(NOW + R - 99)  # the parent leaves the store, the reply stays
     assert query(s, [7]) == []  # even asked at an earlier "now": the parent is no longer in the store

@@ -43,7 +43,7 @@ answers do not depend on when the trim timer last ran; ties in
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from itertools import islice
@@ -63,6 +63,7 @@ from xserve.schema import (
     QuotedPostDeleted,
 )
 from xserve.sharding import shard_for
+from xserve.thunder.postings import PostingLists
 from xserve.thunder.refs import single_video_ms
 
 __all__ = ["ThunderStore", "light_post", "merge_newest_first"]
@@ -179,6 +180,66 @@ def _gather_newest(
     return _merge_by_time(keys[young], out, max_results)
 
 
+def _reply_kept(p: LightPost, posts_get, referenced_get, cutoff: int, followed_set: frozenset[int]) -> bool:  # type: ignore[no-untyped-def]
+    """The reply rule for ``p`` (which names a parent post), as :meth:`ThunderStore._collect` applies it."""
+    parent = posts_get(p.in_reply_to_post_id) or referenced_get(p.in_reply_to_post_id)
+    if parent is None or parent.created_at_ms < cutoff:
+        return False
+    if parent.in_reply_to_post_id is None and parent.in_reply_to_user_id is None and parent.repost_of_post_id is None:
+        return True  # (a) the parent is an original
+    return (  # (b) the parent replies to the conversation root and the reply is addressed to someone followed
+        p.conversation_id is not None
+        and parent.in_reply_to_post_id == p.conversation_id
+        and p.in_reply_to_user_id in followed_set
+    )
+
+
+def _first_per_list(mask: np.ndarray, first: np.ndarray, taken: np.ndarray, cap: int) -> np.ndarray:
+    """``mask`` limited to the first ``cap`` True entries of each list (lists at ``first``, ``taken`` long)."""
+    counts = np.cumsum(mask, dtype=np.int64)
+    before = counts[first - 1]
+    before[first == 0] = 0
+    return mask & (counts - mask - np.repeat(before, taken) < cap)
+
+
+def _floor_of(times: list[np.ndarray], max_results: int) -> int:
+    """The ``max_results``-th largest of all ``times`` (the smallest int64 when there are fewer)."""
+    total = sum(map(len, times))
+    if total < max_results:
+        return -(2**63)
+    keys = np.concatenate(times)
+    return int(np.partition(keys, total - max_results)[total - max_results])
+
+
+def _merge_columns(parts: list[list], extra: list[LightPost], max_results: int) -> list[LightPost]:
+    """The kept column entries of ``parts`` and the posts ``extra``, newest first (ties: larger id), the first
+    ``max_results``; only the entries that can be returned are turned into posts."""
+    times = [part[9][part[11]] for part in parts] + [np.fromiter(map(_CREATED, extra), np.int64, len(extra))]
+    pids = [part[10][part[11]] for part in parts] + [np.fromiter(map(_POST_ID, extra), np.int64, len(extra))]
+    sizes = np.fromiter(map(len, times), np.int64, len(times))
+    t, pid = np.concatenate(times), np.concatenate(pids)
+    n = len(t)
+    if n > max_results:
+        floor = np.partition(t, n - max_results)[n - max_results]
+        chosen = np.flatnonzero(t >= floor)
+    else:
+        chosen = np.arange(n)
+    chosen = chosen[np.lexsort((-pid[chosen], -t[chosen]))[:max_results]]
+    starts = np.zeros(len(sizes), dtype=np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    source = np.searchsorted(starts, chosen, side="right") - 1
+    out = np.empty(len(chosen), dtype=object)
+    for k, part in enumerate(parts):
+        mine = source == k
+        if mine.any():
+            slots = part[4][part[11]][chosen[mine] - starts[k]]
+            out[mine] = list(map(part[0].obj.__getitem__, slots.tolist()))
+    mine = source == len(parts)
+    if mine.any():
+        out[mine] = list(map(extra.__getitem__, (chosen[mine] - starts[-1]).tolist()))
+    return out.tolist()
+
+
 def _scan_window(d: deque[LightPost], scan: int, exclude: frozenset[int], cutoff: int) -> Iterable[LightPost]:
     """Newest-first posts of ``d`` within retention, excluded ones skipped, at most ``scan`` of them."""
     n = 0
@@ -289,6 +350,8 @@ class ThunderStore:
         self._originals: dict[int, deque[LightPost]] = {}
         self._secondary: dict[int, deque[LightPost]] = {}
         self._videos: dict[int, deque[LightPost]] = {}
+        # The same lists as columns, kept in step with the deques: what the query reads (xserve/thunder/postings.py).
+        self._cols = {"_originals": PostingLists(), "_secondary": PostingLists(), "_videos": PostingLists()}
         self._referenced: dict[int, LightPost] = {}  # stubs of posts ours refer to that we do not hold
         self._deleted: dict[int, int] = {}
         self._deletions: deque[tuple[int, int]] = deque()
@@ -296,6 +359,7 @@ class ThunderStore:
         self._video_runs: dict[int, _Run] = {}  # author -> cached answer from videos
         self._parents_epoch = 0  # bumped when a post in _watched enters or leaves the tables
         self._watched: set[int] = set()  # parent ids the runs checked at the current epoch depend on
+        self._trim_cutoff = -(2**63)  # the latest trim's cutoff: older creates are stale even at an earlier now
         self._peak: dict[str, int] = {}  # dict sizes at their largest since the last shrink
         self.counters: Counter[str] = Counter()
 
@@ -317,12 +381,14 @@ class ThunderStore:
     def apply(self, events: Iterable[PostEvent], now_ms: int) -> Counter[str]:
         """Apply one batch of events; returns what happened to them (also added to ``counters``).
 
-        Creates older than retention or newer than ``now_ms`` are dropped;
+        Creates older than retention (or than the latest trim's cutoff) or newer than ``now_ms`` are dropped;
         deletes are always recorded (they age out in :meth:`trim`) and applied first, then creates in time order, so a batch that
         both creates and deletes a post leaves it deleted whatever the order;
         a create of a deleted id or of a post already held is skipped.
         """
-        cutoff = now_ms - self._retention
+        # Once trimmed to a cutoff, a post (or a stub) older than it is stale even if this batch's now is
+        # earlier: else the answer would depend on whether the trim ran first.
+        cutoff = max(now_ms - self._retention, self._trim_cutoff)
         outcome: Counter[str] = Counter()
         creates: list[Post] = []
         future = stale = 0
@@ -366,10 +432,13 @@ class ThunderStore:
             return "deleted"
         a = p.author_id
         self._forget_runs(a)
-        for by_author in (self._originals, self._secondary, self._videos):
+        for name in ("_originals", "_secondary", "_videos"):
+            by_author = getattr(self, name)
             d = by_author.get(a)
             if d is not None and p in d:
-                d.remove(p)
+                i = d.index(p)
+                del d[i]
+                self._cols[name].remove(a, i)
                 if not d:
                     del by_author[a]
         return "deleted"
@@ -384,6 +453,7 @@ class ThunderStore:
         sharded = self.num_shards > 1
         runs_pop, video_runs_pop = self._runs.pop, self._video_runs.pop
         watched = self._watched
+        cols = self._cols
         n_created = n_other = n_dup = n_del = 0
         for post in creates:
             pid = post.post_id
@@ -411,14 +481,17 @@ class ThunderStore:
             video_runs_pop(a, None)
             reply = lp.in_reply_to_post_id is not None or lp.in_reply_to_user_id is not None
             repost = lp.repost_of_post_id is not None
+            name = "_secondary" if reply or repost else "_originals"
             by_author = secondary if reply or repost else originals
             d = by_author.get(a)
             if d is None:
                 by_author[a] = deque((lp,))
+                cols[name].append(a, lp)
             elif len(d) < list_cap and (d[-1].created_at_ms < lp.created_at_ms or _TIME_KEY(d[-1]) < _TIME_KEY(lp)):
                 d.append(lp)
+                cols[name].append(a, lp)
             else:
-                self._push(by_author, lp, True)
+                self._push(name, lp, True)
             if reply:  # replies never go to the video deque
                 continue
             video = lp.has_video
@@ -426,7 +499,7 @@ class ThunderStore:
                 source = posts.get(lp.repost_of_post_id) or referenced.get(lp.repost_of_post_id)  # type: ignore[arg-type]
                 video = source is not None and source.has_video and not _is_reply(source)
             if video:
-                self._push(self._videos, lp, False)
+                self._push("_videos", lp, False)
         outcome["created"] = n_created
         outcome["skipped_other_shards"] = n_other
         outcome["duplicates"] = n_dup
@@ -448,25 +521,34 @@ class ThunderStore:
             if pid in self._watched:  # a cached reply found no parent before
                 self._parents_changed()
 
-    def _push(self, by_author: dict[int, deque[LightPost]], lp: LightPost, owns_table: bool) -> None:
-        """Append ``lp`` to its author's deque: evict the oldest beyond the list cap, keep time order."""
+    def _push(self, name: str, lp: LightPost, owns_table: bool) -> None:
+        """Append ``lp`` to its author's list ``name``: evict the oldest beyond the list cap, keep time order."""
         a = lp.author_id
+        by_author, cols = getattr(self, name), self._cols[name]
         d = by_author.get(a)
         if d is None:
             d = by_author[a] = deque()
         while len(d) >= self.config.max_posts_per_author_list:
             old = d.popleft()
+            cols.pop_oldest(a, 1)
             if owns_table:  # evicted for good: out of the table and the video deque too
                 self._posts.pop(old.post_id, None)
                 if old.post_id in self._watched:
                     self._parents_changed()
                 v = self._videos.get(a)
                 if v is not None and old in v:
-                    v.remove(old)
-        if d and _TIME_KEY(d[-1]) > _TIME_KEY(lp):
-            insort(d, lp, key=_TIME_KEY)  # a late event
+                    i = v.index(old)
+                    del v[i]
+                    self._cols["_videos"].remove(a, i)
+                    if not v:
+                        del self._videos[a]
+        if d and _TIME_KEY(d[-1]) > _TIME_KEY(lp):  # a late event
+            i = bisect_right(d, _TIME_KEY(lp), key=_TIME_KEY)
+            d.insert(i, lp)
+            cols.insert(a, i, lp)
         else:
             d.append(lp)
+            cols.append(a, lp)
 
     def trim(self, now_ms: int) -> int:
         """Drop everything older than retention; returns how many posts left the store.
@@ -476,17 +558,24 @@ class ThunderStore:
         (CPython dicts never shrink on delete).
         """
         cutoff = now_ms - self._retention
+        self._trim_cutoff = max(self._trim_cutoff, cutoff)
         removed = 0
-        for by_author, owns_table in ((self._originals, True), (self._secondary, True), (self._videos, False)):
+        for name, owns_table in (("_originals", True), ("_secondary", True), ("_videos", False)):
+            by_author, cols = getattr(self, name), self._cols[name]
             empty = []
             for a, d in by_author.items():
-                if d and d[0].created_at_ms < cutoff:
-                    self._forget_runs(a)
+                if d and d[0].created_at_ms >= cutoff:
+                    continue
+                self._forget_runs(a)
+                n = 0
                 while d and d[0].created_at_ms < cutoff:
                     p = d.popleft()
+                    n += 1
                     if owns_table:
                         del self._posts[p.post_id]
                         removed += 1
+                if n:
+                    cols.pop_oldest(a, n)
                 if not d:
                     empty.append(a)
             for a in empty:
@@ -552,6 +641,10 @@ class ThunderStore:
                 (self._secondary, cfg.max_reply_posts_per_author, True),
             )
             runs, followed_set = self._runs, frozenset(followed)
+        if not cfg.query_cache:
+            names = ("_videos",) if req.video_only else ("_originals", "_secondary")
+            lists = [(self._cols[n], by_author, cap, rule) for n, (by_author, cap, rule) in zip(names, kinds)]
+            return self._from_columns(lists, followed, followed_set, exclude, viewer, cutoff, max_results)
         times = array("q")
         runs_hit: list[tuple[LightPost, ...]] = []
         slow = self._from_runs(runs, kinds, followed, followed_set, exclude, viewer, cutoff, times, runs_hit)
@@ -560,6 +653,79 @@ class ThunderStore:
             self._collect(by_author, slow, cap, exclude, viewer, cutoff, cutoff, followed_set if rule else None, slow_posts)
         times.extend(map(_CREATED, slow_posts))
         return _gather_newest(times, runs_hit, slow_posts, max_results)
+
+    def _from_columns(
+        self,
+        lists: list[tuple[PostingLists, dict[int, deque[LightPost]], int, bool]],
+        followed: Sequence[int],
+        followed_set: frozenset[int],
+        exclude: frozenset[int],
+        viewer: int,
+        cutoff: int,
+        max_results: int,
+    ) -> list[LightPost]:
+        """The query over the posting-list columns: the same answer as :meth:`_collect` for every author, merged.
+
+        Per kind of list, gather each followed author's newest ``cap + cap // 2``
+        entries (``cap`` for originals without exclusions; at most the scan cap,
+        so the scan limit cannot bind inside them), drop the old, the excluded and reposts of the viewer with numpy,
+        and keep each author's first ``cap``. Replies whose parent must be
+        looked up are decided lazily: first every such reply counts as dropped,
+        which can only make the merged answer older, so the
+        ``max_results``-th newest time of that answer (``floor``) bounds the
+        true one from below; only the replies at or above ``floor`` are looked
+        up (in Python, the rule as in :meth:`_collect`), the others cannot
+        reach the answer. An author whose gathered entries kept fewer than
+        ``cap`` posts while older entries at or above ``floor`` (and within
+        retention) were left ungathered is answered by :meth:`_collect`
+        itself. Then one merge, newest first, stops at ``max_results``.
+        """
+        scan = self.config.max_tiny_posts_per_user_scan
+        excluded = np.fromiter(exclude, dtype=np.int64, count=len(exclude)) if exclude else None
+        parts = []
+        for cols, by_author, cap, rule in lists:
+            if not cols.rows:
+                continue
+            # Originals are never reposts or replies: without exclusions their newest ``cap`` are the answer.
+            slack = 0 if cols is self._cols["_originals"] and not exclude else cap // 2
+            slots, first, taken, length, which = cols.newest(followed, min(scan, cap + slack))
+            if not len(slots):
+                continue
+            time_col, pid_col, repost_col, parent_col = cols.columns()
+            t, pid = time_col[slots], pid_col[slots]
+            ok = t >= cutoff
+            if excluded is not None:
+                ok &= ~np.isin(pid, excluded)
+            ok &= repost_col[slots] != viewer
+            pending = ok & (parent_col[slots] != 0) if rule else None
+            if pending is not None:
+                ok &= ~pending
+            parts.append([cols, by_author, cap, rule, slots, first, taken, length, which, t, pid, ok, pending])
+            del time_col, pid_col, repost_col, parent_col  # no view of a column outlives the query
+        if not parts:
+            return []
+        floor = _floor_of([t[_first_per_list(ok, first, taken, cap)] for _, _, cap, _, _, first, taken, _, _, t, _, ok, _ in parts], max_results)
+        posts_get, referenced_get = self._posts.get, self._referenced.get
+        extra: list[LightPost] = []
+        for part in parts:
+            cols, by_author, cap, rule, slots, first, taken, length, which, t, pid, ok, pending = part
+            if pending is not None:
+                look = np.flatnonzero(pending & (t >= floor))
+                if len(look):
+                    replies = map(cols.obj.__getitem__, slots[look].tolist())
+                    passed = [_reply_kept(p, posts_get, referenced_get, cutoff, followed_set) for p in replies]
+                    ok[look[np.array(passed, dtype=bool)]] = True
+            kept = _first_per_list(ok, first, taken, cap)
+            oldest = t[first + taken - 1]
+            deep = (np.add.reduceat(kept, first) < cap) & (taken < length) & (oldest >= cutoff) & (oldest >= floor)
+            if deep.any():
+                authors = [followed[k] for k in which[deep].tolist()]
+                for f, n in zip(first[deep].tolist(), taken[deep].tolist()):
+                    kept[f : f + n] = False
+                self._collect(by_author, authors, cap, exclude, viewer, cutoff, max(cutoff, floor),
+                              followed_set if rule else None, extra)
+            part[11] = kept
+        return _merge_columns(parts, extra, max_results)
 
     def _from_runs(
         self,

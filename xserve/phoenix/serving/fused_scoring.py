@@ -39,7 +39,16 @@ import math
 import torch
 import torch.nn.functional as F
 
-from xserve.phoenix.model.ranker import GELU_APPROXIMATE, CandidateBatch, PhoenixRanker, RankerOutput, rope_cos_sin
+from xserve.phoenix.model.ranker import (
+    GELU_APPROXIMATE,
+    CandidateBatch,
+    ContextBatch,
+    PhoenixRanker,
+    RankerOutput,
+    context_positions,
+    isolation_mask,
+    rope_cos_sin,
+)
 
 __all__ = ["FusedCandidateScorer", "rope_matrices"]
 
@@ -188,17 +197,52 @@ class FusedCandidateScorer:
         extends a cached prefix (a history that grew at the end).
         """
         b, tn, _ = tokens.shape
-        g_kv, g, k = self.num_kv_heads, self.groups, self.key_size
-        hk, gk = self.num_q_heads * k, g_kv * k
         pos = torch.arange(start, start + tn, device=tokens.device)[None]  # (1, Tn)
-        cos, sin = rope_cos_sin(pos, k, self.rope_base)  # (1, 1, Tn, K)
-        cos, sin = cos.to(self.dtype)[0, 0], sin.to(self.dtype)[0, 0]  # (Tn, K)
         # Keys visible to query t: cached ones, then new ones up to t that are valid (a token sees itself).
         causal = torch.ones(tn, tn, dtype=torch.bool, device=tokens.device).tril()  # (Tn, Tn)
         allowed = causal & (valid[:, None, :] | torch.eye(tn, dtype=torch.bool, device=tokens.device))  # (B, Tn, Tn)
         allowed = torch.cat([allowed.new_ones(b, tn, start), allowed], dim=-1)  # (B, Tn, start+Tn)
+        _, new_k, new_v = self._layers_over(tokens, pos, allowed, past_k, past_v)
+        return new_k, new_v
+
+    def forward_masked(self, tokens: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """A whole sequence in one pass with the fused kernels: ``tokens (B, T, D)`` at ``positions (1 or B, T)``,
+        ``allowed (B, T, T)`` (query t may attend key u) → the heads' output ``(B, T, A+1)``.
+
+        With the isolation mask over ``[user | history | candidates]`` this is the model's ``forward`` (the
+        one-pass baseline of ``benchmarks/bench_ranker.py``, on the same kernels as the cached path).
+        """
+        h, _, _ = self._layers_over(tokens, positions, allowed, None, None)
+        w, eps = self.final_norm
+        return torch.addmm(self.b_head, F.rms_norm(h, (w.shape[0],), w, eps).flatten(0, 1), self.w_head.T).view(
+            h.shape[0], h.shape[1], -1
+        )
+
+    def onepass(self, ctx: ContextBatch, cand: CandidateBatch) -> RankerOutput:
+        """``PhoenixRanker.forward`` on the fused kernels: ``[user | history | candidates]`` in one sequence under
+        the isolation mask, no cached context (the one-pass baseline, separating the kernels' gain from reuse's)."""
+        emb = self.model.embeddings
+        b, s, c = ctx.post_hashes.shape[0], ctx.post_hashes.shape[1], cand.post_hashes.shape[1]
+        tokens = torch.cat([emb.context_tokens(ctx), emb.candidate_tokens(cand)], 1).to(self.dtype)  # (B, T, D)
+        ctx_valid = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=tokens.device), ctx.history_valid], 1)
+        allowed = isolation_mask(ctx_valid, cand.valid)[:, 0]  # (B, T, T)
+        cand_pos = (ctx.lengths + 1)[:, None].expand(b, c)  # (B, C): every candidate at n+1
+        positions = torch.cat([context_positions(s, b, tokens.device), cand_pos], dim=1)  # (B, T)
+        return self.split_heads(self.forward_masked(tokens, positions, allowed)[:, 1 + s :])
+
+    def _layers_over(self, tokens: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor,
+                     past_k: list[torch.Tensor] | None, past_v: list[torch.Tensor] | None,
+                     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Every layer over ``tokens (B, Tn, D)`` at ``positions (1 or B, Tn)``, attending to the cached
+        ``past`` keys and the new ones where ``allowed (B, Tn, P+Tn)``: the last hidden states and each
+        layer's new keys (rotated) and values ``(B, G, Tn, K)``."""
+        b, tn, _ = tokens.shape
+        g_kv, g, k = self.num_kv_heads, self.groups, self.key_size
+        hk, gk = self.num_q_heads * k, g_kv * k
+        cos, sin = rope_cos_sin(positions, k, self.rope_base)  # (1 or B, 1, Tn, K)
+        cos, sin = cos.to(self.dtype)[:, :, None], sin.to(self.dtype)[:, :, None]  # (1 or B, 1, 1, Tn, K)
         bias = torch.zeros(allowed.shape, dtype=self.dtype, device=tokens.device).masked_fill_(~allowed, float("-inf"))
-        bias = bias[:, None, None]  # (B, 1, 1, Tn, start+Tn)
+        bias = bias[:, None, None]  # (B, 1, 1, Tn, P+Tn)
         scale = self._q_scale
         h, new_k, new_v = tokens, [], []
         for i, layer in enumerate(self.layers):
@@ -209,10 +253,10 @@ class FusedCandidateScorer:
             kk = qkv[..., hk : hk + gk].view(b, tn, g_kv, k).transpose(1, 2)  # (B, G, Tn, K)
             v = qkv[..., hk + gk :].view(b, tn, g_kv, k).transpose(1, 2).contiguous()  # (B, G, Tn, K)
             q = q * cos + torch.cat([-q[..., k // 2 :], q[..., : k // 2]], dim=-1) * sin
-            kk = kk * cos + torch.cat([-kk[..., k // 2 :], kk[..., : k // 2]], dim=-1) * sin
+            kk = kk * cos[:, :, 0] + torch.cat([-kk[..., k // 2 :], kk[..., : k // 2]], dim=-1) * sin[:, :, 0]
             new_k.append(kk)
             new_v.append(v)
-            keys = kk if past_k is None else torch.cat([past_k[i], kk], dim=2)  # (B, G, start+Tn, K)
+            keys = kk if past_k is None else torch.cat([past_k[i], kk], dim=2)  # (B, G, P+Tn, K)
             values = v if past_v is None else torch.cat([past_v[i], v], dim=2)
             logits = (q.reshape(b, g_kv, g * tn, k) @ keys.transpose(-1, -2)).view(b, g_kv, g, tn, -1)
             if self.cap > 0:
@@ -220,13 +264,13 @@ class FusedCandidateScorer:
             else:
                 weights = logits.add_(bias)
                 weights = weights.sub_(weights.amax(-1, keepdim=True)).exp2_()
-            weights = weights / weights.sum(-1, keepdim=True)  # (B, G, g, Tn, start+Tn)
+            weights = weights / weights.sum(-1, keepdim=True)  # (B, G, g, Tn, P+Tn)
             out = (weights.view(b, g_kv, g * tn, -1) @ values).view(b, g_kv, g, tn, k)  # (B, G, g, Tn, K)
             attn = out.permute(0, 3, 1, 2, 4).reshape(b, tn, hk) @ layer.w_o_t  # (B, Tn, D)
             h = h + F.rms_norm(attn, (d,), w1, e1)
             a, bb = F.rms_norm(h, (d,), w2, e2).flatten(0, 1) @ layer.w_in  # (2, B·Tn, F)
             h = h + F.rms_norm((F.gelu(a, approximate=GELU_APPROXIMATE).mul_(bb) @ layer.w_out_t).view_as(h), (d,), w3, e3)
-        return new_k, new_v
+        return h, new_k, new_v
 
     @staticmethod
     def split_heads(out: torch.Tensor) -> RankerOutput:

@@ -270,10 +270,14 @@ class RankerRunner:
     # ------------------------------------------------------------------ candidates
 
     def _candidate_rows(self, requests: Sequence[RankRequest]) -> tuple[CandidateBatch, np.ndarray, np.ndarray]:
-        """All candidates of the batch in rows of ``chunk_size``: ids ``(R, chunk)``, the request of each row,
-        and for each request's candidates their flat slot in ``(R·chunk)``."""
+        """All candidates of the batch in rows of ``chunk_size`` (or, uncompiled, of the largest request's count
+        rounded up to ``_CHUNK_GRANULE`` when that is smaller: a 256-candidate request scored in a 512 row did
+        twice the work): ids ``(R, chunk)``, the request of each row, and for each request's candidates their
+        flat slot in ``(R·chunk)``."""
         chunk = self.serving.chunk_size
         counts = np.array([len(r.candidates) for r in requests], np.int64)
+        if not self.serving.compile:  # no fixed shape needed: a batch of small requests is not padded to a full chunk
+            chunk = min(chunk, -(-max(int(counts.max(initial=1)), 1) // _CHUNK_GRANULE) * _CHUNK_GRANULE)
         rows_per_req = np.maximum(-(-counts // chunk), 1)
         row_req = np.repeat(np.arange(len(requests)), rows_per_req)
         row_start = np.concatenate([[0], np.cumsum(rows_per_req)[:-1]]) * chunk
@@ -326,6 +330,9 @@ class RankerRunner:
                     ~valid, float("-inf"))[:, None, None, :]  # (rows, 1, 1, T)
             out = self.fast.split_heads(self._score_rows(self.fast.candidate_tokens(cand), lengths + 1, ks, vs, bias))
         return RankerOutput(out.logits.reshape(r, c, -1), out.dwell_s.reshape(r, c))
+
+
+_CHUNK_GRANULE = 64  # a chunk shrunk to a batch's largest request is a multiple of this: few distinct shapes
 
 
 def validate_rank_request(r: RankRequest, max_candidates: int) -> None:
