@@ -109,7 +109,7 @@ def test_prefix_reuse_equals_fresh_encode(model, fused):
 
 
 def _block_ids(runner, req):
-    hist = runner.featurizer.history_arrays([req.history])
+    hist = runner.featurizer.history_arrays([req.history], [req.now_ms])
     hashes = runner.cache.block_hashes(_token_keys(req.user_id, hist, 0))
     ids = [runner.cache.pool.lookup(h) for h in hashes]
     assert None not in ids
