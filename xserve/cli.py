@@ -143,7 +143,7 @@ _NO_DATA = "run `xserve seed` or `xserve import` first"
 
 
 def _engagement_tables(data_dir: str):
-    """(engagements, posts or None) from a data directory, or a CliError saying how to get data."""
+    """(engagements, posts or None, users or None) from a data directory, or a CliError saying how to get data."""
     from pathlib import Path
 
     if not Path(data_dir).is_dir():
@@ -154,7 +154,8 @@ def _engagement_tables(data_dir: str):
     if dd.count("engagements") == 0:
         raise CliError(f"no engagements in {data_dir}; {_NO_DATA}")
     posts = dd.read_posts(columns=["post_id", "author_id", "created_at_ms"]) if dd.count("posts") else None
-    return dd.read_engagements(), posts
+    users = dd.read_users() if dd.count("users") else None  # the context columns are the ranker's user context
+    return dd.read_engagements(), posts, users
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -164,10 +165,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = _config(args)
     started = time.perf_counter()
-    engagements, posts = _engagement_tables(config.storage.data_dir)
+    engagements, posts, users = _engagement_tables(config.storage.data_dir)
     try:
         result = train(engagements, posts, config, out_dir=DataDirLayout(config.storage.data_dir).models,
-                       progress=not args.quiet)
+                       progress=not args.quiet, users=users)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     m = result.metrics
@@ -188,7 +189,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = _config(args)
     layout = DataDirLayout(config.storage.data_dir)
-    engagements, posts = _engagement_tables(config.storage.data_dir)
+    engagements, posts, users = _engagement_tables(config.storage.data_dir)
     if not layout.ranker_checkpoint.is_file() or not layout.towers_checkpoint.is_file():
         raise CliError(f"no trained models in {layout.models}; run `xserve train` first")
     try:
@@ -198,7 +199,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             raise CliError(f"the checkpoints in {layout.models} do not record one train/validation split; "
                            "run `xserve train` again")
         config = msgspec.structs.replace(config, phoenix=ranker.config)
-        data = prepare(engagements, posts, config, ranker.featurizer, split_ms=int(split_ms))
+        data = prepare(engagements, posts, config, ranker.featurizer, split_ms=int(split_ms), users=users)
         with deterministic(config.train.seed, machine_num_threads(config.train.num_threads)):
             result = evaluate(data, ranker.model, towers.model, seed=config.train.seed,
                               oracle=_oracle(config.storage.data_dir))

@@ -339,7 +339,7 @@ def _retrieval_metrics(data: Prepared, towers: PhoenixTowers, prior: PriorCounts
         window = slice(lo, hi)  # the corpus rows any query in this batch can see
         valid = (c.created[window][None, :] <= now) & (c.created[window][None, :] >= now - max_age)  # (q, W)
         hist_start = np.maximum(user_start[b], t - cfg.phoenix.history_len)
-        ctx = context_batch(e, hist_start, t - hist_start, data.featurizer)
+        ctx = context_batch(e, hist_start, t - hist_start, data.featurizer, now_ms=e.ts[t])
         idx, in_hist = history_index(hist_start, t - hist_start)
         row, found = corpus_row(e.post[idx])  # (q, S)
         seen = in_hist & found & (row >= lo) & (row < hi)
@@ -386,7 +386,7 @@ def _next_engagement_metrics(data: Prepared, ranker: PhoenixRanker, prior: Prior
         cand = data.featurizer.candidates(post, author, np.repeat(e.surface[t][:, None], m, 1),
                                           age_buckets(created, now, cfg.phoenix.age_buckets))
         hist_start = np.maximum(user_start[b], t - cfg.phoenix.history_len)
-        ctx = context_batch(e, hist_start, t - hist_start, data.featurizer)
+        ctx = context_batch(e, hist_start, t - hist_start, data.featurizer, now_ms=e.ts[t])
         idx, in_hist = history_index(hist_start, t - hist_start)
         scores = {
             "model": ranker.score_candidates(ranker.encode_context(ctx), cand).logits[..., _FAV].numpy(),
