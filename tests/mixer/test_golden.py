@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import math
 
+import msgspec
 import pytest
 
 from tests.mixer.fakes import (
@@ -174,6 +175,15 @@ def run_feed(ranker_fails: bool = False, **request_fields):
     user_data, thunder, retrieval, post_data, ranker = world()
     ranker.fail = ranker_fails
     pipeline = build_for_you_pipeline(JANUARY, clients(user_data, thunder, retrieval, post_data, ranker))
+# The golden feed is the January pipeline: its weighted scorer, selected by config (the value model's own
+# golden checks are in test_value_model.py).
+JANUARY = msgspec.convert({"scoring": {"scorer": "weighted"}}, XServeConfig)
+
+
+def run_feed(ranker_fails: bool = False, config: XServeConfig = JANUARY, **request_fields):
+    user_data, thunder, retrieval, post_data, ranker = world()
+    ranker.fail = ranker_fails
+    pipeline = build_for_you_pipeline(config, clients(user_data, thunder, retrieval, post_data, ranker))
 
     async def go():
         q = ForYouQuery.from_request(request(**request_fields), request_id="golden-1", now_ms=NOW_MS)
