@@ -202,7 +202,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         data = prepare(engagements, posts, config, ranker.featurizer, split_ms=int(split_ms), users=users)
         with deterministic(config.train.seed, machine_num_threads(config.train.num_threads)):
             result = evaluate(data, ranker.model, towers.model, seed=config.train.seed,
-                              oracle=_oracle(config.storage.data_dir))
+                              oracle=_oracle(config.storage.data_dir), durations=args.durations)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.json:
@@ -241,6 +241,9 @@ def _print_evaluation(result: dict) -> None:
     for section in ("retrieval", "next_engagement"):
         for key in result[section]:
             row(f"{section} {key}", [m[section].get(key) for m in methods.values()])
+    durations = result.get("durations", {})
+    for key in durations.get("model", {}):  # its own columns: model, the rows' mean, oracle
+        print(f"duration mae {key}: " + ", ".join(f"{m} {v[key]:.4f}" for m, v in durations.items() if key in v))
 
 
 def _add_phoenix_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -252,6 +255,8 @@ def _add_phoenix_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
             "world's oracle)")
     p.add_argument("--data-dir", metavar="DIR", help=data_help)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--durations", action="store_true", help="add the duration heads' log-seconds error "
+                   "(watch, profile visit, click dwell) beside the rows' mean and the oracle")
 
 
 def _parser() -> argparse.ArgumentParser:
