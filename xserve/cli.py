@@ -11,7 +11,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 
-from xserve.config import ConfigError, XServeConfig, config_to_dict, load_config
+from xserve.config import ConfigError, XServeConfig, config_reasons, config_to_dict, load_config
 from xserve.storage.layout import DataDirLayout
 
 __all__ = ["main"]
@@ -34,7 +34,14 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     shown = config_to_dict(_config(args))
     if shown["serving"]["api_key"]:
         shown["serving"]["api_key"] = REDACTED  # a secret: show that one is set, never the key
-    print(json.dumps(shown, indent=2))
+    if not args.reasons:
+        print(json.dumps(shown, indent=2))
+        return 0
+    for key, reason in config_reasons().items():  # one line per knob: its value and why it has it
+        value = shown
+        for part in key.split("."):
+            value = value[part]
+        print(f"{key} = {json.dumps(value)}" + (f"  # {reason}" if reason else ""))
     return 0
 
 
@@ -273,6 +280,8 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     show = config_sub.add_parser("show", help="print the effective configuration as JSON")
     show.add_argument("--data-dir", metavar="DIR", help="data directory (default $XSERVE_DATA_DIR or ./xserve-data)")
+    show.add_argument("--reasons", action="store_true",
+                      help="one line per setting: its value and the reason for its default")
     show.set_defaults(fn=_cmd_config_show)
     _add_phoenix_commands(add)
 

@@ -46,6 +46,7 @@ __all__ = [
     "TrainConfig",
     "ValueModelConfig",
     "XServeConfig",
+    "config_reasons",
     "config_to_dict",
     "load_config",
     "merge_config",
@@ -417,6 +418,33 @@ class XServeConfig(_Section):
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says which key and why."""
+
+
+def config_reasons(section: type[Struct] | None = None, prefix: str = "") -> dict[str, str]:
+    """``"section.field"`` → the one-line reason written beside its default in this module (the comment after
+    the field, else the one on the line above), for every field of ``XServeConfig`` (``xserve config show
+    --reasons``); "" when a field has none."""
+    import inspect
+    import re
+
+    section = section or XServeConfig
+    lines = inspect.getsource(section).splitlines()
+    out: dict[str, str] = {}
+    hints = get_type_hints(section)
+    for name in section.__struct_fields__:
+        reason = ""
+        for i, line in enumerate(lines):
+            if re.match(rf"\s+{name}\s*:", line):
+                comment = line.split("  # ", 1)
+                above = lines[i - 1].strip() if i else ""
+                reason = comment[1].strip() if len(comment) == 2 else above[2:].strip() if above.startswith("# ") else ""
+                break
+        hint = hints[name]
+        if isinstance(hint, type) and issubclass(hint, Struct):
+            out.update(config_reasons(hint, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = reason
+    return out
 
 
 def config_to_dict(config: Struct) -> dict[str, Any]:
