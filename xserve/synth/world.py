@@ -542,18 +542,34 @@ def _act(spec, rng, extra_rng, viewer, post, in_net, people, posts, follow_keys,
     positive_cols = [col[a] for a in ACTIONS if a not in _NEGATIVES]
     hits[np.ix_(negative, positive_cols)] = False  # someone who reports a post does not like it
 
-    rows, action = np.nonzero(hits)
-    dwell = np.where(
-        action == col[Action.DWELL],
-        np.clip(rng.lognormal(np.log(4_000) + 0.4 * features[rows, 1], 0.8), 300, 600_000),
-        0,
-    ).astype(np.int64)
-    # The DURATION_ACTIONS rows carry their own duration in dwell_ms (the child generator: other rows unchanged).
+    # The reference actions' rows draw from the world's generator exactly as before issue 17; the later actions'
+    # rows, and every duration, from the child generator.
+    old = _rows(rng, hits[:, :_REFERENCE_ACTIONS], 0, t, in_net, post, posts, features, now_ms)
+    new = _rows(extra_rng, hits[:, _REFERENCE_ACTIONS:], _REFERENCE_ACTIONS, t, in_net, post, posts, features, now_ms)
+    rows, action = np.r_[old[0], new[0]], np.r_[old[1], new[1]]
+    dwell, surface, ts = (np.r_[a, b] for a, b in zip(old[2:], new[2:], strict=True))
+    # The DURATION_ACTIONS rows carry their own duration in dwell_ms.
     mu, sigma = duration_params(features[rows])
     own = np.exp(mu + sigma * extra_rng.standard_normal(mu.shape))  # (rows, 3) ms
     own[:, 0] = np.minimum(own[:, 0], posts["video_ms"][post[rows]])
     for j, a in enumerate(DURATION_ACTIONS):
         dwell = np.where(action == col[a], np.clip(own[:, j], 300, 3_600_000).astype(np.int64), dwell)
+    return {
+        "viewer": viewer[rows], "post": post[rows], "action": action.astype(np.int8), "timestamp_ms": ts,
+        "dwell_ms": dwell, "product_surface": surface.astype(np.int32),
+    }
+
+
+def _rows(rng, hits, first_action, t, in_net, post, posts, features, now_ms):
+    """The actions ``hits (n, a)`` (columns from ``first_action`` on) as rows: (impression, action, dwell,
+    surface, time), every random draw from ``rng``."""
+    rows, action = np.nonzero(hits)
+    action = action + first_action
+    dwell = np.where(
+        action == ACTION_INDEX[Action.DWELL],
+        np.clip(rng.lognormal(np.log(4_000) + 0.4 * features[rows, 1], 0.8), 300, 600_000),
+        0,
+    ).astype(np.int64)
     surface = np.where(
         in_net[rows],
         rng.choice([ProductSurface.HOME_FOR_YOU, ProductSurface.HOME_FOLLOWING], size=len(rows), p=[0.75, 0.25]),
@@ -566,10 +582,7 @@ def _act(spec, rng, extra_rng, viewer, post, in_net, people, posts, follow_keys,
                        ProductSurface.CONVERSATION, surface)
     room = np.minimum(60_000, now_ms - t[rows])  # actions follow the impression within a minute, never after now
     ts = t[rows] + (rng.random(len(rows)) * room).astype(np.int64)
-    return {
-        "viewer": viewer[rows], "post": post[rows], "action": action.astype(np.int8), "timestamp_ms": ts,
-        "dwell_ms": dwell, "product_surface": surface.astype(np.int32),
-    }
+    return rows, action, dwell, surface, ts
 
 
 def _engagements(spec, rng, extra_rng, people, posts, follow_src, follow_dst, sub_keys, now_ms, tick):
@@ -593,8 +606,11 @@ def _engagements(spec, rng, extra_rng, people, posts, follow_src, follow_dst, su
     # Pilot chunk: measures actions per impression, so the total lands near the target.
     pilot_n = min(spec.chunk_impressions, max(20_000, spec.num_engagements // 20))
     chunks = [simulate(pilot_n)]
-    per_impression = max(len(chunks[0]["action"]) / pilot_n, 1e-3)
-    remaining = int(max(spec.num_engagements - len(chunks[0]["action"]), 0) / per_impression)
+    # Sized by the reference actions only, so the later ones (their own generator) leave the impressions, and
+    # so every draw of the world's generator, as they were: a seed's world keeps its rows and gains new ones.
+    reference_rows = int((chunks[0]["action"] < _REFERENCE_ACTIONS).sum())
+    per_impression = max(reference_rows / pilot_n, 1e-3)
+    remaining = int(max(spec.num_engagements - reference_rows, 0) / per_impression)
     tick(len(chunks[0]["action"]))
     while remaining > 0:
         n = min(remaining, spec.chunk_impressions)
