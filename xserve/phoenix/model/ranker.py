@@ -407,10 +407,15 @@ class PhoenixEmbeddings(nn.Module):
         self.history_proj = nn.Linear(item + 2 * d, d, bias=False)
         self.candidate_proj = nn.Linear(item + 2 * d, d, bias=False) if candidate_tokens else None
         self.age = nn.Embedding(config.age_buckets, d) if candidate_tokens else None
+        # The two additive inputs start small (N(0, 0.02²) here, and context_proj by init_linears), so a fresh
+        # model's tokens are close to those without them and training grows what helps.
         self.history_age = nn.Embedding(config.history_age_buckets, d, padding_idx=0)  # row 0 stays zero: no age
+        nn.init.normal_(self.history_age.weight, std=0.02)
+        with torch.no_grad():
+            self.history_age.weight[0].zero_()
         self.context = HashEmbedding(config.context_vocab, d, init_std=1.0)
         self.context_proj = nn.Linear(4 * d, d, bias=False)
-        for proj in (self.user_proj, self.history_proj, self.candidate_proj, self.context_proj):
+        for proj in (self.user_proj, self.history_proj, self.candidate_proj):
             if proj is not None:
                 nn.init.normal_(proj.weight, std=proj.in_features**-0.5)
 
@@ -477,7 +482,7 @@ class PhoenixRanker(nn.Module):
         self.dwell_head = nn.Linear(config.emb_dim, 1)
         self.duration_head = nn.Linear(config.emb_dim, 3)  # DURATION_ACTIONS order
         e = self.embeddings
-        init_linears(self, skip=(e.user_proj, e.history_proj, e.candidate_proj, e.context_proj))
+        init_linears(self, skip=(e.user_proj, e.history_proj, e.candidate_proj))
 
     def _heads(self, h: torch.Tensor) -> RankerOutput:
         h = self.final_norm(h)  # (B, C, D)

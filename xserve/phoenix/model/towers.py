@@ -45,7 +45,7 @@ class PhoenixTowers(nn.Module):
         self.transformer = Transformer(config)
         item = (config.num_post_hashes + config.num_author_hashes) * d
         self.candidate_mlp = nn.Sequential(nn.Linear(item, 2 * d, bias=False), nn.SiLU(), nn.Linear(2 * d, d, bias=False))
-        init_linears(self, skip=(self.embeddings.user_proj, self.embeddings.history_proj, self.embeddings.context_proj))
+        init_linears(self, skip=(self.embeddings.user_proj, self.embeddings.history_proj))
         nn.init.normal_(self.candidate_mlp[0].weight, std=item**-0.5)  # unit-scale hidden, like the token projections
 
     def user_embeddings(self, ctx: ContextBatch) -> torch.Tensor:

@@ -152,6 +152,22 @@ def initial_head_bias(data: Prepared) -> np.ndarray:
     return np.log(rates / (1 - rates))
 
 
+def initial_duration_bias(data: Prepared) -> np.ndarray:
+    """(3,) the duration head's initial bias: softplus⁻¹ of each duration's median over the training rows that
+    carry it (1 s when none does), so the head starts at a typical value instead of softplus(0) ≈ 0.7 s."""
+    e = data.entries
+    out = np.full(3, np.log(np.expm1(1.0)), np.float32)
+    if e.durations_ms is None:
+        return out
+    d = e.durations_ms[e.ts < data.split_ms] / 1000.0
+    for j in range(d.shape[1]):
+        seen = d[:, j][d[:, j] > 0]
+        if len(seen):
+            median = float(np.median(seen))
+            out[j] = median + np.log(-np.expm1(-median))  # softplus⁻¹(y) = y + log(1 − e^(−y)), stable
+    return out
+
+
 @contextlib.contextmanager
 def deterministic(seed: int, num_threads: int) -> Iterator[np.random.Generator]:
     """Seed torch, fix the thread count and require deterministic kernels; restore on exit."""
@@ -229,7 +245,7 @@ def ranker_loss(model: PhoenixRanker, batch: tuple, dwell_weight: float, duratio
         d = torch.from_numpy(durations)  # (B, C, 3)
         has = (d > 0).to(valid.dtype) * valid[..., None]
         sq = (torch.log1p(out.durations_s) - torch.log1p(d)).pow(2)
-        loss = loss + duration_weight * ((sq * has).sum((0, 1)) / has.sum((0, 1)).clamp_min(1)).sum()
+        loss = loss + duration_weight * ((sq * has).sum((0, 1)) / has.sum((0, 1)).clamp_min(1)).mean()
     return loss, float(bce.detach())
 
 
@@ -269,6 +285,7 @@ def train_ranker(data: Prepared, rng: np.random.Generator, progress: bool = Fals
     model = PhoenixRanker(cfg.phoenix)
     with torch.no_grad():
         model.action_head.bias.copy_(torch.from_numpy(initial_head_bias(data)).float())
+        model.duration_head.bias.copy_(torch.from_numpy(initial_duration_bias(data)).float())
 
     def make(r: np.random.Generator) -> RankerExamples:
         return RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=False,
