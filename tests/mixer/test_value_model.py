@@ -25,8 +25,8 @@ OFF = ValueModelConfig(watch_time=0.0, profile_visit_time=0.0, click_dwell_time=
                        mutual_follow_reply_boost=0.0, author_exploration_bonus=0.0, perturbation_sigma=0.0)
 
 
-def run(scorer, candidates, features=UserFeatures(), viewer=VIEWER, history=HISTORY):
-    q = query(viewer_id=viewer, history=history, user_features=features)
+def run(scorer, candidates, features=UserFeatures(), viewer=VIEWER, history=HISTORY, explain=True):
+    q = query(viewer_id=viewer, history=history, user_features=features, explain=explain)
     scorer.update_all(candidates, asyncio.run(scorer.score(q, candidates)))
     return candidates
 
@@ -135,3 +135,23 @@ def test_the_config_picks_the_scorer():
     assert "WeightedScorer" in names["weighted"] and "ValueModelScorer" not in names["weighted"]
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"scoring": {"scorer": "ranked"}}, XServeConfig)
+
+
+@given(probs, seconds, st.tuples(seconds, seconds, seconds), st.sampled_from([None, 5_000, 60_000]), st.booleans(),
+       st.sampled_from([7, 8, 20, 99]), st.booleans(), st.booleans())
+def test_the_vectorised_score_equals_the_sum_of_the_explained_terms(p, dwell, durations, video_ms, link, author,
+                                                                     reply, repost):
+    """Without explain the scorer sums the terms as one numpy expression: the same number as the terms."""
+    vm = ValueModelConfig(author_exploration_bonus=0.3, perturbation_sigma=0.1, perturbation_salt="x",
+                          mutual_follow_dwell_boost=0.5)
+    config = ScoringConfig(value_model=vm, weights=ScoringWeights(link_open=1.5, video_open=0.2))
+    features = UserFeatures(followed_user_ids=frozenset({7, 8}), mutual_follow_ids=frozenset({7}))
+    fields = dict(action_scores=ActionScores.from_sequence(p, dwell, durations), video_duration_ms=video_ms,
+                  has_link=link, in_reply_to_post_id=9 if reply else None,
+                  repost_of_post_id=9 if repost else None, repost_of_user_id=30 if repost else None)
+    [fast] = run(ValueModelScorer(config), [cand(1, author_id=author, **fields)], features, viewer=5, explain=False)
+    [slow] = run(ValueModelScorer(config), [cand(1, author_id=author, **fields)], features, viewer=5)
+    assert fast.score_terms is None
+    terms = {k: v for k, v in slow.score_terms.items() if not k.startswith("perturbation.")}
+    assert fast.weighted_score == pytest.approx(slow.weighted_score, rel=1e-9, abs=1e-12)
+    assert slow.weighted_score == pytest.approx(ValueModel(config, 5).offset(sum(terms.values())), rel=1e-9, abs=1e-12)
