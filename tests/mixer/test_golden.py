@@ -167,17 +167,9 @@ def request(**fields) -> FeedRequest:
 
 
 # the January pipeline this world's hand computation describes: the issue-17 additions without clients here (popular
-# source, cold start) are absent, and the negative-feedback scorer (no client needed) is turned off
-JANUARY = merge_config(XServeConfig(), {"negative_feedback": {"enabled": False}})
-
-
-def run_feed(ranker_fails: bool = False, **request_fields):
-    user_data, thunder, retrieval, post_data, ranker = world()
-    ranker.fail = ranker_fails
-    pipeline = build_for_you_pipeline(JANUARY, clients(user_data, thunder, retrieval, post_data, ranker))
-# The golden feed is the January pipeline: its weighted scorer, selected by config (the value model's own
-# golden checks are in test_value_model.py).
-JANUARY = msgspec.convert({"scoring": {"scorer": "weighted"}}, XServeConfig)
+# source, cold start) are absent, the negative-feedback scorer (no client needed) is turned off, and the weighted
+# scorer is selected instead of the value model (whose own checks are in test_value_model.py)
+JANUARY = merge_config(XServeConfig(), {"negative_feedback": {"enabled": False}, "scoring": {"scorer": "weighted"}})
 
 
 def run_feed(ranker_fails: bool = False, config: XServeConfig = JANUARY, **request_fields):
