@@ -144,6 +144,9 @@ def served_app_config(data_dir: str):
                 "retrieval_num_cpus": 0,
             },
             "ranker_serving": {"num_cpus": 0},
+            # the January weighted scorer, whose explain numbers the session's tests recompute by hand; the value
+            # model's own end-to-end test (tests/deployments/test_ranking_http.py) switches to it live and back
+            "scoring": {"scorer": "weighted"},
             # stage timeouts tripled, as the chaos run does: on a loaded 2-core machine the defaults time out
             # the catalog's hydrators, and the safety stages then fail closed and empty a feed without any fault
             "mixer": {name: getattr(MixerConfig(), name) * 3 for name in STAGE_TIMEOUTS},

@@ -74,3 +74,18 @@ def test_a_number_or_auto_field_parses_numbers_and_keeps_words():
     assert load_config(environ={"XSERVE__TRAIN__NUM_THREADS": "auto"}).train.num_threads == "auto"
     with pytest.raises(ConfigError, match="num_threads"):
         load_config(environ={"XSERVE__TRAIN__NUM_THREADS": "many"})
+
+
+def test_every_issue_17_ranking_knob_has_a_reason_in_config_show():
+    from xserve.config import config_reasons
+
+    reasons = config_reasons()
+    knobs = ["scoring.scorer", "scoring.weights.video_open", "scoring.weights.link_open",
+             *(f"scoring.value_model.{f}" for f in ("watch_time", "profile_visit_time", "click_dwell_time",
+                                                    "mutual_follow_dwell_boost", "mutual_follow_reply_boost",
+                                                    "author_exploration_bonus", "perturbation_sigma",
+                                                    "perturbation_salt")),
+             "phoenix.history_age_buckets", "phoenix.context_vocab", "phoenix.max_context_topics",
+             "train.duration_loss_weight"]
+    assert all(reasons[k] for k in knobs), [k for k in knobs if not reasons[k]]
+    assert reasons["mixer.top_k"] == "reference TOP_K_CANDIDATES_TO_SELECT"

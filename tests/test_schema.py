@@ -18,19 +18,23 @@ from xserve.schema import (
 )
 
 
-def test_eighteen_actions_in_reference_head_order():
-    assert len(ACTIONS) == 18
-    assert ACTIONS[0] is Action.FAVORITE and ACTIONS[-1] is Action.REPORT
-    fields = [f for f in ActionScores.__struct_fields__ if f != "dwell_time"]
+def test_reference_eighteen_actions_in_head_order_then_the_value_models_two():
+    # issue 17: video_open and link_open join the reference's 18 heads, appended so the 18 keep their indices
+    assert len(ACTIONS) == 20
+    assert ACTIONS[0] is Action.FAVORITE and ACTIONS[17] is Action.REPORT
+    assert ACTIONS[18:] == (Action.VIDEO_OPEN, Action.LINK_OPEN)
+    continuous = ("dwell_time", "watch_time", "profile_visit_time", "click_dwell_time")
+    fields = [f for f in ActionScores.__struct_fields__ if f not in continuous]
     assert fields == [a.value for a in ACTIONS]
 
 
 def test_action_scores_from_sequence_round_trip():
-    probs = [i / 100 for i in range(18)]
-    s = ActionScores.from_sequence(probs, dwell_time=3.5)
+    probs = [i / 100 for i in range(20)]
+    s = ActionScores.from_sequence(probs, dwell_time=3.5, durations=(1.0, 2.0, 3.0))
     assert [s.get(a) for a in ACTIONS] == probs
     assert s.dwell_time == 3.5
-    with pytest.raises(ValueError, match="expected 18"):
+    assert (s.watch_time, s.profile_visit_time, s.click_dwell_time) == (1.0, 2.0, 3.0)
+    with pytest.raises(ValueError, match="expected 20"):
         ActionScores.from_sequence([0.1])
 
 

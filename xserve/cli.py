@@ -11,7 +11,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 
-from xserve.config import ConfigError, XServeConfig, config_to_dict, load_config
+from xserve.config import ConfigError, XServeConfig, config_reasons, config_to_dict, load_config
 from xserve.storage.layout import DataDirLayout
 
 __all__ = ["main"]
@@ -34,7 +34,14 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     shown = config_to_dict(_config(args))
     if shown["serving"]["api_key"]:
         shown["serving"]["api_key"] = REDACTED  # a secret: show that one is set, never the key
-    print(json.dumps(shown, indent=2))
+    if not args.reasons:
+        print(json.dumps(shown, indent=2))
+        return 0
+    for key, reason in config_reasons().items():  # one line per knob: its value and why it has it
+        value = shown
+        for part in key.split("."):
+            value = value[part]
+        print(f"{key} = {json.dumps(value)}" + (f"  # {reason}" if reason else ""))
     return 0
 
 
@@ -143,7 +150,7 @@ _NO_DATA = "run `xserve seed` or `xserve import` first"
 
 
 def _engagement_tables(data_dir: str):
-    """(engagements, posts or None) from a data directory, or a CliError saying how to get data."""
+    """(engagements, posts or None, users or None) from a data directory, or a CliError saying how to get data."""
     from pathlib import Path
 
     if not Path(data_dir).is_dir():
@@ -154,7 +161,8 @@ def _engagement_tables(data_dir: str):
     if dd.count("engagements") == 0:
         raise CliError(f"no engagements in {data_dir}; {_NO_DATA}")
     posts = dd.read_posts(columns=["post_id", "author_id", "created_at_ms"]) if dd.count("posts") else None
-    return dd.read_engagements(), posts
+    users = dd.read_users() if dd.count("users") else None  # the context columns are the ranker's user context
+    return dd.read_engagements(), posts, users
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -164,10 +172,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = _config(args)
     started = time.perf_counter()
-    engagements, posts = _engagement_tables(config.storage.data_dir)
+    engagements, posts, users = _engagement_tables(config.storage.data_dir)
     try:
         result = train(engagements, posts, config, out_dir=DataDirLayout(config.storage.data_dir).models,
-                       progress=not args.quiet)
+                       progress=not args.quiet, users=users)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     m = result.metrics
@@ -188,7 +196,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = _config(args)
     layout = DataDirLayout(config.storage.data_dir)
-    engagements, posts = _engagement_tables(config.storage.data_dir)
+    engagements, posts, users = _engagement_tables(config.storage.data_dir)
     if not layout.ranker_checkpoint.is_file() or not layout.towers_checkpoint.is_file():
         raise CliError(f"no trained models in {layout.models}; run `xserve train` first")
     try:
@@ -198,10 +206,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             raise CliError(f"the checkpoints in {layout.models} do not record one train/validation split; "
                            "run `xserve train` again")
         config = msgspec.structs.replace(config, phoenix=ranker.config)
-        data = prepare(engagements, posts, config, ranker.featurizer, split_ms=int(split_ms))
+        data = prepare(engagements, posts, config, ranker.featurizer, split_ms=int(split_ms), users=users)
         with deterministic(config.train.seed, machine_num_threads(config.train.num_threads)):
             result = evaluate(data, ranker.model, towers.model, seed=config.train.seed,
-                              oracle=_oracle(config.storage.data_dir))
+                              oracle=_oracle(config.storage.data_dir), durations=args.durations)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.json:
@@ -240,6 +248,9 @@ def _print_evaluation(result: dict) -> None:
     for section in ("retrieval", "next_engagement"):
         for key in result[section]:
             row(f"{section} {key}", [m[section].get(key) for m in methods.values()])
+    durations = result.get("durations", {})
+    for key in durations.get("model", {}):  # its own columns: model, the rows' mean, oracle
+        print(f"duration mae {key}: " + ", ".join(f"{m} {v[key]:.4f}" for m, v in durations.items() if key in v))
 
 
 def _add_phoenix_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -251,6 +262,8 @@ def _add_phoenix_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
             "world's oracle)")
     p.add_argument("--data-dir", metavar="DIR", help=data_help)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--durations", action="store_true", help="add the duration heads' log-seconds error "
+                   "(watch, profile visit, click dwell) beside the rows' mean and the oracle")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -267,6 +280,8 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     show = config_sub.add_parser("show", help="print the effective configuration as JSON")
     show.add_argument("--data-dir", metavar="DIR", help="data directory (default $XSERVE_DATA_DIR or ./xserve-data)")
+    show.add_argument("--reasons", action="store_true",
+                      help="one line per setting: its value and the reason for its default")
     show.set_defaults(fn=_cmd_config_show)
     _add_phoenix_commands(add)
 

@@ -44,7 +44,9 @@ __all__ = [
     "StorageConfig",
     "ThunderConfig",
     "TrainConfig",
+    "ValueModelConfig",
     "XServeConfig",
+    "config_reasons",
     "config_to_dict",
     "load_config",
     "merge_config",
@@ -77,6 +79,27 @@ class ScoringWeights(_Section):
     block_author: float = -31.2
     mute_author: float = -58.8
     report: float = -234.0
+    video_open: float = 0.0  # P(video open) alone; the value model adds it x watch seconds (reference Oct: 0.07; 0 keeps the January sum)
+    link_open: float = 0.0  # outbound-link opens, counted only on posts with a link (reference Oct OpenLinkWeight 0.2; 0: a link is not rewarded until measured)
+
+
+class ValueModelConfig(_Section):
+    """The value model (``xserve/mixer/value_model.py``, reference October release ``xai-value-model``):
+    the weighted sum plus product terms, a mutual-follow dwell boost, an author-exploration bonus and
+    per-user weight perturbation."""
+
+    watch_time: float = 0.004  # per second of P(video open) x predicted watch seconds (ours: dwell_time's value; reference VideoContinuationWeight 0)
+    profile_visit_time: float = 0.004  # per second of P(profile click) x predicted visit seconds (ours; reference ProfileVisitSecsWeight 0)
+    click_dwell_time: float = 0.004  # per second of P(click) x predicted click-dwell seconds (ours; reference ContClickDwellTimeWeight 0.4 on raw seconds)
+    mutual_follow_dwell_boost: float = 0.05  # added to the dwell weight for an original post by a mutual follow (ours; reference boost 0, reply boost 15)
+    mutual_follow_reply_boost: float = 15.0  # added to the reply weight for the same posts (reference BidirectionalFollowReplyWeightBoost)
+    author_exploration_bonus: float = 0.0  # added before the offset for an author the viewer neither follows nor has engaged with (reference: per-author rules, 0 by default)
+    perturbation_sigma: float = 0.0  # each weight x exp(+-sigma) per user and head (reference WeightPerturbationSigma, 0 = off)
+    perturbation_salt: str = ""  # changes every user's signs at once (reference WeightPerturbationSalt)
+
+    def __post_init__(self) -> None:
+        if self.perturbation_sigma < 0:
+            raise ValueError(f"scoring.value_model.perturbation_sigma must be >= 0, got {self.perturbation_sigma}")
 
 
 class ScoringConfig(_Section):
@@ -86,6 +109,8 @@ class ScoringConfig(_Section):
     author_diversity_decay: float = 0.5  # reference AUTHOR_DIVERSITY_DECAY
     author_diversity_floor: float = 0.25  # reference AUTHOR_DIVERSITY_FLOOR
     oon_weight_factor: float = 0.75  # reference OonWeightFactor, applied to out-of-network posts
+    scorer: Literal["value_model", "weighted"] = "value_model"  # value_model: the October release's; weighted: January's sum
+    value_model: ValueModelConfig = ValueModelConfig()
 
 
 class MixerConfig(_Section):
@@ -247,6 +272,9 @@ class PhoenixConfig(_Section):
     age_buckets: int = 82  # reference: floor(age_min/60)+1, overflow 81, 0 unknown
     rope_base: float = 10_000.0
     post_age: bool = True  # off when trained on a log without creation times: every age is then unknown, served too
+    history_age_buckets: int = 12  # negative-feedback history entries' age: 1+floor(log2(1+days)), last = older; 0 = not negative
+    context_vocab: int = 10_007  # rows of the user-context table (country, language, client app, declared topics), row 0 = unknown
+    max_context_topics: int = 8  # declared interest topics a user token takes (the first ones)
 
 
 class TrainConfig(_Section):
@@ -265,6 +293,7 @@ class TrainConfig(_Section):
     tower_temperature: float = 0.05  # softmax temperature of the in-batch contrastive loss
     embedding_learning_rate: float = 0.05  # SparseAdam on the hash tables (rows are updated rarely)
     dwell_loss_weight: float = 0.1  # weight of the dwell-time regression beside the action BCE
+    duration_loss_weight: float = 0.1  # weight of the watch / profile-visit / click-dwell regressions (each on rows with its action)
     warmup_steps: int = 20  # linear warm-up, then cosine decay to 10 %
     eval_max_queries: int = 1000  # users scored for retrieval recall and next-engagement HR/NDCG
     eval_sampled_candidates: int = 100  # the true next favorite + 99 sampled posts for HR@10/NDCG@10
@@ -389,6 +418,33 @@ class XServeConfig(_Section):
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says which key and why."""
+
+
+def config_reasons(section: type[Struct] | None = None, prefix: str = "") -> dict[str, str]:
+    """``"section.field"`` → the one-line reason written beside its default in this module (the comment after
+    the field, else the one on the line above), for every field of ``XServeConfig`` (``xserve config show
+    --reasons``); "" when a field has none."""
+    import inspect
+    import re
+
+    section = section or XServeConfig
+    lines = inspect.getsource(section).splitlines()
+    out: dict[str, str] = {}
+    hints = get_type_hints(section)
+    for name in section.__struct_fields__:
+        reason = ""
+        for i, line in enumerate(lines):
+            if re.match(rf"\s+{name}\s*:", line):
+                comment = line.split("  # ", 1)
+                above = lines[i - 1].strip() if i else ""
+                reason = comment[1].strip() if len(comment) == 2 else above[2:].strip() if above.startswith("# ") else ""
+                break
+        hint = hints[name]
+        if isinstance(hint, type) and issubclass(hint, Struct):
+            out.update(config_reasons(hint, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = reason
+    return out
 
 
 def config_to_dict(config: Struct) -> dict[str, Any]:

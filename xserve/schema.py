@@ -24,6 +24,7 @@ from msgspec import Meta, Struct
 __all__ = [
     "ACTIONS",
     "ACTION_INDEX",
+    "DURATION_ACTIONS",
     "NEGATIVE_ACTIONS",
     "Action",
     "ActionScores",
@@ -79,6 +80,7 @@ __all__ = [
     "ShardHits",
     "StageReport",
     "UserBody",
+    "UserContext",
     "UserEvent",
     "UserFeatures",
     "UserId",
@@ -104,10 +106,12 @@ MAX_TEXT_CHARS = 25_000  # long posts are ~25k characters on X
 
 
 class Action(enum.StrEnum):
-    """The 18 discrete actions the ranker predicts, in the reference's head order.
+    """The 20 discrete actions the ranker predicts: the reference's 18 in its head order, then the two
+    the October release's value model reads (``docs/reference.md`` §3.1), appended so earlier indices keep
+    their meaning.
 
     The model's output index for an action is ``ACTION_INDEX[action]``; the
-    continuous dwell-time head is separate (``ActionScores.dwell_time``).
+    continuous heads are separate (``ActionScores.dwell_time`` and the three ``*_time`` durations).
     """
 
     FAVORITE = "favorite"
@@ -128,6 +132,8 @@ class Action(enum.StrEnum):
     BLOCK_AUTHOR = "block_author"
     MUTE_AUTHOR = "mute_author"
     REPORT = "report"
+    VIDEO_OPEN = "video_open"  # opened the post's video (video posts only); its watch time is a regression head
+    LINK_OPEN = "link_open"  # opened the post's outbound link (posts with links only)
 
 
 ACTIONS: tuple[Action, ...] = tuple(Action)
@@ -135,6 +141,11 @@ ACTION_INDEX: dict[Action, int] = {a: i for i, a in enumerate(ACTIONS)}
 NEGATIVE_ACTIONS: frozenset[Action] = frozenset(
     {Action.NOT_INTERESTED, Action.BLOCK_AUTHOR, Action.MUTE_AUTHOR, Action.REPORT}
 )
+# The actions whose row in the engagement log carries a duration of its own in ``dwell_ms`` (the seconds a
+# video was watched after opening it, spent on the profile after a profile click, on the post after a click),
+# in the order of the ranker's duration head and ``ActionScores``' ``watch_time, profile_visit_time,
+# click_dwell_time``. Every other action's ``dwell_ms`` is the dwell on the post (synthetic worlds: dwell rows).
+DURATION_ACTIONS: tuple[Action, ...] = (Action.VIDEO_OPEN, Action.PROFILE_CLICK, Action.CLICK)
 
 
 class ProductSurface(enum.IntEnum):
@@ -151,7 +162,9 @@ class ProductSurface(enum.IntEnum):
 
 
 class ActionScores(Struct, frozen=True, forbid_unknown_fields=True):
-    """Predicted probability of each action (0..1) plus expected dwell time in seconds."""
+    """Predicted probability of each action (0..1), expected dwell time in seconds, and the three
+    conditional durations the value model multiplies by their action's probability (seconds, given
+    the action happened: ``xserve/mixer/value_model.py``)."""
 
     favorite: float = 0.0
     reply: float = 0.0
@@ -171,14 +184,23 @@ class ActionScores(Struct, frozen=True, forbid_unknown_fields=True):
     block_author: float = 0.0
     mute_author: float = 0.0
     report: float = 0.0
+    video_open: float = 0.0
+    link_open: float = 0.0
     dwell_time: float = 0.0  # continuous head, seconds
+    watch_time: float = 0.0  # seconds of video watched, given a video_open
+    profile_visit_time: float = 0.0  # seconds on the author's profile, given a profile_click
+    click_dwell_time: float = 0.0  # seconds on the opened post, given a click
 
     @classmethod
-    def from_sequence(cls, probs: "list[float] | tuple[float, ...]", dwell_time: float = 0.0) -> "ActionScores":
-        """Build from probabilities in ``ACTIONS`` order (the model's head order)."""
+    def from_sequence(cls, probs: "list[float] | tuple[float, ...]", dwell_time: float = 0.0,
+                      durations: "tuple[float, float, float]" = (0.0, 0.0, 0.0)) -> "ActionScores":
+        """Build from probabilities in ``ACTIONS`` order (the model's head order) and the continuous heads
+        (``durations``: watch, profile visit, click dwell seconds, ``DURATION_ACTIONS`` order)."""
         if len(probs) != len(ACTIONS):
             raise ValueError(f"expected {len(ACTIONS)} action probabilities, got {len(probs)}")
-        return cls(*(float(p) for p in probs), dwell_time=float(dwell_time))
+        watch, visit, click = (float(d) for d in durations)
+        return cls(*(float(p) for p in probs), dwell_time=float(dwell_time), watch_time=watch,
+                   profile_visit_time=visit, click_dwell_time=click)
 
     def get(self, action: Action) -> float:
         return getattr(self, action.value)
@@ -242,6 +264,7 @@ class Post(Struct, frozen=True, forbid_unknown_fields=True):
     labels: tuple[VisibilityLabel, ...] = ()
     reply_parent: PostRef | None = None  # the post in_reply_to_post_id names, as the write path found it; None = not known
     repost_source: PostRef | None = None  # the post repost_of_post_id names, as the write path found it; None = not known
+    has_link: bool = False  # the post carries an outbound link (marked at creation; a link_open needs one)
 
     @property
     def is_reply(self) -> bool:
@@ -347,6 +370,22 @@ class UserFeatures(Struct, frozen=True, forbid_unknown_fields=True):
     subscribed_user_ids: frozenset[int] = frozenset()
     # the latest of each negative action per author, oldest first (bounded by serving.max_negative_signals)
     negative_feedback: tuple[NegativeSignal, ...] = ()
+    mutual_follow_ids: frozenset[int] = frozenset()  # followed users who follow back (the value model's mutual-follow boost)
+    topics: tuple[str, ...] = ()  # declared interest topics (PUT /v1/users/{id}), a ranker and user-tower input
+
+
+MAX_TOPICS = 16  # declared interest topics per user
+MAX_TOPIC_CHARS = 50
+
+
+class UserContext(Struct, frozen=True, forbid_unknown_fields=True):
+    """What the ranker and the user tower know of the user besides the history: the feed request's
+    country, language and client app, and the user's declared interest topics (``features.context_ids``)."""
+
+    country_code: str = ""
+    language_code: str = ""
+    client_app_id: int = 0
+    topics: tuple[str, ...] = ()
 
 
 class HistoryItem(Struct, frozen=True, array_like=True):
@@ -388,6 +427,7 @@ class RetrievalRequest(Struct, frozen=True):
     max_results: int
     exclude_ids: frozenset[int] = frozenset()
     now_ms: int = 0  # posts older than the configured max age are not retrieved
+    context: UserContext | None = None  # the user tower's context input; None = unknown
 
 
 class RetrievedPost(Struct, frozen=True, array_like=True):
@@ -415,6 +455,7 @@ class RankRequest(Struct, frozen=True):
     history: tuple[HistoryItem, ...]
     candidates: tuple[RankCandidate, ...]
     now_ms: int = 0
+    context: UserContext | None = None  # the user token's context input; None = unknown
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Ray pickles it to the Ranker once per feed: 1,400 candidates as one msgpack buffer took 2.9 ms
@@ -571,6 +612,8 @@ class PostCandidate(Struct):
     def source(self) -> FeedSource:
         """What the feed response says brought it (``ScoredPost.source``)."""
         return FeedSource.COLD_START if self.cold_start is not None else FeedSource.of(self.served_type)
+    has_link: bool = False  # core data: the post has an outbound link (gates the link_open term)
+    score_terms: dict[str, float] | None = None  # value model: every term of the weighted score (explain)
 
     def related_post_ids(self) -> tuple[int, ...]:
         """The post, the original it reposts and the post it replies to (seen-filtering keys)."""
@@ -594,6 +637,10 @@ class ScoreExplanation(Struct, frozen=True):
     negative_feedback_multiplier: float | None = None  # the viewer's faded negative feedback on the author (1 = none)
     popular_engaged_users: int | None = None  # the popular source's count, for a post it brought
     cold_start: ColdStartPick | None = None  # the cold-start lift, on the post in the cold-start slot
+    # every term of weighted_score before the squeeze, by name (value model: "<head>" = weight·P, product terms,
+    # "mutual_follow_*_boost", "author_exploration_bonus", and "perturbation.<head>" multipliers); {} = weighted scorer
+    terms: dict[str, float] = {}
+    scorer: str = ""  # which scorer made weighted_score: "value_model" or "weighted"
 
 
 class ScoredPost(Struct, frozen=True):
@@ -735,12 +782,16 @@ class EdgeKind(enum.StrEnum):
     SUBSCRIBE = "subscribe"
 
 
+Topic = Annotated[str, Meta(min_length=1, max_length=MAX_TOPIC_CHARS)]
+
+
 class UserUpserted(Struct, frozen=True, tag="user_upserted", forbid_unknown_fields=True):
     """Create a user or change its profile; the follower count is derived from follow edges."""
 
     user_id: PositiveId
     screen_name: Annotated[str, Meta(max_length=MAX_SCREEN_NAME_CHARS)] = ""
     at_ms: TimestampMs = 0
+    topics: Annotated[tuple[Topic, ...], Meta(max_length=MAX_TOPICS)] | None = None  # None = keep the user's topics
 
 
 class EdgeSet(Struct, frozen=True, tag="edge_set", forbid_unknown_fields=True):
@@ -808,6 +859,8 @@ class UserBody(Struct, frozen=True, forbid_unknown_fields=True):
     """Body of ``PUT /v1/users/{id}``."""
 
     screen_name: Annotated[str, Meta(max_length=MAX_SCREEN_NAME_CHARS)] = ""
+    # declared interest topics (replace the user's; absent = keep them): inputs of the ranker and the user tower
+    topics: Annotated[tuple[Topic, ...], Meta(max_length=MAX_TOPICS)] | None = None
 
 
 class MutedKeywordsBody(Struct, frozen=True, forbid_unknown_fields=True):
@@ -840,6 +893,7 @@ class NewPost(Struct, frozen=True, forbid_unknown_fields=True):
     conversation_id: PositiveId | None = None
     media: Annotated[tuple[Media, ...], Meta(max_length=4)] = ()
     subscription_only: bool = False
+    has_link: bool | None = None  # the post carries an outbound link; None = an http(s) URL in the text decides
 
 
 EngagementsBody = Engagement | Annotated[list[Engagement], Meta(min_length=1, max_length=MAX_BATCH)]

@@ -117,3 +117,10 @@ def test_deleting_a_post_deletes_its_quotes_first():
         [PostDeleted(1, now, author_id=9)],
     ]
     assert set(posts.catalog.get([1, 2, 3, 4])) == {4}  # a reply is not a quote: it stays
+
+
+def test_a_post_is_marked_with_an_outbound_link_from_its_text_unless_the_request_says():
+    from xserve.deployments.api import has_outbound_link
+
+    assert has_outbound_link("read https://example.com/a") and has_outbound_link("HTTP://x.y")
+    assert not has_outbound_link("no link, just http:// and a bare example.com") and not has_outbound_link("")

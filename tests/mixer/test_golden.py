@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import math
 
+import msgspec
 import pytest
 
 from tests.mixer.fakes import (
@@ -166,14 +167,15 @@ def request(**fields) -> FeedRequest:
 
 
 # the January pipeline this world's hand computation describes: the issue-17 additions without clients here (popular
-# source, cold start) are absent, and the negative-feedback scorer (no client needed) is turned off
-JANUARY = merge_config(XServeConfig(), {"negative_feedback": {"enabled": False}})
+# source, cold start) are absent, the negative-feedback scorer (no client needed) is turned off, and the weighted
+# scorer is selected instead of the value model (whose own checks are in test_value_model.py)
+JANUARY = merge_config(XServeConfig(), {"negative_feedback": {"enabled": False}, "scoring": {"scorer": "weighted"}})
 
 
-def run_feed(ranker_fails: bool = False, **request_fields):
+def run_feed(ranker_fails: bool = False, config: XServeConfig = JANUARY, **request_fields):
     user_data, thunder, retrieval, post_data, ranker = world()
     ranker.fail = ranker_fails
-    pipeline = build_for_you_pipeline(JANUARY, clients(user_data, thunder, retrieval, post_data, ranker))
+    pipeline = build_for_you_pipeline(config, clients(user_data, thunder, retrieval, post_data, ranker))
 
     async def go():
         q = ForYouQuery.from_request(request(**request_fields), request_id="golden-1", now_ms=NOW_MS)

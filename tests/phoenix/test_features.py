@@ -11,7 +11,7 @@ HOUR = 3_600_000
 def test_multi_hot_and_bits_agree():
     bits = action_bits({Action.FAVORITE, Action.REPORT})
     row = multi_hot(np.array([bits, 0]))
-    assert row.shape == (2, 18) and row[0].sum() == 2 and row[1].sum() == 0
+    assert row.shape == (2, 20) and row[0].sum() == 2 and row[1].sum() == 0
     assert row[0, ACTION_INDEX[Action.REPORT]] == 1 and row[0, ACTION_INDEX[Action.FAVORITE]] == 1
 
 

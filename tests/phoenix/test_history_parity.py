@@ -22,8 +22,18 @@ from tests.phoenix.factories import tiny_phoenix
 from xserve.config import MixerConfig, ServingConfig
 from xserve.phoenix.model.embeddings import PhoenixHasher
 from xserve.phoenix.model.features import Featurizer
-from xserve.phoenix.training.data import PostCorpus, RankerExamples, aggregate
-from xserve.schema import ACTION_INDEX, ACTIONS, Engagement, EngagementRecorded, ProductSurface, RankCandidate, RankRequest
+from xserve.phoenix.training.data import PostCorpus, RankerExamples, aggregate, user_context_ids
+from xserve.schema import (
+    ACTION_INDEX,
+    ACTIONS,
+    Action,
+    Engagement,
+    EngagementRecorded,
+    ProductSurface,
+    RankCandidate,
+    RankRequest,
+    UserContext,
+)
 from xserve.users.store import UserStore
 
 W = MixerConfig().history_window_ms
@@ -97,5 +107,39 @@ def test_the_served_context_equals_the_training_context_cut_at_the_same_time():
         assert int(trained.lengths[0]) == HISTORY_LEN  # the user has more entries than the model's history
         for bulk in (False, True):
             served = _served_context(events, t, featurizer, bulk=bulk)
-            for name in ("user_hashes", "post_hashes", "author_hashes", "actions", "surface"):
+            for name in ("user_hashes", "post_hashes", "author_hashes", "actions", "surface", "history_age", "context"):
                 assert torch.equal(getattr(served, name), getattr(trained, name)), (name, t, bulk)
+
+
+def test_negative_entries_ages_and_the_user_context_are_the_same_in_training_and_serving():
+    """Issue 17: a not-interested 60 days old and one a day old enter the history with their ages (different
+    buckets), and the user's country, language, app and topics reach the user token; training builds both
+    from the log and the users table exactly as serving builds them from the request."""
+    day = 86_400_000
+    now = T0 + 90 * day
+    old_ni = Engagement(USER, 3, 103, ACTIONS[ACTION_INDEX[Action.NOT_INTERESTED]], now - 60 * day)
+    new_ni = Engagement(USER, 4, 104, ACTIONS[ACTION_INDEX[Action.NOT_INTERESTED]], now - day - 1000)
+    fav = Engagement(USER, 5, 105, Action.FAVORITE, now - 2 * day)
+    nxt = Engagement(USER, 6, 106, Action.FAVORITE, now)  # the example's first positive: its time is "now"
+    events = [old_ni, new_ni, fav, nxt]
+    cfg = tiny_phoenix(history_len=HISTORY_LEN)
+    featurizer = Featurizer(cfg, PhoenixHasher(cfg))
+    context = UserContext(country_code="BR", language_code="pt", client_app_id=2, topics=("music", "sports"))
+    users = pa.table({"user_id": [USER], "country_code": ["br"], "language_code": ["PT"], "client_app_id": [2],
+                      "topics": [["music", "sports"]]})
+    entries = aggregate(_table(events), W)
+    entries.user_context = user_context_ids(entries, users, featurizer)
+    examples = RankerExamples.build(entries, PostCorpus.build(entries), split_ms=now, validation=True, num_pos=4,
+                                    num_neg=2, history_len=HISTORY_LEN, max_age_ms=48 * 3_600_000,
+                                    rng=np.random.default_rng(0))
+    trained = examples.context(np.array([0]), featurizer)
+    store = UserStore(ServingConfig(), MixerConfig())
+    for e in events[:3]:
+        store.apply(EngagementRecorded(e))
+    request = RankRequest(USER, store.history(USER, 128), (RankCandidate(1, 101, now),), now_ms=now, context=context)
+    served, _ = featurizer.from_requests([request])
+    for name in ("user_hashes", "post_hashes", "actions", "history_age", "context"):
+        assert torch.equal(getattr(served, name), getattr(trained, name)), name
+    ages = served.history_age[0, :3].tolist()  # oldest first: the 60-day, the favorite, the 1-day entry
+    assert ages[1] == 0 and ages[0] > ages[2] > 0  # only negatives carry an age; the old one a later bucket
+    assert (served.context[0, :5] != 0).all() and (served.context[0, 5:] == 0).all()  # 3 fields + 2 topics

@@ -164,7 +164,8 @@ def test_sdpa_path_matches_explicit_attention_without_soft_cap():
 def test_outputs_have_the_documented_shapes(model):
     ctx, cand = random_batch(b=2, s=5, c=3, seed=1)
     out = model(ctx, cand)
-    assert out.logits.shape == (2, 3, 18) and out.dwell_s.shape == (2, 3) and (out.dwell_s >= 0).all()
+    assert out.logits.shape == (2, 3, 20) and out.dwell_s.shape == (2, 3) and (out.dwell_s >= 0).all()
+    assert out.durations_s.shape == (2, 3, 3) and (out.durations_s >= 0).all()
 
 
 def _cut(ctx, lo, hi):

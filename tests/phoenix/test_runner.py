@@ -109,7 +109,7 @@ def test_prefix_reuse_equals_fresh_encode(model, fused):
 
 
 def _block_ids(runner, req):
-    hist = runner.featurizer.history_arrays([req.history])
+    hist = runner.featurizer.history_arrays([req.history], [req.now_ms])
     hashes = runner.cache.block_hashes(_token_keys(req.user_id, hist, 0))
     ids = [runner.cache.pool.lookup(h) for h in hashes]
     assert None not in ids
@@ -205,3 +205,30 @@ def test_fused_onepass_equals_the_models_forward(model):
         got = FusedCandidateScorer(model).onepass(ctx, cand)
     torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(got.dwell_s, want.dwell_s, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_context_ages_and_durations_equal_full_forward_and_key_the_cache(model, fused):
+    """Issue 17: a request's user context and its negative entries' ages change the scores, the cached and fused
+    paths still equal the full forward (durations included), and a new context is a new cache key."""
+    from xserve.schema import Action, HistoryItem, UserContext
+
+    runner = make_runner(model, fused=fused)
+    day = 86_400_000
+    base = make_request(n_history=6, n_candidates=9)
+    old_negative = HistoryItem(7, 70, frozenset({Action.NOT_INTERESTED}), base.now_ms - 60 * day)
+    req = replace(base, history=(old_negative, *base.history),
+                  context=UserContext(country_code="jp", language_code="ja", client_app_id=2, topics=("music",)))
+    ctx, cand = runner.featurizer.from_requests([req])
+    with torch.inference_mode():
+        out = runner.model(ctx, cand)
+    (res,) = runner.score([req])
+    assert_close(res, (torch.sigmoid(out.logits[0]).numpy(), out.dwell_s[0].numpy()))
+    np.testing.assert_allclose(res.durations_s, out.durations_s[0].numpy(), atol=ATOL, rtol=1e-5)
+    (plain,) = runner.score([replace(req, context=None)])
+    assert np.abs(plain.probs - res.probs).max() > 1e-4  # the context is an input, not ignored
+    (fresh,) = runner.score([replace(req, history=(replace(old_negative, timestamp_ms=req.now_ms - day // 2),
+                                                   *base.history))])
+    assert np.abs(fresh.probs - res.probs).max() > 1e-4  # a day-old and a 60-day-old not-interested differ
+    scores = runner.rank([req])[0].scores
+    assert scores[0].watch_time == pytest.approx(float(res.durations_s[0, 0]), rel=1e-5)

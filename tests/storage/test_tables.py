@@ -68,6 +68,9 @@ def users_table(ids=(1, 2, 3)) -> pa.Table:
             "screen_name": [f"u{i}" for i in ids],
             "followers_count": [i * 10 for i in ids],
             "created_at_ms": [1_600_000_000_000 + i for i in ids],
+            # issue 17's context columns (the training input of the user token), empty as an import leaves them
+            "country_code": [""] * len(ids), "language_code": [""] * len(ids), "client_app_id": [0] * len(ids),
+            "topics": [[] for _ in ids],
         }
     )
 
@@ -144,7 +147,7 @@ def test_insert_new_keeps_existing_rows(dd):
     dd.write_users(users_table())
     minimal = pa.table({"user_id": [3, 9, 9], "created_at_ms": [0, 1, 2]})  # screen_name/followers default
     assert dd.write_users(minimal, mode="insert_new") == 1  # only user 9 is new
-    rows = {r["user_id"]: r for r in dd.read_users().to_pylist()}
+    rows = {r["user_id"]: r for r in dd.read_users(["user_id", "screen_name", "followers_count", "created_at_ms"]).to_pylist()}
     assert rows[3]["screen_name"] == "u3" and rows[9] == {"user_id": 9, "screen_name": "", "followers_count": 0,
                                                          "created_at_ms": 1}
 

@@ -31,6 +31,7 @@ def hand_made(weights: np.ndarray) -> dict[str, np.ndarray]:
         "post_has_video": np.array([False, False, True]), "post_is_quote": np.array([False, True, False]),
         "follow_keys": np.array([0 * 2 + 1]),  # user index 0 follows author index 1
         "action_weights": weights, "negative_actions": np.array([a in NEGATIVE_ACTIONS for a in ACTIONS]),
+        "post_has_link": np.array([False, False, False]), "post_video_ms": np.array([0, 0, 20_000]),
     }
 
 
@@ -44,8 +45,9 @@ def test_probabilities_follow_the_documented_model_by_hand():
     no_negative = np.prod([1 - sigma[ACTION_INDEX[a]] for a in NEGATIVE_ACTIONS])
     for a in ACTIONS:
         i = ACTION_INDEX[a]
-        if a in (Action.VIDEO_QUALITY_VIEW, Action.QUOTED_CLICK, Action.FOLLOW_AUTHOR):
-            want = 0.0  # not a video, not a quote, already followed
+        if a in (Action.VIDEO_QUALITY_VIEW, Action.QUOTED_CLICK, Action.FOLLOW_AUTHOR, Action.VIDEO_OPEN,
+                 Action.LINK_OPEN):
+            want = 0.0  # not a video, not a quote, already followed, no link
         elif a in NEGATIVE_ACTIONS:
             want = sigma[i]
         else:
@@ -55,6 +57,18 @@ def test_probabilities_follow_the_documented_model_by_hand():
     assert got[2, ACTION_INDEX[Action.VIDEO_QUALITY_VIEW]] > 0 and got[2, ACTION_INDEX[Action.FOLLOW_AUTHOR]] > 0
     assert not got[3].any()  # a post the world does not hold
     assert IMPRESSION_FEATURES[1] == "affinity" and w.shape == (6, A)
+
+
+def test_expected_durations_follow_the_documented_lognormal_by_hand():
+    model = TrueActionModel(hand_made(action_weights()))
+    got = model.durations(np.array([1, 2, 2]), np.array([10, 12, 99]), np.array([DAY, DAY, 0]))  # (3, 3) seconds
+    x_aff, q = np.log((1.0 + 0.01) / (0.5 + 0.01)), 0.3 - 0.5  # user 1 on post 10, as above
+    for j, (base, w_aff, w_q, s) in enumerate([(8_000, 0.5, 1.0, 0.7), (6_000, 0.4, 0.5, 0.8), (15_000, 0.5, 1.0, 0.9)]):
+        mean_s = base * np.exp(w_aff * x_aff + w_q * q + s * s / 2) / 1000
+        want = 0.0 if j == 0 else mean_s  # post 10 has no video: nothing to watch
+        assert got[0, j] == pytest.approx(want, rel=1e-4), j
+    assert 0 < got[1, 0] <= 20.0  # a watch never outlasts the 20 s video
+    assert not got[2].any()  # a post the world does not hold
 
 
 def test_a_ground_truth_from_before_the_oracle_is_refused():

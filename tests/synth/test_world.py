@@ -107,7 +107,13 @@ def test_engagements_are_consistent_with_posts(world):
     quote = np.array([q is not None for q in posts["quote_of_post_id"]])[index]
     assert np.all(posts["has_photo"][index][action == "photo_expand"])
     assert np.all(video[action == "video_quality_view"]) and np.all(quote[action == "quoted_click"])
-    assert np.array_equal(eng["dwell_ms"] > 0, action == "dwell")
+    # issue 17: a video_open, profile_click or click row carries that action's own duration (watch, visit, click dwell)
+    timed = np.isin(action, ["dwell", "video_open", "profile_click", "click"])
+    assert np.array_equal(eng["dwell_ms"] > 0, timed)
+    assert np.all(video[action == "video_open"]) and np.all(posts["has_link"][index][action == "link_open"])
+    video_ms = np.array([d or 0 for d in posts["video_duration_ms"]])[index]
+    watched = action == "video_open"
+    assert watched.any() and np.all(eng["dwell_ms"][watched] <= np.maximum(video_ms[watched], 300))
     assert set(np.unique(eng["product_surface"])) <= set(range(8)) and len(np.unique(eng["product_surface"])) >= 5
     # Subscriber-only posts are engaged with by subscribers only.
     subs = set(zip(world.edges["user_id"][world.edges["kind"] == "subscribe"].tolist(),

@@ -234,3 +234,32 @@ def test_negative_signals_load_with_the_engagements_table():
     s.load_engagement_arrays({k: np.asarray(v) for k, v in cols.items()})
     assert s.features(1).negative_feedback == (NegativeSignal(7, Action.NOT_INTERESTED, 100),)
     assert s.features(2).negative_feedback == (NegativeSignal(7, Action.REPORT, 300),)
+def test_mutual_follows_are_the_followed_users_who_follow_back_on_any_shard_layout():
+    """The value model's mutual-follow boost reads them (issue 17); the viewer's followers live on its shard."""
+    for num_shards in (1, 3):
+        shards = [store(i, num_shards) for i in range(num_shards)]
+
+        def apply(event):
+            for s in shards:
+                s.apply(event)
+
+        for u in (1, 2, 3):
+            apply(UserUpserted(u, f"user{u}"))
+        for u, t in ((1, 2), (2, 1), (1, 3), (3, 2)):
+            apply(EdgeSet(u, t, EdgeKind.FOLLOW))
+        owner = shards[shard_for(1, num_shards)]
+        assert owner.features(1).mutual_follow_ids == {2}  # 3 does not follow 1 back
+        apply(EdgeUnset(2, 1, EdgeKind.FOLLOW))
+        assert owner.features(1).mutual_follow_ids == frozenset()
+
+
+def test_declared_topics_are_set_kept_and_replaced_by_user_upserts():
+    s = store()
+    s.apply(UserUpserted(1, "one", topics=("music", "sports")))
+    assert s.features(1).topics == ("music", "sports")
+    assert not s.apply(UserUpserted(1, "one"))  # topics None: left as they are, nothing changed
+    assert s.features(1).topics == ("music", "sports")
+    assert s.apply(UserUpserted(1, "one", topics=()))
+    assert s.features(1).topics == ()
+    s.load_users([5], ["five"], [0], [["tech"]])
+    assert s.features(5).topics == ("tech",)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -266,7 +267,7 @@ class FeedAPI:
     async def put_user(self, user_id: int, body: bytes) -> dict[str, int]:
         check_id("user_id", user_id)
         user: UserBody = decode(UserBody, body or b"{}")
-        await self._write_users([UserUpserted(user_id, user.screen_name, self._now_ms())])
+        await self._write_users([UserUpserted(user_id, user.screen_name, self._now_ms(), topics=user.topics)])
         return {"user_id": user_id}
 
     async def edge(self, user_id: int, segment: str, target_id: int, present: bool) -> dict[str, int]:
@@ -292,6 +293,14 @@ class FeedAPI:
             raise ApiError(exc.status, str(exc)) from None
 
 
+_URL = re.compile(r"https?://\S", re.IGNORECASE)
+
+
+def has_outbound_link(text: str) -> bool:
+    """Whether a post's text carries an outbound link (an http or https URL): marks the post at creation."""
+    return _URL.search(text) is not None
+
+
 def _complete(new: NewPost, post_id: int, now_ms: int, parents: dict[int, Post]) -> Post:
     """The stored ``Post``: links to the parent's author and conversation filled in from the parents, and the
     refs Thunder's rules read of the posts it replies to or reposts (:mod:`xserve.thunder.refs`)."""
@@ -313,6 +322,7 @@ def _complete(new: NewPost, post_id: int, now_ms: int, parents: dict[int, Post])
         conversation_id=conversation,
         media=new.media,
         subscription_only=new.subscription_only,
+        has_link=new.has_link if new.has_link is not None else has_outbound_link(new.text),
         reply_parent=post_ref(reply_to) if reply_to else None,
         repost_source=post_ref(repost_of) if repost_of else None,
     )

@@ -62,6 +62,9 @@ from xserve.mixer.scorers import (
 from xserve.mixer.selectors import TopKScoreSelector
 from xserve.mixer.side_effects import ImpressionCountSideEffect, ServedHistorySideEffect
 from xserve.mixer.sources import PhoenixSource, PopularSource, ThunderSource
+from xserve.mixer.value_model import ValueModelScorer
+from xserve.mixer.side_effects import ServedHistorySideEffect
+from xserve.mixer.sources import PhoenixSource, ThunderSource
 from xserve.pipeline import CandidatePipeline, Component, MetricsSink, NullMetricsSink
 from xserve.schema import PostCandidate
 
@@ -121,7 +124,7 @@ def build_for_you_pipeline(
         scorers=_timed(
             mixer.scorer_timeout_s,
             PhoenixScorer(clients.ranker),
-            _past_deadline(WeightedScorer(scoring)),
+            _past_deadline(ValueModelScorer(scoring) if scoring.scorer == "value_model" else WeightedScorer(scoring)),
             _past_deadline(AuthorDiversityScorer(scoring.author_diversity_decay, scoring.author_diversity_floor)),
             _past_deadline(OONScorer(scoring.oon_weight_factor)),
             *_present(negatives.enabled and _past_deadline(NegativeFeedbackScorer(negatives))),

@@ -69,6 +69,7 @@ class CoreDataHydrator(_PostLookup):
         candidate.in_reply_to_post_id = post.in_reply_to_post_id
         candidate.repost_of_post_id = post.repost_of_post_id
         candidate.repost_of_user_id = post.repost_of_user_id
+        candidate.has_link = post.has_link
 
 
 class VideoDurationHydrator(_PostLookup):
@@ -120,7 +121,8 @@ class AuthorInfoHydrator(Hydrator[ForYouQuery, PostCandidate, tuple[UserProfile 
 def _with_original_text(post: Post | None, originals: dict[int, Post]) -> Post | None:
     if post is None or post.text or post.repost_of_post_id not in originals:
         return post
-    return msgspec.structs.replace(post, text=originals[post.repost_of_post_id].text)
+    original = originals[post.repost_of_post_id]  # a repost shows the original: its text and its link
+    return msgspec.structs.replace(post, text=original.text, has_link=original.has_link)
 
 
 def _reposted_user(post: Post | None) -> int | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from xserve.posts.request_cache import RequestPostCache
-from xserve.schema import FeedRequest, HistoryItem, ImpressionBloomFilter, UserFeatures, UserQueryData
+from xserve.schema import FeedRequest, HistoryItem, ImpressionBloomFilter, UserContext, UserFeatures, UserQueryData
 
 __all__ = ["ForYouQuery"]
 
@@ -68,6 +68,13 @@ class ForYouQuery(msgspec.Struct, kw_only=True):
     def features(self) -> UserFeatures:
         """The hydrated features, or empty ones when hydration failed (as the reference defaults)."""
         return self.user_features if self.user_features is not None else _NO_FEATURES
+
+    @property
+    def user_context(self) -> UserContext:
+        """The ranker's and the user tower's context input: the request's country, language and client app and
+        the viewer's declared topics (``features.context_ids`` hashes them)."""
+        return UserContext(country_code=self.country_code, language_code=self.language_code,
+                           client_app_id=self.client_app_id, topics=self.features.topics)
 
     @property
     def previously_served(self) -> frozenset[int]:

@@ -67,6 +67,8 @@ def scored_post(c: PostCandidate, explain: bool = False) -> ScoredPost:
             negative_feedback_multiplier=c.negative_feedback_multiplier,
             popular_engaged_users=c.popular_engaged_users,
             cold_start=c.cold_start,
+            terms=c.score_terms or {},
+            scorer="" if c.weighted_score is None else "value_model" if c.score_terms is not None else "weighted",
         )
         if explain
         else None,

@@ -71,7 +71,8 @@ class PhoenixScorer(Scorer[ForYouQuery, PostCandidate, Prediction]):
         if not query.history:
             raise RuntimeError("no engagement history: candidates left unscored")
         ranked = tuple(_as_ranked(c) for c in candidates)
-        req = RankRequest(user_id=query.viewer_id, history=query.history, candidates=ranked, now_ms=query.now_ms)
+        req = RankRequest(user_id=query.viewer_id, history=query.history, candidates=ranked, now_ms=query.now_ms,
+                          context=query.user_context)
         return [(scores, query.request_id, req.now_ms) for scores in (await self._ranker.rank(req)).scores]
 
     def update(self, candidate: PostCandidate, value: Prediction) -> None:
@@ -96,9 +97,10 @@ class WeightedScorer(Scorer[ForYouQuery, PostCandidate, float | None]):
         values = [getattr(config.weights, f) for f in ScoringWeights.__struct_fields__]
         self._negative_sum = sum(-w for w in values if w < 0)
         self._total_sum = sum(w for w in values if w > 0) + self._negative_sum
-        # weights aligned with ActionScores' fields (18 actions + dwell_time), with and without the VQV term:
-        # one dot product per candidate instead of 19 attribute lookups (the oracle test checks they agree)
-        self._with_vqv = tuple(getattr(config.weights, f) for f in ActionScores.__struct_fields__)
+        # weights aligned with ActionScores' fields (the actions + dwell_time; 0 for the value model's durations),
+        # with and without the VQV term: one dot product per candidate (the oracle test checks they agree).
+        # January's sum has no link gate: link_open's weight is 0 unless configured (the value model gates it).
+        self._with_vqv = tuple(getattr(config.weights, f, 0.0) for f in ActionScores.__struct_fields__)
         vqv = ActionScores.__struct_fields__.index(Action.VIDEO_QUALITY_VIEW.value)
         self._without_vqv = self._with_vqv[:vqv] + (0.0,) + self._with_vqv[vqv + 1 :]
 

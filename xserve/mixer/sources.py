@@ -74,7 +74,8 @@ class PhoenixSource(Source[ForYouQuery, PostCandidate]):
         if not query.history:
             raise RuntimeError("no engagement history: out-of-network retrieval needs one")
         req = RetrievalRequest(
-            user_id=query.viewer_id, history=query.history, max_results=self.max_results, now_ms=query.now_ms
+            user_id=query.viewer_id, history=query.history, max_results=self.max_results, now_ms=query.now_ms,
+            context=query.user_context,
         )
         return [
             PostCandidate(

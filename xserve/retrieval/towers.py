@@ -47,9 +47,10 @@ class TowerEncoder:
 
     @torch.inference_mode()
     def encode_users(self, requests: Sequence[RetrievalRequest]) -> np.ndarray:
-        posts, authors, bits, surfaces = self.featurizer.history_arrays([r.history for r in requests])  # 4 × (B, S)
+        f = self.featurizer
+        history = f.history_arrays([r.history for r in requests], [r.now_ms for r in requests])  # 5 × (B, S)
         user_ids = np.array([r.user_id for r in requests], dtype=np.int64)
-        ctx = self.featurizer.context(user_ids, posts, authors, bits, surfaces)
+        ctx = f.context(user_ids, *history, user_context=f.user_contexts([r.context for r in requests]))
         return self.model.user_embeddings(ctx).float().numpy()  # (B, D)
 
 

@@ -80,7 +80,8 @@ def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, A
                         "user_vocab": min(ph.user_vocab, s.bootstrap_user_vocab),
                         "author_vocab": min(ph.author_vocab, s.bootstrap_user_vocab)},
         })
-        train(dd.read_engagements(), dd.read_posts(), quick, out_dir=layout.models, progress=progress)
+        train(dd.read_engagements(), dd.read_posts(), quick, out_dir=layout.models, progress=progress,
+              users=dd.read_users())
         done["train_s"] = round(time.perf_counter() - started, 1)
     served = with_models(config)
     now_ms = clock.now_ms()

@@ -11,6 +11,10 @@ that a negative action drops the positive ones (so a positive's probability is
 What it does not know is exposure: which posts a user is shown at all (followed authors, topics,
 popularity). A model trained on engaged posts against sampled unengaged ones learns some exposure too,
 so it can pass this ceiling on exposure-driven actions (dwell, click) and on retrieval.
+
+``durations(user_ids, post_ids, times)`` gives the world's expected duration of each ``DURATION_ACTIONS``
+action given that it happened (seconds; ``xserve.synth.world.expected_durations_ms``), what the ranker's
+duration head should learn.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from xserve.synth.world import _affinity, _member, _sigmoid, action_gates, action_logits, impression_features
+from xserve.synth.world import (
+    _affinity,
+    _member,
+    _sigmoid,
+    action_gates,
+    action_logits,
+    expected_durations_ms,
+    impression_features,
+)
 
 __all__ = ["ORACLE_KEYS", "TrueActionModel"]
 
@@ -27,7 +39,8 @@ __all__ = ["ORACLE_KEYS", "TrueActionModel"]
 ORACLE_KEYS = (
     "user_ids", "user_interests", "author_topics", "author_quality", "user_propensity", "post_ids", "post_topic",
     "post_content_author", "num_topics", "post_author", "post_created_at_ms", "post_labelled", "post_has_photo",
-    "post_has_video", "post_is_quote", "follow_keys", "action_weights", "negative_actions",
+    "post_has_video", "post_is_quote", "follow_keys", "action_weights", "negative_actions", "post_has_link",
+    "post_video_ms",
 )
 
 
@@ -45,9 +58,7 @@ class TrueActionModel:
     def __repr__(self) -> str:
         return f"TrueActionModel(users={self.num_users}, posts={len(self.gt['post_ids'])})"
 
-    def __call__(self, user_ids: np.ndarray, post_ids: np.ndarray, times_ms: np.ndarray) -> np.ndarray:
-        """(n,) ids and impression times → (n, A) float32 probabilities in ``ACTIONS`` order; 0 for ids the
-        world does not hold (a post created after seeding)."""
+    def _features(self, user_ids: np.ndarray, post_ids: np.ndarray, times_ms: np.ndarray):
         gt = self.gt
         user_ids, post_ids = np.asarray(user_ids, np.int64), np.asarray(post_ids, np.int64)
         u = np.minimum(np.searchsorted(gt["user_ids"], user_ids), self.num_users - 1)
@@ -59,8 +70,23 @@ class TrueActionModel:
         age_ms = np.maximum(np.asarray(times_ms, np.int64) - gt["post_created_at_ms"][p], 0)
         features = impression_features(aff, int(gt["num_topics"]), gt["author_quality"][content], follows, age_ms,
                                        gt["post_labelled"][p])
+        return u, p, known, follows, features
+
+    def durations(self, user_ids: np.ndarray, post_ids: np.ndarray, times_ms: np.ndarray) -> np.ndarray:
+        """(n,) ids and impression times → (n, 3) float32 expected seconds of each ``DURATION_ACTIONS`` action given
+        it happened; 0 for ids the world does not hold."""
+        _, p, known, _, features = self._features(user_ids, post_ids, times_ms)
+        seconds = expected_durations_ms(features, self.gt["post_video_ms"][p]) / 1000.0
+        return np.where(known[:, None], seconds, 0.0).astype(np.float32)
+
+    def __call__(self, user_ids: np.ndarray, post_ids: np.ndarray, times_ms: np.ndarray) -> np.ndarray:
+        """(n,) ids and impression times → (n, A) float32 probabilities in ``ACTIONS`` order; 0 for ids the
+        world does not hold (a post created after seeding)."""
+        gt = self.gt
+        u, p, known, follows, features = self._features(user_ids, post_ids, times_ms)
         prob = _sigmoid(action_logits(features, gt["user_propensity"][u], gt["action_weights"]))  # (n, A)
-        prob *= action_gates(gt["post_has_photo"][p], gt["post_has_video"][p], gt["post_is_quote"][p], follows)
+        prob *= action_gates(gt["post_has_photo"][p], gt["post_has_video"][p], gt["post_is_quote"][p], follows,
+                             gt["post_has_link"][p])
         negative = gt["negative_actions"]
         no_negative = np.prod(1.0 - prob[:, negative], axis=1, keepdims=True)  # (n, 1)
         prob[:, ~negative] *= no_negative

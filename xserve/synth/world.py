@@ -34,7 +34,7 @@ import msgspec
 import numpy as np
 
 from xserve.clock import DAY_MS, HOUR_MS
-from xserve.schema import ACTION_INDEX, ACTIONS, Action, ProductSurface, VisibilityLabel
+from xserve.schema import DURATION_ACTIONS, ACTION_INDEX, ACTIONS, Action, ProductSurface, VisibilityLabel
 
 __all__ = [
     "POST_ID_BASE",
@@ -134,7 +134,26 @@ _ACTION_MODEL: dict[Action, tuple[float, float, float, float, float, float]] = {
     Action.MUTE_AUTHOR: (-6.63, -1.0, -4.0, -1.0, 0.0, 1.5),
     Action.BLOCK_AUTHOR: (-7.48, -1.0, -5.0, -1.0, 0.0, 2.0),
     Action.REPORT: (-8.9, -0.8, -5.0, -0.5, 0.0, 3.5),
+    Action.VIDEO_OPEN: (-1.9, 1.0, 1.5, 0.2, 0.3, 0.0),  # video posts only
+    Action.LINK_OPEN: (-2.8, 0.8, 1.0, 0.1, 0.3, 0.0),  # posts with an outbound link only
 }
+# The actions the January reference predicts (drawn first, with the world's one generator, so a world of a
+# given seed keeps every one of their rows); the later ones and every duration come from a child generator.
+_REFERENCE_ACTIONS = 18
+
+# Durations of DURATION_ACTIONS (``schema.DURATION_ACTIONS`` order: watch after a video open, profile visit after a
+# profile click, time on the post after a click): lognormal, log-median = log(base) + w_aff·x_aff + w_q·(q−0.5), with
+# spread sigma; a watch never outlasts the video. Columns: base ms, w_aff, w_q, sigma.
+_DURATION_MODEL = np.array([
+    (8_000.0, 0.5, 1.0, 0.7),
+    (6_000.0, 0.4, 0.5, 0.8),
+    (15_000.0, 0.5, 1.0, 0.9),
+])
+_LINK_SHARE = 0.15  # originals and quotes carrying an outbound link
+_COUNTRIES = ("us", "gb", "in", "br", "jp", "de", "fr", "ng")
+_LANGUAGES = ("en", "en", "hi", "pt", "ja", "de", "fr", "en")  # each country's usual language
+_CLIENT_APPS = (1, 2, 3)  # iOS, Android, web
+_DECLARE_SHARE = 0.6  # users who declare interest topics (their two strongest)
 _NEGATIVES = (Action.NOT_INTERESTED, Action.MUTE_AUTHOR, Action.BLOCK_AUTHOR, Action.REPORT)
 
 
@@ -290,12 +309,31 @@ def action_logits(features: np.ndarray, propensity: np.ndarray, weights: np.ndar
     return logits
 
 
-def action_gates(has_photo: np.ndarray, has_video: np.ndarray, is_quote: np.ndarray, follows: np.ndarray) -> np.ndarray:
+def duration_params(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Impression ``features (n, 6)`` → log-median ``(n, 3)`` and sigma ``(3,)`` of the ``DURATION_ACTIONS``
+    durations in ms (``_DURATION_MODEL``; the oracle's expected durations use it too)."""
+    m = _DURATION_MODEL
+    mu = np.log(m[:, 0]) + features[:, 1:2] * m[:, 1] + features[:, 2:3] * m[:, 2]  # (n, 3)
+    return mu, m[:, 3]
+
+
+def expected_durations_ms(features: np.ndarray, video_ms: np.ndarray) -> np.ndarray:
+    """(n, 3) mean duration of each ``DURATION_ACTIONS`` action given it happened (watch capped at the video)."""
+    mu, sigma = duration_params(features)
+    mean = np.exp(mu + sigma**2 / 2)
+    mean[:, 0] = np.minimum(mean[:, 0], np.maximum(video_ms, 0))
+    return mean
+
+
+def action_gates(has_photo: np.ndarray, has_video: np.ndarray, is_quote: np.ndarray, follows: np.ndarray,
+                 has_link: np.ndarray | None = None) -> np.ndarray:
     """(n, A) bool: which actions an impression can produce at all (photo expands need a photo, ...)."""
     gates = np.ones((len(has_photo), len(ACTIONS)), dtype=bool)
     col = ACTION_INDEX
     gates[:, col[Action.PHOTO_EXPAND]] = has_photo
     gates[:, col[Action.VIDEO_QUALITY_VIEW]] = has_video
+    gates[:, col[Action.VIDEO_OPEN]] = has_video
+    gates[:, col[Action.LINK_OPEN]] = False if has_link is None else has_link
     gates[:, col[Action.QUOTED_CLICK]] = is_quote
     gates[:, col[Action.FOLLOW_AUTHOR]] = ~follows
     return gates
@@ -357,7 +395,8 @@ def _follow_graph(spec: WorldSpec, rng: np.random.Generator, people: dict[str, n
 # --------------------------------------------------------------------------- posts
 
 
-def _posts(spec: WorldSpec, rng: np.random.Generator, people: dict[str, np.ndarray], now_ms: int):
+def _posts(spec: WorldSpec, rng: np.random.Generator, people: dict[str, np.ndarray], now_ms: int,
+           extra_rng: np.random.Generator):
     n, k = spec.num_posts, spec.num_topics
     weight = people["popularity"].astype(np.float64) ** 0.5 * people["activity"]
     author = rng.choice(spec.num_users, size=n, p=weight / weight.sum())
@@ -406,6 +445,7 @@ def _posts(spec: WorldSpec, rng: np.random.Generator, people: dict[str, np.ndarr
 
     text = _texts(rng, topic, k)
     text = np.where(is_repost, "", text)
+    has_link = ((kind == _ORIGINAL) | (kind == _QUOTE)) & (extra_rng.random(n) < _LINK_SHARE)
     post_ids = POST_ID_BASE + idx
     user_ids = author + 1
     ref = lambda mask, arr: np.where(mask, arr, None).astype(object)  # noqa: E731 - nullable id column
@@ -425,11 +465,13 @@ def _posts(spec: WorldSpec, rng: np.random.Generator, people: dict[str, np.ndarr
         "has_photo": has_photo,
         "subscription_only": subscription_only,
         "labels": labels,
+        "has_link": has_link,
     }
     internal = {
         "author": author, "kind": kind, "parent": parent, "topic": topic, "content_author": content_author,
         "created": created, "has_photo": has_photo, "has_video": has_video, "labelled": labelled,
         "subscription_only": subscription_only, "offers_subscription": offers_subscription,
+        "has_link": has_link, "video_ms": np.where(has_video, duration, 0),
     }
     return posts, internal
 
@@ -475,7 +517,7 @@ def _impressions(spec, rng, n, people, posts, follow_csr, topic_csr, cdfs, sub_k
     return viewer[ok], post[ok], in_net[ok]
 
 
-def _act(spec, rng, viewer, post, in_net, people, posts, follow_keys, now_ms):
+def _act(spec, rng, extra_rng, viewer, post, in_net, people, posts, follow_keys, now_ms):
     """Simulate the actions of each impression; returns engagement columns (internal indices)."""
     n, k = len(viewer), spec.num_topics
     created = posts["created"][post]
@@ -490,16 +532,41 @@ def _act(spec, rng, viewer, post, in_net, people, posts, follow_keys, now_ms):
     features = impression_features(aff, k, people["quality"][content_author], follows, t - created,
                                    posts["labelled"][post])
     logits = action_logits(features, people["propensity"][viewer], action_weights())
-    hits = rng.random(logits.shape, dtype=np.float32) < _sigmoid(logits)  # (n, A)
-    hits &= action_gates(posts["has_photo"][post], posts["has_video"][post], posts["kind"][post] == _QUOTE, follows)
+    u = np.concatenate([rng.random((n, _REFERENCE_ACTIONS), dtype=np.float32),
+                        extra_rng.random((n, len(ACTIONS) - _REFERENCE_ACTIONS), dtype=np.float32)], axis=1)
+    hits = u < _sigmoid(logits)  # (n, A)
+    hits &= action_gates(posts["has_photo"][post], posts["has_video"][post], posts["kind"][post] == _QUOTE, follows,
+                         posts["has_link"][post])
     col = ACTION_INDEX
     negative = hits[:, [col[a] for a in _NEGATIVES]].any(axis=1)
     positive_cols = [col[a] for a in ACTIONS if a not in _NEGATIVES]
     hits[np.ix_(negative, positive_cols)] = False  # someone who reports a post does not like it
 
+    # The reference actions' rows draw from the world's generator exactly as before issue 17; the later actions'
+    # rows, and every duration, from the child generator.
+    old = _rows(rng, hits[:, :_REFERENCE_ACTIONS], 0, t, in_net, post, posts, features, now_ms)
+    new = _rows(extra_rng, hits[:, _REFERENCE_ACTIONS:], _REFERENCE_ACTIONS, t, in_net, post, posts, features, now_ms)
+    rows, action = np.r_[old[0], new[0]], np.r_[old[1], new[1]]
+    dwell, surface, ts = (np.r_[a, b] for a, b in zip(old[2:], new[2:], strict=True))
+    # The DURATION_ACTIONS rows carry their own duration in dwell_ms.
+    mu, sigma = duration_params(features[rows])
+    own = np.exp(mu + sigma * extra_rng.standard_normal(mu.shape))  # (rows, 3) ms
+    own[:, 0] = np.minimum(own[:, 0], posts["video_ms"][post[rows]])
+    for j, a in enumerate(DURATION_ACTIONS):
+        dwell = np.where(action == col[a], np.clip(own[:, j], 300, 3_600_000).astype(np.int64), dwell)
+    return {
+        "viewer": viewer[rows], "post": post[rows], "action": action.astype(np.int8), "timestamp_ms": ts,
+        "dwell_ms": dwell, "product_surface": surface.astype(np.int32),
+    }
+
+
+def _rows(rng, hits, first_action, t, in_net, post, posts, features, now_ms):
+    """The actions ``hits (n, a)`` (columns from ``first_action`` on) as rows: (impression, action, dwell,
+    surface, time), every random draw from ``rng``."""
     rows, action = np.nonzero(hits)
+    action = action + first_action
     dwell = np.where(
-        action == col[Action.DWELL],
+        action == ACTION_INDEX[Action.DWELL],
         np.clip(rng.lognormal(np.log(4_000) + 0.4 * features[rows, 1], 0.8), 300, 600_000),
         0,
     ).astype(np.int64)
@@ -515,13 +582,10 @@ def _act(spec, rng, viewer, post, in_net, people, posts, follow_keys, now_ms):
                        ProductSurface.CONVERSATION, surface)
     room = np.minimum(60_000, now_ms - t[rows])  # actions follow the impression within a minute, never after now
     ts = t[rows] + (rng.random(len(rows)) * room).astype(np.int64)
-    return {
-        "viewer": viewer[rows], "post": post[rows], "action": action.astype(np.int8), "timestamp_ms": ts,
-        "dwell_ms": dwell, "product_surface": surface.astype(np.int32),
-    }
+    return rows, action, dwell, surface, ts
 
 
-def _engagements(spec, rng, people, posts, follow_src, follow_dst, sub_keys, now_ms, tick):
+def _engagements(spec, rng, extra_rng, people, posts, follow_src, follow_dst, sub_keys, now_ms, tick):
     n_users, n_posts = spec.num_users, spec.num_posts
     f_order, f_off = _csr(follow_src, n_users)
     p_order, p_off = _csr(posts["author"], n_users)
@@ -537,13 +601,16 @@ def _engagements(spec, rng, people, posts, follow_src, follow_dst, sub_keys, now
         nonlocal impressions
         v, p, i = _impressions(spec, rng, n, people, posts, follow_csr, topic_csr, cdfs, sub_keys)
         impressions += len(v)
-        return _act(spec, rng, v, p, i, people, posts, follow_keys, now_ms)
+        return _act(spec, rng, extra_rng, v, p, i, people, posts, follow_keys, now_ms)
 
     # Pilot chunk: measures actions per impression, so the total lands near the target.
     pilot_n = min(spec.chunk_impressions, max(20_000, spec.num_engagements // 20))
     chunks = [simulate(pilot_n)]
-    per_impression = max(len(chunks[0]["action"]) / pilot_n, 1e-3)
-    remaining = int(max(spec.num_engagements - len(chunks[0]["action"]), 0) / per_impression)
+    # Sized by the reference actions only, so the later ones (their own generator) leave the impressions, and
+    # so every draw of the world's generator, as they were: a seed's world keeps its rows and gains new ones.
+    reference_rows = int((chunks[0]["action"] < _REFERENCE_ACTIONS).sum())
+    per_impression = max(reference_rows / pilot_n, 1e-3)
+    remaining = int(max(spec.num_engagements - reference_rows, 0) / per_impression)
     tick(len(chunks[0]["action"]))
     while remaining > 0:
         n = min(remaining, spec.chunk_impressions)
@@ -588,6 +655,9 @@ def generate_world(
         timings[name] = round(now - clock, 3)
         clock = now
 
+    # Everything issue 17 added draws from a child generator, so the world's earlier draws (and rows) stay those
+    # of the same seed before it: spawning does not advance ``rng``.
+    extra_rng = rng.spawn(1)[0]
     people = _users(spec, rng, now_ms)
     n_users = spec.num_users
     tick_stage("users", n_users)
@@ -595,7 +665,7 @@ def generate_world(
     follow_src, follow_dst = _follow_graph(spec, rng, people)
     tick_stage("graph", len(follow_src))
     lap("graph")
-    posts, internal = _posts(spec, rng, people, now_ms)
+    posts, internal = _posts(spec, rng, people, now_ms, extra_rng)
     tick_stage("posts", spec.num_posts)
     lap("posts")
 
@@ -604,7 +674,7 @@ def generate_world(
     sub = offers[follow_dst] & (rng.random(len(follow_src)) < 0.15)
     sub_src, sub_dst = follow_src[sub], follow_dst[sub]
     sub_keys = np.sort(sub_src.astype(np.int64) * n_users + sub_dst)
-    eng, impressions = _engagements(spec, rng, people, internal, follow_src, follow_dst, sub_keys, now_ms,
+    eng, impressions = _engagements(spec, rng, extra_rng, people, internal, follow_src, follow_dst, sub_keys, now_ms,
                        lambda n: tick_stage("engagements", n))
     lap("engagements")
 
@@ -637,6 +707,7 @@ def generate_world(
                         zip(user_ids.tolist(), people["interests"].argmax(axis=1).tolist())],
         "followers_count": followers.astype(np.int64),
         "created_at_ms": people["created_at_ms"],
+        **_user_context(spec, extra_rng, people),
     }
     post_ids = posts["post_id"]
     engagements = {
@@ -667,6 +738,8 @@ def generate_world(
         "post_has_photo": internal["has_photo"],
         "post_has_video": internal["has_video"],
         "post_is_quote": internal["kind"] == _QUOTE,
+        "post_has_link": internal["has_link"],
+        "post_video_ms": internal["video_ms"],
         # the follow graph the impressions saw (sorted viewer_index * U + author_index)
         "follow_keys": np.sort(follow_src.astype(np.int64) * n_users + follow_dst),
         "action_weights": action_weights(),  # (6, A): rows IMPRESSION_FEATURES, columns ACTIONS
@@ -674,6 +747,24 @@ def generate_world(
     }
     lap("assemble")
     return World(spec, seed, now_ms, users, posts, edges, engagements, ground_truth, impressions, timings)
+
+
+def _user_context(spec: WorldSpec, rng: np.random.Generator, people: dict[str, np.ndarray]) -> dict[str, list]:
+    """Each user's usual country, language and client app, and the declared interest topics (the names of the
+    two strongest interests of ``_DECLARE_SHARE`` of the users): the users table's context columns. The action
+    model does not read country, language or app; topics follow the interests it does read."""
+    n, k = spec.num_users, spec.num_topics
+    country = rng.integers(0, len(_COUNTRIES), size=n)
+    app = rng.integers(0, len(_CLIENT_APPS), size=n)
+    declares = rng.random(n) < _DECLARE_SHARE
+    names = [(_TOPIC_WORDS[t][0] if t < len(_TOPIC_WORDS) else f"topic{t}") for t in range(k)]
+    top = np.argsort(-people["interests"], axis=1)[:, :2]
+    return {
+        "country_code": [_COUNTRIES[c] for c in country.tolist()],
+        "language_code": [_LANGUAGES[c] for c in country.tolist()],
+        "client_app_id": np.array(_CLIENT_APPS, np.int64)[app],
+        "topics": [[names[t] for t in row] if d else [] for row, d in zip(top.tolist(), declares.tolist())],
+    }
 
 
 def _dedupe_edges(parts, n_users: int) -> dict[str, np.ndarray]:

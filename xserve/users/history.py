@@ -15,7 +15,9 @@ The rule, after the reference ``UserActionSeqQueryHydrator`` (``docs/reference.m
   the order actions arrive in, applying an action twice changes nothing, and a history cut at a
   window boundary holds exactly the entries serving had at that time (a gap-merged entry can
   straddle any cut, so training and serving could never agree on it).
-* **entry**: the set of actions, the latest action's time, the longest dwell, and the product
+* **entry**: the set of actions, the latest action's time, the longest dwell (``dwell_ms`` of rows
+  whose action is not a ``DURATION_ACTIONS`` one: on those rows ``dwell_ms`` is that action's own
+  duration, kept apart per action in ``AggregatedActions.durations_ms`` as training labels), and the product
   surface of the *first* action (on a tie in time, the smaller surface value, so arrival order never
   matters). The first action's surface is where the post was seen, which is what a served candidate
   carries; a later action's surface often follows from the action itself (a reply is written in the
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xserve.schema import ACTIONS, Action, Engagement, HistoryItem, ProductSurface
+from xserve.schema import ACTION_INDEX, ACTIONS, DURATION_ACTIONS, Action, Engagement, HistoryItem, ProductSurface
 
 __all__ = ["AggregatedActions", "EngagementSequence", "aggregate_actions", "window_of"]
 
@@ -60,6 +62,7 @@ class AggregatedActions:
     dwell_ms: np.ndarray  # (E,) int64 the longest dwell
     starts: np.ndarray  # (U,) first entry of each user
     ends: np.ndarray  # (U,) one past the last entry of each user
+    durations_ms: np.ndarray | None = None  # (E, 3) the longest duration of each DURATION_ACTIONS action, 0 = none
 
     def __len__(self) -> int:
         return len(self.user)
@@ -89,7 +92,11 @@ def aggregate_actions(user: np.ndarray, post: np.ndarray, author: np.ndarray, ac
     last = order[np.r_[first[1:], len(order)] - 1]
     head = order[first]
     bits = np.bitwise_or.reduceat(np.left_shift(1, action[order]), first) if len(order) else np.zeros(0, np.int64)
-    dwell = np.maximum.reduceat(dwell_ms[order], first) if len(order) else np.zeros(0, np.int64)
+    own = [np.where(action[order] == ACTION_INDEX[a], dwell_ms[order], 0) for a in DURATION_ACTIONS]
+    plain = np.where(np.isin(action[order], [ACTION_INDEX[a] for a in DURATION_ACTIONS]), 0, dwell_ms[order])
+    dwell = np.maximum.reduceat(plain, first) if len(order) else np.zeros(0, np.int64)
+    durations = (np.stack([np.maximum.reduceat(d, first) for d in own], 1) if len(order)
+                 else np.zeros((0, len(DURATION_ACTIONS)), np.int64))
     g_user, g_post, g_ts = user[last], post[last], ts[last]
     by_time = np.lexsort((g_post, g_ts, g_user))  # each user's entries by (time, post)
     g_user = g_user[by_time]
@@ -97,7 +104,7 @@ def aggregate_actions(user: np.ndarray, post: np.ndarray, author: np.ndarray, ac
     ends = np.r_[starts[1:], len(g_user)].astype(np.int64)
     return AggregatedActions(user=g_user, post=g_post[by_time], author=author[last][by_time], bits=bits[by_time],
                              ts=g_ts[by_time], first_ts=ts[head][by_time], surface=surface[head][by_time],
-                             dwell_ms=dwell[by_time], starts=starts, ends=ends)
+                             dwell_ms=dwell[by_time], starts=starts, ends=ends, durations_ms=durations[by_time])
 
 
 @dataclass(slots=True)
@@ -141,8 +148,9 @@ class EngagementSequence:
 
     def add(self, e: Engagement) -> bool:
         """Fold one engagement in; returns whether the sequence changed."""
+        dwell = 0 if e.action in DURATION_ACTIONS else e.dwell_ms  # those rows carry their action's own duration
         return self.add_item(HistoryItem(e.post_id, e.author_id, frozenset((e.action,)), e.timestamp_ms,
-                                         e.product_surface, e.dwell_ms))
+                                         e.product_surface, dwell))
 
     def add_item(self, item: HistoryItem, first_ms: int | None = None) -> bool:
         """Fold in an entry already aggregated by the same rule (a table load) whose first action was at

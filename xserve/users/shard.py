@@ -116,8 +116,8 @@ def load_tables(store: UserStore, data_dir: Path) -> dict[str, int]:
     from xserve.storage import DataDir  # LanceDB: only when there are tables to read
 
     dd = DataDir(data_dir, create=False)
-    users = dd.read_users(["user_id", "screen_name", "followers_count"]).to_pydict()
-    out = {"users": store.load_users(users["user_id"], users["screen_name"], users["followers_count"])}
+    users = dd.read_users(["user_id", "screen_name", "followers_count", "topics"]).to_pydict()
+    out = {"users": store.load_users(users["user_id"], users["screen_name"], users["followers_count"], users["topics"])}
     edges = dd.read_edges(columns=["user_id", "target_id", "kind"]).to_pydict()
     out["edges"] = store.load_edges(edges["user_id"], edges["target_id"], edges["kind"])
     out["engagements"] = store.load_engagement_arrays(dd.read_engagement_arrays())

@@ -82,6 +82,7 @@ class _User:
     edges: dict[EdgeKind, set[int]] = field(default_factory=lambda: {k: set() for k in EdgeKind})
     followers: set[int] = field(default_factory=set)
     muted_keywords: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()  # declared interest topics (PUT /v1/users/{id}, or the users table)
     served: dict[int, int] = field(default_factory=dict)  # post id -> served at, oldest first
     negatives: dict[tuple[int, Action], int] = field(default_factory=dict)  # (author, negative action) -> latest at
 
@@ -140,6 +141,8 @@ class UserStore:
                 (NegativeSignal(author, action, at_ms) for (author, action), at_ms in user.negatives.items()),
                 key=lambda n: (n.timestamp_ms, n.author_id, n.action),
             )),
+            mutual_follow_ids=frozenset(e[EdgeKind.FOLLOW] & user.followers),  # followers live on this shard too
+            topics=user.topics,
         )
 
     def history(self, user_id: int, limit: int) -> tuple[HistoryItem, ...]:
@@ -176,12 +179,14 @@ class UserStore:
     def apply(self, event: UserEvent) -> bool:
         """Apply one event to the owned users it names; returns whether anything changed."""
         match event:
-            case UserUpserted(user_id=u, screen_name=name):
+            case UserUpserted(user_id=u, screen_name=name, topics=topics):
                 if not self.owns(u):
                     return False
                 user = self._user(u)
-                changed = not user.known or user.screen_name != name
+                changed = not user.known or user.screen_name != name or (topics is not None and topics != user.topics)
                 user.known, user.screen_name = True, name
+                if topics is not None:  # None: the request left the topics alone
+                    user.topics = tuple(topics)
                 return changed
             case EdgeSet(user_id=u, target_id=t, kind=kind):
                 changed = False
@@ -247,14 +252,18 @@ class UserStore:
 
     # ---------------------------------------------------------------- bulk load (the data directory's tables)
 
-    def load_users(self, user_ids: Sequence[int], screen_names: Sequence[str], followers_counts: Sequence[int]) -> int:
-        """Create the owned users of a users table; call before ``load_edges``. Returns users loaded."""
+    def load_users(self, user_ids: Sequence[int], screen_names: Sequence[str], followers_counts: Sequence[int],
+                   topics: Sequence[Sequence[str] | None] | None = None) -> int:
+        """Create the owned users of a users table (``topics``: their declared topics); call before
+        ``load_edges``. Returns users loaded."""
         n = 0
-        for u, name, count in zip(user_ids, screen_names, followers_counts):
+        topics = topics if topics is not None else [None] * len(user_ids)
+        for u, name, count, declared in zip(user_ids, screen_names, followers_counts, topics):
             u = int(u)
             if self.owns(u):
                 user = self._user(u)
                 user.known, user.screen_name, user.extra_followers = True, str(name), int(count)
+                user.topics = tuple(declared or ())
                 n += 1
         return n
 

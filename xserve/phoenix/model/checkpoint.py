@@ -27,7 +27,10 @@ from xserve.phoenix.model.towers import PhoenixTowers
 
 __all__ = ["CHECKPOINT_FORMAT", "Loaded", "load_ranker", "load_towers", "save_checkpoint", "weights_digest"]
 
-CHECKPOINT_FORMAT = 2  # 2: the FFN's GELU is the tanh approximation; format-1 models were trained with exact GELU
+# 2: the FFN's GELU is the tanh approximation; format-1 models were trained with exact GELU.
+# 3: 20 actions (video_open, link_open), the duration head, history ages and the user-context table (issue 17).
+CHECKPOINT_FORMAT = 3
+_FORMAT_HINTS = {1: " (trained with exact GELU)", 2: " (18 actions, no duration head, history ages or user context)"}
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -90,7 +93,7 @@ def _load(path: str | Path, kind: str, cls: type[M]) -> Loaded[M]:
     if payload.get("kind") != kind:
         raise ValueError(f"{path} is not a {kind} checkpoint")
     if payload.get("format") != CHECKPOINT_FORMAT:
-        hint = " (trained with exact GELU)" if payload.get("format") == 1 else ""
+        hint = _FORMAT_HINTS.get(payload.get("format"), "")
         raise ValueError(f"{path} is a format-{payload.get('format')} {kind} checkpoint{hint}, not format "
                          f"{CHECKPOINT_FORMAT}: train it again (`xserve train`)")
     config = msgspec.convert(payload["phoenix_config"], PhoenixConfig)

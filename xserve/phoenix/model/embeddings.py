@@ -26,8 +26,8 @@ from xserve.config import PhoenixConfig
 
 __all__ = ["HASH_MODULUS", "HashConstants", "HashEmbedding", "IdKind", "PhoenixHasher", "hash_ids"]
 
-IdKind = Literal["user", "post", "author"]
-KINDS: tuple[IdKind, ...] = ("user", "post", "author")
+IdKind = Literal["user", "post", "author", "context"]
+KINDS: tuple[IdKind, ...] = ("user", "post", "author", "context")  # context: the user-context values (one hash)
 HASH_MODULUS = 2**31 - 1
 MAX_HASHES = 8  # per kind; the config may use fewer
 
@@ -36,11 +36,13 @@ _SCALES: dict[str, tuple[int, ...]] = {
     "user": (874926073, 1611942776, 800993612, 1744035780, 668290756, 1679695929, 269928039, 1759443882),
     "post": (1206441766, 1884790958, 949766838, 1247518209, 682141865, 445714208, 2013064853, 1868472094),
     "author": (829994215, 1764659390, 371882626, 1820175778, 1868305478, 524626311, 842250665, 1304263850),
+    "context": (1782061354,),  # drawn with numpy.random.default_rng(20261017) (checkpoint format 3)
 }
 _BIASES: dict[str, tuple[int, ...]] = {
     "user": (864930864, 1122313684, 1226639996, 1452958477, 260655262, 1920765318, 94670598, 509457935),
     "post": (589233667, 923594879, 406060346, 376381057, 463123507, 1698401433, 1025040390, 751651865),
     "author": (1038931609, 1058777215, 1868107865, 1712706079, 216425767, 744837362, 307313886, 131500269),
+    "context": (1182486070,),
 }
 
 
@@ -77,6 +79,7 @@ class HashConstants:
         for kind, n in counts.items():
             if not 1 <= n <= MAX_HASHES:
                 raise ValueError(f"phoenix.num_{kind}_hashes must be in 1..{MAX_HASHES}, got {n}")
+        counts["context"] = 1
         return cls(
             scales={k: _SCALES[k][: counts[k]] for k in KINDS},
             biases={k: _BIASES[k][: counts[k]] for k in KINDS},
@@ -97,7 +100,8 @@ class PhoenixHasher:
 
     def __init__(self, config: PhoenixConfig, constants: HashConstants | None = None) -> None:
         self.constants = constants if constants is not None else HashConstants.default(config)
-        self.vocab = {"user": config.user_vocab, "post": config.post_vocab, "author": config.author_vocab}
+        self.vocab = {"user": config.user_vocab, "post": config.post_vocab, "author": config.author_vocab,
+                      "context": config.context_vocab}
         for kind in KINDS:
             if len(self.constants.scales[kind]) != len(self.constants.biases[kind]):
                 raise ValueError(f"hash constants for {kind}: scales and biases differ in length")

@@ -4,22 +4,37 @@ Everything here is vectorised numpy over whole batches: ids are hashed with the
 model's ``PhoenixHasher``, action sets become multi-hot rows in ``ACTIONS``
 order, post ages become the reference's age buckets. Id 0 means padding
 everywhere; valid history entries come first in each row, padding after.
+
+Two inputs added by issue 17, built here and only here, so training and serving
+agree (``tests/phoenix/test_history_parity.py``):
+
+* ``history_age_buckets``: a history entry holding a negative action (not
+  interested, mute, block, report) gets ``1 + floor(log2(1 + age_days))`` (capped
+  at the last bucket), its age measured from the request's ``now_ms`` (training:
+  the example's cut); every other entry gets 0. Only negative entries carry it:
+  their fading is what the model should learn, and a positive entry's token then
+  stays the same as time passes, so the serving cache keeps reusing it.
+* ``context_ids``: the user's context (country, language, client app, declared
+  interest topics) as ids of the ``context`` hash table, one field-tagged
+  64-bit digest per value (0 = unknown), hashed like every other id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import hashlib
+
 import numpy as np
 import torch
 
-from xserve.clock import HOUR_MS
+from xserve.clock import DAY_MS, HOUR_MS
 from xserve.config import PhoenixConfig
 from xserve.phoenix.model.embeddings import PhoenixHasher
 from xserve.phoenix.model.ranker import NUM_ACTIONS, CandidateBatch, ContextBatch
-from xserve.schema import ACTION_INDEX, HistoryItem, RankCandidate, RankRequest
+from xserve.schema import ACTION_INDEX, NEGATIVE_ACTIONS, HistoryItem, RankCandidate, RankRequest, UserContext
 
-__all__ = ["Featurizer", "action_bits", "age_buckets", "multi_hot"]
+__all__ = ["Featurizer", "action_bits", "age_buckets", "context_ids", "history_age_buckets", "multi_hot"]
 
 _BIT_VALUES = (1 << np.arange(NUM_ACTIONS)).astype(np.int64)
 
@@ -34,6 +49,41 @@ def action_bits(actions: "frozenset | set | Sequence") -> int:
     out = 0
     for a in actions:
         out |= 1 << ACTION_INDEX[a]
+    return out
+
+
+_NEGATIVE_BITS = sum(1 << ACTION_INDEX[a] for a in NEGATIVE_ACTIONS)
+
+
+def history_age_buckets(bits: np.ndarray, ts_ms: np.ndarray, now_ms: np.ndarray | int, num_buckets: int) -> np.ndarray:
+    """Entries' action ``bits`` and times ``(...)`` → the age bucket of those holding a negative action (module
+    docstring), 0 for the others and when ``now_ms`` is unknown (≤ 0) or before the entry."""
+    now = np.asarray(now_ms, np.int64)
+    age = now - np.asarray(ts_ms, np.int64)
+    bucket = np.minimum(1 + np.floor(np.log2(1.0 + np.maximum(age, 0) / DAY_MS)).astype(np.int64), num_buckets - 1)
+    negative = (np.asarray(bits, np.int64) & _NEGATIVE_BITS) != 0
+    return np.where(negative & (now > 0) & (age >= 0), bucket, 0).astype(np.int64)
+
+
+def _value_id(field: str, value: str) -> int:
+    """A field-tagged positive int64 id of a context value (0 for an empty value)."""
+    if not value:
+        return 0
+    digest = hashlib.blake2b(f"{field}\x00{value.strip().lower()}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "little") & (2**63 - 1)) or 1
+
+
+def context_ids(context: UserContext | None, max_topics: int) -> np.ndarray:
+    """A user's context → ``(3 + max_topics,)`` int64 ids: country, language, client app, then the first
+    ``max_topics`` declared topics (0 = unknown or absent). Case and surrounding spaces do not matter."""
+    out = np.zeros(3 + max_topics, np.int64)
+    if context is None:
+        return out
+    out[0] = _value_id("country", context.country_code)
+    out[1] = _value_id("language", context.language_code)
+    out[2] = _value_id("client_app", str(context.client_app_id) if context.client_app_id else "")
+    for i, topic in enumerate(context.topics[:max_topics]):
+        out[3 + i] = _value_id("topic", topic)
     return out
 
 
@@ -58,16 +108,25 @@ class Featurizer:
         return torch.from_numpy(np.where((s >= 0) & (s < self.config.product_surface_vocab), s, 0))  # unknown = 0
 
     def context(self, user_ids: np.ndarray, post_ids: np.ndarray, author_ids: np.ndarray,
-                bits: np.ndarray, surface: np.ndarray) -> ContextBatch:
-        """``user_ids (B,)``; history ``(B, S)`` arrays with post id 0 for padding (after the valid entries)."""
+                bits: np.ndarray, surface: np.ndarray, history_age: np.ndarray | None = None,
+                user_context: np.ndarray | None = None) -> ContextBatch:
+        """``user_ids (B,)``; history ``(B, S)`` arrays with post id 0 for padding (after the valid entries);
+        ``history_age (B, S)`` buckets (``history_age_buckets``; None = all 0); ``user_context (B, 3+T)``
+        ids (``context_ids``; None = unknown)."""
         post_ids = np.asarray(post_ids, np.int64)
         pad = post_ids == 0
+        age = np.zeros(post_ids.shape, np.int64) if history_age is None else np.asarray(history_age, np.int64)
+        age = np.where(pad | (age < 0) | (age >= self.config.history_age_buckets), 0, age)
+        ids = (np.zeros((len(post_ids), 3 + self.config.max_context_topics), np.int64) if user_context is None
+               else np.asarray(user_context, np.int64))
         return ContextBatch(
             user_hashes=torch.from_numpy(self.hasher("user", np.asarray(user_ids, np.int64))),
             post_hashes=torch.from_numpy(self.hasher("post", post_ids)),
             author_hashes=torch.from_numpy(self.hasher("author", np.where(pad, 0, author_ids))),
             actions=torch.from_numpy(multi_hot(np.where(pad, 0, bits))),
             surface=self._surface(np.where(pad, 0, surface)),
+            history_age=torch.from_numpy(age),
+            context=torch.from_numpy(self.hasher("context", ids)[..., 0]),
         )
 
     def candidates(self, post_ids: np.ndarray, author_ids: np.ndarray, surface: np.ndarray,
@@ -84,21 +143,33 @@ class Featurizer:
             age_bucket=torch.from_numpy(np.where((bucket >= 0) & (bucket < self.config.age_buckets) & ~pad, bucket, 0)),
         )
 
-    def history_arrays(self, histories: Sequence[Sequence[HistoryItem]]) -> tuple[np.ndarray, ...]:
-        """Newest ``history_len`` items of each history, oldest first, padded to the longest → 4 ``(B, S)`` arrays."""
+    def history_arrays(self, histories: Sequence[Sequence[HistoryItem]],
+                       now_ms: Sequence[int] | None = None) -> tuple[np.ndarray, ...]:
+        """Newest ``history_len`` items of each history, oldest first, padded to the longest → 5 ``(B, S)`` arrays:
+        post, author, action bits, surface, and the age bucket (``history_age_buckets`` from ``now_ms``, one per
+        history; None = all 0)."""
         keep = [sorted(h, key=lambda it: it.timestamp_ms)[-self.config.history_len :] for h in histories]
         s = max([len(h) for h in keep] + [1])
-        out = [np.zeros((len(keep), s), np.int64) for _ in range(4)]
+        out = [np.zeros((len(keep), s), np.int64) for _ in range(5)]
         for i, items in enumerate(keep):
             for j, it in enumerate(items):
                 out[0][i, j], out[1][i, j] = it.post_id, it.author_id
                 out[2][i, j], out[3][i, j] = action_bits(it.actions), int(it.product_surface)
+                out[4][i, j] = it.timestamp_ms
+        now = np.zeros(len(keep), np.int64) if now_ms is None else np.asarray(now_ms, np.int64)
+        out[4] = history_age_buckets(out[2], out[4], now[:, None], self.config.history_age_buckets)
         return tuple(out)
+
+    def user_contexts(self, contexts: Sequence[UserContext | None]) -> np.ndarray:
+        """``(B, 3 + max_context_topics)`` context ids of a batch (``context_ids``)."""
+        t = self.config.max_context_topics
+        return np.stack([context_ids(c, t) for c in contexts]) if contexts else np.zeros((0, 3 + t), np.int64)
 
     def from_requests(self, requests: Sequence[RankRequest]) -> tuple[ContextBatch, CandidateBatch]:
         """A batch of ``RankRequest`` → (context, candidates); candidate slots padded to the longest request."""
-        posts, authors, bits, surfaces = self.history_arrays([r.history for r in requests])
-        ctx = self.context(np.array([r.user_id for r in requests], np.int64), posts, authors, bits, surfaces)
+        history = self.history_arrays([r.history for r in requests], [r.now_ms for r in requests])
+        ctx = self.context(np.array([r.user_id for r in requests], np.int64), *history,
+                           user_context=self.user_contexts([r.context for r in requests]))
         c = max([len(r.candidates) for r in requests] + [1])
         cand = np.zeros((4, len(requests), c), np.int64)
         for i, r in enumerate(requests):

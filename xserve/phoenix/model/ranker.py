@@ -21,8 +21,19 @@ Blocks (§6.3): ``h += RMSNorm(Attn(RMSNorm(h)))``, ``h += RMSNorm(FFN(RMSNorm(h
 grouped-query attention with RoPE, logits × ``attn_output_multiplier`` then
 soft-capped ``cap·tanh(x/cap)``; gated-GELU FFN, with the tanh-approximated GELU
 the reference gets from ``jax.nn.gelu``'s default (``GELU_APPROXIMATE``). A
-final RMSNorm, one logit per action (independent sigmoids) and a softplus
-dwell-time head (seconds).
+final RMSNorm, one logit per action (independent sigmoids), a softplus
+dwell-time head (seconds) and a softplus duration head of three conditional
+durations (seconds of video watched given an open, of profile visit given a
+profile click, on the post given a click: ``DURATION_ACTIONS``), the regressions
+the value model multiplies by their action's probability.
+
+**Additive inputs** (issue 17, each zero for "unknown", so a context without them
+gives the tokens it gave before): the user token adds ``context_proj`` of the
+user's context (country, language, client app and the mean of the declared
+topics, hashed into one ``context`` table); a history token adds an age
+embedding, non-zero only for entries holding a negative action
+(``features.history_age_buckets``), so the model can learn how negative
+feedback fades.
 
 **Candidate isolation** (§6.4): context tokens (user + history) attend
 causally; each candidate attends to every valid context token and to itself,
@@ -113,6 +124,8 @@ class ContextBatch:
     author_hashes: torch.Tensor  # (B, S, Ha) int64
     actions: torch.Tensor  # (B, S, A) float multi-hot
     surface: torch.Tensor  # (B, S) int64 product surface
+    history_age: torch.Tensor | None = None  # (B, S) int64 age bucket of negative-feedback entries, 0 = none
+    context: torch.Tensor | None = None  # (B, 3+T) int64 context-table rows: country, language, app, T topics; 0 = unknown
 
     @property
     def history_valid(self) -> torch.Tensor:
@@ -123,7 +136,8 @@ class ContextBatch:
         return self.history_valid.sum(-1)  # (B,) valid history tokens n
 
     def select(self, rows: torch.Tensor | slice) -> ContextBatch:
-        return ContextBatch(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+        return ContextBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
+                               for f in fields(self)})
 
 
 @dataclass
@@ -146,6 +160,7 @@ class CandidateBatch:
 class RankerOutput(NamedTuple):
     logits: torch.Tensor  # (B, C, A): sigmoid gives P(action)
     dwell_s: torch.Tensor  # (B, C): expected dwell time in seconds (softplus)
+    durations_s: torch.Tensor | None = None  # (B, C, 3): watch, profile visit, click dwell seconds (softplus)
 
 
 @dataclass
@@ -392,6 +407,14 @@ class PhoenixEmbeddings(nn.Module):
         self.history_proj = nn.Linear(item + 2 * d, d, bias=False)
         self.candidate_proj = nn.Linear(item + 2 * d, d, bias=False) if candidate_tokens else None
         self.age = nn.Embedding(config.age_buckets, d) if candidate_tokens else None
+        # The two additive inputs start small (N(0, 0.02²) here, and context_proj by init_linears), so a fresh
+        # model's tokens are close to those without them and training grows what helps.
+        self.history_age = nn.Embedding(config.history_age_buckets, d, padding_idx=0)  # row 0 stays zero: no age
+        nn.init.normal_(self.history_age.weight, std=0.02)
+        with torch.no_grad():
+            self.history_age.weight[0].zero_()
+        self.context = HashEmbedding(config.context_vocab, d, init_std=1.0)
+        self.context_proj = nn.Linear(4 * d, d, bias=False)
         for proj in (self.user_proj, self.history_proj, self.candidate_proj):
             if proj is not None:
                 nn.init.normal_(proj.weight, std=proj.in_features**-0.5)
@@ -405,10 +428,23 @@ class PhoenixEmbeddings(nn.Module):
     def context_tokens(self, ctx: ContextBatch) -> torch.Tensor:
         """``[user | history]`` tokens ``(B, 1+S, D)``."""
         user = self.user_proj(self.user(ctx.user_hashes).flatten(-2))[:, None]  # (B, Hu, D) -> (B, 1, D)
+        if ctx.context is not None:
+            user = user + self.context_proj(self.user_context(ctx.context))[:, None]  # (B, 1, D)
         has_action = (ctx.actions.sum(-1, keepdim=True) > 0).to(ctx.actions.dtype)  # (B, S, 1)
         actions = ((2 * ctx.actions - 1) @ self.action_projection) * has_action  # (B, S, D)
         history = torch.cat([self.item(ctx.post_hashes, ctx.author_hashes), actions, self.surface(ctx.surface)], -1)
-        return torch.cat([user, self.history_proj(history)], dim=1)  # (B, 1+S, D)
+        history = self.history_proj(history)  # (B, S, D)
+        if ctx.history_age is not None:
+            history = history + self.history_age(ctx.history_age)  # bucket 0 (no negative action) adds 0
+        return torch.cat([user, history], dim=1)  # (B, 1+S, D)
+
+    def user_context(self, rows: torch.Tensor) -> torch.Tensor:
+        """Context-table rows ``(B, 3+T)`` → ``(B, 4·D)``: country, language, app, then the mean of the valid
+        topics (row 0 embeds to zero, so an unknown field adds nothing)."""
+        e = self.context(rows)  # (B, 3+T, D)
+        topics = e[:, 3:]  # (B, T, D)
+        n = (rows[:, 3:] != 0).sum(-1, keepdim=True).clamp(min=1).to(e.dtype)  # (B, 1)
+        return torch.cat([e[:, :3].flatten(-2), topics.sum(1) / n], dim=-1)  # (B, 4·D)
 
     def candidate_tokens(self, cand: CandidateBatch) -> torch.Tensor:
         """Candidate tokens ``(B, C, D)``."""
@@ -444,12 +480,14 @@ class PhoenixRanker(nn.Module):
         self.final_norm = RMSNorm(config.emb_dim)
         self.action_head = nn.Linear(config.emb_dim, NUM_ACTIONS)
         self.dwell_head = nn.Linear(config.emb_dim, 1)
+        self.duration_head = nn.Linear(config.emb_dim, 3)  # DURATION_ACTIONS order
         e = self.embeddings
         init_linears(self, skip=(e.user_proj, e.history_proj, e.candidate_proj))
 
     def _heads(self, h: torch.Tensor) -> RankerOutput:
         h = self.final_norm(h)  # (B, C, D)
-        return RankerOutput(self.action_head(h), F.softplus(self.dwell_head(h).squeeze(-1)))
+        return RankerOutput(self.action_head(h), F.softplus(self.dwell_head(h).squeeze(-1)),
+                            F.softplus(self.duration_head(h)))
 
     def forward(self, ctx: ContextBatch, cand: CandidateBatch) -> RankerOutput:
         """The full ``[user | history | candidates]`` sequence under the isolation mask."""

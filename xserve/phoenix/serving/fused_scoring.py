@@ -118,9 +118,10 @@ class FusedCandidateScorer:
         self._exp2_scale = 2 * self.cap * LOG2E
         self.layers = [_Layer(b, self.dtype) for b in model.transformer.blocks]
         self.final_norm = (model.final_norm.weight.to(self.dtype), model.final_norm.eps)
-        # Both heads as one matmul: 18 action logits + the dwell pre-activation.
-        self.w_head = torch.cat([model.action_head.weight, model.dwell_head.weight]).to(self.dtype)  # (A+1, D)
-        self.b_head = torch.cat([model.action_head.bias, model.dwell_head.bias]).to(self.dtype)  # (A+1,)
+        # Every head as one matmul: the action logits, the dwell and the three duration pre-activations.
+        heads = (model.action_head, model.dwell_head, model.duration_head)
+        self.w_head = torch.cat([h.weight for h in heads]).to(self.dtype)  # (A+1+3, D)
+        self.b_head = torch.cat([h.bias for h in heads]).to(self.dtype)  # (A+1+3,)
 
     def candidate_tokens(self, cand: CandidateBatch) -> torch.Tensor:
         """``(R, c)`` candidate ids → tokens ``(R, c, D)`` (the model's own embedding code)."""
@@ -274,5 +275,5 @@ class FusedCandidateScorer:
 
     @staticmethod
     def split_heads(out: torch.Tensor) -> RankerOutput:
-        """``(..., A+1)`` → the model's ``RankerOutput`` (logits, dwell seconds)."""
-        return RankerOutput(out[..., :-1], F.softplus(out[..., -1]))
+        """``(..., A+1+3)`` → the model's ``RankerOutput`` (logits, dwell seconds, duration seconds)."""
+        return RankerOutput(out[..., :-4], F.softplus(out[..., -4]), F.softplus(out[..., -3:]))

@@ -12,7 +12,7 @@ Pure (no Ray). One call takes a batch of ``RankRequest`` and:
 3. gathers each context's keys/values from the pool into one padded batch and
    scores candidates in rows of ``chunk_size`` (rows of different users share a
    forward): each candidate attends to its user's context and to itself only;
-4. maps the 18 action logits (sigmoid) and the dwell head to ``ActionScores``.
+4. maps the action logits (sigmoid), the dwell head and the duration head to ``ActionScores``.
 
 Results equal ``PhoenixRanker.forward`` with the isolation mask to float
 tolerance (tests: cached == full, chunked == unchunked, batched == alone,
@@ -75,6 +75,7 @@ class RankResult:
 
     probs: np.ndarray  # (C, A) float32 sigmoid of the action logits, ACTIONS order
     dwell_s: np.ndarray  # (C,) float32 expected dwell time in seconds
+    durations_s: np.ndarray | None = None  # (C, 3) float32 watch, profile visit, click dwell seconds
 
 
 @dataclass
@@ -148,8 +149,10 @@ class RankerRunner:
         out = []
         for res in self.score(requests):
             dwell = res.dwell_s.tolist()
+            durations = res.durations_s.tolist()
             out.append(RankResponse(
-                scores=tuple(ActionScores(*p, dwell_time=d) for p, d in zip(res.probs.tolist(), dwell, strict=True)),
+                scores=tuple(ActionScores.from_sequence(p, d, tuple(t)) for p, d, t in
+                             zip(res.probs.tolist(), dwell, durations, strict=True)),
                 model_version=self.version,
             ))
         return out
@@ -161,11 +164,11 @@ class RankerRunner:
             self.validate(r)
         if not requests:
             return []
-        ctx_batch, history = self._context_batch(requests)
+        ctx_batch, history, user_context = self._context_batch(requests)
         contexts: list[_Context] = []
         try:
             for i, r in enumerate(requests):
-                contexts.append(self._allocate(_token_keys(r.user_id, history, i)))
+                contexts.append(self._allocate(_token_keys(r.user_id, history, i, user_context[i])))
             kv = self._context_kv(ctx_batch, contexts)
             out = self._score_candidates(requests, kv)
         finally:
@@ -180,11 +183,14 @@ class RankerRunner:
         """Raise ``ValueError`` naming the field and the rule if ``r`` cannot be scored."""
         validate_rank_request(r, self.serving.max_candidates)
 
-    def _context_batch(self, requests: Sequence[RankRequest]) -> tuple[ContextBatch, tuple[np.ndarray, ...]]:
-        """The batch's contexts and their history arrays (post, author, action bits, surface), each ``(B, S)``."""
+    def _context_batch(self, requests: Sequence[RankRequest]) -> tuple[ContextBatch, tuple[np.ndarray, ...], np.ndarray]:
+        """The batch's contexts, their history arrays (post, author, action bits, surface, age bucket), each
+        ``(B, S)``, and their user-context ids ``(B, 3+T)``."""
         f = self.featurizer
-        history = f.history_arrays([r.history for r in requests])
-        return f.context(np.array([r.user_id for r in requests], np.int64), *history), history
+        history = f.history_arrays([r.history for r in requests], [r.now_ms for r in requests])
+        user_context = f.user_contexts([r.context for r in requests])
+        ctx = f.context(np.array([r.user_id for r in requests], np.int64), *history, user_context=user_context)
+        return ctx, history, user_context
 
     def _allocate(self, keys: list[tuple]) -> _Context:
         try:
@@ -241,7 +247,7 @@ class RankerRunner:
         sub = _to_device(ctx.select(torch.tensor(rows)), self.device)
         s = t - 1  # history slots needed: contexts of these rows are at most t long
         sub = ContextBatch(sub.user_hashes, sub.post_hashes[:, :s], sub.author_hashes[:, :s],
-                           sub.actions[:, :s].to(self.dtype), sub.surface[:, :s])
+                           sub.actions[:, :s].to(self.dtype), sub.surface[:, :s], sub.history_age[:, :s], sub.context)
         idx = torch.tensor(rows, device=self.device)
         if self.fast is None:  # reference: the model's own encode_context / extend_context
             if start == 0:
@@ -252,7 +258,7 @@ class RankerRunner:
                                  valid=torch.ones(len(rows), start, dtype=torch.bool, device=self.device),
                                  lengths=torch.full((len(rows),), start - 1, device=self.device))
                 newer = ContextBatch(sub.user_hashes, *(x[:, start - 1 :] for x in (
-                    sub.post_hashes, sub.author_hashes, sub.actions, sub.surface)))
+                    sub.post_hashes, sub.author_hashes, sub.actions, sub.surface, sub.history_age)), sub.context)
                 layers = self.model.extend_context(past, newer).layers
             for l, (k, v) in enumerate(layers):
                 dense[l, 0, idx, :, start:t] = k[:, :, start:t]
@@ -308,8 +314,9 @@ class RankerRunner:
         logits = torch.cat([p.logits for p in parts]).flatten(0, 1)[idx]  # (n, A) in request order
         probs = torch.sigmoid(logits.float()).cpu().numpy()
         dwell = torch.cat([p.dwell_s for p in parts]).flatten()[idx].float().cpu().numpy()
+        durations = torch.cat([p.durations_s for p in parts]).flatten(0, 1)[idx].float().cpu().numpy()  # (n, 3)
         counts = np.cumsum([0] + [len(r.candidates) for r in requests])
-        return [RankResult(probs[a:b], dwell[a:b]) for a, b in zip(counts[:-1], counts[1:], strict=True)]
+        return [RankResult(probs[a:b], dwell[a:b], durations[a:b]) for a, b in zip(counts[:-1], counts[1:], strict=True)]
 
     def _score_rows_of(self, kv: ContextKV, sel: torch.Tensor, cand: CandidateBatch) -> RankerOutput:
         """Candidate rows ``(r, chunk)`` of requests ``sel (r,)`` → logits ``(r, chunk, A)``, dwell ``(r, chunk)``."""
@@ -329,7 +336,7 @@ class RankerRunner:
                 bias = torch.zeros(valid.shape, dtype=self.dtype, device=self.device).masked_fill_(
                     ~valid, float("-inf"))[:, None, None, :]  # (rows, 1, 1, T)
             out = self.fast.split_heads(self._score_rows(self.fast.candidate_tokens(cand), lengths + 1, ks, vs, bias))
-        return RankerOutput(out.logits.reshape(r, c, -1), out.dwell_s.reshape(r, c))
+        return RankerOutput(out.logits.reshape(r, c, -1), out.dwell_s.reshape(r, c), out.durations_s.reshape(r, c, -1))
 
 
 _CHUNK_GRANULE = 64  # a chunk shrunk to a batch's largest request is a multiple of this: few distinct shapes
@@ -349,10 +356,14 @@ def validate_rank_request(r: RankRequest, max_candidates: int) -> None:
                                  f"got post {it.post_id} by {it.author_id}")
 
 
-def _token_keys(user_id: int, history: tuple[np.ndarray, ...], row: int) -> list[tuple]:
-    """What makes each context position's token: the user, then (post, author, action bits, surface)."""
+def _token_keys(user_id: int, history: tuple[np.ndarray, ...], row: int,
+                user_context: np.ndarray | None = None) -> list[tuple]:
+    """What makes each context position's token: the user and its context ids (when any is known), then (post,
+    author, action bits, surface, age bucket). A new country or a negative entry crossing an age bucket changes a
+    key, so the cache re-encodes from there instead of reusing keys/values made from other tokens."""
     n = int((history[0][row] != 0).sum())
-    return [("user", user_id)] + list(zip(*(a[row, :n].tolist() for a in history), strict=True))
+    known = () if user_context is None or not user_context.any() else tuple(user_context.tolist())
+    return [("user", user_id, *known)] + list(zip(*(a[row, :n].tolist() for a in history), strict=True))
 
 
 def _to_device(batch, device: torch.device):

@@ -153,11 +153,12 @@ class VLLMRankerBackend:
             torch.zeros(0, self.model.config.emb_dim)
         probs = torch.sigmoid(self.model.action_head(hidden)).tolist()
         dwell = F.softplus(self.model.dwell_head(hidden).squeeze(-1)).tolist()
+        durations = F.softplus(self.model.duration_head(hidden)).tolist()  # (n, 3) DURATION_ACTIONS seconds
         out, k = [], 0
         for r in requests:
             n = len(r.candidates)
-            out.append(RankResponse(scores=tuple(ActionScores(*p, dwell_time=d)
-                                                 for p, d in zip(probs[k : k + n], dwell[k : k + n], strict=True)),
+            rows = zip(probs[k : k + n], dwell[k : k + n], durations[k : k + n], strict=True)
+            out.append(RankResponse(scores=tuple(ActionScores.from_sequence(p, d, tuple(t)) for p, d, t in rows),
                                     model_version=self.version))
             k += n
         return out

@@ -21,6 +21,11 @@ the engagement-log columns ``user_id, post_id, author_id, action`` (an
    uniformly among posts created in the ``max_age_ms`` before a positive's time
    (all-zero labels; surface copied from that positive so it does not leak the
    label). Cuts step by ``P``, so every entry is a positive once per epoch.
+   The example's "now" is its first positive's time: the history's
+   negative-feedback entries get their age buckets from it, as a served
+   request's ``now_ms`` gives them (``features.history_age_buckets``), and the
+   user's context (``Entries.user_context``, from the users table) is the same
+   input a feed request gives the served model.
 4. **Tower examples** (``TowerExamples``): the same, with only positive
    entries (``TOWER_POSITIVE_ACTIONS`` and no negative action) as targets.
 """
@@ -32,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from xserve.phoenix.model.features import Featurizer, age_buckets, multi_hot
+from xserve.phoenix.model.features import Featurizer, age_buckets, history_age_buckets, multi_hot
 from xserve.phoenix.model.ranker import CandidateBatch, ContextBatch
-from xserve.schema import ACTION_INDEX, ACTIONS, NEGATIVE_ACTIONS, Action
+from xserve.schema import ACTION_INDEX, ACTIONS, DURATION_ACTIONS, NEGATIVE_ACTIONS, Action, UserContext
 from xserve.users.history import aggregate_actions
 
 __all__ = [
@@ -48,6 +53,7 @@ __all__ = [
     "aggregate",
     "label_rates",
     "split_time",
+    "user_context_ids",
 ]
 
 TOWER_POSITIVE_ACTIONS: frozenset[Action] = frozenset({
@@ -105,6 +111,8 @@ class Entries:
     starts: np.ndarray  # (U,) first entry of each user
     ends: np.ndarray  # (U,) one past the last entry of each user
     created_share: float = 1.0  # share of log rows that carry post_created_at_ms (0 when the column is absent)
+    durations_ms: np.ndarray | None = None  # (E, 3) longest duration of each DURATION_ACTIONS action, 0 = none
+    user_context: np.ndarray | None = None  # (U, 3+T) context ids of each user slice (features.context_ids); None = unknown
 
     def __len__(self) -> int:
         return len(self.user)
@@ -142,7 +150,30 @@ def aggregate(table: Any, window_ms: int) -> Entries:
         created_share, posts, created = 0.0, np.unique(post), np.zeros(len(np.unique(post)), np.int64)
     return Entries(user=agg.user, post=agg.post, author=agg.author, bits=agg.bits, ts=agg.ts, surface=agg.surface,
                    dwell_ms=agg.dwell_ms, created=created[np.searchsorted(posts, agg.post)], starts=agg.starts,
-                   ends=agg.ends, created_share=created_share)
+                   ends=agg.ends, created_share=created_share, durations_ms=agg.durations_ms)
+
+
+USER_CONTEXT_COLUMNS = ("country_code", "language_code", "client_app_id", "topics")  # the users table's context
+
+
+def user_context_ids(entries: Entries, users: Any | None, featurizer: Featurizer) -> np.ndarray | None:
+    """``(U, 3+T)`` context ids of each user slice of ``entries`` from a users table (``user_id`` and any of
+    ``USER_CONTEXT_COLUMNS``; a user it lacks gets zeros), built by ``Featurizer.user_contexts`` as serving builds a
+    request's; None when the table holds no context column."""
+    if users is None or users.num_rows == 0 or not any(c in users.column_names for c in USER_CONTEXT_COLUMNS):
+        return None
+    cols = {c: users.column(c).to_pylist() if c in users.column_names else None for c in USER_CONTEXT_COLUMNS}
+    row_of = {int(u): i for i, u in enumerate(users.column("user_id").to_pylist())}
+
+    def context(user: int) -> UserContext | None:
+        i = row_of.get(user)
+        if i is None:
+            return None
+        get = lambda c, d: (cols[c][i] if cols[c] is not None and cols[c][i] is not None else d)  # noqa: E731
+        return UserContext(country_code=get("country_code", ""), language_code=get("language_code", ""),
+                           client_app_id=int(get("client_app_id", 0)), topics=tuple(get("topics", ())))
+
+    return featurizer.user_contexts([context(int(u)) for u in entries.user[entries.starts]])
 
 
 def split_time(entries: Entries, validation_fraction: float) -> int:
@@ -258,7 +289,20 @@ class RankerExamples:
         return len(self.hist_start)
 
     def context(self, rows: np.ndarray, featurizer: Featurizer) -> ContextBatch:
-        return context_batch(self.entries, self.hist_start[rows], self.hist_len[rows], featurizer)
+        return context_batch(self.entries, self.hist_start[rows], self.hist_len[rows], featurizer,
+                             now_ms=self.entries.ts[np.minimum(self.pos_start[rows], len(self.entries) - 1)])
+
+    def durations(self, rows: np.ndarray) -> np.ndarray:
+        """Rows → ``(B, P+N, 3)`` float32 seconds of each ``DURATION_ACTIONS`` action on the positives (0 = none;
+        a label only where its action happened, which ``labels`` shows)."""
+        e, num_pos = self.entries, self.num_pos
+        j = np.arange(num_pos)
+        valid = j < self.pos_len[rows, None]  # (B, P)
+        pidx = np.where(valid, self.pos_start[rows, None] + j, 0)  # (B, P)
+        d = e.durations_ms if e.durations_ms is not None else np.zeros((len(e), len(DURATION_ACTIONS)), np.int64)
+        pos = np.where(valid[..., None], d[pidx], 0)  # (B, P, 3)
+        neg = np.zeros((len(rows), self.neg_post.shape[1], len(DURATION_ACTIONS)), np.int64)
+        return (np.concatenate([pos, neg], 1) / 1000.0).astype(np.float32)
 
     def batch(self, rows: np.ndarray, featurizer: Featurizer) -> tuple[ContextBatch, CandidateBatch, np.ndarray, np.ndarray]:
         """Rows → (context, candidates ``(B, P+N)``, labels ``(B, P+N, A)`` float32, dwell seconds ``(B, P+N)``)."""
@@ -290,11 +334,21 @@ def history_index(start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np
     return np.where(valid, start[:, None] + j, 0), valid
 
 
-def context_batch(e: Entries, start: np.ndarray, length: np.ndarray, featurizer: Featurizer) -> ContextBatch:
-    """History slices ``[start, start+length)`` of ``e`` (one user each) → a context batch."""
+def context_batch(e: Entries, start: np.ndarray, length: np.ndarray, featurizer: Featurizer,
+                  now_ms: np.ndarray | None = None) -> ContextBatch:
+    """History slices ``[start, start+length)`` of ``e`` (one user each) → a context batch; ``now_ms (B,)`` dates
+    the negative entries' ages (None = no ages)."""
     idx, valid = history_index(start, length)
-    user = e.user[np.minimum(start, len(e) - 1)]
-    return featurizer.context(user, np.where(valid, e.post[idx], 0), e.author[idx], e.bits[idx], e.surface[idx])
+    row = np.minimum(start, len(e) - 1)
+    user = e.user[row]
+    bits = np.where(valid, e.bits[idx], 0)
+    age = None if now_ms is None else history_age_buckets(bits, e.ts[idx], np.asarray(now_ms)[:, None],
+                                                          featurizer.config.history_age_buckets)
+    user_context = None
+    if e.user_context is not None:
+        user_context = e.user_context[np.searchsorted(e.starts, row, side="right") - 1]
+    return featurizer.context(user, np.where(valid, e.post[idx], 0), e.author[idx], e.bits[idx], e.surface[idx],
+                              history_age=age, user_context=user_context)
 
 
 @dataclass
@@ -331,7 +385,9 @@ class TowerExamples:
         return len(self.hist_start)
 
     def context(self, rows: np.ndarray, featurizer: Featurizer) -> ContextBatch:
-        return context_batch(self.entries, self.hist_start[rows], self.hist_len[rows], featurizer)
+        first = np.maximum(self.pos_idx[rows, 0], 0)
+        return context_batch(self.entries, self.hist_start[rows], self.hist_len[rows], featurizer,
+                             now_ms=self.entries.ts[first])
 
 
 def label_rates(entries: Entries, split_ms: int) -> np.ndarray:

@@ -51,7 +51,7 @@ from xserve.phoenix.model.towers import PhoenixTowers
 from xserve.phoenix.training.data import NEGATIVE_MASK, POSITIVE_MASK, Entries, RankerExamples, context_batch, history_index
 from xserve.phoenix.training.metrics import auc, hit_rate, ndcg, platt_fit, random_ranks, rce, recall, target_ranks
 from xserve.phoenix.training.train import Prepared
-from xserve.schema import ACTION_INDEX, ACTIONS, Action
+from xserve.schema import ACTION_INDEX, ACTIONS, DURATION_ACTIONS, Action
 
 __all__ = ["BASELINES", "POSITIVE", "RECALL_KS", "ItemKNN", "Oracle", "PriorCounts", "evaluate", "positive_probability"]
 
@@ -257,12 +257,14 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
     rows = np.arange(len(ex))
     if len(rows) > tc.eval_max_queries:
         rows = np.sort(rng.choice(rows, tc.eval_max_queries, replace=False))
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("model", "knn", "label", "user", "post", "ts")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("model", "knn", "label", "user", "post", "ts",
+                                                          "durations", "duration_label")}
     e, c = data.entries, data.corpus
     for b in _batches(len(rows), tc.batch_size):
         r = rows[b]
         ctx, cand, lab, _ = ex.batch(r, data.featurizer)
-        p = torch.sigmoid(ranker.score_candidates(ranker.encode_context(ctx), cand).logits).numpy()
+        scored = ranker.score_candidates(ranker.encode_context(ctx), cand)
+        p = torch.sigmoid(scored.logits).numpy()
         valid = cand.valid.numpy()
         # candidate post ids and the time each was (or would have been) seen, for the baselines
         j = np.arange(ex.num_pos)
@@ -280,6 +282,8 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
         parts["user"].append(np.broadcast_to(e.user[ex.hist_start[r], None], post.shape)[valid])
         parts["post"].append(post[valid])
         parts["ts"].append(ts[valid])
+        parts["durations"].append(scored.durations_s.numpy()[valid])  # (n, 3) seconds given each action
+        parts["duration_label"].append(ex.durations(r)[valid])
     if not parts["model"]:
         return {}
     p, knn_p, y, user, post, ts = (np.concatenate(parts[k]) for k in ("model", "knn", "label", "user", "post", "ts"))
@@ -301,6 +305,29 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
         if truth is not None:
             out["oracle"]["auc"][name] = auc(ya, truth[:, a])
             out["oracle"]["rce"][name] = _calibrated_rce(ya, truth[:, a], _logit)
+    out["durations"] = _duration_metrics(np.concatenate(parts["durations"]), np.concatenate(parts["duration_label"]),
+                                         user, post, ts, oracle)
+    return out
+
+
+def _duration_metrics(predicted: np.ndarray, label: np.ndarray, user: np.ndarray, post: np.ndarray, ts: np.ndarray,
+                      oracle: Oracle | None) -> dict[str, dict[str, float]]:
+    """Per method, the mean absolute error in log(1 + seconds) of each ``DURATION_ACTIONS`` duration (issue 17)
+    over the validation rows that carry it: ``model``, ``mean`` (those rows' own mean: a floor that knows the
+    answers' mean) and, for a synthetic world, ``oracle`` (its expected duration, ``TrueActionModel.durations``)."""
+    expected = oracle.durations(user, post, ts) if oracle is not None and hasattr(oracle, "durations") else None
+    out: dict[str, dict[str, float]] = {"model": {}, "mean": {}, **({"oracle": {}} if expected is not None else {})}
+    for j, action in enumerate(DURATION_ACTIONS):
+        rows = label[:, j] > 0
+        if not rows.any():
+            continue
+        y = np.log1p(label[rows, j])
+        name = {Action.VIDEO_OPEN: "watch_time", Action.PROFILE_CLICK: "profile_visit_time"}.get(action,
+                                                                                                  "click_dwell_time")
+        out["model"][name] = float(np.abs(np.log1p(predicted[rows, j]) - y).mean())
+        out["mean"][name] = float(np.abs(y.mean() - y).mean())
+        if expected is not None:
+            out["oracle"][name] = float(np.abs(np.log1p(expected[rows, j]) - y).mean())
     return out
 
 
@@ -339,7 +366,7 @@ def _retrieval_metrics(data: Prepared, towers: PhoenixTowers, prior: PriorCounts
         window = slice(lo, hi)  # the corpus rows any query in this batch can see
         valid = (c.created[window][None, :] <= now) & (c.created[window][None, :] >= now - max_age)  # (q, W)
         hist_start = np.maximum(user_start[b], t - cfg.phoenix.history_len)
-        ctx = context_batch(e, hist_start, t - hist_start, data.featurizer)
+        ctx = context_batch(e, hist_start, t - hist_start, data.featurizer, now_ms=e.ts[t])
         idx, in_hist = history_index(hist_start, t - hist_start)
         row, found = corpus_row(e.post[idx])  # (q, S)
         seen = in_hist & found & (row >= lo) & (row < hi)
@@ -386,7 +413,7 @@ def _next_engagement_metrics(data: Prepared, ranker: PhoenixRanker, prior: Prior
         cand = data.featurizer.candidates(post, author, np.repeat(e.surface[t][:, None], m, 1),
                                           age_buckets(created, now, cfg.phoenix.age_buckets))
         hist_start = np.maximum(user_start[b], t - cfg.phoenix.history_len)
-        ctx = context_batch(e, hist_start, t - hist_start, data.featurizer)
+        ctx = context_batch(e, hist_start, t - hist_start, data.featurizer, now_ms=e.ts[t])
         idx, in_hist = history_index(hist_start, t - hist_start)
         scores = {
             "model": ranker.score_candidates(ranker.encode_context(ctx), cand).logits[..., _FAV].numpy(),
@@ -405,15 +432,17 @@ def _next_engagement_metrics(data: Prepared, ranker: PhoenixRanker, prior: Prior
 
 
 def evaluate(data: Prepared, ranker: PhoenixRanker, towers: PhoenixTowers, seed: int = 0,
-             oracle: Oracle | None = None) -> dict[str, Any]:
+             oracle: Oracle | None = None, durations: bool = False) -> dict[str, Any]:
     """All metrics as the ``xserve evaluate --json`` object (see the module docstring); ``oracle`` (a
-    synthetic world's ``TrueActionModel``) adds the ``oracle`` block."""
+    synthetic world's ``TrueActionModel``) adds the ``oracle`` block; ``durations`` adds a ``durations`` block
+    (the duration head's log-seconds error, ``_duration_metrics``)."""
     rng = np.random.default_rng(seed)
     ranker.eval()
     towers.eval()
     prior = PriorCounts(data.entries)
     knn = ItemKNN(data.entries)
     r = _ranker_metrics(data, ranker, prior, knn, oracle, rng)
+    duration_block = r.pop("durations", {})
     t = _retrieval_metrics(data, towers, prior, knn, oracle, rng)
     n = _next_engagement_metrics(data, ranker, prior, knn, oracle, rng)
 
@@ -424,4 +453,6 @@ def evaluate(data: Prepared, ranker: PhoenixRanker, towers: PhoenixTowers, seed:
     out = {**block("model"), "baselines": {name: block(name) for name in BASELINES}}
     if oracle is not None:
         out["oracle"] = block("oracle")
+    if durations:
+        out["durations"] = duration_block
     return out

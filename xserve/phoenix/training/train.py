@@ -48,6 +48,7 @@ from xserve.phoenix.training.data import (
     PostCorpus,
     RankerExamples,
     TowerExamples,
+    user_context_ids,
     aggregate,
     label_rates,
     split_time,
@@ -95,7 +96,7 @@ class Prepared:
 
 
 def prepare(engagements: Any, posts: Any | None, config: XServeConfig,
-            featurizer: Featurizer | None = None, split_ms: int | None = None) -> Prepared:
+            featurizer: Featurizer | None = None, split_ms: int | None = None, users: Any | None = None) -> Prepared:
     """Aggregate ``engagements`` (a table, see ``data``) and split it by time.
 
     To train, leave ``featurizer`` and ``split_ms`` out: fresh hashes for ``config.phoenix`` (with the
@@ -113,6 +114,7 @@ def prepare(engagements: Any, posts: Any | None, config: XServeConfig,
     config = msgspec.structs.replace(config, phoenix=featurizer.config)
     if split_ms is None:
         split_ms = split_time(entries, config.train.validation_fraction)
+    entries.user_context = user_context_ids(entries, users, featurizer)  # the users table's context, if it has one
     return Prepared(entries=entries, corpus=PostCorpus.build(entries, posts), split_ms=split_ms,
                     featurizer=featurizer, config=config)
 
@@ -148,6 +150,22 @@ def initial_head_bias(data: Prepared) -> np.ndarray:
     rates = label_rates(data.entries, data.split_ms) * tc.ranker_positives / (tc.ranker_positives + tc.ranker_negatives)
     rates = np.clip(rates, 1e-5, 1 - 1e-5)
     return np.log(rates / (1 - rates))
+
+
+def initial_duration_bias(data: Prepared) -> np.ndarray:
+    """(3,) the duration head's initial bias: softplus⁻¹ of each duration's median over the training rows that
+    carry it (1 s when none does), so the head starts at a typical value instead of softplus(0) ≈ 0.7 s."""
+    e = data.entries
+    out = np.full(3, np.log(np.expm1(1.0)), np.float32)
+    if e.durations_ms is None:
+        return out
+    d = e.durations_ms[e.ts < data.split_ms] / 1000.0
+    for j in range(d.shape[1]):
+        seen = d[:, j][d[:, j] > 0]
+        if len(seen):
+            median = float(np.median(seen))
+            out[j] = median + np.log(-np.expm1(-median))  # softplus⁻¹(y) = y + log(1 − e^(−y)), stable
+    return out
 
 
 @contextlib.contextmanager
@@ -208,8 +226,11 @@ def _epoch_rows(lengths: np.ndarray, cap: int, batch: int, rng: np.random.Genera
     return [batches[k] for k in rng.permutation(len(batches))]
 
 
-def ranker_loss(model: PhoenixRanker, batch: tuple, dwell_weight: float) -> tuple[torch.Tensor, float]:
-    """Mean over valid candidates of the summed per-action BCE, plus the weighted dwell loss."""
+def ranker_loss(model: PhoenixRanker, batch: tuple, dwell_weight: float, durations: np.ndarray | None = None,
+                duration_weight: float = 0.0) -> tuple[torch.Tensor, float]:
+    """Mean over valid candidates of the summed per-action BCE, plus the weighted dwell loss, plus the weighted
+    duration losses: each of the three durations (``(B, C, 3)`` seconds) a log-seconds squared error over the
+    candidates whose ``DURATION_ACTIONS`` action happened with a duration (the head predicts it given the action)."""
     ctx, cand, labels, dwell = batch
     out = model.score_candidates(model.encode_context(ctx), cand)  # == model(ctx, cand), less attention work
     labels_t, dwell_t = torch.from_numpy(labels), torch.from_numpy(dwell)
@@ -219,7 +240,13 @@ def ranker_loss(model: PhoenixRanker, batch: tuple, dwell_weight: float) -> tupl
     has_dwell = (dwell_t > 0).to(valid.dtype) * valid
     sq = (torch.log1p(out.dwell_s) - torch.log1p(dwell_t)).pow(2)
     dwell_loss = (sq * has_dwell).sum() / has_dwell.sum().clamp_min(1)
-    return bce + dwell_weight * dwell_loss, float(bce.detach())
+    loss = bce + dwell_weight * dwell_loss
+    if durations is not None and duration_weight and out.durations_s is not None:
+        d = torch.from_numpy(durations)  # (B, C, 3)
+        has = (d > 0).to(valid.dtype) * valid[..., None]
+        sq = (torch.log1p(out.durations_s) - torch.log1p(d)).pow(2)
+        loss = loss + duration_weight * ((sq * has).sum((0, 1)) / has.sum((0, 1)).clamp_min(1)).mean()
+    return loss, float(bce.detach())
 
 
 def _run_epochs(model: nn.Module, config: XServeConfig, make_examples, step_fn, cap: int, name: str,
@@ -258,6 +285,7 @@ def train_ranker(data: Prepared, rng: np.random.Generator, progress: bool = Fals
     model = PhoenixRanker(cfg.phoenix)
     with torch.no_grad():
         model.action_head.bias.copy_(torch.from_numpy(initial_head_bias(data)).float())
+        model.duration_head.bias.copy_(torch.from_numpy(initial_duration_bias(data)).float())
 
     def make(r: np.random.Generator) -> RankerExamples:
         return RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=False,
@@ -265,7 +293,8 @@ def train_ranker(data: Prepared, rng: np.random.Generator, progress: bool = Fals
                                     history_len=cfg.phoenix.history_len, max_age_ms=cfg.mixer.max_post_age_ms, rng=r)
 
     def step(ex: RankerExamples, rows: np.ndarray):
-        return ranker_loss(model, ex.batch(rows, data.featurizer), tc.dwell_loss_weight)
+        return ranker_loss(model, ex.batch(rows, data.featurizer), tc.dwell_loss_weight, ex.durations(rows),
+                           tc.duration_loss_weight)
 
     losses = _run_epochs(model, cfg, make, step, tc.ranker_examples_per_epoch, "ranker", rng, progress)
     metrics = {"train_bce_first": float(np.mean(losses[:20])), "train_bce_last": float(np.mean(losses[-20:])),
@@ -339,8 +368,9 @@ class TrainResult:
 
 
 def train(engagements: Any, posts: Any | None, config: XServeConfig, out_dir: str | Path | None = None,
-          progress: bool = False, num_threads: int | None = None) -> TrainResult:
+          progress: bool = False, num_threads: int | None = None, users: Any | None = None) -> TrainResult:
     """Train both models on the log; save ``ranker.pt`` and ``towers.pt`` under ``out_dir`` when given.
+    ``users``: a users table whose context columns (``data.USER_CONTEXT_COLUMNS``) are the users' context input.
 
     ``num_threads`` defaults to ``train.num_threads`` resolved on this machine (``machine_num_threads``).
     """
@@ -348,7 +378,7 @@ def train(engagements: Any, posts: Any | None, config: XServeConfig, out_dir: st
     tc = config.train
     threads = num_threads if num_threads is not None else machine_num_threads(tc.num_threads)
     with deterministic(tc.seed, threads) as rng:
-        data = prepare(engagements, posts, config)
+        data = prepare(engagements, posts, config, users=users)
         t1 = time.perf_counter()
         ranker, rm = train_ranker(data, rng, progress)
         t2 = time.perf_counter()

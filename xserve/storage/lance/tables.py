@@ -111,6 +111,7 @@ POSTS_SCHEMA = pa.schema(
         _f("has_photo", pa.bool_(), doc="has at least one photo"),
         _f("subscription_only", pa.bool_(), doc="visible to the author's subscribers only"),
         _f("labels", pa.list_(pa.string()), doc="VisibilityLabel values"),
+        _f("has_link", pa.bool_(), doc="carries an outbound link (marked at creation)"),
     ]
 )
 
@@ -120,6 +121,10 @@ USERS_SCHEMA = pa.schema(
         _f("screen_name", pa.string(), doc="handle ('' when unknown, e.g. imported)"),
         _f("followers_count", pa.int64(), doc="followers (0 when unknown)"),
         _f("created_at_ms", pa.int64(), doc="account creation, ms since epoch"),
+        _f("country_code", pa.string(), doc="the user's usual request country ('' = unknown): a training context input"),
+        _f("language_code", pa.string(), doc="the user's usual request language ('' = unknown)"),
+        _f("client_app_id", pa.int64(), doc="the user's usual client app (0 = unknown)"),
+        _f("topics", pa.list_(pa.string()), doc="declared interest topics"),
     ]
 )
 
@@ -139,7 +144,8 @@ ENGAGEMENTS_SCHEMA = pa.schema(
         _f("author_id", pa.int64(), doc="author of the post"),
         _f("action", pa.string(), doc="an xserve.schema.Action value"),
         _f("timestamp_ms", pa.int64(), doc="when the action happened"),
-        _f("dwell_ms", pa.int64(), doc="dwell time in ms, 0 = none (synthetic worlds: > 0 on 'dwell' rows only)"),
+        _f("dwell_ms", pa.int64(), doc="the action's duration in ms, 0 = none: the dwell, except on video_open (watch), "
+           "profile_click (profile visit) and click (time on the opened post) rows"),
         _f("product_surface", pa.int32(), doc="xserve.schema.ProductSurface value"),
         _f("post_created_at_ms", pa.int64(), True, "the post's creation time, if known"),
     ]
@@ -169,6 +175,11 @@ _DEFAULTS: dict[str, Any] = {
     "product_surface": 1,  # ProductSurface.HOME_FOR_YOU, the Engagement default
     "screen_name": "",
     "followers_count": 0,
+    "has_link": False,
+    "country_code": "",
+    "language_code": "",
+    "client_app_id": 0,
+    "topics": [],
 }
 
 
@@ -277,6 +288,7 @@ def posts_to_table(posts: Iterable[Post]) -> pa.Table:
         cols["has_photo"].append(any(m.kind is MediaKind.PHOTO for m in p.media))
         cols["subscription_only"].append(p.subscription_only)
         cols["labels"].append([str(label) for label in p.labels])
+        cols["has_link"].append(p.has_link)
     return pa.table(cols, schema=POSTS_SCHEMA)
 
 
@@ -433,12 +445,18 @@ class DataDir:
         table = self._table(name)
         if table is None:
             return pa.schema([schema.field(c) for c in cols]).empty_table()
-        query = table.search().select(cols).limit(None)
+        stored = set(table.schema.names)
+        query = table.search().select([c for c in cols if c in stored]).limit(None)
         if where is not None:
             query = query.where(where)
         out = query.to_arrow()
+        for c in cols:  # a column added to the schema after the table was written: its default (issue 17's columns)
+            if c not in stored:
+                f = schema.field(c)
+                out = out.append_column(f, pa.nulls(out.num_rows, f.type) if f.nullable
+                                        else pa.array([_DEFAULTS[c]] * out.num_rows, f.type))
         # Lance may return looser nullability; give readers the documented schema.
-        return out.cast(pa.schema([schema.field(c) for c in cols]))
+        return out.select(cols).cast(pa.schema([schema.field(c) for c in cols]))
 
     def write_posts(self, data: Any, mode: WriteMode = "append") -> int:
         """Write posts (POSTS_SCHEMA); returns rows written (inserted + updated for the merge modes)."""
