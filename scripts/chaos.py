@@ -17,7 +17,10 @@ ledger), and for each fault F in turn:
    ``ray.kill(actor, no_restart=False)`` of the named actor (Ray restarts it and
    it rebuilds from the data directory); ``retrieval_replica``, ``ranker_replica``
    and ``ingress_replica`` kill the Serve replica of Retrieval, the Ranker or
-   FeedIngress (Serve replaces it); ``full_restart`` is kill -9 of every process
+   FeedIngress (Serve replaces it); ``node_loss`` joins a worker node to the app's Ray, puts
+   the first probe's user-store shard on it and loses the node (every process of it SIGKILLed; Ray
+   restarts the shard on the head once it declares the node dead; ``--timeout 30`` lets writes wait
+   that long); ``full_restart`` is kill -9 of every process
    of the app (the ``xserve serve`` process and its descendants: the whole Ray
    cluster), then the app starts again over the same data directory;
 3. waits for recovery: the killed part answers again and the probes' For You
@@ -161,12 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     fresh = args.data_dir is None
     data_dir = (work / "data" if fresh else args.data_dir).resolve()
+    # a raylet gives its dashboard agent 15 s to start and aborts the node otherwise; a loaded machine needs longer
+    # (the app's head, and the node node_loss starts from this process)
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "XSERVE__SERVING__DEMO_WORLD": args.world,  # a string field takes the raw value
            # a cluster of its own: without it, `ray.init()` joins a Ray another job started on this machine
            "RAY_ADDRESS": "local"}
-    # a raylet gives its dashboard agent 15 s to start and aborts the node otherwise; a loaded machine needs longer
-    env.setdefault("RAY_agent_register_timeout_ms", "120000")
+    if "node_loss" in args.faults:  # the stateful actors placed by SPREAD, as serve_config.yaml does: one can go to a joined node
+        env["XSERVE__SERVING__ACTOR_SCHEDULING"] = "SPREAD"
     mixer = MixerConfig()
     for name in _STAGE_TIMEOUTS:  # a loaded machine trips the default timeouts without any fault
         env[f"XSERVE__MIXER__{name.upper()}"] = json.dumps(getattr(mixer, name) * args.timeout_scale)
