@@ -19,8 +19,7 @@ ledger), and for each fault F in turn:
    and ``ingress_replica`` kill the Serve replica of Retrieval, the Ranker or
    FeedIngress (Serve replaces it); ``node_loss`` joins a worker node to the app's Ray, puts
    the first probe's user-store shard on it and loses the node (every process of it SIGKILLed; Ray
-   restarts the shard on the head once it declares the node dead; ``--timeout 30`` lets writes wait
-   that long); ``full_restart`` is kill -9 of every process
+   restarts the shard on the head once it declares the node dead); ``full_restart`` is kill -9 of every process
    of the app (the ``xserve serve`` process and its descendants: the whole Ray
    cluster), then the app starts again over the same data directory;
 3. waits for recovery: the killed part answers again and the probes' For You
@@ -131,7 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--after-seconds", type=float, default=3.0, help="load after recovery, before the state check (default 3)")
     p.add_argument("--recovery-timeout", type=float, default=600.0, help="give up on a recovery after this (default 600 s)")
     p.add_argument("--start-timeout", type=float, default=900.0, help="app start, incl. first-run seeding (default 900 s)")
-    p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, seconds (default 10)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="per-request timeout, seconds (default 30: a write waits up to "
+                        "serving.store_unavailable_wait_s, 30 s, for a shard that is away)")
     p.add_argument("--timeout-scale", type=float, default=1.0,
                    help="multiply the app's stage timeouts and request deadline (mixer.*_timeout_s) by this (default 1)")
     p.add_argument("--seed", type=int, default=0)

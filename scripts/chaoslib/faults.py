@@ -316,7 +316,7 @@ class NodeLoss(Fault):
     in turn). The fault SIGKILLs every process of the node (raylet, agents, workers). Until the GCS
     declares the node dead (5 missed health checks of 3 s) calls to the shard fail at once: the feed gives
     the viewer's last known data, writes to the shard wait for it (``serving.store_unavailable_wait_s``,
-    so run with ``--timeout 30``); then Ray restarts the shard on the head and it rebuilds from the data
+    within chaos's default ``--timeout``); then Ray restarts the shard on the head and it rebuilds from the data
     directory. Its state: the probes' features and history, as ``user_store``'s.
     """
 
