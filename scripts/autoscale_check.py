@@ -15,7 +15,8 @@ Uses Ray's own machinery throughout:
    ``autoscaling_config`` (targets, delays) but ``max_replicas`` of ``--max-ingress-replicas`` and
    ``--max-ranker-replicas``, and the Ranker's ``num_gpus: 1``. ``--upscale-delay-s``,
    ``--downscale-delay-s``, ``--look-back-s`` and ``--metrics-interval-s`` replace the file's (or Serve's
-   defaults) for both, so a check can end in minutes.
+   defaults) for both, so a check can end in minutes; ``--ingress-target`` and ``--ranker-target`` their
+   ``target_ongoing_requests``.
 3. **Ramp**: feed readers through the proxy, ``--start-clients`` at first and ``--step-clients`` more
    every ``--step-s`` up to ``--peak-clients``; the ramp ends ``--hold-s`` after both deployments have
    scaled out and a node was added, or after ``--max-ramp-s``.
@@ -81,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--downscale-delay-s", type=float, help="Serve's downscale_delay_s for both (default: the file's)")
     p.add_argument("--look-back-s", type=float, help="Serve's look_back_period_s for both (default: the file's)")
     p.add_argument("--metrics-interval-s", type=float, help="Serve's metrics_interval_s for both (default: the file's)")
+    p.add_argument("--ingress-target", type=float,
+                   help="FeedIngress target_ongoing_requests (default: the file's, 4)")
+    p.add_argument("--ranker-target", type=float,
+                   help="Ranker target_ongoing_requests (default: the file's, 8); a machine where ranking is not "
+                        "the slow stage needs less for the ranker to scale under a ramp it can serve")
     p.add_argument("--idle-timeout-s", type=float, default=30.0,
                    help="the autoscaler removes a worker node idle this long (default 30; cluster.yaml: 10 min)")
     p.add_argument("--start-clients", type=int, default=4, help="feed clients at the ramp's start (default 4)")
@@ -121,6 +127,10 @@ class Check:
         twin = twin_serve_config(args.serve_config, str(data_dir), env_vars, args.port, args.timeout_scale)
         maxima = {"FeedIngress": args.max_ingress_replicas, "Ranker": args.max_ranker_replicas}
         self.doc = autoscaling_twin(twin, args.serve_config, maxima, delays)
+        for deployment in self.doc["applications"][0]["deployments"]:
+            target = {"FeedIngress": args.ingress_target, "Ranker": args.ranker_target}.get(deployment["name"])
+            if target is not None:
+                deployment["autoscaling_config"]["target_ongoing_requests"] = target
         deployments = {d["name"]: d for d in self.doc["applications"][0]["deployments"]}
         self.autoscaling = {name: deployments[name]["autoscaling_config"] for name in SCALED}
         self.trace = ScaleTrace({name: self.autoscaling[name]["min_replicas"] for name in SCALED})
@@ -321,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--viewers must be >= 1 and --users >= --viewers")
     if min(args.idle_timeout_s, args.max_ramp_s, args.max_wait_s, args.timeout_scale) <= 0:
         p.error("--idle-timeout-s, --max-ramp-s, --max-wait-s and --timeout-scale must be > 0")
-    for name in ("upscale_delay_s", "downscale_delay_s", "look_back_s", "metrics_interval_s"):
+    for name in ("upscale_delay_s", "downscale_delay_s", "look_back_s", "metrics_interval_s", "ingress_target",
+                 "ranker_target"):
         if (value := getattr(args, name)) is not None and value <= 0:
             p.error(f"--{name.replace('_', '-')} must be > 0, got {value:g}")
     work = (args.work_dir or Path(tempfile.mkdtemp(prefix="xserve-autoscale-"))).resolve()
