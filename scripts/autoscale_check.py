@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="autoscale_check.py", description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", type=Path, help="a data directory to serve (seeded and trained on first use); "
                    "default: a fresh tiny world under --work-dir, removed at the end")
-    p.add_argument("--work-dir", type=Path, help="where a fresh data directory and Ray's temp dir go (default: a temp dir)")
+    p.add_argument("--work-dir", type=Path,
+                   help="where a fresh data directory and Ray's temp dir go (default: a temp dir)")
     p.add_argument("--serve-config", type=Path, default=ROOT / "serve_config.yaml",
                    help="the Serve config whose twin is deployed (default serve_config.yaml)")
     p.add_argument("--port", type=int, default=8400, help="HTTP port of the proxy on 127.0.0.1 (default 8400)")
@@ -94,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--step-s", type=float, default=10.0, help="seconds between ramp steps (default 10)")
     p.add_argument("--peak-clients", type=int, default=32, help="the ramp's most clients (default 32)")
     p.add_argument("--hold-s", type=float, default=10.0, help="load kept on once scaled out (default 10)")
-    p.add_argument("--max-ramp-s", type=float, default=300.0, help="the ramp ends by then even if not scaled out (default 300)")
+    p.add_argument("--max-ramp-s", type=float, default=300.0,
+                   help="the ramp ends by then even if not scaled out (default 300)")
     p.add_argument("--max-scale-in-s", type=float, default=300.0,
                    help="scale-in slower than this after the ramp fails (default 300: 5 minutes)")
     p.add_argument("--max-wait-s", type=float, default=600.0,
@@ -157,7 +159,8 @@ class Check:
             self.say(f"{name}: {settings}")
         self.cluster = FakeAutoscalingCluster(self.work_dir, args.max_ranker_replicas - 1, args.idle_timeout_s)
         self.say(f"head up (Ray at {self.cluster.address}, fake multi-node provider: up to "
-                 f"{args.max_ranker_replicas - 1} gpu_ranker node(s), idle timeout {args.idle_timeout_s:g} s); deploying")
+                 f"{args.max_ranker_replicas - 1} gpu_ranker node(s), idle timeout {args.idle_timeout_s:g} s); "
+                 "deploying")
         deploy(self.doc)
         deadline = time.monotonic() + args.start_timeout
         while not healthy(self.url):
@@ -286,9 +289,11 @@ class Check:
         if scale_in is None:
             self.fail(f"not back at min_replicas within {args.max_wait_s:g} s of the ramp's end")
         elif scale_in > args.max_scale_in_s:
-            self.fail(f"back at min_replicas {scale_in:.0f} s after the ramp (> --max-scale-in-s {args.max_scale_in_s:g})")
+            self.fail(f"back at min_replicas {scale_in:.0f} s after the ramp "
+                      f"(> --max-scale-in-s {args.max_scale_in_s:g})")
         if errors:
-            self.fail(f"{len(errors)} request(s) got a 5xx other than 503 (first: {errors[0].status} {errors[0].error})")
+            first = errors[0]
+            self.fail(f"{len(errors)} request(s) got a 5xx other than 503 (first: {first.status} {first.error})")
 
     async def observe(self) -> None:
         stop = asyncio.Event()

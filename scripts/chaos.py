@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
            "XSERVE__SERVING__DEMO_WORLD": args.world,  # a string field takes the raw value
            # a cluster of its own: without it, `ray.init()` joins a Ray another job started on this machine
            "RAY_ADDRESS": "local"}
-    if "node_loss" in args.faults:  # the stateful actors placed by SPREAD, as serve_config.yaml does: one can go to a joined node
+    if "node_loss" in args.faults:  # actors placed by SPREAD, as serve_config.yaml does: one can go to a joined node
         env["XSERVE__SERVING__ACTOR_SCHEDULING"] = "SPREAD"
     mixer = MixerConfig()
     for name in _STAGE_TIMEOUTS:  # a loaded machine trips the default timeouts without any fault

@@ -26,8 +26,9 @@ from xserve import clock
 from xserve.schema import RankRequest, RetrievalRequest
 from xserve.sharding import shard_for
 
-__all__ = ["FAULTS", "ActorFault", "Fault", "FullRestart", "IngressReplica", "NodeLoss", "PostCatalog", "RankerReplica",
-           "RetrievalReplica", "RetrievalShard", "ServeReplica", "ThunderIngest", "ThunderShard", "UserStore"]
+__all__ = ["FAULTS", "ActorFault", "Fault", "FullRestart", "IngressReplica", "NodeLoss", "PostCatalog",
+           "RankerReplica", "RetrievalReplica", "RetrievalShard", "ServeReplica", "ThunderIngest", "ThunderShard",
+           "UserStore"]
 
 
 class Fault:
@@ -316,8 +317,8 @@ class NodeLoss(Fault):
     in turn). The fault SIGKILLs every process of the node (raylet, agents, workers). Until the GCS
     declares the node dead (5 missed health checks of 3 s) calls to the shard fail at once: the feed gives
     the viewer's last known data, writes to the shard wait for it (``serving.store_unavailable_wait_s``,
-    within chaos's default ``--timeout``); then Ray restarts the shard on the head and it rebuilds from the data
-    directory. Its state: the probes' features and history, as ``user_store``'s.
+    within chaos's default ``--timeout``); then Ray restarts the shard on the head and it rebuilds from
+    the data directory. Its state: the probes' features and history, as ``user_store``'s.
     """
 
     name = "node_loss"

@@ -181,7 +181,6 @@ def descendants(roots: list[int]) -> set[int]:
     return found
 
 
-
 def _joined(address: str) -> Any:
     """A ``ray.cluster_utils.Cluster`` over a head it did not start: ``add_node`` joins worker nodes to it,
     ``shutdown`` removes only those. (Made here: ray is imported only once a cluster is wanted.)"""
