@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
+
 from scripts.chaoslib.app_process import pid_alive
 from scripts.clusterlib.nodes import NODE_RESOURCE_PREFIX, descendants
 
@@ -84,9 +86,12 @@ class FakeAutoscalingCluster:
         os.environ["AUTOSCALER_UPDATE_INTERVAL_S"] = f"{update_interval_s:g}"
         resources = {k: v for k, v in _HEAD_RESOURCES.items() if k not in ("CPU", "GPU")}
         head: dict[str, Any] = {
-            "port": port, "num_cpus": _HEAD_RESOURCES["CPU"], "num_gpus": _HEAD_RESOURCES["GPU"],
+            "gcs_server_port": port, "num_cpus": _HEAD_RESOURCES["CPU"], "num_gpus": _HEAD_RESOURCES["GPU"],
             "resources": resources, "include_dashboard": False, "autoscaling_config": str(config_path),
             "temp_dir": str(work_dir / "ray"),
+            # the provider's head has this id: the autoscaler matches nodes to its own by id
+            # (use_node_id_as_ip); a head of another id looks unknown to it and nothing is launched
+            "env_vars": {"RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID},
         }
         if system_config:
             head["_system_config"] = system_config
