@@ -205,7 +205,9 @@ class Check:
         http = httpx.AsyncClient(base_url=self.url, timeout=args.timeout, limits=limits)
         for v in viewers[: args.viewers]:  # every viewer once: the ingress then has a last known answer for each
             await http.post("/v1/feed/for_you", json={"viewer_id": v})
-        load = Load(http, viewers[: args.viewers], [], args.users, 0.0, WriteLedger(0), self.rng)
+        # clients refused by the ingress's admission cap wait its Retry-After (1 s): a tight loop of refusals
+        # would take the machine's CPUs from the feeds
+        load = Load(http, viewers[: args.viewers], [], args.users, 0.0, WriteLedger(0), self.rng, honor_retry_after=True)
         clients: list[asyncio.Task] = []
         start = time.monotonic() - self.t0
         scaled_at: float | None = None
