@@ -342,6 +342,7 @@ class NodeLoss(Fault):
             deadline = time.monotonic() + 120
             while not self.answers() and time.monotonic() < deadline:
                 time.sleep(0.2)
+        self.nodes.shutdown()
         raise RuntimeError(f"node_loss: {self.actor_name} did not land on the joined node in "
                            f"{self.placement_tries} restarts (is XSERVE__SERVING__ACTOR_SCHEDULING SPREAD?)")
 

@@ -188,7 +188,9 @@ def _joined(address: str) -> Any:
 
     class Joined(Cluster):
         def __init__(self) -> None:
-            super().__init__(initialize_head=False)
+            # no exit hooks: they install a SIGTERM handler, which only the main thread may, and chaos makes
+            # its faults off it; a node left behind exits once its GCS is gone
+            super().__init__(initialize_head=False, shutdown_at_exit=False)
             self.redis_address = address
 
         @property
