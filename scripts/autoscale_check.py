@@ -294,6 +294,8 @@ class Check:
             self.fail(f"back at min_replicas {scale_in:.0f} s after the ramp "
                       f"(> --max-scale-in-s {args.max_scale_in_s:g})")
         if errors:
+            when = ", ".join(f"{s.started - self.t0 - start:.0f}" for s in errors[:10])
+            self.say(f"ramp: the other 5xx were sent {when} s into the ramp")
             first = errors[0]
             self.fail(f"{len(errors)} request(s) got a 5xx other than 503 (first: {first.status} {first.error})")
 
