@@ -54,6 +54,7 @@ from scripts.clusterlib.autoscaler import FakeAutoscalingCluster  # noqa: E402
 from scripts.clusterlib.ledger import Load, WriteLedger, p99_ms  # noqa: E402
 from scripts.clusterlib.scaling import Ramp, ScaleTrace  # noqa: E402
 from scripts.clusterlib.twin import (  # noqa: E402
+    FRESH_WORLD_ENV,
     autoscaling_twin,
     deploy,
     deploy_failure,
@@ -349,9 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     fresh = args.data_dir is None
     data_dir = (work / "data" if fresh else args.data_dir).resolve()
     env_vars = {k: v for k, v in os.environ.items() if k.startswith("XSERVE__")} | stage_timeouts(args.timeout_scale)
-    if fresh:  # a first model in seconds: the check needs a model, not a good one
-        env_vars = {"XSERVE__SERVING__DEMO_WORLD": "tiny", "XSERVE__SERVING__BOOTSTRAP_TRAIN_EXAMPLES": "500",
-                    "XSERVE__TRAIN__EPOCHS": "1"} | env_vars
+    if fresh:
+        env_vars = FRESH_WORLD_ENV | env_vars
     try:
         from xserve.config import load_config
         from xserve.synth.bootstrap import prepare_data_dir

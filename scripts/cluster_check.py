@@ -61,7 +61,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from scripts.chaoslib.state import Ages, compare_feeds  # noqa: E402
 from scripts.clusterlib.ledger import Load, WriteLedger, p99_ms  # noqa: E402
 from scripts.clusterlib.nodes import LocalCluster, Placement  # noqa: E402
-from scripts.clusterlib.twin import EDGE_NODE, deploy, deploy_failure, healthy, stage_timeouts, twin_serve_config  # noqa: E402
+from scripts.clusterlib.twin import (  # noqa: E402
+    EDGE_NODE,
+    FRESH_WORLD_ENV,
+    deploy,
+    deploy_failure,
+    healthy,
+    stage_timeouts,
+    twin_serve_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 WRITER_BASE_ID = 7_800_000_000  # the check's writer users: ids no world uses
@@ -372,9 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     # cold start lifts a post drawn afresh for every request (its exploration), so two feeds of one viewer can
     # differ at its slot; this check compares feeds across runs and nodes, so it runs without it
     env_vars.setdefault("XSERVE__COLD_START__ENABLED", "false")
-    if fresh:  # a first model in seconds: the check needs a model, not a good one
-        env_vars = {"XSERVE__SERVING__DEMO_WORLD": "tiny", "XSERVE__SERVING__BOOTSTRAP_TRAIN_EXAMPLES": "500",
-                    "XSERVE__TRAIN__EPOCHS": "1"} | env_vars
+    if fresh:
+        env_vars = FRESH_WORLD_ENV | env_vars
     try:
         check = Check(args, data_dir, env_vars)
         from xserve.synth.bootstrap import prepare_data_dir

@@ -31,9 +31,13 @@ import yaml
 
 from scripts.clusterlib.nodes import NODE_RESOURCE_PREFIX
 
-__all__ = ["EDGE_NODE", "autoscaling_twin", "deploy", "deploy_failure", "healthy", "stage_timeouts", "twin_serve_config"]
+__all__ = ["EDGE_NODE", "FRESH_WORLD_ENV", "autoscaling_twin", "deploy", "deploy_failure", "healthy", "stage_timeouts",
+           "twin_serve_config"]
 
 EDGE_NODE = "head"  # where the proxy and the ingress run
+# a fresh data directory: the tiny demo world and a first model in seconds (a check needs a model, not a good one)
+FRESH_WORLD_ENV = {"XSERVE__SERVING__DEMO_WORLD": "tiny", "XSERVE__SERVING__BOOTSTRAP_TRAIN_EXAMPLES": "500",
+                   "XSERVE__TRAIN__EPOCHS": "1"}
 
 
 def twin_serve_config(
