@@ -302,7 +302,7 @@ class Check:
                 where = {p: placement.node_of(p) for p in stateful_lost}
                 if all(n not in (None, victim) for n in where.values()):
                     marks["actors"] = now
-            if "actors" in marks and await asyncio.to_thread(_healthy, self.url):
+            if "actors" in marks and await asyncio.to_thread(healthy, self.url):
                 if await self.probe_feeds(http, self.probes, rounds=1):
                     marks["clean"] = now
                     self.say("recovered: " + ", ".join(f"{k} at {v:.1f} s" for k, v in marks.items()))
