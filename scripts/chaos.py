@@ -17,7 +17,9 @@ ledger), and for each fault F in turn:
    ``ray.kill(actor, no_restart=False)`` of the named actor (Ray restarts it and
    it rebuilds from the data directory); ``retrieval_replica``, ``ranker_replica``
    and ``ingress_replica`` kill the Serve replica of Retrieval, the Ranker or
-   FeedIngress (Serve replaces it); ``full_restart`` is kill -9 of every process
+   FeedIngress (Serve replaces it); ``node_loss`` joins a worker node to the app's Ray, puts
+   the first probe's user-store shard on it and loses the node (every process of it SIGKILLed; Ray
+   restarts the shard on the head once it declares the node dead); ``full_restart`` is kill -9 of every process
    of the app (the ``xserve serve`` process and its descendants: the whole Ray
    cluster), then the app starts again over the same data directory;
 3. waits for recovery: the killed part answers again and the probes' For You
@@ -128,7 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--after-seconds", type=float, default=3.0, help="load after recovery, before the state check (default 3)")
     p.add_argument("--recovery-timeout", type=float, default=600.0, help="give up on a recovery after this (default 600 s)")
     p.add_argument("--start-timeout", type=float, default=900.0, help="app start, incl. first-run seeding (default 900 s)")
-    p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, seconds (default 10)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="per-request timeout, seconds (default 30: a write waits up to "
+                        "serving.store_unavailable_wait_s, 30 s, for a shard that is away)")
     p.add_argument("--timeout-scale", type=float, default=1.0,
                    help="multiply the app's stage timeouts and request deadline (mixer.*_timeout_s) by this (default 1)")
     p.add_argument("--seed", type=int, default=0)
@@ -161,12 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     fresh = args.data_dir is None
     data_dir = (work / "data" if fresh else args.data_dir).resolve()
+    # a raylet gives its dashboard agent 15 s to start and aborts the node otherwise; a loaded machine needs longer
+    # (the app's head, and the node node_loss starts from this process)
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "XSERVE__SERVING__DEMO_WORLD": args.world,  # a string field takes the raw value
            # a cluster of its own: without it, `ray.init()` joins a Ray another job started on this machine
            "RAY_ADDRESS": "local"}
-    # a raylet gives its dashboard agent 15 s to start and aborts the node otherwise; a loaded machine needs longer
-    env.setdefault("RAY_agent_register_timeout_ms", "120000")
+    if "node_loss" in args.faults:  # actors placed by SPREAD, as serve_config.yaml does: one can go to a joined node
+        env["XSERVE__SERVING__ACTOR_SCHEDULING"] = "SPREAD"
     mixer = MixerConfig()
     for name in _STAGE_TIMEOUTS:  # a loaded machine trips the default timeouts without any fault
         env[f"XSERVE__MIXER__{name.upper()}"] = json.dumps(getattr(mixer, name) * args.timeout_scale)

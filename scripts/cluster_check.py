@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import shutil
@@ -62,7 +61,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from scripts.chaoslib.state import Ages, compare_feeds  # noqa: E402
 from scripts.clusterlib.ledger import Load, WriteLedger, p99_ms  # noqa: E402
 from scripts.clusterlib.nodes import LocalCluster, Placement  # noqa: E402
-from scripts.clusterlib.twin import EDGE_NODE, deploy, twin_serve_config  # noqa: E402
+from scripts.clusterlib.twin import (  # noqa: E402
+    EDGE_NODE,
+    FRESH_WORLD_ENV,
+    deploy,
+    deploy_failure,
+    healthy,
+    stage_timeouts,
+    twin_serve_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 WRITER_BASE_ID = 7_800_000_000  # the check's writer users: ids no world uses
@@ -134,8 +141,8 @@ class Check:
         self.say(f"{1 + workers} node(s) up in {time.monotonic() - started:.0f} s (Ray at {cluster.address}); deploying")
         deploy(self.twin)
         deadline = time.monotonic() + self.args.start_timeout
-        while not _healthy(self.url):
-            failed = _deploy_failure()
+        while not healthy(self.url):
+            failed = deploy_failure()
             if failed or time.monotonic() > deadline:
                 cluster.shutdown()
                 raise RuntimeError(failed or f"the app was not healthy within {self.args.start_timeout:g} s")
@@ -295,7 +302,7 @@ class Check:
                 where = {p: placement.node_of(p) for p in stateful_lost}
                 if all(n not in (None, victim) for n in where.values()):
                     marks["actors"] = now
-            if "actors" in marks and await asyncio.to_thread(_healthy, self.url):
+            if "actors" in marks and await asyncio.to_thread(healthy, self.url):
                 if await self.probe_feeds(http, self.probes, rounds=1):
                     marks["clean"] = now
                     self.say("recovered: " + ", ".join(f"{k} at {v:.1f} s" for k, v in marks.items()))
@@ -329,33 +336,6 @@ class Check:
 
 def _line(name: str, value: float, unit: str) -> None:
     print(f"{name} {value} {unit}", flush=True)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=10).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _deploy_failure() -> str | None:
-    """Serve's reason when the application failed to deploy (a replica's constructor raised), else None."""
-    from ray import serve
-
-    for name, app in serve.status().applications.items():
-        if app.status == "DEPLOY_FAILED":
-            last = [line for line in app.message.strip().splitlines() if line.strip()][-1:]
-            return f"application {name!r} failed to deploy: {' '.join(last)}"
-    return None
-
-
-def _stage_timeouts(scale: float) -> dict[str, str]:
-    """``XSERVE__MIXER__*_TIMEOUT_S`` variables: the mixer's stage timeouts and request deadline times ``scale``."""
-    from xserve.config import MixerConfig
-
-    mixer = MixerConfig()
-    return {f"XSERVE__MIXER__{name.upper()}": json.dumps(getattr(mixer, name) * scale)
-            for name in MixerConfig.__struct_fields__ if name.endswith("_timeout_s")}
 
 
 def _run(check: Check) -> int:
@@ -396,13 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     fresh = args.data_dir is None
     data_dir = (work / "data" if fresh else args.data_dir).resolve()
     # the app's settings: the caller's XSERVE__* (a tiny world's sizes), the stage timeouts scaled
-    env_vars = {k: v for k, v in os.environ.items() if k.startswith("XSERVE__")} | _stage_timeouts(args.timeout_scale)
+    env_vars = {k: v for k, v in os.environ.items() if k.startswith("XSERVE__")} | stage_timeouts(args.timeout_scale)
     # cold start lifts a post drawn afresh for every request (its exploration), so two feeds of one viewer can
     # differ at its slot; this check compares feeds across runs and nodes, so it runs without it
     env_vars.setdefault("XSERVE__COLD_START__ENABLED", "false")
-    if fresh:  # a first model in seconds: the check needs a model, not a good one
-        env_vars = {"XSERVE__SERVING__DEMO_WORLD": "tiny", "XSERVE__SERVING__BOOTSTRAP_TRAIN_EXAMPLES": "500",
-                    "XSERVE__TRAIN__EPOCHS": "1"} | env_vars
+    if fresh:
+        env_vars = FRESH_WORLD_ENV | env_vars
     try:
         check = Check(args, data_dir, env_vars)
         from xserve.synth.bootstrap import prepare_data_dir

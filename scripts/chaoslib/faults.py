@@ -21,12 +21,14 @@ from scripts.chaoslib.state import (
     writes_in_thunder,
 )
 from scripts.chaoslib.writes import Ledger
+from scripts.clusterlib.nodes import LocalCluster, part_of
 from xserve import clock
 from xserve.schema import RankRequest, RetrievalRequest
 from xserve.sharding import shard_for
 
-__all__ = ["FAULTS", "ActorFault", "Fault", "FullRestart", "IngressReplica", "PostCatalog", "RankerReplica",
-           "RetrievalReplica", "RetrievalShard", "ServeReplica", "ThunderIngest", "ThunderShard", "UserStore"]
+__all__ = ["FAULTS", "ActorFault", "Fault", "FullRestart", "IngressReplica", "NodeLoss", "PostCatalog",
+           "RankerReplica", "RetrievalReplica", "RetrievalShard", "ServeReplica", "ThunderIngest", "ThunderShard",
+           "UserStore"]
 
 
 class Fault:
@@ -306,8 +308,69 @@ class FullRestart(Fault):
         return same_users(before, after, cutoff_ms)
 
 
+class NodeLoss(Fault):
+    """Lose a worker node at once, with the user-store shard of the first probe viewer on it.
+
+    Before the baseline, a worker node joins the app's Ray cluster (``scripts/clusterlib/nodes.py``: the
+    cluster check's own node start and kill) and the shard is restarted until Ray places it there (the
+    run's app places actors by SPREAD when this fault is chosen, ``chaos.py``, and SPREAD takes the nodes
+    in turn). The fault SIGKILLs every process of the node (raylet, agents, workers). Until the GCS
+    declares the node dead (5 missed health checks of 3 s) calls to the shard fail at once: the feed gives
+    the viewer's last known data, writes to the shard wait for it (``serving.store_unavailable_wait_s``,
+    within chaos's default ``--timeout``); then Ray restarts the shard on the head and it rebuilds from
+    the data directory. Its state: the probes' features and history, as ``user_store``'s.
+    """
+
+    name = "node_loss"
+    components = frozenset({"user_store_stale", "AuthorInfoHydrator"})
+    worker = "worker1"  # the joined node's name (its resource ``xserve_node_worker1``)
+    placement_tries = 6  # restarts of the shard to get it onto the worker (SPREAD alternates: 1-2 suffice)
+
+    def __init__(self, parts: Parts, probes: Sequence[int], writes: Ledger | None = None) -> None:
+        super().__init__(parts, probes, writes)
+        n = parts.config.serving.num_user_shards
+        self.actor_name = parts.names.user_shard(shard_for(probes[0], n), n)
+        self.part = part_of(self.actor_name, parts.names)
+        c = parts.cluster()
+        assert parts.app.ray_address is not None
+        self.nodes = LocalCluster.join(parts.app.ray_address)
+        self.nodes.add_worker(self.worker)
+        for _ in range(self.placement_tries):
+            if self.nodes.placement(parts.names).node_of(self.part) == self.worker:
+                return
+            c.kill(c.actor(self.actor_name))
+            deadline = time.monotonic() + 120
+            while not self.answers() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        self.nodes.shutdown()
+        raise RuntimeError(f"node_loss: {self.actor_name} did not land on the joined node in "
+                           f"{self.placement_tries} restarts (is XSERVE__SERVING__ACTOR_SCHEDULING SPREAD?)")
+
+    def inject(self) -> str:
+        self.killed_at = time.monotonic()
+        n = self.nodes.kill_node(self.worker)
+        return f"{self.worker} ({n} processes, with {self.part})"
+
+    def answers(self) -> bool:
+        """The node is declared dead (or never was lost) and the shard answers."""
+        if self.killed_at is not None and not self.nodes.node_dead(self.worker):
+            return False
+        c = self.parts.cluster()
+        try:
+            handle = c.actor(self.actor_name)
+        except RuntimeError:  # not found: being restarted
+            return False
+        return c.answers(handle)
+
+    def state(self, now_ms: int, new: set[int]) -> dict[int, tuple[Any, Any]]:
+        return self.parts.user_state(self.probes)
+
+    def same_state(self, before: Any, after: Any, cutoff_ms: int) -> str | None:
+        return same_users(before, after, cutoff_ms)
+
+
 # user_store before ingress_replica: a new ingress knows no viewer, and a never-served viewer gets 503 while its
 # user-store shard restarts; full_restart last
 FAULTS: dict[str, type[Fault]] = {f.name: f for f in (
     ThunderShard, ThunderIngest, RetrievalShard, RetrievalReplica, RankerReplica, PostCatalog, UserStore,
-    IngressReplica, FullRestart)}
+    IngressReplica, NodeLoss, FullRestart)}

@@ -93,6 +93,7 @@ class Load:
     samples: list[Sample] = field(default_factory=list)
     seen: list[tuple[int, int]] = field(default_factory=list)  # (post id, author id) from feeds, to engage with
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    honor_retry_after: bool = False  # a client refused with 503 waits its Retry-After, as a polite client does
 
     async def request(self, op: str, method: str, path: str, body: Any = None) -> httpx.Response | None:
         started = time.monotonic()
@@ -108,6 +109,8 @@ class Load:
             self.seen = (self.seen + [(p["post_id"], p["author_id"]) for p in data["posts"][:3]])[-200:]
         error = resp.text[:300] if resp.status_code != 200 else ""
         self.samples.append(Sample(started, (time.monotonic() - started) * 1000, op, resp.status_code, degraded, error))
+        if self.honor_retry_after and resp.status_code == 503:
+            await asyncio.sleep(float(resp.headers.get("retry-after", "1")))
         return resp if resp.status_code == 200 else None
 
     async def client(self, writer: int) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from scripts.chaoslib.app_process import pid_alive
 from xserve.actors.naming import ActorNames
 
-__all__ = ["NODE_RESOURCE_PREFIX", "LocalCluster", "Placement", "part_of"]
+__all__ = ["NODE_RESOURCE_PREFIX", "LocalCluster", "Placement", "descendants", "part_of"]
 
 NODE_RESOURCE_PREFIX = "xserve_node_"  # + the node's name: the custom resource naming each node
 
@@ -63,7 +63,11 @@ class Placement:
 
 
 class LocalCluster:
-    """A head and ``workers`` worker nodes on this machine; the calling process is the driver."""
+    """A head and ``workers`` worker nodes on this machine; the calling process is the driver.
+
+    ``LocalCluster.join(address)`` is the same over a head another process started (the chaos run's
+    app): worker nodes added with ``add_worker`` join it, and ``shutdown`` stops only those.
+    """
 
     def __init__(self, workers: int, system_config: dict[str, Any] | None = None) -> None:
         import ray
@@ -77,11 +81,24 @@ class LocalCluster:
         self.cluster = Cluster(initialize_head=True, head_node_args=head)
         self.nodes = {"head": self.cluster.head_node}
         for i in range(1, workers + 1):
-            name = f"worker{i}"
-            self.nodes[name] = self.cluster.add_node(num_cpus=1, resources={f"{NODE_RESOURCE_PREFIX}{name}": 1})
+            self.add_worker(f"worker{i}")
         self.cluster.wait_for_nodes()
         ray.init(address=self.cluster.address, namespace="xserve", log_to_driver=False, logging_level="ERROR",
                  configure_logging=False)
+        self._driver = True  # this object connected the driver, and disconnects it
+
+    @classmethod
+    def join(cls, address: str) -> LocalCluster:
+        """No node of its own yet, over the head at ``address``; the caller's driver is connected to it."""
+        import ray
+
+        self = cls.__new__(cls)
+        self.ray, self.cluster, self.nodes, self._driver = ray, _joined(address), {}, False
+        return self
+
+    def add_worker(self, name: str) -> None:
+        """A worker node ``name`` (1 CPU, its resource ``xserve_node_<name>``), registered when this returns."""
+        self.nodes[name] = self.cluster.add_node(num_cpus=1, resources={f"{NODE_RESOURCE_PREFIX}{name}": 1})
 
     @property
     def address(self) -> str:
@@ -115,7 +132,7 @@ class LocalCluster:
         raylet's worker processes: actors and replicas)."""
         node = self.nodes[name]
         roots = [info.process.pid for infos in node.all_processes.values() for info in infos if info.process]
-        return sorted(_descendants(roots))
+        return sorted(descendants(roots))
 
     def kill_node(self, name: str) -> int:
         """Lose worker ``name`` at once: SIGKILL every process of it (no drain, no goodbye to the GCS), then
@@ -139,11 +156,13 @@ class LocalCluster:
         return name not in self.node_names(alive_only=True).values()
 
     def shutdown(self) -> None:
-        self.ray.shutdown()
+        if self._driver:
+            self.ray.shutdown()
         self.cluster.shutdown()
 
 
-def _descendants(roots: list[int]) -> set[int]:
+def descendants(roots: list[int]) -> set[int]:
+    """``roots`` and every process descended from them (from /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -160,3 +179,22 @@ def _descendants(roots: list[int]) -> set[int]:
             found.add(pid)
             stack.extend(children.get(pid, ()))
     return found
+
+
+def _joined(address: str) -> Any:
+    """A ``ray.cluster_utils.Cluster`` over a head it did not start: ``add_node`` joins worker nodes to it,
+    ``shutdown`` removes only those. (Made here: ray is imported only once a cluster is wanted.)"""
+    from ray.cluster_utils import Cluster
+
+    class Joined(Cluster):
+        def __init__(self) -> None:
+            # no exit hooks: they install a SIGTERM handler, which only the main thread may, and chaos makes
+            # its faults off it; a node left behind exits once its GCS is gone
+            super().__init__(initialize_head=False, shutdown_at_exit=False)
+            self.redis_address = address
+
+        @property
+        def gcs_address(self) -> str:
+            return address
+
+    return Joined()

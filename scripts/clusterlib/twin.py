@@ -22,16 +22,22 @@ stateful actors' ``actor_scheduling``) is the file's own.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from scripts.clusterlib.nodes import NODE_RESOURCE_PREFIX
 
-__all__ = ["EDGE_NODE", "deploy", "twin_serve_config"]
+__all__ = ["EDGE_NODE", "FRESH_WORLD_ENV", "autoscaling_twin", "deploy", "deploy_failure", "healthy", "stage_timeouts",
+           "twin_serve_config"]
 
 EDGE_NODE = "head"  # where the proxy and the ingress run
+# a fresh data directory: the tiny demo world and a first model in seconds (a check needs a model, not a good one)
+FRESH_WORLD_ENV = {"XSERVE__SERVING__DEMO_WORLD": "tiny", "XSERVE__SERVING__BOOTSTRAP_TRAIN_EXAMPLES": "500",
+                   "XSERVE__TRAIN__EPOCHS": "1"}
 
 
 def twin_serve_config(
@@ -58,6 +64,30 @@ def twin_serve_config(
     return doc
 
 
+def autoscaling_twin(
+    twin: dict[str, Any], serve_config: Path, max_replicas: dict[str, int], delays: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """``twin`` (``twin_serve_config`` of ``serve_config``) with the deployments of ``max_replicas`` scaling
+    again: their ``autoscaling_config`` the file's, but ``max_replicas`` (what one machine holds) and the
+    Serve settings of ``delays`` (``upscale_delay_s``, ``downscale_delay_s``, ``look_back_period_s``,
+    ``metrics_interval_s``: a check that ends in minutes); the Ranker asks for the file's GPUs again (the
+    autoscaling cluster offers logical ones, ``autoscaler.py``), so its replicas past the head's need a node."""
+    doc = copy.deepcopy(twin)
+    (source,) = yaml.safe_load(serve_config.read_text())["applications"]
+    original = {d["name"]: d for d in source["deployments"]}
+    for deployment in doc["applications"][0]["deployments"]:
+        name = deployment["name"]
+        if name not in max_replicas:
+            continue
+        if "autoscaling_config" not in original[name]:
+            raise ValueError(f"{serve_config} gives {name} no autoscaling_config: it cannot scale")
+        deployment["autoscaling_config"] = {
+            **original[name]["autoscaling_config"], **(delays or {}), "max_replicas": max_replicas[name]}
+        gpus = original[name].get("ray_actor_options", {}).get("num_gpus", 0)
+        deployment["ray_actor_options"] = {**deployment["ray_actor_options"], "num_gpus": gpus}
+    return doc
+
+
 def deploy(doc: dict[str, Any]) -> None:
     """Start Serve with the file's proxy and HTTP options and submit its applications, as ``serve deploy``
     does (the controller imports and builds the app inside the cluster, with its runtime_env). Returns
@@ -71,3 +101,30 @@ def deploy(doc: dict[str, Any]) -> None:
         global_logging_config={"log_level": "WARNING", "enable_access_log": False},
     )
     client.deploy_apps(schema)
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def deploy_failure() -> str | None:
+    """Serve's reason when the application failed to deploy (a replica's constructor raised), else None."""
+    from ray import serve
+
+    for name, app in serve.status().applications.items():
+        if app.status == "DEPLOY_FAILED":
+            last = [line for line in app.message.strip().splitlines() if line.strip()][-1:]
+            return f"application {name!r} failed to deploy: {' '.join(last)}"
+    return None
+
+
+def stage_timeouts(scale: float) -> dict[str, str]:
+    """``XSERVE__MIXER__*_TIMEOUT_S`` variables: the mixer's stage timeouts and request deadline times ``scale``."""
+    from xserve.config import MixerConfig
+
+    mixer = MixerConfig()
+    return {f"XSERVE__MIXER__{name.upper()}": json.dumps(getattr(mixer, name) * scale)
+            for name in MixerConfig.__struct_fields__ if name.endswith("_timeout_s")}

@@ -33,7 +33,7 @@ def parts(tmp_path) -> Parts:
 
 def test_the_faults_run_in_this_order_by_default_each_under_its_own_name():
     assert list(FAULTS) == ["thunder_shard", "thunder_ingest", "retrieval_shard", "retrieval_replica", "ranker_replica",
-                            "post_catalog", "user_store", "ingress_replica", "full_restart"]
+                            "post_catalog", "user_store", "ingress_replica", "node_loss", "full_restart"]
     assert all(issubclass(cls, Fault) and cls.name == name for name, cls in FAULTS.items())
     assert _parser().parse_args([]).faults == ",".join(FAULTS)
 
@@ -49,6 +49,7 @@ def test_a_fault_names_what_feeds_degrade_while_it_lasts():
                          "VisibilityHydrator"},
         "user_store": {"user_store_stale", "AuthorInfoHydrator"},
         "ingress_replica": set(),  # the HTTP edge: recovered only when nothing is degraded
+        "node_loss": {"user_store_stale", "AuthorInfoHydrator"},  # the node held the first probe's user-store shard
         "full_restart": set(),  # the whole app: recovered only when nothing is degraded
     }
 
