@@ -466,6 +466,9 @@ class RankRequest(Struct, frozen=True):
 class RankResponse(Struct, frozen=True):
     scores: tuple[ActionScores, ...]  # same length and order as the request's candidates
     model_version: str = ""
+    context_tokens: int = 0  # positions of the user context (user + history) the candidates attended to
+    cached_context_tokens: int = 0  # of them, read from the replica's KV cache (all: a hit; some: a partial hit)
+    replica: str = ""  # the Ranker replica that scored it (its KV cache holds the context now)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # as RankRequest: one msgpack buffer, each ActionScores as a row of floats (its field names are not
