@@ -365,7 +365,7 @@ class RankerServingConfig(_Section):
     # viewer_affinity: a viewer's rank requests go to the replica whose KV cache holds its context (rendezvous hash,
     # deployments/ranker_router.py); power_of_two: Serve's default router, blind to the caches (the baseline)
     request_router: Literal["viewer_affinity", "power_of_two"] = "viewer_affinity"
-    affinity_max_imbalance: int = 8  # requests a viewer's replica may hold above the least loaded before it spills (a batch)
+    affinity_max_imbalance: int = 8  # requests a viewer's replica may hold above the least loaded before it spills
     num_cpus: float = 1.0  # Ray resources per replica (match num_threads)
     num_gpus: float = 0.0  # GPUs Ray gives each replica (serve_config.yaml: 1); device "auto" then runs on it
     checkpoint: str = ""  # trained ranker to serve; "" = seeded random weights (demo, tests, benchmarks)

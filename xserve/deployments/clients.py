@@ -124,7 +124,8 @@ class UserStoreClient:
 
     async def query_data(self, user_id: int) -> UserQueryData | None:
         shard = self._shard(user_id)
-        blob = await _store_call(lambda: shard.query_data.remote(user_id, self._history_length, self._trim_block), self.unavailable_wait_s)
+        blob = await _store_call(lambda: shard.query_data.remote(user_id, self._history_length, self._trim_block),
+                                 self.unavailable_wait_s)
         return _QUERY_DEC.decode(blob)
 
     async def viewer_data(self, user_id: int, stale_after_s: float, give_up_after_s: float) -> tuple[UserQueryData | None, bool]:
@@ -134,7 +135,9 @@ class UserStoreClient:
         answer for the viewer is kept, returns that one with ``True``. Without one, waits up to
         ``give_up_after_s`` in all, then raises :class:`UserStoreUnavailable`.
         """
-        call = asyncio.ensure_future(uncancelled(self._shard(user_id).query_data.remote(user_id, self._history_length, self._trim_block)))
+        shard = self._shard(user_id)
+        call = asyncio.ensure_future(
+            uncancelled(shard.query_data.remote(user_id, self._history_length, self._trim_block)))
         try:
             done, _ = await asyncio.wait({call}, timeout=stale_after_s)
             if not (done and call.exception() is None) and (stale := self.last_known.get(user_id)) is not None:

@@ -153,7 +153,7 @@ class UserStore:
     def query_data(self, user_id: int, history_limit: int, now_ms: int, trim_block: int = 1) -> UserQueryData | None:
         """Features, history and the ids served within ``max_served_age_ms`` before ``now_ms`` (oldest first) of an
         existing user; None when the user does not exist. The history is the context window of ``history_limit``
-        trimmed in blocks of ``trim_block`` entries (``EngagementSequence.window``; 1 = the newest ``history_limit``)."""
+        trimmed in blocks of ``trim_block`` entries (``EngagementSequence.window``; 1: the newest ``history_limit``)."""
         if not self.exists(user_id):
             return None
         user = self._users[user_id]
@@ -283,9 +283,9 @@ class UserStore:
         """Take an engagements table given as arrays (``action`` as ``ACTION_INDEX`` codes, any row order).
 
         The owned users' rows are aggregated at once by the history rule (``aggregate_actions``, the
-        one training uses) and only each user's newest ``max_history_items`` entries are kept (the older ones are
-        counted, ``EngagementSequence.note_dropped``); they are folded into the user's sequence on its first use, so a large table loads in about a second.
-        Returns the entries kept.
+        one training uses) and only each user's newest ``max_history_items`` entries are kept (the older
+        ones are counted: ``EngagementSequence.note_dropped``); they are folded into the user's sequence on
+        its first use, so a large table loads in about a second. Returns the entries kept.
         """
         users = np.asarray(cols["user_id"], dtype=np.int64)
         if not len(users):
