@@ -11,6 +11,19 @@ requests and ``--seconds`` seconds; loopback addresses only.
 
 Viewers and authors are drawn from ``--users`` (ids 1..N, the demo world's
 users); engagements target posts seen in earlier feed responses.
+
+``--sessions N`` runs a session workload instead: N viewers (a seeded sample of
+``--users``), shared out among the clients, each reading ``--pages`` pages (the
+next page a bottom request with what was served), engaging with a few of the
+posts it was shown between requests (``--engagements-per-page`` on average), then
+refreshing (a top request) and reading again. Every session first opens the app
+once (its first page); the KV counters are read after those first pages and again
+at the end (``GET /v1/admin/stats``, the ingress's per-replica count of what each
+Ranker replica read from its KV cache), so ``serve.kv_hit_rate`` (the context
+unchanged), ``serve.kv_partial_hit_rate`` (its cached prefix reused after the
+history grew) and ``serve.kv_reuse_rate`` (either) are over repeat requests only.
+``load.ranker_share_of_feed`` is the ranker's (``PhoenixScorer``) share of the
+explained feeds' latency.
 """
 
 from __future__ import annotations
@@ -54,6 +67,8 @@ class Stats:
         self.stage_wall_ms: dict[str, list[float]] = defaultdict(list)  # per explained feed: a stage's own time
         self.candidates_ranked: list[int] = []  # per explained feed: candidates the PhoenixScorer sent the ranker
         self.explained: list[tuple[int, int, float]] = []  # (viewer, candidates ranked, feed latency ms)
+        self.ranker_ms: list[float] = []  # PhoenixScorer's time in each explained feed
+        self.explained_feed_ms: list[float] = []  # those feeds' latency
 
 
 async def client_loop(http: httpx.AsyncClient, rng: random.Random, args, stats: Stats, deadline: float, budget: list[int]) -> None:
@@ -219,14 +234,163 @@ def report(stats: Stats, seconds: float, clients: int) -> None:
         line(f"stage_{stage}_latency_p50", float(np.median(stats.stage_ms[stage])), "ms")
 
 
+class Session:
+    """One viewer reading the feed: pages, engagements between them, refreshes."""
+
+    def __init__(self, viewer: int, pages: int) -> None:
+        self.viewer = viewer
+        self.pages = pages  # pages read before a refresh
+        self.page = 0  # pages read since the last refresh
+        self.served: list[int] = []  # post ids served since the last refresh (sent back on the next page)
+        self.shown: list[tuple[int, int]] = []  # (post_id, author_id) of the last page
+
+    def next_feed(self, explain: bool) -> dict:
+        """The next feed request: the next page (bottom) or, after ``pages`` pages, a refresh (top)."""
+        if self.page >= self.pages:
+            self.page, self.served = 0, []
+        body: dict = {"viewer_id": self.viewer, "explain": explain}
+        if self.page:
+            body |= {"is_bottom_request": True, "served_ids": self.served[-500:]}
+        return body
+
+    def read(self, posts: list[dict]) -> None:
+        self.page += 1
+        self.shown = [(p["post_id"], p["author_id"]) for p in posts]
+        self.served += [p["post_id"] for p in posts]
+
+    def engagements(self, rng: random.Random, mean: float) -> list[dict]:
+        """Engagements on posts of the last page: 0..2·mean of them (``mean`` on average), distinct posts."""
+        n = min(len(self.shown), rng.randint(0, max(0, round(2 * mean))))
+        return [{"user_id": self.viewer, "post_id": pid, "author_id": author, "action": rng.choice(ACTIONS),
+                 "timestamp_ms": clock.now_ms()} for pid, author in rng.sample(self.shown, n)]
+
+
+async def _feed(http: httpx.AsyncClient, body: dict, stats: Stats) -> list[dict] | None:
+    started = time.perf_counter()
+    try:
+        resp = await http.post("/v1/feed/for_you", json=body)
+    except httpx.HTTPError as exc:
+        stats.errors[f"feed_{type(exc).__name__}"] += 1
+        return None
+    elapsed = (time.perf_counter() - started) * 1000
+    if resp.status_code != 200:
+        stats.errors[f"feed_{resp.status_code}"] += 1
+        return None
+    stats.latency_ms["feed"].append(elapsed)
+    data = resp.json()
+    stats.feed_sizes.append(len(data["posts"]))
+    stats.degraded += bool(data.get("degraded"))
+    trace = data.get("trace", ())
+    for r in trace:
+        key = f"{r['stage']}.{r['component']}"
+        stats.stage_in[key].append(r["count_in"])
+        stats.stage_out[key].append(r["count_out"])
+        stats.stage_ms[key].append(r["duration_ms"])
+    if trace:  # the stage lines, and the ranker's share of this feed's latency
+        record_stages(stats, body["viewer_id"], trace, elapsed)
+        stats.ranker_ms.append(sum(r["duration_ms"] for r in trace if r["component"] == RANKER_COMPONENT))
+        stats.explained_feed_ms.append(elapsed)
+    return data["posts"]
+
+
+async def _engage(http: httpx.AsyncClient, bodies: list[dict], stats: Stats) -> None:
+    if not bodies:
+        return
+    started = time.perf_counter()
+    try:
+        resp = await http.post("/v1/engagements", json=bodies)
+    except httpx.HTTPError as exc:
+        stats.errors[f"engage_{type(exc).__name__}"] += 1
+        return
+    if resp.status_code != 200:
+        stats.errors[f"engage_{resp.status_code}"] += 1
+        return
+    stats.latency_ms["engage"].append((time.perf_counter() - started) * 1000)
+
+
+async def session_loop(http: httpx.AsyncClient, rng: random.Random, args, stats: Stats, sessions: list[Session],
+                       deadline: float, budget: list[int]) -> None:
+    """Steps through this client's sessions in turn: engage with the last page, then read the next feed."""
+    feeds = 0
+    while time.perf_counter() < deadline and budget[0] > 0:
+        for session in sessions:
+            if time.perf_counter() >= deadline or budget[0] <= 0:
+                return
+            budget[0] -= 1
+            await _engage(http, session.engagements(rng, args.engagements_per_page), stats)
+            feeds += 1
+            posts = await _feed(http, session.next_feed(args.explain_every > 0 and feeds % args.explain_every == 0),
+                                stats)
+            if posts is not None:
+                session.read(posts)
+
+
+async def context_reuse(http: httpx.AsyncClient) -> dict[str, dict[str, float]]:
+    """The ingress's count of what each Ranker replica read from its KV cache (``GET /v1/admin/stats``)."""
+    resp = await http.get("/v1/admin/stats")
+    resp.raise_for_status()
+    return resp.json().get("ranker_context_reuse", {})
+
+
+def reuse_delta(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Counters summed over replicas, ``after - before``."""
+    names = ("queries", "hits", "partial_hits", "misses", "hit_tokens", "computed_tokens")
+    return {n: sum(s.get(n, 0) for s in after.values()) - sum(s.get(n, 0) for s in before.values()) for n in names}
+
+
+def report_sessions(stats: Stats, reuse: dict[str, float], replicas: int, sessions: int) -> None:
+    def line(name: str, value: float, unit: str) -> None:
+        print(f"{name} {value:.6g} {unit}")
+
+    q = reuse["queries"]
+    line("load.sessions", sessions, "sessions")
+    line("serve.kv_repeat_contexts", q, "contexts")  # ranked after each session's first page
+    line("serve.kv_replicas", replicas, "replicas")
+    line("serve.kv_hit_rate", reuse["hits"] / q if q else 0.0, "ratio")
+    line("serve.kv_partial_hit_rate", reuse["partial_hits"] / q if q else 0.0, "ratio")
+    line("serve.kv_reuse_rate", (reuse["hits"] + reuse["partial_hits"]) / q if q else 0.0, "ratio")
+    tokens = reuse["hit_tokens"] + reuse["computed_tokens"]
+    line("serve.kv_cached_token_share", reuse["hit_tokens"] / tokens if tokens else 0.0, "ratio")
+    if stats.explained_feed_ms:
+        line("load.ranker_share_of_feed", sum(stats.ranker_ms) / sum(stats.explained_feed_ms), "ratio")
+        line("load.ranker_p50_ms", float(np.median(stats.ranker_ms)), "ms")
+
+
+async def run_sessions(args, http: httpx.AsyncClient) -> None:
+    stats = Stats()
+    rng = random.Random(args.seed)
+    viewers = rng.sample(range(1, args.users + 1), min(args.sessions, args.users))
+    sessions = [Session(v, args.pages) for v in viewers]
+    started = time.perf_counter()
+    for i in range(0, len(sessions), args.clients):  # everyone opens the app once: the first pages, not repeats
+        for session, posts in zip(sessions[i : i + args.clients], await asyncio.gather(
+                *(_feed(http, s.next_feed(False), stats) for s in sessions[i : i + args.clients])), strict=True):
+            if posts is not None:
+                session.read(posts)
+    before = await context_reuse(http)
+    stats.latency_ms.clear()  # the figures below are the repeat requests'
+    deadline = time.perf_counter() + args.seconds
+    budget = [args.max_requests]
+    await asyncio.gather(*(session_loop(http, random.Random(rng.random()), args, stats, sessions[k :: args.clients],
+                                        deadline, budget) for k in range(args.clients)))
+    seconds = time.perf_counter() - started
+    after = await context_reuse(http)
+    report(stats, seconds, args.clients)
+    report_sessions(stats, reuse_delta(before, after), len(after), len(sessions))
+
+
 async def run(args) -> int:
     limits = httpx.Limits(max_connections=max(args.ramp or [args.clients]), max_keepalive_connections=max(args.ramp or [args.clients]))
-    async with httpx.AsyncClient(base_url=args.url, timeout=args.timeout, limits=limits) as http:
+    headers = {"X-API-Key": args.api_key} if args.api_key else {}
+    async with httpx.AsyncClient(base_url=args.url, timeout=args.timeout, limits=limits, headers=headers) as http:
         try:
             (await http.get("/healthz")).raise_for_status()
         except httpx.HTTPError as exc:
             print(f"load_test: error: {args.url}/healthz is not ready: {exc}", file=sys.stderr)
             return 2
+        if args.sessions:
+            await run_sessions(args, http)
+            return 0
         if args.ramp:
             return await run_ramp(http, args)
         stats, seconds = await drive(http, args, args.clients, args.seed)
@@ -305,11 +469,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="the server's config file, for the ranker's shape (default: defaults + env)")
     p.add_argument("--ramp", type=_client_counts, default=None,
                    help="client counts to step through, e.g. 1,2,4,8: --seconds each, then the knee (feed p99 = 500 ms)")
+    p.add_argument("--sessions", type=int, default=0,
+                   help="session workload: this many viewers read pages, engage and refresh (0 = the operation mix)")
+    p.add_argument("--pages", type=int, default=3, help="--sessions: pages read before a refresh (default 3)")
+    p.add_argument("--engagements-per-page", type=float, default=1.0,
+                   help="--sessions: engagements between two requests of a session, on average (default 1)")
+    p.add_argument("--api-key", default="", help="sent as X-API-Key (a server with serving.api_key needs it for stats)")
     args = p.parse_args(argv)
     if not _loopback(args.url):
         p.error(f"--url must be a loopback address, got {args.url}")
     if args.seconds <= 0 or args.clients < 1 or args.max_requests < 1 or args.users < 2:
         p.error("--seconds must be > 0, --clients and --max-requests >= 1, --users >= 2")
+    if args.sessions < 0 or args.pages < 1 or args.engagements_per_page < 0:
+        p.error("--sessions must be >= 0, --pages >= 1, --engagements-per-page >= 0")
     return asyncio.run(run(args))
 
 

@@ -88,6 +88,7 @@ def test_rank_request_and_response_cross_ray_as_one_buffer_and_come_back_equal()
     candidates = (RankCandidate(1, 2, 900), RankCandidate(2**62, 3, None, ProductSurface(5)))
     req = RankRequest(user_id=11, history=history, candidates=candidates, now_ms=2_000)
     resp = RankResponse((ActionScores(favorite=0.25, report=1e-9, dwell_time=3.5), ActionScores()), "v1")
-    for value in (req, resp, RankRequest(1, (), ())):
+    reused = RankResponse((ActionScores(),), "v1", context_tokens=130, cached_context_tokens=112, replica="r1")
+    for value in (req, resp, RankRequest(1, (), ()), reused):
         back = pickle.loads(pickle.dumps(value))
         assert back == value and type(back) is type(value)

@@ -125,6 +125,10 @@ class MixerConfig(_Section):
     retrieval_max_results: int = 1600
     history_length: int = 128  # engagement-sequence entries given to the ranker and retrieval (newest kept)
     history_window_ms: int = 300_000  # reference UAS_WINDOW_TIME_MS: actions on one post within 5 min aggregate
+    # the context window drops its oldest entries this many at once (history.window_start): a context is re-encoded
+    # once per 32 new entries, not on each, and keeps 97-128 entries; training cuts the same way. 1 = slide by one;
+    # at most the window's length is used
+    history_trim_block: int = 32
     query_hydrator_timeout_s: float = 0.2  # per query hydrator (user store)
     source_timeout_s: float = 0.3  # per source (Thunder, retrieval)
     hydrator_timeout_s: float = 0.2  # per candidate hydrator
@@ -139,6 +143,8 @@ class MixerConfig(_Section):
     out_of_network_visibility_drop: tuple[VisibilityLabel, ...] = tuple(VisibilityLabel)
 
     def __post_init__(self) -> None:
+        if self.history_trim_block < 1:
+            raise ValueError(f"mixer.history_trim_block must be >= 1, got {self.history_trim_block}")
         for name in ("in_network_visibility_drop", "out_of_network_visibility_drop"):
             if VisibilityLabel.DELETED not in getattr(self, name):
                 raise ValueError(f"mixer.{name} must include 'deleted': a deleted post is never served")
@@ -356,6 +362,10 @@ class RankerServingConfig(_Section):
     batch_wait_timeout_s: float = 0.002  # @serve.batch: how long a batch waits to fill
     max_ongoing_requests: int = 16  # per replica; must exceed max_batch_size for batches to form
     num_replicas: int = 1
+    # viewer_affinity: a viewer's rank requests go to the replica whose KV cache holds its context (rendezvous hash,
+    # deployments/ranker_router.py); power_of_two: Serve's default router, blind to the caches (the baseline)
+    request_router: Literal["viewer_affinity", "power_of_two"] = "viewer_affinity"
+    affinity_max_imbalance: int = 8  # requests a viewer's replica may hold above the least loaded before it spills
     num_cpus: float = 1.0  # Ray resources per replica (match num_threads)
     num_gpus: float = 0.0  # GPUs Ray gives each replica (serve_config.yaml: 1); device "auto" then runs on it
     checkpoint: str = ""  # trained ranker to serve; "" = seeded random weights (demo, tests, benchmarks)

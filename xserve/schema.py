@@ -466,16 +466,22 @@ class RankRequest(Struct, frozen=True):
 class RankResponse(Struct, frozen=True):
     scores: tuple[ActionScores, ...]  # same length and order as the request's candidates
     model_version: str = ""
+    context_tokens: int = 0  # positions of the user context (user + history) the candidates attended to
+    cached_context_tokens: int = 0  # of them, read from the replica's KV cache (all: a hit; some: a partial hit)
+    replica: str = ""  # the Ranker replica that scored it (its KV cache holds the context now)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # as RankRequest: one msgpack buffer, each ActionScores as a row of floats (its field names are not
         # repeated per candidate): ~1.5x faster than pickling the Structs (measured)
         rows = msgspec.msgpack.encode([msgspec.structs.astuple(a) for a in self.scores])
-        return _rank_response_from_rows, (rows, self.model_version)
+        return _rank_response_from_rows, (rows, self.model_version, self.context_tokens, self.cached_context_tokens,
+                                          self.replica)
 
 
-def _rank_response_from_rows(rows: bytes, model_version: str) -> RankResponse:
-    return RankResponse(tuple(ActionScores(*row) for row in msgspec.msgpack.decode(rows)), model_version)
+def _rank_response_from_rows(rows: bytes, model_version: str, context_tokens: int = 0, cached_context_tokens: int = 0,
+                             replica: str = "") -> RankResponse:
+    return RankResponse(tuple(ActionScores(*row) for row in msgspec.msgpack.decode(rows)), model_version,
+                        context_tokens, cached_context_tokens, replica)
 
 
 # --------------------------------------------------------------------------- the feed

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import SERVED_API_KEY, wait_until
 from xserve.config import ScoringWeights, XServeConfig
 
 pytestmark = pytest.mark.ray
@@ -273,3 +273,26 @@ def test_reconfigured_weights_change_the_order(served):
         print(f"reconfigure applied in {time.monotonic() - started:.1f} s")
     finally:
         served.app.reconfigure({})
+
+
+# --------------------------------------------------------------------------- the session workload
+
+
+def test_the_load_tests_session_mode_measures_the_rankers_context_reuse(served, capsys):
+    """``scripts/load_test.py --sessions`` against the app: sessions read pages, engage and refresh; their repeat
+    requests find the viewer's context in the Ranker's KV cache (one replica here), read back through the ingress's
+    per-replica counts in ``GET /v1/admin/stats``, and the ranker's share of the feed is printed."""
+    from scripts import load_test
+
+    rc = load_test.main(["--url", served.app.url, "--sessions", "3", "--pages", "2", "--seconds", "60",
+                         "--max-requests", "9", "--users", "200", "--explain-every", "2", "--seed", "5",
+                         "--api-key", SERVED_API_KEY])
+    figures = {line.split()[0]: float(line.split()[1]) for line in capsys.readouterr().out.splitlines()}
+    assert rc == 0 and figures["load.sessions"] == 3 and figures["serve.kv_replicas"] == 1
+    assert figures["serve.kv_repeat_contexts"] >= 5, figures  # 9 repeat feeds, less any whose ranking timed out
+    # a repeat misses only when its window was trimmed (1 in 32 engagements once a history is full): a window that
+    # slid on every engagement would miss on each repeat after one (two in three here)
+    assert figures["serve.kv_reuse_rate"] >= 0.6, figures
+    assert figures["serve.kv_hit_rate"] + figures["serve.kv_partial_hit_rate"] == pytest.approx(
+        figures["serve.kv_reuse_rate"], abs=1e-5)
+    assert 0 < figures["load.ranker_share_of_feed"] < 1

@@ -10,7 +10,7 @@ from msgspec.structs import replace
 from ray import serve
 
 from tests.conftest import free_port
-from tests.phoenix.rank_factories import make_request, tiny_ranker_config
+from tests.phoenix.rank_factories import history, make_request, tiny_ranker_config
 from xserve.config import RankerServingConfig, XServeConfig
 from xserve.deployments.clients import RankerHandleClient
 from xserve.deployments.ranker import Ranker, ranker_options
@@ -42,6 +42,44 @@ def test_on_the_cluster_concurrent_users_batch_and_match_the_runner(ray_cluster)
         assert stats["requests"] == 6 and stats["largest_batch"] >= 2, stats
     finally:
         serve.delete("ranker-cluster-test")
+
+
+@pytest.mark.ray
+def test_two_replicas_route_each_viewer_back_to_the_replica_holding_its_context(ray_cluster):
+    """Serve's request router is ours (ranker_options): each viewer's requests land on one replica, both replicas
+    serve viewers, a viewer's repeat is a cache hit and a grown history a partial hit; the client counts them."""
+    cfg = XServeConfig(
+        phoenix=tiny_ranker_config(),
+        ranker_serving=RankerServingConfig(block_size=4, chunk_size=8, kv_cache_bytes=1 << 20, num_replicas=2,
+                                           num_cpus=0, affinity_max_imbalance=16),
+    )
+    assert ranker_options(cfg)["request_router_config"].request_router_class.endswith("ViewerAffinityRouter")
+    serve.start(http_options={"port": free_port()})
+    handle = serve.run(Ranker.options(**ranker_options(cfg)).bind(cfg), name="ranker-affinity-test",
+                       route_prefix=None)
+    client = RankerHandleClient(handle)
+    reqs = [make_request(user=u, n_history=9, n_candidates=3, seed=u) for u in range(1, 13)]
+    newer = tuple(replace(h, timestamp_ms=h.timestamp_ms + 3_600_000) for h in history(4, seed=99))  # engaged since
+    grown = [replace(r, history=r.history + newer) for r in reqs]
+
+    async def rounds():
+        out = []
+        for batch in (reqs, reqs, grown):
+            out.append(await asyncio.gather(*(client.rank(r) for r in batch)))
+        return out
+
+    try:
+        served = asyncio.run(rounds())
+        replicas = {r.user_id: {round_[i].replica for round_ in served} for i, r in enumerate(reqs)}
+        assert all(len(v) == 1 for v in replicas.values()), replicas  # one replica per viewer
+        assert len(set().union(*replicas.values())) == 2  # both replicas hold viewers
+        assert all(resp.cached_context_tokens == resp.context_tokens for resp in served[1])  # repeats: hits
+        assert all(0 < resp.cached_context_tokens < resp.context_tokens for resp in served[2])  # grown: partial
+        reuse = client.stats()
+        assert sum(s["misses"] for s in reuse.values()) == 12 and sum(s["hits"] for s in reuse.values()) == 12
+        assert sum(s["partial_hits"] for s in reuse.values()) == 12
+    finally:
+        serve.delete("ranker-affinity-test")
 
 
 @pytest.fixture

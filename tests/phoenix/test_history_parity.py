@@ -33,6 +33,7 @@ from xserve.schema import (
     RankCandidate,
     RankRequest,
     UserContext,
+    UserUpserted,
 )
 from xserve.users.store import UserStore
 
@@ -67,9 +68,13 @@ def _table(events: list[Engagement]) -> pa.Table:
     return pa.table(table)
 
 
-def _served_context(events: list[Engagement], t: int, featurizer: Featurizer, *, bulk: bool):
-    mixer = MixerConfig()
-    store = UserStore(ServingConfig(), mixer)
+def _served_context(events: list[Engagement], t: int, featurizer: Featurizer, *, bulk: bool,
+                    mixer: MixerConfig | None = None, serving: ServingConfig | None = None):
+    """The context the ranker sees for USER at ``t``; with ``mixer``, the feed's window (``query_data`` trimmed in
+    blocks of ``mixer.history_trim_block``), else the newest ``history_length`` entries."""
+    block = mixer is not None
+    mixer = mixer or MixerConfig()
+    store = UserStore(serving or ServingConfig(), mixer)
     before = [e for e in events if e.timestamp_ms < t]
     if bulk:  # a restarted shard loads the engagements table
         store.load_engagement_arrays({
@@ -83,17 +88,21 @@ def _served_context(events: list[Engagement], t: int, featurizer: Featurizer, *,
     else:
         for e in before:
             store.apply(EngagementRecorded(e))
-    history = store.history(USER, mixer.history_length)
+    if block:
+        store.apply(UserUpserted(USER))  # query_data answers for users that exist
+        history = store.query_data(USER, mixer.history_length, t, mixer.history_trim_block).history
+    else:
+        history = store.history(USER, mixer.history_length)
     request = RankRequest(USER, history, (RankCandidate(1, 101, T0),), now_ms=t)
     context, _ = featurizer.from_requests([request])
     return context
 
 
-def _training_context(events: list[Engagement], t: int, featurizer: Featurizer):
+def _training_context(events: list[Engagement], t: int, featurizer: Featurizer, trim_block: int = 1):
     entries = aggregate(_table(events), W)
     examples = RankerExamples.build(entries, PostCorpus.build(entries), split_ms=t, validation=True, num_pos=4,
                                     num_neg=2, history_len=featurizer.config.history_len, max_age_ms=48 * 3_600_000,
-                                    rng=np.random.default_rng(0))
+                                    rng=np.random.default_rng(0), trim_block=trim_block)
     (row,) = np.flatnonzero(entries.user[examples.pos_start] == USER)[:1]  # the user's example cut at t
     assert entries.ts[examples.pos_start[row]] >= t > entries.ts[examples.pos_start[row] - 1]
     return examples.context(np.array([row]), featurizer)
@@ -143,3 +152,31 @@ def test_negative_entries_ages_and_the_user_context_are_the_same_in_training_and
     ages = served.history_age[0, :3].tolist()  # oldest first: the 60-day, the favorite, the 1-day entry
     assert ages[1] == 0 and ages[0] > ages[2] > 0  # only negatives carry an age; the old one a later bucket
     assert (served.context[0, :5] != 0).all() and (served.context[0, 5:] == 0).all()  # 3 fields + 2 topics
+
+
+def test_the_block_trimmed_window_is_the_same_in_serving_and_training():
+    """The feed's window (trimmed in blocks) equals training's at every cut, live and after a table load that
+    kept fewer entries than the user has (the ones left out still count), and it grows by appending between
+    trims: the next cut's context starts with this one's unless a block was dropped."""
+    # in time order, as engagements arrive: an entry evicted while its window is still open, or an engagement
+    # older than the evicted ones arriving late, would make the live count differ from the log's
+    events = sorted(_log(np.random.default_rng(1)), key=lambda e: e.timestamp_ms)
+    block = 5
+    mixer = MixerConfig(history_length=HISTORY_LEN, history_trim_block=block)
+    serving = ServingConfig(max_history_items=HISTORY_LEN + 4)  # evicts live, and leaves entries out of a load
+    featurizer = Featurizer(tiny_phoenix(history_len=HISTORY_LEN), PhoenixHasher(tiny_phoenix(history_len=HISTORY_LEN)))
+    lengths, previous = set(), None
+    for t in range(T0 + 14 * W, T0 + 40 * W, W):  # every window boundary once the user has > HISTORY_LEN entries
+        trained = _training_context(events, t, featurizer, trim_block=block)
+        n = int(trained.lengths[0])
+        lengths.add(n)
+        assert HISTORY_LEN - block < n <= HISTORY_LEN
+        for bulk in (False, True):
+            served = _served_context(events, t, featurizer, bulk=bulk, mixer=mixer, serving=serving)
+            for name in ("user_hashes", "post_hashes", "author_hashes", "actions", "surface"):
+                assert torch.equal(getattr(served, name), getattr(trained, name)), (name, t, bulk)
+        if previous is not None and n >= int(previous.lengths[0]):  # no trim since the previous cut: an append
+            m = int(previous.lengths[0])
+            assert torch.equal(trained.post_hashes[0, :m], previous.post_hashes[0, :m]), t
+        previous = trained
+    assert len(lengths) > 2  # the window grew and was trimmed more than once

@@ -13,6 +13,8 @@ from xserve.phoenix.serving.kv_cache import (
     block_bytes,
     num_blocks_for_budget,
 )
+from xserve.schema import Action, Engagement
+from xserve.users.history import EngagementSequence
 
 
 def ctx(user: int, n_history: int, start: int = 0) -> list[tuple]:
@@ -184,3 +186,33 @@ def test_invariants_under_random_traffic(ops):
             assert mgr.pool.block_hash[b] == h
         for a in live:  # every block of a live context still holds that context
             assert [mgr.pool.block_hash[b] for b in a.block_ids] == a.block_hashes
+
+
+def _session_reuse(trim_block: int, history_len: int = 32, steps: int = 120, block_size: int = 4):
+    """A viewer who engages once, then reads a page and refreshes it, ``steps`` times; the context is the feed's
+    window (``EngagementSequence.window``). Returns the cache stats and how often the window's first entry moved."""
+    seq = EngagementSequence(capacity=256, window_ms=1)
+    mgr = KVCacheManager(num_blocks=64, block_size=block_size)
+    moves, first = 0, None
+    for t in range(1, steps + 1):
+        seq.add(Engagement(1, t, 100 + t, Action.FAVORITE, t * 10))
+        window = seq.window(history_len, trim_block)
+        moves += first is not None and window[0].post_id != first
+        first = window[0].post_id
+        for _ in range(2):  # the page, then a refresh with nothing new
+            mgr.release(encode(mgr, [("user", 1)] + [(i.post_id, i.author_id) for i in window]))
+    return mgr.stats, moves
+
+
+def test_a_block_trimmed_window_reuses_the_context_until_each_trim():
+    """Between two trims a context only grows at its end: the page after an engagement is a partial hit (its
+    full blocks cached), the refresh a full hit; a trim re-encodes it once per block of new entries. The window
+    that slides by one entry is re-encoded on every engagement once the history is full."""
+    stats, moves = _session_reuse(trim_block=8)
+    assert moves == -(-(120 - 32) // 8)  # one trim per 8 entries past history_len
+    assert stats.hits == 120  # every refresh
+    # a page misses after a trim, or while the context is shorter than one block (nothing full to reuse)
+    assert stats.misses == moves + 3 and stats.partial_hits == 120 - moves - 3
+    assert (stats.hits + stats.partial_hits) / stats.queries > 0.9  # 226 of 240
+    sliding, moved = _session_reuse(trim_block=1)
+    assert moved == 120 - 32 and sliding.misses == moved + 3  # every page once the history is full

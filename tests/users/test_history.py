@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import msgspec
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xserve.schema import ACTION_INDEX, Action, Engagement, ProductSurface
-from xserve.users.history import EngagementSequence, aggregate_actions
+from xserve.users.history import EngagementSequence, aggregate_actions, window_start
 
 W = 300_000
 
@@ -137,3 +138,32 @@ def test_the_vectorised_aggregation_equals_the_sequence_in_any_order(events, rnd
                 seq.add(e)
         assert tuple(whole.items(range(whole.starts[k], whole.ends[k]))) == seq.latest(1_000)
     assert sorted(set(whole.user.tolist())) == sorted({e.user_id for e in events})
+
+
+def test_the_window_grows_to_history_len_then_drops_a_whole_block():
+    assert [int(window_start(n, 8, 3)) for n in range(14)] == [0] * 9 + [3, 3, 3, 6, 6]
+    lengths = [n - int(window_start(n, 8, 3)) for n in range(30)]
+    assert max(lengths) == 8 and min(lengths[8:]) == 6  # 8 - 3 + 1 .. 8 once full
+    n = np.arange(100)  # the vectorised form (training) agrees with the scalar one (serving)
+    assert window_start(n, 8, 3).tolist() == [int(window_start(int(k), 8, 3)) for k in n]
+    assert window_start(n, 8, 1).tolist() == np.maximum(n - 8, 0).tolist()  # block 1: the sliding window
+    assert window_start(n, 8, 50).tolist() == window_start(n, 8, 8).tolist()  # a block is at most the window
+    with pytest.raises(ValueError, match="trim_block and history_len must be >= 1"):
+        window_start(5, 8, 0)
+
+
+def test_the_sequence_window_counts_evicted_and_load_dropped_entries():
+    seq = EngagementSequence(capacity=10, window_ms=W)
+    for t in range(1, 15):
+        seq.add(eng(t, t * W))
+    assert seq.num_entries == 14 and len(seq) == 10  # 4 evicted, still counted
+    assert [i.post_id for i in seq.window(8, 3)] == [7, 8, 9, 10, 11, 12, 13, 14]  # window_start(14, 8, 3) = 6
+    assert seq.window(8, 1) == seq.latest(8)
+    seq.add(eng(15, 15 * W))
+    assert [i.post_id for i in seq.window(8, 3)] == [10, 11, 12, 13, 14, 15]  # the next block dropped at once
+    loaded = EngagementSequence(capacity=10, window_ms=W)
+    loaded.note_dropped(5, 5 * W)  # a table load kept the newest 10 of 15
+    for t in range(6, 16):
+        loaded.add(eng(t, t * W))
+    assert loaded.num_entries == 15 and loaded.window(8, 3) == seq.window(8, 3)
+    assert not loaded.add(eng(99, 5 * W))  # as late as the dropped ones: dropped too

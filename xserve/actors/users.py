@@ -42,8 +42,8 @@ class UserStoreShard:
     def stats(self) -> dict[str, Any]:
         return self._shard.stats()
 
-    def query_data(self, user_id: int, history_limit: int) -> bytes:
-        return self._enc.encode(self._shard.query_data(user_id, history_limit))
+    def query_data(self, user_id: int, history_limit: int, trim_block: int = 1) -> bytes:
+        return self._enc.encode(self._shard.query_data(user_id, history_limit, trim_block))
 
     def profiles(self, user_ids: Sequence[int]) -> bytes:
         return self._enc.encode(self._shard.profiles(user_ids))

@@ -31,6 +31,7 @@ import ray
 
 from xserve.actors.calls import resent, uncancelled
 from xserve.config import ThunderConfig
+from xserve.phoenix.serving.kv_cache import CacheStats
 from xserve.posts import CatalogEvent, event_post_id, merge_popular
 from xserve.retrieval.merge import hits_to_posts
 from xserve.schema import (
@@ -103,15 +104,18 @@ class UserStoreClient:
     """The user store's shard actors: the mixer's ``UserDataClient``, and the write path's entry to the store.
 
     ``unavailable_wait_s``: how long a call resends to a shard whose actor is unreachable (0: it fails at
-    once; see :func:`~xserve.actors.calls.resent`).
+    once; see :func:`~xserve.actors.calls.resent`). ``trim_block``: the history is the context window trimmed
+    in blocks of this many entries (``xserve.users.history.window_start``; the feed's client passes
+    ``mixer.history_trim_block``, the API's 1: the newest ``history_length``).
     """
 
     def __init__(
         self, shards: Sequence[Any], history_length: int, last_known: LastKnownViewers | None = None,
-        unavailable_wait_s: float = 0.0,
+        unavailable_wait_s: float = 0.0, trim_block: int = 1,
     ) -> None:
         self._shards = list(shards)
         self._history_length = history_length
+        self._trim_block = trim_block
         self.last_known = last_known if last_known is not None else LastKnownViewers(0)  # for viewer_data
         self.unavailable_wait_s = unavailable_wait_s
 
@@ -120,7 +124,8 @@ class UserStoreClient:
 
     async def query_data(self, user_id: int) -> UserQueryData | None:
         shard = self._shard(user_id)
-        blob = await _store_call(lambda: shard.query_data.remote(user_id, self._history_length), self.unavailable_wait_s)
+        blob = await _store_call(lambda: shard.query_data.remote(user_id, self._history_length, self._trim_block),
+                                 self.unavailable_wait_s)
         return _QUERY_DEC.decode(blob)
 
     async def viewer_data(self, user_id: int, stale_after_s: float, give_up_after_s: float) -> tuple[UserQueryData | None, bool]:
@@ -130,7 +135,9 @@ class UserStoreClient:
         answer for the viewer is kept, returns that one with ``True``. Without one, waits up to
         ``give_up_after_s`` in all, then raises :class:`UserStoreUnavailable`.
         """
-        call = asyncio.ensure_future(uncancelled(self._shard(user_id).query_data.remote(user_id, self._history_length)))
+        shard = self._shard(user_id)
+        call = asyncio.ensure_future(
+            uncancelled(shard.query_data.remote(user_id, self._history_length, self._trim_block)))
         try:
             done, _ = await asyncio.wait({call}, timeout=stale_after_s)
             if not (done and call.exception() is None) and (stale := self.last_known.get(user_id)) is not None:
@@ -348,10 +355,24 @@ class RetrievalHandleClient:
 
 
 class RankerHandleClient:
-    """A ``Ranker`` deployment handle as the mixer's ``RankerClient`` Protocol."""
+    """A ``Ranker`` deployment handle as the mixer's ``RankerClient`` Protocol.
+
+    The call carries the ``RankRequest`` as its first argument: the Ranker's request router
+    (``ranker_router.ViewerAffinityRouter``) routes by its ``user_id``. ``context_reuse`` counts, per
+    replica, how much of each context the replica read from its KV cache (from the responses).
+    """
 
     def __init__(self, handle: Any) -> None:
         self._handle = handle
+        self.context_reuse: dict[str, CacheStats] = {}  # replica -> contexts it scored for this client
 
     async def rank(self, req: RankRequest) -> RankResponse:
-        return await self._handle.rank.remote(req)
+        resp = await self._handle.rank.remote(req)
+        if resp.context_tokens:  # 0: a backend without a KV cache (vLLM)
+            self.context_reuse.setdefault(resp.replica, CacheStats()).record(resp.context_tokens,
+                                                                           resp.cached_context_tokens)
+        return resp
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """``context_reuse`` per replica, as ``CacheStats.as_dict`` (no evictions: only replicas see those)."""
+        return {replica: s.as_dict() for replica, s in sorted(self.context_reuse.items())}

@@ -13,6 +13,11 @@ GPU (``num_gpus``; ``serve_config.yaml`` asks for one) runs the same code on it 
 bfloat16, and one without on the CPU (``runner.resolve_device``).
 ``ranker_serving.backend = "vllm"`` serves through the optional vLLM adapter
 instead (``xserve.phoenix.serving.vllm_backend``).
+
+With several replicas, each has its own cache: ``ranker_options`` names Serve's request router
+``ViewerAffinityRouter`` (``ranker_router.py``), which sends a viewer's requests back to the replica
+that encoded its context. Each response names its replica and how much of its context came from the
+cache, which the ingress counts (``RankerHandleClient.context_reuse``, ``GET /v1/admin/stats``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 from ray import serve
+from ray.serve.config import RequestRouterConfig
+from ray.serve.exceptions import RayServeException
 
 from xserve.config import XServeConfig
 from xserve.schema import RankRequest, RankResponse
@@ -40,19 +48,37 @@ def make_ranker_backend(config: XServeConfig) -> Any:
 
 
 def ranker_options(config: XServeConfig) -> dict[str, Any]:
-    """``Ranker.options(**ranker_options(cfg))``: replicas, concurrency and resources from the config."""
+    """``Ranker.options(**ranker_options(cfg))``: replicas, concurrency, resources and the request router."""
     s = config.ranker_serving
-    return {
+    if s.affinity_max_imbalance < 0:
+        raise ValueError(f"ranker_serving.affinity_max_imbalance must be >= 0, got {s.affinity_max_imbalance}")
+    options: dict[str, Any] = {
         "num_replicas": s.num_replicas,
         "max_ongoing_requests": s.max_ongoing_requests,
         "ray_actor_options": {"num_cpus": s.num_cpus, "num_gpus": s.num_gpus},
     }
+    if s.request_router == "viewer_affinity":
+        from xserve.deployments.ranker_router import ViewerAffinityRouter
+
+        options["request_router_config"] = RequestRouterConfig(
+            request_router_class=ViewerAffinityRouter,
+            request_router_kwargs={"max_imbalance": s.affinity_max_imbalance},
+        )
+    return options
+
+
+def _replica_id() -> str:
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except RayServeException:  # local testing mode sets no replica context
+        return ""
 
 
 @serve.deployment(name="Ranker")
 class Ranker:
     def __init__(self, config: XServeConfig) -> None:
         self._backend = make_ranker_backend(config)
+        self._replica = _replica_id()  # stamped on each response
         self._batches = 0  # batches run by this replica
         self._requests = 0  # requests in them (mean batch size = requests / batches)
         self._largest_batch = 0
@@ -76,7 +102,7 @@ class Ranker:
         out = await self._rank_batch(req)
         if isinstance(out, Exception):
             raise out
-        return out
+        return msgspec.structs.replace(out, replica=self._replica)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
     async def _rank_batch(self, requests: list[RankRequest]) -> list[RankResponse | ValueError]:
@@ -101,10 +127,9 @@ class Ranker:
 
     def stats(self) -> dict[str, Any]:
         """Batching and cache counters of this replica (batches, requests, hits, misses, evictions, ...)."""
-        out: dict[str, Any] = {"batches": self._batches, "requests": self._requests,
+        out: dict[str, Any] = {"replica": self._replica, "batches": self._batches, "requests": self._requests,
                                "largest_batch": self._largest_batch}
         cache = getattr(self._backend, "cache", None)
         if cache is not None:
-            s = cache.stats
-            out |= {name: getattr(s, name) for name in s.__slots__} | {"hit_rate": s.hit_rate}
+            out |= cache.stats.as_dict()
         return out

@@ -54,7 +54,8 @@ class ServiceGraph:
         self.post_shards = post_catalog_shards(config, names, now_ms())
         last_known = LastKnownViewers(s.last_known_viewers_bytes)
         # the pipeline's clients fail at once on an unreachable shard (the stage degrades); the API's wait for it
-        self.users = UserStoreClient(self.user_shards, config.mixer.history_length, last_known)
+        self.users = UserStoreClient(self.user_shards, config.mixer.history_length, last_known,
+                                     trim_block=config.mixer.history_trim_block)
         self.posts = PostCatalogClient(self.post_shards, self.users)
         wait_s = s.store_unavailable_wait_s
         self.api_users = UserStoreClient(self.user_shards, config.mixer.history_length, last_known, wait_s)
@@ -112,7 +113,7 @@ class ServiceGraph:
     async def stats(self) -> dict[str, Any]:
         users = await asyncio.gather(*(a.stats.remote() for a in self.user_shards))
         posts = await asyncio.gather(*(a.stats.remote() for a in self.post_shards))
-        return {"users": users, "posts": posts}
+        return {"users": users, "posts": posts, "ranker_context_reuse": self.ranker.stats()}
 
     async def drain(self) -> None:
         await self.pipeline.drain()

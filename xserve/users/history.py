@@ -25,10 +25,23 @@ The rule, after the reference ``UserActionSeqQueryHydrator`` (``docs/reference.m
 * **order**: by (time, post id), oldest first.
 * **truncation**: only the newest entries are kept (``capacity`` here; the models take the newest
   ``phoenix.history_len`` of what they are given, as training does).
+* **context window** (``window_start``): what the ranker and the towers see of a sequence of ``N``
+  entries (numbered from the user's first, 0-based) is entries ``[d, N)`` with
+  ``d = ceil(max(0, N - history_len) / trim_block) * trim_block``. The window grows by appending until
+  it holds ``history_len`` entries, then drops the oldest ``trim_block`` entries at once and grows
+  again: it holds ``history_len - trim_block + 1 .. history_len`` entries and its first entry moves
+  only once per ``trim_block`` new entries. Between those moves a context only grows at its end, so
+  the ranker's KV cache reuses the cached prefix (``phoenix/serving/kv_cache.py``); a window that slid
+  by one entry on every engagement would change every position and be re-encoded whole each time.
+  ``trim_block = 1`` is the plain sliding window (the newest ``history_len``). Training cuts its
+  examples by the same function (``phoenix/training/data.py``), serving through
+  ``EngagementSequence.window``.
 
 ``EngagementSequence`` is bounded: at most ``capacity`` entries. When full, the oldest entry is
 evicted and the sequence remembers the evicted time; later-arriving engagements at or before it are
-dropped (they would be evicted again anyway).
+dropped (they would be evicted again anyway). It also counts the entries it evicted (or that a table
+load left out, ``note_dropped``), so it knows ``N``, each entry's number from the user's first, which
+the context window is anchored to.
 """
 
 from __future__ import annotations
@@ -40,12 +53,24 @@ import numpy as np
 
 from xserve.schema import ACTION_INDEX, ACTIONS, DURATION_ACTIONS, Action, Engagement, HistoryItem, ProductSurface
 
-__all__ = ["AggregatedActions", "EngagementSequence", "aggregate_actions", "window_of"]
+__all__ = ["AggregatedActions", "EngagementSequence", "aggregate_actions", "window_of", "window_start"]
 
 
 def window_of(timestamp_ms, window_ms: int):
     """The fixed window an action falls in (an int or an array, like ``timestamp_ms``)."""
     return timestamp_ms // window_ms
+
+
+def window_start(num_entries, history_len: int, trim_block: int):
+    """First entry of the context window of a user with ``num_entries`` entries (an int or an array):
+    the oldest ``trim_block``-multiple of entries is dropped once the window would pass ``history_len``
+    (module docstring). The window is entries ``[window_start, num_entries)``. A ``trim_block`` above
+    ``history_len`` trims ``history_len`` at a time (the window is never empty)."""
+    if trim_block < 1 or history_len < 1:
+        raise ValueError(f"trim_block and history_len must be >= 1, got {trim_block} and {history_len}")
+    block = min(trim_block, history_len)
+    over = np.maximum(num_entries - history_len, 0)
+    return -(-over // block) * block  # ceil(over / block) blocks
 
 
 @dataclass
@@ -129,7 +154,7 @@ class _Entry:
 class EngagementSequence:
     """One user's entries, newest last, folded in one engagement at a time (see the module docstring)."""
 
-    __slots__ = ("_by_key", "_capacity", "_evicted_ms", "_order", "_window_ms")
+    __slots__ = ("_by_key", "_capacity", "_dropped", "_evicted_ms", "_order", "_window_ms")
 
     def __init__(self, capacity: int, window_ms: int) -> None:
         if capacity < 1 or window_ms < 1:
@@ -139,6 +164,7 @@ class EngagementSequence:
         self._by_key: dict[tuple[int, int], _Entry] = {}  # (post_id, window) -> entry
         self._order: list[tuple[tuple[int, int], tuple[int, int]]] = []  # sorted (sort_key, key)
         self._evicted_ms = -1  # time of the newest evicted entry; older engagements are late
+        self._dropped = 0  # entries older than the ones held (evicted, or left out by a table load)
 
     def __len__(self) -> int:
         return len(self._order)
@@ -173,6 +199,7 @@ class EngagementSequence:
                 (evicted_ms, _), evicted_key = self._order.pop(0)
                 del self._by_key[evicted_key]
                 self._evicted_ms = evicted_ms
+                self._dropped += 1
             return True
         before = (len(entry.actions), entry.timestamp_ms, entry.product_surface, entry.dwell_ms)
         entry.actions |= item.actions
@@ -184,6 +211,25 @@ class EngagementSequence:
         if (first_ms, item.product_surface) < (entry.first_ms, entry.product_surface):
             entry.first_ms, entry.product_surface = first_ms, ProductSurface(item.product_surface)
         return before != (len(entry.actions), entry.timestamp_ms, entry.product_surface, entry.dwell_ms)
+
+    def note_dropped(self, count: int, newest_ms: int) -> None:
+        """A table load left out the user's ``count`` oldest entries, the newest of them at ``newest_ms``:
+        count them as evicted (call before folding in the entries after them)."""
+        if count > 0:
+            self._dropped += count
+            self._evicted_ms = max(self._evicted_ms, newest_ms)
+
+    @property
+    def num_entries(self) -> int:
+        """Entries since the user's first: the ones held and the ones dropped before them."""
+        return self._dropped + len(self._order)
+
+    def window(self, history_len: int, trim_block: int) -> tuple[HistoryItem, ...]:
+        """The context window (``window_start``), oldest first; ``trim_block = 1`` is ``latest(history_len)``."""
+        if history_len <= 0:
+            return ()
+        start = int(window_start(self.num_entries, history_len, trim_block)) - self._dropped
+        return tuple(self._by_key[key].freeze() for _, key in self._order[max(start, 0):])
 
     def latest(self, n: int) -> tuple[HistoryItem, ...]:
         """The newest ``n`` items, oldest first (newest last)."""

@@ -63,8 +63,8 @@ class UserShard:
     def stats(self) -> dict[str, Any]:
         return {"store": repr(self.store), "loaded": self.loaded, "replayed": self.replayed}
 
-    def query_data(self, user_id: int, history_limit: int) -> UserQueryData | None:
-        return self.store.query_data(user_id, history_limit, self._clock_ms())
+    def query_data(self, user_id: int, history_limit: int, trim_block: int = 1) -> UserQueryData | None:
+        return self.store.query_data(user_id, history_limit, self._clock_ms(), trim_block)
 
     def profiles(self, user_ids: Sequence[int]) -> dict[int, UserProfile]:
         return self.store.profiles(user_ids)

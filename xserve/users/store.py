@@ -102,7 +102,8 @@ class UserStore:
         self._window_ms = mixer.history_window_ms
         self._users: dict[int, _User] = {}
         self._bulk: list[AggregatedActions] = []  # engagement entries loaded from tables
-        self._pending: dict[int, list[tuple[int, int, int]]] = {}  # user -> (bulk chunk, start, end) not yet folded
+        # user -> (bulk chunk, first entry, first kept entry, end) not yet folded
+        self._pending: dict[int, list[tuple[int, int, int, int]]] = {}
 
     def __repr__(self) -> str:
         return f"UserStore(shard={self.shard}/{self.num_shards}, users={len(self._users)})"
@@ -149,15 +150,17 @@ class UserStore:
         known = user_id in self._users or user_id in self._pending
         return self._sequence(user_id).latest(limit) if known else ()
 
-    def query_data(self, user_id: int, history_limit: int, now_ms: int) -> UserQueryData | None:
+    def query_data(self, user_id: int, history_limit: int, now_ms: int, trim_block: int = 1) -> UserQueryData | None:
         """Features, history and the ids served within ``max_served_age_ms`` before ``now_ms`` (oldest first) of an
-        existing user; None when the user does not exist."""
+        existing user; None when the user does not exist. The history is the context window of ``history_limit``
+        trimmed in blocks of ``trim_block`` entries (``EngagementSequence.window``; 1: the newest ``history_limit``)."""
         if not self.exists(user_id):
             return None
         user = self._users[user_id]
         oldest = now_ms - self._cfg.max_served_age_ms
         served = tuple(pid for pid, at_ms in user.served.items() if at_ms >= oldest)
-        return UserQueryData(user_id, self.features(user_id), self._sequence(user_id).latest(history_limit), served)
+        history = self._sequence(user_id).window(history_limit, trim_block)
+        return UserQueryData(user_id, self.features(user_id), history, served)
 
     def profiles(self, user_ids: Iterable[int]) -> dict[int, UserProfile]:
         """Profiles of the existing owned users among ``user_ids``."""
@@ -280,9 +283,9 @@ class UserStore:
         """Take an engagements table given as arrays (``action`` as ``ACTION_INDEX`` codes, any row order).
 
         The owned users' rows are aggregated at once by the history rule (``aggregate_actions``, the
-        one training uses) and only each user's newest ``max_history_items`` entries are kept; they are
-        folded into the user's sequence on its first use, so a large table loads in about a second.
-        Returns the entries kept.
+        one training uses) and only each user's newest ``max_history_items`` entries are kept (the older
+        ones are counted: ``EngagementSequence.note_dropped``); they are folded into the user's sequence on
+        its first use, so a large table loads in about a second. Returns the entries kept.
         """
         users = np.asarray(cols["user_id"], dtype=np.int64)
         if not len(users):
@@ -296,17 +299,19 @@ class UserStore:
                                     rows["timestamp_ms"], rows["product_surface"], rows["dwell_ms"], self._window_ms)
         self._bulk.append(entries)
         kept = 0
-        for a, b in zip(entries.starts.tolist(), entries.ends.tolist()):
-            a = max(a, b - self._cfg.max_history_items)
-            self._pending.setdefault(int(entries.user[a]), []).append((len(self._bulk) - 1, a, b))
+        for start, b in zip(entries.starts.tolist(), entries.ends.tolist()):
+            a = max(start, b - self._cfg.max_history_items)
+            self._pending.setdefault(int(entries.user[a]), []).append((len(self._bulk) - 1, start, a, b))
             kept += b - a
         return kept
 
     def _sequence(self, user_id: int) -> EngagementSequence:
         """The user's sequence, with any bulk-loaded entries folded in first."""
         seq = self._user(user_id).history
-        for chunk, a, b in self._pending.pop(user_id, ()):
+        for chunk, start, a, b in self._pending.pop(user_id, ()):
             entries = self._bulk[chunk]
+            if a > start:  # the entries left out still count: the context window is anchored to the first
+                seq.note_dropped(a - start, int(entries.ts[a - 1]))
             for item, first_ms in zip(entries.items(range(a, b)), entries.first_ts[a:b].tolist()):
                 seq.add_item(item, first_ms)
         return seq

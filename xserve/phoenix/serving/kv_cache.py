@@ -102,6 +102,27 @@ class CacheStats:
     def hit_rate(self) -> float:
         return self.hits / self.queries if self.queries else 0.0
 
+    @property
+    def partial_hit_rate(self) -> float:
+        return self.partial_hits / self.queries if self.queries else 0.0
+
+    def record(self, num_tokens: int, num_cached: int) -> None:
+        """Count one context of ``num_tokens`` positions of which the first ``num_cached`` were cached."""
+        self.queries += 1
+        self.hit_tokens += num_cached
+        self.computed_tokens += num_tokens - num_cached
+        if num_cached >= num_tokens:
+            self.hits += 1
+        elif num_cached:
+            self.partial_hits += 1
+        else:
+            self.misses += 1
+
+    def as_dict(self) -> dict[str, float]:
+        """The counters and the two rates (what ``Ranker.stats`` and ``GET /v1/admin/stats`` show)."""
+        return {name: getattr(self, name) for name in self.__slots__} | {
+            "hit_rate": self.hit_rate, "partial_hit_rate": self.partial_hit_rate}
+
     def reset(self) -> None:
         for name in self.__slots__:
             setattr(self, name, 0)
@@ -285,17 +306,8 @@ class KVCacheManager:
             num_cached_tokens=num_cached,
             _new=list(range(len(cached), len(hashes))),
         )
-        s = self.stats
-        s.queries += 1
-        s.hit_tokens += num_cached
-        s.computed_tokens += n - num_cached
-        if alloc.is_hit:
-            s.hits += 1
-        elif num_cached:
-            s.partial_hits += 1
-        else:
-            s.misses += 1
-        s.evictions += self.pool.evictions - evicted_before
+        self.stats.record(n, num_cached)
+        self.stats.evictions += self.pool.evictions - evicted_before
         return alloc
 
     def commit(self, alloc: ContextAllocation) -> None:

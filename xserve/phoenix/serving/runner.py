@@ -76,6 +76,8 @@ class RankResult:
     probs: np.ndarray  # (C, A) float32 sigmoid of the action logits, ACTIONS order
     dwell_s: np.ndarray  # (C,) float32 expected dwell time in seconds
     durations_s: np.ndarray | None = None  # (C, 3) float32 watch, profile visit, click dwell seconds
+    context_tokens: int = 0  # positions of the user context (user + history)
+    cached_context_tokens: int = 0  # of them, read from the KV cache (the rest were encoded)
 
 
 @dataclass
@@ -154,6 +156,8 @@ class RankerRunner:
                 scores=tuple(ActionScores.from_sequence(p, d, tuple(t)) for p, d, t in
                              zip(res.probs.tolist(), dwell, durations, strict=True)),
                 model_version=self.version,
+                context_tokens=res.context_tokens,
+                cached_context_tokens=res.cached_context_tokens,
             ))
         return out
 
@@ -171,6 +175,8 @@ class RankerRunner:
                 contexts.append(self._allocate(_token_keys(r.user_id, history, i, user_context[i])))
             kv = self._context_kv(ctx_batch, contexts)
             out = self._score_candidates(requests, kv)
+            for res, c in zip(out, contexts, strict=True):
+                res.context_tokens, res.cached_context_tokens = c.num_tokens, c.start
         finally:
             for c in contexts:
                 if c.alloc is not None:

@@ -16,7 +16,8 @@ the engagement-log columns ``user_id, post_id, author_id, action`` (an
    ``validation_fraction`` of the time span) are validation targets; their
    histories may reach back into the training period.
 3. **Ranker examples** (``RankerExamples``): a cut at entry ``c`` of a user gives
-   history = the newest ``history_len`` entries before ``c``, positives = the
+   history = the context window of the entries before ``c`` (the newest ``history_len``,
+   trimmed in blocks of ``trim_block`` as serving does: ``history_start``), positives = the
    next ``P`` entries (labels: their actions), negatives = ``N`` posts sampled
    uniformly among posts created in the ``max_age_ms`` before a positive's time
    (all-zero labels; surface copied from that positive so it does not leak the
@@ -40,12 +41,13 @@ import numpy as np
 from xserve.phoenix.model.features import Featurizer, age_buckets, history_age_buckets, multi_hot
 from xserve.phoenix.model.ranker import CandidateBatch, ContextBatch
 from xserve.schema import ACTION_INDEX, ACTIONS, DURATION_ACTIONS, NEGATIVE_ACTIONS, Action, UserContext
-from xserve.users.history import aggregate_actions
+from xserve.users.history import aggregate_actions, window_start
 
 __all__ = [
     "TOWER_POSITIVE_ACTIONS",
     "context_batch",
     "history_index",
+    "history_start",
     "Entries",
     "PostCorpus",
     "RankerExamples",
@@ -248,8 +250,15 @@ def _cuts(first: np.ndarray, stop: np.ndarray, step: int) -> tuple[np.ndarray, n
     return first[group] + step * within, group
 
 
-def _history(entries: Entries, user_start: np.ndarray, cut: np.ndarray, history_len: int) -> tuple[np.ndarray, np.ndarray]:
-    start = np.maximum(user_start, cut - history_len)
+def history_start(user_start: np.ndarray, cut: np.ndarray, history_len: int, trim_block: int) -> np.ndarray:
+    """First history entry of cuts at entries ``cut`` of users whose first entry is ``user_start``: the context
+    window serving sees (``xserve.users.history.window_start``, trimmed in blocks of ``trim_block``)."""
+    return user_start + window_start(cut - user_start, history_len, trim_block)
+
+
+def _history(entries: Entries, user_start: np.ndarray, cut: np.ndarray, history_len: int,
+             trim_block: int) -> tuple[np.ndarray, np.ndarray]:
+    start = history_start(user_start, cut, history_len, trim_block)
     return start, cut - start
 
 
@@ -269,7 +278,8 @@ class RankerExamples:
 
     @classmethod
     def build(cls, entries: Entries, corpus: PostCorpus, *, split_ms: int, validation: bool, num_pos: int,
-              num_neg: int, history_len: int, max_age_ms: int, rng: np.random.Generator) -> RankerExamples:
+              num_neg: int, history_len: int, max_age_ms: int, rng: np.random.Generator,
+              trim_block: int = 1) -> RankerExamples:
         is_val = entries.ts >= split_ms
         # first validation entry of each user (its end if none)
         val_first = entries.starts + np.add.reduceat(~is_val, entries.starts) if len(entries) else entries.starts
@@ -279,7 +289,7 @@ class RankerExamples:
             first = entries.starts + 1 + rng.integers(0, num_pos, len(entries.starts))
             stop = val_first
         cut, g = _cuts(first, stop, num_pos)
-        hist_start, hist_len = _history(entries, entries.starts[g], cut, history_len)
+        hist_start, hist_len = _history(entries, entries.starts[g], cut, history_len, trim_block)
         pos_len = np.minimum(num_pos, stop[g] - cut)
         ref = cut[:, None] + np.floor(rng.random((len(cut), num_neg)) * pos_len[:, None]).astype(np.int64)
         neg = corpus.sample_recent(entries.ts[ref], max_age_ms, rng)
@@ -362,7 +372,7 @@ class TowerExamples:
 
     @classmethod
     def build(cls, entries: Entries, *, split_ms: int, validation: bool, num_pos: int, history_len: int,
-              rng: np.random.Generator) -> TowerExamples:
+              rng: np.random.Generator, trim_block: int = 1) -> TowerExamples:
         positive = ((entries.bits & POSITIVE_MASK) != 0) & ((entries.bits & NEGATIVE_MASK) == 0)
         positive &= (entries.ts >= split_ms) if validation else (entries.ts < split_ms)
         pidx = np.flatnonzero(positive)  # ascending: grouped by user, chronological
@@ -374,7 +384,7 @@ class TowerExamples:
         first = np.minimum(first, ends)
         k, g = _cuts(first, ends, num_pos)  # k indexes pidx
         cut = pidx[k]
-        hist_start, hist_len = _history(entries, entries.starts[g], cut, history_len)
+        hist_start, hist_len = _history(entries, entries.starts[g], cut, history_len, trim_block)
         j = np.arange(num_pos)
         q = k[:, None] + j
         pos = np.where(q < ends[g, None], pidx[np.minimum(q, len(pidx) - 1)], -1)

@@ -48,7 +48,9 @@ import torch
 from xserve.phoenix.model.features import age_buckets
 from xserve.phoenix.model.ranker import PhoenixRanker
 from xserve.phoenix.model.towers import PhoenixTowers
-from xserve.phoenix.training.data import NEGATIVE_MASK, POSITIVE_MASK, Entries, RankerExamples, context_batch, history_index
+from xserve.phoenix.training.data import (
+    NEGATIVE_MASK, POSITIVE_MASK, Entries, RankerExamples, context_batch, history_index, history_start,
+)
 from xserve.phoenix.training.metrics import auc, hit_rate, ndcg, platt_fit, random_ranks, rce, recall, target_ranks
 from xserve.phoenix.training.train import Prepared
 from xserve.schema import ACTION_INDEX, ACTIONS, DURATION_ACTIONS, Action
@@ -253,7 +255,8 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
     tc = cfg.train
     ex = RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=True,
                               num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
-                              history_len=cfg.phoenix.history_len, max_age_ms=cfg.mixer.max_post_age_ms, rng=rng)
+                              history_len=cfg.phoenix.history_len, max_age_ms=cfg.mixer.max_post_age_ms, rng=rng,
+                              trim_block=cfg.mixer.history_trim_block)
     rows = np.arange(len(ex))
     if len(rows) > tc.eval_max_queries:
         rows = np.sort(rng.choice(rows, tc.eval_max_queries, replace=False))
@@ -365,7 +368,7 @@ def _retrieval_metrics(data: Prepared, towers: PhoenixTowers, prior: PriorCounts
         hi = int(np.searchsorted(c.created, now.max(), side="right"))
         window = slice(lo, hi)  # the corpus rows any query in this batch can see
         valid = (c.created[window][None, :] <= now) & (c.created[window][None, :] >= now - max_age)  # (q, W)
-        hist_start = np.maximum(user_start[b], t - cfg.phoenix.history_len)
+        hist_start = history_start(user_start[b], t, cfg.phoenix.history_len, cfg.mixer.history_trim_block)
         ctx = context_batch(e, hist_start, t - hist_start, data.featurizer, now_ms=e.ts[t])
         idx, in_hist = history_index(hist_start, t - hist_start)
         row, found = corpus_row(e.post[idx])  # (q, S)
@@ -412,7 +415,7 @@ def _next_engagement_metrics(data: Prepared, ranker: PhoenixRanker, prior: Prior
         now = e.ts[t][:, None]
         cand = data.featurizer.candidates(post, author, np.repeat(e.surface[t][:, None], m, 1),
                                           age_buckets(created, now, cfg.phoenix.age_buckets))
-        hist_start = np.maximum(user_start[b], t - cfg.phoenix.history_len)
+        hist_start = history_start(user_start[b], t, cfg.phoenix.history_len, cfg.mixer.history_trim_block)
         ctx = context_batch(e, hist_start, t - hist_start, data.featurizer, now_ms=e.ts[t])
         idx, in_hist = history_index(hist_start, t - hist_start)
         scores = {

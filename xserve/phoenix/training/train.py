@@ -290,7 +290,8 @@ def train_ranker(data: Prepared, rng: np.random.Generator, progress: bool = Fals
     def make(r: np.random.Generator) -> RankerExamples:
         return RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=False,
                                     num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
-                                    history_len=cfg.phoenix.history_len, max_age_ms=cfg.mixer.max_post_age_ms, rng=r)
+                                    history_len=cfg.phoenix.history_len, max_age_ms=cfg.mixer.max_post_age_ms, rng=r,
+                                    trim_block=cfg.mixer.history_trim_block)
 
     def step(ex: RankerExamples, rows: np.ndarray):
         return ranker_loss(model, ex.batch(rows, data.featurizer), tc.dwell_loss_weight, ex.durations(rows),
@@ -301,7 +302,8 @@ def train_ranker(data: Prepared, rng: np.random.Generator, progress: bool = Fals
                "steps": len(losses)}
     val = RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=True,
                                num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
-                               history_len=cfg.phoenix.history_len, max_age_ms=cfg.mixer.max_post_age_ms, rng=rng)
+                               history_len=cfg.phoenix.history_len, max_age_ms=cfg.mixer.max_post_age_ms, rng=rng,
+                               trim_block=cfg.mixer.history_trim_block)
     if len(val):
         rows = np.arange(min(len(val), 4 * tc.batch_size))
         with torch.no_grad():
@@ -344,7 +346,8 @@ def train_towers(data: Prepared, rng: np.random.Generator, progress: bool = Fals
 
     def make(r: np.random.Generator) -> TowerExamples:
         ex = TowerExamples.build(data.entries, split_ms=data.split_ms, validation=False,
-                                 num_pos=tc.tower_positives, history_len=cfg.phoenix.history_len, rng=r)
+                                 num_pos=tc.tower_positives, history_len=cfg.phoenix.history_len, rng=r,
+                                 trim_block=cfg.mixer.history_trim_block)
         if not log_q:
             log_q.update(_log_q(ex))
         return ex
