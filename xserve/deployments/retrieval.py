@@ -37,7 +37,7 @@ from xserve.deployments.clients import RetrievalShardClient
 from xserve.retrieval.encoders import load_encoders
 from xserve.retrieval.fanout import RetrievalFanout, request_k
 from xserve.retrieval.merge import hits_to_posts
-from xserve.retrieval.version_poll import PolledVersion
+from xserve.storage.version_poll import PolledVersion
 from xserve.schema import Post, RetrievalRequest, RetrievedPost, ShardHits
 from xserve.storage.lance.embeddings import EmbeddingVersions
 
