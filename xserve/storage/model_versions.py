@@ -103,8 +103,8 @@ class ModelVersions:
     # ------------------------------------------------------------------ writing
 
     def new_name(self, now_ms: int) -> str:
-        """A fresh name ``m<UTC time>`` (``-<n>`` added when that exists already)."""
-        base = "m" + time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ms / 1000))
+        """A fresh name ``<UTC time>`` (``-<n>`` added when that exists already)."""
+        base = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ms / 1000))
         name, n = base, 1
         while self.version_dir(name).exists():
             n += 1
