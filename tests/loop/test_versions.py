@@ -1,0 +1,101 @@
+"""Model versions and their CURRENT pointer, and the version follower the Ranker and Retrieval replicas use (pure)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from xserve.storage.model_versions import ModelVersionError, ModelVersions
+from xserve.storage.version_poll import VersionFollower
+
+
+def write_version(versions: ModelVersions, name: str, at_ms: int) -> None:
+    vdir = versions.begin(name)
+    for f in ("ranker.pt", "towers.pt"):
+        (vdir / f).write_bytes(b"weights of " + name.encode())
+    versions.finish(name, at_ms, ranker_version=f"ranker-{name}", towers_version=f"towers-{name}")
+
+
+def test_train_writes_beside_the_old_version_and_switch_and_rollback_move_current(tmp_path):
+    versions = ModelVersions(tmp_path)
+    assert versions.current_name() is None and versions.live_paths() == (tmp_path / "models/ranker.pt",
+                                                                          tmp_path / "models/towers.pt")
+    write_version(versions, "a", 1)
+    versions.switch("a", 10)
+    write_version(versions, "b", 2)
+    assert versions.current_name() == "a"  # a finished version is not live until switched
+    versions.switch("b", 20)
+    assert versions.current() == {"version": "b", "previous": "a", "switched_at_ms": 20}
+    assert versions.live_paths()[0] == tmp_path / "models/vb/ranker.pt"
+    assert versions.rollback(30)["version"] == "a"
+    assert versions.current()["previous"] == "b"  # rolling back twice goes forward again
+    assert versions.names() == ["a", "b"]
+
+
+def test_half_written_and_unknown_versions_are_refused(tmp_path):
+    versions = ModelVersions(tmp_path)
+    vdir = versions.begin("c")
+    (vdir / "ranker.pt").write_bytes(b"x")
+    with pytest.raises(ModelVersionError, match="lacks towers.pt"):
+        versions.finish("c", 1)
+    with pytest.raises(ModelVersionError, match="not complete"):
+        versions.switch("c", 1)
+    with pytest.raises(ModelVersionError, match="no previous"):
+        versions.rollback(1)
+    with pytest.raises(ModelVersionError, match="must match"):
+        versions.begin("../x")
+    assert versions.names() == []
+
+
+def test_prune_keeps_the_newest_and_never_current_or_previous(tmp_path):
+    versions = ModelVersions(tmp_path)
+    for i, name in enumerate("abcde"):
+        write_version(versions, name, i)
+    versions.switch("a", 1)
+    versions.switch("b", 2)
+    assert versions.prune(2) == ["c"]  # d, e newest; a previous; b current
+    assert versions.names() == ["a", "b", "d", "e"]
+
+
+def test_follower_swaps_the_pair_whole_and_keeps_the_live_one_when_a_load_fails():
+    pointer = {"v": "1"}
+    loads = []
+
+    def load(v):
+        loads.append(v)
+        if v == "bad":
+            raise OSError("truncated checkpoint")
+        return f"model {v}"
+
+    follower = VersionFollower(lambda: pointer["v"], load)
+    assert (follower.live.version, follower.live.value) == ("1", "model 1")
+    assert follower.poll() is False and loads == ["1"]  # unchanged pointer: no load
+    pointer["v"] = "bad"
+    assert follower.poll() is False and follower.live.value == "model 1" and follower.failed_loads == 1
+    pointer["v"] = "2"
+    assert follower.poll() is True and (follower.live.version, follower.live.value) == ("2", "model 2")
+
+
+def test_a_reader_never_sees_a_version_with_another_versions_value():
+    """The pair is replaced by one assignment: readers racing a stream of swaps always see matching halves."""
+    pointer = {"v": 0}
+    follower = VersionFollower(lambda: str(pointer["v"]), lambda v: f"model {v}")
+    mixed, stop = [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            live = follower.live
+            if live.value != f"model {live.version}":
+                mixed.append(live)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in readers:
+        t.start()
+    for i in range(1, 2000):
+        pointer["v"] = i
+        follower.poll()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert follower.swaps == 1999 and mixed == []
