@@ -99,6 +99,17 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from xserve import clock
+    from xserve.loop.compaction import compact
+
+    config = _config(args)
+    if not DataDirLayout(config.storage.data_dir).root.is_dir():
+        raise CliError(f"no data directory at {config.storage.data_dir}")
+    print("\n".join(compact(config, clock.now_ms()).lines()))
+    return 0
+
+
 def _add_data_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     seed = add("seed", _cmd_seed, "write a synthetic world (users, graph, posts, engagements) to the data directory")
     seed.add_argument("--size", choices=("tiny", "small", "medium", "large"), default="tiny",
@@ -109,6 +120,9 @@ def _add_data_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     seed.add_argument("--force", action="store_true", help="replace a data directory that already holds data")
     seed.add_argument("--quiet", action="store_true", help="no progress bar (shown for medium and large)")
     _add_data_dir(seed)
+    comp = add("compact", _cmd_compact, "retention and compaction: drop expired impression and Thunder segments, fold "
+               "the user logs' engagements into the engagements table and rewrite those logs (app stopped)")
+    _add_data_dir(comp)
     imp = add("import", _cmd_import, "load an engagement log (CSV or Parquet, see README) into the data directory")
     imp.add_argument("--input", required=True, metavar="FILE", help="the log file (.csv or .parquet)")
     _add_data_dir(imp)

@@ -413,6 +413,8 @@ class LoopConfig(_Section):
     negatives: Literal["sampled", "impressions"] = "sampled"  # ranker negatives: posts sampled from the corpus, or posts served and not engaged
     model_poll_s: float = 1.0  # Ranker and Retrieval replicas re-read models/CURRENT and embeddings/CURRENT this often
     keep_model_versions: int = 3  # complete model versions kept by `xserve train` (current, previous, one more)
+    train_window_ms: int = 30 * 24 * HOUR_MS  # continuous training learns from the newest window of engagements
+    guardrail_tolerance: float = 0.002  # promote when no primary metric is worse than the live model's by more (AUC-scale noise)
 
 
 class XServeConfig(_Section):

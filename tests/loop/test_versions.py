@@ -99,3 +99,18 @@ def test_a_reader_never_sees_a_version_with_another_versions_value():
     for t in readers:
         t.join()
     assert follower.swaps == 1999 and mixed == []
+
+
+def test_guardrail_promotes_only_a_candidate_no_worse_on_every_primary_metric():
+    from xserve.loop.cycle import guardrail, primary_metrics
+
+    live = primary_metrics({"ranker": {"auc": {"favorite": 0.70, "reply": 0.80}}, "retrieval": {"recall@100": 0.30},
+                            "next_engagement": {"ndcg@10": 0.20}})
+    assert live["ranker.auc.repost"] is None and live["retrieval.recall@100"] == 0.30
+    same = dict(live, **{"ranker.auc.favorite": 0.699})  # within the tolerance
+    assert guardrail(same, live, 0.002).promote
+    worse = dict(live, **{"retrieval.recall@100": 0.25})
+    verdict = guardrail(worse, live, 0.002)
+    assert not verdict.promote and verdict["worse"] == {"retrieval.recall@100": (0.25, 0.30)}
+    assert verdict["skipped"] == ["ranker.auc.repost"]
+    assert not guardrail({"a": None}, {"a": 1.0}, 0.0).promote  # nothing compared: no promotion
