@@ -36,7 +36,8 @@ def test_a_feed_is_logged_with_positions_sources_request_id_version_and_predicti
     assert [(i.post_id, i.position, i.served_type) for i in feed.impressions] == [
         (3, 0, ServedType.RETRIEVAL), (4, 1, ServedType.IN_NETWORK)]
     assert feed.impressions[0].scores.favorite == 0.5 and store.served == [(1, [3, 4], query().now_ms)]
-    assert effect.counts.as_dict() == {"logged_feeds": 1, "logged_impressions": 2, "failed_feeds": 0}
+    assert effect.counts.as_dict() == {"served_feeds": 0, "logged_feeds": 1, "logged_impressions": 2, "failed_feeds": 0,
+                                       "not_logged_feeds": 0}  # served_feeds is counted by the ingress
     # an in-network-only feed is logged too, but changes no served history
     asyncio.run(effect.launch(query(in_network_only=True), [cand(5)]))
     assert len(store.impressions) == 2 and len(store.served) == 1

@@ -50,15 +50,18 @@ def feed_impressions(request_id: str, viewer_id: int, served_at_ms: int,
 
 @dataclass
 class ImpressionCounts:
-    """Per ingress replica: feeds whose impressions were handed to the log, and those lost before it."""
+    """Per ingress replica: feeds served, feeds whose impressions reached the log, and those lost before it."""
 
+    served_feeds: int = 0  # feeds answered with at least one post (counted by the ingress)
     logged_feeds: int = 0
     logged_impressions: int = 0
     failed_feeds: int = 0  # the shard call failed or timed out: lost (shed side effects are counted by the pipeline)
 
     def as_dict(self) -> dict[str, int]:
-        return {"logged_feeds": self.logged_feeds, "logged_impressions": self.logged_impressions,
-                "failed_feeds": self.failed_feeds}
+        return {"served_feeds": self.served_feeds, "logged_feeds": self.logged_feeds,
+                "logged_impressions": self.logged_impressions, "failed_feeds": self.failed_feeds,
+                # shed (max_pending_side_effects), failed, or still being written
+                "not_logged_feeds": max(0, self.served_feeds - self.logged_feeds)}
 
 
 class ImpressionLog:
