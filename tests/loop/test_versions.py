@@ -28,6 +28,7 @@ def test_train_writes_beside_the_old_version_and_switch_and_rollback_move_curren
     versions.switch("b", 20)
     assert versions.current() == {"version": "b", "previous": "a", "switched_at_ms": 20}
     assert versions.live_paths()[0] == tmp_path / "models/vb/ranker.pt"
+    assert (tmp_path / "models/ranker.pt").read_bytes() == b"weights of b"  # the unversioned path follows CURRENT
     assert versions.rollback(30)["version"] == "a"
     assert versions.current()["previous"] == "b"  # rolling back twice goes forward again
     assert versions.names() == ["a", "b"]

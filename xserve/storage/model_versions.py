@@ -6,8 +6,9 @@ Layout (paths from :class:`~xserve.storage.layout.DataDirLayout`)::
     DIR/models/v<name>/MANIFEST.json           written last: the version is complete (checkpoint versions,
                                                metrics, the data it saw, the embedding version built for it)
     DIR/models/CURRENT                         {"version": name, "previous": name | null, "switched_at_ms"}
-    DIR/models/ranker.pt, towers.pt            a directory without versions (the first run): the live models
-                                               while there is no CURRENT
+    DIR/models/ranker.pt, towers.pt            the first run's models (a directory without versions); once there
+                                               is a CURRENT, symbolic links to its files, for tools that read
+                                               these paths (CURRENT is the truth; the links follow each switch)
 
 ``xserve train`` writes a new version beside the old ones and switches ``CURRENT`` (write, fsync, rename):
 the Ranker replicas follow it (``xserve.storage.version_poll.VersionFollower``). The retrieval towers
@@ -20,6 +21,7 @@ to the embedding version recorded for it. No torch and no LanceDB here: paths an
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -147,6 +149,11 @@ class ModelVersions:
         record = {"version": name, "previous": old if old != name else (self.current() or {}).get("previous"),
                   "switched_at_ms": now_ms}
         write_json_atomic(self.layout.current_models, record)
+        for live, target in ((self.layout.ranker_checkpoint, RANKER_FILE), (self.layout.towers_checkpoint, TOWERS_FILE)):
+            tmp = live.with_name(f".{live.name}.tmp-{os.getpid()}")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(Path(self.version_dir(name).name) / target)  # relative: the directory may move
+            os.replace(tmp, live)
         return record
 
     def rollback(self, now_ms: int, to: str | None = None) -> dict[str, Any]:
