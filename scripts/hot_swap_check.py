@@ -212,9 +212,14 @@ def main(argv: list[str] | None = None) -> int:
 
             tmp = Path(tempfile.mkdtemp(prefix="xserve-swap-"))
             data_dir = data_dir or tmp / "data"
-            env = {**os.environ, "XSERVE__SERVING__DEMO_WORLD": "tiny", "XSERVE__SERVING__BOOTSTRAP_TRAIN_EXAMPLES": "500",
-                   "XSERVE__TRAIN__EPOCHS": "1", "XSERVE__STORAGE__FSYNC": "false", "RAY_ADDRESS": "local",
-                   "RAY_agent_register_timeout_ms": "120000"}
+            # the tiny world with models sized to it (hash tables of 4k/40k rows, as the tests' TINY_WORLD):
+            # checkpoints of megabytes, so two rankers side by side during the swap fit anywhere
+            env = {"XSERVE__SERVING__DEMO_WORLD": "tiny", "XSERVE__SERVING__BOOTSTRAP_TRAIN_EXAMPLES": "500",
+                   "XSERVE__TRAIN__EPOCHS": "1", "XSERVE__PHOENIX__USER_VOCAB": "4001",
+                   "XSERVE__PHOENIX__POST_VOCAB": "40009", "XSERVE__PHOENIX__AUTHOR_VOCAB": "4001",
+                   "XSERVE__RETRIEVAL__NUM_SHARDS": "2", "XSERVE__THUNDER__NUM_SHARDS": "2",
+                   "XSERVE__STORAGE__FSYNC": "false", "RAY_ADDRESS": "local",
+                   "RAY_agent_register_timeout_ms": "120000", **os.environ}
             say(f"starting the app over {data_dir} on port {args.port} (seeds and trains a tiny world first)")
             app = AppProcess(data_dir, args.port, 2, env, tmp / "app.log", start_timeout_s=600)
             app.start()

@@ -115,3 +115,20 @@ def test_guardrail_promotes_only_a_candidate_no_worse_on_every_primary_metric():
     assert not verdict.promote and verdict["worse"] == {"retrieval.recall@100": (0.25, 0.30)}
     assert verdict["skipped"] == ["ranker.auc.repost"]
     assert not guardrail({"a": None}, {"a": 1.0}, 0.0).promote  # nothing compared: no promotion
+
+
+def test_the_first_runs_models_are_kept_and_old_embedding_versions_keep_their_towers(tmp_path):
+    from xserve.retrieval.encoders import towers_of_version, towers_record
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/towers.pt").write_bytes(b"first run")
+    versions = ModelVersions(tmp_path)
+    write_version(versions, "a", 1)
+    versions.switch("a", 2)
+    assert (tmp_path / "models/towers.pt").read_bytes() == b"first run"  # not replaced by a link
+    assert versions.live_paths()[1] == tmp_path / "models/va/towers.pt"
+    # an embedding version from before versions: the first run's towers; a new one: the towers it records
+    assert towers_of_version({"version": "initial"}, tmp_path) == str(tmp_path / "models/towers.pt")
+    recorded = towers_record(str(versions.towers_path("a")), tmp_path)
+    assert recorded == "models/va/towers.pt"
+    assert towers_of_version({"towers_checkpoint": recorded}, tmp_path) == str(tmp_path / "models/va/towers.pt")

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from xserve.config import RetrievalConfig
+from xserve.storage.layout import DataDirLayout
 from xserve.retrieval.protocols import PostEncoder, UserEncoder
 from xserve.synth.encoder import ClusteredEncoder
 
@@ -42,9 +43,12 @@ def towers_record(towers_checkpoint: str, data_dir: str | Path) -> str:
 
 def towers_of_version(manifest: dict[str, Any] | None, data_dir: str | Path) -> str | None:
     """The towers checkpoint an embedding version was built with (its manifest's ``towers_checkpoint``,
-    relative to the data directory when it is inside it); None when the manifest does not say."""
+    relative to the data directory when it is inside it); for a version whose manifest does not say, the first
+    run's ``models/towers.pt``; None when neither says (the caller's config decides)."""
     if not manifest or "towers_checkpoint" not in manifest:
-        return None
+        # built before versions named their towers: by the first run's towers, if the directory still has them
+        legacy = DataDirLayout(data_dir).towers_checkpoint
+        return str(legacy) if legacy.is_file() and not legacy.is_symlink() else None
     path = manifest["towers_checkpoint"]
     return "" if not path else str(Path(data_dir) / path) if not Path(path).is_absolute() else path
 

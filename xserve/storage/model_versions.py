@@ -6,9 +6,9 @@ Layout (paths from :class:`~xserve.storage.layout.DataDirLayout`)::
     DIR/models/v<name>/MANIFEST.json           written last: the version is complete (checkpoint versions,
                                                metrics, the data it saw, the embedding version built for it)
     DIR/models/CURRENT                         {"version": name, "previous": name | null, "switched_at_ms"}
-    DIR/models/ranker.pt, towers.pt            the first run's models (a directory without versions); once there
-                                               is a CURRENT, symbolic links to its files, for tools that read
-                                               these paths (CURRENT is the truth; the links follow each switch)
+    DIR/models/ranker.pt, towers.pt            the first run's models (kept as they are), or, in a directory
+                                               whose first models came from `xserve train`, links to CURRENT's
+                                               files for tools that read these paths (CURRENT is the truth)
 
 ``xserve train`` writes a new version beside the old ones and switches ``CURRENT`` (write, fsync, rename):
 the Ranker replicas follow it (``xserve.storage.version_poll.VersionFollower``). The retrieval towers
@@ -150,6 +150,8 @@ class ModelVersions:
                   "switched_at_ms": now_ms}
         write_json_atomic(self.layout.current_models, record)
         for live, target in ((self.layout.ranker_checkpoint, RANKER_FILE), (self.layout.towers_checkpoint, TOWERS_FILE)):
+            if live.exists() and not live.is_symlink():
+                continue  # the first run's own models: kept (embedding versions built before versions name them)
             tmp = live.with_name(f".{live.name}.tmp-{os.getpid()}")
             tmp.unlink(missing_ok=True)
             tmp.symlink_to(Path(self.version_dir(name).name) / target)  # relative: the directory may move
