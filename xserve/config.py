@@ -411,7 +411,7 @@ class LoopConfig(_Section):
     impression_segment_bytes: int = 8 << 20  # impression log segment size: retention drops whole segments, so smaller = tighter bound
     engagement_retention_ms: int = 90 * 24 * HOUR_MS  # `xserve compact` deletes engagements older than this from the engagements table (0 = keep all)
     negatives: Literal["sampled", "impressions"] = "sampled"  # ranker negatives: posts sampled from the corpus, or posts served and not engaged
-    model_poll_s: float = 1.0  # Ranker and Retrieval replicas re-read models/CURRENT and embeddings/CURRENT this often
+    model_poll_s: float = 1.0  # Ranker replicas re-read models/CURRENT this often (retrieval: retrieval.version_poll_s); 0 = pinned
     keep_model_versions: int = 3  # complete model versions kept by `xserve train` (current, previous, one more)
     train_window_ms: int = 30 * 24 * HOUR_MS  # continuous training learns from the newest window of engagements
     guardrail_tolerance: float = 0.002  # promote when no primary metric is worse than the live model's by more (AUC-scale noise)
