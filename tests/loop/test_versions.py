@@ -132,3 +132,21 @@ def test_the_first_runs_models_are_kept_and_old_embedding_versions_keep_their_to
     recorded = towers_record(str(versions.towers_path("a")), tmp_path)
     assert recorded == "models/va/towers.pt"
     assert towers_of_version({"towers_checkpoint": recorded}, tmp_path) == str(tmp_path / "models/va/towers.pt")
+
+
+def test_models_cli_lists_shows_and_rolls_back_with_one_line_errors(tmp_path, capsys):
+    from xserve.cli import main
+
+    versions = ModelVersions(tmp_path)
+    assert main(["models", "rollback", "--data-dir", str(tmp_path)]) == 2
+    assert "no previous model version" in capsys.readouterr().err
+    write_version(versions, "a", 1)
+    write_version(versions, "b", 2)
+    versions.switch("a", 3)
+    versions.switch("b", 4)
+    assert main(["models", "list", "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("* b  ranker ranker-b")
+    assert main(["models", "rollback", "--data-dir", str(tmp_path)]) == 0
+    assert "models/CURRENT -> a (was b)" in capsys.readouterr().out and versions.current_name() == "a"
+    assert main(["models", "show", "nope", "--data-dir", str(tmp_path)]) == 2
+    assert "no complete model version nope" in capsys.readouterr().err
