@@ -86,14 +86,13 @@ class Retrieval:
             lambda: self._paired.live.version,
         )
         self._stop = threading.Event()
-        if self.config.version_poll_s > 0:
-            threading.Thread(target=self._follow, name="retrieval-version-poll", daemon=True).start()
+        threading.Thread(target=self._follow, name="retrieval-version-poll", daemon=True).start()
         self.user_batch_sizes: list[int] = []  # recent @serve.batch sizes (stats)
 
     # ------------------------------------------------------------------ reads
 
     def _follow(self) -> None:
-        while not self._stop.wait(self.config.version_poll_s):
+        while not self._stop.wait(max(self.config.version_poll_s, 0.05)):  # 0 (tests): as often as is cheap
             self._paired.poll()
 
     @property
