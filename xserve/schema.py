@@ -847,6 +847,7 @@ class Impression(Struct, frozen=True, array_like=True):
     served_type: ServedType  # the source: in-network (Thunder) or out-of-network (retrieval)
     scores: ActionScores | None = None  # the ranker's per-action predictions; None = not ranked (recency fallback)
     score: float | None = None  # the final score it was ordered by
+    source: FeedSource | None = None  # what brought it: thunder | retrieval | popular | cold_start
 
 
 class FeedImpressions(Struct, frozen=True, tag="feed_impressions"):

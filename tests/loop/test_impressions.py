@@ -13,7 +13,8 @@ from xserve.loop.impressions import ImpressionLog, feed_impressions, impression_
 from xserve.loop.live_data import live_engagements, training_engagements
 from xserve.loop.negatives import ImpressionNegatives, unengaged
 from xserve.mixer.side_effects import ServedHistorySideEffect
-from xserve.schema import Action, ActionScores, Engagement, EngagementRecorded, PostCandidate, ServedType, UserUpserted
+from xserve.schema import (Action, ActionScores, Engagement, EngagementRecorded, FeedSource, PostCandidate, ServedType,
+                           UserUpserted)
 from xserve.storage.layout import DataDirLayout
 from xserve.users.shard import UserShard
 from tests.mixer.fakes import InMemoryUserData, query
@@ -33,8 +34,8 @@ def test_a_feed_is_logged_with_positions_sources_request_id_version_and_predicti
     asyncio.run(effect.launch(query(request_id="r-1"), [cand(3), cand(4, source=ServedType.IN_NETWORK)]))
     (feed,) = store.impressions
     assert (feed.request_id, feed.viewer_id, feed.served_at_ms, feed.model_version) == ("r-1", 1, query().now_ms, "ranker-a")
-    assert [(i.post_id, i.position, i.served_type) for i in feed.impressions] == [
-        (3, 0, ServedType.RETRIEVAL), (4, 1, ServedType.IN_NETWORK)]
+    assert [(i.post_id, i.position, i.served_type, i.source) for i in feed.impressions] == [
+        (3, 0, ServedType.RETRIEVAL, FeedSource.RETRIEVAL), (4, 1, ServedType.IN_NETWORK, FeedSource.THUNDER)]
     assert feed.impressions[0].scores.favorite == 0.5 and store.served == [(1, [3, 4], query().now_ms)]
     assert effect.counts.as_dict() == {"served_feeds": 0, "logged_feeds": 1, "logged_impressions": 2, "failed_feeds": 0,
                                        "not_logged_feeds": 0}  # served_feeds is counted by the ingress

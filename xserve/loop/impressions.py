@@ -43,7 +43,7 @@ def feed_impressions(request_id: str, viewer_id: int, served_at_ms: int,
         viewer_id=viewer_id,
         served_at_ms=served_at_ms,
         model_version=",".join(sorted(versions)),  # one version by construction; two would show here
-        impressions=tuple(Impression(c.post_id, c.author_id, i, c.served_type, c.action_scores, c.score)
+        impressions=tuple(Impression(c.post_id, c.author_id, i, c.served_type, c.action_scores, c.score, c.source)
                           for i, c in enumerate(selected)),
     )
 
