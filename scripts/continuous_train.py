@@ -56,7 +56,7 @@ def _evaluate_both(config: XServeConfig, candidate: str, live_paths: tuple[Path,
     from xserve.phoenix.training.train import deterministic, load_ranker, load_towers, machine_num_threads, prepare
 
     versions = ModelVersions(config.storage.data_dir)
-    engagements, posts, _ = _engagement_tables(config.storage.data_dir, live=True)
+    engagements, posts, users, _ = _engagement_tables(config.storage.data_dir, live=True)
     if since_ms is not None:
         engagements = engagements.filter(pa.array(engagements.column("timestamp_ms").to_numpy() >= since_ms))
     split_ms = int(versions.manifest(candidate)["split_ms"])
@@ -65,7 +65,7 @@ def _evaluate_both(config: XServeConfig, candidate: str, live_paths: tuple[Path,
                                               ("live", live_paths)):
         ranker, towers = load_ranker(ranker_path), load_towers(towers_path)
         cfg = msgspec.structs.replace(config, phoenix=ranker.config)
-        data = prepare(engagements, posts, cfg, ranker.featurizer, split_ms=split_ms)  # same held-out rows for both
+        data = prepare(engagements, posts, cfg, ranker.featurizer, split_ms=split_ms, users=users)  # same held-out rows
         with deterministic(config.train.seed, machine_num_threads(config.train.num_threads)):
             out[side] = primary_metrics(evaluate(data, ranker.model, towers.model, seed=config.train.seed))
         out[f"{side}_ranker_version"] = ranker.version
@@ -88,7 +88,7 @@ def run_cycle(config: XServeConfig, say, progress: bool = True, force: bool = Fa
         return time.perf_counter()
 
     t = step(1, "data", f"engagements of the newest {config.loop.train_window_ms / 86_400_000:g} days")
-    engagements, _, counts = _engagement_tables(data_dir, live=True)
+    engagements, _, _, counts = _engagement_tables(data_dir, live=True)
     last_ms = int(engagements.column("timestamp_ms").to_numpy().max())
     since_ms = last_ms - config.loop.train_window_ms
     report["steps"]["data"] = {**counts, "since_ms": since_ms, "last_ms": last_ms, "s": round(time.perf_counter() - t, 2)}

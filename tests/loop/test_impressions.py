@@ -13,7 +13,7 @@ from xserve.loop.impressions import ImpressionLog, feed_impressions, impression_
 from xserve.loop.live_data import live_engagements, training_engagements
 from xserve.loop.negatives import ImpressionNegatives, unengaged
 from xserve.mixer.side_effects import ServedHistorySideEffect
-from xserve.schema import (Action, ActionScores, Engagement, EngagementRecorded, FeedSource, PostCandidate, ServedType,
+from xserve.schema import (ACTIONS, Action, ActionScores, Engagement, EngagementRecorded, FeedSource, PostCandidate, ServedType,
                            UserUpserted)
 from xserve.storage.layout import DataDirLayout
 from xserve.users.shard import UserShard
@@ -61,7 +61,7 @@ def test_the_shard_logs_impressions_and_retention_drops_whole_old_segments(tmp_p
     kept = list(read_impressions(tmp_path / "impressions"))
     assert log.dropped_segments > 0 and kept[-1] == new and len(kept) < len(old) + 1
     rows = impression_arrays(kept)
-    assert rows["post_id"][-1] == 99 and rows["probs"].shape == (len(kept), 18) and rows["request_id"][-1] == "new"
+    assert rows["post_id"][-1] == 99 and rows["probs"].shape == (len(kept), len(ACTIONS)) and rows["request_id"][-1] == "new"
 
 
 def test_user_shard_records_served_ids_and_impressions_in_one_call_and_reopens(tmp_path):
