@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from xserve import clock
 from xserve.config import ConfigError, RetrievalConfig, XServeConfig, load_config  # noqa: E402
+from xserve.retrieval.encoders import towers_record  # noqa: E402
 from xserve.sharding import shard_array  # noqa: E402
 from xserve.storage.lance.embeddings import EmbeddingShard, EmbeddingVersions, VersionError  # noqa: E402
 
@@ -228,7 +229,8 @@ def run_backfill(
             for shard in tqdm(shards, desc="build indexes", unit="shard", disable=quiet):
                 shard.build_index()
             summary["index_seconds"] = time.perf_counter() - t1
-            versions.finish(version, rcfg.num_shards, rcfg.embedding_dim, rows=writer.rows, now_ms=now_ms)
+            versions.finish(version, rcfg.num_shards, rcfg.embedding_dim, rows=writer.rows, now_ms=now_ms,
+                            towers_checkpoint=towers_record(rcfg.towers_checkpoint, data_dir))
         summary["switched"] = False
         if switch:
             versions.switch(version)

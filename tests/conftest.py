@@ -111,11 +111,14 @@ def free_port() -> int:
 def copy_world(template, dest) -> str:
     """A fresh copy of the ``tiny_world`` at ``dest`` (its own actors: they are named after the path).
 
-    The models (only read when serving) are linked, not copied.
+    The model files (only read when serving) are linked, not copied; the models directory is the copy's own,
+    so a test that writes model versions into it (tests/loop/test_hot_swap.py) leaves the template alone.
     """
     template, dest = Path(template), Path(dest)
     shutil.copytree(template, dest, ignore=shutil.ignore_patterns("models"))
-    (dest / "models").symlink_to(template / "models", target_is_directory=True)
+    (dest / "models").mkdir()
+    for model in (template / "models").iterdir():
+        (dest / "models" / model.name).symlink_to(model)
     return str(dest)
 
 

@@ -99,6 +99,17 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from xserve import clock
+    from xserve.loop.compaction import compact
+
+    config = _config(args)
+    if not DataDirLayout(config.storage.data_dir).root.is_dir():
+        raise CliError(f"no data directory at {config.storage.data_dir}")
+    print("\n".join(compact(config, clock.now_ms()).lines()))
+    return 0
+
+
 def _add_data_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     seed = add("seed", _cmd_seed, "write a synthetic world (users, graph, posts, engagements) to the data directory")
     seed.add_argument("--size", choices=("tiny", "small", "medium", "large"), default="tiny",
@@ -109,6 +120,9 @@ def _add_data_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     seed.add_argument("--force", action="store_true", help="replace a data directory that already holds data")
     seed.add_argument("--quiet", action="store_true", help="no progress bar (shown for medium and large)")
     _add_data_dir(seed)
+    comp = add("compact", _cmd_compact, "retention and compaction: drop expired impression and Thunder segments, fold "
+               "the user logs' engagements into the engagements table and rewrite those logs (app stopped)")
+    _add_data_dir(comp)
     imp = add("import", _cmd_import, "load an engagement log (CSV or Parquet, see README) into the data directory")
     imp.add_argument("--input", required=True, metavar="FILE", help="the log file (.csv or .parquet)")
     _add_data_dir(imp)
@@ -149,8 +163,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 _NO_DATA = "run `xserve seed` or `xserve import` first"
 
 
-def _engagement_tables(data_dir: str):
-    """(engagements, posts or None, users or None) from a data directory, or a CliError saying how to get data."""
+def _engagement_tables(data_dir: str, live: bool = False):
+    """(engagements, posts or None, users or None) from a data directory, or a CliError saying how to get data.
+
+    ``live``: the table's engagements plus those the API accepted (the user-store logs), as training reads them,
+    and a fourth item, the counts of each.
+    """
     from pathlib import Path
 
     if not Path(data_dir).is_dir():
@@ -158,31 +176,131 @@ def _engagement_tables(data_dir: str):
     from xserve.storage.lance.tables import DataDir
 
     dd = DataDir(data_dir, create=False)
+    posts = dd.read_posts(columns=["post_id", "author_id", "created_at_ms"]) if dd.count("posts") else None
+    if live:
+        from xserve.loop.live_data import training_engagements
+
+        engagements, counts = training_engagements(data_dir)
+        if engagements.num_rows == 0:
+            raise CliError(f"no engagements in {data_dir}; {_NO_DATA}")
+        return engagements, posts, dd.read_users() if dd.count("users") else None, counts
     if dd.count("engagements") == 0:
         raise CliError(f"no engagements in {data_dir}; {_NO_DATA}")
-    posts = dd.read_posts(columns=["post_id", "author_id", "created_at_ms"]) if dd.count("posts") else None
     users = dd.read_users() if dd.count("users") else None  # the context columns are the ranker's user context
     return dd.read_engagements(), posts, users
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def train_version(config: XServeConfig, name: str | None = None, switch: bool = True, progress: bool = False,
+                  since_ms: int | None = None, say: Callable[[str], None] = print) -> dict:
+    """Train on the table's and the live engagements (the newest window from ``since_ms``), write a new model
+    version beside the old ones, and switch ``models/CURRENT`` to it unless ``switch`` is False.
+
+    Returns the version's manifest (with ``switched``). Shared by ``xserve train`` and the continuous job.
+    """
     import time
 
+    import numpy as np
+    import pyarrow as pa
+
+    from xserve import clock
+    from xserve.loop.impressions import impression_arrays, read_impressions
     from xserve.phoenix.training.train import train
+    from xserve.storage.model_versions import ModelVersionError, ModelVersions
+
+    data_dir = config.storage.data_dir
+    started = time.perf_counter()
+    engagements, posts, users, counts = _engagement_tables(data_dir, live=True)
+    if since_ms is not None:
+        engagements = engagements.filter(pa.array(engagements.column("timestamp_ms").to_numpy() >= since_ms))
+        if engagements.num_rows == 0:
+            raise CliError(f"no engagements since {since_ms} in {data_dir}")
+    impressions = None
+    if config.loop.negatives == "impressions":
+        impressions = impression_arrays(read_impressions(DataDirLayout(data_dir).impression_logs, since_ms))
+        counts["impressions"] = len(impressions["post_id"])
+    say(f"training data: {counts['table']:,} table engagements + {counts['live_new']:,} live "
+        f"({engagements.num_rows:,} rows{'' if since_ms is None else f' since {since_ms}'}); negatives: "
+        f"{config.loop.negatives}" + (f" ({counts['impressions']:,} impressions)" if impressions is not None else ""))
+    versions = ModelVersions(data_dir)
+    now_ms = clock.now_ms()
+    try:
+        name = name or versions.new_name(now_ms)
+        out = versions.begin(name)
+        result = train(engagements, posts, config, out_dir=out, progress=progress, users=users, impressions=impressions)
+        m = result.metrics
+        manifest = versions.finish(
+            name, clock.now_ms(), ranker_version=m["versions"]["ranker"], towers_version=m["versions"]["towers"],
+            negatives=config.loop.negatives, data={**counts, "rows": engagements.num_rows, "since_ms": since_ms,
+                                                   "last_ms": int(np.max(engagements.column("timestamp_ms").to_numpy()))},
+            split_ms=m["split_ms"], metrics={"ranker": m["ranker"], "towers": m["towers"]},
+            seconds=round(time.perf_counter() - started, 1))
+        say(f"trained model version {name} on {m['entries']} aggregated engagements of {m['users']} users, "
+            f"{m['posts']} posts in {time.perf_counter() - started:.0f} s ({m['threads']} torch threads): "
+            f"{manifest['ranker_version']}, {manifest['towers_version']}")
+        manifest["switched"] = False
+        if switch:
+            versions.switch(name, clock.now_ms())
+            removed = versions.prune(config.loop.keep_model_versions)
+            manifest["switched"] = True
+            say(f"models/CURRENT -> {name} (the Ranker replicas follow within loop.model_poll_s)"
+                + (f"; pruned {', '.join(removed)}" if removed else ""))
+    except (ValueError, ModelVersionError) as exc:
+        raise CliError(str(exc)) from None
+    return manifest
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    config = _config(args)
+    manifest = train_version(config, name=args.name, switch=not args.no_switch, progress=not args.quiet)
+    for kind in ("ranker", "towers"):
+        print(f"{kind}: {DataDirLayout(config.storage.data_dir).model_version(manifest['version'])}/{kind}.pt")
+    print("retrieval keeps the towers of the live embedding version until the posts are re-embedded by the new "
+          "ones: python scripts/backfill_embeddings.py --data-dir DIR --towers-checkpoint <towers.pt above>")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    import json
+
+    from xserve import clock
+    from xserve.storage.model_versions import ModelVersionError, ModelVersions
 
     config = _config(args)
-    started = time.perf_counter()
-    engagements, posts, users = _engagement_tables(config.storage.data_dir)
+    versions = ModelVersions(config.storage.data_dir)
+    current = versions.current() or {}
     try:
-        result = train(engagements, posts, config, out_dir=DataDirLayout(config.storage.data_dir).models,
-                       progress=not args.quiet, users=users)
-    except ValueError as exc:
+        if args.models_command == "list":
+            names = versions.names()
+            if not names:
+                print(f"no model versions in {versions.layout.models} (`xserve train` writes them)")
+            for name in names:
+                m = versions.manifest(name) or {}
+                mark = "*" if name == current.get("version") else " "
+                print(f"{mark} {name}  ranker {m.get('ranker_version')}  towers {m.get('towers_version')}  "
+                      f"embeddings {m.get('embeddings') or '-'}  rows {m.get('data', {}).get('rows', '-')}")
+        elif args.models_command == "show":
+            name = args.name or current.get("version")
+            if name is None:
+                raise CliError(f"no current model version in {versions.layout.models}; name one")
+            manifest = versions.manifest(name)
+            if manifest is None:
+                raise CliError(f"no complete model version {name}; `xserve models list` shows them")
+            print(json.dumps({"current": name == current.get("version"), **manifest}, indent=2))
+        else:  # rollback
+            record = versions.rollback(clock.now_ms(), args.to)
+            target = versions.manifest(record["version"]) or {}
+            line = f"models/CURRENT -> {record['version']} (was {record['previous']})"
+            if target.get("embeddings"):
+                from xserve.storage.lance.embeddings import EmbeddingVersions, VersionError
+
+                try:
+                    EmbeddingVersions(config.storage.data_dir).switch(target["embeddings"])
+                    line += f"; embeddings/CURRENT -> {target['embeddings']}"
+                except VersionError as exc:
+                    line += f"; embeddings left as they are ({exc})"
+            print(line)
+    except ModelVersionError as exc:
         raise CliError(str(exc)) from None
-    m = result.metrics
-    print(f"trained on {m['entries']} aggregated engagements of {m['users']} users, {m['posts']} posts "
-          f"in {time.perf_counter() - started:.0f} s ({m['threads']} torch threads)")
-    for kind, path in result.paths.items():
-        print(f"{kind}: {path}")
     return 0
 
 
@@ -195,12 +313,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from xserve.phoenix.training.train import deterministic, load_ranker, load_towers, machine_num_threads, prepare
 
     config = _config(args)
+    from xserve.storage.model_versions import ModelVersions
+
     layout = DataDirLayout(config.storage.data_dir)
     engagements, posts, users = _engagement_tables(config.storage.data_dir)
-    if not layout.ranker_checkpoint.is_file() or not layout.towers_checkpoint.is_file():
+    ranker_path, towers_path = ModelVersions(layout.root).live_paths()  # the current model version
+    if not ranker_path.is_file() or not towers_path.is_file():
         raise CliError(f"no trained models in {layout.models}; run `xserve train` first")
     try:
-        ranker, towers = load_ranker(layout.ranker_checkpoint), load_towers(layout.towers_checkpoint)
+        ranker, towers = load_ranker(ranker_path), load_towers(towers_path)
         split_ms = ranker.extra.get("split_ms")
         if split_ms is None or towers.extra.get("split_ms") != split_ms:
             raise CliError(f"the checkpoints in {layout.models} do not record one train/validation split; "
@@ -255,9 +376,21 @@ def _print_evaluation(result: dict) -> None:
 
 def _add_phoenix_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     data_help = "data directory (default $XSERVE_DATA_DIR or ./xserve-data)"
-    p = add("train", _cmd_train, "train the ranker and both retrieval towers on the data directory's engagements")
+    p = add("train", _cmd_train, "train the ranker and both retrieval towers on the data directory's engagements "
+            "(seeded or imported, plus the live ones) into a new model version, and switch models/CURRENT to it")
     p.add_argument("--data-dir", metavar="DIR", help=data_help)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--name", help="the new version's name (default: the UTC time, 20261202T083000)")
+    p.add_argument("--no-switch", action="store_true", help="write the version but leave models/CURRENT alone")
+    p = add("models", _cmd_models, "list, show or roll back the data directory's model versions")
+    msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    listing = msub.add_parser("list", help="every complete version, * = current")
+    show = msub.add_parser("show", help="one version's manifest (default: the current one)")
+    show.add_argument("name", nargs="?")
+    back = msub.add_parser("rollback", help="switch models/CURRENT (and its embeddings) back to the previous version")
+    back.add_argument("--to", metavar="NAME", help="the version to switch to (default: the one CURRENT replaced)")
+    for action in (listing, show, back):
+        action.add_argument("--data-dir", metavar="DIR", help=data_help)
     p = add("evaluate", _cmd_evaluate, "offline metrics of the trained models beside baselines (and a synthetic "
             "world's oracle)")
     p.add_argument("--data-dir", metavar="DIR", help=data_help)

@@ -32,6 +32,7 @@ from xserve.schema import NEGATIVE_ACTIONS, Action, VisibilityLabel
 __all__ = [
     "ColdStartConfig",
     "ConfigError",
+    "LoopConfig",
     "MixerConfig",
     "NegativeFeedbackConfig",
     "PhoenixConfig",
@@ -411,6 +412,21 @@ class ServingConfig(_Section):
     store_unavailable_wait_s: float = 30.0
 
 
+class LoopConfig(_Section):
+    """Closing the loop: impression logging, live training data, model versions and hot swap (docs/loop.md)."""
+
+    log_impressions: bool = True  # every served feed is logged as impressions, after the response (bounded loss, counted)
+    impression_sync_interval_s: float = 1.0  # the impression log is fsynced at most this often (a power loss loses at most this much)
+    impression_retention_ms: int = 7 * 24 * HOUR_MS  # impression log segments older than this are dropped (on the shard's timer and by `xserve compact`)
+    impression_segment_bytes: int = 8 << 20  # impression log segment size: retention drops whole segments, so smaller = tighter bound
+    engagement_retention_ms: int = 90 * 24 * HOUR_MS  # `xserve compact` deletes engagements older than this from the engagements table (0 = keep all)
+    negatives: Literal["sampled", "impressions"] = "sampled"  # ranker negatives: posts sampled from the corpus, or posts served and not engaged
+    model_poll_s: float = 1.0  # Ranker replicas re-read models/CURRENT this often (retrieval: retrieval.version_poll_s); 0 = pinned
+    keep_model_versions: int = 3  # complete model versions kept by `xserve train` (current, previous, one more)
+    train_window_ms: int = 30 * 24 * HOUR_MS  # continuous training learns from the newest window of engagements
+    guardrail_tolerance: float = 0.002  # promote when no primary metric is worse than the live model's by more (AUC-scale noise)
+
+
 class XServeConfig(_Section):
     scoring: ScoringConfig = ScoringConfig()
     mixer: MixerConfig = MixerConfig()
@@ -424,6 +440,7 @@ class XServeConfig(_Section):
     popular: PopularConfig = PopularConfig()
     cold_start: ColdStartConfig = ColdStartConfig()
     negative_feedback: NegativeFeedbackConfig = NegativeFeedbackConfig()
+    loop: LoopConfig = LoopConfig()
 
 
 class ConfigError(ValueError):

@@ -610,6 +610,7 @@ class PostCandidate(Struct):
     # PhoenixScorer: the request whose ranker call scored it, and the time it was scored as of (None = not ranked)
     prediction_request_id: str | None = None
     last_scored_at_ms: int | None = None
+    model_version: str | None = None  # PhoenixScorer: the ranker version that scored it (one per request)
     popular_engaged_users: int | None = None  # PopularSource: engaged viewers it was chosen by
     negative_feedback_multiplier: float | None = None  # NegativeFeedbackScorer: the viewer's faded negatives on its author
     cold_start: ColdStartPick | None = None  # ColdStartScorer: set on the post lifted into the cold-start slot
@@ -647,6 +648,7 @@ class ScoreExplanation(Struct, frozen=True):
     # "mutual_follow_*_boost", "author_exploration_bonus", and "perturbation.<head>" multipliers); {} = weighted scorer
     terms: dict[str, float] = {}
     scorer: str = ""  # which scorer made weighted_score: "value_model" or "weighted"
+    model_version: str | None = None  # the ranker version that scored it (None = not ranked)
 
 
 class ScoredPost(Struct, frozen=True):
@@ -667,6 +669,7 @@ class ScoredPost(Struct, frozen=True):
     prediction_request_id: str | None = None
     last_scored_at_ms: int | None = None  # the time its scores were computed as of (the ranker's now_ms)
     source: FeedSource | None = None  # thunder | retrieval | popular | cold_start (None only in payloads from before it)
+    model_version: str | None = None  # the ranker version that scored it: one version for every post of a response
 
 
 class FilteredOut(Struct, frozen=True):
@@ -839,6 +842,28 @@ class Served(Struct, frozen=True, tag="served", forbid_unknown_fields=True):
 
 
 UserEvent = UserUpserted | EdgeSet | EdgeUnset | MutedKeywordsSet | EngagementRecorded | Served
+
+
+class Impression(Struct, frozen=True, array_like=True):
+    """One post of a served feed, as the impression log keeps it."""
+
+    post_id: int
+    author_id: int
+    position: int  # 0 = the first post of the page
+    served_type: ServedType  # the source: in-network (Thunder) or out-of-network (retrieval)
+    scores: ActionScores | None = None  # the ranker's per-action predictions; None = not ranked (recency fallback)
+    score: float | None = None  # the final score it was ordered by
+    source: FeedSource | None = None  # what brought it: thunder | retrieval | popular | cold_start
+
+
+class FeedImpressions(Struct, frozen=True, tag="feed_impressions"):
+    """One served feed: the record of the impression log (``DIR/impressions/``), written after the response."""
+
+    request_id: str  # the feed's request id: engagements carry it back as prediction_request_id
+    viewer_id: int
+    served_at_ms: int
+    model_version: str  # the ranker version that scored every ranked post of the feed ("" = none ranked)
+    impressions: tuple[Impression, ...]
 
 
 class PostLabelsSet(Struct, frozen=True, tag="post_labels_set", forbid_unknown_fields=True):

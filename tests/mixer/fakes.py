@@ -13,6 +13,7 @@ from xserve.mixer import ForYouClients, ForYouQuery
 from xserve.posts import PostCounters
 from xserve.schema import (
     ActionScores,
+    FeedImpressions,
     HistoryItem,
     InNetworkRequest,
     InNetworkResponse,
@@ -55,6 +56,7 @@ class InMemoryUserData:
     features: dict[int, UserFeatures] = field(default_factory=dict)
     history: dict[int, tuple[HistoryItem, ...]] = field(default_factory=dict)
     served: list[tuple[int, list[int], int]] = field(default_factory=list)
+    impressions: list[FeedImpressions] = field(default_factory=list)  # feeds logged with loop.log_impressions
 
     async def user_features(self, user_id: int) -> UserFeatures:
         return self.features.get(user_id, UserFeatures())
@@ -62,8 +64,12 @@ class InMemoryUserData:
     async def engagement_history(self, user_id: int, limit: int) -> tuple[HistoryItem, ...]:
         return self.history.get(user_id, ())[-limit:]
 
-    async def record_served(self, user_id: int, post_ids: Sequence[int], served_at_ms: int) -> None:
-        self.served.append((user_id, list(post_ids), served_at_ms))
+    async def record_served(self, user_id: int, post_ids: Sequence[int], served_at_ms: int,
+                            impressions: FeedImpressions | None = None) -> None:
+        if post_ids:  # as the user store: an empty list (an in-network-only feed's impressions) changes no history
+            self.served.append((user_id, list(post_ids), served_at_ms))
+        if impressions is not None:
+            self.impressions.append(impressions)
 
     async def served_history(self, user_id: int) -> tuple[int, ...]:
         """Every recorded id (no bounds: the user store's are tested in tests/users)."""

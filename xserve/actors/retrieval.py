@@ -107,14 +107,19 @@ class RetrievalIndexer:
     def __init__(self, data_dir: str, config: dict[str, Any], max_post_age_ms: int, names: ActorNames) -> None:
         from xserve.actors.posts import catalog_tail
         from xserve.retrieval.batcher import UpsertBatcher
-        from xserve.retrieval.encoders import load_encoders
+        from xserve.retrieval.encoders import FollowedPostEncoder, encoders_for_version
         from xserve.retrieval.live import LiveIndexer
+        from xserve.storage.version_poll import VersionFollower
 
         cfg = msgspec.convert(config, RetrievalConfig)
         versions = EmbeddingVersions(data_dir)
         # created before this actor, by the same call (xserve.actors.stateful.retrieval_actors)
         self._shards = [ray.get_actor(names.retrieval_shard(s), namespace=NAMESPACE) for s in range(cfg.num_shards)]
-        _, post_encoder, model_version = load_encoders(cfg)
+        # the candidate tower of the current embedding version (its manifest names it), followed on each tick
+        self._towers = VersionFollower(
+            versions.current_name, lambda v: encoders_for_version(cfg, v and versions.manifest(v), data_dir)[1:])
+        post_encoder = FollowedPostEncoder(self._live_post_tower)
+        model_version = self._towers.live.value[1]
         batcher = UpsertBatcher(
             post_encoder, cfg.num_shards, cfg.flush_size, cfg.flush_age_s, model_version,
             max(cfg.max_buffered_upserts, cfg.flush_size),
@@ -130,6 +135,12 @@ class RetrievalIndexer:
         )
         self._tick_s = max(cfg.flush_age_s / 4, 0.01)
         self._timer: asyncio.Task[None] | None = None
+
+    def _live_post_tower(self) -> Any:
+        """The current version's candidate tower, re-read before each embedding batch (a file read; a load
+        only after a switch), so a batch is embedded by the tower of the version it is written into."""
+        self._towers.poll()
+        return self._towers.live.value[0]
 
     def _ensure_timer(self) -> None:
         if self._timer is None or self._timer.done():
@@ -164,4 +175,4 @@ class RetrievalIndexer:
 
     async def stats(self) -> dict[str, Any]:
         self._ensure_timer()
-        return self._live.stats()
+        return {**self._live.stats(), "towers": self._towers.stats()}

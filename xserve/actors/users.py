@@ -18,7 +18,7 @@ import msgspec
 import ray
 
 from xserve.config import XServeConfig
-from xserve.schema import UserEvent
+from xserve.schema import FeedImpressions, Served, UserEvent
 from xserve.users.shard import UserShard
 from xserve.users.writes import Refusal
 
@@ -53,3 +53,6 @@ class UserStoreShard:
 
     def apply(self, events: Sequence[UserEvent], checked: bool = False, log: bool = True) -> Refusal | None:
         return self._shard.apply(events, checked, log)
+
+    def record_served(self, served: Served, impressions: FeedImpressions | None = None) -> None:
+        self._shard.record_served(served, impressions)

@@ -36,6 +36,7 @@ from xserve.posts import CatalogEvent, event_post_id, merge_popular
 from xserve.retrieval.merge import hits_to_posts
 from xserve.schema import (
     Engagement,
+    FeedImpressions,
     HistoryItem,
     IngestResult,
     InNetworkRequest,
@@ -164,8 +165,13 @@ class UserStoreClient:
         data = await self.query_data(user_id)
         return data.history[-limit:] if data is not None and limit > 0 else ()
 
-    async def record_served(self, user_id: int, post_ids: Sequence[int], served_at_ms: int) -> None:
-        await uncancelled(self._shard(user_id).apply.remote([Served(user_id, tuple(post_ids), served_at_ms)], True))
+    async def record_served(self, user_id: int, post_ids: Sequence[int], served_at_ms: int,
+                            impressions: FeedImpressions | None = None) -> None:
+        served = Served(user_id, tuple(post_ids), served_at_ms)
+        if impressions is None:
+            await uncancelled(self._shard(user_id).apply.remote([served], True))
+        else:  # one call for both: the served ids and the feed's impressions
+            await uncancelled(self._shard(user_id).record_served.remote(served, impressions))
 
     async def served_history(self, user_id: int) -> tuple[int, ...]:
         data = await self.query_data(user_id)

@@ -18,11 +18,22 @@ With several replicas, each has its own cache: ``ranker_options`` names Serve's 
 ``ViewerAffinityRouter`` (``ranker_router.py``), which sends a viewer's requests back to the replica
 that encoded its context. Each response names its replica and how much of its context came from the
 cache, which the ingress counts (``RankerHandleClient.context_reuse``, ``GET /v1/admin/stats``).
+
+**Hot swap.** A replica follows the data directory's ``models/CURRENT``
+(``xserve.storage.model_versions``): a thread re-reads it every ``loop.model_poll_s``
+and, when it names another version, loads that ranker beside the live one and
+swaps them in one assignment (``xserve.storage.version_poll.VersionFollower``).
+A batch takes the live backend once, so every request is scored by exactly one
+version (named in its ``RankResponse.model_version``), with that version's own
+K/V cache (each runner's cache is keyed by its version). No restart, no failed
+request; a version that fails to load is retried and the live one keeps serving.
+``loop.model_poll_s = 0`` pins the replica to ``ranker_serving.checkpoint``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import msgspec
@@ -30,10 +41,12 @@ from ray import serve
 from ray.serve.config import RequestRouterConfig
 from ray.serve.exceptions import RayServeException
 
-from xserve.config import XServeConfig
+from xserve.config import XServeConfig, merge_config
 from xserve.schema import RankRequest, RankResponse
+from xserve.storage.model_versions import ModelVersions
+from xserve.storage.version_poll import VersionFollower
 
-__all__ = ["Ranker", "make_ranker_backend", "ranker_options"]
+__all__ = ["Ranker", "make_ranker_backend", "ranker_follower", "ranker_options"]
 
 
 def make_ranker_backend(config: XServeConfig) -> Any:
@@ -45,6 +58,20 @@ def make_ranker_backend(config: XServeConfig) -> Any:
     from xserve.phoenix.serving.runner import RankerRunner
 
     return RankerRunner.from_config(config)
+
+
+def ranker_follower(config: XServeConfig) -> VersionFollower[Any]:
+    """The backend of the data directory's current model version, following ``models/CURRENT``
+    (no version yet, or following off: the backend ``config`` names)."""
+    versions = ModelVersions(config.storage.data_dir)
+    follow = config.loop.model_poll_s > 0
+
+    def load(name: str | None) -> Any:
+        if name is None:
+            return make_ranker_backend(config)
+        return make_ranker_backend(merge_config(config, {"ranker_serving": {"checkpoint": str(versions.ranker_path(name))}}))
+
+    return VersionFollower(versions.current_name if follow else lambda: None, load)
 
 
 def ranker_options(config: XServeConfig) -> dict[str, Any]:
@@ -77,12 +104,25 @@ def _replica_id() -> str:
 @serve.deployment(name="Ranker")
 class Ranker:
     def __init__(self, config: XServeConfig) -> None:
-        self._backend = make_ranker_backend(config)
+        self._models = ranker_follower(config)
         self._replica = _replica_id()  # stamped on each response
+        self._stop = threading.Event()
+        if config.loop.model_poll_s > 0:  # off the request path: a load never delays a batch
+            threading.Thread(target=self._follow, args=(config.loop.model_poll_s,), name="ranker-version-poll",
+                             daemon=True).start()
         self._batches = 0  # batches run by this replica
         self._requests = 0  # requests in them (mean batch size = requests / batches)
         self._largest_batch = 0
         self._apply(config.ranker_serving.max_batch_size, config.ranker_serving.batch_wait_timeout_s)
+
+    def _follow(self, poll_s: float) -> None:
+        while not self._stop.wait(poll_s):
+            self._models.poll()
+
+    @property
+    def _backend(self) -> Any:
+        """The live version's backend (take it once per batch)."""
+        return self._models.live.value
 
     def _apply(self, max_batch_size: int, batch_wait_timeout_s: float) -> None:
         if max_batch_size < 1 or batch_wait_timeout_s < 0:
@@ -116,19 +156,21 @@ class Ranker:
     def _rank_isolated(self, requests: list[RankRequest]) -> list[RankResponse | ValueError]:
         """Rank the valid requests together; an invalid one gets its error back instead of failing the
         batch (serve.batch would hand one exception to every caller of the batch)."""
+        backend = self._backend  # once: the whole batch is scored by one model version
         errors: dict[int, ValueError] = {}
         for i, r in enumerate(requests):
             try:
-                self._backend.validate(r)
+                backend.validate(r)
             except ValueError as exc:
                 errors[i] = exc
-        results = iter(self._backend.rank([r for i, r in enumerate(requests) if i not in errors]))
+        results = iter(backend.rank([r for i, r in enumerate(requests) if i not in errors]))
         return [errors[i] if i in errors else next(results) for i in range(len(requests))]
 
     def stats(self) -> dict[str, Any]:
         """Batching and cache counters of this replica (batches, requests, hits, misses, evictions, ...)."""
         out: dict[str, Any] = {"replica": self._replica, "batches": self._batches, "requests": self._requests,
-                               "largest_batch": self._largest_batch}
+                               "largest_batch": self._largest_batch, "model": self._models.stats(),
+                               "model_version": getattr(self._backend, "version", "")}
         cache = getattr(self._backend, "cache", None)
         if cache is not None:
             out |= cache.stats.as_dict()

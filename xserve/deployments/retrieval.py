@@ -13,6 +13,14 @@ embedded in batches within ``flush_age_s``, deletes hidden at once), durably,
 with a watermark (``xserve.retrieval.live``); ``posts_created`` /
 ``posts_deleted`` hand it posts that come from no log (tools, tests).
 
+**Tower and corpus stay paired.** The user tower is the one that embedded the
+live embedding version (its manifest names the towers checkpoint): a thread
+follows ``embeddings/CURRENT`` every ``retrieval.version_poll_s`` and, on a
+switch, loads that version's tower beside the live one, then swaps the
+(version, tower) pair in one assignment (``VersionFollower``). A user-tower
+batch takes the pair once and every request in it searches that pair's version,
+so a retrained tower goes live only with its re-embedded corpus, never alone.
+
 The actors are named after the data directory (``names``, from ``app.py``) and
 attached to through :mod:`xserve.actors.stateful`; the mixer reaches this
 deployment through :class:`xserve.deployments.clients.RetrievalHandleClient`.
@@ -21,6 +29,7 @@ deployment through :class:`xserve.deployments.clients.RetrievalHandleClient`.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,10 +43,10 @@ from xserve.actors.stateful import retrieval_actors
 from xserve.clock import HOUR_MS
 from xserve.config import RetrievalConfig
 from xserve.deployments.clients import RetrievalShardClient
-from xserve.retrieval.encoders import load_encoders
+from xserve.retrieval.encoders import encoders_for_version
 from xserve.retrieval.fanout import RetrievalFanout, request_k
 from xserve.retrieval.merge import hits_to_posts
-from xserve.retrieval.version_poll import PolledVersion
+from xserve.storage.version_poll import VersionFollower
 from xserve.schema import Post, RetrievalRequest, RetrievedPost, ShardHits
 from xserve.storage.lance.embeddings import EmbeddingVersions
 
@@ -65,21 +74,37 @@ class Retrieval:
         )
         self.shards = actors.shards
         self.indexer = actors.indexer
-        self.user_encoder, _, _ = load_encoders(self.config)
+        # (embedding version, the user tower that embedded it), swapped together
+        self._paired = VersionFollower(
+            self.versions.current_name,
+            lambda v: encoders_for_version(self.config, v and self.versions.manifest(v), data_dir)[0],
+        )
         self._encode_user.set_max_batch_size(self.config.user_batch_size)
         self._encode_user.set_batch_wait_timeout_s(self.config.user_batch_wait_s)
-        self._current_version = PolledVersion(self.versions.current_name, self.config.version_poll_s)
         self._fanout = RetrievalFanout(
-            [RetrievalShardClient(h) for h in self.shards], self.user_encoder, self.config, self._current_version
+            [RetrievalShardClient(h) for h in self.shards], self._paired.live.value, self.config,
+            lambda: self._paired.live.version,
         )
+        self._stop = threading.Event()
+        threading.Thread(target=self._follow, name="retrieval-version-poll", daemon=True).start()
         self.user_batch_sizes: list[int] = []  # recent @serve.batch sizes (stats)
 
     # ------------------------------------------------------------------ reads
 
+    def _follow(self) -> None:
+        while not self._stop.wait(max(self.config.version_poll_s, 0.05)):  # 0 (tests): as often as is cheap
+            self._paired.poll()
+
+    @property
+    def user_encoder(self) -> Any:
+        """The live version's user tower."""
+        return self._paired.live.value
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _encode_user(self, requests: list[RetrievalRequest]) -> list[np.ndarray]:
+    async def _encode_user(self, requests: list[RetrievalRequest]) -> list[tuple[np.ndarray, str | None]]:
         self.user_batch_sizes = (self.user_batch_sizes + [len(requests)])[-1000:]
-        return list(self.user_encoder.encode_users(requests))  # (B, D) → B rows
+        paired = self._paired.live  # once per batch: the tower and the version it embedded
+        return [(v, paired.version) for v in paired.value.encode_users(requests)]  # (B, D) → B rows
 
     async def retrieve(self, req: RetrievalRequest) -> list[RetrievedPost]:
         return hits_to_posts(await self.retrieve_hits(req))
@@ -88,9 +113,9 @@ class Retrieval:
         """``retrieve``'s answer as arrays: what the ingress asks for (NumPy arrays cross Ray as buffers,
         ~1,000 ``RetrievedPost`` Structs were pickled one by one: ~5 ms a feed, measured)."""
         k = request_k(req, self.config)
-        vector = await self._encode_user(req)
+        vector, version = await self._encode_user(req)
         now_ms = req.now_ms or clock.now_ms()
-        return await self._fanout.search_vector_async(vector, k, now_ms, req.exclude_ids)
+        return await self._fanout.search_vector_async(vector, k, now_ms, req.exclude_ids, version)
 
     # ------------------------------------------------------------------ writes
 
@@ -115,7 +140,8 @@ class Retrieval:
         indexer = await self.indexer.stats.remote()
         sizes = self.user_batch_sizes
         return {
-            "version": self._current_version(),
+            "version": self._paired.live.version,
+            "tower": self._paired.stats(),
             "buffered": indexer["buffered"],
             "indexer": indexer,
             "shards_left_out": list(self._fanout.shards_left_out),

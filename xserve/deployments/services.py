@@ -28,7 +28,9 @@ from xserve.deployments.clients import (
     UserStoreClient,
 )
 from xserve.deployments.metrics import RayMetricsSink
+from xserve.loop.impressions import ImpressionCounts
 from xserve.mixer import ForYouClients, ForYouQuery, build_for_you_pipeline, feed_response
+from xserve.mixer.side_effects import ServedHistorySideEffect
 from xserve.schema import FeedRequest, FeedResponse, UserQueryData
 from xserve.users.last_known import LastKnownViewers
 
@@ -68,6 +70,7 @@ class ServiceGraph:
         self._ranker_handle = ranker
         self.sinks = [self.thunder, _RetrievalSink(retrieval)]  # consumers of the post catalog's logs
         self._metrics = RayMetricsSink()
+        self.impression_counts = ImpressionCounts()  # this replica's feeds and their impression logging
         self._trim_interval_s = config.thunder.trim_interval_s
         self._maintenance: asyncio.Task[None] | None = None
         self.rebuild_pipeline(config)
@@ -78,6 +81,9 @@ class ServiceGraph:
             post_stats=self.posts, impressions=self.posts,  # the catalog's counters; impressions = the served posts
         )
         self.pipeline = build_for_you_pipeline(config, clients, self._metrics)
+        for effect in self.pipeline.side_effects:  # the counts outlive a reconfigure's new pipeline
+            if isinstance(effect, ServedHistorySideEffect):
+                effect.counts = self.impression_counts
 
     async def run_pipeline(
         self, req: FeedRequest, request_id: str, now_ms: int, viewer_data: UserQueryData | None = None
@@ -86,6 +92,8 @@ class ServiceGraph:
         caller has it already (the query hydrators then make no user-store call)."""
         pipeline = self.pipeline  # a reconfigure mid-request does not change this request's pipeline
         result = await pipeline.execute(ForYouQuery.from_request(req, request_id, now_ms, viewer_data))
+        if result.selected:
+            self.impression_counts.served_feeds += 1
         return feed_response(result)
 
     async def health(self) -> dict[str, str]:
@@ -113,7 +121,8 @@ class ServiceGraph:
     async def stats(self) -> dict[str, Any]:
         users = await asyncio.gather(*(a.stats.remote() for a in self.user_shards))
         posts = await asyncio.gather(*(a.stats.remote() for a in self.post_shards))
-        return {"users": users, "posts": posts, "ranker_context_reuse": self.ranker.stats()}
+        return {"users": users, "posts": posts, "ranker_context_reuse": self.ranker.stats(),
+                "impressions": self.impression_counts.as_dict()}
 
     async def drain(self) -> None:
         await self.pipeline.drain()

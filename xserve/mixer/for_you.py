@@ -141,7 +141,7 @@ def build_for_you_pipeline(
         ),
         side_effects=_timed(
             mixer.side_effect_timeout_s,
-            ServedHistorySideEffect(clients.user_data),
+            ServedHistorySideEffect(clients.user_data, config.loop.log_impressions),
             *_present(impressions and ImpressionCountSideEffect(impressions)),
         ),
         max_pending_side_effects=mixer.max_pending_side_effects,

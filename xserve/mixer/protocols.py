@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from xserve.schema import (
+    FeedImpressions,
     HistoryItem,
     InNetworkRequest,
     InNetworkResponse,
@@ -49,7 +50,10 @@ class UserDataClient(Protocol):
         """The user's latest ``limit`` aggregated engagements, newest last."""
         ...
 
-    async def record_served(self, user_id: int, post_ids: Sequence[int], served_at_ms: int) -> None: ...
+    async def record_served(self, user_id: int, post_ids: Sequence[int], served_at_ms: int,
+                            impressions: FeedImpressions | None = None) -> None:
+        """Add ``post_ids`` to the served history; log ``impressions`` (the served feed) when given."""
+        ...
 
     async def served_history(self, user_id: int) -> tuple[int, ...]:
         """The post ids recorded by ``record_served`` and still kept (the store bounds them by count and age)."""

@@ -69,6 +69,7 @@ def scored_post(c: PostCandidate, explain: bool = False) -> ScoredPost:
             cold_start=c.cold_start,
             terms=c.score_terms or {},
             scorer="" if c.weighted_score is None else "value_model" if c.score_terms is not None else "weighted",
+            model_version=c.model_version,
         )
         if explain
         else None,
@@ -76,4 +77,5 @@ def scored_post(c: PostCandidate, explain: bool = False) -> ScoredPost:
         prediction_request_id=c.prediction_request_id,
         last_scored_at_ms=c.last_scored_at_ms,
         source=c.source,
+        model_version=c.model_version,
     )

@@ -49,7 +49,7 @@ __all__ = [
 Multiplied = tuple[float, float | None]  # (multiplier, new score)
 
 
-Prediction = tuple[ActionScores, str, int]  # (probabilities, prediction request id, scored as of ms)
+Prediction = tuple[ActionScores, str, int, str]  # (probabilities, prediction request id, scored as of ms, model version)
 
 
 class PhoenixScorer(Scorer[ForYouQuery, PostCandidate, Prediction]):
@@ -73,10 +73,12 @@ class PhoenixScorer(Scorer[ForYouQuery, PostCandidate, Prediction]):
         ranked = tuple(_as_ranked(c) for c in candidates)
         req = RankRequest(user_id=query.viewer_id, history=query.history, candidates=ranked, now_ms=query.now_ms,
                           context=query.user_context)
-        return [(scores, query.request_id, req.now_ms) for scores in (await self._ranker.rank(req)).scores]
+        ranked_by = await self._ranker.rank(req)  # one call, so one model version for the whole request
+        return [(scores, query.request_id, req.now_ms, ranked_by.model_version) for scores in ranked_by.scores]
 
     def update(self, candidate: PostCandidate, value: Prediction) -> None:
-        candidate.action_scores, candidate.prediction_request_id, candidate.last_scored_at_ms = value
+        (candidate.action_scores, candidate.prediction_request_id, candidate.last_scored_at_ms,
+         candidate.model_version) = value
 
 
 def _as_ranked(c: PostCandidate) -> RankCandidate:

@@ -8,11 +8,18 @@ checkpoint is named, so retrieval does not pull in torch otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
 from xserve.config import RetrievalConfig
+from xserve.storage.layout import DataDirLayout
 from xserve.retrieval.protocols import PostEncoder, UserEncoder
 from xserve.synth.encoder import ClusteredEncoder
 
-__all__ = ["load_encoders"]
+__all__ = ["FollowedPostEncoder", "encoders_for_version", "load_encoders", "towers_of_version", "towers_record"]
 
 
 def load_encoders(config: RetrievalConfig) -> tuple[UserEncoder, PostEncoder, str]:
@@ -23,3 +30,48 @@ def load_encoders(config: RetrievalConfig) -> tuple[UserEncoder, PostEncoder, st
     from xserve.retrieval.towers import load_tower_encoders  # torch only when a checkpoint is named
 
     return load_tower_encoders(config.towers_checkpoint, config.embedding_dim)
+
+
+def towers_record(towers_checkpoint: str, data_dir: str | Path) -> str:
+    """How an embedding version's manifest names the towers that embedded it (``towers_checkpoint``): relative
+    to the data directory when inside it, so the directory can move; "" = the synthetic encoder."""
+    if not towers_checkpoint:
+        return ""
+    path, root = Path(towers_checkpoint).absolute(), Path(data_dir).absolute()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def towers_of_version(manifest: dict[str, Any] | None, data_dir: str | Path) -> str | None:
+    """The towers checkpoint an embedding version was built with (its manifest's ``towers_checkpoint``,
+    relative to the data directory when it is inside it); for a version whose manifest does not say, the first
+    run's ``models/towers.pt``; None when neither says (the caller's config decides)."""
+    if not manifest or "towers_checkpoint" not in manifest:
+        # built before versions named their towers: by the first run's towers, if the directory still has them
+        legacy = DataDirLayout(data_dir).towers_checkpoint
+        return str(legacy) if legacy.is_file() and not legacy.is_symlink() else None
+    path = manifest["towers_checkpoint"]
+    return "" if not path else str(Path(data_dir) / path) if not Path(path).is_absolute() else path
+
+
+def encoders_for_version(config: RetrievalConfig, manifest: dict[str, Any] | None,
+                         data_dir: str | Path) -> tuple[UserEncoder, PostEncoder, str]:
+    """The towers that go with an embedding version: the user tower must be the one that embedded its posts.
+
+    A version whose manifest names no towers (written before versions recorded them) uses ``config``'s.
+    """
+    towers = towers_of_version(manifest, data_dir)
+    return load_encoders(config if towers is None else msgspec.structs.replace(config, towers_checkpoint=towers))
+
+
+class FollowedPostEncoder:
+    """The candidate tower of the live embedding version, whichever it is now (the live indexer's encoder).
+
+    After a switch the indexer re-reads the catalog into the new version (``LiveIndexer``), so the few posts
+    embedded by the old tower around the switch are embedded again by the new one.
+    """
+
+    def __init__(self, live: Callable[[], PostEncoder]) -> None:
+        self._live = live
+
+    def encode_posts(self, post_ids: Any, author_ids: Any) -> Any:
+        return self._live().encode_posts(post_ids, author_ids)

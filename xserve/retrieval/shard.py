@@ -29,7 +29,7 @@ import numpy as np
 from xserve.config import RetrievalConfig
 from xserve.retrieval.merge import empty_hits, filter_hits, top_k
 from xserve.retrieval.protocols import ShardTable
-from xserve.retrieval.version_poll import PolledVersion
+from xserve.storage.version_poll import PolledVersion
 from xserve.schema import PostEmbeddings, ShardHits
 
 __all__ = ["ShardSearcher"]

@@ -8,7 +8,11 @@ alone (and a migration of existing directories)::
     DIR/{posts,users,edges,engagements}.lance    the LanceDB tables
     DIR/ground_truth.npz                 synthetic worlds only: the generative model's latents
     DIR/.prepare.lock                    first-run seeding and training, one process at a time
-    DIR/models/{ranker,towers}.pt        the trained Phoenix checkpoints
+    DIR/models/{ranker,towers}.pt        the trained Phoenix checkpoints (first run; directories without versions)
+    DIR/models/CURRENT                   the live model version (``xserve train`` switches it atomically)
+    DIR/models/v<name>/                  one model version (ranker.pt, towers.pt, MANIFEST.json)
+    DIR/impressions/shard-<i>-of-<n>/    served feeds as impressions, one log per user-store shard
+    DIR/loop/reports/                    one JSON report per continuous-training cycle
     DIR/users/shard-<i>-of-<n>/          user-store event logs (one per shard)
     DIR/hydration/shard-<i>-of-<n>/      post-catalog event logs: the source of truth for posts
     DIR/thunder/events/                  Thunder's post-event log
@@ -69,6 +73,24 @@ class DataDirLayout:
     @property
     def towers_checkpoint(self) -> Path:
         return self.models / TOWERS_FILE
+
+    @property
+    def current_models(self) -> Path:
+        return self.models / "CURRENT"
+
+    def model_version(self, name: str) -> Path:
+        return self.models / f"v{name}"
+
+    @property
+    def impression_logs(self) -> Path:
+        return self.root / "impressions"
+
+    def impression_log(self, shard: int, num_shards: int) -> Path:
+        return self.impression_logs / _shard_dir(shard, num_shards)
+
+    @property
+    def loop_reports(self) -> Path:
+        return self.root / "loop" / "reports"
 
     @property
     def user_logs(self) -> Path:

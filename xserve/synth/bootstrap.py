@@ -21,6 +21,7 @@ from typing import Any
 from xserve import clock
 from xserve.config import XServeConfig, merge_config
 from xserve.storage.layout import DataDirLayout
+from xserve.storage.model_versions import ModelVersions
 
 __all__ = ["prepare_data_dir", "say", "with_models"]
 
@@ -65,8 +66,9 @@ def prepare_data_dir(config: XServeConfig, progress: bool = True) -> dict[str, A
 def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, Any]:
     """Train the ranker and towers, index the posts for retrieval and fill Thunder's log, unless done."""
     done: dict[str, Any] = {}
-    layout = DataDirLayout(config.storage.data_dir)  # `xserve train` writes the models there too
-    if not layout.ranker_checkpoint.exists() or not layout.towers_checkpoint.exists():
+    layout = DataDirLayout(config.storage.data_dir)
+    ranker_path, towers_path = ModelVersions(layout.root).live_paths()  # `xserve train` writes versions
+    if not ranker_path.exists() or not towers_path.exists():
         from xserve.phoenix.training.train import train  # torch: a later run's server process never loads it
 
         say(f"training the ranker and the retrieval towers on {dd.count('engagements'):,} engagements (first run only)")
@@ -113,13 +115,13 @@ def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, A
 
 
 def with_models(config: XServeConfig) -> XServeConfig:
-    """``config`` serving the data directory's trained models where it names none."""
-    layout = DataDirLayout(config.storage.data_dir)
+    """``config`` serving the data directory's trained models (its current model version) where it names none."""
+    ranker_path, towers_path = ModelVersions(config.storage.data_dir).live_paths()
     changes: dict[str, Any] = {}
-    if not config.ranker_serving.checkpoint and layout.ranker_checkpoint.exists():
-        changes["ranker_serving"] = {"checkpoint": str(layout.ranker_checkpoint)}
-    if not config.retrieval.towers_checkpoint and layout.towers_checkpoint.exists():
-        changes["retrieval"] = {"towers_checkpoint": str(layout.towers_checkpoint)}
+    if not config.ranker_serving.checkpoint and ranker_path.exists():
+        changes["ranker_serving"] = {"checkpoint": str(ranker_path)}
+    if not config.retrieval.towers_checkpoint and towers_path.exists():
+        changes["retrieval"] = {"towers_checkpoint": str(towers_path)}
     return merge_config(config, changes)
 
 
@@ -138,7 +140,7 @@ def _index_posts(config: XServeConfig, posts: list[Any], now_ms: int, progress: 
     import numpy as np
     from tqdm import tqdm
 
-    from xserve.retrieval.encoders import load_encoders
+    from xserve.retrieval.encoders import load_encoders, towers_record
     from xserve.sharding import shard_array
     from xserve.storage.lance.embeddings import EmbeddingVersions
 
@@ -158,6 +160,7 @@ def _index_posts(config: XServeConfig, posts: list[Any], now_ms: int, progress: 
         if len(mine):
             shard.upsert(ids[mine], authors[mine], created[mine], np.concatenate(vectors), model_version)
         shard.build_index()
-    versions.finish(version, rcfg.num_shards, rcfg.embedding_dim, rows=len(ids), now_ms=now_ms)
+    versions.finish(version, rcfg.num_shards, rcfg.embedding_dim, rows=len(ids), now_ms=now_ms,
+                    towers_checkpoint=towers_record(rcfg.towers_checkpoint, config.storage.data_dir))
     versions.switch(version)
     return len(ids)

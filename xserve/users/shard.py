@@ -21,7 +21,7 @@ from typing import Any
 
 from xserve.clock import now_ms
 from xserve.config import XServeConfig
-from xserve.schema import Served, UserEvent, UserProfile, UserQueryData
+from xserve.schema import FeedImpressions, Served, UserEvent, UserProfile, UserQueryData
 from xserve.storage.layout import SHARD_LOG_GLOB, DataDirLayout
 from xserve.storage.log.event_log import EventLog
 from xserve.users.store import UserStore
@@ -39,6 +39,7 @@ class UserShard:
         self._clock_ms = clock_ms
         self.loaded: dict[str, int] = {}  # rows loaded from the tables, per table
         self.replayed = 0  # events replayed from the logs
+        self.impressions: Any = None  # xserve.loop.impressions.ImpressionLog of this shard (loop.log_impressions)
 
     @classmethod
     def open(
@@ -58,10 +59,28 @@ class UserShard:
         opened = cls(store, log, clock_ms)
         opened.loaded = loaded
         opened.replayed = replay_user_logs(layout.user_logs, store.apply)
+        if config.loop.log_impressions:
+            from xserve.loop.impressions import ImpressionLog
+
+            opened.impressions = ImpressionLog(layout.impression_log(shard, num_shards), config.loop,
+                                               lock_wait_s=config.storage.lock_wait_s)
         return opened
 
     def stats(self) -> dict[str, Any]:
-        return {"store": repr(self.store), "loaded": self.loaded, "replayed": self.replayed}
+        out = {"store": repr(self.store), "loaded": self.loaded, "replayed": self.replayed}
+        if self.impressions is not None:
+            out["impression_log"] = {"feeds": self.impressions.feeds, "dropped_segments": self.impressions.dropped_segments}
+        return out
+
+    def record_served(self, served: Served, impressions: FeedImpressions | None = None) -> None:
+        """The served-history side effect of one feed: the served ids (user log) and its impressions (impression log).
+
+        Both are soft signals written after the response: no fsync per feed (see ``xserve.loop.impressions``).
+        """
+        if served.post_ids:
+            self.apply([served], checked=True)
+        if impressions is not None and self.impressions is not None:
+            self.impressions.append([impressions], self._clock_ms())
 
     def query_data(self, user_id: int, history_limit: int, trim_block: int = 1) -> UserQueryData | None:
         return self.store.query_data(user_id, history_limit, self._clock_ms(), trim_block)
@@ -96,6 +115,8 @@ class UserShard:
 
     def close(self) -> None:
         self._log.close()
+        if self.impressions is not None:
+            self.impressions.close()
 
 
 def replay_user_logs(root: Path, apply: Callable[[UserEvent], Any]) -> int:

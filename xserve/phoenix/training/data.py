@@ -279,7 +279,9 @@ class RankerExamples:
     @classmethod
     def build(cls, entries: Entries, corpus: PostCorpus, *, split_ms: int, validation: bool, num_pos: int,
               num_neg: int, history_len: int, max_age_ms: int, rng: np.random.Generator,
-              trim_block: int = 1) -> RankerExamples:
+              trim_block: int = 1, impression_negatives: Any | None = None) -> RankerExamples:
+        """``impression_negatives`` (an ``xserve.loop.negatives.ImpressionNegatives``): swap sampled negatives
+        for posts the user was served and did not engage with, where there are some (``loop.negatives``)."""
         is_val = entries.ts >= split_ms
         # first validation entry of each user (its end if none)
         val_first = entries.starts + np.add.reduceat(~is_val, entries.starts) if len(entries) else entries.starts
@@ -293,6 +295,9 @@ class RankerExamples:
         pos_len = np.minimum(num_pos, stop[g] - cut)
         ref = cut[:, None] + np.floor(rng.random((len(cut), num_neg)) * pos_len[:, None]).astype(np.int64)
         neg = corpus.sample_recent(entries.ts[ref], max_age_ms, rng)
+        if impression_negatives is not None:
+            neg = impression_negatives.replace(neg, entries.user[np.minimum(cut, len(entries) - 1)], entries.ts[ref],
+                                               max_age_ms, rng)
         return cls(entries, corpus, hist_start, hist_len, cut, pos_len, neg, ref, num_pos)
 
     def __len__(self) -> int:

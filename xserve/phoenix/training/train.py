@@ -89,6 +89,7 @@ class Prepared:
     split_ms: int
     featurizer: Featurizer
     config: XServeConfig
+    impression_negatives: Any | None = None  # xserve.loop.negatives.ImpressionNegatives when loop.negatives = "impressions"
 
     @property
     def hasher(self) -> PhoenixHasher:
@@ -96,7 +97,8 @@ class Prepared:
 
 
 def prepare(engagements: Any, posts: Any | None, config: XServeConfig,
-            featurizer: Featurizer | None = None, split_ms: int | None = None, users: Any | None = None) -> Prepared:
+            featurizer: Featurizer | None = None, split_ms: int | None = None, users: Any | None = None,
+            impressions: dict[str, Any] | None = None) -> Prepared:
     """Aggregate ``engagements`` (a table, see ``data``) and split it by time.
 
     To train, leave ``featurizer`` and ``split_ms`` out: fresh hashes for ``config.phoenix`` (with the
@@ -104,6 +106,8 @@ def prepare(engagements: Any, posts: Any | None, config: XServeConfig,
     unknown, in training and when served) and the split from ``train.validation_fraction``. To
     evaluate a trained model, pass its featurizer and the split recorded in its checkpoint, so that
     validation never holds a row it was trained on, whatever the data or config say now.
+    ``impressions`` (``xserve.loop.impressions.impression_arrays``) supply the ranker's negatives when
+    ``loop.negatives`` is ``"impressions"``.
     """
     entries = aggregate(engagements, config.mixer.history_window_ms)
     if featurizer is None:
@@ -115,8 +119,15 @@ def prepare(engagements: Any, posts: Any | None, config: XServeConfig,
     if split_ms is None:
         split_ms = split_time(entries, config.train.validation_fraction)
     entries.user_context = user_context_ids(entries, users, featurizer)  # the users table's context, if it has one
-    return Prepared(entries=entries, corpus=PostCorpus.build(entries, posts), split_ms=split_ms,
-                    featurizer=featurizer, config=config)
+    corpus = PostCorpus.build(entries, posts)
+    negatives = None
+    if impressions is not None and config.loop.negatives == "impressions":
+        from xserve.loop.negatives import ImpressionNegatives
+
+        negatives = ImpressionNegatives.build(impressions["user_id"], impressions["post_id"],
+                                              impressions["served_at_ms"], entries.user, entries.post, corpus.post)
+    return Prepared(entries=entries, corpus=corpus, split_ms=split_ms, featurizer=featurizer, config=config,
+                    impression_negatives=negatives)
 
 
 def resolve_num_threads(setting: int | str, available_cores: int, load_1min: float) -> int:
@@ -291,7 +302,8 @@ def train_ranker(data: Prepared, rng: np.random.Generator, progress: bool = Fals
         return RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=False,
                                     num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
                                     history_len=cfg.phoenix.history_len, max_age_ms=cfg.mixer.max_post_age_ms, rng=r,
-                                    trim_block=cfg.mixer.history_trim_block)
+                                    trim_block=cfg.mixer.history_trim_block,
+                                    impression_negatives=data.impression_negatives)
 
     def step(ex: RankerExamples, rows: np.ndarray):
         return ranker_loss(model, ex.batch(rows, data.featurizer), tc.dwell_loss_weight, ex.durations(rows),
@@ -371,7 +383,8 @@ class TrainResult:
 
 
 def train(engagements: Any, posts: Any | None, config: XServeConfig, out_dir: str | Path | None = None,
-          progress: bool = False, num_threads: int | None = None, users: Any | None = None) -> TrainResult:
+          progress: bool = False, num_threads: int | None = None, users: Any | None = None,
+          impressions: dict[str, Any] | None = None) -> TrainResult:
     """Train both models on the log; save ``ranker.pt`` and ``towers.pt`` under ``out_dir`` when given.
     ``users``: a users table whose context columns (``data.USER_CONTEXT_COLUMNS``) are the users' context input.
 
@@ -381,7 +394,7 @@ def train(engagements: Any, posts: Any | None, config: XServeConfig, out_dir: st
     tc = config.train
     threads = num_threads if num_threads is not None else machine_num_threads(tc.num_threads)
     with deterministic(tc.seed, threads) as rng:
-        data = prepare(engagements, posts, config, users=users)
+        data = prepare(engagements, posts, config, users=users, impressions=impressions)
         t1 = time.perf_counter()
         ranker, rm = train_ranker(data, rng, progress)
         t2 = time.perf_counter()
@@ -398,8 +411,10 @@ def train(engagements: Any, posts: Any | None, config: XServeConfig, out_dir: st
         # the split is part of the model: evaluation reads it back (never recomputes it from today's data)
         extra = {"train_config": msgspec.to_builtins(config.train), "split_ms": data.split_ms,
                  "train_entries": int((data.entries.ts < data.split_ms).sum())}
-        save_checkpoint(out / RANKER_FILE, "ranker", ranker, data.hasher, {**rm, **metrics["seconds"]}, extra)
-        save_checkpoint(out / TOWERS_FILE, "towers", towers, data.hasher, {**tm, **metrics["seconds"]}, extra)
+        metrics["versions"] = {  # the checkpoints' version strings (what serving reports as model_version)
+            "ranker": save_checkpoint(out / RANKER_FILE, "ranker", ranker, data.hasher, {**rm, **metrics["seconds"]}, extra),
+            "towers": save_checkpoint(out / TOWERS_FILE, "towers", towers, data.hasher, {**tm, **metrics["seconds"]}, extra),
+        }
         result.paths = {"ranker": out / RANKER_FILE, "towers": out / TOWERS_FILE}
     return result
 

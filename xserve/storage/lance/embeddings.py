@@ -75,6 +75,7 @@ from xserve.config import RetrievalConfig
 from xserve.storage.files import write_json_atomic
 from xserve.storage.lance.row_meta import META_COLUMNS, RowMeta
 from xserve.storage.layout import DataDirLayout
+from xserve.storage.model_versions import VERSION_NAME_RE
 
 __all__ = [
     "EmbeddingShard",
@@ -84,7 +85,7 @@ __all__ = [
     "embedding_schema",
 ]
 
-_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_VERSION_RE = VERSION_NAME_RE  # one rule for model and embedding version names
 _INDEX_NAME_RE = re.compile(r"^vector_ivf_(\d+)$")
 
 

@@ -507,6 +507,15 @@ class DataDir:
             out["action"] = codes.to_numpy(zero_copy_only=False).astype(np.int8)
         return {c: out[c] for c in table.column_names}
 
+    def delete_engagements_before(self, cutoff_ms: int) -> int:
+        """Delete the engagements older than ``cutoff_ms`` (retention, ``xserve compact``); returns rows deleted."""
+        table = self._table("engagements")
+        if table is None:
+            return 0
+        before = table.count_rows()
+        table.delete(f"timestamp_ms < {int(cutoff_ms)}")
+        return before - table.count_rows()
+
     def count(self, name: str) -> int:
         """Rows in one of TABLES (0 if it does not exist yet)."""
         if name not in TABLES:
