@@ -9,11 +9,13 @@ time, trains both models and writes ``ranker.pt`` / ``towers.pt`` to
   recent unengaged posts with all-zero labels, many candidates per history
   thanks to isolation) plus a dwell-time regression (log-seconds squared
   error) on candidates with a dwell;
-* **towers**: contrastive, in-batch negatives with log-Q correction: logits
-  ``u·c/τ − log q(c)`` where ``q`` is the candidate's share of training
-  positives (how often it shows up as an in-batch negative), so popular posts
-  are not over-penalised; a user's other positives and repeats of the
-  target post in the batch are masked out.
+* **towers**: contrastive, in-batch negatives plus (``train.tower_uniform_negatives``)
+  posts sampled uniformly from the retrieval corpus window, with log-Q
+  correction: logits ``u·c/τ − log q(c)`` where ``q`` is the column's proposal
+  probability (``TowerNegatives``: its share of training positives for the
+  in-batch draw, 1/window for the uniform one), so popular posts are not
+  over-penalised; a user's other positives and repeats of the target post
+  are masked out. ``τ`` is fixed or learned (``tower_learned_temperature``).
 
 Hash tables train with ``SparseAdam`` (only the rows a batch touched), the
 rest with ``AdamW``; linear warm-up then cosine decay. Deterministic for a
