@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     from xserve.cli import _engagement_tables, _oracle
 
     base = load_config(args.config, overrides={"storage": {"data_dir": args.data_dir}})
-    engagements, posts = _engagement_tables(args.data_dir)
-    data = prepare(engagements, posts, base)
+    engagements, posts, users = _engagement_tables(args.data_dir)
+    data = prepare(engagements, posts, base, users=users)
     if args.baselines:
         t0 = time.perf_counter()
         out = ev._retrieval_metrics(data, _ZeroTowers(), ev.PriorCounts(data.entries), ev.ItemKNN(data.entries),

@@ -472,12 +472,8 @@ def evaluate(data: Prepared, ranker: PhoenixRanker, towers: PhoenixTowers, seed:
     prior = PriorCounts(data.entries)
     knn = ItemKNN(data.entries)
     r = _ranker_metrics(data, ranker, prior, knn, oracle, rng)
-             oracle: Oracle | None = None, durations: bool = False,
-             warn: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """All metrics as the ``xserve evaluate --json`` object (see the module docstring); ``oracle`` (a
-    synthetic world's ``TrueActionModel``) adds the ``oracle`` block; ``durations`` adds a ``durations`` block
-    (the duration head's log-seconds error, ``_duration_metrics``); ``warn`` is called with one line per
-    figure the data cannot support (``corpus_warnings``)."""
+    duration_block = r.pop("durations", {})
+    t = _retrieval_metrics(data, towers, prior, knn, oracle, rng, warn)
     n = _next_engagement_metrics(data, ranker, prior, knn, oracle, rng)
 
     def block(method: str) -> dict[str, Any]:
