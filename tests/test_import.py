@@ -77,7 +77,7 @@ BAD_ROWS = {  # reason -> rows breaking exactly that rule first
     "bad_author_id": [f"1,100,1.5,favorite,{T},,,"],
     "unknown_action": [f"1,100,7,love,{T},,,", "1,100,7,,1,,,"],
     "bad_timestamp": ["1,100,7,favorite,soon,,,", "1,100,7,favorite,,,,"],
-    "timestamp_out_of_range": [f"1,100,7,favorite,{T // 1000},,,", f"1,100,7,favorite,{NOW + 3 * 86_400_000},,,"],
+    "timestamp_out_of_range": ["1,100,7,favorite,-1000,,,", f"1,100,7,favorite,{NOW + 3 * 86_400_000},,,"],
     "bad_post_created_at": [f"1,100,7,favorite,{T},yesterday,,"],
     "post_created_after_engagement": [f"1,100,7,favorite,{T},{T + 1},,"],
     "bad_dwell_ms": [f"1,100,7,dwell,{T},,-3,", f"1,100,7,dwell,{T},,1e3,"],
@@ -101,6 +101,19 @@ def test_bad_rows_are_counted_per_reason_with_row_numbers(tmp_path):
     assert dd.read_posts(["post_id", "author_id"]).to_pylist()[0] == {"post_id": 555, "author_id": 4}
     text = "\n".join(report.lines())
     assert "duplicate_row: 1 (rows" in text and f"rejected {sum(map(len, BAD_ROWS.values()))}" in text
+
+
+def test_times_before_2006_are_accepted_and_a_seconds_file_is_warned_about_once(tmp_path):
+    """Any time after the epoch imports (a 1997 research log); one warning for a whole file in seconds."""
+    y1997 = 867_000_000_000  # 1997-06-22 in ms
+    old = [f"{u},{200 + u},7,favorite,{y1997 + u},{y1997 - 1000},," for u in range(1, 4)]
+    report = import_log(DataDir(tmp_path / "old"), write_csv(tmp_path / "old.csv", old), now_ms=NOW)
+    assert (report.accepted, report.rejected, report.warnings) == (3, {}, [])
+    in_seconds = [f"{u},{200 + u},7,favorite,{y1997 // 1000 + u},,," for u in range(1, 4)]
+    report = import_log(DataDir(tmp_path / "s"), write_csv(tmp_path / "s.csv", in_seconds), now_ms=NOW)
+    assert report.accepted == 3 and len(report.warnings) == 1  # one check over the file, not one per row
+    assert "look like seconds" in report.warnings[0] and "1997-06-22 in seconds" in report.warnings[0]
+    assert sum("warning: " in line for line in report.lines()) == 1
 
 
 @pytest.mark.parametrize(

@@ -22,10 +22,30 @@ class CliError(Exception):
 
 
 def _config(args: argparse.Namespace) -> XServeConfig:
-    overrides = {}
+    overrides: dict = {}
     if getattr(args, "data_dir", None):
         overrides["storage"] = {"data_dir": args.data_dir}
+    windows = {key: getattr(args, key) for key in ("negatives_max_age_ms", "corpus_max_age_ms")
+               if getattr(args, key, None) is not None}
+    if windows:
+        overrides["train"] = windows
     return load_config(args.config, overrides=overrides)
+
+
+_DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def duration_ms(text: str) -> int:
+    """``500ms``, ``90s``, ``30m``, ``48h``, ``180d`` or plain milliseconds → ms (> 0, or 0 = the feed's window)."""
+    value = text.strip().lower()
+    unit = next((u for u in ("ms", "s", "m", "h", "d") if value.endswith(u)), "")
+    try:
+        number = float(value[: len(value) - len(unit)] if unit else value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 48h, 180d or 3600000") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a window cannot be negative")
+    return int(round(number * _DURATION_UNITS[unit or "ms"]))
 
 
 def _cmd_config_show(args: argparse.Namespace) -> int:
@@ -327,10 +347,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             raise CliError(f"the checkpoints in {layout.models} do not record one train/validation split; "
                            "run `xserve train` again")
         config = msgspec.structs.replace(config, phoenix=ranker.config)
+        _warn_window_change(config, ranker.extra.get("train_config") or {})
         data = prepare(engagements, posts, config, ranker.featurizer, split_ms=int(split_ms), users=users)
         with deterministic(config.train.seed, machine_num_threads(config.train.num_threads)):
             result = evaluate(data, ranker.model, towers.model, seed=config.train.seed,
-                              oracle=_oracle(config.storage.data_dir), durations=args.durations)
+                              oracle=_oracle(config.storage.data_dir), durations=args.durations,
+                              warn=_warn)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.json:
@@ -338,6 +360,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     _print_evaluation(result)
     return 0
+
+
+def _warn(line: str) -> None:
+    print(f"xserve: warning: {line}", file=sys.stderr)
+
+
+def _warn_window_change(config: XServeConfig, trained: dict) -> None:
+    """A window that differs from the one the models were trained with is allowed (it is a question asked of
+    the model), but said: the negatives or corpus then differ from training's."""
+    for key in ("negatives_max_age_ms", "corpus_max_age_ms"):
+        now, then = getattr(config.train, key), trained.get(key, 0)
+        if now != then:
+            _warn(f"train.{key} is {now} ms here but was {then} ms in training (0 = mixer.max_post_age_ms)")
 
 
 def _oracle(data_dir: str):
@@ -376,12 +411,22 @@ def _print_evaluation(result: dict) -> None:
 
 def _add_phoenix_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     data_help = "data directory (default $XSERVE_DATA_DIR or ./xserve-data)"
+
+    def add_windows(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--negatives-max-age", dest="negatives_max_age_ms", type=duration_ms, metavar="DURATION",
+                       help="sampled negatives are posts created this long before the positive (train."
+                       "negatives_max_age_ms; default the feed's 48 h); e.g. 180d for items relevant for months")
+        p.add_argument("--corpus-max-age", dest="corpus_max_age_ms", type=duration_ms, metavar="DURATION",
+                       help="the retrieval corpus holds posts this old at the query (train.corpus_max_age_ms; "
+                       "default the feed's 48 h)")
+
     p = add("train", _cmd_train, "train the ranker and both retrieval towers on the data directory's engagements "
             "(seeded or imported, plus the live ones) into a new model version, and switch models/CURRENT to it")
     p.add_argument("--data-dir", metavar="DIR", help=data_help)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--name", help="the new version's name (default: the UTC time, 20261202T083000)")
     p.add_argument("--no-switch", action="store_true", help="write the version but leave models/CURRENT alone")
+    add_windows(p)
     p = add("models", _cmd_models, "list, show or roll back the data directory's model versions")
     msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     listing = msub.add_parser("list", help="every complete version, * = current")
@@ -397,6 +442,7 @@ def _add_phoenix_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--durations", action="store_true", help="add the duration heads' log-seconds error "
                    "(watch, profile visit, click dwell) beside the rows' mean and the oracle")
+    add_windows(p)
 
 
 def _parser() -> argparse.ArgumentParser:

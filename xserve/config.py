@@ -297,7 +297,13 @@ class TrainConfig(_Section):
     ranker_examples_per_epoch: int = 6_000  # sampled from all cuts when there are more (0 = all)
     tower_positives: int = 8  # next positive entries per tower example
     tower_examples_per_epoch: int = 8_000  # 0 = all
-    tower_temperature: float = 0.05  # softmax temperature of the in-batch contrastive loss
+    tower_epochs: int = 0  # passes over the tower examples (each with fresh cuts); 0 = train.epochs
+    tower_temperature: float = 0.05  # softmax temperature of the contrastive loss (the initial one when learned)
+    tower_learned_temperature: bool = False  # learn log(1/temperature) with the towers (clamped to [0.01, 1])
+    tower_uniform_negatives: int = 0  # corpus posts sampled uniformly per batch beside the in-batch ones (mixed negatives, log-Q corrected)
+    tower_post_init_std: float = 1.0  # init of the towers' post-id table: 0 = an untrained (new) post adds nothing, its author speaks
+    negatives_max_age_ms: int = 0  # training/eval negatives: posts created this long before the positive; 0 = mixer.max_post_age_ms (the feed's 48 h)
+    corpus_max_age_ms: int = 0  # retrieval corpus (eval, tower negatives): posts this old at the query; 0 = mixer.max_post_age_ms
     embedding_learning_rate: float = 0.05  # SparseAdam on the hash tables (rows are updated rarely)
     dwell_loss_weight: float = 0.1  # weight of the dwell-time regression beside the action BCE
     duration_loss_weight: float = 0.1  # weight of the watch / profile-visit / click-dwell regressions (each on rows with its action)

@@ -109,3 +109,41 @@ def test_thread_count_rejects_nonsense():
     for bad in (0, -1, "many"):
         with pytest.raises(ValueError, match="num_threads"):
             resolve_num_threads(bad, 2, 0.0)
+
+
+def test_served_tower_encoders_equal_the_embeddings_evaluation_searches(trained):
+    """The ANN index is filled by the serving encoders and searched with their user vectors; evaluation's brute
+    force uses the trained towers directly: the two must be the same vectors (no training-only parameter left)."""
+    from xserve.phoenix.training.data import context_batch
+    from xserve.retrieval.towers import load_tower_encoders
+    from xserve.schema import ACTIONS, HistoryItem, ProductSurface, RetrievalRequest
+
+    result, out = trained
+    users, posts, _ = load_tower_encoders(str(out / TOWERS_FILE), CONFIG.phoenix.emb_dim)
+    c, e, h = result.data.corpus, result.data.entries, result.data.hasher
+    with torch.no_grad():
+        brute = result.towers.candidate_embeddings(torch.from_numpy(h("post", c.post)), torch.from_numpy(h("author", c.author)))
+    np.testing.assert_allclose(posts.encode_posts(c.post, c.author), brute.numpy(), atol=1e-6)
+    start, cut = e.starts[:3], e.starts[:3] + 5  # three users' first five entries
+    with torch.no_grad():
+        expected = result.towers.user_embeddings(context_batch(e, start, cut - start, result.data.featurizer)).numpy()
+    requests = [RetrievalRequest(user_id=int(e.user[s]), max_results=10, history=tuple(
+        HistoryItem(int(e.post[i]), int(e.author[i]), frozenset(a for k, a in enumerate(ACTIONS) if e.bits[i] >> k & 1),
+                    int(e.ts[i]), ProductSurface(int(e.surface[i]))) for i in range(s, s + 5))) for s in start]
+    np.testing.assert_allclose(users.encode_users(requests), expected, atol=1e-5)
+
+
+def test_tower_negatives_mix_in_batch_frequency_with_uniform_draws_from_the_query_window():
+    from xserve.phoenix.training.data import PostCorpus, aggregate
+    from xserve.phoenix.training.train import TowerNegatives
+
+    hour = 3_600_000
+    eng, posts = engagement_table(n_users=5, per_user=4)
+    corpus = PostCorpus.build(aggregate(eng, 300_000), posts)
+    negatives = TowerNegatives(np.array([corpus.post[0], corpus.post[0], corpus.post[1]]), corpus, 400, 10 * hour)
+    assert negatives.in_batch_freq(np.array([corpus.post[0], corpus.post[1], -7])) == pytest.approx([2 / 3, 1 / 3, 0])
+    at = int(corpus.created[len(corpus) // 2])
+    rows, width = negatives.uniform(np.array([at]), np.random.default_rng(0))
+    in_window = (corpus.created <= at) & (corpus.created >= at - 10 * hour)
+    assert len(rows) == 400 and in_window[rows].all() and width == in_window.sum()
+    assert len(np.unique(rows)) > 0.5 * min(400, width)  # uniform: most of a small window is drawn

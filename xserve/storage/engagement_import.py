@@ -9,14 +9,19 @@ user_id            yes       integer in [1, 2**63-1]
 post_id            yes       integer in [1, 2**63-1]
 author_id          yes       integer in [1, 2**63-1]; one author per post
 action             yes       an ``xserve.schema.Action`` value, e.g. ``favorite``
-timestamp          yes       integer ms since epoch in [2006-03-21, now + 1 day]
+timestamp          yes       integer ms since epoch in [1970-01-01 (exclusive), now + 1 day]
 post_created_at    no        integer ms, in range and not after ``timestamp``
 dwell_ms           no        integer in [0, 1 day]; empty = 0
 product_surface    no        ``ProductSurface`` value (0-7) or name; empty = home_for_you
 =================  ========  ==================================================
 
 Checks are vectorised over the whole file; each rejected row is counted under
-the first rule it breaks (:data:`REASONS` order). Accepted rows are appended to
+the first rule it breaks (:data:`REASONS` order). Any time after the Unix epoch is
+accepted (older research logs predate any one platform), so a log written in
+seconds rather than milliseconds would pass row by row as January 1970: one
+check over the whole file (:func:`seconds_warning`) warns when the file's
+median timestamp reads as milliseconds before 1973 but as seconds falls in
+range; the rows are still imported as written. Accepted rows are appended to
 the engagements table with ``insert_new`` on ``(user_id, post_id, action,
 timestamp_ms)``, so importing a file twice adds nothing the second time; posts
 and users the directory does not know get minimal rows (``insert_new``: real
@@ -41,11 +46,12 @@ from xserve.schema import ACTIONS, ProductSurface
 from xserve.storage.lance.tables import ENGAGEMENTS_SCHEMA, DataDir, DataDirError
 
 __all__ = ["REASONS", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "ImportReport", "LogFormatError", "import_log",
-           "read_log", "validate_log"]
+           "read_log", "seconds_warning", "validate_log"]
 
 REQUIRED_COLUMNS = ("user_id", "post_id", "author_id", "action", "timestamp")
 OPTIONAL_COLUMNS = ("post_created_at", "dwell_ms", "product_surface")
-MIN_TIMESTAMP_MS = 1_142_899_200_000  # 2006-03-21, the first post on the platform
+MIN_TIMESTAMP_MS = 1  # any time after the Unix epoch (0 means "unknown" to training); older logs are welcome
+SECONDS_LIKE_BELOW_MS = 100_000_000_000  # 1973-03-03 in ms; a median below it is probably seconds (2001-09-09 as s)
 MAX_FUTURE_MS = DAY_MS  # timestamps may run up to a day ahead of the importer's clock
 MAX_DWELL_MS = DAY_MS
 MAX_ID = 2**63 - 1
@@ -58,7 +64,7 @@ REASONS: dict[str, str] = {
     "bad_author_id": "author_id missing or not an integer in [1, 2^63-1]",
     "unknown_action": "action missing or not an Action name",
     "bad_timestamp": "timestamp missing or not an integer (ms since epoch)",
-    "timestamp_out_of_range": "timestamp before 2006-03-21 or more than a day in the future (seconds, not ms?)",
+    "timestamp_out_of_range": "timestamp not after the Unix epoch or more than a day in the future",
     "bad_post_created_at": "post_created_at not an integer in range",
     "post_created_after_engagement": "post_created_at later than timestamp",
     "bad_dwell_ms": "dwell_ms not an integer in [0, 86400000]",
@@ -88,6 +94,7 @@ class ImportReport:
     new_posts: int = 0
     new_users: int = 0
     ignored_columns: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # whole-file checks (rows are still imported)
     seconds: float = 0.0
 
     @property
@@ -104,13 +111,14 @@ class ImportReport:
         for reason, n in self.rejected.items():
             rows = ", ".join(map(str, self.examples[reason])) + (", ..." if n > len(self.examples[reason]) else "")
             out.append(f"  {reason}: {n} (rows {rows}): {REASONS[reason]}")
+        out += [f"warning: {w}" for w in self.warnings]
         out.append(f"created {self.new_posts} posts and {self.new_users} users the data directory did not know")
         return out
 
     def to_dict(self) -> dict:
         return {"path": self.path, "rows_read": self.rows_read, "accepted": self.accepted, "inserted": self.inserted,
                 "rejected": dict(self.rejected), "examples": {k: list(v) for k, v in self.examples.items()},
-                "new_posts": self.new_posts, "new_users": self.new_users}
+                "new_posts": self.new_posts, "new_users": self.new_users, "warnings": list(self.warnings)}
 
 
 # --------------------------------------------------------------------------- reading
@@ -293,6 +301,23 @@ def validate_log(table: pa.Table, now_ms: int, known_authors: pa.Table | None = 
     return accepted, {r: failures[r] for r in REASONS if r in failures}
 
 
+def seconds_warning(timestamps_ms: np.ndarray, now_ms: int) -> str | None:
+    """One check over the whole file: a warning when its timestamps look like seconds, not milliseconds.
+
+    Since any time after the epoch is accepted, a seconds log passes row by row as January 1970. Its median
+    gives it away: before 1973-03-03 read as ms, yet in range read as seconds (1973 to now + 1 day).
+    """
+    if len(timestamps_ms) == 0:
+        return None
+    median = int(np.median(timestamps_ms))
+    if median >= SECONDS_LIKE_BELOW_MS or not SECONDS_LIKE_BELOW_MS <= median * 1000 <= now_ms + MAX_FUTURE_MS:
+        return None
+    as_ms = time.strftime("%Y-%m-%d", time.gmtime(median / 1000))
+    as_s = time.strftime("%Y-%m-%d", time.gmtime(median))
+    return (f"timestamps look like seconds, not milliseconds: the median {median} is {as_ms} in ms but {as_s} "
+            "in seconds; imported as written (multiply the timestamp column by 1000 and import again)")
+
+
 # --------------------------------------------------------------------------- the import
 
 
@@ -330,6 +355,8 @@ def import_log(
     report.accepted = accepted.num_rows
     report.rejected = {r: len(rows) for r, rows in failures.items()}
     report.examples = {r: (rows[:EXAMPLES_PER_REASON] + 1).tolist() for r, rows in failures.items()}
+    warning = seconds_warning(accepted.column("timestamp_ms").to_numpy(), now_ms)
+    report.warnings = [warning] if warning else []
     if accepted.num_rows:
         posts = _minimal_posts(accepted)
         # Posts and users first: an interrupted import re-run completes them, never leaves dangling engagements.

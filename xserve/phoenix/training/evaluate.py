@@ -9,11 +9,13 @@ the CLI reads it from the checkpoint), so it never holds a row a model was train
 * **retrieval**: recall@10/100/1000 of the towers by exact brute force over the
   post corpus: one query per validation user, the target is the user's first
   validation engagement with a positive action on a post new to them, the history
-  everything before it, the corpus every post at most ``max_post_age_ms`` old at
-  that moment (what serving retrieves from) minus the history's posts;
+  everything before it, the corpus every post at most ``train.corpus_max_age_ms``
+  old at that moment (default the feed's ``mixer.max_post_age_ms``: what serving
+  retrieves from) minus the history's posts; a corpus too small for a reported k
+  is warned about (``corpus_warnings``);
 * **next_engagement**: HR@10 / NDCG@10 of the ranker's P(favorite) ranking the
   user's next first-time favorite among ``eval_sampled_candidates − 1`` recent
-  posts sampled like training negatives.
+  posts sampled like training negatives (``train.negatives_max_age_ms``).
 
 Every method scores the same examples (``baselines`` and ``oracle`` report the same blocks):
 
@@ -52,12 +54,14 @@ from xserve.phoenix.training.data import (
     NEGATIVE_MASK, POSITIVE_MASK, Entries, RankerExamples, context_batch, history_index, history_start,
 )
 from xserve.phoenix.training.metrics import auc, hit_rate, ndcg, platt_fit, random_ranks, rce, recall, target_ranks
-from xserve.phoenix.training.train import Prepared
+from xserve.phoenix.training.train import Prepared, corpus_max_age_ms, negatives_max_age_ms
 from xserve.schema import ACTION_INDEX, ACTIONS, DURATION_ACTIONS, Action
 
-__all__ = ["BASELINES", "POSITIVE", "RECALL_KS", "ItemKNN", "Oracle", "PriorCounts", "evaluate", "positive_probability"]
+__all__ = ["BASELINES", "POSITIVE", "RECALL_KS", "ItemKNN", "Oracle", "PriorCounts", "corpus_warnings", "evaluate",
+           "positive_probability"]
 
 RECALL_KS = (10, 100, 1000)
+SMALL_CORPUS_FACTOR = 10  # warn when a query's corpus holds fewer than this many posts per k reported
 BASELINES = ("popularity", "item_knn", "random")
 _FAV = ACTION_INDEX[Action.FAVORITE]
 POSITIVE = "positive"  # the key of positive entries (a positive action and no negative one), beside action indices
@@ -255,7 +259,7 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
     tc = cfg.train
     ex = RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=True,
                               num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
-                              history_len=cfg.phoenix.history_len, max_age_ms=cfg.mixer.max_post_age_ms, rng=rng,
+                              history_len=cfg.phoenix.history_len, max_age_ms=negatives_max_age_ms(cfg), rng=rng,
                               trim_block=cfg.mixer.history_trim_block)
     rows = np.arange(len(ex))
     if len(rows) > tc.eval_max_queries:
@@ -334,9 +338,22 @@ def _duration_metrics(predicted: np.ndarray, label: np.ndarray, user: np.ndarray
     return out
 
 
+def corpus_warnings(corpus_per_query: np.ndarray, max_age_ms: int) -> list[str]:
+    """One line per reported k that the retrieval corpus is too small for: a median corpus of ``N`` posts per
+    query under ``SMALL_CORPUS_FACTOR · k`` (random alone then reaches recall@k = k/N > 10 %; at N <= k, 1.0)."""
+    if len(corpus_per_query) == 0:
+        return []
+    n = int(np.median(corpus_per_query))
+    return [f"retrieval recall@{k} is measured over a median corpus of {n} posts per query (random scores "
+            f"{min(1.0, k / max(n, 1)):.2f}): widen the corpus window (train.corpus_max_age_ms, now "
+            f"{max_age_ms / 3_600_000:g} h; `xserve evaluate --corpus-max-age`) for a log whose items stay relevant longer"
+            for k in RECALL_KS if n < SMALL_CORPUS_FACTOR * k]
+
+
 @torch.no_grad()
 def _retrieval_metrics(data: Prepared, towers: PhoenixTowers, prior: PriorCounts, knn: ItemKNN,
-                       oracle: Oracle | None, rng: np.random.Generator) -> dict[str, dict]:
+                       oracle: Oracle | None, rng: np.random.Generator,
+                       warn: Callable[[str], None] | None = None) -> dict[str, dict]:
     cfg, e, c = data.config, data.entries, data.corpus
     tc = cfg.train
     targets = _query_targets(e, _is_positive(e), data.split_ms, tc.eval_max_queries, rng)
@@ -354,12 +371,19 @@ def _retrieval_metrics(data: Prepared, towers: PhoenixTowers, prior: PriorCounts
         return by_id[at], sorted_ids[at] == posts  # corpus row of each post, and whether it is there
 
     target_col, found = corpus_row(e.post[targets])
-    max_age = cfg.mixer.max_post_age_ms
-    found &= e.ts[targets] - c.created[target_col] <= max_age  # retrievable when engaged
-    targets, target_col = targets[found], target_col[found]
+    max_age = corpus_max_age_ms(cfg)
+    in_window = found & (e.ts[targets] - c.created[target_col] <= max_age)  # retrievable when engaged
+    if warn is not None and in_window.sum() < found.sum() / 2:
+        warn(f"retrieval: {int(found.sum() - in_window.sum())} of {int(found.sum())} validation targets were older "
+             f"than the corpus window ({max_age / 3_600_000:g} h, train.corpus_max_age_ms) when engaged and are not "
+             "scored: widen it (`xserve evaluate --corpus-max-age`) for a log whose items stay relevant longer")
+    targets, target_col = targets[in_window], target_col[in_window]
+    if len(targets) == 0:
+        return {}
     order = np.argsort(e.ts[targets], kind="stable")  # time-ordered batches share a narrow corpus window
     targets, target_col = targets[order], target_col[order]
     ranks: dict[str, list[np.ndarray]] = {k: [] for k in _methods(oracle)}
+    corpus_sizes: list[np.ndarray] = []
     user_start = e.starts[e.row_user()[targets]]
     for b in _batches(len(targets), 256):
         t = targets[b]
@@ -390,6 +414,10 @@ def _retrieval_metrics(data: Prepared, towers: PhoenixTowers, prior: PriorCounts
         for name, s in scores.items():
             ranks[name].append(target_ranks(s, col, valid, rng))
         ranks["random"].append(random_ranks(valid.sum(1) - 1, rng))
+        corpus_sizes.append(valid.sum(1))
+    for line in corpus_warnings(np.concatenate(corpus_sizes) if corpus_sizes else np.zeros(0), max_age):
+        if warn is not None:
+            warn(line)
     return {k: {f"recall@{n}": recall(np.concatenate(v), n) for n in RECALL_KS} for k, v in ranks.items()}
 
 
@@ -407,7 +435,7 @@ def _next_engagement_metrics(data: Prepared, ranker: PhoenixRanker, prior: Prior
     for b in _batches(len(targets), tc.batch_size):
         t = targets[b]
         q = len(t)
-        neg = c.sample_recent(np.repeat(e.ts[t], m - 1).reshape(q, m - 1), cfg.mixer.max_post_age_ms, rng)
+        neg = c.sample_recent(np.repeat(e.ts[t], m - 1).reshape(q, m - 1), negatives_max_age_ms(cfg), rng)
         neg_ok = (neg >= 0) & (c.post[np.maximum(neg, 0)] != e.post[t][:, None])
         post = np.concatenate([e.post[t][:, None], np.where(neg_ok, c.post[np.maximum(neg, 0)], 0)], 1)  # (q, m)
         author = np.concatenate([e.author[t][:, None], c.author[np.maximum(neg, 0)]], 1)
@@ -435,10 +463,12 @@ def _next_engagement_metrics(data: Prepared, ranker: PhoenixRanker, prior: Prior
 
 
 def evaluate(data: Prepared, ranker: PhoenixRanker, towers: PhoenixTowers, seed: int = 0,
-             oracle: Oracle | None = None, durations: bool = False) -> dict[str, Any]:
+             oracle: Oracle | None = None, durations: bool = False,
+             warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     """All metrics as the ``xserve evaluate --json`` object (see the module docstring); ``oracle`` (a
     synthetic world's ``TrueActionModel``) adds the ``oracle`` block; ``durations`` adds a ``durations`` block
-    (the duration head's log-seconds error, ``_duration_metrics``)."""
+    (the duration head's log-seconds error, ``_duration_metrics``); ``warn`` is called with one line per
+    figure the data cannot support (``corpus_warnings``)."""
     rng = np.random.default_rng(seed)
     ranker.eval()
     towers.eval()
@@ -446,7 +476,7 @@ def evaluate(data: Prepared, ranker: PhoenixRanker, towers: PhoenixTowers, seed:
     knn = ItemKNN(data.entries)
     r = _ranker_metrics(data, ranker, prior, knn, oracle, rng)
     duration_block = r.pop("durations", {})
-    t = _retrieval_metrics(data, towers, prior, knn, oracle, rng)
+    t = _retrieval_metrics(data, towers, prior, knn, oracle, rng, warn)
     n = _next_engagement_metrics(data, ranker, prior, knn, oracle, rng)
 
     def block(method: str) -> dict[str, Any]:

@@ -9,11 +9,13 @@ time, trains both models and writes ``ranker.pt`` / ``towers.pt`` to
   recent unengaged posts with all-zero labels, many candidates per history
   thanks to isolation) plus a dwell-time regression (log-seconds squared
   error) on candidates with a dwell;
-* **towers**: contrastive, in-batch negatives with log-Q correction: logits
-  ``u·c/τ − log q(c)`` where ``q`` is the candidate's share of training
-  positives (how often it shows up as an in-batch negative), so popular posts
-  are not over-penalised; a user's other positives and repeats of the
-  target post in the batch are masked out.
+* **towers**: contrastive, in-batch negatives plus (``train.tower_uniform_negatives``)
+  posts sampled uniformly from the retrieval corpus window, with log-Q
+  correction: logits ``u·c/τ − log q(c)`` where ``q`` is the column's proposal
+  probability (``TowerNegatives``: its share of training positives for the
+  in-batch draw, 1/window for the uniform one), so popular posts are not
+  over-penalised; a user's other positives and repeats of the target post
+  are masked out. ``τ`` is fixed or learned (``tower_learned_temperature``).
 
 Hash tables train with ``SparseAdam`` (only the rows a batch touched), the
 rest with ``AdamW``; linear warm-up then cosine decay. Deterministic for a
@@ -63,12 +65,15 @@ __all__ = [
     "RANKER_FILE",
     "TOWERS_FILE",
     "Prepared",
+    "TowerNegatives",
     "TrainResult",
+    "corpus_max_age_ms",
     "deterministic",
     "initial_head_bias",
     "load_ranker",
     "load_towers",
     "machine_num_threads",
+    "negatives_max_age_ms",
     "prepare",
     "ranker_loss",
     "resolve_num_threads",
@@ -261,10 +266,11 @@ def ranker_loss(model: PhoenixRanker, batch: tuple, dwell_weight: float, duratio
 
 
 def _run_epochs(model: nn.Module, config: XServeConfig, make_examples, step_fn, cap: int, name: str,
-                rng: np.random.Generator, progress: bool) -> list[float]:
-    """Generic loop: ``make_examples(rng)`` each epoch, ``step_fn(examples, rows) -> (loss, logged)``."""
+                rng: np.random.Generator, progress: bool, num_epochs: int | None = None) -> list[float]:
+    """Generic loop: ``make_examples(rng)`` each epoch (``num_epochs``, default ``train.epochs``),
+    ``step_fn(examples, rows) -> (loss, logged)``."""
     tc = config.train
-    epochs = [make_examples(rng) for _ in range(tc.epochs)]
+    epochs = [make_examples(rng) for _ in range(num_epochs or tc.epochs)]
     batches = [_epoch_rows(ex.hist_len, cap, tc.batch_size, rng) for ex in epochs]
     total = sum(len(b) for b in batches)
     if total == 0:
@@ -301,7 +307,7 @@ def train_ranker(data: Prepared, rng: np.random.Generator, progress: bool = Fals
     def make(r: np.random.Generator) -> RankerExamples:
         return RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=False,
                                     num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
-                                    history_len=cfg.phoenix.history_len, max_age_ms=cfg.mixer.max_post_age_ms, rng=r,
+                                    history_len=cfg.phoenix.history_len, max_age_ms=negatives_max_age_ms(cfg), rng=r,
                                     trim_block=cfg.mixer.history_trim_block,
                                     impression_negatives=data.impression_negatives)
 
@@ -314,7 +320,7 @@ def train_ranker(data: Prepared, rng: np.random.Generator, progress: bool = Fals
                "steps": len(losses)}
     val = RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=True,
                                num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
-                               history_len=cfg.phoenix.history_len, max_age_ms=cfg.mixer.max_post_age_ms, rng=rng,
+                               history_len=cfg.phoenix.history_len, max_age_ms=negatives_max_age_ms(cfg), rng=rng,
                                trim_block=cfg.mixer.history_trim_block)
     if len(val):
         rows = np.arange(min(len(val), 4 * tc.batch_size))
@@ -325,52 +331,112 @@ def train_ranker(data: Prepared, rng: np.random.Generator, progress: bool = Fals
     return model, metrics
 
 
+def negatives_max_age_ms(config: XServeConfig) -> int:
+    """The recency window of sampled negatives (ranker training and evaluation): ``train.negatives_max_age_ms``,
+    0 = the feed's ``mixer.max_post_age_ms``."""
+    return config.train.negatives_max_age_ms or config.mixer.max_post_age_ms
+
+
+def corpus_max_age_ms(config: XServeConfig) -> int:
+    """The retrieval corpus window (evaluation, the towers' uniform negatives): ``train.corpus_max_age_ms``,
+    0 = the feed's ``mixer.max_post_age_ms``."""
+    return config.train.corpus_max_age_ms or config.mixer.max_post_age_ms
+
+
+class TowerNegatives:
+    """The columns of the towers' softmax: every positive in the batch plus ``K`` corpus posts sampled
+    uniformly from the retrieval window of the batch's queries (mixed negative sampling), each with the
+    log of its proposal probability for the log-Q correction.
+
+    A column's proposal probability under the mixture is ``(M·f(c) + K/W) / (M + K)``: ``f(c)`` the post's
+    share of training positives (how often it turns up in-batch, popular posts far more) and ``1/W`` the
+    chance a uniform draw picks it from a window of ``W`` posts. Subtracting its log from the logit keeps
+    the softmax an unbiased estimate of the full-corpus one, so popular posts are not over-penalised and
+    the uniform columns teach the tail (the fresh posts retrieval searches) that positives rarely reach.
+    """
+
+    def __init__(self, positives: np.ndarray, corpus: PostCorpus, num_uniform: int, max_age_ms: int) -> None:
+        self.post, counts = np.unique(positives, return_counts=True)
+        self.freq = counts / max(counts.sum(), 1)
+        self.corpus, self.num_uniform, self.max_age_ms = corpus, num_uniform, max_age_ms
+
+    def in_batch_freq(self, post: np.ndarray) -> np.ndarray:
+        at = np.minimum(np.searchsorted(self.post, post), len(self.post) - 1)
+        return np.where(self.post[at] == post, self.freq[at], 0.0)
+
+    def uniform(self, ref_ms: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        """``K`` corpus rows, each from the window of a random query time in ``ref_ms``, and the mean window size."""
+        if self.num_uniform == 0 or len(self.corpus) == 0:
+            return np.zeros(0, np.int64), 1.0
+        ref = ref_ms[rng.integers(0, len(ref_ms), self.num_uniform)]
+        rows = self.corpus.sample_recent(ref, self.max_age_ms, rng)
+        c = self.corpus.created
+        width = np.searchsorted(c, ref, side="right") - np.searchsorted(c, ref - self.max_age_ms, side="left")
+        return rows[rows >= 0], float(max(width.mean(), 1.0))
+
+
 def tower_loss(model: PhoenixTowers, ex: TowerExamples, rows: np.ndarray, featurizer: Featurizer,
-               log_q: dict[str, np.ndarray], temperature: float) -> torch.Tensor:
-    """In-batch softmax over every positive in the batch, with log-Q correction and false negatives masked."""
+               negatives: TowerNegatives, temperature: torch.Tensor | float,
+               rng: np.random.Generator | None = None) -> torch.Tensor:
+    """Softmax over the batch's positives and uniform corpus negatives, log-Q corrected, false negatives masked."""
     e = ex.entries
     pos = ex.pos_idx[rows]  # (B, Q)
     row, slot = np.nonzero(pos >= 0)
     idx = pos[row, slot]  # (M,) entries
     post, author = e.post[idx], e.author[idx]
+    uni, width = negatives.uniform(e.ts[idx], rng) if rng is not None else (np.zeros(0, np.int64), 1.0)
+    c = negatives.corpus
+    col_post, col_author = np.r_[post, c.post[uni]], np.r_[author, c.author[uni]]  # (M + K,)
     users = model.user_embeddings(ex.context(rows, featurizer))  # (B, D)
     h = featurizer.hasher
-    cands = model.candidate_embeddings(torch.from_numpy(h("post", post)), torch.from_numpy(h("author", author)))  # (M, D)
-    q = np.searchsorted(log_q["post"], post)
-    logits = users[row] @ cands.T / temperature - torch.from_numpy(log_q["log_q"][q]).float()  # (M, M)
+    cands = model.candidate_embeddings(torch.from_numpy(h("post", col_post)), torch.from_numpy(h("author", col_author)))
+    m, k = len(idx), len(uni)
+    q = (m * negatives.in_batch_freq(col_post) + k / width) / (m + k)
+    logits = users[row] @ cands.T / temperature - torch.from_numpy(np.log(np.maximum(q, 1e-12))).float()  # (M, M+K)
     # a column is a false negative for target m if it is the same post or another positive of the same user
-    same = (post[:, None] == post[None, :]) | (row[:, None] == row[None, :])
-    np.fill_diagonal(same, False)
+    same = (post[:, None] == col_post[None, :])
+    same[:, :m] |= row[:, None] == row[None, :]
+    if k:
+        user_pos = np.where(pos >= 0, e.post[np.maximum(pos, 0)], -1)  # (B, Q) each row's positive posts
+        taken = (user_pos[:, :, None] == c.post[uni][None, None, :]).any(1)  # (B, K)
+        same[:, m:] |= taken[row]
+    same[np.arange(m), np.arange(m)] = False
     logits = logits.masked_fill(torch.from_numpy(same), float("-inf"))
-    return F.cross_entropy(logits, torch.arange(len(idx)))
-
-
-def _log_q(ex: TowerExamples) -> dict[str, np.ndarray]:
-    posts = ex.entries.post[ex.pos_idx[ex.pos_idx >= 0]]
-    uniq, counts = np.unique(posts, return_counts=True)
-    return {"post": uniq, "log_q": np.log(counts / counts.sum())}
+    return F.cross_entropy(logits, torch.arange(m))
 
 
 def train_towers(data: Prepared, rng: np.random.Generator, progress: bool = False) -> tuple[PhoenixTowers, dict[str, Any]]:
     cfg, tc = data.config, data.config.train
     model = PhoenixTowers(cfg.phoenix)
-    log_q: dict[str, np.ndarray] = {}
+    if tc.tower_post_init_std != 1.0:  # a post never trained then stays near 0 and its author's embedding decides
+        with torch.no_grad():
+            model.embeddings.post.table.weight.normal_(0.0, tc.tower_post_init_std)
+            model.embeddings.post.table.weight[0].zero_()
+    # log(1/τ), learned when asked (a dense parameter the optimiser sees only then), clamped to τ in [0.01, 1]
+    log_inv_temp = nn.Parameter(torch.tensor(-math.log(tc.tower_temperature)), requires_grad=tc.tower_learned_temperature)
+    if tc.tower_learned_temperature:
+        model.register_parameter("log_inv_temperature", log_inv_temp)
+    negatives: list[TowerNegatives] = []
 
     def make(r: np.random.Generator) -> TowerExamples:
         ex = TowerExamples.build(data.entries, split_ms=data.split_ms, validation=False,
                                  num_pos=tc.tower_positives, history_len=cfg.phoenix.history_len, rng=r,
                                  trim_block=cfg.mixer.history_trim_block)
-        if not log_q:
-            log_q.update(_log_q(ex))
+        if not negatives:
+            negatives.append(TowerNegatives(ex.entries.post[ex.pos_idx[ex.pos_idx >= 0]], data.corpus,
+                                            tc.tower_uniform_negatives, corpus_max_age_ms(cfg)))
         return ex
 
     def step(ex: TowerExamples, rows: np.ndarray):
-        loss = tower_loss(model, ex, rows, data.featurizer, log_q, tc.tower_temperature)
+        inv_temp = log_inv_temp.clamp(0.0, math.log(100.0)).exp()
+        loss = tower_loss(model, ex, rows, data.featurizer, negatives[0], 1.0 / inv_temp, rng)
         return loss, float(loss.detach())
 
-    losses = _run_epochs(model, cfg, make, step, tc.tower_examples_per_epoch, "towers", rng, progress)
+    losses = _run_epochs(model, cfg, make, step, tc.tower_examples_per_epoch, "towers", rng, progress, tc.tower_epochs)
+    if tc.tower_learned_temperature:
+        del model.log_inv_temperature  # a training device only: the towers' outputs are unit vectors either way
     return model, {"train_loss_first": float(np.mean(losses[:20])), "train_loss_last": float(np.mean(losses[-20:])),
-                   "steps": len(losses)}
+                   "steps": len(losses), "temperature": float(1.0 / log_inv_temp.detach().clamp(0.0, math.log(100.0)).exp())}
 
 
 @dataclass
