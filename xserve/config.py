@@ -128,7 +128,7 @@ class MixerConfig(_Section):
     history_window_ms: int = 300_000  # reference UAS_WINDOW_TIME_MS: actions on one post within 5 min aggregate
     # the context window drops its oldest entries this many at once (history.window_start): a context is re-encoded
     # once per 32 new entries, not on each, and keeps 97-128 entries; training cuts the same way. 1 = slide by one;
-    # at most the window's length is used
+    # at most half the window's length is used
     history_trim_block: int = 32
     query_hydrator_timeout_s: float = 0.2  # per query hydrator (user store)
     source_timeout_s: float = 0.3  # per source (Thunder, retrieval)

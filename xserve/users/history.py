@@ -64,11 +64,12 @@ def window_of(timestamp_ms, window_ms: int):
 def window_start(num_entries, history_len: int, trim_block: int):
     """First entry of the context window of a user with ``num_entries`` entries (an int or an array):
     the oldest ``trim_block``-multiple of entries is dropped once the window would pass ``history_len``
-    (module docstring). The window is entries ``[window_start, num_entries)``. A ``trim_block`` above
-    ``history_len`` trims ``history_len`` at a time (the window is never empty)."""
+    (module docstring). The window is entries ``[window_start, num_entries)``. A block is at most half of
+    ``history_len``, so the window always keeps at least half its length (a block as long as the window
+    would leave a short model, e.g. ``history_len`` 16, with 8 entries on average instead of 16)."""
     if trim_block < 1 or history_len < 1:
         raise ValueError(f"trim_block and history_len must be >= 1, got {trim_block} and {history_len}")
-    block = min(trim_block, history_len)
+    block = max(1, min(trim_block, history_len // 2))
     over = np.maximum(num_entries - history_len, 0)
     return -(-over // block) * block  # ceil(over / block) blocks
 
