@@ -43,18 +43,23 @@ def test_ads_are_spaced_across_pages_marked_and_stop_when_spent(http):
         for ad_id, creative in zip(ADS, creatives):
             assert http.put(f"/v1/ads/{ad_id}", json={**ad, "creative_post_id": creative}).json() == {"ad_id": ad_id}
 
+        answers: list[dict] = []
+
         def page(**kw) -> list[dict]:
             body = {"viewer_id": VIEWER, "limit": 4, "country_code": "FR", "explain": True, **kw}
             resp = http.post("/v1/feed/for_you", json=body)
             assert resp.status_code == 200, resp.text
             _drain()
+            answers.append(resp.json())
             return resp.json()["posts"]
 
         assert [p.get("ad_id") for p in page(country_code="US")] == [None] * 4  # not targeted: no ad
         first, second = page(), page(is_bottom_request=True)
         served = first + second
         slots = [i for i, p in enumerate(served) if p["source"] == "ad"]
-        assert slots == [1, 5], [(p["post_id"], p["source"], p["explain"]["weighted_score"]) for p in served]  # 3 organic posts between, across pages
+        assert slots == [1, 5], (creatives, [(a["degraded"], a["filtered"],
+                                              [(r["component"], r["count_out"], r["status"]) for r in a["trace"]])
+                                             for a in answers[1:]])  # 3 organic posts between, across pages
         assert {served[i]["ad_id"] for i in slots} == set(ADS)
         for i in slots:
             explain = served[i]["explain"]

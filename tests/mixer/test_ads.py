@@ -55,18 +55,19 @@ class InMemoryAds:
         self.inventory.apply(delivery)
 
 
-def world(features: UserFeatures | None = None, budget: int = 10**9, creatives=CREATIVES, limit: int = 10):
+def world(features: UserFeatures | None = None, budget: int = 10**9, creatives=CREATIVES, limit: int = 10,
+          organic=ORGANIC):
     ads = InMemoryAds()
     for j, (post_id, post) in enumerate(creatives.items(), start=1):
         ads.inventory.apply(ads.inventory.put(Ad(j, ADVERTISER, post_id, post.author_id, bid_micros=1_000_000 * j,
                                                  budget_micros=budget)))
     features = features or UserFeatures(followed_user_ids=frozenset({AUTHOR}))
     user_data = InMemoryUserData(features={VIEWER: features}, history={VIEWER: HISTORY})
-    posts = {**ORGANIC, **creatives}
+    posts = {**organic, **creatives}
     # organic posts predicted apart; every creative the same, so the bids order the ads
     ranker = TableRanker({pid: ActionScores(favorite=0.05 if pid in creatives else 0.01 * (pid % 7)) for pid in posts})
     config = load_config(environ={}, overrides={"mixer": {"result_size": limit}, "cold_start": {"enabled": False}})
-    base = clients(user_data=user_data, thunder=InMemoryThunder(ORGANIC), post_data=InMemoryPostData(posts), ranker=ranker)
+    base = clients(user_data=user_data, thunder=InMemoryThunder(organic), post_data=InMemoryPostData(posts), ranker=ranker)
     pipeline = build_for_you_pipeline(config, replace(base, ads=ads))
     return pipeline, ads, user_data
 
@@ -141,3 +142,13 @@ def test_muted_keywords_and_visibility_labels_apply_to_the_creative():
     response = page(world(creatives=labelled)[0], explain=True)
     assert ad_slots(response.posts) == []
     assert set({f.filter: f.post_ids for f in response.filtered}["VisibilityFilter"]) == set(labelled)
+
+
+
+def test_a_creative_another_source_returns_is_shown_only_as_the_ad():
+    creative = Post(post_id=960, author_id=AUTHOR, text="also in-network", created_at_ms=NOW_MS - MINUTE_MS // 2)
+    pipeline, _, _ = world(creatives={960: creative}, organic={**ORGANIC, 960: creative})
+    response = page(pipeline, explain=True)
+    copies = [p for p in response.posts if p.post_id == 960]
+    assert len(copies) == 1 and copies[0].source is FeedSource.AD and copies[0].ad_id == 1
+    assert {f.filter: f.post_ids for f in response.filtered}["DropDuplicatesFilter"] == (960,)  # Thunder's copy

@@ -4,7 +4,9 @@ An ad's creative post travels with the organic candidates, so it is checked and 
 
 1. ``AdSlateQueryHydrator``: the ads with budget left and the viewer's last served ad (one ads-store
    call), and on a bottom request the organic posts served since that ad (the served history);
-2. ``AdSource``: the targeted ads (``AdTargeter``, best bid first) as candidates (``ServedType.AD``);
+2. ``AdSource``: the targeted ads (``AdTargeter``, best bid first) as candidates (``ServedType.AD``), listed
+   first, so ``DropDuplicatesFilter`` keeps the ad copy of a creative another source also returns: while an ad
+   runs, its creative is shown only as the ad (spaced and paid), never twice on a page;
 3. the organic hydrators and filters run on them too (core data, the creative's author's blocks and
    mutes, muted keywords, subscriptions, seen and served posts; not the age filter: a campaign outlives
    48 h); ``AdvertiserFilter`` (required) drops ads whose advertiser the viewer blocked or muted;

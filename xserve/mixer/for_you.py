@@ -109,12 +109,13 @@ def build_for_you_pipeline(
             *_present(ads and AdSlateQueryHydrator(ads, clients.user_data)),
         ),
         # Phoenix first, as the reference: DropDuplicatesFilter then keeps the Phoenix copy of a post both return.
+        # Ads before all: a running ad's creative is shown only as the ad (paid, spaced), never also organically.
         sources=_timed(
             mixer.source_timeout_s,
+            *_present(ads and AdSource(AdTargeter(config.ads.max_ads_ranked), blender)),
             PhoenixSource(clients.retrieval, mixer.retrieval_max_results),
             ThunderSource(clients.in_network, mixer.thunder_max_results),
             *_present(stats and config.popular.enabled and PopularSource(stats, config.popular)),
-            *_present(ads and AdSource(AdTargeter(config.ads.max_ads_ranked), blender)),  # last: an organic copy wins
         ),
         hydrators=_timed(
             mixer.hydrator_timeout_s,
