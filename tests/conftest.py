@@ -125,8 +125,8 @@ def copy_world(template, dest) -> str:
 def served_app_config(data_dir: str):
     """The session app's config: ``TINY_WORLD`` with 2 user-store shards, an API key, small admission and
     Serve queue limits (2 feeds, 4 writes in flight; 8 requests per replica, 4 queued at the proxy), no
-    CPU reservations, so the idle app never keeps a later test's actors from starting, and cold start and
-    the negative-feedback multiplier off (their module turns them on)."""
+    CPU reservations, so the idle app never keeps a later test's actors from starting, cold start and
+    the negative-feedback multiplier off (their module turns them on), and no time gap between ads."""
     from xserve.config import MixerConfig, load_config
 
     return load_config(
@@ -157,6 +157,9 @@ def served_app_config(data_dir: str):
             # tests/deployments/test_ingress.py checks; tests/deployments/test_feed_sources.py turns them on
             "cold_start": {"enabled": False},
             "negative_feedback": {"enabled": False},
+            # no time gap between ads, so tests/deployments/test_ads_api.py's second page, a moment after the first,
+            # may carry one (the inventory is empty outside that module: no other feed has ads)
+            "ads": {"min_gap_ms": 0},
         },
     )
 

@@ -26,7 +26,7 @@ LAYERS = {
     "schema": 0, "config": 0, "sharding": 0, "clock": 0,
     "pipeline": 1,
     "mixer": 2, "thunder": 2, "phoenix": 2, "storage": 2, "synth": 2,
-    "retrieval": 2, "users": 2, "posts": 2, "loop": 2,
+    "retrieval": 2, "users": 2, "posts": 2, "loop": 2, "ads": 2,
     "actors": 3, "deployments": 3,
     "app": 4,
     "cli": 5, "__main__": 5,

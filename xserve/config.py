@@ -30,6 +30,7 @@ from xserve.clock import DAY_MS, HOUR_MS, MINUTE_MS
 from xserve.schema import NEGATIVE_ACTIONS, Action, VisibilityLabel
 
 __all__ = [
+    "AdsConfig",
     "ColdStartConfig",
     "ConfigError",
     "LoopConfig",
@@ -433,6 +434,29 @@ class LoopConfig(_Section):
     guardrail_tolerance: float = 0.002  # promote when no primary metric is worse than the live model's by more (AUC-scale noise)
 
 
+class AdsConfig(_Section):
+    """Ads blended into the organic feed (issue 17 item 5; spacing after the reference's May 2026 blender).
+
+    On by default: an empty inventory serves no ads, so the feed stays the organic one until an ad is PUT,
+    and ``PUT /v1/ads/{id}`` works without a config change. Off removes every ads stage from the pipeline.
+    """
+
+    enabled: bool = True  # on: with no ads PUT the feed is unchanged; off: no ads stage and no ads-store call per feed
+    min_organic_between: int = 3  # issue 17 and the reference's default requested spacing: at least 3 organic posts between ads
+    first_ad_slot: int = 1  # 0-based: never an ad in the first slot
+    min_organic_posts: int = 5  # reference ads/util.rs: no ads in a feed of fewer than 5 organic posts
+    min_gap_ms: int = MINUTE_MS  # no ad within a minute of the viewer's last served ad (docs/reference.md §11: why 60 s)
+    max_ads_ranked: int = 8  # targeted ads (best bid first) scored with the organic candidates per feed
+    max_live_ads: int = 1_000  # ads with budget left the store returns per feed (best bid first)
+    max_viewers_tracked: int = 100_000  # viewers whose last served ad the store keeps (the oldest are dropped)
+
+    def __post_init__(self) -> None:
+        if self.min_organic_between < 1 or self.first_ad_slot < 1:
+            raise ValueError("ads: min_organic_between and first_ad_slot must be >= 1 (never two ads in a row, none first)")
+        if self.min_gap_ms < 0 or self.max_ads_ranked < 0 or self.max_live_ads < 0 or self.max_viewers_tracked < 1:
+            raise ValueError("ads: min_gap_ms, max_ads_ranked and max_live_ads must be >= 0, max_viewers_tracked >= 1")
+
+
 class XServeConfig(_Section):
     scoring: ScoringConfig = ScoringConfig()
     mixer: MixerConfig = MixerConfig()
@@ -447,6 +471,7 @@ class XServeConfig(_Section):
     cold_start: ColdStartConfig = ColdStartConfig()
     negative_feedback: NegativeFeedbackConfig = NegativeFeedbackConfig()
     loop: LoopConfig = LoopConfig()
+    ads: AdsConfig = AdsConfig()
 
 
 class ConfigError(ValueError):

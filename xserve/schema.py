@@ -22,6 +22,16 @@ import msgspec
 from msgspec import Meta, Struct
 
 __all__ = [
+    "Ad",
+    "AdBody",
+    "AdDeleted",
+    "AdDelivered",
+    "AdEvent",
+    "AdPut",
+    "AdRef",
+    "AdSlate",
+    "AdTargeting",
+    "LastAdServed",
     "ACTIONS",
     "ACTION_INDEX",
     "DURATION_ACTIONS",
@@ -484,6 +494,92 @@ def _rank_response_from_rows(rows: bytes, model_version: str, context_tokens: in
                         context_tokens, cached_context_tokens, replica)
 
 
+# --------------------------------------------------------------------------- ads (issue 17 item 5)
+
+MAX_AD_TARGETS = 100  # entries per targeting list (topics, accounts, countries)
+
+
+class AdTargeting(Struct, frozen=True, forbid_unknown_fields=True):
+    """Who an ad may be shown to; each non-empty list must match, an empty one matches everyone."""
+
+    topics: Annotated[tuple[Annotated[str, Meta(min_length=1, max_length=50)], ...], Meta(max_length=MAX_AD_TARGETS)] = ()  # one of the viewer's declared interest topics
+    followers_of: Annotated[tuple[PositiveId, ...], Meta(max_length=MAX_AD_TARGETS)] = ()  # the viewer follows one of these accounts
+    countries: Annotated[tuple[Annotated[str, Meta(min_length=1, max_length=8)], ...], Meta(max_length=MAX_AD_TARGETS)] = ()  # the request's country_code is one of these
+
+
+class AdBody(Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of ``PUT /v1/ads/{ad_id}``: creates the ad, or replaces its terms (its counters are kept)."""
+
+    advertiser_id: PositiveId  # the user paying for it: viewers who block or mute this user never see the ad
+    creative_post_id: PositiveId  # the post shown as the ad (an existing post)
+    bid_micros: Annotated[int, Meta(gt=0, le=10**12)]  # price per served impression, millionths of the currency unit
+    budget_micros: Annotated[int, Meta(gt=0, le=10**15)]  # total spend; delivery stops when the next impression would exceed it
+    targeting: AdTargeting = AdTargeting()
+
+
+class Ad(Struct, frozen=True):
+    """A stored ad (``GET /v1/ads/{ad_id}``): its terms and its pacing counters."""
+
+    ad_id: int
+    advertiser_id: int
+    creative_post_id: int
+    creative_author_id: int  # the creative post's author, read when the ad was put (the feed's candidate needs it)
+    bid_micros: int
+    budget_micros: int
+    targeting: AdTargeting = AdTargeting()
+    spent_micros: int = 0  # charged so far: bid_micros per served impression
+    impressions: int = 0  # served impressions so far
+    updated_at_ms: int = 0  # the last PUT
+
+    @property
+    def exhausted(self) -> bool:
+        """The budget cannot pay one more impression: the ad is no longer delivered."""
+        return self.spent_micros + self.bid_micros > self.budget_micros
+
+
+class AdRef(Struct, frozen=True, array_like=True):
+    """What a feed candidate carries of the ad that brought it."""
+
+    ad_id: int
+    advertiser_id: int
+    bid_micros: int
+
+
+class LastAdServed(Struct, frozen=True, array_like=True):
+    """The newest ad a viewer was served: the blender's spacing across pages."""
+
+    creative_post_id: int
+    served_at_ms: int
+
+
+class AdSlate(Struct, frozen=True):
+    """The ads store's answer for one feed: the ads with budget left, and the viewer's last served ad."""
+
+    ads: tuple[Ad, ...] = ()  # best bid first
+    last_ad: LastAdServed | None = None
+
+
+class AdPut(Struct, frozen=True, tag="ad_put", forbid_unknown_fields=True):
+    ad: Ad  # counters as they stood when it was put (a replacement keeps them)
+
+
+class AdDeleted(Struct, frozen=True, tag="ad_deleted", forbid_unknown_fields=True):
+    ad_id: int
+    at_ms: int
+
+
+class AdDelivered(Struct, frozen=True, tag="ad_delivered", forbid_unknown_fields=True):
+    """Ads served in one feed: each is charged its bid once; the viewer's last served ad moves to the last of them."""
+
+    viewer_id: int
+    ad_ids: tuple[int, ...]  # in feed order
+    creative_post_ids: tuple[int, ...]  # same order
+    at_ms: int
+
+
+AdEvent = AdPut | AdDeleted | AdDelivered
+
+
 # --------------------------------------------------------------------------- the feed
 
 
@@ -491,6 +587,7 @@ class ServedType(enum.StrEnum):
     IN_NETWORK = "for_you_in_network"  # Thunder
     RETRIEVAL = "for_you_phoenix_retrieval"  # Phoenix retrieval (out-of-network)
     POPULAR = "for_you_popular"  # the popular-posts source
+    AD = "for_you_ad"  # an ad's creative post, from the ads inventory (``xserve/ads``)
 
 
 class FeedSource(enum.StrEnum):
@@ -500,6 +597,7 @@ class FeedSource(enum.StrEnum):
     RETRIEVAL = "retrieval"  # out-of-network: nearest the viewer's embedding
     POPULAR = "popular"  # recent posts with the most engaged viewers
     COLD_START = "cold_start"  # a small author's new post lifted into the cold-start slot
+    AD = "ad"  # an ad's creative post, placed by the ads blender (``ScoredPost.ad_id`` names the ad)
 
     @classmethod
     def of(cls, served_type: ServedType) -> "FeedSource":
@@ -510,6 +608,7 @@ _SOURCE_OF = {
     ServedType.IN_NETWORK: FeedSource.THUNDER,
     ServedType.RETRIEVAL: FeedSource.RETRIEVAL,
     ServedType.POPULAR: FeedSource.POPULAR,
+    ServedType.AD: FeedSource.AD,
 }
 
 
@@ -614,6 +713,8 @@ class PostCandidate(Struct):
     popular_engaged_users: int | None = None  # PopularSource: engaged viewers it was chosen by
     negative_feedback_multiplier: float | None = None  # NegativeFeedbackScorer: the viewer's faded negatives on its author
     cold_start: ColdStartPick | None = None  # ColdStartScorer: set on the post lifted into the cold-start slot
+    ad: AdRef | None = None  # AdSource: set on an ad's creative post (organic posts: None)
+    ad_value: float | None = None  # AdValueScorer: the Phoenix weighted score times the bid (None = not ranked)
 
     @property
     def source(self) -> FeedSource:
@@ -649,6 +750,8 @@ class ScoreExplanation(Struct, frozen=True):
     terms: dict[str, float] = {}
     scorer: str = ""  # which scorer made weighted_score: "value_model" or "weighted"
     model_version: str | None = None  # the ranker version that scored it (None = not ranked)
+    ad_bid_micros: int | None = None  # an ad: its bid per impression, in millionths of the currency unit
+    ad_value: float | None = None  # an ad: the predicted value it was ranked by (weighted score x bid in units)
 
 
 class ScoredPost(Struct, frozen=True):
@@ -668,8 +771,9 @@ class ScoredPost(Struct, frozen=True):
     # the ranker call that scored it (None: not ranked, e.g. the recency fallback): send it back on engagements
     prediction_request_id: str | None = None
     last_scored_at_ms: int | None = None  # the time its scores were computed as of (the ranker's now_ms)
-    source: FeedSource | None = None  # thunder | retrieval | popular | cold_start (None only in payloads from before it)
+    source: FeedSource | None = None  # thunder | retrieval | popular | cold_start | ad (None only in payloads from before it)
     model_version: str | None = None  # the ranker version that scored it: one version for every post of a response
+    ad_id: int | None = None  # source "ad": the ad that placed this post (the creative's post id is post_id)
 
 
 class FilteredOut(Struct, frozen=True):
@@ -853,7 +957,7 @@ class Impression(Struct, frozen=True, array_like=True):
     served_type: ServedType  # the source: in-network (Thunder) or out-of-network (retrieval)
     scores: ActionScores | None = None  # the ranker's per-action predictions; None = not ranked (recency fallback)
     score: float | None = None  # the final score it was ordered by
-    source: FeedSource | None = None  # what brought it: thunder | retrieval | popular | cold_start
+    source: FeedSource | None = None  # what brought it: thunder | retrieval | popular | cold_start | ad
 
 
 class FeedImpressions(Struct, frozen=True, tag="feed_impressions"):

@@ -50,3 +50,6 @@ class ActorNames:
 
     def retrieval_indexer(self) -> str:
         return f"{self.prefix}-retrieval-indexer"
+
+    def ads(self) -> str:
+        return f"{self.prefix}-ads"

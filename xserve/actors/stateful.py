@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 import ray
 
+from xserve.actors.ads import AdInventoryActor
 from xserve.actors.naming import NAMESPACE, ActorNames
 from xserve.actors.posts import PostCatalogShard
 from xserve.actors.thunder import ThunderIngest, ThunderShard
@@ -31,6 +32,7 @@ from xserve.actors.users import UserStoreShard
 from xserve.config import RetrievalConfig, StorageConfig, ThunderConfig, XServeConfig
 
 __all__ = [
+    "ad_inventory",
     "RetrievalActors",
     "ThunderActors",
     "post_catalog_shards",
@@ -77,6 +79,11 @@ def post_catalog_shards(config: XServeConfig, names: ActorNames, now_ms: int, de
         _get_or_create(PostCatalogShard, names.post_shard(i, n), (config, i, n, now_ms), detached, scheduling)
         for i in range(n)
     ]
+
+
+def ad_inventory(config: XServeConfig, names: ActorNames, detached: bool = True) -> Any:
+    """The ads inventory's one actor."""
+    return _get_or_create(AdInventoryActor, names.ads(), (config,), detached, config.serving.actor_scheduling)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,8 +25,10 @@ from typing import Any, Protocol
 
 import msgspec
 
-from xserve.deployments.clients import PostCatalogClient, UserStoreClient, UserStoreUnavailable
+from xserve.deployments.clients import AdsHandleClient, PostCatalogClient, UserStoreClient, UserStoreUnavailable
 from xserve.schema import (
+    Ad,
+    AdBody,
     EdgeKind,
     EdgeSet,
     EdgeUnset,
@@ -87,7 +89,7 @@ class PostSink(Protocol):
 
 
 _DECODERS: dict[Any, msgspec.json.Decoder] = {  # built once
-    t: msgspec.json.Decoder(t) for t in (FeedRequest, NewPost, UserBody, MutedKeywordsBody, LabelsBody, EngagementsBody)
+    t: msgspec.json.Decoder(t) for t in (FeedRequest, NewPost, UserBody, MutedKeywordsBody, LabelsBody, EngagementsBody, AdBody)
 }
 
 
@@ -124,8 +126,10 @@ class FeedAPI:
         now_ms: Callable[[], int],
         rng: random.Random | None = None,
         viewer_wait_s: tuple[float, float] = (0.2, 1.5),
+        ads: AdsHandleClient | None = None,
     ) -> None:
         self._users = users
+        self._ads = ads  # the ads inventory; None: the /v1/ads routes answer 404
         self._viewer_wait_s = viewer_wait_s
         self._posts = posts
         self._sinks = list(sinks)
@@ -228,6 +232,43 @@ class FeedAPI:
         for u in user_ids:
             if u not in profiles:
                 raise ApiError(404, f"unknown user {u} ({field})")
+
+    # ---------------------------------------------------------------- ads
+
+    def _ad_store(self) -> AdsHandleClient:
+        if self._ads is None:
+            raise ApiError(404, "this server has no ads inventory")
+        return self._ads
+
+    async def put_ad(self, ad_id: int, body: bytes) -> dict[str, int]:
+        """Create or replace an ad (its spend and impressions are kept); the advertiser and the creative post
+        must exist. Returns once durable."""
+        check_id("ad_id", ad_id)
+        spec: AdBody = decode(AdBody, body)
+        store = self._ad_store()
+        await self._require_users([spec.advertiser_id], "advertiser_id")
+        creative = (await self._require_posts([spec.creative_post_id]))[spec.creative_post_id]
+        await store.put(Ad(
+            ad_id=ad_id, advertiser_id=spec.advertiser_id, creative_post_id=spec.creative_post_id,
+            creative_author_id=creative.author_id, bid_micros=spec.bid_micros, budget_micros=spec.budget_micros,
+            targeting=spec.targeting, updated_at_ms=self._now_ms(),
+        ))
+        return {"ad_id": ad_id}
+
+    async def get_ad(self, ad_id: int) -> bytes:
+        """The stored ad with its counters (``spent_micros``, ``impressions``); 404 when unknown."""
+        check_id("ad_id", ad_id)
+        ad = await self._ad_store().get(ad_id)
+        if ad is None:
+            raise ApiError(404, f"unknown ad {ad_id}")
+        return json_encoder.encode(ad)
+
+    async def delete_ad(self, ad_id: int) -> dict[str, int]:
+        check_id("ad_id", ad_id)
+        refused = await self._ad_store().delete(ad_id)
+        if refused is not None:
+            raise ApiError(*refused)
+        return {"ad_id": ad_id}
 
     # ---------------------------------------------------------------- engagements
 

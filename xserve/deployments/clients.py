@@ -12,7 +12,8 @@ write path's entry to the stores.
 * :class:`ThunderClient`: Thunder's shard replicas and ingest actor (the mixer's ``InNetworkClient``);
 * :class:`RetrievalShardClient`: one ``RetrievalShard`` actor as a shard of the retrieval fan-out;
 * :class:`RetrievalHandleClient`: the ``Retrieval`` deployment (the mixer's ``RetrievalClient``);
-* :class:`RankerHandleClient`: the ``Ranker`` deployment (the mixer's ``RankerClient``).
+* :class:`RankerHandleClient`: the ``Ranker`` deployment (the mixer's ``RankerClient``);
+* :class:`AdsHandleClient`: the ``AdInventoryActor`` (the mixer's ``AdsClient``, and the ads API's writes).
 
 Calls to actors go through :func:`~xserve.actors.calls.uncancelled`: a caller
 that gives up does not cancel the actor's task.
@@ -35,6 +36,9 @@ from xserve.phoenix.serving.kv_cache import CacheStats
 from xserve.posts import CatalogEvent, event_post_id, merge_popular
 from xserve.retrieval.merge import hits_to_posts
 from xserve.schema import (
+    Ad,
+    AdDelivered,
+    AdSlate,
     Engagement,
     FeedImpressions,
     HistoryItem,
@@ -65,6 +69,7 @@ from xserve.users.last_known import LastKnownViewers
 from xserve.users.writes import Refusal, ShardedWrite
 
 __all__ = [
+    "AdsHandleClient",
     "PostCatalogClient",
     "RankerHandleClient",
     "RetrievalHandleClient",
@@ -382,3 +387,33 @@ class RankerHandleClient:
     def stats(self) -> dict[str, dict[str, float]]:
         """``context_reuse`` per replica, as ``CacheStats.as_dict`` (no evictions: only replicas see those)."""
         return {replica: s.as_dict() for replica, s in sorted(self.context_reuse.items())}
+
+
+class AdsHandleClient:
+    """The ``AdInventoryActor`` as the mixer's ``AdsClient`` Protocol and the ads API's store.
+
+    ``unavailable_wait_s`` as :class:`UserStoreClient`'s: 0 for the feed's stages (they degrade: no ads),
+    longer for the API's writes.
+    """
+
+    def __init__(self, actor: Any, unavailable_wait_s: float = 0.0) -> None:
+        self._actor = actor
+        self._wait_s = unavailable_wait_s
+
+    async def ad_slate(self, viewer_id: int) -> AdSlate:
+        return await _store_call(lambda: self._actor.slate.remote(viewer_id), self._wait_s)
+
+    async def record_delivery(self, delivery: AdDelivered) -> None:
+        await _store_call(lambda: self._actor.deliver.remote(delivery), self._wait_s)
+
+    async def get(self, ad_id: int) -> Ad | None:
+        return await _store_call(lambda: self._actor.get.remote(ad_id), self._wait_s)
+
+    async def put(self, ad: Ad) -> Ad:
+        return await _store_call(lambda: self._actor.put.remote(ad), self._wait_s)
+
+    async def delete(self, ad_id: int) -> tuple[int, str] | None:
+        return await _store_call(lambda: self._actor.delete.remote(ad_id), self._wait_s)
+
+    async def stats(self) -> dict[str, Any]:
+        return await uncancelled(self._actor.stats.remote())

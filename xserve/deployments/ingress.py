@@ -14,6 +14,9 @@ Endpoints (bodies are msgspec Structs of ``xserve.schema``; errors are
 ``GET /v1/users/{user_id}``                -> ``UserRecord`` (profile, relations, muted keywords, history)
 ``PUT|DELETE /v1/users/{id}/{rel}/{t}``    rel = follows | blocks | mutes | subscriptions
 ``PUT /v1/users/{id}/muted_keywords``      ``MutedKeywordsBody``
+``PUT /v1/ads/{ad_id}``                    ``AdBody`` -> ``{"ad_id"}`` once durable (creates or replaces; counters kept)
+``GET /v1/ads/{ad_id}``                    -> the stored ``Ad`` with its pacing counters
+``DELETE /v1/ads/{ad_id}``                 -> ``{"ad_id"}``; the ad is no longer delivered
 ``GET /v1/admin/stats``                    admission counters and the stores' stats (an admin route)
 ``GET /healthz``                           200 when every part answers, else 503
 ``GET /openapi.json``                      the OpenAPI document (request bodies from msgspec schemas)
@@ -55,6 +58,8 @@ from xserve.deployments.api_key import ApiKeyGuard
 from xserve.deployments.clients import StoreUnavailable
 from xserve.deployments.services import ServiceGraph
 from xserve.schema import (
+    Ad,
+    AdBody,
     Engagement,
     FeedRequest,
     FeedResponse,
@@ -182,6 +187,7 @@ class FeedIngress:
             self._graph.run_pipeline,
             self._graph.now_ms,
             viewer_wait_s=(self._base.mixer.query_hydrator_timeout_s, self._base.mixer.request_timeout_s),
+            ads=self._graph.api_ads,
         )
         self._max_body = self._base.serving.max_body_bytes
         # fixed for the replica's life (a reconfigure does not change the key or the limits: slots held by
@@ -268,6 +274,18 @@ class FeedIngress:
     @api_app.delete("/v1/users/{user_id}/{relation}/{target_id}")
     async def unset_edge(self, user_id: int, relation: str, target_id: int) -> Response:
         return await self._call(self._api.edge, user_id, relation, target_id, False)
+
+    @api_app.put("/v1/ads/{ad_id}", openapi_extra=_body_schema(AdBody))
+    async def put_ad(self, ad_id: int, request: Request) -> Response:
+        return await self._call(self._api.put_ad, ad_id, request=request)
+
+    @api_app.get("/v1/ads/{ad_id}", openapi_extra=_response_schema(Ad))
+    async def get_ad(self, ad_id: int) -> Response:
+        return await self._call(self._api.get_ad, ad_id)
+
+    @api_app.delete("/v1/ads/{ad_id}")
+    async def delete_ad(self, ad_id: int) -> Response:
+        return await self._call(self._api.delete_ad, ad_id)
 
     @api_app.get("/v1/admin/stats")
     async def admin_stats(self) -> Response:

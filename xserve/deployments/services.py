@@ -18,9 +18,10 @@ from typing import Any
 from xserve import clock
 from xserve.actors.calls import uncancelled
 from xserve.actors.naming import ActorNames
-from xserve.actors.stateful import post_catalog_shards, thunder_actors, user_store_shards
+from xserve.actors.stateful import ad_inventory, post_catalog_shards, thunder_actors, user_store_shards
 from xserve.config import XServeConfig
 from xserve.deployments.clients import (
+    AdsHandleClient,
     PostCatalogClient,
     RankerHandleClient,
     RetrievalHandleClient,
@@ -69,6 +70,9 @@ class ServiceGraph:
         self.ranker = RankerHandleClient(ranker)
         self._ranker_handle = ranker
         self.sinks = [self.thunder, _RetrievalSink(retrieval)]  # consumers of the post catalog's logs
+        self.ad_actor = ad_inventory(config, names)
+        self.ads = AdsHandleClient(self.ad_actor)  # the feed's: fails at once (no ads) when unreachable
+        self.api_ads = AdsHandleClient(self.ad_actor, wait_s)
         self._metrics = RayMetricsSink()
         self.impression_counts = ImpressionCounts()  # this replica's feeds and their impression logging
         self._trim_interval_s = config.thunder.trim_interval_s
@@ -79,6 +83,7 @@ class ServiceGraph:
         clients = ForYouClients(
             user_data=self.users, in_network=self.thunder, retrieval=self.retrieval, post_data=self.posts, ranker=self.ranker,
             post_stats=self.posts, impressions=self.posts,  # the catalog's counters; impressions = the served posts
+            ads=self.ads,
         )
         self.pipeline = build_for_you_pipeline(config, clients, self._metrics)
         for effect in self.pipeline.side_effects:  # the counts outlive a reconfigure's new pipeline
@@ -104,6 +109,7 @@ class ServiceGraph:
             "thunder": self.thunder.stats(),
             "retrieval": self._retrieval_handle.stats.remote(),
             "ranker": self._ranker_handle.stats.remote(),
+            "ads": self.ads.stats(),
             # ready only once Thunder and retrieval have read every post write the catalog holds (after a restart)
             "catch_up": asyncio.gather(*(sink.catch_up() for sink in self.sinks)),
         }
@@ -122,7 +128,7 @@ class ServiceGraph:
         users = await asyncio.gather(*(a.stats.remote() for a in self.user_shards))
         posts = await asyncio.gather(*(a.stats.remote() for a in self.post_shards))
         return {"users": users, "posts": posts, "ranker_context_reuse": self.ranker.stats(),
-                "impressions": self.impression_counts.as_dict()}
+                "impressions": self.impression_counts.as_dict(), "ads": await self.ads.stats()}
 
     async def drain(self) -> None:
         await self.pipeline.drain()

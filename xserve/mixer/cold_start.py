@@ -77,7 +77,7 @@ class ColdStartPolicy:
         cut = int(c.max_position_ratio * len(ranked))
         return sorted(
             i for i in ranked[:cut]
-            if (x := candidates[i]).score < target
+            if (x := candidates[i]).score < target and x.ad is None  # an ad's slot is the blender's
             and x.in_reply_to_post_id is None and x.repost_of_post_id is None
             and x.author_followers_count is not None and x.author_followers_count <= c.follower_cap
             and x.created_at_ms is not None and 0 <= now_ms - x.created_at_ms <= c.max_post_age_ms

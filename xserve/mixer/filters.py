@@ -61,14 +61,15 @@ class CoreDataHydrationFilter(Filter[ForYouQuery, PostCandidate]):
 
 
 class AgeFilter(Filter[ForYouQuery, PostCandidate]):
-    """Posts older than ``max_age_ms`` at request time, or of unknown age."""
+    """Posts older than ``max_age_ms`` at request time, or of unknown age; not an ad's creative (a campaign
+    outlives the organic window)."""
 
     def __init__(self, max_age_ms: int) -> None:
         self.max_age_ms = max_age_ms
 
     def filter(self, query: ForYouQuery, candidates: Candidates) -> FilterResult[PostCandidate]:
         oldest = query.now_ms - self.max_age_ms
-        return partition(candidates, lambda c: c.created_at_ms is None or c.created_at_ms < oldest)
+        return partition(candidates, lambda c: c.ad is None and (c.created_at_ms is None or c.created_at_ms < oldest))
 
 
 class SelfPostFilter(Filter[ForYouQuery, PostCandidate]):

@@ -1,8 +1,8 @@
 """``build_for_you_pipeline``: the For You pipeline, every component listed in execution order.
 
 Mirrors the reference ``phoenix_candidate_pipeline.rs`` (January 2026), with the issue-17 additions
-(``docs/reference.md`` §11): the popular source, the negative-feedback multiplier, cold start and the
-impression counts, each present when its config section is enabled and the clients it needs are given.
+(``docs/reference.md`` §11): the popular source, the negative-feedback multiplier, cold start, the
+impression counts and the ads stages (``ads.py``), each present when its config section is enabled and the clients it needs are given.
 
 Two wrappers mark what a late or failing request must still do (the
 framework's ``runs_past_deadline`` and ``fail_closed``, ``xserve/pipeline``):
@@ -22,8 +22,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from xserve.ads.blender import AdBlender
+from xserve.ads.targeting import AdTargeter
 from xserve.config import XServeConfig
 from xserve.mixer.protocols import ForYouClients
+from xserve.mixer.ads import (
+    AdBlenderFilter,
+    AdDeliverySideEffect,
+    AdSlateQueryHydrator,
+    AdSource,
+    AdValueScorer,
+    AdvertiserFilter,
+    TopKWithAdsSelector,
+)
 from xserve.mixer.cold_start import ColdStartScorer
 from xserve.mixer.filters import (
     AgeFilter,
@@ -86,16 +97,22 @@ def build_for_you_pipeline(
     post_data = clients.post_data
     stats, impressions = clients.post_stats, clients.impressions
     negatives, cold_start = config.negative_feedback, config.cold_start
+    ads = clients.ads if config.ads.enabled else None
+    blender = AdBlender(config.ads)
+    limit = RequestLimit(mixer.result_size)
     return CandidatePipeline(
         query_hydrators=_timed(
             mixer.query_hydrator_timeout_s,
             UserActionSeqQueryHydrator(clients.user_data, mixer.history_length),
             _required(UserFeaturesQueryHydrator(clients.user_data)),
             ServedHistoryQueryHydrator(clients.user_data),
+            *_present(ads and AdSlateQueryHydrator(ads, clients.user_data)),
         ),
         # Phoenix first, as the reference: DropDuplicatesFilter then keeps the Phoenix copy of a post both return.
+        # Ads before all: a running ad's creative is shown only as the ad (paid, spaced), never also organically.
         sources=_timed(
             mixer.source_timeout_s,
+            *_present(ads and AdSource(AdTargeter(config.ads.max_ads_ranked), blender)),
             PhoenixSource(clients.retrieval, mixer.retrieval_max_results),
             ThunderSource(clients.in_network, mixer.thunder_max_results),
             *_present(stats and config.popular.enabled and PopularSource(stats, config.popular)),
@@ -120,6 +137,7 @@ def build_for_you_pipeline(
             PreviouslyServedFilter(),
             _required(MutedKeywordFilter()),
             _required(AuthorSocialgraphFilter()),
+            *_present(ads and _required(AdvertiserFilter())),
         ),
         scorers=_timed(
             mixer.scorer_timeout_s,
@@ -130,22 +148,26 @@ def build_for_you_pipeline(
             *_present(negatives.enabled and _past_deadline(NegativeFeedbackScorer(negatives))),
             *_present(stats and impressions and cold_start.enabled and ColdStartScorer(impressions, stats, cold_start)),
             _past_deadline(RecencyFallbackScorer()),
+            *_present(ads and _past_deadline(AdValueScorer())),
         ),
-        selector=TopKScoreSelector(mixer.top_k),  # runs past the deadline and fails closed, as every selector
+        # runs past the deadline and fails closed, as every selector
+        selector=TopKWithAdsSelector(mixer.top_k) if ads else TopKScoreSelector(mixer.top_k),
         post_selection_hydrators=_timed(
             mixer.hydrator_timeout_s,
             _required(VisibilityHydrator(post_data, mixer.in_network_visibility_drop, mixer.out_of_network_visibility_drop)),
         ),
         post_selection_filters=_timed(
-            mixer.filter_timeout_s, _required(VisibilityFilter()), DedupConversationFilter()
+            mixer.filter_timeout_s, _required(VisibilityFilter()), DedupConversationFilter(),
+            *_present(ads and AdBlenderFilter(blender, limit)),
         ),
         side_effects=_timed(
             mixer.side_effect_timeout_s,
             ServedHistorySideEffect(clients.user_data, config.loop.log_impressions),
             *_present(impressions and ImpressionCountSideEffect(impressions)),
+            *_present(ads and AdDeliverySideEffect(ads)),
         ),
         max_pending_side_effects=mixer.max_pending_side_effects,
-        result_size=RequestLimit(mixer.result_size),
+        result_size=limit,
         request_timeout_s=mixer.request_timeout_s,
         metrics=metrics or NullMetricsSink(),
     )

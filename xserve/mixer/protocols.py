@@ -13,6 +13,8 @@ from typing import Protocol
 
 from xserve.schema import (
     FeedImpressions,
+    AdDelivered,
+    AdSlate,
     HistoryItem,
     InNetworkRequest,
     InNetworkResponse,
@@ -30,6 +32,7 @@ from xserve.schema import (
 )
 
 __all__ = [
+    "AdsClient",
     "ForYouClients",
     "ImpressionCountClient",
     "InNetworkClient",
@@ -116,6 +119,18 @@ class ImpressionCountClient(Protocol):
     async def record_impressions(self, viewer_id: int, posts: Sequence[ServedPostRef], at_ms: int) -> None: ...
 
 
+class AdsClient(Protocol):
+    """The ads inventory (``xserve/ads``): what a feed may show, and what it showed."""
+
+    async def ad_slate(self, viewer_id: int) -> AdSlate:
+        """The ads with budget left (best bid first) and the viewer's last served ad."""
+        ...
+
+    async def record_delivery(self, delivery: AdDelivered) -> None:
+        """Charge each served ad its bid; the viewer's last served ad becomes the delivery's last."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ForYouClients:
     """Every service the For You pipeline reaches, bundled for ``build_for_you_pipeline``.
@@ -131,3 +146,4 @@ class ForYouClients:
     ranker: RankerClient
     post_stats: PostStatsClient | None = None  # the popular source and cold start
     impressions: ImpressionCountClient | None = None  # cold start; recorded by ImpressionCountSideEffect
+    ads: AdsClient | None = None  # the ads stages (config ads.enabled); without it the feed has no ads

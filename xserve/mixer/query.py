@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import msgspec
 
+from xserve.ads.blender import AdSpacing
 from xserve.posts.request_cache import RequestPostCache
-from xserve.schema import FeedRequest, HistoryItem, ImpressionBloomFilter, UserContext, UserFeatures, UserQueryData
+from xserve.schema import Ad, FeedRequest, HistoryItem, ImpressionBloomFilter, UserContext, UserFeatures, UserQueryData
 
 __all__ = ["ForYouQuery"]
 
@@ -40,6 +41,8 @@ class ForYouQuery(msgspec.Struct, kw_only=True):
     user_features: UserFeatures | None = None  # None = not hydrated (the user store failed)
     history: tuple[HistoryItem, ...] | None = None  # engagement sequence, newest last
     served_history: frozenset[int] = frozenset()  # bottom requests: what the user store recorded as served
+    ads: tuple[Ad, ...] = ()  # AdSlateQueryHydrator: the ads with budget left, best bid first
+    ad_spacing: AdSpacing = AdSpacing()  # AdSlateQueryHydrator: the viewer's last ad, for the blender
     # sources
     left_out: list[str] = msgspec.field(default_factory=list)  # parts a source answered without (a Thunder shard): in the feed's degraded
 

@@ -70,6 +70,8 @@ def scored_post(c: PostCandidate, explain: bool = False) -> ScoredPost:
             terms=c.score_terms or {},
             scorer="" if c.weighted_score is None else "value_model" if c.score_terms is not None else "weighted",
             model_version=c.model_version,
+            ad_bid_micros=c.ad.bid_micros if c.ad is not None else None,
+            ad_value=c.ad_value,
         )
         if explain
         else None,
@@ -78,4 +80,5 @@ def scored_post(c: PostCandidate, explain: bool = False) -> ScoredPost:
         last_scored_at_ms=c.last_scored_at_ms,
         source=c.source,
         model_version=c.model_version,
+        ad_id=c.ad.ad_id if c.ad is not None else None,
     )

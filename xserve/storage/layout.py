@@ -20,6 +20,7 @@ alone (and a migration of existing directories)::
     DIR/embeddings/CURRENT               the live embedding version
     DIR/embeddings/v<name>/              one embedding version (MANIFEST.json, shard tables)
     DIR/embeddings/LIVE_WATERMARK.json   how far the live indexer has read the post catalog's logs
+    DIR/ads/events/                      the ads inventory's event log (puts, deletes, deliveries)
 """
 
 from __future__ import annotations
@@ -128,3 +129,7 @@ class DataDirLayout:
     @property
     def live_index_watermark(self) -> Path:
         return self.embeddings / "LIVE_WATERMARK.json"
+
+    @property
+    def ads_events(self) -> Path:
+        return self.root / "ads" / "events"
