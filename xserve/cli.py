@@ -254,9 +254,9 @@ def train_version(config: XServeConfig, name: str | None = None, switch: bool = 
                                                    "last_ms": int(np.max(engagements.column("timestamp_ms").to_numpy()))},
             split_ms=m["split_ms"], metrics={"ranker": m["ranker"], "towers": m["towers"]},
             seconds=round(time.perf_counter() - started, 1))
-        say(f"trained model version {name} on {m['entries']} aggregated engagements of {m['users']} users, "
-            f"{m['posts']} posts in {time.perf_counter() - started:.0f} s ({m['threads']} torch threads): "
-            f"{manifest['ranker_version']}, {manifest['towers_version']}")
+        say(f"trained on {m['entries']} aggregated engagements of {m['users']} users, {m['posts']} posts in "
+            f"{time.perf_counter() - started:.0f} s ({m['threads']} torch threads): model version {name} "
+            f"({manifest['ranker_version']}, {manifest['towers_version']})")
         manifest["switched"] = False
         if switch:
             versions.switch(name, clock.now_ms())

@@ -4,6 +4,7 @@ scores as the runner, a bad request fails alone."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 
 import pytest
 from msgspec.structs import replace
@@ -93,13 +94,26 @@ def local_mode_batching(monkeypatch):
                         lambda self: None)
 
 
-def test_local_mode_batches_users_and_matches_the_runner(local_mode_batching):
+@pytest.fixture
+def fresh_ranker():
+    """A Ranker class of its own: calling a ``@serve.batch`` method in-process leaves a live batch queue on
+    the class, which then no longer pickles, and the session app deploys the module's class later on
+    (a redeploy failed with "cannot pickle '_asyncio.Future'"). The module is put back afterwards."""
+    import xserve.deployments.ranker as module
+
+    saved = dict(vars(module))
+    yield importlib.reload(module).Ranker
+    vars(module).clear()
+    vars(module).update(saved)
+
+
+def test_local_mode_batches_users_and_matches_the_runner(local_mode_batching, fresh_ranker):
     cfg = XServeConfig(
         phoenix=tiny_ranker_config(),
         ranker_serving=RankerServingConfig(block_size=4, chunk_size=8, kv_cache_bytes=1 << 20, max_batch_size=4,
                                            batch_wait_timeout_s=0.2, max_ongoing_requests=8),
     )
-    handle = serve.run(Ranker.options(**ranker_options(cfg)).bind(cfg), name="ranker-test",
+    handle = serve.run(fresh_ranker.options(**ranker_options(cfg)).bind(cfg), name="ranker-test",
                        _local_testing_mode=True)
     client = RankerHandleClient(handle)
     reqs = [make_request(user=u, n_history=3 * u, n_candidates=5 + u, seed=u) for u in range(1, 5)]
