@@ -25,7 +25,8 @@ Every policy runs on the same users with the same random numbers: a session's ge
 (``--seed``, user, session), whatever the policy, and each user runs the policies back to back in an
 order rotated per user, so that time, new posts and the feedback the earlier policies sent fall on
 every policy alike. Then, unless ``--no-retrain`` (or ``--url``): stop the app, ``xserve train`` on the
-data directory (the seeded engagements plus whatever of the live ones the data directory keeps), start
+data directory (the seeded engagements plus whatever of the live ones the data directory keeps), re-embed
+the posts table with the new candidate tower (``scripts/backfill_embeddings.py``), start
 the app and run every policy again (``sim.retrained.*`` for the ranker, ``sim.retrained.<policy>.*`` for
 the others), then ``sim.retrain_gain.*`` (retrained ranker / ranker before).
 
@@ -54,6 +55,7 @@ from scripts.load_test import _loopback  # noqa: E402
 from xserve import clock  # noqa: E402
 from xserve.config import ScoringWeights  # noqa: E402
 from xserve.schema import ACTIONS, Action  # noqa: E402
+from xserve.storage.layout import DataDirLayout  # noqa: E402
 from xserve.synth.behaviour import BehaviourConfig, BehaviourModel, PageReading, SessionTally  # noqa: E402
 from xserve.synth.oracle import TrueActionModel  # noqa: E402
 
@@ -226,12 +228,20 @@ def app_env(candidates: int) -> dict[str, str]:
     return {**os.environ, "XSERVE__MIXER__TOP_K": str(candidates), "PYTHONPATH": str(ROOT)}
 
 
-def xserve(env: dict[str, str], *argv: str) -> None:
-    """``python -m xserve ARGV`` in the checkout; raises with the tail of its output if it fails."""
-    progress("xserve " + " ".join(argv))
-    done = subprocess.run([sys.executable, "-m", "xserve", *argv], cwd=ROOT, env=env, capture_output=True, text=True)
+def run_checked(env: dict[str, str], *argv: str | Path) -> None:
+    """``python ARGV`` in the checkout; raises with the tail of its output if it fails."""
+    command = [sys.executable, *map(str, argv)]
+    progress(" ".join(command[1:]))
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"xserve {argv[0]} exited {done.returncode}: {(done.stdout + done.stderr)[-800:]}")
+        raise RuntimeError(f"{' '.join(command[1:3])} exited {done.returncode}: {(done.stdout + done.stderr)[-800:]}")
+    progress(f"  took {time.perf_counter() - started:.0f} s")
+
+
+def xserve(env: dict[str, str], *argv: str) -> None:
+    """``python -m xserve ARGV``."""
+    run_checked(env, "-m", "xserve", *argv)
 
 
 def simulate(args, url: str, data_dir: Path, restart: Callable[[], None] | None) -> int:
@@ -272,6 +282,11 @@ def run_own_app(args) -> int:
             def restart() -> None:
                 app.stop()
                 xserve(env, "train", "--data-dir", str(data_dir), "--quiet")
+                # the retrained user tower goes live only with its re-embedded corpus (the app indexes posts
+                # only on a first run): a new embedding version, switched atomically
+                towers = DataDirLayout(data_dir).towers_checkpoint
+                run_checked(env, ROOT / "scripts" / "backfill_embeddings.py", "--data-dir", str(data_dir),
+                            "--towers-checkpoint", str(towers), "--quiet")
                 progress("starting the app on the retrained models")
                 app.start()
 
