@@ -24,6 +24,8 @@ def test_every_policy_prints_its_figures_and_they_are_sane(served_app, capsys):
             "--attention-decay", "0.95"]
     assert main(argv) == 0
     out = capsys.readouterr().out
+    with capsys.disabled():  # the figures, in the log of the run
+        print("\n" + out)
     figures = {}
     for line in out.splitlines():
         m = LINE.match(line)
