@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -269,6 +270,8 @@ def simulate(args, url: str, data_dir: Path, restart: Callable[[], None] | None)
 
 def run_own_app(args) -> int:
     """Seed a fresh world in a temporary directory, train, serve it, simulate, retrain, simulate again, stop."""
+    # a SIGTERM (a `timeout`) unwinds like Ctrl-C, so the app started below is stopped and the directory removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="xserve-sim-") as tmp:
         data_dir = Path(tmp) / "data"
         env = app_env(args.candidates)
