@@ -204,11 +204,10 @@ class Simulator:
 # --------------------------------------------------------------------------- report
 
 
-def print_figures(prefix: str, tally: SessionTally, all_figures: bool = True) -> dict[str, float]:
+def print_figures(prefix: str, tally: SessionTally) -> dict[str, float]:
     values = {}
     for name, (value, unit) in tally.figures().items():
-        if all_figures or name in FIGURES:
-            print(f"{prefix}.{name} {value:.6g} {unit}", flush=True)
+        print(f"{prefix}.{name} {value:.6g} {unit}", flush=True)
         values[name] = value
     return values
 
