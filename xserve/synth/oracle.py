@@ -81,13 +81,37 @@ class TrueActionModel:
 
     def __call__(self, user_ids: np.ndarray, post_ids: np.ndarray, times_ms: np.ndarray) -> np.ndarray:
         """(n,) ids and impression times → (n, A) float32 probabilities in ``ACTIONS`` order; 0 for ids the
-        world does not hold (a post created after seeding)."""
+        world does not hold (a post created after seeding and not given to ``add_posts``)."""
+        prob, _ = self.independent(user_ids, post_ids, times_ms)
+        negative = self.gt["negative_actions"]
+        no_negative = np.prod(1.0 - prob[:, negative], axis=1, keepdims=True)  # (n, 1)
+        prob[:, ~negative] *= no_negative
+        return prob
+
+    def independent(self, user_ids: np.ndarray, post_ids: np.ndarray,
+                    times_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The world's independent draws before its negative rule: ``(n, A)`` gated σ(logit) per action (0 for
+        unknown ids) and the ``(n,)`` affinity feature its dwell time grows with (``world.draw_dwell_ms``)."""
         gt = self.gt
         u, p, known, follows, features = self._features(user_ids, post_ids, times_ms)
         prob = _sigmoid(action_logits(features, gt["user_propensity"][u], gt["action_weights"]))  # (n, A)
         prob *= action_gates(gt["post_has_photo"][p], gt["post_has_video"][p], gt["post_is_quote"][p], follows,
                              gt["post_has_link"][p])
-        negative = gt["negative_actions"]
-        no_negative = np.prod(1.0 - prob[:, negative], axis=1, keepdims=True)  # (n, 1)
-        prob[:, ~negative] *= no_negative
-        return np.where(known[:, None], prob, 0.0).astype(np.float32)
+        return np.where(known[:, None], prob, 0.0).astype(np.float32), features[:, 1]
+
+    def add_posts(self, post_ids: np.ndarray, author_ids: np.ndarray, topics: np.ndarray,
+                  created_at_ms: np.ndarray) -> None:
+        """Make plain text posts created after seeding known (ids above every known one; authors are user ids):
+        an original by its author, on ``topics``, without media, link or labels."""
+        gt, post_ids = self.gt, np.asarray(post_ids, np.int64)
+        if len(post_ids) == 0:
+            return
+        if post_ids.min() <= gt["post_ids"][-1] or np.any(np.diff(post_ids) <= 0):
+            raise ValueError("new post ids must be increasing and above every known post id")
+        author = np.searchsorted(gt["user_ids"], np.asarray(author_ids, np.int64))
+        no, zero = np.zeros(len(post_ids), dtype=bool), np.zeros(len(post_ids), dtype=np.int64)
+        for key, value in (("post_ids", post_ids), ("post_author", author), ("post_content_author", author),
+                           ("post_topic", topics), ("post_created_at_ms", created_at_ms), ("post_labelled", no),
+                           ("post_has_photo", no), ("post_has_video", no), ("post_is_quote", no),
+                           ("post_has_link", no), ("post_video_ms", zero)):
+            gt[key] = np.concatenate([gt[key], np.asarray(value).astype(gt[key].dtype)])

@@ -42,6 +42,7 @@ __all__ = [
     "World",
     "WorldSpec",
     "affinity",
+    "draw_dwell_ms",
     "generate_world",
 ]
 
@@ -325,6 +326,12 @@ def expected_durations_ms(features: np.ndarray, video_ms: np.ndarray) -> np.ndar
     return mean
 
 
+def draw_dwell_ms(rng: np.random.Generator, x_aff: np.ndarray) -> np.ndarray:
+    """(n,) dwell milliseconds of impressions that drew ``Action.DWELL``: lognormal around 4 s, longer with
+    affinity (``x_aff``: the ``affinity`` column of ``impression_features``), clipped to [0.3 s, 10 min]."""
+    return np.clip(rng.lognormal(np.log(4_000) + 0.4 * x_aff, 0.8), 300, 600_000)
+
+
 def action_gates(has_photo: np.ndarray, has_video: np.ndarray, is_quote: np.ndarray, follows: np.ndarray,
                  has_link: np.ndarray | None = None) -> np.ndarray:
     """(n, A) bool: which actions an impression can produce at all (photo expands need a photo, ...)."""
@@ -565,11 +572,7 @@ def _rows(rng, hits, first_action, t, in_net, post, posts, features, now_ms):
     surface, time), every random draw from ``rng``."""
     rows, action = np.nonzero(hits)
     action = action + first_action
-    dwell = np.where(
-        action == ACTION_INDEX[Action.DWELL],
-        np.clip(rng.lognormal(np.log(4_000) + 0.4 * features[rows, 1], 0.8), 300, 600_000),
-        0,
-    ).astype(np.int64)
+    dwell = np.where(action == ACTION_INDEX[Action.DWELL], draw_dwell_ms(rng, features[rows, 1]), 0).astype(np.int64)
     surface = np.where(
         in_net[rows],
         rng.choice([ProductSurface.HOME_FOR_YOU, ProductSurface.HOME_FOLLOWING], size=len(rows), p=[0.75, 0.25]),

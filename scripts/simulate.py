@@ -1,0 +1,350 @@
+"""Closed-loop simulator: a synthetic world's users read their feeds over HTTP, act on them, and the model retrains.
+
+    python scripts/simulate.py                       # a fresh small world: seed, train, serve, simulate, retrain
+    python scripts/simulate.py --size medium         # the goal run
+    python scripts/simulate.py --url http://127.0.0.1:8000 --data-dir DIR   # drive a running server (no retrain)
+
+Readers are users of the world (``--users``, drawn with ``--seed``). A session reads up to ``--pages``
+pages of ``--page-size`` posts; each page is a fresh ``POST /v1/feed/for_you`` (``seen_ids`` = the posts
+already shown in the session) asking for ``--candidates`` posts: the server's filtered candidates, ranked
+by the served model (the app this script starts serves ``mixer.top_k = --candidates``; another server
+returns at most its own ``top_k``). Each policy then orders that same list client side and shows its first
+``--page-size``:
+
+* ``ranker``: the served order; ``recency``: newest first (the ranker-down fallback's order);
+* ``random``: a seeded shuffle; ``oracle``: by the world's true expected weighted score
+  (``TrueActionModel`` probabilities x the default ``scoring.weights``): the ceiling of the ranking stage.
+
+The reader (``xserve.synth.behaviour.BehaviourModel``) reads top down with attention decaying by position,
+draws actions and dwell from the world's ground truth, and the script sends them back:
+``POST /v1/engagements`` (one batch per page, carrying each post's ``prediction_request_id``) and, for
+blocks and mutes, ``PUT /v1/users/{id}/blocks|mutes/{author}``. Between sessions authors keep posting
+(``POST /v1/posts``, one post every ``--post-every`` sessions, made known to the ground truth).
+
+Every policy runs on the same users with the same random numbers: a session's generator is seeded by
+(``--seed``, user, session), whatever the policy, and each user runs the policies back to back in an
+order rotated per user, so that time, new posts and the feedback the earlier policies sent fall on
+every policy alike. Then, unless ``--no-retrain`` (or ``--url``): stop the app, ``xserve train`` on the
+data directory (the seeded engagements plus whatever of the live ones the data directory keeps), re-embed
+the posts table with the new candidate tower (``scripts/backfill_embeddings.py``), start
+the app and run every policy again (``sim.retrained.*`` for the ranker, ``sim.retrained.<policy>.*`` for
+the others), then ``sim.retrain_gain.*`` (retrained ranker / ranker before).
+
+Prints one ``name value unit`` line per figure on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+if __package__ in (None, ""):  # run as a file: make `scripts.chaoslib` importable from the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts.chaoslib.app_process import ROOT, AppProcess  # noqa: E402
+from scripts.load_test import _loopback  # noqa: E402
+from xserve import clock  # noqa: E402
+from xserve.config import ScoringWeights  # noqa: E402
+from xserve.schema import ACTIONS, Action  # noqa: E402
+from xserve.storage.layout import DataDirLayout  # noqa: E402
+from xserve.synth.behaviour import BehaviourConfig, BehaviourModel, PageReading, SessionTally  # noqa: E402
+from xserve.synth.oracle import TrueActionModel  # noqa: E402
+
+POLICIES = ("ranker", "recency", "random", "oracle")
+FIGURES = ("engagement_rate", "negative_rate", "dwell_s_per_session", "unregretted_s_per_session")
+_EDGE_OF = {Action.BLOCK_AUTHOR: "blocks", Action.MUTE_AUTHOR: "mutes"}  # actions that also write a graph edge
+
+
+def progress(message: str) -> None:
+    print(f"[simulate {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- policies
+
+
+class Policies:
+    """Orders one feed response's posts per policy (all client side, over the same candidate list)."""
+
+    def __init__(self, truth: TrueActionModel, weights: ScoringWeights = ScoringWeights()) -> None:
+        self.truth = truth
+        self.weights = np.array([getattr(weights, a.value, 0.0) for a in ACTIONS], dtype=np.float64)  # (A,)
+
+    def order(self, policy: str, rng: np.random.Generator, user_id: int, post_ids: np.ndarray,
+              now_ms: int) -> np.ndarray:
+        """Indices into ``post_ids`` (served order) in ``policy``'s order."""
+        n = len(post_ids)
+        if policy == "ranker":
+            return np.arange(n)
+        if policy == "random":
+            return rng.permutation(n)
+        if policy == "recency":
+            gt = self.truth.gt
+            at = np.minimum(np.searchsorted(gt["post_ids"], post_ids), len(gt["post_ids"]) - 1)
+            created = np.where(gt["post_ids"][at] == post_ids, gt["post_created_at_ms"][at], 0)  # unknown: last
+            return np.argsort(-created, kind="stable")
+        if policy == "oracle":
+            prob = self.truth(np.full(n, user_id), post_ids, np.full(n, now_ms))  # (n, A)
+            return np.argsort(-(prob @ self.weights), kind="stable")
+        raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+
+
+# --------------------------------------------------------------------------- one simulation pass
+
+
+class Simulator:
+    """Runs sessions against ``url`` and keeps a :class:`SessionTally` per policy."""
+
+    def __init__(self, http: httpx.Client, truth: TrueActionModel, behaviour: BehaviourModel, args,
+                 users: np.ndarray) -> None:
+        self.http, self.truth, self.behaviour, self.args, self.users = http, truth, behaviour, args, users
+        self.policies = Policies(truth)
+        self.next_post_id = clock.now_ms() * 1_000  # above every seeded id and every earlier run's (ms-based)
+        self.sessions_run = 0
+        self.posts_created = 0
+        self.errors = 0
+
+    def run(self, policies: tuple[str, ...], label: str) -> dict[str, SessionTally]:
+        tallies = {p: SessionTally(self.behaviour.config.regret_s) for p in policies}
+        started = time.perf_counter()
+        for i, user in enumerate(self.users.tolist()):
+            for k in range(len(policies)):
+                policy = policies[(i + k) % len(policies)]  # rotated: no policy always goes first
+                for session in range(self.args.sessions):
+                    self.session(policy, user, session, tallies[policy])
+                    self.sessions_run += 1
+                    if self.args.post_every and self.sessions_run % self.args.post_every == 0:
+                        self.author_posts()
+            if (i + 1) % max(1, len(self.users) // 10) == 0 or i + 1 == len(self.users):
+                progress(f"{label}: {i + 1}/{len(self.users)} users, {time.perf_counter() - started:.0f} s, "
+                         f"{self.errors} request errors")
+        return tallies
+
+    def session(self, policy: str, user: int, session: int, tally: SessionTally) -> None:
+        rng = np.random.default_rng([self.args.seed, user, session])  # the same numbers under every policy
+        policy_rng = np.random.default_rng([self.args.seed, user, session, 1])
+        shown: list[int] = []
+        tally.sessions += 1
+        for _ in range(self.args.pages):
+            posts = self.feed(user, shown)
+            if not posts:
+                return
+            now_ms = clock.now_ms()
+            ids = np.array([p["post_id"] for p in posts], dtype=np.int64)
+            page = self.policies.order(policy, policy_rng, user, ids, now_ms)[: self.args.page_size]
+            reading = self.behaviour.read(rng, user, ids[page], now_ms)
+            tally.add(reading)
+            self.send(user, [posts[j] for j in page[: len(reading.viewed)]], reading, now_ms)
+            shown.extend(ids[page].tolist())
+            if not reading.read_on:
+                return
+
+    def feed(self, user: int, shown: list[int]) -> list[dict]:
+        body = {"viewer_id": user, "limit": self.args.candidates, "seen_ids": shown[-1000:]}
+        try:
+            response = self.http.post("/v1/feed/for_you", json=body)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            self.errors += 1
+            progress(f"feed of user {user} failed: {exc}")
+            return []
+        return response.json()["posts"]
+
+    def send(self, user: int, posts: list[dict], reading: PageReading, now_ms: int) -> None:
+        batch, edges = [], []
+        for post, hits, dwell_ms in zip(posts, reading.actions, reading.dwell_ms.tolist()):
+            for a in np.flatnonzero(hits).tolist():
+                action = ACTIONS[a]
+                batch.append({"user_id": user, "post_id": post["post_id"], "author_id": post["author_id"],
+                              "action": action.value, "timestamp_ms": now_ms,
+                              "dwell_ms": dwell_ms if action is Action.DWELL else 0,
+                              "prediction_request_id": post.get("prediction_request_id")})
+                if action in _EDGE_OF and post["author_id"] != user:
+                    edges.append(f"/v1/users/{user}/{_EDGE_OF[action]}/{post['author_id']}")
+        try:
+            if batch:
+                self.http.post("/v1/engagements", json=batch).raise_for_status()
+            for path in edges:
+                self.http.put(path).raise_for_status()
+        except httpx.HTTPError as exc:
+            self.errors += 1
+            progress(f"engagements of user {user} failed: {exc}")
+
+    def author_posts(self) -> None:
+        """One new post by a random user, on a topic drawn from its author topic mixture, known to the truth."""
+        gt = self.truth.gt
+        rng = np.random.default_rng([self.args.seed, self.sessions_run, 2])
+        author = int(rng.integers(len(gt["user_ids"])))
+        mixture = gt["author_topics"][author].astype(np.float64)
+        topic = int(rng.choice(len(mixture), p=mixture / mixture.sum()))
+        post_id, now_ms = self.next_post_id, clock.now_ms()
+        self.next_post_id += 1
+        self.posts_created += 1
+        body = {"post_id": post_id, "author_id": int(gt["user_ids"][author]), "created_at_ms": now_ms,
+                "text": f"simulated post on topic{topic}"}
+        try:
+            self.http.post("/v1/posts", json=body).raise_for_status()
+        except httpx.HTTPError as exc:
+            self.errors += 1
+            progress(f"post by user {body['author_id']} failed: {exc}")
+            return
+        self.truth.add_posts(np.array([post_id]), np.array([body["author_id"]]), np.array([topic]),
+                             np.array([now_ms]))
+
+
+# --------------------------------------------------------------------------- report
+
+
+def print_figures(prefix: str, tally: SessionTally) -> dict[str, float]:
+    values = {}
+    for name, (value, unit) in tally.figures().items():
+        print(f"{prefix}.{name} {value:.6g} {unit}", flush=True)
+        values[name] = value
+    return values
+
+
+def report(tallies: dict[str, SessionTally], retrained: bool) -> dict[str, dict[str, float]]:
+    out = {}
+    for policy, tally in tallies.items():
+        prefix = ("sim.retrained" if policy == "ranker" else f"sim.retrained.{policy}") if retrained else f"sim.{policy}"
+        out[policy] = print_figures(prefix, tally)
+    return out
+
+
+# --------------------------------------------------------------------------- the app this script starts
+
+
+def app_env(candidates: int) -> dict[str, str]:
+    """The app's environment: the ranker's top ``candidates`` come back to the client (one list every policy orders)."""
+    return {**os.environ, "XSERVE__MIXER__TOP_K": str(candidates), "PYTHONPATH": str(ROOT)}
+
+
+def run_checked(env: dict[str, str], *argv: str | Path) -> None:
+    """``python ARGV`` in the checkout; raises with the tail of its output if it fails."""
+    command = [sys.executable, *map(str, argv)]
+    progress(" ".join(command[1:]))
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[1:3])} exited {done.returncode}: {(done.stdout + done.stderr)[-800:]}")
+    progress(f"  took {time.perf_counter() - started:.0f} s")
+
+
+def xserve(env: dict[str, str], *argv: str) -> None:
+    """``python -m xserve ARGV``."""
+    run_checked(env, "-m", "xserve", *argv)
+
+
+def simulate(args, url: str, data_dir: Path, restart: Callable[[], None] | None) -> int:
+    truth = TrueActionModel(np.load(data_dir / "ground_truth.npz"))
+    behaviour = BehaviourModel(truth, BehaviourConfig(attention_decay=args.attention_decay, regret_s=args.regret_s))
+    users = np.sort(np.random.default_rng(args.seed).choice(truth.gt["user_ids"], size=min(args.users, truth.num_users),
+                                                            replace=False))
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    progress(f"{len(users)} users x {args.sessions} session(s) x {len(args.policies)} policies at {url}; {behaviour!r}")
+    with httpx.Client(base_url=url, timeout=args.timeout, headers=headers) as http:
+        sim = Simulator(http, truth, behaviour, args, users)
+        before = report(sim.run(args.policies, "before"), retrained=False)
+        if restart is not None:
+            restart()
+            after = report(sim.run(args.policies, "retrained"), retrained=True)
+            if "ranker" in before and "ranker" in after:
+                for name in FIGURES:
+                    base = before["ranker"][name]
+                    gain = after["ranker"][name] / base if base else float("nan")
+                    print(f"sim.retrain_gain.{name} {gain:.6g} ratio", flush=True)
+        print(f"sim.request_errors {sim.errors} requests", flush=True)
+        print(f"sim.posts_created {sim.posts_created} posts", flush=True)
+    return 0
+
+
+def run_own_app(args) -> int:
+    """Seed a fresh world in a temporary directory, train, serve it, simulate, retrain, simulate again, stop."""
+    # a SIGTERM (a `timeout`) unwinds like Ctrl-C, so the app started below is stopped and the directory removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    with tempfile.TemporaryDirectory(prefix="xserve-sim-") as tmp:
+        data_dir = Path(tmp) / "data"
+        env = app_env(args.candidates)
+        started = time.perf_counter()
+        xserve(env, "seed", "--size", args.size, "--seed", str(args.seed), "--data-dir", str(data_dir), "--quiet")
+        xserve(env, "train", "--data-dir", str(data_dir), "--quiet")
+        app = AppProcess(data_dir, args.port, args.num_cpus, env, Path(tmp) / "app.log", start_timeout_s=1800)
+        progress(f"world ready in {time.perf_counter() - started:.0f} s; starting the app")
+        app.start()
+        try:
+            def restart() -> None:
+                app.stop()
+                xserve(env, "train", "--data-dir", str(data_dir), "--quiet")
+                # the retrained user tower goes live only with its re-embedded corpus (the app indexes posts
+                # only on a first run): a new embedding version, switched atomically
+                towers = DataDirLayout(data_dir).towers_checkpoint
+                run_checked(env, ROOT / "scripts" / "backfill_embeddings.py", "--data-dir", str(data_dir),
+                            "--towers-checkpoint", str(towers), "--quiet")
+                progress("starting the app on the retrained models")
+                app.start()
+
+            return simulate(args, f"http://127.0.0.1:{args.port}", data_dir, None if args.no_retrain else restart)
+        finally:
+            app.stop()
+            progress(f"done in {time.perf_counter() - started:.0f} s")
+
+
+def _policies(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    unknown = [n for n in names if n not in POLICIES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"--policies takes some of {','.join(POLICIES)}; got {text!r}")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="See the module docstring for the method.")
+    p.add_argument("--size", choices=("tiny", "small", "medium", "large"), default="small",
+                   help="the world seeded when no --url is given (default small)")
+    p.add_argument("--url", default=None, help="drive this running server (loopback only) instead; needs --data-dir")
+    p.add_argument("--data-dir", type=Path, default=None, help="with --url: the server's data directory (its ground_truth.npz)")
+    p.add_argument("--api-key", default="", help="with --url: the server's serving.api_key, for writes")
+    p.add_argument("--users", type=int, default=40, help="readers drawn from the world (default 40)")
+    p.add_argument("--sessions", type=int, default=1, help="sessions per reader and policy (default 1)")
+    p.add_argument("--pages", type=int, default=3, help="pages a session reads at most (default 3)")
+    p.add_argument("--page-size", type=int, default=10, help="posts per page (default 10)")
+    p.add_argument("--candidates", type=int, default=200,
+                   help="posts asked per feed request: the list every policy orders (default 200, the API's most)")
+    p.add_argument("--policies", type=_policies, default=POLICIES, help=f"comma-separated (default {','.join(POLICIES)})")
+    p.add_argument("--attention-decay", type=float, default=BehaviourConfig().attention_decay,
+                   help="P(reading on after a post) (default %(default)s)")
+    p.add_argument("--regret-s", type=float, default=BehaviourConfig().regret_s,
+                   help="seconds each negative action subtracts from the unregretted seconds (default %(default)s)")
+    p.add_argument("--post-every", type=int, default=4, help="an author posts every N sessions (0 = never; default 4)")
+    p.add_argument("--no-retrain", action="store_true", help="skip the retrain and the second pass")
+    p.add_argument("--seed", type=int, default=0, help="world, readers and draws (default 0)")
+    p.add_argument("--port", type=int, default=8790, help="the started app's port (default 8790)")
+    p.add_argument("--num-cpus", type=int, default=2, help="the started app's Ray CPUs (default 2)")
+    p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds (default 30)")
+    args = p.parse_args(argv)
+    if min(args.users, args.sessions, args.pages, args.page_size) < 1 or not 1 <= args.candidates <= 200:
+        p.error("--users, --sessions, --pages and --page-size must be >= 1, --candidates in [1, 200]")
+    if args.url is not None:
+        if not _loopback(args.url):
+            p.error(f"--url must be a loopback address, got {args.url}")
+        if args.data_dir is None or not (args.data_dir / "ground_truth.npz").exists():
+            p.error("--url needs --data-dir: the server's data directory, holding the world's ground_truth.npz")
+        return simulate(args, args.url, args.data_dir, None)
+    try:
+        return run_own_app(args)
+    except RuntimeError as exc:
+        print(f"simulate: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

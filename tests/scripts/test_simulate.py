@@ -1,0 +1,45 @@
+"""The closed-loop simulator end to end, tiny: two readers, one page each, every policy, over the session app.
+
+The full run (a fresh small world, every policy, a retrain) is ``python scripts/simulate.py``; its table is in
+docs/simulation.md.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from scripts.simulate import FIGURES, POLICIES, main
+
+pytestmark = pytest.mark.ray
+
+LINE = re.compile(r"^(\S+) (\S+) (\S+)$")
+
+
+def test_every_policy_prints_its_figures_and_they_are_sane(served_app, capsys):
+    argv = ["--url", served_app.url, "--data-dir", served_app.config.storage.data_dir,
+            "--api-key", served_app.auth["Authorization"].removeprefix("Bearer "),
+            "--users", "2", "--pages", "1", "--page-size", "10", "--candidates", "50", "--post-every", "2",
+            "--attention-decay", "0.95"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    with capsys.disabled():  # the figures, in the log of the run
+        print("\n" + out)
+    figures = {}
+    for line in out.splitlines():
+        m = LINE.match(line)
+        assert m, f"not a `name value unit` line: {line!r}"
+        figures[m[1]] = float(m[2])
+    for policy in POLICIES:
+        for name in FIGURES:
+            assert f"sim.{policy}.{name}" in figures, (policy, name)
+        assert figures[f"sim.{policy}.sessions"] == 2
+        assert figures[f"sim.{policy}.viewed"] >= 1  # two readers read at least the top post each
+        assert 0.0 <= figures[f"sim.{policy}.engagement_rate"] <= 1.0
+        assert 0.0 <= figures[f"sim.{policy}.negative_rate"] <= 1.0
+        assert figures[f"sim.{policy}.dwell_s_per_session"] >= 0.0
+        assert figures[f"sim.{policy}.unregretted_s_per_session"] <= figures[f"sim.{policy}.dwell_s_per_session"]
+    assert figures["sim.request_errors"] == 0
+    assert figures["sim.posts_created"] == 4  # 8 sessions, one post every 2
+    assert not any(name.startswith("sim.retrained") for name in figures)  # --url: no retrain
