@@ -108,8 +108,9 @@ def test_the_app_spreads_over_three_nodes_and_survives_losing_one(tmp_path, tiny
     lines = dict(re.findall(r"^(cluster\.\S+) (\S+) \S+$", out.stdout, re.M))
     assert lines["cluster.nodes"] == "3"
     per_node = [int(lines[f"cluster.actors_per_node.{n}"]) for n in ("head", "worker1", "worker2")]
-    # 2 user + 1 post shards, 2 Thunder shards + ingest, 2 retrieval shards + indexer; every node holds some
-    assert sum(per_node) == 9 and min(per_node) >= 1, per_node
+    # 2 user + 1 post shards, 2 Thunder shards + ingest, 2 retrieval shards + indexer, the ads inventory;
+    # every node holds some
+    assert sum(per_node) == 10 and min(per_node) >= 1, per_node
     assert lines["cluster.load.errors_5xx"] == lines["cluster.node_loss.errors_5xx"] == "0"
     assert int(lines["cluster.node_loss.actors_lost"]) >= 1 and float(lines["cluster.node_loss.recovery_s"]) <= 60
     assert int(lines["cluster.node_loss.acknowledged_writes"]) > 0 and lines["cluster.node_loss.lost_writes"] == "0"
