@@ -148,7 +148,7 @@ async def swap_under_load(url: str, data_dir: Path, clients: int, viewers: list[
         t0 = time.monotonic()
         if await wait_visible(probe, base_version, t0, timeout_s) is None:
             raise RuntimeError(f"the app never answered with {base_version}")
-        before_start = time.monotonic()
+        # the new version is built first: a training run beside the app must not land in the "before" window
         if train:
             from xserve.cli import train_version
             from xserve.config import load_config
@@ -159,7 +159,8 @@ async def swap_under_load(url: str, data_dir: Path, clients: int, viewers: list[
         else:
             nxt = base.replace("-base", "-next")
             next_version = derive_version(versions, base, nxt)
-        await asyncio.sleep(max(0.0, before_s - (time.monotonic() - before_start)))
+        before_start = time.monotonic()
+        await asyncio.sleep(before_s)
         t_switch = time.monotonic()
         versions.switch(nxt, clock.now_ms())
         say(f"models/CURRENT -> {nxt} ({next_version})")
