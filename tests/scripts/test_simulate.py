@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from scripts.simulate import FIGURES, POLICIES, main
+from scripts.simulate import FIGURES, POLICIES, main, paired_ratio
 
 pytestmark = pytest.mark.ray
 
@@ -43,3 +43,18 @@ def test_every_policy_prints_its_figures_and_they_are_sane(served_app, capsys):
     assert figures["sim.request_errors"] == 0
     assert figures["sim.posts_created"] == 4  # 8 sessions, one post every 2
     assert not any(name.startswith("sim.retrained") for name in figures)  # --url: no retrain
+
+
+def test_paired_ratios_cancel_what_the_sessions_share():
+    """Two policies on the same sessions: a ratio's error comes from their per-session differences only."""
+    from xserve.synth.behaviour import SessionTally
+
+    def tally(scale: float) -> SessionTally:
+        t = SessionTally(regret_s=30.0)
+        for unregretted in (5.0, 50.0, 500.0):  # sessions that differ a lot from one another
+            t.start_session()
+            t.rows[-1][4] = t.rows[-1][6] = scale * unregretted  # unregretted_s, expected_unregretted_s
+        return t
+
+    ratio, se = paired_ratio(tally(2.0), tally(1.0), "unregretted_s_per_session", None)
+    assert ratio == pytest.approx(2.0) and se == pytest.approx(0.0, abs=1e-12)  # unpaired, the error would be huge
