@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 
 from scripts.simulate import FIGURES, POLICIES, main, paired_ratio
+from xserve.storage.lance.embeddings import EmbeddingVersions
 
 pytestmark = pytest.mark.ray
 
@@ -43,6 +45,9 @@ def test_every_policy_prints_its_figures_and_they_are_sane(served_app, capsys):
     assert figures["sim.request_errors"] == 0
     assert figures["sim.posts_created"] == 4  # 8 sessions, one post every 2
     assert not any(name.startswith("sim.retrained") for name in figures)  # --url: no retrain
+    # the retrain waits for retrieval's version in the admin stats: the live one is there
+    stats = httpx.get(f"{served_app.url}/v1/admin/stats", headers=served_app.auth, timeout=30).json()
+    assert stats["retrieval"]["version"] == EmbeddingVersions(served_app.config.storage.data_dir).current_name()
 
 
 def test_paired_ratios_cancel_what_the_sessions_share():
