@@ -386,7 +386,13 @@ def run_own_app(args) -> int:
                 towers = DataDirLayout(data_dir).model_version(RETRAINED) / DataDirLayout(data_dir).towers_checkpoint.name
                 run_checked(env, ROOT / "scripts" / "backfill_embeddings.py", "--data-dir", str(data_dir),
                             "--towers-checkpoint", str(towers), "--version", RETRAINED, "--quiet")
-                ranker_version = ModelVersions(data_dir).manifest(RETRAINED)["ranker_version"]
+                manifest = ModelVersions(data_dir).manifest(RETRAINED)
+                data = manifest.get("data", {})  # what the retrain read: the table's rows and the live ones
+                print(f"sim.retrain_data.table_engagements {data.get('table', 0)} engagements", flush=True)
+                print(f"sim.retrain_data.live_engagements {data.get('live_new', 0)} engagements", flush=True)
+                if "impressions" in data:
+                    print(f"sim.retrain_data.impressions {data['impressions']} impressions", flush=True)
+                ranker_version = manifest["ranker_version"]
                 waited = wait_for_versions(http, reader, ranker_version, RETRAINED)
                 progress(f"version {RETRAINED} live (ranker and retrieval) {waited:.0f} s after the switch; no restart")
 
