@@ -6,14 +6,18 @@
 
 Readers are users of the world (``--users``, drawn with ``--seed``). A session reads up to ``--pages``
 pages of ``--page-size`` posts; each page is a fresh ``POST /v1/feed/for_you`` (``seen_ids`` = the posts
-already shown in the session) asking for ``--candidates`` posts: the server's filtered candidates, ranked
-by the served model (the app this script starts serves ``mixer.top_k = --candidates``; another server
-returns at most its own ``top_k``). Each policy then orders that same list client side and shows its first
-``--page-size``:
+already shown in the session). The ``ranker`` policy asks for ``--page-size`` posts, as a client does, and
+shows the served order: the server logs as impressions exactly what the reader was shown, and every
+engagement carries the request id of the feed that showed its post. The other policies ask for
+``--candidates`` posts (the server's filtered candidates in the served order: the app this script starts
+serves ``mixer.top_k = --candidates``) and show the first ``--page-size`` of them in their own order:
 
-* ``ranker``: the served order; ``recency``: newest first (the ranker-down fallback's order);
-* ``random``: a seeded shuffle; ``oracle``: by the world's true expected weighted score
-  (``TrueActionModel`` probabilities x the default ``scoring.weights``): the ceiling of the ranking stage.
+* ``recency``: newest first (the ranker-down fallback's order); ``random``: a seeded shuffle;
+* ``oracle``: the served value model's sum (``xserve.mixer.value_model.combined_scores``: the same weights,
+  gates and boosts) over the world's true probabilities and expected durations
+  (``TrueActionModel.value_inputs``) instead of the ranker's predictions: the ceiling of the ranking stage.
+
+The ranker's page is the top of the same list the others reorder (the one order, cut at the page size).
 
 The reader (``xserve.synth.behaviour.BehaviourModel``) reads top down with attention decaying by position,
 draws actions and dwell from the world's ground truth, and the script sends them back:
@@ -24,11 +28,18 @@ blocks and mutes, ``PUT /v1/users/{id}/blocks|mutes/{author}``. Between sessions
 Every policy runs on the same users with the same random numbers: a session's generator is seeded by
 (``--seed``, user, session), whatever the policy, and each user runs the policies back to back in an
 order rotated per user, so that time, new posts and the feedback the earlier policies sent fall on
-every policy alike. Then, unless ``--no-retrain`` (or ``--url``): stop the app, ``xserve train`` on the
-data directory (the seeded engagements plus whatever of the live ones the data directory keeps), re-embed
-the posts table with the new candidate tower (``scripts/backfill_embeddings.py``), start
-the app and run every policy again (``sim.retrained.*`` for the ranker, ``sim.retrained.<policy>.*`` for
-the others), then ``sim.retrain_gain.*`` (retrained ranker / ranker before).
+every policy alike. Each figure comes with its standard error over sessions (``<figure>_se``), with its
+expectation given the posts viewed (``expected_*``: the world's probabilities instead of the draws), and
+the ranker is compared with each other policy as paired ratios (``sim.ranker_over_<policy>.*``).
+
+Then, unless ``--no-retrain`` (or ``--url``), the app keeps serving while the model retrains on the
+traffic it logged and goes live by a hot swap: ``xserve train`` (the seeded engagements plus the live
+ones; ``--retrain-negatives``) writes version ``sim-retrained`` and switches ``models/CURRENT`` (the
+Ranker replicas follow it), ``scripts/backfill_embeddings.py`` re-embeds the corpus, the posts created
+during the run included, with its candidate tower and switches ``embeddings/CURRENT`` (retrieval follows
+with the paired user tower); once feeds name the new version every policy runs again
+(``sim.retrained.*`` for the ranker, ``sim.retrained.<policy>.*`` for the others), then
+``sim.retrain_gain.*`` (retrained ranker / ranker before, paired).
 
 Prints one ``name value unit`` line per figure on stdout; progress goes to stderr.
 """
@@ -54,13 +65,16 @@ if __package__ in (None, ""):  # run as a file: make `scripts.chaoslib` importab
 from scripts.chaoslib.app_process import ROOT, AppProcess  # noqa: E402
 from scripts.load_test import _loopback  # noqa: E402
 from xserve import clock  # noqa: E402
-from xserve.config import ScoringWeights  # noqa: E402
+from xserve.config import ScoringConfig  # noqa: E402
+from xserve.mixer.value_model import ValueModel, combined_scores  # noqa: E402
 from xserve.schema import ACTIONS, Action  # noqa: E402
 from xserve.storage.layout import DataDirLayout  # noqa: E402
+from xserve.storage.model_versions import ModelVersions  # noqa: E402
 from xserve.synth.behaviour import BehaviourConfig, BehaviourModel, PageReading, SessionTally  # noqa: E402
 from xserve.synth.oracle import TrueActionModel  # noqa: E402
 
 POLICIES = ("ranker", "recency", "random", "oracle")
+RETRAINED = "sim-retrained"  # the retrain's model and embedding version
 FIGURES = ("engagement_rate", "negative_rate", "dwell_s_per_session", "unregretted_s_per_session")
 _EDGE_OF = {Action.BLOCK_AUTHOR: "blocks", Action.MUTE_AUTHOR: "mutes"}  # actions that also write a graph edge
 
@@ -75,14 +89,13 @@ def progress(message: str) -> None:
 class Policies:
     """Orders one feed response's posts per policy (all client side, over the same candidate list)."""
 
-    def __init__(self, truth: TrueActionModel, weights: ScoringWeights = ScoringWeights()) -> None:
-        self.truth = truth
-        self.weights = np.array([getattr(weights, a.value, 0.0) for a in ACTIONS], dtype=np.float64)  # (A,)
+    def __init__(self, truth: TrueActionModel, scoring: ScoringConfig = ScoringConfig()) -> None:
+        self.truth, self.scoring = truth, scoring
 
-    def order(self, policy: str, rng: np.random.Generator, user_id: int, post_ids: np.ndarray,
-              now_ms: int) -> np.ndarray:
-        """Indices into ``post_ids`` (served order) in ``policy``'s order."""
-        n = len(post_ids)
+    def order(self, policy: str, rng: np.random.Generator, user_id: int, posts: list[dict], now_ms: int) -> np.ndarray:
+        """Indices into ``posts`` (served order) in ``policy``'s order."""
+        n = len(posts)
+        post_ids = np.array([p["post_id"] for p in posts], dtype=np.int64)
         if policy == "ranker":
             return np.arange(n)
         if policy == "random":
@@ -93,9 +106,20 @@ class Policies:
             created = np.where(gt["post_ids"][at] == post_ids, gt["post_created_at_ms"][at], 0)  # unknown: last
             return np.argsort(-created, kind="stable")
         if policy == "oracle":
-            prob = self.truth(np.full(n, user_id), post_ids, np.full(n, now_ms))  # (n, A)
-            return np.argsort(-(prob @ self.weights), kind="stable")
+            return np.argsort(-self.oracle_scores(user_id, posts, now_ms), kind="stable")
         raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+
+    def oracle_scores(self, user_id: int, posts: list[dict], now_ms: int) -> np.ndarray:
+        """The served value model's sum (``combined_scores``: the same weights, gates and mutual-follow boosts)
+        over the world's true probabilities and expected durations instead of the ranker's predictions."""
+        post_ids = np.array([p["post_id"] for p in posts], dtype=np.int64)
+        n = len(post_ids)
+        truth = self.truth.value_inputs(np.full(n, user_id), post_ids, np.full(n, now_ms))
+        original = np.array([p.get("in_reply_to_post_id") is None and p.get("repost_of_post_id") is None
+                             for p in posts], dtype=bool)
+        return combined_scores(ValueModel(self.scoring, user_id), truth["scores"],
+                               truth["video_ms"] > self.scoring.min_video_duration_ms, truth["has_link"],
+                               truth["mutual"] & original, np.zeros(n, dtype=bool))
 
 
 # --------------------------------------------------------------------------- one simulation pass
@@ -110,6 +134,7 @@ class Simulator:
         self.policies = Policies(truth)
         self.next_post_id = clock.now_ms() * 1_000  # above every seeded id and every earlier run's (ms-based)
         self.sessions_run = 0
+        self.feeds = 0
         self.posts_created = 0
         self.errors = 0
 
@@ -133,14 +158,16 @@ class Simulator:
         rng = np.random.default_rng([self.args.seed, user, session])  # the same numbers under every policy
         policy_rng = np.random.default_rng([self.args.seed, user, session, 1])
         shown: list[int] = []
-        tally.sessions += 1
+        tally.start_session()
         for _ in range(self.args.pages):
-            posts = self.feed(user, shown)
+            # the ranker's page is what a client asks for (so the server logs as impressions just what is shown);
+            # the other policies reorder the server's longer candidate list client side (docs/simulation.md)
+            posts = self.feed(user, shown, self.args.page_size if policy == "ranker" else self.args.candidates)
             if not posts:
                 return
             now_ms = clock.now_ms()
             ids = np.array([p["post_id"] for p in posts], dtype=np.int64)
-            page = self.policies.order(policy, policy_rng, user, ids, now_ms)[: self.args.page_size]
+            page = self.policies.order(policy, policy_rng, user, posts, now_ms)[: self.args.page_size]
             reading = self.behaviour.read(rng, user, ids[page], now_ms)
             tally.add(reading)
             self.send(user, [posts[j] for j in page[: len(reading.viewed)]], reading, now_ms)
@@ -148,8 +175,8 @@ class Simulator:
             if not reading.read_on:
                 return
 
-    def feed(self, user: int, shown: list[int]) -> list[dict]:
-        body = {"viewer_id": user, "limit": self.args.candidates, "seen_ids": shown[-1000:]}
+    def feed(self, user: int, shown: list[int], limit: int) -> list[dict]:
+        body = {"viewer_id": user, "limit": limit, "seen_ids": shown[-1000:]}
         try:
             response = self.http.post("/v1/feed/for_you", json=body)
             response.raise_for_status()
@@ -157,6 +184,7 @@ class Simulator:
             self.errors += 1
             progress(f"feed of user {user} failed: {exc}")
             return []
+        self.feeds += 1
         return response.json()["posts"]
 
     def send(self, user: int, posts: list[dict], reading: PageReading, now_ms: int) -> None:
@@ -212,11 +240,55 @@ def print_figures(prefix: str, tally: SessionTally) -> dict[str, float]:
     return values
 
 
+# figures compared as paired ratios: (name, the per-session sum it divides, or None for a per-session figure)
+RATIOS = (("engagement_rate", "engaged"), ("unregretted_s_per_session", None),
+          ("expected_unregretted_s_per_session", None), ("expected_negative_rate", "expected_negatives"))
+_PER_SESSION = {"unregretted_s_per_session": "unregretted_s",
+                "expected_unregretted_s_per_session": "expected_unregretted_s"}
+
+
+def paired_ratio(a: SessionTally, b: SessionTally, name: str, numerator: str | None) -> tuple[float, float]:
+    """(figure ``name`` of ``a`` / of ``b``, its standard error), the two tallies' sessions paired (the same
+    readers, sessions and random numbers, in the same order): the delta method over the sessions' differences
+    of linearised figures, so what the readers share (a heavy reader, a lucky draw) cancels."""
+    if a.sessions != b.sessions or a.sessions < 2:
+        return float("nan"), float("nan")
+
+    def linearised(t: SessionTally) -> tuple[float, np.ndarray]:  # (figure, each session's share of its error / figure)
+        if numerator is None:
+            y = t.per_session(_PER_SESSION[name])
+            return float(y.mean()), y / y.mean() - 1.0 if y.mean() else np.full(len(y), np.nan)
+        y, v = t.per_session(numerator), t.per_session("viewed")
+        rate = y.sum() / v.sum() if v.sum() else 0.0
+        return float(rate), (y - rate * v) / (rate * v.mean()) if rate else np.full(len(y), np.nan)
+
+    fa, la = linearised(a)
+    fb, lb = linearised(b)
+    if not fb:
+        return float("nan"), float("nan")
+    ratio = fa / fb
+    return ratio, float(abs(ratio) * np.std(la - lb, ddof=1) / np.sqrt(len(la)))
+
+
+def print_ratio(prefix: str, a: SessionTally, b: SessionTally) -> dict[str, float]:
+    values = {}
+    for name, numerator in RATIOS:
+        ratio, se = paired_ratio(a, b, name, numerator)
+        print(f"{prefix}.{name} {ratio:.6g} ratio", flush=True)
+        print(f"{prefix}.{name}_se {se:.6g} ratio", flush=True)
+        values[name] = ratio
+    return values
+
+
 def report(tallies: dict[str, SessionTally], retrained: bool) -> dict[str, dict[str, float]]:
     out = {}
     for policy, tally in tallies.items():
         prefix = ("sim.retrained" if policy == "ranker" else f"sim.retrained.{policy}") if retrained else f"sim.{policy}"
         out[policy] = print_figures(prefix, tally)
+    if "ranker" in tallies:
+        for other in tallies:
+            if other != "ranker":
+                print_ratio(f"sim.{'retrained.' if retrained else ''}ranker_over_{other}", tallies["ranker"], tallies[other])
     return out
 
 
@@ -225,7 +297,9 @@ def report(tallies: dict[str, SessionTally], retrained: bool) -> dict[str, dict[
 
 def app_env(candidates: int) -> dict[str, str]:
     """The app's environment: the ranker's top ``candidates`` come back to the client (one list every policy orders)."""
-    return {**os.environ, "XSERVE__MIXER__TOP_K": str(candidates), "PYTHONPATH": str(ROOT)}
+    # RAY_ADDRESS=local: the backfill's Ray Data job starts a Ray of its own (a plain `ray.init()` joins a Ray
+    # another job started on this machine)
+    return {**os.environ, "XSERVE__MIXER__TOP_K": str(candidates), "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local"}
 
 
 def run_checked(env: dict[str, str], *argv: str | Path) -> None:
@@ -244,7 +318,7 @@ def xserve(env: dict[str, str], *argv: str) -> None:
     run_checked(env, "-m", "xserve", *argv)
 
 
-def simulate(args, url: str, data_dir: Path, restart: Callable[[], None] | None) -> int:
+def simulate(args, url: str, data_dir: Path, retrain: Callable[[httpx.Client, int], None] | None) -> int:
     truth = TrueActionModel(np.load(data_dir / "ground_truth.npz"))
     behaviour = BehaviourModel(truth, BehaviourConfig(attention_decay=args.attention_decay, regret_s=args.regret_s))
     users = np.sort(np.random.default_rng(args.seed).choice(truth.gt["user_ids"], size=min(args.users, truth.num_users),
@@ -253,18 +327,40 @@ def simulate(args, url: str, data_dir: Path, restart: Callable[[], None] | None)
     progress(f"{len(users)} users x {args.sessions} session(s) x {len(args.policies)} policies at {url}; {behaviour!r}")
     with httpx.Client(base_url=url, timeout=args.timeout, headers=headers) as http:
         sim = Simulator(http, truth, behaviour, args, users)
-        before = report(sim.run(args.policies, "before"), retrained=False)
-        if restart is not None:
-            restart()
-            after = report(sim.run(args.policies, "retrained"), retrained=True)
+        before = sim.run(args.policies, "before")
+        report(before, retrained=False)
+        if retrain is not None:
+            retrain(http, int(users[0]))
+            after = sim.run(args.policies, "retrained")
+            report(after, retrained=True)
             if "ranker" in before and "ranker" in after:
-                for name in FIGURES:
-                    base = before["ranker"][name]
-                    gain = after["ranker"][name] / base if base else float("nan")
+                print_ratio("sim.retrain_gain", after["ranker"], before["ranker"])
+                for name in ("dwell_s_per_session",):
+                    base = before["ranker"].figures()[name][0]
+                    gain = after["ranker"].figures()[name][0] / base if base else float("nan")
                     print(f"sim.retrain_gain.{name} {gain:.6g} ratio", flush=True)
         print(f"sim.request_errors {sim.errors} requests", flush=True)
+        print(f"sim.feed_requests {sim.feeds} requests", flush=True)
         print(f"sim.posts_created {sim.posts_created} posts", flush=True)
     return 0
+
+
+def wait_for_versions(http: httpx.Client, user: int, ranker_version: str, embedding_version: str,
+                      timeout_s: float = 300.0) -> float:
+    """Seconds until a feed is scored by ``ranker_version`` (the version's ranker checkpoint, as feeds name it)
+    and ``/v1/admin/stats`` names ``embedding_version`` as retrieval's."""
+    started = time.perf_counter()
+    while True:
+        posts = http.post("/v1/feed/for_you", json={"viewer_id": user, "limit": 5}).json().get("posts", [])
+        retrieval = http.get("/v1/admin/stats").json().get("retrieval", {}).get("version")
+        ranked_by = {p.get("model_version") for p in posts} - {"", None}  # unranked posts name none
+        if ranked_by == {ranker_version} and retrieval == embedding_version:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > timeout_s:
+            raise RuntimeError(f"the app did not pick up the retrained models in {timeout_s:.0f} s: feeds scored by "
+                               f"{sorted(ranked_by)} (want {ranker_version}), retrieval on {retrieval} "
+                               f"(want {embedding_version})")
+        time.sleep(1.0)
 
 
 def run_own_app(args) -> int:
@@ -281,18 +377,26 @@ def run_own_app(args) -> int:
         progress(f"world ready in {time.perf_counter() - started:.0f} s; starting the app")
         app.start()
         try:
-            def restart() -> None:
-                app.stop()
-                xserve(env, "train", "--data-dir", str(data_dir), "--quiet")
-                # the retrained user tower goes live only with its re-embedded corpus (the app indexes posts
-                # only on a first run): a new embedding version, switched atomically
-                towers = DataDirLayout(data_dir).towers_checkpoint
+            def retrain(http: httpx.Client, reader: int) -> None:
+                """Retrain on the logged traffic and hot-swap it in, the app serving throughout: a new model
+                version (``models/CURRENT``: the Ranker replicas follow it), then the corpus re-embedded with its
+                towers (``embeddings/CURRENT``: retrieval follows with the paired user tower)."""
+                env_train = {**env, "XSERVE__LOOP__NEGATIVES": args.retrain_negatives}
+                xserve(env_train, "train", "--data-dir", str(data_dir), "--quiet", "--name", RETRAINED)
+                towers = DataDirLayout(data_dir).model_version(RETRAINED) / DataDirLayout(data_dir).towers_checkpoint.name
                 run_checked(env, ROOT / "scripts" / "backfill_embeddings.py", "--data-dir", str(data_dir),
-                            "--towers-checkpoint", str(towers), "--quiet")
-                progress("starting the app on the retrained models")
-                app.start()
+                            "--towers-checkpoint", str(towers), "--version", RETRAINED, "--quiet")
+                manifest = ModelVersions(data_dir).manifest(RETRAINED)
+                data = manifest.get("data", {})  # what the retrain read: the table's rows and the live ones
+                print(f"sim.retrain_data.table_engagements {data.get('table', 0)} engagements", flush=True)
+                print(f"sim.retrain_data.live_engagements {data.get('live_new', 0)} engagements", flush=True)
+                if "impressions" in data:
+                    print(f"sim.retrain_data.impressions {data['impressions']} impressions", flush=True)
+                ranker_version = manifest["ranker_version"]
+                waited = wait_for_versions(http, reader, ranker_version, RETRAINED)
+                progress(f"version {RETRAINED} live (ranker and retrieval) {waited:.0f} s after the switch; no restart")
 
-            return simulate(args, f"http://127.0.0.1:{args.port}", data_dir, None if args.no_retrain else restart)
+            return simulate(args, f"http://127.0.0.1:{args.port}", data_dir, None if args.no_retrain else retrain)
         finally:
             app.stop()
             progress(f"done in {time.perf_counter() - started:.0f} s")
@@ -313,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", default=None, help="drive this running server (loopback only) instead; needs --data-dir")
     p.add_argument("--data-dir", type=Path, default=None, help="with --url: the server's data directory (its ground_truth.npz)")
     p.add_argument("--api-key", default="", help="with --url: the server's serving.api_key, for writes")
-    p.add_argument("--users", type=int, default=40, help="readers drawn from the world (default 40)")
+    p.add_argument("--users", type=int, default=60,
+                   help="readers drawn from the world (default 60: sized to the 20-minute run, docs/simulation.md)")
     p.add_argument("--sessions", type=int, default=1, help="sessions per reader and policy (default 1)")
     p.add_argument("--pages", type=int, default=3, help="pages a session reads at most (default 3)")
     p.add_argument("--page-size", type=int, default=10, help="posts per page (default 10)")
@@ -326,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds each negative action subtracts from the unregretted seconds (default %(default)s)")
     p.add_argument("--post-every", type=int, default=4, help="an author posts every N sessions (0 = never; default 4)")
     p.add_argument("--no-retrain", action="store_true", help="skip the retrain and the second pass")
+    p.add_argument("--retrain-negatives", choices=("sampled", "impressions"), default="sampled",
+                   help="the retrain's loop.negatives (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="world, readers and draws (default 0)")
     p.add_argument("--port", type=int, default=8790, help="the started app's port (default 8790)")
     p.add_argument("--num-cpus", type=int, default=2, help="the started app's Ray CPUs (default 2)")

@@ -58,3 +58,26 @@ def test_recover_finishes_a_swap_cut_off_between_its_renames(tmp_path):
     (tmp_path / "shard-1-of-2").mkdir()  # the rewrite had not been swapped: the old log stays
     recover(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-0-of-1", "shard-1-of-2"]
+
+
+def test_compaction_keeps_the_request_id_and_migrates_a_table_written_without_the_column(tmp_path):
+    import lancedb
+    import pyarrow as pa
+
+    from xserve.storage.lance.tables import ENGAGEMENTS_SCHEMA
+
+    dd = DataDir(tmp_path, fsync=False)
+    dd.write_users({"user_id": [7, 8], "screen_name": ["a", "b"], "followers_count": [0, 0], "created_at_ms": [1, 1]})
+    old = pa.schema([f for f in ENGAGEMENTS_SCHEMA if f.name != "prediction_request_id"])  # before the column
+    lancedb.connect(tmp_path).create_table("engagements", data=pa.Table.from_pylist(
+        [{"user_id": 7, "post_id": 99, "author_id": 8, "action": "favorite", "timestamp_ms": NOW - 1, "dwell_ms": 0,
+          "product_surface": 1, "post_created_at_ms": None}], schema=old))
+    cfg = load_config(environ={}, overrides={"storage": {"data_dir": str(tmp_path), "fsync": False},
+                                             "serving": {"num_user_shards": 1}, "loop": {"log_impressions": False}})
+    shard = UserShard.open(cfg, 0, 1)
+    shard.apply([EngagementRecorded(Engagement(7, 100, 8, Action.FAVORITE, NOW, prediction_request_id="req-1"))])
+    shard.close()
+
+    assert compact(cfg, NOW + 100).counts["user_log_engagements_folded"] == 1
+    folded = dd.read_engagements(columns=["post_id", "prediction_request_id"]).to_pylist()
+    assert folded == [{"post_id": 99, "prediction_request_id": None}, {"post_id": 100, "prediction_request_id": "req-1"}]

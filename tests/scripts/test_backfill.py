@@ -121,3 +121,24 @@ def test_backfill_bad_input_exits_2(tmp_path, capsys):
     assert "backfill_embeddings: error: --posts" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--data-dir", str(tmp_path), "--version", "../x", "--posts", str(tmp_path)])
+
+
+def test_posts_created_through_the_api_are_re_embedded_unless_deleted(tmp_path):
+    """The catalog's logs hold the posts written since seeding: the backfill reads them beside the posts table."""
+    from scripts.backfill_embeddings import catalog_posts
+    from xserve.posts.catalog import CatalogEvent
+    from xserve.schema import Post, PostCreated, PostDeleted
+    from xserve.storage.layout import DataDirLayout
+    from xserve.storage.log.event_log import EventLog
+
+    log = EventLog(DataDirLayout(tmp_path).catalog_log(0, 1), writer=True, fsync=False, event_type=CatalogEvent)
+    log.append([PostCreated(Post(post_id=p, author_id=7, created_at_ms=NOW_MS, text="hi",
+                                 in_reply_to_post_id=5 if p == 3 else None)) for p in (1, 2, 3, 4)], NOW_MS)
+    log.append([PostDeleted(post_id=2, deleted_at_ms=NOW_MS)], NOW_MS)
+    log.close()
+    got = catalog_posts(tmp_path, known={4})  # 4: in the posts table already
+    assert got.to_pylist() == [
+        {"post_id": 1, "author_id": 7, "created_at_ms": NOW_MS, "in_reply_to_post_id": None},
+        {"post_id": 3, "author_id": 7, "created_at_ms": NOW_MS, "in_reply_to_post_id": 5},
+    ]
+    assert catalog_posts(tmp_path / "none", known=set()).num_rows == 0

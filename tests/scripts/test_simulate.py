@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 
-from scripts.simulate import FIGURES, POLICIES, main
+from scripts.simulate import FIGURES, POLICIES, main, paired_ratio
+from xserve.storage.lance.embeddings import EmbeddingVersions
 
 pytestmark = pytest.mark.ray
 
@@ -43,3 +45,21 @@ def test_every_policy_prints_its_figures_and_they_are_sane(served_app, capsys):
     assert figures["sim.request_errors"] == 0
     assert figures["sim.posts_created"] == 4  # 8 sessions, one post every 2
     assert not any(name.startswith("sim.retrained") for name in figures)  # --url: no retrain
+    # the retrain waits for retrieval's version in the admin stats: the live one is there
+    stats = httpx.get(f"{served_app.url}/v1/admin/stats", headers=served_app.auth, timeout=30).json()
+    assert stats["retrieval"]["version"] == EmbeddingVersions(served_app.config.storage.data_dir).current_name()
+
+
+def test_paired_ratios_cancel_what_the_sessions_share():
+    """Two policies on the same sessions: a ratio's error comes from their per-session differences only."""
+    from xserve.synth.behaviour import SessionTally
+
+    def tally(scale: float) -> SessionTally:
+        t = SessionTally(regret_s=30.0)
+        for unregretted in (5.0, 50.0, 500.0):  # sessions that differ a lot from one another
+            t.start_session()
+            t.rows[-1][4] = t.rows[-1][6] = scale * unregretted  # unregretted_s, expected_unregretted_s
+        return t
+
+    ratio, se = paired_ratio(tally(2.0), tally(1.0), "unregretted_s_per_session", None)
+    assert ratio == pytest.approx(2.0) and se == pytest.approx(0.0, abs=1e-12)  # unpaired, the error would be huge

@@ -51,6 +51,27 @@ def test_actions_follow_the_truth_and_a_negative_drops_the_positives():
     assert not unknown.actions.any()
 
 
+
+def test_the_expected_figures_are_the_means_of_the_drawn_ones():
+    """A reading's expected negative and unregretted milliseconds per post are what the draws average to."""
+    model = BehaviourModel(TrueActionModel(hand_made(action_weights())), BehaviourConfig(attention_decay=1.0))
+    rng = np.random.default_rng(2)
+    reading = model.read(rng, 2, np.full(40_000, 11), 0)  # negatives are likely on this post (the test above)
+    negative = reading.negative
+    assert reading.expected_negative[0] == pytest.approx(negative.mean(), abs=0.01)
+    drawn = np.where(negative, -30_000.0, reading.dwell_ms)  # per post: its dwell, or the regret of a negative
+    assert reading.expected_unregretted_ms[0] == pytest.approx(drawn.mean(), rel=0.05)
+    tally = SessionTally(regret_s=30.0)
+    for half in (slice(0, 20_000), slice(20_000, None)):  # two sessions
+        tally.start_session()
+        tally.add(PageReading(reading.viewed[half], reading.actions[half], reading.dwell_ms[half], False,
+                              reading.expected_negative[half], reading.expected_unregretted_ms[half]))
+    got = {name: value for name, (value, _) in tally.figures().items()}
+    assert got["expected_negative_rate"] == pytest.approx(got["negative_rate"], abs=0.01)
+    assert got["expected_unregretted_s_per_session"] == pytest.approx(got["unregretted_s_per_session"], rel=0.05)
+    assert got["expected_negative_rate_se"] == pytest.approx(0.0, abs=1e-9)  # the same post in both sessions
+    assert 0 < got["negative_rate_se"] < 0.01
+
 def test_a_post_made_known_after_seeding_is_read_like_a_seeded_one():
     truth = TrueActionModel(hand_made(action_weights()))
     truth.add_posts(np.array([20]), np.array([2]), np.array([0]), np.array([DAY]))  # like post 10: user 2, topic 0

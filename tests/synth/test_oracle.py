@@ -71,6 +71,22 @@ def test_expected_durations_follow_the_documented_lognormal_by_hand():
     assert not got[2].any()  # a post the world does not hold
 
 
+
+def test_the_value_model_inputs_are_the_probabilities_the_dwell_and_the_durations():
+    gt = hand_made(action_weights())
+    gt["follow_keys"] = np.array([0 * 2 + 1, 1 * 2 + 0])  # users 1 and 2 follow each other
+    model = TrueActionModel(gt)
+    users, posts, times = np.array([1, 2, 2]), np.array([10, 12, 99]), np.array([DAY, DAY, 0])
+    got = model.value_inputs(users, posts, times)
+    assert got["scores"].shape == (3, A + 4)  # ActionScores' fields: the actions, dwell_time and three durations
+    np.testing.assert_allclose(got["scores"][:, :A], model(users, posts, times), rtol=1e-6)
+    np.testing.assert_allclose(got["scores"][:, A + 1:], model.durations(users, posts, times), rtol=1e-6)
+    x_aff = np.log((1.0 + 0.01) / (0.5 + 0.01))  # user 1 on post 10 (as above): 4 s median, sigma 0.8
+    assert got["scores"][0, A] == pytest.approx(4.0 * np.exp(0.4 * x_aff + 0.32), rel=1e-4)
+    assert got["mutual"].tolist() == [True, False, False]  # 10: user 2's, for user 1; 12: user 2's own; 99 unknown
+    assert got["video_ms"].tolist() == [0, 20_000, 0] and not got["has_link"].any()
+    assert not got["scores"][2].any()
+
 def test_a_ground_truth_from_before_the_oracle_is_refused():
     gt = hand_made(action_weights())
     del gt["action_weights"]

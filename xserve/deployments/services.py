@@ -128,7 +128,9 @@ class ServiceGraph:
         users = await asyncio.gather(*(a.stats.remote() for a in self.user_shards))
         posts = await asyncio.gather(*(a.stats.remote() for a in self.post_shards))
         return {"users": users, "posts": posts, "ranker_context_reuse": self.ranker.stats(),
-                "impressions": self.impression_counts.as_dict(), "ads": await self.ads.stats()}
+                "impressions": self.impression_counts.as_dict(), "ads": await self.ads.stats(),
+                # the live embedding version and its user tower (a switch shows here once a replica took it)
+                "retrieval": await self._retrieval_handle.stats.remote()}
 
     async def drain(self) -> None:
         await self.pipeline.drain()

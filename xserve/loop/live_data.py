@@ -21,7 +21,7 @@ from xserve.storage.log.event_log import EventLog
 
 __all__ = ["LIVE_COLUMNS", "engagements_table", "live_engagements", "training_engagements"]
 
-# the engagements table's columns, then the request id that served the post (null when the client sent none)
+# the engagements table's columns, with the request id that served the post (null when the client sent none)
 LIVE_COLUMNS = ("user_id", "post_id", "author_id", "action", "timestamp_ms", "dwell_ms", "product_surface",
                 "post_created_at_ms", "prediction_request_id")
 
@@ -71,7 +71,6 @@ def training_engagements(data_dir: str | Path) -> tuple[pa.Table, dict[str, int]
     table = dd.read_engagements() if dd.count("engagements") else None
     live = engagements_table(live_engagements(layout.user_logs))
     counts = {"table": 0 if table is None else table.num_rows, "live": live.num_rows}
-    live = live.drop_columns(["prediction_request_id"])
     if table is not None and live.num_rows:
         key = ("user_id", "post_id", "action", "timestamp_ms")
         first_live = int(np.min(live.column("timestamp_ms").to_numpy()))

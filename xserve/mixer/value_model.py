@@ -41,7 +41,7 @@ from xserve.pipeline import Scorer
 from xserve.schema import ACTIONS, Action, ActionScores, PostCandidate
 from xserve.sharding import splitmix64
 
-__all__ = ["PRODUCT_TERMS", "ValueModel", "ValueModelScorer", "perturbation_sign"]
+__all__ = ["PRODUCT_TERMS", "ValueModel", "ValueModelScorer", "combined_scores", "perturbation_sign"]
 
 # product term name -> (the action whose probability it multiplies, the ActionScores duration field)
 PRODUCT_TERMS: dict[str, tuple[Action, str]] = {
@@ -155,19 +155,10 @@ class ValueModelScorer(Scorer[ForYouQuery, PostCandidate, Valued]):
     def _combined(self, model: ValueModel, cs: list[PostCandidate], mutual: np.ndarray,
                   unexplored: np.ndarray) -> np.ndarray:
         """``(C,)`` Σ terms of each candidate (``ValueModel.terms`` summed), vectorised."""
-        w, vm, cfg = model.weights, self.config.value_model, self.config
         x = np.array([astuple(c.action_scores) for c in cs], np.float64)  # (C, fields)
-        weights = np.array([w.get(f, 0.0) if f in ScoringWeights.__struct_fields__ else 0.0 for f in _FIELDS])
-        terms = x * weights  # (C, fields): every action and dwell_time; the durations' weights are 0
-        long_video = np.array([c.video_duration_ms is not None and c.video_duration_ms > cfg.min_video_duration_ms
-                               for c in cs])
-        terms[~long_video, _COL[Action.VIDEO_QUALITY_VIEW.value]] = 0.0
-        terms[~np.array([c.has_link for c in cs]), _COL[Action.LINK_OPEN.value]] = 0.0
-        total = terms.sum(1)
-        for name, (action, duration) in PRODUCT_TERMS.items():
-            total += w[name] * x[:, _COL[action.value]] * x[:, _COL[duration]]
-        boost = vm.mutual_follow_reply_boost * x[:, _COL["reply"]] + vm.mutual_follow_dwell_boost * x[:, _COL["dwell"]]
-        return total + np.where(mutual, boost, 0.0) + np.where(unexplored, vm.author_exploration_bonus, 0.0)
+        long_video = np.array([c.video_duration_ms is not None
+                               and c.video_duration_ms > self.config.min_video_duration_ms for c in cs])
+        return combined_scores(model, x, long_video, np.array([c.has_link for c in cs]), mutual, unexplored)
 
     def update(self, candidate: PostCandidate, value: Valued) -> None:
         if value is None:
@@ -175,3 +166,21 @@ class ValueModelScorer(Scorer[ForYouQuery, PostCandidate, Valued]):
             return
         candidate.weighted_score, candidate.score_terms = value
         candidate.score = candidate.weighted_score
+
+
+def combined_scores(model: ValueModel, x: np.ndarray, long_video: np.ndarray, has_link: np.ndarray,
+                    mutual: np.ndarray, unexplored: np.ndarray) -> np.ndarray:
+    """``(C,)`` Σ ``ValueModel.terms`` of ``C`` candidates given as arrays: ``x (C, ActionScores fields)`` their
+    predictions, and per candidate a video longer than ``min_video_duration_ms``, an outbound link, an original
+    by a mutual follow, an unexplored author. The scorer's sum, and the simulator's oracle over true
+    probabilities (``scripts/simulate.py``): one formula, so both rank with the same weights."""
+    w, vm = model.weights, model.config.value_model
+    weights = np.array([w.get(f, 0.0) if f in ScoringWeights.__struct_fields__ else 0.0 for f in _FIELDS])
+    terms = x * weights  # (C, fields): every action and dwell_time; the durations' weights are 0
+    terms[~long_video, _COL[Action.VIDEO_QUALITY_VIEW.value]] = 0.0
+    terms[~has_link, _COL[Action.LINK_OPEN.value]] = 0.0
+    total = terms.sum(1)
+    for name, (action, duration) in PRODUCT_TERMS.items():
+        total += w[name] * x[:, _COL[action.value]] * x[:, _COL[duration]]
+    boost = vm.mutual_follow_reply_boost * x[:, _COL["reply"]] + vm.mutual_follow_dwell_boost * x[:, _COL["dwell"]]
+    return total + np.where(mutual, boost, 0.0) + np.where(unexplored, vm.author_exploration_bonus, 0.0)

@@ -295,6 +295,7 @@ def validate_log(table: pa.Table, now_ms: int, known_authors: pa.Table | None = 
             "dwell_ms": dwell[keep],
             "product_surface": surface[keep],
             "post_created_at_ms": pa.array(created[keep], mask=null[keep]),
+            "prediction_request_id": pa.nulls(len(keep), pa.string()),  # imported: served by no feed of ours
         },
         schema=ENGAGEMENTS_SCHEMA,
     )

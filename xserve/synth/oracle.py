@@ -30,6 +30,7 @@ from xserve.synth.world import (
     action_gates,
     action_logits,
     expected_durations_ms,
+    expected_dwell_ms,
     impression_features,
 )
 
@@ -78,6 +79,20 @@ class TrueActionModel:
         _, p, known, _, features = self._features(user_ids, post_ids, times_ms)
         seconds = expected_durations_ms(features, self.gt["post_video_ms"][p]) / 1000.0
         return np.where(known[:, None], seconds, 0.0).astype(np.float32)
+
+    def value_inputs(self, user_ids: np.ndarray, post_ids: np.ndarray, times_ms: np.ndarray) -> dict[str, np.ndarray]:
+        """What the value model reads of ``n`` impressions, from the truth instead of the ranker: ``scores (n,
+        ActionScores fields)`` (the probabilities of :meth:`__call__`, then the dwell seconds given a dwell as
+        ``dwell_time`` (the ranker's dwell head learns that too) and :meth:`durations`), ``video_ms``,
+        ``has_link`` and ``mutual`` (viewer and author follow each other) per impression."""
+        gt = self.gt
+        u, p, known, follows, features = self._features(user_ids, post_ids, times_ms)
+        dwell_s = np.where(known, expected_dwell_ms(features[:, 1]) / 1000.0, 0.0)
+        scores = np.concatenate([self(user_ids, post_ids, times_ms), dwell_s[:, None],
+                                 self.durations(user_ids, post_ids, times_ms)], axis=1).astype(np.float64)
+        followed_back = _member(gt["follow_keys"], gt["post_author"][p].astype(np.int64) * self.num_users + u)
+        return {"scores": scores, "video_ms": np.where(known, gt["post_video_ms"][p], 0),
+                "has_link": known & gt["post_has_link"][p].astype(bool), "mutual": known & follows & followed_back}
 
     def __call__(self, user_ids: np.ndarray, post_ids: np.ndarray, times_ms: np.ndarray) -> np.ndarray:
         """(n,) ids and impression times → (n, A) float32 probabilities in ``ACTIONS`` order; 0 for ids the

@@ -43,6 +43,7 @@ __all__ = [
     "WorldSpec",
     "affinity",
     "draw_dwell_ms",
+    "expected_dwell_ms",
     "generate_world",
 ]
 
@@ -326,10 +327,18 @@ def expected_durations_ms(features: np.ndarray, video_ms: np.ndarray) -> np.ndar
     return mean
 
 
+_DWELL_MEDIAN_MS, _DWELL_W_AFF, _DWELL_SIGMA = 4_000.0, 0.4, 0.8  # dwell ~ lognormal(log median + w_aff·x_aff, sigma)
+
+
 def draw_dwell_ms(rng: np.random.Generator, x_aff: np.ndarray) -> np.ndarray:
     """(n,) dwell milliseconds of impressions that drew ``Action.DWELL``: lognormal around 4 s, longer with
     affinity (``x_aff``: the ``affinity`` column of ``impression_features``), clipped to [0.3 s, 10 min]."""
-    return np.clip(rng.lognormal(np.log(4_000) + 0.4 * x_aff, 0.8), 300, 600_000)
+    return np.clip(rng.lognormal(np.log(_DWELL_MEDIAN_MS) + _DWELL_W_AFF * x_aff, _DWELL_SIGMA), 300, 600_000)
+
+
+def expected_dwell_ms(x_aff: np.ndarray) -> np.ndarray:
+    """(n,) mean of :func:`draw_dwell_ms` given a dwell (the lognormal's mean; the clip moves it < 0.1 %)."""
+    return np.exp(np.log(_DWELL_MEDIAN_MS) + _DWELL_W_AFF * np.asarray(x_aff, np.float64) + _DWELL_SIGMA**2 / 2)
 
 
 def action_gates(has_photo: np.ndarray, has_video: np.ndarray, is_quote: np.ndarray, follows: np.ndarray,

@@ -148,6 +148,8 @@ ENGAGEMENTS_SCHEMA = pa.schema(
            "profile_click (profile visit) and click (time on the opened post) rows"),
         _f("product_surface", pa.int32(), doc="xserve.schema.ProductSurface value"),
         _f("post_created_at_ms", pa.int64(), True, "the post's creation time, if known"),
+        _f("prediction_request_id", pa.string(), True,
+           "the served feed's request id the client sent back (the impression log's join key); null = none"),
     ]
 )
 
@@ -319,6 +321,7 @@ def engagements_to_table(engagements: Iterable[Engagement]) -> pa.Table:
             "dwell_ms": e.dwell_ms,
             "product_surface": int(e.product_surface),
             "post_created_at_ms": e.post_created_at_ms,
+            "prediction_request_id": e.prediction_request_id,
         }
         for e in engagements
     ]
@@ -400,7 +403,12 @@ class DataDir:
     def _table_or_create(self, name: str) -> Any:
         table = self._table(name)
         if table is None:
-            table = self._db.create_table(name, schema=TABLES[name], exist_ok=True)
+            return self._db.create_table(name, schema=TABLES[name], exist_ok=True)
+        # a nullable column added to the schema after the table was written (engagements' prediction_request_id):
+        # added to the stored table, all null, before a write that carries it
+        added = [f for f in TABLES[name] if f.nullable and f.name not in table.schema.names]
+        if added:
+            table.add_columns(added)
         return table
 
     def _write(self, name: str, data: Any, mode: str) -> int:
