@@ -33,6 +33,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import settings
+
+# a property's examples are checked for what they compute, never for how long they take: Hypothesis's default
+# 200 ms deadline per example fails at random on a loaded 2-core machine (timing lives in benchmarks/)
+settings.register_profile("xserve", deadline=None)
+settings.load_profile("xserve")
 
 T = TypeVar("T")
 
