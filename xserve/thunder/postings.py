@@ -16,8 +16,22 @@ Columns, one slot per entry:
 * ``repost_user``: ``repost_of_user_id`` of a repost, else :data:`NO_USER`: the
   viewer check ("drop reposts of the viewer's own posts");
 * ``needs_parent``: 1 when the post names a parent post (``in_reply_to_post_id``):
-  the reply rule must look the parent up;
+  the reply rule applies;
 * ``obj``: the ``LightPost`` itself (a list), returned by the query.
+
+A list of replies (built with a :class:`ParentTable`) has three more, so the
+reply rule is decided with numpy, without touching a post:
+
+* ``parent``: the parent's handle in the :class:`ParentTable` (int32), or -1
+  when the post names no parent;
+* ``conv``: ``conversation_id``, or :data:`NO_CONVERSATION`;
+* ``reply_user``: ``in_reply_to_user_id``, or :data:`NO_USER`.
+
+The :class:`ParentTable` holds, per post some reply names as its parent, what
+the rule reads of it as the store holds it now (absent, its time, whether it is
+an original, the post it replies to); the store refreshes an entry whenever
+that post enters or leaves its tables, so a parent deleted, trimmed, evicted or
+arriving late changes one entry, not the replies naming it.
 
 Columns are ``array.array`` (fast scalar writes on ingest); a query reads them
 through zero-copy numpy views it drops before returning. A column is never
@@ -27,16 +41,22 @@ resized in place while a view may exist: growing builds a new array.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from xserve.schema import LightPost
 
-__all__ = ["NO_USER", "PostingLists"]
+__all__ = ["ABSENT", "NO_CONVERSATION", "NO_USER", "AuthorIndex", "ParentTable", "PostingLists"]
 
-NO_USER = -(2**63)  # repost_user of a post that is not a repost: no viewer has this id
+NO_USER = -(2**63)  # repost_user of a post that is not a repost (reply_user of one that names nobody): no user has this id
+NO_CONVERSATION = -1  # conv of a reply without a conversation id (ids are positive): matches no parent
+_NO_REPLY_TO = -2  # reply_to of a parent that replies to no post: matches no reply's conv
+ABSENT = -(2**63)  # time of a parent not in the store: older than any cutoff
 _MIN_CAPACITY = 4
+_GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: the top bits of id * 2^64/phi spread sequential ids
+_U64 = 2**64 - 1
+_EMPTY, _GONE = 0, -1  # keys of a never-used and a vacated slot of AuthorIndex (author ids are positive)
 
 
 def _grown(col: array, size: int) -> array:
@@ -51,10 +71,208 @@ def _fields(p: LightPost) -> tuple[int, int, int, int]:
     return p.created_at_ms, p.post_id, NO_USER if repost_user is None else repost_user, p.in_reply_to_post_id is not None
 
 
-class PostingLists:
-    """Authors' posting lists of one kind (see the module docstring). Pure; one owner calls it."""
+class AuthorIndex:
+    """Author id -> that author's row in each of ``kinds`` :class:`PostingLists`, for a query's vectorised lookup.
 
-    def __init__(self) -> None:
+    An open-addressing hash table (linear probing, Fibonacci hashing, load at
+    most one half) in flat int64 arrays: :meth:`find` locates thousands of
+    followed authors with a few numpy gathers, where a dict costs one
+    cache-missing Python lookup per author and kind. The lists keep it current
+    (:meth:`set` when a list gets a row, :meth:`clear` when it drops one); a
+    vacated slot keeps a ``_GONE`` key until the next rehash. Pure; one owner calls it.
+    """
+
+    def __init__(self, kinds: int) -> None:
+        self.kinds = kinds
+        self._reset(1024)
+
+    def _reset(self, capacity: int) -> None:
+        self.bits = capacity.bit_length() - 1  # capacity is 2**bits
+        self.keys = array("q", bytes(8 * capacity))  # author id, _EMPTY or _GONE
+        self.rows = [array("q", [-1]) * capacity for _ in range(self.kinds)]  # per kind: the author's row, -1: none
+        self.live = 0  # slots holding an author
+        self.used = 0  # slots not _EMPTY (authors and _GONE)
+
+    def __len__(self) -> int:
+        return self.live
+
+    def __repr__(self) -> str:
+        return f"AuthorIndex(authors={self.live}, capacity={len(self.keys)})"
+
+    def _slot(self, author: int) -> int:
+        """The slot holding ``author``, or -1."""
+        keys, mask = self.keys, len(self.keys) - 1
+        i = ((author * _GOLDEN) & _U64) >> (64 - self.bits)
+        while True:
+            k = keys[i]
+            if k == author:
+                return i
+            if k == _EMPTY:
+                return -1
+            i = (i + 1) & mask
+
+    def _add(self, author: int) -> int:
+        """A slot for ``author`` (not in the table): the first vacated or empty slot of its probe sequence."""
+        if 2 * (self.used + 1) > len(self.keys):
+            self._rehash()
+        keys, mask = self.keys, len(self.keys) - 1
+        i = ((author * _GOLDEN) & _U64) >> (64 - self.bits)
+        while keys[i] != _EMPTY and keys[i] != _GONE:
+            i = (i + 1) & mask
+        if keys[i] == _EMPTY:
+            self.used += 1
+        keys[i] = author
+        self.live += 1
+        return i
+
+    def _rehash(self) -> None:
+        """Rebuild at a quarter load (vacated slots dropped): amortised over the adds since the last one."""
+        held = [(k, [r[i] for r in self.rows]) for i, k in enumerate(self.keys) if k > 0]
+        capacity = 1024
+        while capacity < 4 * (len(held) + 1):
+            capacity *= 2
+        self._reset(capacity)
+        for author, rows in held:
+            i = self._add(author)
+            for kind, r in enumerate(rows):
+                self.rows[kind][i] = r
+
+    def set(self, author: int, kind: int, row: int) -> None:
+        """``author``'s list of ``kind`` is at ``row``."""
+        i = self._slot(author)
+        if i < 0:
+            i = self._add(author)
+        self.rows[kind][i] = row
+
+    def clear(self, author: int, kind: int) -> None:
+        """``author`` has no list of ``kind`` any more (the author leaves once it has none of any kind)."""
+        i = self._slot(author)
+        if i < 0:
+            return
+        self.rows[kind][i] = -1
+        if all(r[i] < 0 for r in self.rows):
+            self.keys[i] = _GONE
+            self.live -= 1
+
+    def find(self, authors: np.ndarray) -> np.ndarray:
+        """The slot of each of ``authors`` (int64), -1 for an author not in the table. Vectorised probing."""
+        keys = np.frombuffer(self.keys, dtype=np.int64)
+        mask = len(keys) - 1
+        slot = ((authors.astype(np.uint64) * np.uint64(_GOLDEN)) >> np.uint64(64 - self.bits)).astype(np.int64)
+        found = np.full(len(authors), -1, dtype=np.int64)
+        pending = np.arange(len(authors))
+        while len(pending):
+            at = slot[pending]
+            k = keys[at]
+            hit = k == authors[pending]
+            found[pending[hit]] = at[hit]
+            more = (k != _EMPTY) & ~hit
+            pending = pending[more]
+            slot[pending] = (at[more] + 1) & mask
+        return found
+
+    def rows_of(self, kind: int, found: np.ndarray) -> np.ndarray:
+        """The rows of ``kind`` of the authors at ``found`` (:meth:`find`'s slots): -1 for none."""
+        rows = np.frombuffer(self.rows[kind], dtype=np.int64)[found]
+        rows[found < 0] = -1
+        return rows
+
+
+class ParentTable:
+    """What the reply rule reads of each post that a held reply names as its parent, one entry (handle) per post.
+
+    ``lookup(post_id)`` is the store's view of a post (its own or a stub, else
+    None). Per handle: ``time`` (``created_at_ms``, :data:`ABSENT` when the
+    store does not hold the post), ``original`` (1: neither a reply nor a
+    repost) and ``reply_to`` (its ``in_reply_to_post_id``, or a value no
+    conversation id has). The owner calls :meth:`refresh` whenever a post
+    enters or leaves what ``lookup`` sees, and :meth:`collect` now and then to
+    free the entries no held reply names any more. Pure; one owner calls it.
+    """
+
+    def __init__(self, lookup: Callable[[int], LightPost | None]) -> None:
+        self.lookup = lookup
+        self.handles: dict[int, int] = {}  # parent post id -> handle
+        self.ids = array("q")  # handle -> parent post id (0: a free handle)
+        self.time, self.reply_to = array("q"), array("q")
+        self.original = array("b")
+        self._free: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.handles)
+
+    def __repr__(self) -> str:
+        return f"ParentTable(parents={len(self.handles)}, handles={len(self.ids)})"
+
+    def _state(self, post_id: int) -> tuple[int, int, int]:
+        p = self.lookup(post_id)
+        if p is None:
+            return ABSENT, 0, _NO_REPLY_TO
+        original = p.in_reply_to_post_id is None and p.in_reply_to_user_id is None and p.repost_of_post_id is None
+        return p.created_at_ms, original, _NO_REPLY_TO if p.in_reply_to_post_id is None else p.in_reply_to_post_id
+
+    def handle(self, post_id: int) -> int:
+        """The handle of ``post_id``'s entry, made (from ``lookup``) if it has none."""
+        h = self.handles.get(post_id)
+        if h is not None:
+            return h
+        state = self._state(post_id)
+        if self._free:
+            h = self._free.pop()
+            self.ids[h] = post_id
+            self.time[h], self.original[h], self.reply_to[h] = state
+        else:
+            h = len(self.ids)
+            self.ids.append(post_id)  # no numpy view of these outlives a query
+            self.time.append(state[0])
+            self.original.append(state[1])
+            self.reply_to.append(state[2])
+        self.handles[post_id] = h
+        return h
+
+    def refresh(self, post_id: int) -> None:
+        """``post_id`` entered or left the store's tables: re-read its entry (if a reply names it)."""
+        h = self.handles.get(post_id)
+        if h is not None:
+            self.time[h], self.original[h], self.reply_to[h] = self._state(post_id)
+
+    def collect(self, in_use: np.ndarray) -> int:
+        """Free every entry whose handle is not in ``in_use`` (the handles held replies name); returns how many."""
+        used = np.zeros(len(self.ids), dtype=bool)
+        used[in_use] = True
+        ids = np.frombuffer(self.ids, dtype=np.int64) if len(self.ids) else np.zeros(0, dtype=np.int64)
+        free = np.flatnonzero(~used & (ids != 0))
+        freed_ids = ids[free].tolist()
+        del ids
+        for h, post_id in zip(free.tolist(), freed_ids):
+            del self.handles[post_id]
+            self.ids[h] = 0
+            self._free.append(h)
+        if not self.handles:  # nothing named: give the memory back
+            self.__init__(self.lookup)  # type: ignore[misc]
+        elif len(freed_ids) > len(self.handles) // 2:
+            self.handles = dict(self.handles)  # CPython dicts never shrink on delete
+        return len(freed_ids)
+
+    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Zero-copy views of ``time``, ``original``, ``reply_to``: drop them before any write."""
+        return (
+            np.frombuffer(self.time, dtype=np.int64),
+            np.frombuffer(self.original, dtype=np.int8),
+            np.frombuffer(self.reply_to, dtype=np.int64),
+        )
+
+
+class PostingLists:
+    """Authors' posting lists of one kind (see the module docstring). Pure; one owner calls it.
+
+    ``parents`` given: the lists hold replies, with the reply columns and their parents' handles in it.
+    ``index`` given: the lists keep their authors' rows in it, as kind ``kind``.
+    """
+
+    def __init__(self, parents: ParentTable | None = None, index: AuthorIndex | None = None, kind: int = 0) -> None:
+        self.parents = parents
+        self.index, self.kind = index, kind
         self.rows: dict[int, int] = {}  # author id -> row of the per-author metadata
         self._free_rows: list[int] = []
         # Per row: the segment (base, capacity) and the live entries [start, end), absolute slots.
@@ -62,6 +280,8 @@ class PostingLists:
         # Per slot: the columns.
         self.time, self.pid, self.repost_user = array("q"), array("q"), array("q")
         self.needs_parent = array("b")
+        # Per slot, lists of replies only (empty otherwise): parent handle, conversation, addressee.
+        self.parent, self.conv, self.reply_user = array("i"), array("q"), array("q")
         self.obj: list[LightPost | None] = []
         self._top = 0  # slots in use by segments, from 0 (free segments included)
         self._free: dict[int, list[int]] = {}  # capacity -> bases of free segments
@@ -84,6 +304,8 @@ class PostingLists:
             size = max(self._top, 2 * len(self.obj), 1024)
             self.time, self.pid, self.repost_user = (_grown(c, size) for c in (self.time, self.pid, self.repost_user))
             self.needs_parent = _grown(self.needs_parent, size)
+            if self.parents is not None:
+                self.parent, self.conv, self.reply_user = (_grown(c, size) for c in (self.parent, self.conv, self.reply_user))
             self.obj.extend([None] * (size - len(self.obj)))
         return base
 
@@ -93,8 +315,11 @@ class PostingLists:
 
     def _move(self, src: int, dst: int, n: int) -> None:
         """Copy ``n`` entries from slot ``src`` to ``dst`` (regions may overlap: slices copy first)."""
-        for col in (self.time, self.pid, self.repost_user, self.needs_parent, self.obj):
+        for col in (self.time, self.pid, self.repost_user, self.needs_parent, self.obj, *self._reply_columns()):
             col[dst : dst + n] = col[src : src + n]
+
+    def _reply_columns(self) -> tuple[array, ...]:
+        return () if self.parents is None else (self.parent, self.conv, self.reply_user)
 
     def _make_room(self, r: int) -> None:
         """Row ``r``'s segment is full at its end: compact it in place, or move it to one twice as large."""
@@ -122,11 +347,18 @@ class PostingLists:
             for col, v in ((self.base, base), (self.capacity, _MIN_CAPACITY), (self.start, base), (self.end, base)):
                 col.append(v)  # no numpy view of these outlives a query
         self.rows[author] = r
+        if self.index is not None:
+            self.index.set(author, self.kind, r)
         return r
 
     def _write(self, i: int, p: LightPost) -> None:
         self.time[i], self.pid[i], self.repost_user[i], self.needs_parent[i] = _fields(p)
         self.obj[i] = p
+        if self.parents is not None:
+            parent = p.in_reply_to_post_id
+            self.parent[i] = -1 if parent is None else self.parents.handle(parent)
+            self.conv[i] = NO_CONVERSATION if p.conversation_id is None else p.conversation_id
+            self.reply_user[i] = NO_USER if p.in_reply_to_user_id is None else p.in_reply_to_user_id
 
     # ------------------------------------------------------------------ writes (mirror the store's deque operations)
 
@@ -181,8 +413,10 @@ class PostingLists:
         self._release(self.base[r], self.capacity[r])
         self.start[r] = self.end[r] = self.base[r]
         self._free_rows.append(r)
+        if self.index is not None:
+            self.index.clear(author, self.kind)
         if not self.rows:  # everything gone (a mass expiry): give the memory back
-            self.__init__()  # type: ignore[misc]
+            self.__init__(self.parents, self.index, self.kind)  # type: ignore[misc]
 
     # ------------------------------------------------------------------ reads
 
@@ -192,7 +426,7 @@ class PostingLists:
         return [] if r is None else self.obj[self.start[r] : self.end[r]]  # type: ignore[return-value]
 
     def newest(
-        self, authors: Sequence[int], window: int
+        self, authors: Sequence[int], window: int, rows: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The newest ``window`` entries of each of ``authors``' lists, newest first, all lists concatenated.
 
@@ -200,11 +434,12 @@ class PostingLists:
         the gathered entries; per author with a list (in ``authors`` order, the
         others skipped), the index of its first entry in ``slots``, how many
         were taken, how long its whole list is, and its index in ``authors``.
-        Vectorised: one dict lookup per author, then numpy.
+        ``rows``: the authors' rows when the caller found them
+        (:meth:`AuthorIndex.rows_of`, -1 for none); else one dict lookup per author. Then numpy.
         """
-        get = self.rows.get
-        n = len(authors)
-        rows = np.fromiter(map(get, authors, [-1] * n), dtype=np.int64, count=n)
+        if rows is None:
+            n = len(authors)
+            rows = np.fromiter(map(self.rows.get, authors, [-1] * n), dtype=np.int64, count=n)
         which = np.flatnonzero(rows >= 0)
         rows = rows[which]
         end = np.frombuffer(self.end, dtype=np.int64)[rows] if len(rows) else np.zeros(0, dtype=np.int64)
@@ -216,6 +451,27 @@ class PostingLists:
         # slot of the j-th newest entry of a list ending at `end`: end - 1 - j
         slots = np.repeat(end - 1 + first, taken) - np.arange(total, dtype=np.int64)
         return slots, first, taken, length, which
+
+    def parents_in_use(self) -> np.ndarray:
+        """The parent handles the held replies name (with repeats): what :meth:`ParentTable.collect` keeps."""
+        if self.parents is None or not self.rows:
+            return np.zeros(0, dtype=np.int64)
+        rows = np.fromiter(self.rows.values(), dtype=np.int64, count=len(self.rows))
+        start = np.frombuffer(self.start, dtype=np.int64)[rows]
+        length = np.frombuffer(self.end, dtype=np.int64)[rows] - start
+        first = np.zeros(len(rows), dtype=np.int64)
+        np.cumsum(length[:-1], out=first[1:])
+        slots = np.repeat(start - first, length) + np.arange(int(length.sum()), dtype=np.int64)
+        handles = np.frombuffer(self.parent, dtype=np.int32)[slots]
+        return handles[handles >= 0]
+
+    def reply_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Zero-copy views of ``parent``, ``conv``, ``reply_user`` (lists of replies): drop them before any write."""
+        return (
+            np.frombuffer(self.parent, dtype=np.int32),
+            np.frombuffer(self.conv, dtype=np.int64),
+            np.frombuffer(self.reply_user, dtype=np.int64),
+        )
 
     def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Zero-copy views of ``time``, ``pid``, ``repost_user``, ``needs_parent``: drop them before any write."""
