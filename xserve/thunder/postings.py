@@ -17,7 +17,9 @@ Columns, one slot per entry:
   viewer check ("drop reposts of the viewer's own posts");
 * ``needs_parent``: 1 when the post names a parent post (``in_reply_to_post_id``):
   the reply rule applies;
-* ``obj``: the ``LightPost`` itself (a list), returned by the query.
+* ``obj``: the ``LightPost`` itself (a numpy object array: a query gathers the
+  posts it returns in one C loop, whose cache misses overlap, about three times
+  faster than indexing a list post by post).
 
 A list of replies (built with a :class:`ParentTable`) has three more, so the
 reply rule is decided with numpy, without touching a post:
@@ -282,7 +284,7 @@ class PostingLists:
         self.needs_parent = array("b")
         # Per slot, lists of replies only (empty otherwise): parent handle, conversation, addressee.
         self.parent, self.conv, self.reply_user = array("i"), array("q"), array("q")
-        self.obj: list[LightPost | None] = []
+        self.obj: np.ndarray = np.empty(0, dtype=object)  # LightPost or None per slot
         self._top = 0  # slots in use by segments, from 0 (free segments included)
         self._free: dict[int, list[int]] = {}  # capacity -> bases of free segments
 
@@ -306,15 +308,17 @@ class PostingLists:
             self.needs_parent = _grown(self.needs_parent, size)
             if self.parents is not None:
                 self.parent, self.conv, self.reply_user = (_grown(c, size) for c in (self.parent, self.conv, self.reply_user))
-            self.obj.extend([None] * (size - len(self.obj)))
+            obj = np.empty(size, dtype=object)  # all None
+            obj[: len(self.obj)] = self.obj
+            self.obj = obj
         return base
 
     def _release(self, base: int, capacity: int) -> None:
-        self.obj[base : base + capacity] = [None] * capacity
+        self.obj[base : base + capacity] = None
         self._free.setdefault(capacity, []).append(base)
 
     def _move(self, src: int, dst: int, n: int) -> None:
-        """Copy ``n`` entries from slot ``src`` to ``dst`` (regions may overlap: slices copy first)."""
+        """Copy ``n`` entries from slot ``src`` to ``dst`` (regions may overlap: slices copy first, numpy too)."""
         for col in (self.time, self.pid, self.repost_user, self.needs_parent, self.obj, *self._reply_columns()):
             col[dst : dst + n] = col[src : src + n]
 
@@ -327,7 +331,7 @@ class PostingLists:
         n = end - start
         if 2 * n <= cap and start > base:
             self._move(start, base, n)
-            self.obj[base + n : end] = [None] * (end - base - n)
+            self.obj[base + n : end] = None
         else:
             new_cap = 2 * cap
             new_base = self._alloc(new_cap)
@@ -400,7 +404,7 @@ class PostingLists:
         """Drop the ``n`` oldest entries of ``author``'s list, as ``popleft`` ``n`` times; an emptied list is dropped."""
         r = self.rows[author]
         start = self.start[r]
-        self.obj[start : start + n] = [None] * n
+        self.obj[start : start + n] = None
         self.start[r] = start + n
         if start + n >= self.end[r]:
             self.drop(author)
@@ -423,7 +427,7 @@ class PostingLists:
     def posts(self, author: int) -> list[LightPost]:
         """``author``'s list, oldest first (tests, debugging)."""
         r = self.rows.get(author)
-        return [] if r is None else self.obj[self.start[r] : self.end[r]]  # type: ignore[return-value]
+        return [] if r is None else self.obj[self.start[r] : self.end[r]].tolist()
 
     def newest(
         self, authors: Sequence[int], window: int, rows: np.ndarray | None = None

@@ -265,25 +265,17 @@ def _merge_columns(parts: list[tuple[PostingLists, np.ndarray, np.ndarray]], ext
         order = np.lexsort((-pid, keys))
     order = order[:max_results]
     source, at = source[order], at[order]
-    # Each source's posts in answer order, one source after another; then one permutation interleaves them
-    # (faster than one pass that switches lists per entry).
-    grouped: list[LightPost] = []
-    positions = []
-    for k in range(len(sizes)):
-        ranks = np.flatnonzero(source == k)
-        if not len(ranks):
-            continue
-        positions.append(ranks)
-        if k < len(parts):
-            cols, slots, _ = parts[k]
-            grouped += map(cols.obj.__getitem__, slots[at[ranks]].tolist())
-        else:
-            grouped += map(extra.__getitem__, at[ranks].tolist())
-    if len(positions) == 1:
-        return grouped
-    where = np.empty(len(grouped), dtype=np.int64)
-    where[np.concatenate(positions)] = np.arange(len(grouped))
-    return list(map(grouped.__getitem__, where.tolist()))
+    if len(sizes) == 1 and not extra:
+        cols, slots, _ = parts[0]
+        return cols.obj[slots[at]].tolist()
+    out = np.empty(len(order), dtype=object)
+    for k, (cols, slots, _) in enumerate(parts):
+        mine = source == k
+        out[mine] = cols.obj[slots[at[mine]]]  # object array to object array: pointers copied, nothing converted
+    if extra:
+        mine = np.flatnonzero(source == len(parts))
+        out[mine] = np.fromiter(map(extra.__getitem__, at[mine].tolist()), dtype=object, count=len(mine))
+    return out.tolist()
 
 
 def _scan_window(d: deque[LightPost], scan: int, exclude: frozenset[int], cutoff: int) -> Iterable[LightPost]:
