@@ -163,7 +163,7 @@ class AuthorIndex:
         slot = ((authors.astype(np.uint64) * np.uint64(_GOLDEN)) >> np.uint64(64 - self.bits)).astype(np.int64)
         found = np.full(len(authors), -1, dtype=np.int64)
         pending = np.arange(len(authors))
-        while len(pending):
+        while len(pending) > 16:  # each round costs a few numpy calls: the last few probe sequences go one by one
             at = slot[pending]
             k = keys[at]
             hit = k == authors[pending]
@@ -171,6 +171,14 @@ class AuthorIndex:
             more = (k != _EMPTY) & ~hit
             pending = pending[more]
             slot[pending] = (at[more] + 1) & mask
+        for j, i in zip(pending.tolist(), slot[pending].tolist()):
+            author = int(authors[j])
+            while True:
+                k = self.keys[i]
+                if k == author or k == _EMPTY:
+                    found[j] = i if k == author else -1
+                    break
+                i = (i + 1) & mask
         return found
 
     def rows_of(self, kind: int, found: np.ndarray) -> np.ndarray:

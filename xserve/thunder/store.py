@@ -251,7 +251,7 @@ def _merge_columns(parts: list[tuple[PostingLists, np.ndarray, np.ndarray]], ext
     source = np.searchsorted(starts, chosen, side="right") - 1  # which part (len(parts): extra) each is from
     at = chosen - starts[source]  # where in it
     keys = keys[chosen]
-    order = np.argsort(keys, kind="stable")
+    order = np.argsort(keys)  # any order of tied keys: ties are settled by id below
     ranked = keys[order[: max_results + 1]]
     if (ranked[1:] == ranked[:-1]).any():  # a tie among the returned entries or at the cut: larger id first
         pid = np.empty(len(chosen), dtype=np.int64)
