@@ -120,3 +120,52 @@ def test_store_columns_equal_its_deques_after_late_events_evictions_deletes_and_
         assert set(cols.rows) == set(by_author)
         for a, d in by_author.items():
             assert cols.posts(a) == list(d), (name, a)
+
+
+@settings(max_examples=20, deadline=None)
+@given(ops=st.lists(st.tuples(st.booleans(), st.integers(1, 3_000), st.integers(0, 2)), min_size=1, max_size=600))
+def test_author_index_finds_what_a_dict_holds_through_sets_clears_and_rehashes(ops):
+    from xserve.thunder.postings import AuthorIndex
+
+    index, ref = AuthorIndex(3), {}
+    for add, author, kind in ops:
+        if add:
+            index.set(author, kind, author * 3 + kind)
+            ref[(author, kind)] = author * 3 + kind
+        else:
+            index.clear(author, kind)
+            ref.pop((author, kind), None)
+    assert len(index) == len({a for a, _ in ref})
+    asked = np.array(sorted({a for _, a, _ in ops} | {4_000, 4_001}), dtype=np.int64)  # many: vectorised probing
+    found = index.find(asked)
+    for kind in range(3):
+        assert index.rows_of(kind, found).tolist() == [ref.get((a, kind), -1) for a in asked.tolist()]
+
+
+def test_parent_table_follows_the_lookup_and_frees_unnamed_entries():
+    from xserve.thunder.postings import ABSENT, ParentTable
+
+    held = {1: lp(1), 2: lp(2, reply_to=1, reply_user=1, conv=1)}
+    table = ParentTable(held.get)
+    replies = PostingLists(table)
+    replies.append(5, lp(10, 5, reply_to=1, reply_user=1, conv=1))
+    replies.append(5, lp(11, 5, reply_to=2, reply_user=1, conv=1))
+    replies.append(5, lp(12, 5, reply_to=3, reply_user=1, conv=1))  # parent not held (yet)
+    time_col, original, reply_to = table.columns()
+    h = [table.handles[p] for p in (1, 2, 3)]
+    assert time_col[h].tolist() == [NOW - HOUR + 1, NOW - HOUR + 2, ABSENT]
+    assert original[h].tolist() == [1, 0, 0] and reply_to[h[1]] == 1
+    del time_col, original, reply_to
+    held[3] = lp(3)
+    table.refresh(3)  # a late parent
+    del held[1]
+    table.refresh(1)  # a deleted one
+    assert table.columns()[0][h].tolist() == [ABSENT, NOW - HOUR + 2, NOW - HOUR + 3]
+    parent, conv, reply_user = replies.reply_columns()
+    slots, *_ = replies.newest([5], 10)
+    assert parent[slots].tolist() == [h[2], h[1], h[0]] and conv[slots].tolist() == [1, 1, 1]
+    del parent, conv, reply_user
+    replies.pop_oldest(5, 2)  # the replies to 1 and 2 leave
+    assert table.collect(replies.parents_in_use()) == 2 and set(table.handles) == {3}
+    replies.append(5, lp(13, 5, reply_to=2, reply_user=1, conv=1))  # a freed handle is reused, current
+    assert table.handles[2] in h[:2] and table.columns()[0][table.handles[2]] == NOW - HOUR + 2

@@ -502,7 +502,7 @@ class ThunderStore:
         runs_pop, video_runs_pop = self._runs.pop, self._video_runs.pop
         watched = self._watched
         cols = self._cols
-        parents_refresh = self._parents.refresh
+        parents_refresh, parent_handles = self._parents.refresh, self._parents.handles
         n_created = n_other = n_dup = n_del = 0
         for post in creates:
             pid = post.post_id
@@ -522,7 +522,8 @@ class ThunderStore:
                 watched = self._watched
             if referenced and pid in referenced:
                 del referenced[pid]
-            parents_refresh(pid)  # a late parent of replies held
+            if pid in parent_handles:  # a late parent of replies held
+                parents_refresh(pid)
             if post.reply_parent is not None or post.repost_source is not None:
                 self._refer(post, cutoff)
                 watched = self._watched
@@ -612,6 +613,7 @@ class ThunderStore:
         cutoff = now_ms - self._retention
         self._trim_cutoff = max(self._trim_cutoff, cutoff)
         removed = 0
+        parent_handles, parents_refresh = self._parents.handles, self._parents.refresh
         for name, owns_table in (("_originals", True), ("_secondary", True), ("_videos", False)):
             by_author, cols = getattr(self, name), self._cols[name]
             empty = []
@@ -625,7 +627,8 @@ class ThunderStore:
                     n += 1
                     if owns_table:
                         del self._posts[p.post_id]
-                        self._parents.refresh(p.post_id)
+                        if p.post_id in parent_handles:
+                            parents_refresh(p.post_id)
                         removed += 1
                 if n:
                     cols.pop_oldest(a, n)
