@@ -770,7 +770,7 @@ class ThunderStore:
                 authors = [followed[k] for k in which[deep].tolist()]
                 for f, n in zip(first[deep].tolist(), taken[deep].tolist()):
                     kept[f : f + n] = False
-                self.counters["query_deep_authors"] += len(authors)
+                self.counters["query_fallback_authors"] += len(authors)  # answered by the per-post scan
                 self._collect(by_author, authors, cap, exclude, viewer, cutoff, max(cutoff, floor),
                               frozenset(followed) if rule else None, extra)
             if kept.any():
