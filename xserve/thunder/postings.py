@@ -77,7 +77,7 @@ class AuthorIndex:
     """Author id -> that author's row in each of ``kinds`` :class:`PostingLists`, for a query's vectorised lookup.
 
     An open-addressing hash table (linear probing, Fibonacci hashing, load at
-    most one half) in flat int64 arrays: :meth:`find` locates thousands of
+    most one half) in flat arrays: :meth:`find` locates thousands of
     followed authors with a few numpy gathers, where a dict costs one
     cache-missing Python lookup per author and kind. The lists keep it current
     (:meth:`set` when a list gets a row, :meth:`clear` when it drops one); a
@@ -142,6 +142,8 @@ class AuthorIndex:
 
     def set(self, author: int, kind: int, row: int) -> None:
         """``author``'s list of ``kind`` is at ``row``."""
+        if author <= 0:  # 0 and -1 mark empty and vacated slots
+            raise ValueError(f"author ids are positive, got {author}")
         i = self._slot(author)
         if i < 0:
             i = self._add(author)

@@ -737,7 +737,11 @@ class ThunderStore:
         scan = self.config.max_tiny_posts_per_user_scan
         originals = self._cols["_originals"]
         excluded = np.fromiter(exclude, dtype=np.int64, count=len(exclude)) if exclude else None
-        found = self._authors.find(np.fromiter(followed, dtype=np.int64, count=len(followed)))
+        try:
+            ids = np.fromiter(followed, dtype=np.int64, count=len(followed))
+        except OverflowError:  # an id beyond int64 is no author's: -2 is no key of the index
+            ids = np.fromiter((a if -(2**63) <= a < 2**63 else -2 for a in followed), dtype=np.int64, count=len(followed))
+        found = self._authors.find(ids)
         gathered = []
         for cols, by_author, cap, rule in lists:
             if not cols.rows:
