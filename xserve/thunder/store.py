@@ -746,8 +746,10 @@ class ThunderStore:
         for cols, by_author, cap, rule in lists:
             if not cols.rows:
                 continue
-            # Originals are never reposts or replies: without exclusions their newest ``cap`` are the answer.
-            slack = 0 if cols is originals and excluded is None else cap // 2
+            # Originals are never reposts or replies: without exclusions their newest ``cap`` within retention
+            # are the answer (nothing to cap, no author left to scan deeper).
+            plain = cols is originals and excluded is None
+            slack = 0 if plain else cap // 2
             rows = self._authors.rows_of(cols.kind, found)
             slots, first, taken, length, which = cols.newest(followed, min(scan, cap + slack), rows)
             if not len(slots):
@@ -760,14 +762,18 @@ class ThunderStore:
                 ok &= np.frombuffer(cols.repost_user, dtype=np.int64)[slots] != viewer
             if rule:
                 _replies_kept(cols, slots, ok, cutoff, followed)
-            kept = _first_per_list(ok, first, taken, cap)
-            gathered.append((cols, by_author, cap, rule, slots, first, taken, length, which, t, kept))
+            kept = ok if plain else _first_per_list(ok, first, taken, cap)
+            gathered.append((cols, by_author, cap, rule, slots, first, taken, length, which, t, kept, plain, t[kept]))
         if not gathered:
             return []
-        floor = _floor_of([g[9][g[10]] for g in gathered], max_results)
+        floor = _floor_of([g[-1] for g in gathered], max_results)
         extra: list[LightPost] = []
         parts = []
-        for cols, by_author, cap, rule, slots, first, taken, length, which, t, kept in gathered:
+        for cols, by_author, cap, rule, slots, first, taken, length, which, t, kept, plain, t_kept in gathered:
+            if plain:
+                if len(t_kept):
+                    parts.append((cols, slots[kept], t_kept))
+                continue
             oldest = t[first + taken - 1]
             deep = (np.add.reduceat(kept, first) < cap) & (taken < length) & (oldest >= cutoff) & (oldest >= floor)
             if deep.any():
@@ -777,8 +783,9 @@ class ThunderStore:
                 self.counters["query_fallback_authors"] += len(authors)  # answered by the per-post scan
                 self._collect(by_author, authors, cap, exclude, viewer, cutoff, max(cutoff, floor),
                               frozenset(followed) if rule else None, extra)
-            if kept.any():
-                parts.append((cols, slots[kept], t[kept]))
+                t_kept = t[kept]
+            if len(t_kept):
+                parts.append((cols, slots[kept], t_kept))
         return _merge_columns(parts, extra, max_results) if parts or extra else []
 
     def _from_runs(
