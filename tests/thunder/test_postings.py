@@ -143,7 +143,7 @@ def test_author_index_finds_what_a_dict_holds_through_sets_clears_and_rehashes(o
 
 
 def test_parent_table_follows_the_lookup_and_frees_unnamed_entries():
-    from xserve.thunder.postings import ABSENT, ParentTable
+    from xserve.thunder.postings import ABSENT, ORIGINAL, ParentTable
 
     held = {1: lp(1), 2: lp(2, reply_to=1, reply_user=1, conv=1)}
     table = ParentTable(held.get)
@@ -151,16 +151,13 @@ def test_parent_table_follows_the_lookup_and_frees_unnamed_entries():
     replies.append(5, lp(10, 5, reply_to=1, reply_user=1, conv=1))
     replies.append(5, lp(11, 5, reply_to=2, reply_user=1, conv=1))
     replies.append(5, lp(12, 5, reply_to=3, reply_user=1, conv=1))  # parent not held (yet)
-    time_col, original, reply_to = table.columns()
     h = [table.handles[p] for p in (1, 2, 3)]
-    assert time_col[h].tolist() == [NOW - HOUR + 1, NOW - HOUR + 2, ABSENT]
-    assert original[h].tolist() == [1, 0, 0] and reply_to[h[1]] == 1
-    del time_col, original, reply_to
+    assert table.columns()[h].tolist() == [[NOW - HOUR + 1, ORIGINAL], [NOW - HOUR + 2, 1], [ABSENT, -2]]
     held[3] = lp(3)
     table.refresh(3)  # a late parent
     del held[1]
     table.refresh(1)  # a deleted one
-    assert table.columns()[0][h].tolist() == [ABSENT, NOW - HOUR + 2, NOW - HOUR + 3]
+    assert table.columns()[h, 0].tolist() == [ABSENT, NOW - HOUR + 2, NOW - HOUR + 3]
     parent, conv, reply_user = replies.reply_columns()
     slots, *_ = replies.newest([5], 10)
     assert parent[slots].tolist() == [h[2], h[1], h[0]] and conv[slots].tolist() == [1, 1, 1]
@@ -168,4 +165,4 @@ def test_parent_table_follows_the_lookup_and_frees_unnamed_entries():
     replies.pop_oldest(5, 2)  # the replies to 1 and 2 leave
     assert table.collect(replies.parents_in_use()) == 2 and set(table.handles) == {3}
     replies.append(5, lp(13, 5, reply_to=2, reply_user=1, conv=1))  # a freed handle is reused, current
-    assert table.handles[2] in h[:2] and table.columns()[0][table.handles[2]] == NOW - HOUR + 2
+    assert table.handles[2] in h[:2] and table.columns()[table.handles[2]].tolist() == [NOW - HOUR + 2, 1]

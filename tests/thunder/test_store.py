@@ -542,7 +542,7 @@ def test_column_path_equals_the_oracle_with_many_followed_authors_and_parents_co
             s.apply(created(*(post(8_000 + k + i, rng.randrange(1, 61), now - 6, conv=8_000 + k + i) for i in range(0, 20, 2))), now)
         table = s._parents
         for pid, h in table.handles.items():  # every parent entry is what the store holds now
-            assert (table.time[h], table.original[h], table.reply_to[h]) == table._state(pid), pid
+            assert tuple(table.records[2 * h : 2 * h + 2]) == table.state(pid), pid
         live, parents = s._posts, {**s._referenced, **s._posts}
         videos = {p.post_id for d in s._videos.values() for p in d}
         for viewer, exclude, video_only, max_results in ((1, (), False, 0), (2, set(range(1, 1_500, 7)), False, 50),

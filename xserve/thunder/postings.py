@@ -30,8 +30,8 @@ reply rule is decided with numpy, without touching a post:
 * ``reply_user``: ``in_reply_to_user_id``, or :data:`NO_USER`.
 
 The :class:`ParentTable` holds, per post some reply names as its parent, what
-the rule reads of it as the store holds it now (absent, its time, whether it is
-an original, the post it replies to); the store refreshes an entry whenever
+the rule reads of it as the store holds it now (its time or absent; an original,
+or the post it replies to); the store refreshes an entry whenever
 that post enters or leaves its tables, so a parent deleted, trimmed, evicted or
 arriving late changes one entry, not the replies naming it.
 
@@ -49,11 +49,12 @@ import numpy as np
 
 from xserve.schema import LightPost
 
-__all__ = ["ABSENT", "NO_CONVERSATION", "NO_USER", "AuthorIndex", "ParentTable", "PostingLists"]
+__all__ = ["ABSENT", "NO_CONVERSATION", "NO_USER", "ORIGINAL", "AuthorIndex", "ParentTable", "PostingLists"]
 
 NO_USER = -(2**63)  # repost_user of a post that is not a repost (reply_user of one that names nobody): no user has this id
 NO_CONVERSATION = -1  # conv of a reply without a conversation id (ids are positive): matches no parent
-_NO_REPLY_TO = -2  # reply_to of a parent that replies to no post: matches no reply's conv
+_NO_REPLY_TO = -2  # link of a parent that is a repost or replies to no post: matches no reply's conv
+ORIGINAL = -3  # link of a parent that is an original (neither a reply nor a repost): matches no reply's conv
 ABSENT = -(2**63)  # time of a parent not in the store: older than any cutoff
 _MIN_CAPACITY = 4
 _GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: the top bits of id * 2^64/phi spread sequential ids
@@ -195,9 +196,10 @@ class ParentTable:
     """What the reply rule reads of each post that a held reply names as its parent, one entry (handle) per post.
 
     ``lookup(post_id)`` is the store's view of a post (its own or a stub, else
-    None). Per handle: ``time`` (``created_at_ms``, :data:`ABSENT` when the
-    store does not hold the post), ``original`` (1: neither a reply nor a
-    repost) and ``reply_to`` (its ``in_reply_to_post_id``, or a value no
+    None). Per handle, one 16-byte record (a query's gather of it is one cache
+    line): ``time`` (``created_at_ms``, :data:`ABSENT` when the store does not
+    hold the post) and ``link``: :data:`ORIGINAL` for a post that is neither a
+    reply nor a repost, else its ``in_reply_to_post_id`` (or a value no
     conversation id has). The owner calls :meth:`refresh` whenever a post
     enters or leaves what ``lookup`` sees, and :meth:`collect` now and then to
     free the entries no held reply names any more. Pure; one owner calls it.
@@ -207,8 +209,7 @@ class ParentTable:
         self.lookup = lookup
         self.handles: dict[int, int] = {}  # parent post id -> handle
         self.ids = array("q")  # handle -> parent post id (0: a free handle)
-        self.time, self.reply_to = array("q"), array("q")
-        self.original = array("b")
+        self.records = array("q")  # handle h -> time at 2h, link at 2h+1
         self._free: list[int] = []
 
     def __len__(self) -> int:
@@ -217,29 +218,28 @@ class ParentTable:
     def __repr__(self) -> str:
         return f"ParentTable(parents={len(self.handles)}, handles={len(self.ids)})"
 
-    def _state(self, post_id: int) -> tuple[int, int, int]:
+    def state(self, post_id: int) -> tuple[int, int]:
+        """``(time, link)`` of ``post_id`` as ``lookup`` sees it now."""
         p = self.lookup(post_id)
         if p is None:
-            return ABSENT, 0, _NO_REPLY_TO
-        original = p.in_reply_to_post_id is None and p.in_reply_to_user_id is None and p.repost_of_post_id is None
-        return p.created_at_ms, original, _NO_REPLY_TO if p.in_reply_to_post_id is None else p.in_reply_to_post_id
+            return ABSENT, _NO_REPLY_TO
+        if p.in_reply_to_post_id is None and p.in_reply_to_user_id is None and p.repost_of_post_id is None:
+            return p.created_at_ms, ORIGINAL
+        return p.created_at_ms, _NO_REPLY_TO if p.in_reply_to_post_id is None else p.in_reply_to_post_id
 
     def handle(self, post_id: int) -> int:
         """The handle of ``post_id``'s entry, made (from ``lookup``) if it has none."""
         h = self.handles.get(post_id)
         if h is not None:
             return h
-        state = self._state(post_id)
         if self._free:
             h = self._free.pop()
             self.ids[h] = post_id
-            self.time[h], self.original[h], self.reply_to[h] = state
+            self.records[2 * h], self.records[2 * h + 1] = self.state(post_id)
         else:
             h = len(self.ids)
             self.ids.append(post_id)  # no numpy view of these outlives a query
-            self.time.append(state[0])
-            self.original.append(state[1])
-            self.reply_to.append(state[2])
+            self.records.extend(self.state(post_id))
         self.handles[post_id] = h
         return h
 
@@ -247,7 +247,7 @@ class ParentTable:
         """``post_id`` entered or left the store's tables: re-read its entry (if a reply names it)."""
         h = self.handles.get(post_id)
         if h is not None:
-            self.time[h], self.original[h], self.reply_to[h] = self._state(post_id)
+            self.records[2 * h], self.records[2 * h + 1] = self.state(post_id)
 
     def collect(self, in_use: np.ndarray) -> int:
         """Free every entry whose handle is not in ``in_use`` (the handles held replies name); returns how many."""
@@ -267,13 +267,9 @@ class ParentTable:
             self.handles = dict(self.handles)  # CPython dicts never shrink on delete
         return len(freed_ids)
 
-    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Zero-copy views of ``time``, ``original``, ``reply_to``: drop them before any write."""
-        return (
-            np.frombuffer(self.time, dtype=np.int64),
-            np.frombuffer(self.original, dtype=np.int8),
-            np.frombuffer(self.reply_to, dtype=np.int64),
-        )
+    def columns(self) -> np.ndarray:
+        """A zero-copy ``(handles, 2)`` view of the records (time, link): drop it before any write."""
+        return np.frombuffer(self.records, dtype=np.int64).reshape(-1, 2)
 
 
 class PostingLists:

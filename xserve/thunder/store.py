@@ -63,7 +63,7 @@ from xserve.schema import (
     QuotedPostDeleted,
 )
 from xserve.sharding import shard_for
-from xserve.thunder.postings import AuthorIndex, ParentTable, PostingLists
+from xserve.thunder.postings import ORIGINAL, AuthorIndex, ParentTable, PostingLists
 from xserve.thunder.refs import single_video_ms
 
 __all__ = ["ThunderStore", "light_post", "merge_newest_first"]
@@ -198,13 +198,14 @@ def _replies_kept(
     if not len(replies):
         return
     h = handles[replies]
-    parent_time, parent_original, parent_reply_to = cols.parents.columns()  # type: ignore[union-attr]
-    held = parent_time[h] >= cutoff  # an absent parent's time is older than any cutoff
-    keep = held & (parent_original[h] != 0)
+    record = cols.parents.columns()[h]  # type: ignore[union-attr]  # (n, 2): time, link
+    held = record[:, 0] >= cutoff  # an absent parent's time is older than any cutoff
+    link = record[:, 1]
+    keep = held & (link == ORIGINAL)
     maybe = np.flatnonzero(held & ~keep)  # held, not an original: rule (b)
     if len(maybe):
         at = slots[replies[maybe]]
-        root = np.flatnonzero(conv_col[at] == parent_reply_to[h[maybe]])  # a missing conversation matches nothing
+        root = np.flatnonzero(conv_col[at] == link[maybe])  # a missing conversation (or link) matches nothing
         if len(root):
             followed_set = frozenset(followed)
             users = user_col[at[root]].tolist()
