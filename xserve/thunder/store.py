@@ -1007,5 +1007,6 @@ class ThunderStore:
             "secondary_posts": sum(map(len, self._secondary.values())),
             "video_posts": sum(map(len, self._videos.values())),
             "cached_authors": len(self._runs) + len(self._video_runs),
+            "reply_parents": len(self._parents),  # entries of the parent table (posts a held reply names)
             **self.counters,
         }
