@@ -146,7 +146,7 @@ def progress(msg: str) -> None:
 def time_once(query, reqs: list[InNetworkRequest]) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """One pass, each request once: wall-clock and CPU-time (this thread) p50/p99 in microseconds, mean results.
 
-    Under 1,000 requests the "p99" is the maximum (every key's name says so: see ``P99``)."""
+    Under 1,000 requests the "p99" is the maximum (the printed lines then say ``max``)."""
     lat, cpu, sizes = [], [], []
     for req in reqs:
         c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
