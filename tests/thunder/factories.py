@@ -59,8 +59,12 @@ def ids(posts: list[LightPost]) -> list[int]:
     return [p.post_id for p in posts]
 
 
-def oracle(live: dict[int, LightPost], video_ids: set[int], req: InNetworkRequest, now: int, cfg: ThunderConfig):
-    """The reference query written plainly over a table of live posts (no deques, no fast paths)."""
+def oracle(live: dict[int, LightPost], video_ids: set[int], req: InNetworkRequest, now: int, cfg: ThunderConfig, parents=None):
+    """The reference query written plainly over a table of live posts (no deques, no fast paths).
+
+    ``parents``: where replies' parents are looked up, when not ``live`` alone (a store's posts plus the stubs
+    of posts its replies refer to, e.g. one evicted by the list cap and named by a later reply's refs)."""
+    parents = live if parents is None else parents
     cutoff = now - cfg.retention_ms
     followed = req.followed_ids[: cfg.max_input_list_size]
     fset = set(followed)
@@ -72,7 +76,7 @@ def oracle(live: dict[int, LightPost], video_ids: set[int], req: InNetworkReques
         return p.in_reply_to_post_id is not None or p.in_reply_to_user_id is not None
 
     def reply_ok(p):
-        parent = live.get(p.in_reply_to_post_id)
+        parent = parents.get(p.in_reply_to_post_id)
         if parent is None or parent.created_at_ms < cutoff:
             return False
         if not is_reply(parent) and parent.repost_of_post_id is None:

@@ -64,7 +64,7 @@ def test_pop_remove_insert_and_drop_keep_the_list_and_free_the_segment():
     assert ids_of(pl, 1) == [] and 1 not in pl.rows and ids_of(pl, 2) == [99]
     assert all(p is None or p.author_id == 2 for p in pl.obj)  # nothing of author 1 kept alive
     pl.remove(2, 0)
-    assert len(pl) == 0 and pl.obj == []  # everything gone: memory given back
+    assert len(pl) == 0 and len(pl.obj) == 0  # everything gone: memory given back
 
 
 @settings(max_examples=30, deadline=None)
@@ -120,3 +120,49 @@ def test_store_columns_equal_its_deques_after_late_events_evictions_deletes_and_
         assert set(cols.rows) == set(by_author)
         for a, d in by_author.items():
             assert cols.posts(a) == list(d), (name, a)
+
+
+@settings(max_examples=20, deadline=None)
+@given(ops=st.lists(st.tuples(st.booleans(), st.integers(1, 3_000), st.integers(0, 2)), min_size=1, max_size=600))
+def test_author_index_finds_what_a_dict_holds_through_sets_clears_and_rehashes(ops):
+    from xserve.thunder.postings import AuthorIndex
+
+    index, ref = AuthorIndex(3), {}
+    for add, author, kind in ops:
+        if add:
+            index.set(author, kind, author * 3 + kind)
+            ref[(author, kind)] = author * 3 + kind
+        else:
+            index.clear(author, kind)
+            ref.pop((author, kind), None)
+    assert len(index) == len({a for a, _ in ref})
+    asked = np.array(sorted({a for _, a, _ in ops} | {4_000, 4_001}), dtype=np.int64)  # many: vectorised probing
+    found = index.find(asked)
+    for kind in range(3):
+        assert index.rows_of(kind, found).tolist() == [ref.get((a, kind), -1) for a in asked.tolist()]
+
+
+def test_parent_table_follows_the_lookup_and_frees_unnamed_entries():
+    from xserve.thunder.postings import ABSENT, ORIGINAL, ParentTable
+
+    held = {1: lp(1), 2: lp(2, reply_to=1, reply_user=1, conv=1)}
+    table = ParentTable(held.get)
+    replies = PostingLists(table)
+    replies.append(5, lp(10, 5, reply_to=1, reply_user=1, conv=1))
+    replies.append(5, lp(11, 5, reply_to=2, reply_user=1, conv=1))
+    replies.append(5, lp(12, 5, reply_to=3, reply_user=1, conv=1))  # parent not held (yet)
+    h = [table.handles[p] for p in (1, 2, 3)]
+    assert table.columns()[h].tolist() == [[NOW - HOUR + 1, ORIGINAL], [NOW - HOUR + 2, 1], [ABSENT, -2]]
+    held[3] = lp(3)
+    table.refresh(3)  # a late parent
+    del held[1]
+    table.refresh(1)  # a deleted one
+    assert table.columns()[h, 0].tolist() == [ABSENT, NOW - HOUR + 2, NOW - HOUR + 3]
+    parent, conv, reply_user = replies.reply_columns()
+    slots, *_ = replies.newest([5], 10)
+    assert parent[slots].tolist() == [h[2], h[1], h[0]] and conv[slots].tolist() == [1, 1, 1]
+    del parent, conv, reply_user
+    replies.pop_oldest(5, 2)  # the replies to 1 and 2 leave
+    assert table.collect(replies.parents_in_use()) == 2 and set(table.handles) == {3}
+    replies.append(5, lp(13, 5, reply_to=2, reply_user=1, conv=1))  # a freed handle is reused, current
+    assert table.handles[2] in h[:2] and table.columns()[table.handles[2]].tolist() == [NOW - HOUR + 2, 1]

@@ -510,3 +510,43 @@ def test_cached_reply_follows_its_parent_being_trimmed():
     assert query(s, [7]) == [2]
     s.trim(NOW + R - 99)  # the parent leaves the store, the reply stays
     assert query(s, [7]) == []  # even asked at an earlier "now": the parent is no longer in the store
+
+
+# ---------------------------------------------------------------- the column path at the benchmark's shape
+
+
+def test_column_path_equals_the_oracle_with_many_followed_authors_and_parents_coming_and_going():
+    # Past 16 followed authors the author lookup probes with numpy; replies' parents are decided from the parent
+    # table, which every delete, late arrival, eviction (list cap 12) and trim must keep current (handles freed
+    # and reused). A parent evicted by the list cap and named by a later reply's refs is held as a stub.
+    import random
+
+    rng = random.Random(7)
+    cfg = ThunderConfig(max_original_posts_per_author=4, max_reply_posts_per_author=3, max_posts_per_author_list=12)
+    events = mixed_world(1_500, 60, seed=3)
+    late = [e for e in events[:300] if rng.random() < 0.3]  # parents (and others) that arrive after their replies
+    s = ThunderStore(cfg)
+    s.apply([e for e in events if e not in late], NOW)
+    s.apply(late + [deleted(rng.randrange(1, 1_501)) for _ in range(40)], NOW)
+    for now in (NOW, NOW + R - HOUR + 700, NOW + R - HOUR + 1_200):  # the oldest posts (and parents) age out
+        if now != NOW:
+            s.trim(now)
+            named = set(s._cols["_secondary"].parents_in_use().tolist())
+            assert set(s._parents.handles.values()) == named  # only parents a held reply names are kept
+            s.apply(created(*(post(5_000 + i + now % 1_000, rng.randrange(1, 61), now - 5, reply_to=rng.randrange(1_000, 1_500),
+                                   reply_user=rng.randrange(1, 61), conv=rng.randrange(1, 1_500)) for i in range(30))), now)
+            # replies without refs to posts not arrived yet: dropped until their parents arrive
+            k = now % 1_000
+            s.apply(created(*(post(9_000 + k + i, rng.randrange(1, 61), now - 4, reply_to=8_000 + k + i, reply_user=1, conv=8_000 + k + i)
+                              for i in range(20))), now)
+            s.apply(created(*(post(8_000 + k + i, rng.randrange(1, 61), now - 6, conv=8_000 + k + i) for i in range(0, 20, 2))), now)
+        table = s._parents
+        for pid, h in table.handles.items():  # every parent entry is what the store holds now
+            assert tuple(table.records[2 * h : 2 * h + 2]) == table.state(pid), pid
+        live, parents = s._posts, {**s._referenced, **s._posts}
+        videos = {p.post_id for d in s._videos.values() for p in d}
+        for viewer, exclude, video_only, max_results in ((1, (), False, 0), (2, set(range(1, 1_500, 7)), False, 50),
+                                                         (3, (), True, 0), (4, set(range(1, 1_500, 3)), False, 7)):
+            followed = rng.sample(range(1, 70), 45)  # a few authors without posts too
+            req = request(followed, viewer=viewer, exclude=exclude, video_only=video_only, max_results=max_results)
+            assert s.in_network_posts(req, now) == oracle(live, videos, req, now, cfg, parents)

@@ -63,7 +63,7 @@ from xserve.schema import (
     QuotedPostDeleted,
 )
 from xserve.sharding import shard_for
-from xserve.thunder.postings import PostingLists
+from xserve.thunder.postings import ORIGINAL, AuthorIndex, ParentTable, PostingLists
 from xserve.thunder.refs import single_video_ms
 
 __all__ = ["ThunderStore", "light_post", "merge_newest_first"]
@@ -180,18 +180,38 @@ def _gather_newest(
     return _merge_by_time(keys[young], out, max_results)
 
 
-def _reply_kept(p: LightPost, posts_get, referenced_get, cutoff: int, followed_set: frozenset[int]) -> bool:  # type: ignore[no-untyped-def]
-    """The reply rule for ``p`` (which names a parent post), as :meth:`ThunderStore._collect` applies it."""
-    parent = posts_get(p.in_reply_to_post_id) or referenced_get(p.in_reply_to_post_id)
-    if parent is None or parent.created_at_ms < cutoff:
-        return False
-    if parent.in_reply_to_post_id is None and parent.in_reply_to_user_id is None and parent.repost_of_post_id is None:
-        return True  # (a) the parent is an original
-    return (  # (b) the parent replies to the conversation root and the reply is addressed to someone followed
-        p.conversation_id is not None
-        and parent.in_reply_to_post_id == p.conversation_id
-        and p.in_reply_to_user_id in followed_set
-    )
+def _replies_kept(
+    cols: PostingLists, slots: np.ndarray, ok: np.ndarray, cutoff: int, followed: Sequence[int]
+) -> None:
+    """Clear ``ok`` for the entries at ``slots`` of the reply lists ``cols`` that the reply rule drops.
+
+    Vectorised over the reply columns and the :class:`ParentTable`, no post
+    touched: (a) the parent is held (live, at or after ``cutoff``) and is an
+    original; or (b) it is held, it replies to the reply's conversation root
+    (``parent.in_reply_to_post_id == reply.conversation_id``) and the reply is
+    addressed to someone followed (only these few look up a Python set).
+    ``_collect`` applies the same rule post by post.
+    """
+    parent_col, conv_col, user_col = cols.reply_columns()
+    handles = parent_col[slots]
+    replies = np.flatnonzero(ok & (handles >= 0))  # entries still in the running that name a parent
+    if not len(replies):
+        return
+    h = handles[replies]
+    record = cols.parents.columns()[h]  # type: ignore[union-attr]  # (n, 2): time, link
+    held = record[:, 0] >= cutoff  # an absent parent's time is older than any cutoff
+    link = record[:, 1]
+    keep = held & (link == ORIGINAL)
+    maybe = np.flatnonzero(held & ~keep)  # held, not an original: rule (b)
+    if len(maybe):
+        at = slots[replies[maybe]]
+        root = np.flatnonzero(conv_col[at] == link[maybe])  # a missing conversation (or link) matches nothing
+        if len(root):
+            followed_set = frozenset(followed)
+            users = user_col[at[root]].tolist()
+            addressed = np.fromiter(map(followed_set.__contains__, users), dtype=bool, count=len(users))
+            keep[maybe[root[addressed]]] = True
+    ok[replies] = keep
 
 
 def _first_per_list(mask: np.ndarray, first: np.ndarray, taken: np.ndarray, cap: int) -> np.ndarray:
@@ -211,32 +231,51 @@ def _floor_of(times: list[np.ndarray], max_results: int) -> int:
     return int(np.partition(keys, total - max_results)[total - max_results])
 
 
-def _merge_columns(parts: list[list], extra: list[LightPost], max_results: int) -> list[LightPost]:
-    """The kept column entries of ``parts`` and the posts ``extra``, newest first (ties: larger id), the first
-    ``max_results``; only the entries that can be returned are turned into posts."""
-    times = [part[9][part[11]] for part in parts] + [np.fromiter(map(_CREATED, extra), np.int64, len(extra))]
-    pids = [part[10][part[11]] for part in parts] + [np.fromiter(map(_POST_ID, extra), np.int64, len(extra))]
+def _merge_columns(parts: list[tuple[PostingLists, np.ndarray, np.ndarray]], extra: list[LightPost], max_results: int) -> list[LightPost]:
+    """The entries ``parts`` kept (``(cols, slots, times)`` each) and the posts ``extra``, newest first (ties: larger
+    id), the first ``max_results``. Post ids are read only when two of the entries that can be returned share a
+    millisecond, and only the returned entries are turned into posts (each a cache miss: the costliest step)."""
+    times = [t for _, _, t in parts]
+    if extra:
+        times.append(np.fromiter(map(_CREATED, extra), np.int64, len(extra)))
     sizes = np.fromiter(map(len, times), np.int64, len(times))
-    t, pid = np.concatenate(times), np.concatenate(pids)
-    n = len(t)
+    keys = np.concatenate(times)
+    np.negative(keys, out=keys)  # ascending keys: newest first
+    n = len(keys)
     if n > max_results:
-        floor = np.partition(t, n - max_results)[n - max_results]
-        chosen = np.flatnonzero(t >= floor)
+        floor = np.partition(keys, max_results - 1)[max_results - 1]
+        chosen = np.flatnonzero(keys <= floor)  # the answer and the entries tied with its oldest
     else:
         chosen = np.arange(n)
-    chosen = chosen[np.lexsort((-pid[chosen], -t[chosen]))[:max_results]]
     starts = np.zeros(len(sizes), dtype=np.int64)
     np.cumsum(sizes[:-1], out=starts[1:])
-    source = np.searchsorted(starts, chosen, side="right") - 1
-    out = np.empty(len(chosen), dtype=object)
-    for k, part in enumerate(parts):
+    source = np.searchsorted(starts, chosen, side="right") - 1  # which part (len(parts): extra) each is from
+    at = chosen - starts[source]  # where in it
+    keys = keys[chosen]
+    order = np.argsort(keys)  # any order of tied keys: ties are settled by id below
+    ranked = keys[order[: max_results + 1]]
+    if (ranked[1:] == ranked[:-1]).any():  # a tie among the returned entries or at the cut: larger id first
+        pid = np.empty(len(chosen), dtype=np.int64)
+        for k in range(len(sizes)):
+            mine = np.flatnonzero(source == k)
+            if k < len(parts):
+                cols, slots, _ = parts[k]
+                pid[mine] = np.frombuffer(cols.pid, dtype=np.int64)[slots[at[mine]]]
+            else:
+                pid[mine] = np.fromiter(map(_POST_ID, map(extra.__getitem__, at[mine].tolist())), np.int64, len(mine))
+        order = np.lexsort((-pid, keys))
+    order = order[:max_results]
+    source, at = source[order], at[order]
+    if len(sizes) == 1 and not extra:
+        cols, slots, _ = parts[0]
+        return cols.obj[slots[at]].tolist()
+    out = np.empty(len(order), dtype=object)
+    for k, (cols, slots, _) in enumerate(parts):
         mine = source == k
-        if mine.any():
-            slots = part[4][part[11]][chosen[mine] - starts[k]]
-            out[mine] = list(map(part[0].obj.__getitem__, slots.tolist()))
-    mine = source == len(parts)
-    if mine.any():
-        out[mine] = list(map(extra.__getitem__, (chosen[mine] - starts[-1]).tolist()))
+        out[mine] = cols.obj[slots[at[mine]]]  # object array to object array: pointers copied, nothing converted
+    if extra:
+        mine = np.flatnonzero(source == len(parts))
+        out[mine] = np.fromiter(map(extra.__getitem__, at[mine].tolist()), dtype=object, count=len(mine))
     return out.tolist()
 
 
@@ -351,7 +390,16 @@ class ThunderStore:
         self._secondary: dict[int, deque[LightPost]] = {}
         self._videos: dict[int, deque[LightPost]] = {}
         # The same lists as columns, kept in step with the deques: what the query reads (xserve/thunder/postings.py).
-        self._cols = {"_originals": PostingLists(), "_secondary": PostingLists(), "_videos": PostingLists()}
+        # A reply's parent as the rule reads it, one entry per parent, refreshed whenever a post enters or leaves
+        # _posts / _referenced: the query decides the reply rule with numpy from it.
+        self._parents = ParentTable(self.get)
+        # Every author's row in each of the three kinds of lists: one vectorised lookup per query finds them all.
+        self._authors = AuthorIndex(3)
+        self._cols = {
+            "_originals": PostingLists(None, self._authors, 0),
+            "_secondary": PostingLists(self._parents, self._authors, 1),
+            "_videos": PostingLists(None, self._authors, 2),
+        }
         self._referenced: dict[int, LightPost] = {}  # stubs of posts ours refer to that we do not hold
         self._deleted: dict[int, int] = {}
         self._deletions: deque[tuple[int, int]] = deque()
@@ -428,6 +476,7 @@ class ThunderStore:
             self._parents_changed()
         self._referenced.pop(post_id, None)
         p = self._posts.pop(post_id, None)
+        self._parents.refresh(post_id)
         if p is None:
             return "deleted"
         a = p.author_id
@@ -454,6 +503,7 @@ class ThunderStore:
         runs_pop, video_runs_pop = self._runs.pop, self._video_runs.pop
         watched = self._watched
         cols = self._cols
+        parents_refresh, parent_handles = self._parents.refresh, self._parents.handles
         n_created = n_other = n_dup = n_del = 0
         for post in creates:
             pid = post.post_id
@@ -473,6 +523,8 @@ class ThunderStore:
                 watched = self._watched
             if referenced and pid in referenced:
                 del referenced[pid]
+            if pid in parent_handles:  # a late parent of replies held
+                parents_refresh(pid)
             if post.reply_parent is not None or post.repost_source is not None:
                 self._refer(post, cutoff)
                 watched = self._watched
@@ -518,6 +570,7 @@ class ThunderStore:
             if pid in self._posts or pid in self._referenced or pid in self._deleted:
                 continue
             self._referenced[pid] = _stub(pid, author, ref, self.config.min_video_duration_ms)
+            self._parents.refresh(pid)
             if pid in self._watched:  # a cached reply found no parent before
                 self._parents_changed()
 
@@ -533,6 +586,7 @@ class ThunderStore:
             cols.pop_oldest(a, 1)
             if owns_table:  # evicted for good: out of the table and the video deque too
                 self._posts.pop(old.post_id, None)
+                self._parents.refresh(old.post_id)
                 if old.post_id in self._watched:
                     self._parents_changed()
                 v = self._videos.get(a)
@@ -560,6 +614,7 @@ class ThunderStore:
         cutoff = now_ms - self._retention
         self._trim_cutoff = max(self._trim_cutoff, cutoff)
         removed = 0
+        parent_handles, parents_refresh = self._parents.handles, self._parents.refresh
         for name, owns_table in (("_originals", True), ("_secondary", True), ("_videos", False)):
             by_author, cols = getattr(self, name), self._cols[name]
             empty = []
@@ -573,6 +628,8 @@ class ThunderStore:
                     n += 1
                     if owns_table:
                         del self._posts[p.post_id]
+                        if p.post_id in parent_handles:
+                            parents_refresh(p.post_id)
                         removed += 1
                 if n:
                     cols.pop_oldest(a, n)
@@ -584,6 +641,8 @@ class ThunderStore:
         stale = [pid for pid, p in self._referenced.items() if p.created_at_ms < cutoff]
         for pid in stale:
             del self._referenced[pid]
+            self._parents.refresh(pid)
+        self._parents.collect(self._cols["_secondary"].parents_in_use())  # parents no held reply names any more
         deletions = self._deletions
         while deletions and deletions[0][0] < cutoff:
             t, pid = deletions.popleft()
@@ -633,18 +692,17 @@ class ThunderStore:
         if req.video_only:
             max_results = req.max_results if req.max_results > 0 else cfg.max_videos_to_return
             kinds = ((self._videos, cfg.max_video_posts_per_author, False),)
-            runs, followed_set = self._video_runs, _EMPTY
         else:
             max_results = req.max_results if req.max_results > 0 else cfg.max_posts_to_return
             kinds = (
                 (self._originals, cfg.max_original_posts_per_author, False),
                 (self._secondary, cfg.max_reply_posts_per_author, True),
             )
-            runs, followed_set = self._runs, frozenset(followed)
         if not cfg.query_cache:
             names = ("_videos",) if req.video_only else ("_originals", "_secondary")
             lists = [(self._cols[n], by_author, cap, rule) for n, (by_author, cap, rule) in zip(names, kinds)]
-            return self._from_columns(lists, followed, followed_set, exclude, viewer, cutoff, max_results)
+            return self._from_columns(lists, followed, exclude, viewer, cutoff, max_results)
+        runs, followed_set = (self._video_runs, _EMPTY) if req.video_only else (self._runs, frozenset(followed))
         times = array("q")
         runs_hit: list[tuple[LightPost, ...]] = []
         slow = self._from_runs(runs, kinds, followed, followed_set, exclude, viewer, cutoff, times, runs_hit)
@@ -658,7 +716,6 @@ class ThunderStore:
         self,
         lists: list[tuple[PostingLists, dict[int, deque[LightPost]], int, bool]],
         followed: Sequence[int],
-        followed_set: frozenset[int],
         exclude: frozenset[int],
         viewer: int,
         cutoff: int,
@@ -668,64 +725,69 @@ class ThunderStore:
 
         Per kind of list, gather each followed author's newest ``cap + cap // 2``
         entries (``cap`` for originals without exclusions; at most the scan cap,
-        so the scan limit cannot bind inside them), drop the old, the excluded and reposts of the viewer with numpy,
-        and keep each author's first ``cap``. Replies whose parent must be
-        looked up are decided lazily: first every such reply counts as dropped,
-        which can only make the merged answer older, so the
-        ``max_results``-th newest time of that answer (``floor``) bounds the
-        true one from below; only the replies at or above ``floor`` are looked
-        up (in Python, the rule as in :meth:`_collect`), the others cannot
-        reach the answer. An author whose gathered entries kept fewer than
-        ``cap`` posts while older entries at or above ``floor`` (and within
-        retention) were left ungathered is answered by :meth:`_collect`
-        itself. Then one merge, newest first, stops at ``max_results``.
+        so the scan limit cannot bind inside them), drop the old, the excluded,
+        reposts of the viewer and the replies the rule drops
+        (:func:`_replies_kept`), all with numpy, and keep each author's first
+        ``cap``. The ``max_results``-th newest time of what is kept (``floor``)
+        bounds the true one from below (the kept entries are a subset of the
+        true answer). An author whose gathered entries kept fewer than ``cap``
+        while older entries at or above ``floor`` (and within retention) were
+        left ungathered is answered by :meth:`_collect` itself. Then one merge,
+        newest first, stops at ``max_results``.
         """
         scan = self.config.max_tiny_posts_per_user_scan
+        originals = self._cols["_originals"]
         excluded = np.fromiter(exclude, dtype=np.int64, count=len(exclude)) if exclude else None
-        parts = []
+        try:
+            ids = np.fromiter(followed, dtype=np.int64, count=len(followed))
+        except OverflowError:  # an id beyond int64 is no author's: -2 is no key of the index
+            ids = np.fromiter((a if -(2**63) <= a < 2**63 else -2 for a in followed), dtype=np.int64, count=len(followed))
+        found = self._authors.find(ids)
+        gathered = []
         for cols, by_author, cap, rule in lists:
             if not cols.rows:
                 continue
-            # Originals are never reposts or replies: without exclusions their newest ``cap`` are the answer.
-            slack = 0 if cols is self._cols["_originals"] and not exclude else cap // 2
-            slots, first, taken, length, which = cols.newest(followed, min(scan, cap + slack))
+            # Originals are never reposts or replies: without exclusions their newest ``cap`` within retention
+            # are the answer (nothing to cap, no author left to scan deeper).
+            plain = cols is originals and excluded is None
+            slack = 0 if plain else cap // 2
+            rows = self._authors.rows_of(cols.kind, found)
+            slots, first, taken, length, which = cols.newest(followed, min(scan, cap + slack), rows)
             if not len(slots):
                 continue
-            time_col, pid_col, repost_col, parent_col = cols.columns()
-            t, pid = time_col[slots], pid_col[slots]
+            t = np.frombuffer(cols.time, dtype=np.int64)[slots]
             ok = t >= cutoff
             if excluded is not None:
-                ok &= ~np.isin(pid, excluded)
-            ok &= repost_col[slots] != viewer
-            pending = ok & (parent_col[slots] != 0) if rule else None
-            if pending is not None:
-                ok &= ~pending
-            parts.append([cols, by_author, cap, rule, slots, first, taken, length, which, t, pid, ok, pending])
-            del time_col, pid_col, repost_col, parent_col  # no view of a column outlives the query
-        if not parts:
+                ok &= ~np.isin(np.frombuffer(cols.pid, dtype=np.int64)[slots], excluded)
+            if cols is not originals:
+                ok &= np.frombuffer(cols.repost_user, dtype=np.int64)[slots] != viewer
+            if rule:
+                _replies_kept(cols, slots, ok, cutoff, followed)
+            kept = ok if plain else _first_per_list(ok, first, taken, cap)
+            gathered.append((cols, by_author, cap, rule, slots, first, taken, length, which, t, kept, plain, t[kept]))
+        if not gathered:
             return []
-        floor = _floor_of([t[_first_per_list(ok, first, taken, cap)] for _, _, cap, _, _, first, taken, _, _, t, _, ok, _ in parts], max_results)
-        posts_get, referenced_get = self._posts.get, self._referenced.get
+        floor = _floor_of([g[-1] for g in gathered], max_results)
         extra: list[LightPost] = []
-        for part in parts:
-            cols, by_author, cap, rule, slots, first, taken, length, which, t, pid, ok, pending = part
-            if pending is not None:
-                look = np.flatnonzero(pending & (t >= floor))
-                if len(look):
-                    replies = map(cols.obj.__getitem__, slots[look].tolist())
-                    passed = [_reply_kept(p, posts_get, referenced_get, cutoff, followed_set) for p in replies]
-                    ok[look[np.array(passed, dtype=bool)]] = True
-            kept = _first_per_list(ok, first, taken, cap)
+        parts = []
+        for cols, by_author, cap, rule, slots, first, taken, length, which, t, kept, plain, t_kept in gathered:
+            if plain:
+                if len(t_kept):
+                    parts.append((cols, slots[kept], t_kept))
+                continue
             oldest = t[first + taken - 1]
             deep = (np.add.reduceat(kept, first) < cap) & (taken < length) & (oldest >= cutoff) & (oldest >= floor)
             if deep.any():
                 authors = [followed[k] for k in which[deep].tolist()]
                 for f, n in zip(first[deep].tolist(), taken[deep].tolist()):
                     kept[f : f + n] = False
+                self.counters["query_fallback_authors"] += len(authors)  # answered by the per-post scan
                 self._collect(by_author, authors, cap, exclude, viewer, cutoff, max(cutoff, floor),
-                              followed_set if rule else None, extra)
-            part[11] = kept
-        return _merge_columns(parts, extra, max_results)
+                              frozenset(followed) if rule else None, extra)
+                t_kept = t[kept]
+            if len(t_kept):
+                parts.append((cols, slots[kept], t_kept))
+        return _merge_columns(parts, extra, max_results) if parts or extra else []
 
     def _from_runs(
         self,
@@ -945,5 +1007,6 @@ class ThunderStore:
             "secondary_posts": sum(map(len, self._secondary.values())),
             "video_posts": sum(map(len, self._videos.values())),
             "cached_authors": len(self._runs) + len(self._video_runs),
+            "reply_parents": len(self._parents),  # entries of the parent table (posts a held reply names)
             **self.counters,
         }
