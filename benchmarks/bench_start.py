@@ -20,7 +20,20 @@ replicas and the store actors): ``run.rss_mb`` (resident set, shared pages
 counted in every process that maps them, as ``ps`` shows) and ``run.pss_mb``
 (shared pages divided among their processes: what the app costs the machine),
 and ``run.processes``. The start's own phases, from the server's log, are
-``run.first_phase_s.<phase>`` (seed, train, index).
+``run.first_phase_s.<phase>`` (seed, train, index), and the later run's
+``run.later_phase_s.<phase>``: ``ray`` (``ray.init``), ``stores`` (creating the
+store actors), ``serve_start`` (Serve's controller and proxy), ``deploy`` (until
+every replica is constructed); the rest of ``run.later_start_s`` is the
+command's own start before them and the wait for ``/healthz`` after.
+
+Where it goes, per part of the later run (a Ray worker is named after its actor
+or replica class, other processes after their program): ``run.pss_mb.<part>``,
+``run.start_cpu_s.<part>`` (CPU seconds it used from launch to ``/healthz``:
+its start cost, imports included; their sum is ``run.later_start_cpu_s``, and
+``run.first_start_cpu_s`` the first run's, training included: unlike the start
+times, these hardly depend on what else the machine runs), and
+``run.processes_loading.<library>`` (how many processes loaded torch, lancedb,
+pyarrow, pandas), with a ``#`` line per part naming the ones it loaded.
 """
 
 from __future__ import annotations
@@ -83,12 +96,38 @@ def name_of_command(cmdline: bytes) -> str:
     return Path(first).name or "?"
 
 
-def pss_by_name(pids: list[int]) -> dict[str, float]:
-    """PSS in MB summed per :func:`process_name`."""
-    out: dict[str, float] = {}
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far; 0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid ... utime stime (14th, 15th)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+HEAVY_LIBRARIES = ("torch", "lancedb", "pyarrow", "pandas")  # the large imports: a process that needs none should map none
+
+
+def libraries(pid: int) -> set[str]:
+    """Which of :data:`HEAVY_LIBRARIES` process ``pid`` has loaded (a shared object of theirs is mapped)."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return set()
+    return {lib for lib in HEAVY_LIBRARIES if f"/site-packages/{lib}/" in maps or f"/site-packages/{lib}.libs/" in maps}
+
+
+def by_name(pids: list[int]) -> dict[str, dict[str, Any]]:
+    """Per :func:`process_name`: processes, PSS in MB, CPU seconds, and the heavy libraries loaded."""
+    out: dict[str, dict[str, Any]] = {}
     for pid in pids:
         name = re.sub(r"[^A-Za-z0-9_]", "_", process_name(pid))
-        out[name] = out.get(name, 0.0) + memory_mb([pid])[1]
+        entry = out.setdefault(name, {"processes": 0, "pss_mb": 0.0, "cpu_s": 0.0, "libraries": set()})
+        entry["processes"] += 1
+        entry["pss_mb"] += memory_mb([pid])[1]
+        entry["cpu_s"] += cpu_s(pid)
+        entry["libraries"] |= libraries(pid)
     return out
 
 
@@ -105,16 +144,21 @@ def run_once(app: AppProcess, label: str, n_feeds: int) -> dict[str, Any]:
     started = time.perf_counter()
     app.start()
     took = time.perf_counter() - started
+    started_cpu = by_name(app.pids())  # the CPU each part used to start (before any feed)
     served = feeds(app.port, n_feeds)
     pids = app.pids()
     rss, pss = memory_mb(pids)
+    parts = by_name(pids)
+    for name, part in parts.items():
+        part["start_cpu_s"] = started_cpu.get(name, {}).get("cpu_s", 0.0)
     return {f"{label}_start_s": took, "rss_mb": rss, "pss_mb": pss, "processes": len(pids), "feeds_ok": served,
-            "by_name": pss_by_name(pids)}
+            "by_name": parts}
 
 
-def phases(log_text: str) -> dict[str, float]:
-    """The first run's phases as the server logs them (``prepared: {...}``), when it does."""
-    m = re.search(r"prepared in [\d.]+ s: (\{.*\})", log_text)
+def phases(log_text: str, line: str = "prepared") -> dict[str, float]:
+    """The phases the server logs on its ``<line> in N s: {...}`` line (``prepared``: the first run's seed, train
+    and index; ``started``: Ray, the stores, Serve, the deployment), when it does."""
+    m = re.search(rf"{line} in [\d.]+ s: (\{{.*\}})", log_text)
     if not m:
         return {}
     done = json.loads(m.group(1))
@@ -145,15 +189,28 @@ def main(argv: list[str] | None = None) -> int:
             for phase, secs in phases(log_path.read_text(errors="replace")).items():
                 print(f"run.first_phase_s.{phase} {secs:.1f} s", flush=True)
             print(f"run.first_start_s {out['first_start_s']:.1f} s", flush=True)
+            # the CPU the app used until /healthz (training included): on a loaded machine the wall time stretches, this does not
+            print(f"run.first_start_cpu_s {sum(p['start_cpu_s'] for p in measured['by_name'].values()):.1f} s", flush=True)
+        log_offset = log_path.stat().st_size if log_path.exists() else 0
         measured = run_once(app, "later", args.feeds)
         app.stop()
+        for phase, secs in phases(log_path.read_bytes()[log_offset:].decode(errors="replace"), "started").items():
+            print(f"run.later_phase_s.{phase} {secs:.1f} s")
         print(f"run.later_start_s {measured['later_start_s']:.1f} s")
         print(f"run.rss_mb {measured['rss_mb']:.0f} MB")
         print(f"run.pss_mb {measured['pss_mb']:.0f} MB")
         print(f"run.processes {measured['processes']} processes")
         print(f"run.feeds_ok {measured['feeds_ok']} of {args.feeds}")
-        for name, mb in sorted(measured["by_name"].items(), key=lambda kv: -kv[1]):
-            print(f"run.pss_mb.{name} {mb:.0f} MB")
+        parts = sorted(measured["by_name"].items(), key=lambda kv: -kv[1]["pss_mb"])
+        print(f"run.later_start_cpu_s {sum(p['start_cpu_s'] for _, p in parts):.1f} s")
+        for lib in HEAVY_LIBRARIES:
+            print(f"run.processes_loading.{lib} {sum(p['processes'] for _, p in parts if lib in p['libraries'])} processes")
+        for name, part in parts:
+            print(f"run.pss_mb.{name} {part['pss_mb']:.0f} MB")
+        for name, part in parts:  # what each part costs to start (its CPU until /healthz), and what it loaded
+            print(f"run.start_cpu_s.{name} {part['start_cpu_s']:.1f} s")
+        for name, part in parts:
+            print(f"# {name}: {part['processes']} process(es), loads {'+'.join(sorted(part['libraries'])) or 'none of them'}")
     finally:
         app.stop()
         if fresh:

@@ -240,9 +240,14 @@ def served_app(ray_cluster, tiny_world, tmp_path_factory) -> ServedApp:
     import httpx
     from ray import serve
 
-    from xserve.app import build_app
+    from xserve import clock
+    from xserve.actors.naming import ActorNames
+    from xserve.actors.stateful import start_all
+    from xserve.app import build_app, served_config
 
     config = served_app_config(copy_world(tiny_world, tmp_path_factory.mktemp("served") / "data"))
+    served = served_config(config)
+    start_all(served, ActorNames.of(served.storage.data_dir), clock.now_ms())  # as `xserve serve`: beside Serve's start
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()})  # a Serve already running keeps its port
     serve.run(build_app(config, prepare=False), name=SERVED_APP, route_prefix="/")
     port = ray_cluster.get(serve.context._get_global_client()._controller.get_http_config.remote()).port

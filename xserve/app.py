@@ -24,11 +24,12 @@ from typing import Any
 
 from ray.serve import Application
 
+from xserve import clock
 from xserve.actors.naming import ActorNames
 from xserve.config import ConfigError, XServeConfig, config_to_dict, load_config, merge_config
 from xserve.synth.bootstrap import prepare_data_dir, say, with_models
 
-__all__ = ["app", "build_app", "ingress_options", "serve_forever"]
+__all__ = ["app", "build_app", "ingress_options", "serve_forever", "served_config"]
 
 
 def build_app(
@@ -47,7 +48,7 @@ def build_app(
     config = config or load_config(os.environ.get("XSERVE_CONFIG"))
     if prepare:
         prepare_data_dir(config)
-    config = with_models(merge_config(config, {"storage": {"data_dir": str(Path(config.storage.data_dir).resolve())}}))
+    config = served_config(config)
     data_dir = config.storage.data_dir
     names = ActorNames.of(data_dir)  # every replica of every deployment shares these actors
     serving = config.serving
@@ -60,6 +61,12 @@ def build_app(
     if user_config is not None:
         options["user_config"] = user_config
     return FeedIngress.options(**options).bind(config_to_dict(config), names, retrieval, ranker)
+
+
+def served_config(config: XServeConfig) -> XServeConfig:
+    """``config`` as the app serves it: an absolute data directory (every process finds the same one, whatever
+    its working directory) and the directory's trained models."""
+    return with_models(merge_config(config, {"storage": {"data_dir": str(Path(config.storage.data_dir).resolve())}}))
 
 
 def ingress_options(config: XServeConfig) -> dict[str, Any]:
@@ -86,8 +93,10 @@ def ingress_options(config: XServeConfig) -> dict[str, Any]:
 def serve_forever(config: XServeConfig, num_cpus: int | None = None) -> None:
     """``xserve serve``: start a local Ray (``num_cpus``: all when None), serve the app on ``serving.host:port``
     until interrupted. Says the Ray address on stderr, for ``ray status --address`` and ``scripts/chaos.py``."""
+    import json
     import warnings
 
+    started = time.perf_counter()
     import ray
     from ray import serve
 
@@ -96,13 +105,24 @@ def serve_forever(config: XServeConfig, num_cpus: int | None = None) -> None:
     # address="local": a Ray of its own, never one a `ray start` left on this machine
     # no idle workers: Ray prestarts one per CPU and keeps as many idle (~200 MB each), but every part of the app
     # is an actor with a process of its own, so they would only hold memory (benchmarks/bench_start.py)
-    ray.init(address="local", num_cpus=num_cpus, namespace="xserve", include_dashboard=False,
+    ray.init(address="local", num_cpus=num_cpus, namespace="xserve", include_dashboard=config.serving.ray_dashboard,
              logging_level="WARNING", configure_logging=False,
              _system_config={"prestart_worker_first_driver": False, "num_workers_soft_limit": 0})
+    phases = {"ray_s": time.perf_counter() - started}  # where a start goes (benchmarks/bench_start.py reads them)
     quiet = {"log_level": "WARNING", "enable_access_log": False}  # logs quiet by default; Ray's log files keep the rest
     try:
+        from xserve.actors.stateful import start_all
+
+        # the stores' processes start now, beside Serve's controller, proxy and replicas, not after the replicas
+        # that attach to them (they find them by name); nothing waits for them here
+        served = served_config(config)
+        start_all(served, ActorNames.of(served.storage.data_dir), clock.now_ms())
+        phases["stores_s"] = time.perf_counter() - started - sum(phases.values())  # created; their processes start
         serve.start(http_options={"host": config.serving.host, "port": config.serving.port}, logging_config=quiet)
+        phases["serve_start_s"] = time.perf_counter() - started - sum(phases.values())
         serve.run(build_app(config, prepare=False), blocking=False, logging_config=quiet)
+        phases["deploy_s"] = time.perf_counter() - started - sum(phases.values())  # every replica constructed
+        say(f"started in {sum(phases.values()):.1f} s: {json.dumps({k: round(v, 1) for k, v in phases.items()})}")
         address = ray.get_runtime_context().gcs_address
         say(f"serving on http://{config.serving.host}:{config.serving.port} (Ray at {address}; Ctrl-C stops)")
         while True:

@@ -396,10 +396,12 @@ class ServingConfig(_Section):
     host: str = "127.0.0.1"  # HTTP bind address (0.0.0.0 on a cluster head)
     port: int = 8000  # Serve's default HTTP port
     demo_world: str = "small"  # synthetic world seeded on first run with an empty data dir (xserve.synth sizes)
+    ray_dashboard: bool = False  # `xserve serve` starts its Ray with the dashboard (its head modules, :8265); off: one machine's memory and start-up go to the app
     ingress_num_cpus: float = 0.5  # Ray CPUs reserved per FeedIngress replica (serve_config.yaml sets 1 on a cluster)
     retrieval_num_cpus: float = 0.5  # per Retrieval replica; with the ranker's 1.0 the app fits a 2-CPU machine
-    bootstrap_train_examples: int = 1_000  # examples per epoch for each model in the first run's training: a demo model in under a minute (`xserve train` trains longer)
+    bootstrap_train_examples: int = 512  # examples per epoch for each model in the first run's training: 16 steps of 32, a demo model in ~20 s on an idle 2-core box (`xserve train` trains longer)
     bootstrap_train_epochs: int = 1  # epochs of the first run's training (6,000 examples x 2 epochs took 248 s of a 424 s first run)
+    bootstrap_train_batch_size: int = 32  # examples per step of the first run's training: as many steps as 1,000 x 64 in half the time (a ranker example is 129 context + 128 candidate tokens)
     # the first run's hash tables hold at most this many rows (min with phoenix.*_vocab): the small demo world has 30k
     # posts and 2k users, and phoenix's 1M-row default made two 617 MB checkpoints that three processes load
     bootstrap_post_vocab: int = 100_003

@@ -25,3 +25,24 @@ def test_processes_are_named_after_their_actor_or_program():
         b"ray::ServeReplica:default:Ranker\0", b"ray::ThunderShard.query\0",
         b"/v/bin/python\0-m\0xserve\0serve\0--port\08000\0", b"/v/lib/ray/core/src/ray/raylet/raylet\0--x\0",
     )] == ["Ranker", "ThunderShard", "xserve_serve", "raylet"]
+
+
+def test_parts_count_their_processes_cpu_and_heavy_libraries():
+    import numpy  # noqa: F401 - a library this process has loaded; torch may or may not be
+
+    from benchmarks.bench_start import by_name, cpu_s, libraries
+
+    assert cpu_s(os.getpid()) > 0 and cpu_s(2**22 + 7) == 0.0
+    assert libraries(2**22 + 7) == set()
+    parts = by_name([os.getpid()])
+    (part,) = parts.values()
+    assert part["processes"] == 1 and part["pss_mb"] > 10 and part["cpu_s"] > 0
+    import sys
+
+    assert ("torch" in part["libraries"]) == ("torch" in sys.modules)  # mapped exactly when imported
+
+
+def test_the_later_runs_phases_come_from_the_started_line():
+    log = 'xserve: started in 14.0 s: {"ray_s": 6.1, "stores_s": 0.2, "serve_start_s": 2.7, "deploy_s": 5.0}\n'
+    assert phases(log, "started") == {"ray": 6.1, "stores": 0.2, "serve_start": 2.7, "deploy": 5.0}
+    assert phases(log) == {}

@@ -14,6 +14,9 @@ and ``serve build`` import the application before they connect to Ray (a
 build there would start a Ray of its own, without the ``--address`` and
 runtime environment the command was given), while ``serve deploy`` builds it
 inside the cluster. A replica always runs inside the cluster it serves.
+``xserve serve`` is connected before it builds anything, so it also creates them
+at once (:func:`start_all`): their processes start beside Serve's instead of
+after the replicas that attach to them.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ import ray
 from xserve.actors.ads import AdInventoryActor
 from xserve.actors.naming import NAMESPACE, ActorNames
 from xserve.actors.posts import PostCatalogShard
+from xserve.actors.retrieval import RetrievalIndexer, RetrievalShard
 from xserve.actors.thunder import ThunderIngest, ThunderShard
 from xserve.actors.users import UserStoreShard
 from xserve.config import RetrievalConfig, StorageConfig, ThunderConfig, XServeConfig
 
 __all__ = [
     "ad_inventory",
+    "start_all",
     "RetrievalActors",
     "ThunderActors",
     "post_catalog_shards",
@@ -123,9 +128,6 @@ def retrieval_actors(
     scheduling: str = "DEFAULT",
 ) -> RetrievalActors:
     """The retrieval shard actors, then the indexer that writes into them (it finds them by name)."""
-    # imported here: it brings LanceDB, which the ingress (it attaches to users, posts and Thunder only) need not load
-    from xserve.actors.retrieval import RetrievalIndexer, RetrievalShard
-
     cfg = msgspec.to_builtins(config)  # small constructor arguments: a restart re-runs the constructor
     shards = [
         _get_or_create(
@@ -139,3 +141,20 @@ def retrieval_actors(
         num_cpus=0,
     )
     return RetrievalActors(shards, indexer)
+
+
+def start_all(config: XServeConfig, names: ActorNames, now_ms: int) -> list[Any]:
+    """Create (or attach to) every stateful actor of the data directory, detached, as the replicas will: the
+    user store, the post catalog, Thunder, the ads inventory and retrieval's shards and indexer.
+
+    For a driver already connected to the cluster (``xserve serve``): its actors' processes then start
+    beside Serve's controller, proxy and replicas instead of after them. Each replica still attaches
+    by name, so a replica that finds one missing (a lost node) creates it as before. Returns their handles.
+    """
+    s = config.serving
+    thunder = thunder_actors(config.thunder, config.storage, names, detached=True, scheduling=s.actor_scheduling)
+    retrieval = retrieval_actors(config.storage.data_dir, config.retrieval, config.mixer.max_post_age_ms, names,
+                                 detached=True, scheduling=s.actor_scheduling)
+    return [*user_store_shards(config, names), *post_catalog_shards(config, names, now_ms),
+            *(a for shard in thunder.shards for a in shard), thunder.ingest, ad_inventory(config, names),
+            *retrieval.shards, retrieval.indexer]

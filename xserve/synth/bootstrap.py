@@ -12,9 +12,11 @@ the directory's trained models.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,53 +39,62 @@ def prepare_data_dir(config: XServeConfig, progress: bool = True) -> dict[str, A
     Safe to call from several processes at once: a file lock serialises them
     and the later ones find the work done.
     """
-    from xserve.storage import DataDir
-
     path = Path(config.storage.data_dir)
     path.mkdir(parents=True, exist_ok=True)
+    layout = DataDirLayout(path)
     prepare_started = time.perf_counter()
     done: dict[str, Any] = {}
-    with open(DataDirLayout(path).prepare_lock, "w") as lock:
+    with open(layout.prepare_lock, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        dd = DataDir(path, fsync=config.storage.fsync)
-        if dd.is_empty():
+
+        @functools.cache
+        def dd() -> Any:
+            # the tables (LanceDB: seconds to import and open) are opened only when there is work to do: a directory
+            # with trained models was seeded or imported already, and a later run reads none of them here
+            from xserve.storage import DataDir
+
+            return DataDir(path, fsync=config.storage.fsync)
+
+        if not all(p.exists() for p in ModelVersions(layout.root).live_paths()) and dd().is_empty():
             from xserve.synth.seed import seed_data_dir
 
             started = time.perf_counter()
             say(f"seeding the {config.serving.demo_world} demo world into {path} (first run only)")
-            seed_data_dir(dd, config.serving.demo_world, config.train.seed, progress=progress)
+            seed_data_dir(dd(), config.serving.demo_world, config.train.seed, progress=progress)
             done["seed_s"] = round(time.perf_counter() - started, 1)
         done.update(_ensure_models(config, dd, progress))
     if any(k.endswith("_s") for k in done):  # work was done: say how long each part took (benchmarks/bench_start.py)
         say(f"prepared in {time.perf_counter() - prepare_started:.1f} s: {json.dumps(done)}")
-    world_now = dd.meta().get("world", {}).get("now_ms")
+    world_now = (json.loads(layout.meta.read_text()) if layout.meta.exists() else {}).get("world", {}).get("now_ms")
     if world_now is not None and clock.now_ms() - world_now > config.mixer.max_post_age_ms:
         say(f"the demo world in {path} is older than mixer.max_post_age_ms: its posts are too old to be candidates; "
              "`xserve seed --force` makes a fresh one")
     return done
 
 
-def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, Any]:
-    """Train the ranker and towers, index the posts for retrieval and fill Thunder's log, unless done."""
+def _ensure_models(config: XServeConfig, dd: Callable[[], Any], progress: bool) -> dict[str, Any]:
+    """Train the ranker and towers, index the posts for retrieval and fill Thunder's log, unless done
+    (``dd()`` opens the data directory's tables, when they are needed)."""
     done: dict[str, Any] = {}
     layout = DataDirLayout(config.storage.data_dir)
     ranker_path, towers_path = ModelVersions(layout.root).live_paths()  # `xserve train` writes versions
     if not ranker_path.exists() or not towers_path.exists():
         from xserve.phoenix.training.train import train  # torch: a later run's server process never loads it
 
-        say(f"training the ranker and the retrieval towers on {dd.count('engagements'):,} engagements (first run only)")
+        say(f"training the ranker and the retrieval towers on {dd().count('engagements'):,} engagements (first run only)")
         started = time.perf_counter()
         n = config.serving.bootstrap_train_examples  # a quick first model; `xserve train` trains longer
         s, ph = config.serving, config.phoenix
         quick = merge_config(config, {
-            "train": {"ranker_examples_per_epoch": n, "tower_examples_per_epoch": n, "epochs": s.bootstrap_train_epochs},
+            "train": {"ranker_examples_per_epoch": n, "tower_examples_per_epoch": n, "epochs": s.bootstrap_train_epochs,
+                      "batch_size": s.bootstrap_train_batch_size},
             # tables sized for the demo world (the checkpoint carries its config: serving reads these sizes back)
             "phoenix": {"post_vocab": min(ph.post_vocab, s.bootstrap_post_vocab),
                         "user_vocab": min(ph.user_vocab, s.bootstrap_user_vocab),
                         "author_vocab": min(ph.author_vocab, s.bootstrap_user_vocab)},
         })
-        train(dd.read_engagements(), dd.read_posts(), quick, out_dir=layout.models, progress=progress,
-              users=dd.read_users())
+        train(dd().read_engagements(), dd().read_posts(), quick, out_dir=layout.models, progress=progress,
+              users=dd().read_users())
         done["train_s"] = round(time.perf_counter() - started, 1)
     served = with_models(config)
     now_ms = clock.now_ms()
@@ -92,7 +103,7 @@ def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, A
 
     if EmbeddingVersions(config.storage.data_dir).current_name() is None:
         started = time.perf_counter()
-        recent = _recent_posts(dd, now_ms - config.mixer.max_post_age_ms)
+        recent = _recent_posts(dd(), now_ms - config.mixer.max_post_age_ms)
         done["indexed"] = _index_posts(served, recent, now_ms, progress)
         done["index_s"] = round(time.perf_counter() - started, 1)
     from xserve.thunder.ingest import open_event_log
@@ -103,7 +114,7 @@ def _ensure_models(config: XServeConfig, dd: Any, progress: bool) -> dict[str, A
             from xserve.schema import PostCreated
             from xserve.thunder.refs import carry_refs
 
-            recent = recent if recent is not None else _recent_posts(dd, now_ms - config.thunder.retention_ms)
+            recent = recent if recent is not None else _recent_posts(dd(), now_ms - config.thunder.retention_ms)
             kept = [p for p in recent if p.created_at_ms >= now_ms - config.thunder.retention_ms]
             # what each reply and repost refers to, as the write path would fill it (a parent older than
             # retention gets no ref: the reply rule drops its replies anyway)

@@ -69,6 +69,15 @@ def resolve_dtype(dtype: str, device: str | torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
 
 
+def zeroed_pool(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A zero-filled tensor of ``shape``. On the CPU in float32 it is NumPy's calloc'd memory: zero by contract, and
+    its pages become resident only when a block is first written, so a replica's 256 MiB pool costs memory as
+    contexts fill it rather than all at start (``torch.zeros`` writes every page at once)."""
+    if device.type == "cpu" and dtype == torch.float32:
+        return torch.from_numpy(np.zeros(shape, dtype=np.float32))
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
 @dataclass
 class RankResult:
     """Scores of one request, as arrays (what ``rank`` turns into ``ActionScores``)."""
@@ -116,8 +125,8 @@ class RankerRunner:
         num_blocks = num_blocks_for_budget(serving.kv_cache_bytes, per_block)
         self.cache = KVCacheManager(num_blocks, serving.block_size, seed=version)
         # The tensor side of the cache, preallocated once: (N, L, 2, G, block, K).
-        self.pool = torch.zeros(num_blocks, cfg.num_layers, 2, cfg.num_kv_heads, serving.block_size, cfg.key_size,
-                                dtype=self.dtype, device=self.device)
+        self.pool = zeroed_pool((num_blocks, cfg.num_layers, 2, cfg.num_kv_heads, serving.block_size, cfg.key_size),
+                                self.dtype, self.device)
         self.fast = FusedCandidateScorer(self.model, self.dtype) if serving.fused else None
         self._score_rows = self.fast.score if self.fast is not None else None
         if self.fast is not None and serving.compile:

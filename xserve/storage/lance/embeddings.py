@@ -64,11 +64,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lancedb
+# lancedb and pyarrow are imported where a table is opened or written: a process that only reads the manifests
+# (the Retrieval replica: which version is live, which towers made it) never loads them
 import numpy as np
-import pyarrow as pa
-from lancedb.background_loop import LOOP
-from lancedb.index import BTree, HnswSq, IvfFlat, IvfPq
 
 from xserve import clock
 from xserve.config import RetrievalConfig
@@ -94,6 +92,8 @@ class VersionError(ValueError):
 
 
 def embedding_schema(dim: int) -> pa.Schema:
+    import pyarrow as pa
+
     return pa.schema(
         [
             pa.field("post_id", pa.int64(), nullable=False),
@@ -135,6 +135,8 @@ class EmbeddingShard:
 
     @classmethod
     def open(cls, version_dir: Path, shard: int, dim: int, config: RetrievalConfig, create: bool = False) -> EmbeddingShard:
+        import lancedb
+
         db = lancedb.connect(str(version_dir))
         name = f"shard{shard}"
         if create:
@@ -155,6 +157,8 @@ class EmbeddingShard:
     # ------------------------------------------------------------------ writes
 
     def _arrow(self, post_ids, author_ids, created_at_ms, vectors, model_version: str, replies=None) -> pa.Table:
+        import pyarrow as pa
+
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n = len(post_ids)
         if vectors.shape != (n, self.dim):
@@ -273,6 +277,8 @@ class EmbeddingShard:
         """
         if self.config.row_meta_in_memory:
             self._row_meta()  # built here: building it reads the table through LOOP, which must not wait on itself
+        from lancedb.background_loop import LOOP
+
         return LOOP.run(self.search_async(vector, limit, nprobes, refine_factor, min_created_at_ms))
 
     async def search_async(
@@ -342,6 +348,8 @@ class EmbeddingShard:
 
     def build_index(self) -> bool:
         """(Re)train the ANN index on every row; False when the table is too small to need one."""
+        from lancedb.index import BTree, HnswSq, IvfFlat, IvfPq
+
         cfg = self.config
         rows = self.num_rows()
         if rows < cfg.index_min_rows:
