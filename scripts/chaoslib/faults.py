@@ -347,15 +347,18 @@ class NodeLoss(Fault):
         assert parts.app.ray_address is not None
         self.nodes = LocalCluster.join(parts.app.ray_address)
         self.nodes.add_worker(self.worker)
+        restarts = self.nodes.placement(parts.names).restarts_of(self.part)
         c.kill(c.actor(self.actor_name))  # its restart is placed afresh: on the labelled node, now alive
         deadline = time.monotonic() + 120
-        while not self.answers() and time.monotonic() < deadline:
+        # the old actor answers until the kill lands: wait for the restart, then for it to answer
+        while time.monotonic() < deadline and not (
+                self.nodes.placement(parts.names).restarts_of(self.part) > restarts and self.answers()):
             time.sleep(0.2)
         node = self.nodes.placement(parts.names).node_of(self.part)
         if node != self.worker:
             self.nodes.shutdown()
-            raise RuntimeError(f"node_loss: {self.actor_name} restarted on {node or 'no node'}, not on "
-                               f"{self.worker} (does the app run with NodeLoss.app_env()?)")
+            raise RuntimeError(f"node_loss: {self.actor_name} restarted on {node or 'no node'} ('?': the app's "
+                               f"head), not on {self.worker} (does the app run with NodeLoss.app_env()?)")
 
     def inject(self) -> str:
         self.killed_at = time.monotonic()

@@ -64,6 +64,10 @@ class Placement:
     def node_of(self, part: str) -> str | None:
         return next((n for n, p, _ in self.actors if p == part), None)
 
+    def restarts_of(self, part: str) -> int:
+        """How often Ray has restarted ``part`` (-1 when it is not alive)."""
+        return next((r for _, p, r in self.actors if p == part), -1)
+
 
 class LocalCluster:
     """A head and ``workers`` worker nodes on this machine; the calling process is the driver.

@@ -79,6 +79,7 @@ def test_placement_names_the_app_s_parts_and_counts_them_per_node():
     assert placement.stateful_per_node() == {"head": 1, "worker1": 1, "worker2": 1}
     assert placement.replicas_per_node() == {"worker1": 1}
     assert placement.node_of("users-1-of-2") == "worker1" and placement.node_of("thunder-ingest") is None
+    assert placement.restarts_of("users-1-of-2") == 1 and placement.restarts_of("thunder-ingest") == -1
 
 
 def test_the_ledger_names_each_acknowledged_write_a_read_does_not_show():
