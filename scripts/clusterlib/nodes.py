@@ -201,9 +201,24 @@ def _joined(address: str) -> Any:
             # its faults off it; a node left behind exits once its GCS is gone
             super().__init__(initialize_head=False, shutdown_at_exit=False)
             self.redis_address = address
+            # add_node starts a head of a new cluster while head_node is None: this stands for the other
+            # process's head, so that every node added joins it
+            self.head_node = ForeignHead(address)
 
         @property
         def gcs_address(self) -> str:
             return address
 
+        def shutdown(self) -> None:
+            """Remove the nodes added here; the head and Ray's state in this process are the other's."""
+            for node in list(self.worker_nodes):
+                self.remove_node(node)
+
     return Joined()
+
+
+@dataclass(frozen=True)
+class ForeignHead:
+    """The head of a cluster another process started: only its address is known here."""
+
+    gcs_address: str
