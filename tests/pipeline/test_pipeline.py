@@ -144,8 +144,8 @@ def test_timing_out_component_is_reported_and_contributes_nothing():
 
 
 def test_a_call_cancelled_under_a_stage_degrades_it_and_the_request_goes_on():
-    # Serve raises a bare CancelledError for a handle call it failed to route; let through, it ended the feed as
-    # if its client had gone, and the proxy answered a plain-text 500
+    # a CancelledError handed over by something the stage awaited (a shared fetch another stage abandoned):
+    # let through, it ended the feed as if its client had gone, and the proxy answered a plain-text 500
     result = run(CandidatePipeline(sources=[Ids([1, 2])], scorers=[CancelledUnder()], selector=ByScore()))
     assert ids(result.selected) == [1, 2]
     assert statuses(result)["CancelledUnder"] is Status.ERROR and result.degraded == ["CancelledUnder"]

@@ -149,7 +149,7 @@ class Disabled(Ids):
 
 
 class CancelledUnder(ScoreBy):
-    """Awaits a future that something else cancels: as Ray Serve fails a handle call it could not route."""
+    """Awaits a future that something else cancels (a shared fetch another stage abandoned)."""
 
     def __init__(self) -> None:
         super().__init__(lambda c: 1.0)

@@ -191,11 +191,11 @@ def stray_cancellation() -> bool:
     """Whether a ``CancelledError`` being handled now is stray: the running task is not being cancelled, so
     the error came from something it awaited, not from anyone cancelling it.
 
-    Ray Serve raises a bare ``CancelledError`` to a caller whose handle call it failed to route (seen while
-    the only Ranker replica was at capacity and rejecting, ``docs/cluster.md``). Let through, it would end
-    the whole request as if its client had gone away, and Serve's proxy answers that with a plain-text
-    500 and logs nothing. A stage treats it as a failed call instead (the feed degrades), the ingress as
-    a 503 to retry.
+    A shared wait can hand one over (the request's post cache did: a hydrator past its timeout cancelled
+    the fetch others waited on, ``docs/cluster.md``), and so does a Ray Serve handle whose routing was
+    cancelled without the caller cancelling the response. Let through, it ends the whole request as if
+    its client had gone away, and Serve's proxy answers that with a plain-text 500 and logs nothing. A
+    stage treats it as a failed call instead (the feed degrades), the ingress as a 503 to retry.
     """
     task = asyncio.current_task()
     return task is not None and task.cancelling() == 0
