@@ -196,10 +196,10 @@ def start_all(config: XServeConfig, names: ActorNames, now_ms: int) -> list[Any]
     beside Serve's controller, proxy and replicas instead of after them. Each replica still attaches
     by name, so a replica that finds one missing (a lost node) creates it as before. Returns their handles.
     """
-    s = config.serving
-    thunder = thunder_actors(config.thunder, config.storage, names, detached=True, scheduling=s.actor_scheduling)
+    placement = ActorPlacement.of(config.serving)
+    thunder = thunder_actors(config.thunder, config.storage, names, detached=True, placement=placement)
     retrieval = retrieval_actors(config.storage.data_dir, config.retrieval, config.mixer.max_post_age_ms, names,
-                                 detached=True, scheduling=s.actor_scheduling)
+                                 detached=True, placement=placement)
     return [*user_store_shards(config, names), *post_catalog_shards(config, names, now_ms),
             *(a for shard in thunder.shards for a in shard), thunder.ingest, ad_inventory(config, names),
             *retrieval.shards, retrieval.indexer]
