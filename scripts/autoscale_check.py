@@ -55,6 +55,7 @@ from scripts.clusterlib.ledger import Load, WriteLedger, p99_ms  # noqa: E402
 from scripts.clusterlib.scaling import Ramp, ScaleTrace  # noqa: E402
 from scripts.clusterlib.twin import (  # noqa: E402
     FRESH_WORLD_ENV,
+    app_config,
     autoscaling_twin,
     deploy,
     deploy_failure,
@@ -353,12 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     if fresh:
         env_vars = FRESH_WORLD_ENV | env_vars
     try:
-        from xserve.config import load_config
         from xserve.synth.bootstrap import prepare_data_dir
 
         check = Check(args, data_dir, work, env_vars)
-        # seeds and trains an empty data dir, here, before the head starts
-        prepare_data_dir(load_config(None, environ=env_vars, overrides={"storage": {"data_dir": str(data_dir)}}))
+        # seeds and trains an empty data dir, here, before the head starts, with the app's own settings
+        prepare_data_dir(app_config(check.doc))
         return check.run()
     except (RuntimeError, ValueError, httpx.HTTPError) as exc:
         print(f"autoscale_check: error: {exc}".splitlines()[0], file=sys.stderr)

@@ -18,8 +18,9 @@ ledger), and for each fault F in turn:
    it rebuilds from the data directory); ``retrieval_replica``, ``ranker_replica``
    and ``ingress_replica`` kill the Serve replica of Retrieval, the Ranker or
    FeedIngress (Serve replaces it); ``node_loss`` joins a worker node to the app's Ray, puts
-   the first probe's user-store shard on it and loses the node (every process of it SIGKILLed; Ray
-   restarts the shard on the head once it declares the node dead); ``full_restart`` is kill -9 of every process
+   the first probe's user-store shard on it (the app's ``serving.actor_node_labels`` prefers that node's
+   label; one restart of the shard moves it there) and loses the node (every process of it SIGKILLed;
+   Ray restarts the shard on the head once it declares the node dead); ``full_restart`` is kill -9 of every process
    of the app (the ``xserve serve`` process and its descendants: the whole Ray
    cluster), then the app starts again over the same data directory;
 3. waits for recovery: the killed part answers again and the probes' For You
@@ -172,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
            "XSERVE__SERVING__DEMO_WORLD": args.world,  # a string field takes the raw value
            # a cluster of its own: without it, `ray.init()` joins a Ray another job started on this machine
            "RAY_ADDRESS": "local"}
-    if "node_loss" in args.faults:  # actors placed by SPREAD, as serve_config.yaml does: one can go to a joined node
-        env["XSERVE__SERVING__ACTOR_SCHEDULING"] = "SPREAD"
+    for fault in args.faults:  # node_loss: the user store prefers the node the fault joins and loses
+        env |= FAULTS[fault].app_env()
     mixer = MixerConfig()
     for name in _STAGE_TIMEOUTS:  # a loaded machine trips the default timeouts without any fault
         env[f"XSERVE__MIXER__{name.upper()}"] = json.dumps(getattr(mixer, name) * args.timeout_scale)

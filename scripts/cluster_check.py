@@ -64,6 +64,7 @@ from scripts.clusterlib.nodes import LocalCluster, Placement  # noqa: E402
 from scripts.clusterlib.twin import (  # noqa: E402
     EDGE_NODE,
     FRESH_WORLD_ENV,
+    app_config,
     deploy,
     deploy_failure,
     healthy,
@@ -112,12 +113,11 @@ class Check:
 
     def __init__(self, args: argparse.Namespace, data_dir: Path, env_vars: dict[str, str]) -> None:
         from xserve.actors.naming import ActorNames
-        from xserve.config import load_config
 
         self.args, self.data_dir = args, data_dir
-        self.config = load_config(None, environ=env_vars, overrides={"storage": {"data_dir": str(data_dir)}})
         self.names = ActorNames.of(data_dir)
         self.twin = twin_serve_config(args.serve_config, str(data_dir), env_vars, args.port, args.timeout_scale)
+        self.config = app_config(self.twin)  # what the app runs with: the file's shard counts, then env_vars
         self.url = f"http://127.0.0.1:{args.port}"
         self.rng = random.Random(args.seed)
         self.failures: list[str] = []

@@ -41,6 +41,7 @@ def build_app(
     trains when the data directory needs it; ``user_config`` is the ingress's live settings (as in
     ``serve_config.yaml``), applied through ``FeedIngress.reconfigure``.
     """
+    from xserve.actors.stateful import ActorPlacement
     from xserve.deployments.ingress import FeedIngress
     from xserve.deployments.ranker import Ranker, ranker_options
     from xserve.deployments.retrieval import Retrieval
@@ -52,9 +53,10 @@ def build_app(
     data_dir = config.storage.data_dir
     names = ActorNames.of(data_dir)  # every replica of every deployment shares these actors
     serving = config.serving
+    ActorPlacement.of(serving)  # a bad serving.actor_node_labels fails the build, not each replica's start
     retrieval = Retrieval.options(ray_actor_options={"num_cpus": serving.retrieval_num_cpus}).bind(
         data_dir, config_to_dict(config.retrieval), config.mixer.max_post_age_ms, names, detached=True,
-        actor_scheduling=serving.actor_scheduling,
+        actor_scheduling=serving.actor_scheduling, actor_node_labels=serving.actor_node_labels,
     )
     ranker = Ranker.options(**ranker_options(config)).bind(config)
     options: dict[str, Any] = {"ray_actor_options": {"num_cpus": serving.ingress_num_cpus}, **ingress_options(config)}

@@ -391,6 +391,9 @@ class ServingConfig(_Section):
     # Ray scheduling strategy of the stateful actors (user, post, Thunder, retrieval): DEFAULT packs them
     # (one machine); SPREAD places them on the cluster's nodes in turn, so one node's loss takes few of them
     actor_scheduling: Literal["DEFAULT", "SPREAD"] = "DEFAULT"
+    # keyed by an actor's part or kind ("users-0-of-2", "users", "thunder"); Ray's label_selector, falling back to any node
+    # Ray node labels each stateful actor prefers (soft: a lost node's actors restart elsewhere); {} = no preference
+    actor_node_labels: dict[str, dict[str, str]] = {}
     hydration_cache_size: int = 400_000  # posts held by each hydration shard's LRU
     max_body_bytes: int = 1 << 20  # larger request bodies are refused with 413
     host: str = "127.0.0.1"  # HTTP bind address (0.0.0.0 on a cluster head)

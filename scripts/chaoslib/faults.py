@@ -6,6 +6,7 @@ takes them by default.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from scripts.chaoslib.state import (
     writes_in_thunder,
 )
 from scripts.chaoslib.writes import Ledger
-from scripts.clusterlib.nodes import LocalCluster, part_of
+from scripts.clusterlib.nodes import NODE_LABEL, LocalCluster, part_of
 from xserve import clock
 from xserve.schema import RankRequest, RetrievalRequest
 from xserve.sharding import shard_for
@@ -49,6 +50,11 @@ class Fault:
         self.writes = writes if writes is not None else Ledger(parts.config.mixer.history_length)
         self.app_down_until: float | None = None  # when the app answered again, if the fault took it down
         self.killed_at: float | None = None  # monotonic time the kill was sent (inject takes a while before it)
+
+    @classmethod
+    def app_env(cls) -> dict[str, str]:
+        """Settings the run's app must start with for this fault (``XSERVE__*`` variables); none by default."""
+        return {}
 
     def inject(self) -> str:
         raise NotImplementedError
@@ -311,20 +317,26 @@ class FullRestart(Fault):
 class NodeLoss(Fault):
     """Lose a worker node at once, with the user-store shard of the first probe viewer on it.
 
-    Before the baseline, a worker node joins the app's Ray cluster (``scripts/clusterlib/nodes.py``: the
-    cluster check's own node start and kill) and the shard is restarted until Ray places it there (the
-    run's app places actors by SPREAD when this fault is chosen, ``chaos.py``, and SPREAD takes the nodes
-    in turn). The fault SIGKILLs every process of the node (raylet, agents, workers). Until the GCS
-    declares the node dead (5 missed health checks of 3 s) calls to the shard fail at once: the feed gives
-    the viewer's last known data, writes to the shard wait for it (``serving.store_unavailable_wait_s``,
-    within chaos's default ``--timeout``); then Ray restarts the shard on the head and it rebuilds from
-    the data directory. Its state: the probes' features and history, as ``user_store``'s.
+    The run's app starts with ``app_env``: every user-store shard prefers the node labelled
+    ``xserve-node: worker1`` (``serving.actor_node_labels``, Ray's ``label_selector`` with a fallback to any
+    node), so it starts on the head, where no such node is yet. Before the baseline that worker node joins
+    the app's Ray cluster (``scripts/clusterlib/nodes.py``: the cluster check's own node start and kill)
+    and the shard is restarted once: Ray places the restart on the labelled node. The fault SIGKILLs
+    every process of the node (raylet, agents, workers). Until the GCS declares the node dead (5 missed
+    health checks of 3 s) calls to the shard fail at once: the feed gives the viewer's last known data,
+    writes to the shard wait for it (``serving.store_unavailable_wait_s``, within chaos's default
+    ``--timeout``); then Ray restarts the shard on a surviving node (the fallback: the head) and it
+    rebuilds from the data directory. Its state: the probes' features and history, as ``user_store``'s.
     """
 
     name = "node_loss"
     components = frozenset({"user_store_stale", "AuthorInfoHydrator"})
-    worker = "worker1"  # the joined node's name (its resource ``xserve_node_worker1``)
-    placement_tries = 6  # restarts of the shard to get it onto the worker (SPREAD alternates: 1-2 suffice)
+    worker = "worker1"  # the joined node's name (its resource ``xserve_node_worker1``, its label ``xserve-node``)
+
+    @classmethod
+    def app_env(cls) -> dict[str, str]:
+        """What the app must start with for this fault: the user-store shards prefer the node to be lost."""
+        return {"XSERVE__SERVING__ACTOR_NODE_LABELS": json.dumps({"users": {NODE_LABEL: cls.worker}})}
 
     def __init__(self, parts: Parts, probes: Sequence[int], writes: Ledger | None = None) -> None:
         super().__init__(parts, probes, writes)
@@ -335,16 +347,18 @@ class NodeLoss(Fault):
         assert parts.app.ray_address is not None
         self.nodes = LocalCluster.join(parts.app.ray_address)
         self.nodes.add_worker(self.worker)
-        for _ in range(self.placement_tries):
-            if self.nodes.placement(parts.names).node_of(self.part) == self.worker:
-                return
-            c.kill(c.actor(self.actor_name))
-            deadline = time.monotonic() + 120
-            while not self.answers() and time.monotonic() < deadline:
-                time.sleep(0.2)
-        self.nodes.shutdown()
-        raise RuntimeError(f"node_loss: {self.actor_name} did not land on the joined node in "
-                           f"{self.placement_tries} restarts (is XSERVE__SERVING__ACTOR_SCHEDULING SPREAD?)")
+        restarts = self.nodes.placement(parts.names).restarts_of(self.part)
+        c.kill(c.actor(self.actor_name))  # its restart is placed afresh: on the labelled node, now alive
+        deadline = time.monotonic() + 120
+        # the old actor answers until the kill lands: wait for the restart, then for it to answer
+        while time.monotonic() < deadline and not (
+                self.nodes.placement(parts.names).restarts_of(self.part) > restarts and self.answers()):
+            time.sleep(0.2)
+        node = self.nodes.placement(parts.names).node_of(self.part)
+        if node != self.worker:
+            self.nodes.shutdown()
+            raise RuntimeError(f"node_loss: {self.actor_name} restarted on {node or 'no node'} ('?': the app's "
+                               f"head), not on {self.worker} (does the app run with NodeLoss.app_env()?)")
 
     def inject(self) -> str:
         self.killed_at = time.monotonic()

@@ -4,7 +4,9 @@ where each actor runs, and lose a node.
 Every node is a raylet with its own object store and worker processes; the
 head also runs the GCS. Each node gets a custom resource ``xserve_node_<name>``
 (``head``, ``worker1``, ...), so placement can be read by name and a
-deployment can be pinned to a node. Nodes get 1 logical CPU each: the app's
+deployment can be pinned to a node; a worker also gets the node label
+``xserve-node: <name>``, which ``serving.actor_node_labels`` can name (a
+stateful actor's soft preference for it). Nodes get 1 logical CPU each: the app's
 twin reserves no CPUs (``twin.py``), so the count only sizes Ray's idle worker
 pools, and the processes share the machine's cores.
 """
@@ -22,9 +24,10 @@ from typing import Any
 from scripts.chaoslib.app_process import pid_alive
 from xserve.actors.naming import ActorNames
 
-__all__ = ["NODE_RESOURCE_PREFIX", "LocalCluster", "Placement", "descendants", "part_of"]
+__all__ = ["NODE_LABEL", "NODE_RESOURCE_PREFIX", "LocalCluster", "Placement", "descendants", "part_of"]
 
 NODE_RESOURCE_PREFIX = "xserve_node_"  # + the node's name: the custom resource naming each node
+NODE_LABEL = "xserve-node"  # a worker's node label, its name as value: what an actor's label_selector names
 
 
 def part_of(actor_name: str, names: ActorNames) -> str | None:
@@ -32,7 +35,7 @@ def part_of(actor_name: str, names: ActorNames) -> str | None:
     (``users-0-of-2``), ``replica:<Deployment>`` for a Serve replica, ``serve:controller`` and
     ``serve:proxy`` for Serve's own, None for any other actor."""
     if names.owns(actor_name):
-        return actor_name[len(names.prefix) + 1:]
+        return names.part(actor_name)
     if actor_name.startswith("SERVE_REPLICA::"):  # SERVE_REPLICA::<app>#<deployment>#<id>
         return f"replica:{actor_name.split('#')[1]}"
     if actor_name.startswith("SERVE_CONTROLLER_ACTOR"):
@@ -60,6 +63,10 @@ class Placement:
 
     def node_of(self, part: str) -> str | None:
         return next((n for n, p, _ in self.actors if p == part), None)
+
+    def restarts_of(self, part: str) -> int:
+        """How often Ray has restarted ``part`` (-1 when it is not alive)."""
+        return next((r for _, p, r in self.actors if p == part), -1)
 
 
 class LocalCluster:
@@ -97,8 +104,10 @@ class LocalCluster:
         return self
 
     def add_worker(self, name: str) -> None:
-        """A worker node ``name`` (1 CPU, its resource ``xserve_node_<name>``), registered when this returns."""
-        self.nodes[name] = self.cluster.add_node(num_cpus=1, resources={f"{NODE_RESOURCE_PREFIX}{name}": 1})
+        """A worker node ``name`` (1 CPU, its resource ``xserve_node_<name>``, its label ``xserve-node: <name>``),
+        registered when this returns."""
+        self.nodes[name] = self.cluster.add_node(num_cpus=1, resources={f"{NODE_RESOURCE_PREFIX}{name}": 1},
+                                                 labels={NODE_LABEL: name})
 
     @property
     def address(self) -> str:
@@ -192,9 +201,24 @@ def _joined(address: str) -> Any:
             # its faults off it; a node left behind exits once its GCS is gone
             super().__init__(initialize_head=False, shutdown_at_exit=False)
             self.redis_address = address
+            # add_node starts a head of a new cluster while head_node is None: this stands for the other
+            # process's head, so that every node added joins it
+            self.head_node = ForeignHead(address)
 
         @property
         def gcs_address(self) -> str:
             return address
 
+        def shutdown(self) -> None:
+            """Remove the nodes added here; the head and Ray's state in this process are the other's."""
+            for node in list(self.worker_nodes):
+                self.remove_node(node)
+
     return Joined()
+
+
+@dataclass(frozen=True)
+class ForeignHead:
+    """The head of a cluster another process started: only its address is known here."""
+
+    gcs_address: str

@@ -31,8 +31,8 @@ import yaml
 
 from scripts.clusterlib.nodes import NODE_RESOURCE_PREFIX
 
-__all__ = ["EDGE_NODE", "FRESH_WORLD_ENV", "autoscaling_twin", "deploy", "deploy_failure", "healthy", "stage_timeouts",
-           "twin_serve_config"]
+__all__ = ["EDGE_NODE", "FRESH_WORLD_ENV", "app_config", "autoscaling_twin", "deploy", "deploy_failure", "healthy",
+           "stage_timeouts", "twin_serve_config"]
 
 EDGE_NODE = "head"  # where the proxy and the ingress run
 # a fresh data directory: the tiny demo world and a first model in seconds (a check needs a model, not a good one)
@@ -62,6 +62,16 @@ def twin_serve_config(
             options["resources"] = {f"{NODE_RESOURCE_PREFIX}{EDGE_NODE}": 0.001}
         deployment["ray_actor_options"] = options
     return doc
+
+
+def app_config(doc: dict[str, Any]) -> Any:
+    """The ``XServeConfig`` the application of ``doc`` (a twin) runs with: its runtime_env's variables (the
+    file's, such as its shard counts, then the caller's) over the defaults. A fresh data directory is prepared
+    with it: the retrieval index is built for a shard count, and the app's must be the one it was built for."""
+    from xserve.config import load_config
+
+    (app,) = doc["applications"]
+    return load_config(None, environ=app.get("runtime_env", {}).get("env_vars", {}))
 
 
 def autoscaling_twin(

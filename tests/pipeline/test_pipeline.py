@@ -6,6 +6,7 @@ import asyncio
 import math
 import time
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -14,6 +15,7 @@ from tests.pipeline.toys import (
     Broken,
     BrokenSelector,
     ByScore,
+    CancelledUnder,
     Disabled,
     DropOdd,
     Ids,
@@ -139,6 +141,28 @@ def test_timing_out_component_is_reported_and_contributes_nothing():
     report = result.reports[-1]
     assert report.status is Status.TIMEOUT and report.error == "TimeoutError: no result within 0.05 s"
     assert result.degraded == ["ScoreBy"]
+
+
+def test_a_call_cancelled_under_a_stage_degrades_it_and_the_request_goes_on():
+    # a CancelledError handed over by something the stage awaited (a shared fetch another stage abandoned):
+    # let through, it ended the feed as if its client had gone, and the proxy answered a plain-text 500
+    result = run(CandidatePipeline(sources=[Ids([1, 2])], scorers=[CancelledUnder()], selector=ByScore()))
+    assert ids(result.selected) == [1, 2]
+    assert statuses(result)["CancelledUnder"] is Status.ERROR and result.degraded == ["CancelledUnder"]
+    assert result.reports[-2].error.startswith("CancelledError: the call was cancelled under the request")
+
+
+def test_cancelling_the_request_itself_still_ends_it():
+    async def cancelled_while_scoring() -> None:
+        slow = ScoreBy(lambda c: 1.0, delay=5.0)
+        task = asyncio.ensure_future(CandidatePipeline(sources=[Ids([1])], scorers=[slow]).execute(Query()))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+
+    asyncio.run(cancelled_while_scoring())
 
 
 def test_request_deadline_skips_late_io_stages_but_still_runs_filters():

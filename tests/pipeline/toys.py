@@ -146,3 +146,16 @@ class Record(SideEffect[Query, Item]):
 class Disabled(Ids):
     def enable(self, query: Query) -> bool:
         return False
+
+
+class CancelledUnder(ScoreBy):
+    """Awaits a future that something else cancels (a shared fetch another stage abandoned)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda c: 1.0)
+
+    async def score(self, query: Query, candidates: list[Item]) -> list[float]:
+        loop = asyncio.get_running_loop()
+        routed: asyncio.Future[list[float]] = loop.create_future()
+        loop.call_later(0.01, routed.cancel)
+        return await routed

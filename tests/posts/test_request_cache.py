@@ -71,3 +71,23 @@ def test_fetch_errors_reach_the_caller_that_started_the_fetch():
     with pytest.raises(ConnectionError):
         asyncio.run(cache.get([5], table.fetch))
     assert 5 not in cache.posts
+
+
+def test_a_fetch_abandoned_by_its_cancelled_lookup_is_fetched_again_by_the_waiters_not_cancelled():
+    # the fetching hydrator's timeout cancelled its lookup; the others waiting on that fetch got its
+    # CancelledError, which ended the whole feed (a plain-text 500 from Serve's proxy)
+    async def scenario():
+        cache, table = RequestPostCache(), GatedTable()
+        starter = asyncio.ensure_future(cache.get([1, 2], table.fetch))
+        waiter = asyncio.ensure_future(cache.get([2, 3], table.fetch))
+        while len(table.fetched) < 2:  # the starter fetches [1, 2], the waiter [3] and waits on 2
+            await asyncio.sleep(0)
+        starter.cancel()
+        await asyncio.sleep(0)
+        table.release.set()
+        return await waiter, starter, table.fetched, cache
+
+    got, starter, fetched, cache = asyncio.run(scenario())
+    assert starter.cancelled() and set(got) == {2, 3}
+    assert fetched == [[1, 2], [3], [2]]  # 2 fetched again by the waiter; 1 by no one (no one still wants it)
+    assert cache.pending == {} and 1 not in cache.posts

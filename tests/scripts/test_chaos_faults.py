@@ -10,6 +10,7 @@ from scripts.chaoslib.faults import (
     FAULTS,
     Fault,
     IngressReplica,
+    NodeLoss,
     PostCatalog,
     RankerReplica,
     RetrievalReplica,
@@ -18,6 +19,7 @@ from scripts.chaoslib.faults import (
     UserStore,
 )
 from scripts.chaoslib.parts import Parts
+from scripts.clusterlib.nodes import NODE_LABEL
 from xserve.actors.naming import ActorNames
 from xserve.config import load_config
 from xserve.sharding import shard_for
@@ -81,3 +83,16 @@ def test_the_replica_faults_name_their_serve_deployments_and_only_the_ingress_ho
     assert [name for name, cls in FAULTS.items() if cls.holds_requests] == ["ingress_replica"]
     names = list(FAULTS)
     assert names.index("user_store") < names.index("ingress_replica")  # a new ingress knows no viewer
+
+
+def test_only_node_loss_starts_the_app_with_a_setting_and_it_puts_every_user_store_shard_on_the_lost_node():
+    from xserve.actors.stateful import ActorPlacement
+
+    assert {name for name, cls in FAULTS.items() if cls.app_env()} == {"node_loss"}
+    config = load_config(None, environ={**NodeLoss.app_env(), "XSERVE__SERVING__NUM_USER_SHARDS": "2"})
+    placement = ActorPlacement.of(config.serving)
+    for shard in (0, 1):
+        options = placement.options(f"users-{shard}-of-2")
+        assert options["label_selector"] == {NODE_LABEL: NodeLoss.worker}  # the node add_worker labels so
+        assert options["fallback_strategy"] == [{"label_selector": {}}]  # soft: restarted elsewhere once it is lost
+    assert "label_selector" not in placement.options("posts-0-of-1")  # nothing else follows it to the doomed node

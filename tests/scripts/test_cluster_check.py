@@ -23,7 +23,7 @@ import yaml
 from scripts.cluster_check import main
 from scripts.clusterlib.ledger import Sample, WriteLedger, p99_ms
 from scripts.clusterlib.nodes import Placement, part_of
-from scripts.clusterlib.twin import twin_serve_config
+from scripts.clusterlib.twin import app_config, twin_serve_config
 from tests.conftest import copy_world, free_port, tiny_world_env
 from xserve.actors.naming import ActorNames
 
@@ -64,6 +64,10 @@ def test_the_twin_changes_only_the_machine_sized_settings(tmp_path):
         assert same == {k: v for k, v in b.items() if k not in ("autoscaling_config", "ray_actor_options")}
     ingress = next(d for d in app["deployments"] if d["name"] == "FeedIngress")
     assert ingress["ray_actor_options"]["resources"] == {"xserve_node_head": 0.001}  # the edge stays on the head
+    # a fresh data directory is prepared with what the app runs with: the file's shard counts, the caller's over them
+    config = app_config(twin)
+    assert (config.retrieval.num_shards, config.serving.num_user_shards, config.thunder.num_shards) == (4, 2, 2)
+    assert config.storage.data_dir == str(tmp_path)
 
 
 def test_placement_names_the_app_s_parts_and_counts_them_per_node():
@@ -79,6 +83,7 @@ def test_placement_names_the_app_s_parts_and_counts_them_per_node():
     assert placement.stateful_per_node() == {"head": 1, "worker1": 1, "worker2": 1}
     assert placement.replicas_per_node() == {"worker1": 1}
     assert placement.node_of("users-1-of-2") == "worker1" and placement.node_of("thunder-ingest") is None
+    assert placement.restarts_of("users-1-of-2") == 1 and placement.restarts_of("thunder-ingest") == -1
 
 
 def test_the_ledger_names_each_acknowledged_write_a_read_does_not_show():

@@ -13,9 +13,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["NAMESPACE", "ActorNames"]
+__all__ = ["NAMESPACE", "PART_KINDS", "ActorNames"]
 
 NAMESPACE = "xserve"
+# the first word of every part: what a setting keyed by part (``serving.actor_node_labels``) may name
+PART_KINDS = ("users", "posts", "thunder", "retrieval", "ads")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,12 @@ class ActorNames:
     def owns(self, name: str) -> bool:
         """Whether ``name`` is one of this data directory's actors."""
         return name.startswith(f"{self.prefix}-")
+
+    def part(self, name: str) -> str:
+        """What one of its actors is: the name after the tag (``users-0-of-2``, ``thunder-ingest``)."""
+        if not self.owns(name):
+            raise ValueError(f"{name!r} is not an actor of {self.prefix}")
+        return name[len(self.prefix) + 1:]
 
     def user_shard(self, shard: int, num_shards: int) -> str:
         return f"{self.prefix}-users-{shard}-of-{num_shards}"

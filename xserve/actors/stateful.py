@@ -21,21 +21,23 @@ after the replicas that attach to them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import ray
 
 from xserve.actors.ads import AdInventoryActor
-from xserve.actors.naming import NAMESPACE, ActorNames
+from xserve.actors.naming import NAMESPACE, PART_KINDS, ActorNames
 from xserve.actors.posts import PostCatalogShard
 from xserve.actors.retrieval import RetrievalIndexer, RetrievalShard
 from xserve.actors.thunder import ThunderIngest, ThunderShard
 from xserve.actors.users import UserStoreShard
-from xserve.config import RetrievalConfig, StorageConfig, ThunderConfig, XServeConfig
+from xserve.config import ConfigError, RetrievalConfig, ServingConfig, StorageConfig, ThunderConfig, XServeConfig
 
 __all__ = [
+    "ActorPlacement",
     "ad_inventory",
     "start_all",
     "RetrievalActors",
@@ -54,41 +56,82 @@ __all__ = [
 _SPREAD_MEMORY_BYTES = 1 << 20
 
 
+@dataclass(frozen=True, slots=True)
+class ActorPlacement:
+    """Where Ray places the stateful actors (``serving.actor_scheduling`` and ``serving.actor_node_labels``).
+
+    ``scheduling`` is Ray's strategy for all of them ("DEFAULT" or "SPREAD"). ``node_labels`` maps a part
+    (``users-0-of-2``) or a kind (its first words: ``users``, ``thunder``, ``thunder-shard``) to the node
+    labels its actors prefer; the most specific key wins. A preference is Ray's ``label_selector`` with a
+    ``fallback_strategy`` of any node, and Ray weighs both at every placement, a restart's included: an
+    actor created before a node with the labels joined runs elsewhere, a restart puts it on that node once
+    it is alive, and a restart after that node is lost puts it on a surviving one. The options are
+    recorded at the actor's first creation (``get_if_exists``), like its constructor arguments.
+    """
+
+    scheduling: str = "DEFAULT"
+    node_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from ray._private.label_utils import validate_label_selector
+
+        for key, labels in self.node_labels.items():
+            if key.split("-", 1)[0] not in PART_KINDS:
+                raise ConfigError(f"serving.actor_node_labels: {key!r} names no stateful actor; "
+                                  f"a key starts with one of {', '.join(PART_KINDS)}")
+            problem = "no labels" if not labels else validate_label_selector(dict(labels))
+            if problem:
+                raise ConfigError(f"serving.actor_node_labels[{key!r}]: {problem}")
+
+    @classmethod
+    def of(cls, serving: ServingConfig) -> ActorPlacement:
+        return cls(serving.actor_scheduling, serving.actor_node_labels)
+
+    def options(self, part: str) -> dict[str, Any]:
+        """Ray's placement options for the actor ``part`` (its name after the data directory's tag)."""
+        out: dict[str, Any] = {"scheduling_strategy": self.scheduling}
+        if self.scheduling == "SPREAD":
+            out["memory"] = _SPREAD_MEMORY_BYTES
+        keys = [k for k in self.node_labels if part == k or part.startswith(f"{k}-")]
+        if keys:
+            out["label_selector"] = dict(self.node_labels[max(keys, key=len)])
+            out["fallback_strategy"] = [{"label_selector": {}}]  # soft: any node when none has the labels
+        return out
+
+
 def _get_or_create(
-    actor_class: Any, name: str, args: tuple[Any, ...], detached: bool, scheduling: str, **options: Any
+    actor_class: Any, names: ActorNames, name: str, args: tuple[Any, ...], detached: bool,
+    placement: ActorPlacement, **options: Any
 ) -> Any:
-    """A handle to the actor named ``name``, created with ``args`` if it does not exist yet, placed by Ray's
-    ``scheduling`` strategy ("DEFAULT" or "SPREAD", ``serving.actor_scheduling``; a restart after its node
-    is lost places it again the same way, on a node that is alive)."""
+    """A handle to the actor named ``name``, created with ``args`` if it does not exist yet, placed by
+    ``placement`` (a restart after its node is lost places it again the same way, on a node that is alive)."""
     if detached:
         options["lifetime"] = "detached"
-    if scheduling == "SPREAD":
-        options["memory"] = _SPREAD_MEMORY_BYTES
-    return actor_class.options(
-        name=name, namespace=NAMESPACE, get_if_exists=True, scheduling_strategy=scheduling, **options
-    ).remote(*args)
+    options |= placement.options(names.part(name))
+    return actor_class.options(name=name, namespace=NAMESPACE, get_if_exists=True, **options).remote(*args)
 
 
 def user_store_shards(config: XServeConfig, names: ActorNames, detached: bool = True) -> list[Any]:
     """The user store's shard actors, in shard order."""
-    n, scheduling = config.serving.num_user_shards, config.serving.actor_scheduling
+    n, placement = config.serving.num_user_shards, ActorPlacement.of(config.serving)
     return [
-        _get_or_create(UserStoreShard, names.user_shard(i, n), (config, i, n), detached, scheduling) for i in range(n)
+        _get_or_create(UserStoreShard, names, names.user_shard(i, n), (config, i, n), detached, placement)
+        for i in range(n)
     ]
 
 
 def post_catalog_shards(config: XServeConfig, names: ActorNames, now_ms: int, detached: bool = True) -> list[Any]:
     """The post catalog's shard actors, in shard order; a new one preloads the posts young at ``now_ms``."""
-    n, scheduling = config.serving.num_hydration_shards, config.serving.actor_scheduling
+    n, placement = config.serving.num_hydration_shards, ActorPlacement.of(config.serving)
     return [
-        _get_or_create(PostCatalogShard, names.post_shard(i, n), (config, i, n, now_ms), detached, scheduling)
+        _get_or_create(PostCatalogShard, names, names.post_shard(i, n), (config, i, n, now_ms), detached, placement)
         for i in range(n)
     ]
 
 
 def ad_inventory(config: XServeConfig, names: ActorNames, detached: bool = True) -> Any:
     """The ads inventory's one actor."""
-    return _get_or_create(AdInventoryActor, names.ads(), (config,), detached, config.serving.actor_scheduling)
+    return _get_or_create(AdInventoryActor, names, names.ads(), (config,), detached, ActorPlacement.of(config.serving))
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,19 +142,21 @@ class ThunderActors:
 
 def thunder_actors(
     config: ThunderConfig, storage: StorageConfig, names: ActorNames, detached: bool = False, num_cpus: float = 0,
-    scheduling: str = "DEFAULT",
+    placement: ActorPlacement = ActorPlacement(),
 ) -> ThunderActors:
     """Thunder's shard replicas (they rebuild from the event log) and its ingest actor; the ingest starts
     consuming Kafka when ``event_source = "kafka"``."""
     opts = {"num_cpus": num_cpus, "max_concurrency": config.max_concurrent_requests + 8}
     shards = [
         [
-            _get_or_create(ThunderShard, names.thunder_shard(s, r), (config, storage, s, r), detached, scheduling, **opts)
+            _get_or_create(ThunderShard, names, names.thunder_shard(s, r), (config, storage, s, r), detached, placement,
+                           **opts)
             for r in range(config.replicas_per_shard)
         ]
         for s in range(config.num_shards)
     ]
-    ingest = _get_or_create(ThunderIngest, names.thunder_ingest(), (config, storage, names), detached, scheduling, **opts)
+    ingest = _get_or_create(ThunderIngest, names, names.thunder_ingest(), (config, storage, names), detached, placement,
+                            **opts)
     if config.event_source == "kafka":
         ray.get(ingest.start_kafka.remote())
     return ThunderActors(shards, ingest)
@@ -125,19 +170,19 @@ class RetrievalActors:
 
 def retrieval_actors(
     data_dir: str, config: RetrievalConfig, max_post_age_ms: int, names: ActorNames, detached: bool = False,
-    scheduling: str = "DEFAULT",
+    placement: ActorPlacement = ActorPlacement(),
 ) -> RetrievalActors:
     """The retrieval shard actors, then the indexer that writes into them (it finds them by name)."""
     cfg = msgspec.to_builtins(config)  # small constructor arguments: a restart re-runs the constructor
     shards = [
         _get_or_create(
-            RetrievalShard, names.retrieval_shard(i), (data_dir, i, cfg, max_post_age_ms), detached, scheduling,
+            RetrievalShard, names, names.retrieval_shard(i), (data_dir, i, cfg, max_post_age_ms), detached, placement,
             max_concurrency=config.shard_max_concurrency, num_cpus=0,
         )
         for i in range(config.num_shards)
     ]
     indexer = _get_or_create(
-        RetrievalIndexer, names.retrieval_indexer(), (data_dir, cfg, max_post_age_ms, names), detached, scheduling,
+        RetrievalIndexer, names, names.retrieval_indexer(), (data_dir, cfg, max_post_age_ms, names), detached, placement,
         num_cpus=0,
     )
     return RetrievalActors(shards, indexer)
@@ -151,10 +196,10 @@ def start_all(config: XServeConfig, names: ActorNames, now_ms: int) -> list[Any]
     beside Serve's controller, proxy and replicas instead of after them. Each replica still attaches
     by name, so a replica that finds one missing (a lost node) creates it as before. Returns their handles.
     """
-    s = config.serving
-    thunder = thunder_actors(config.thunder, config.storage, names, detached=True, scheduling=s.actor_scheduling)
+    placement = ActorPlacement.of(config.serving)
+    thunder = thunder_actors(config.thunder, config.storage, names, detached=True, placement=placement)
     retrieval = retrieval_actors(config.storage.data_dir, config.retrieval, config.mixer.max_post_age_ms, names,
-                                 detached=True, scheduling=s.actor_scheduling)
+                                 detached=True, placement=placement)
     return [*user_store_shards(config, names), *post_catalog_shards(config, names, now_ms),
             *(a for shard in thunder.shards for a in shard), thunder.ingest, ad_inventory(config, names),
             *retrieval.shards, retrieval.indexer]

@@ -37,6 +37,7 @@ live by rebuilding the pipeline.
 
 # no `from __future__ import annotations`: FastAPI must see the real Request annotations through @serve.ingress
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,7 @@ from xserve.deployments.api import ApiError, FeedAPI
 from xserve.deployments.api_key import ApiKeyGuard
 from xserve.deployments.clients import StoreUnavailable
 from xserve.deployments.services import ServiceGraph
+from xserve.pipeline import stray_cancellation
 from xserve.schema import (
     Ad,
     AdBody,
@@ -226,6 +228,13 @@ class FeedIngress:
             return _error(exc.status, exc.reason, retry)
         except StoreUnavailable as exc:  # a shard unreachable for serving.store_unavailable_wait_s
             return _error(503, f"{exc}; retry later", {"Retry-After": "1"})
+        except asyncio.CancelledError:
+            if not stray_cancellation():
+                raise  # the client went away
+            # a call it made was cancelled under it (xserve.pipeline.stray_cancellation): let through, Serve's
+            # proxy would answer a bare 500 and log nothing
+            log.warning("%s: a call was cancelled under the request; answered 503", fn.__name__)
+            return _error(503, "a call this request made was cancelled under it; retry", {"Retry-After": "1"})
 
     # ---------------------------------------------------------------- routes
 

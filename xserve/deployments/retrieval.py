@@ -39,7 +39,7 @@ from ray import serve
 
 from xserve import clock
 from xserve.actors.naming import ActorNames
-from xserve.actors.stateful import retrieval_actors
+from xserve.actors.stateful import ActorPlacement, retrieval_actors
 from xserve.clock import HOUR_MS
 from xserve.config import RetrievalConfig
 from xserve.deployments.clients import RetrievalShardClient
@@ -65,12 +65,13 @@ class Retrieval:
         names: ActorNames | None = None,
         detached: bool = False,
         actor_scheduling: str = "DEFAULT",
+        actor_node_labels: dict[str, dict[str, str]] | None = None,
     ):
         self.config = msgspec.convert(config or {}, RetrievalConfig)
         self.versions = EmbeddingVersions(data_dir)
         actors = retrieval_actors(
             data_dir, self.config, max_post_age_ms, names or ActorNames.of(data_dir), detached=detached,
-            scheduling=actor_scheduling,
+            placement=ActorPlacement(actor_scheduling, actor_node_labels or {}),
         )
         self.shards = actors.shards
         self.indexer = actors.indexer

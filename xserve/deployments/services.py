@@ -18,7 +18,13 @@ from typing import Any
 from xserve import clock
 from xserve.actors.calls import uncancelled
 from xserve.actors.naming import ActorNames
-from xserve.actors.stateful import ad_inventory, post_catalog_shards, thunder_actors, user_store_shards
+from xserve.actors.stateful import (
+    ActorPlacement,
+    ad_inventory,
+    post_catalog_shards,
+    thunder_actors,
+    user_store_shards,
+)
 from xserve.config import XServeConfig
 from xserve.deployments.clients import (
     AdsHandleClient,
@@ -63,7 +69,7 @@ class ServiceGraph:
         wait_s = s.store_unavailable_wait_s
         self.api_users = UserStoreClient(self.user_shards, config.mixer.history_length, last_known, wait_s)
         self.api_posts = PostCatalogClient(self.post_shards, self.api_users, wait_s)
-        thunder = thunder_actors(config.thunder, config.storage, names, detached=True, scheduling=s.actor_scheduling)
+        thunder = thunder_actors(config.thunder, config.storage, names, detached=True, placement=ActorPlacement.of(s))
         self.thunder = ThunderClient(config.thunder, thunder.shards, thunder.ingest)
         self.retrieval = RetrievalHandleClient(retrieval)
         self._retrieval_handle = retrieval

@@ -16,6 +16,7 @@ from xserve.pipeline.component import (
     NullMetricsSink,
     Stage,
     Status,
+    stray_cancellation,
 )
 from xserve.pipeline.pipeline import CandidatePipeline, PipelineResult
 from xserve.pipeline.stages import (
@@ -49,4 +50,5 @@ __all__ = [
     "Stage",
     "Status",
     "TopKSelector",
+    "stray_cancellation",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "NullMetricsSink",
     "Stage",
     "Status",
+    "stray_cancellation",
 ]
 
 Q = TypeVar("Q")
@@ -168,6 +169,11 @@ class Component(Generic[Q]):
             count_out = check(result)
         except (TimeoutError, asyncio.TimeoutError) as exc:
             status, error = Status.TIMEOUT, f"TimeoutError: {str(exc) or f'no result within {timeout:.3g} s'}"
+        except asyncio.CancelledError:
+            if not stray_cancellation():
+                raise  # the request itself is cancelled (its client went away): it ends here
+            status, error = Status.ERROR, "CancelledError: the call was cancelled under the request, not by it"
+            log.warning("%s: %s", self.name, error)
         except ContractViolation as exc:
             status, error = exc.status, str(exc)
         except Exception as exc:  # noqa: BLE001 - a component failure degrades, never fails the request
@@ -179,6 +185,20 @@ class Component(Generic[Q]):
 
 
 _POLICY = ("timeout_s", "runs_past_deadline", "fail_closed")  # shown by repr only where they differ from the class
+
+
+def stray_cancellation() -> bool:
+    """Whether a ``CancelledError`` being handled now is stray: the running task is not being cancelled, so
+    the error came from something it awaited, not from anyone cancelling it.
+
+    A shared wait can hand one over (the request's post cache did: a hydrator past its timeout cancelled
+    the fetch others waited on, ``docs/cluster.md``), and so does a Ray Serve handle whose routing was
+    cancelled without the caller cancelling the response. Let through, it ends the whole request as if
+    its client had gone away, and Serve's proxy answers that with a plain-text 500 and logs nothing. A
+    stage treats it as a failed call instead (the feed degrades), the ingress as a 503 to retry.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
 
 
 def _effective_timeout(timeout_s: float | None, deadline: float | None) -> float | None:

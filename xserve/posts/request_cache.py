@@ -5,7 +5,11 @@ subscriptions, authors, visibility), mostly the same ones, and concurrently.
 Through one cache per request, a post is fetched at most once: ids already
 answered come from the cache, ids in flight are awaited (they share that
 fetch), only the rest are fetched, in one call. A failed fetch fails every
-lookup waiting on it, and its ids are fetched again by the next lookup.
+lookup waiting on it, and its ids are fetched again by the next lookup. A fetch
+abandoned because the lookup that started it was cancelled (its hydrator's
+timeout) fails no one else: the lookups waiting on it fetch those ids
+themselves. (It used to hand them its ``CancelledError``, which ended the whole
+feed as if its client had gone: Serve's proxy answered a plain-text 500.)
 Pure asyncio (one event loop); the request owns it and drops it at the end,
 so it never serves a post older than the request.
 """
@@ -48,6 +52,9 @@ class RequestPostCache:
                 for pid in new:
                     self.posts[pid] = found.get(pid)
                 fut.set_result(None)
+            except asyncio.CancelledError:
+                fut.cancel()  # abandoned, not failed: the waiters fetch these ids themselves
+                raise
             except BaseException as exc:
                 fut.set_exception(exc)
                 fut.exception()  # retrieved: waiters re-raise it, no "never retrieved" warning
@@ -56,5 +63,10 @@ class RequestPostCache:
                 for pid in new:
                     self.pending.pop(pid, None)
         if waits:
-            await asyncio.gather(*waits)
+            await asyncio.wait(waits)  # cancelling this lookup stops the wait, never the others' fetches
+            for wait in waits:
+                if not wait.cancelled() and (exc := wait.exception()) is not None:
+                    raise exc
+            if any(pid not in self.posts for pid in wanted):  # a fetch it waited on was abandoned
+                return await self.get(wanted, fetch)
         return {pid: post for pid in wanted if (post := self.posts.get(pid)) is not None}
