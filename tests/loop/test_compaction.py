@@ -81,3 +81,19 @@ def test_compaction_keeps_the_request_id_and_migrates_a_table_written_without_th
     assert compact(cfg, NOW + 100).counts["user_log_engagements_folded"] == 1
     folded = dd.read_engagements(columns=["post_id", "prediction_request_id"]).to_pylist()
     assert folded == [{"post_id": 99, "prediction_request_id": None}, {"post_id": 100, "prediction_request_id": "req-1"}]
+
+
+def test_expired_engagements_free_their_disk(tmp_path):
+    """Retention deletes the engagements past ``loop.engagement_retention_ms`` and the table's files shrink with
+    them (a LanceDB delete alone only marks rows)."""
+    dd = DataDir(tmp_path, fsync=False)
+    n = 20_000
+    dd.write_engagements({"user_id": [7] * n, "post_id": list(range(1, n + 1)), "author_id": [8] * n,
+                          "action": ["favorite"] * n, "timestamp_ms": [NOW - 100 * HOUR_MS] * (n - 10) + [NOW] * 10})
+    cfg = load_config(environ={}, overrides={"storage": {"data_dir": str(tmp_path), "fsync": False},
+                                             "loop": {"engagement_retention_ms": HOUR_MS}})
+    table_dir = DataDirLayout(tmp_path).table("engagements")
+    size_before = sum(f.stat().st_size for f in table_dir.rglob("*") if f.is_file())
+    report = compact(cfg, NOW + 100)
+    assert report.counts["engagements_expired"] == n - 10 and dd.count("engagements") == 10
+    assert sum(f.stat().st_size for f in table_dir.rglob("*") if f.is_file()) < size_before / 4

@@ -524,6 +524,22 @@ class DataDir:
         table.delete(f"timestamp_ms < {int(cutoff_ms)}")
         return before - table.count_rows()
 
+    def reclaim(self, name: str) -> None:
+        """Rewrite a table's fragments without its deleted rows and delete every older version's files.
+
+        A LanceDB delete only marks rows, and each append or delete leaves a version whose files stay on disk:
+        without this, retention frees no disk at all. Only for a table no other process reads or writes at the
+        time (``xserve compact`` runs with the app stopped): older versions are gone afterwards."""
+        import warnings
+        from datetime import timedelta
+
+        table = self._table(name)
+        if table is None:
+            return
+        with warnings.catch_warnings():  # lancedb warns that older versions go: that is the point here
+            warnings.simplefilter("ignore", UserWarning)
+            table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
+
     def count(self, name: str) -> int:
         """Rows in one of TABLES (0 if it does not exist yet)."""
         if name not in TABLES:
