@@ -24,6 +24,7 @@ so they see the same load.
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import statistics
 import sys
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=0, help="posts per retrieval (default: mixer.retrieval_max_results)")
     p.add_argument("--app", default="default", help="the Serve application's name")
     args = p.parse_args(argv)
+    # the app's `ray.init()` turns Ray's token auth on (the token in ~/.ray/auth_token); a driver joining it must
+    # use it too, and Ray reads the mode once, before this process first connects (as scripts/chaos.py does)
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
 
     import ray
     from ray import serve

@@ -25,7 +25,7 @@ from typing import Any
 from ray.serve import Application
 
 from xserve import clock
-from xserve.actors.naming import ActorNames
+from xserve.actors.naming import NAMESPACE, ActorNames
 from xserve.config import ConfigError, XServeConfig, config_to_dict, load_config, merge_config
 from xserve.synth.bootstrap import prepare_data_dir, say, with_models
 
@@ -107,7 +107,7 @@ def serve_forever(config: XServeConfig, num_cpus: int | None = None) -> None:
     # address="local": a Ray of its own, never one a `ray start` left on this machine
     # no idle workers: Ray prestarts one per CPU and keeps as many idle (~200 MB each), but every part of the app
     # is an actor with a process of its own, so they would only hold memory (benchmarks/bench_start.py)
-    ray.init(address="local", num_cpus=num_cpus, namespace="xserve", include_dashboard=config.serving.ray_dashboard,
+    ray.init(address="local", num_cpus=num_cpus, namespace=NAMESPACE, include_dashboard=config.serving.ray_dashboard,
              logging_level="WARNING", configure_logging=False,
              _system_config={"prestart_worker_first_driver": False, "num_workers_soft_limit": 0})
     phases = {"ray_s": time.perf_counter() - started}  # where a start goes (benchmarks/bench_start.py reads them)

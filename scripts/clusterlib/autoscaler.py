@@ -27,6 +27,7 @@ from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE
 
 from scripts.chaoslib.app_process import pid_alive
 from scripts.clusterlib.nodes import NODE_RESOURCE_PREFIX, descendants
+from xserve.actors.naming import NAMESPACE
 
 __all__ = ["RANKER_NODE_TYPE", "FakeAutoscalingCluster", "fake_autoscaling_config"]
 
@@ -96,7 +97,7 @@ class FakeAutoscalingCluster:
         if system_config:
             head["_system_config"] = system_config
         self.cluster = Cluster(initialize_head=True, head_node_args=head)
-        ray.init(address=self.cluster.address, namespace="xserve", log_to_driver=False, logging_level="ERROR",
+        ray.init(address=self.cluster.address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR",
                  configure_logging=False)
 
     @property

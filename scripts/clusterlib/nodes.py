@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.chaoslib.app_process import pid_alive
-from xserve.actors.naming import ActorNames
+from xserve.actors.naming import NAMESPACE, ActorNames
 
 __all__ = ["NODE_LABEL", "NODE_RESOURCE_PREFIX", "LocalCluster", "Placement", "descendants", "part_of"]
 
@@ -90,7 +90,7 @@ class LocalCluster:
         for i in range(1, workers + 1):
             self.add_worker(f"worker{i}")
         self.cluster.wait_for_nodes()
-        ray.init(address=self.cluster.address, namespace="xserve", log_to_driver=False, logging_level="ERROR",
+        ray.init(address=self.cluster.address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR",
                  configure_logging=False)
         self._driver = True  # this object connected the driver, and disconnects it
 
