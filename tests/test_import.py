@@ -147,7 +147,7 @@ _valid_row = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(st.lists(_valid_row, max_size=30), st.lists(st.sampled_from(list(BAD_ROWS)[:6]), max_size=10))
 def test_accepted_plus_rejected_is_everything(rows, defects):
     """Valid rows (author = post_id % 3 + 1, so never conflicting) survive; each injected defect is counted."""

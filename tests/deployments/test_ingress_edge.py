@@ -42,7 +42,6 @@ VIEWER, AUTHOR = 7_700_000_001, 7_700_000_002
 NO_HISTORY = {"PhoenixSource", "PhoenixScorer"}  # degrade for a viewer with no engagements
 FUZZ = settings(
     max_examples=int(os.environ.get("XSERVE_FUZZ_EXAMPLES", "80")),
-    deadline=None,
     derandomize=os.environ.get("XSERVE_FUZZ_EXAMPLES") is None,  # CI: the same examples every run
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

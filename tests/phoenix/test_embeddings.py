@@ -26,7 +26,7 @@ def test_id_zero_is_padding_and_others_are_in_range():
     assert (rest >= 1).all() and (rest <= tiny_phoenix().post_vocab - 1).all()
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(st.lists(st.integers(0, 2**63 - 1), min_size=1, max_size=20))
 def test_hash_is_deterministic_and_numpy_equals_torch(ids):
     h = PhoenixHasher(PhoenixConfig())

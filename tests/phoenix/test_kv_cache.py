@@ -163,7 +163,7 @@ def test_clear_refuses_while_pinned():
     assert not mgr.allocate(ctx(1, 3)).is_hit
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.lists(st.tuples(st.integers(1, 5), st.integers(0, 20), st.booleans()), min_size=1, max_size=40))
 def test_invariants_under_random_traffic(ops):
     """Pinned blocks are never handed out twice; cached hashes point at their block; budget holds."""

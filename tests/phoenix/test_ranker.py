@@ -57,7 +57,7 @@ def test_ffn_activation_is_the_tanh_gelu_of_the_reference():
     assert (ffn(x) - ffn.w_out(exact_gelu * v)).abs().max() > 1e-6
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15)
 @given(perm_seed=st.integers(0, 1000), victim=st.integers(0, 5), extra=st.integers(0, 3))
 def test_candidate_isolation(model, perm_seed, victim, extra):
     """Permuting, perturbing or adding candidates leaves every other candidate's outputs unchanged."""

@@ -19,7 +19,7 @@ def _corpus(n: int, dim: int, seed: int):
     return v, ids, ids % 7 + 1, np.full(n, 5, np.int64)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     n=st.integers(1, 300),
     num_shards=st.integers(1, 6),
@@ -53,7 +53,7 @@ def test_shard_quota_values():
     assert shard_quota(10, 2, 6.0) == 10  # never more than k
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(n=st.integers(50, 3000), num_shards=st.integers(2, 6), k=st.integers(1, 300), seed=st.integers(0, 2**16),
        sigmas=st.floats(0.0, 8.0))
 def test_quota_merge_is_exact_unless_a_shard_overflows(n, num_shards, k, seed, sigmas):

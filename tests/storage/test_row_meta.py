@@ -22,7 +22,7 @@ def _cols(ids: list[int], stamp: int) -> dict[str, np.ndarray]:
     return {"author_id": np.asarray(ids, np.int64) * 7 + n, "created_at_ms": stamp + n, "in_reply_to_post_id": n}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.lists(_op, max_size=15), st.lists(st.integers(0, 45), max_size=20))
 def test_row_meta_matches_a_dict_model(ops, probe):
     meta, model = RowMeta.build(np.zeros(0, np.int64), _cols([], 0)), {}

@@ -220,7 +220,7 @@ _engagement = st.builds(
 )
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(_engagement, max_size=20))
 def test_any_engagements_round_trip(tmp_path_factory, engagements):
     dd = DataDir(tmp_path_factory.mktemp("d"))
@@ -231,7 +231,7 @@ def test_any_engagements_round_trip(tmp_path_factory, engagements):
 _user_batch = st.lists(st.tuples(st.integers(1, 8), st.text("ab", max_size=2)), max_size=6)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10)
 @given(st.lists(st.tuples(st.sampled_from(["upsert", "insert_new", "append"]), _user_batch), max_size=4))
 def test_merge_writes_match_a_dict_model(tmp_path_factory, writes):
     """Oracle: upsert = dict update (last row per key wins), insert_new = setdefault (first wins)."""

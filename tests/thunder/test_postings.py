@@ -67,7 +67,7 @@ def test_pop_remove_insert_and_drop_keep_the_list_and_free_the_segment():
     assert len(pl) == 0 and len(pl.obj) == 0  # everything gone: memory given back
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(ops=st.lists(st.tuples(st.sampled_from("aaaipr"), st.integers(1, 4), st.integers(0, 50)), max_size=120))
 def test_random_operations_match_deques(ops):
     pl, ref = PostingLists(), {}
@@ -122,7 +122,7 @@ def test_store_columns_equal_its_deques_after_late_events_evictions_deletes_and_
             assert cols.posts(a) == list(d), (name, a)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(ops=st.lists(st.tuples(st.booleans(), st.integers(1, 3_000), st.integers(0, 2)), min_size=1, max_size=600))
 def test_author_index_finds_what_a_dict_holds_through_sets_clears_and_rehashes(ops):
     from xserve.thunder.postings import AuthorIndex

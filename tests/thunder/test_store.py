@@ -275,7 +275,7 @@ def worlds(draw):
 
 
 @pytest.mark.parametrize("query_cache", [False, True], ids=["columns", "cached_runs"])
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     world=worlds(),
     num_shards=st.integers(2, 5),
@@ -309,7 +309,7 @@ def test_sharded_fanout_equals_unsharded_equals_oracle(world, query_cache, num_s
 
 
 @pytest.mark.parametrize("query_cache", [False, True], ids=["columns", "cached_runs"])
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     world=worlds(),
     num_shards=st.integers(2, 4),
@@ -455,7 +455,7 @@ def test_group_by_shard_keeps_order_within_each_shard():
 
 
 @pytest.mark.parametrize("query_cache", [False, True], ids=["columns", "cached_runs"])
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     world=worlds(),
     followed=st.lists(st.integers(1, 9), min_size=1, max_size=9, unique=True),

@@ -65,7 +65,7 @@ engagements = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(engagements, st.randoms())
 def test_order_of_arrival_and_duplicates_do_not_matter(events, rnd):
     """Idempotent and order-free: any permutation with repeats gives the same sequence (no eviction)."""
@@ -123,7 +123,7 @@ surfaced = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(surfaced, st.randoms())
 def test_the_vectorised_aggregation_equals_the_sequence_in_any_order(events, rnd):
     """The two implementations of the one rule: a whole log at once (training, table loads) equals folding its

@@ -139,7 +139,7 @@ edge_events = st.lists(
 )
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @given(edge_events)
 def test_follower_count_always_equals_follow_edges(events):
     s = store()
