@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msgspec  # noqa: E402
 
+from scripts.figures import percentile, tail, tail_name  # noqa: E402
 from xserve.config import ThunderConfig  # noqa: E402
 from xserve.schema import InNetworkRequest, Media, MediaKind, Post, PostCreated, PostEvent  # noqa: E402
 from xserve.thunder.refs import post_ref  # noqa: E402
@@ -134,11 +135,6 @@ def make_requests(weights: list[float], follows: int, count: int, seed: int) -> 
     return reqs
 
 
-def percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-
 def progress(msg: str) -> None:
     print(f"[bench_thunder] {msg}", file=sys.stderr, flush=True)
 
@@ -154,9 +150,8 @@ def time_once(query, reqs: list[InNetworkRequest]) -> dict[str, float]:  # type:
         lat.append((time.perf_counter_ns() - t0) / 1e3)
         cpu.append((time.thread_time_ns() - c0) / 1e3)
         sizes.append(len(out))
-    q = 0.99 if len(reqs) >= 1000 else 1.0
-    return {"p50": percentile(lat, 0.5), "p99": percentile(lat, q), "cpu_p50": percentile(cpu, 0.5),
-            "cpu_p99": percentile(cpu, q), "results": statistics.fmean(sizes)}
+    return {"p50": percentile(lat, 50), "p99": tail("", lat)[1], "cpu_p50": percentile(cpu, 50),
+            "cpu_p99": tail("", cpu)[1], "results": statistics.fmean(sizes)}
 
 
 def baseline_query(posts_by_author: dict[int, list[Post]], req: InNetworkRequest) -> list[Post]:
@@ -185,7 +180,7 @@ def bench_actors(events: list[PostEvent], reqs: list[InNetworkRequest], cfg: Thu
             actors = thunder_actors(cfg, StorageConfig(data_dir=tmp, fsync=False), ActorNames.of(tmp))
             client = ThunderClient(cfg, actors.shards, actors.ingest)
 
-            async def run() -> tuple[float, float, float]:
+            async def run() -> tuple[list[float], float]:
                 await client.stats()  # every actor started (and rebuilt from the empty log) before timing
                 t0 = time.perf_counter()
                 for i in range(0, len(events), cfg.max_ingest_batch):
@@ -193,21 +188,19 @@ def bench_actors(events: list[PostEvent], reqs: list[InNetworkRequest], cfg: Thu
                 rate = len(events) / (time.perf_counter() - t0)
                 for req in reqs[:5]:  # warm up
                     await client.in_network_posts(req, now_ms=NOW_MS)
-                p50s, p99s = [], []
+                lat = []  # every repeat's requests pooled: the tail's samples
                 for _ in range(repeats):
-                    lat = []
                     for req in reqs:
                         t = time.perf_counter()
                         await client.in_network_posts(req, now_ms=NOW_MS)
                         lat.append((time.perf_counter() - t) * 1e3)
-                    p50s.append(percentile(lat, 0.5))
-                    p99s.append(percentile(lat, 0.99))
-                return statistics.median(p50s), statistics.median(p99s), rate
+                return lat, rate
 
-            p50, p99, rate = asyncio.run(run())
+            lat, rate = asyncio.run(run())
             print(f"thunder.actor_ingest_events_per_s.shards{shards} {rate:.0f} events/s")
-            print(f"thunder.actor_fanout_p50_ms.shards{shards} {p50:.2f} ms")
-            print(f"thunder.actor_fanout_p99_ms.shards{shards} {p99:.2f} ms")
+            print(f"thunder.actor_fanout_p50_ms.shards{shards} {percentile(lat, 50):.2f} ms")
+            name, value = tail(f"thunder.actor_fanout_p99_ms.shards{shards}", lat)
+            print(f"{name} {value:.2f} ms")
     finally:
         ray.shutdown()
 
@@ -270,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         by_author.setdefault(e.post.author_id, []).append(e.post)
     progress("a second store with the per-author answer cache on (the cache-hit figures)")
     cached = build(msgspec.structs.replace(cfg, query_cache=True))
-    p99 = "p99" if args.queries >= 1000 else "max"  # a p99 of fewer than 1,000 samples is a maximum
+    p99 = tail_name("p99", args.queries)
     print(f"thunder.query_requests_per_figure {args.queries} requests")
     for follows in (200, 2000):
         progress(f"{args.queries} fresh requests of {follows} follows")

@@ -51,7 +51,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: `scripts` is a package of it
 
 from scripts.clusterlib.autoscaler import FakeAutoscalingCluster  # noqa: E402
-from scripts.clusterlib.ledger import Load, WriteLedger, p99_ms  # noqa: E402
+from scripts.clusterlib.ledger import Load, WriteLedger, answered_ms  # noqa: E402
+from scripts.figures import MIN_P99_SAMPLES, percentile  # noqa: E402
 from scripts.clusterlib.scaling import Ramp, ScaleTrace  # noqa: E402
 from scripts.clusterlib.twin import (  # noqa: E402
     FRESH_WORLD_ENV,
@@ -277,9 +278,10 @@ class Check:
         _line("cluster.autoscale.load.errors_5xx", len(errors), "requests")
         _line("cluster.autoscale.load.no_answer", sum(1 for s in samples if s.status == 0), "requests")
         _line("cluster.autoscale.load.degraded_feeds", sum(1 for s in samples if s.degraded), "feeds")
-        _line("cluster.autoscale.load.max_ms", round(max((s.ms for s in samples if s.status), default=0.0), 1), "ms")
-        if len(samples) >= 1000:  # a p99 of fewer is a max
-            _line("cluster.autoscale.load.p99_ms", round(p99_ms(samples), 1), "ms")
+        answered = answered_ms(samples)
+        _line("cluster.autoscale.load.max_ms", round(max(answered, default=0.0), 1), "ms")
+        if len(answered) >= MIN_P99_SAMPLES:
+            _line("cluster.autoscale.load.p99_ms", round(percentile(answered, 99), 1), "ms")
         failed = Counter(f"{s.status or 'no answer'}" for s in samples if s.status != 200)
         if failed:
             self.say("ramp: not 200: " + ", ".join(f"{n}x {what}" for what, n in sorted(failed.items())))

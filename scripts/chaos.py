@@ -67,7 +67,9 @@ the starting proxy (502-504) are counted apart as ``down_errors``; so are, in
 ``ingress_replica``, the requests in flight in the killed replica (they die with
 it; those sent later must be answered). ``p99_ms_during`` is over the
 answered requests sent between the injection and the end of the fault window
-(recovery, or ``--fault-seconds`` if later). ``recovery_s`` runs from the kill to
+(recovery, or ``--fault-seconds`` if later); a window of fewer than 1,000
+answered requests reports its maximum instead, as ``max_ms_during`` (and so
+for ``_during_feed`` and ``_after``). ``recovery_s`` runs from the kill to
 the first clean probe round. Exit status 1, with a one-line reason, when any
 fault produced a 5xx or another failed request, no recovery, a lost
 acknowledged write, or a state mismatch; 2 on bad arguments.

@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from scripts.figures import MIN_P99_SAMPLES, percentile, tail, tail_name  # noqa: E402
 from xserve import clock  # noqa: E402
 from xserve.storage.model_versions import ModelVersions  # noqa: E402
 
@@ -179,14 +179,6 @@ async def swap_under_load(url: str, data_dir: Path, clients: int, viewers: list[
     return out
 
 
-def p99_line(name: str, ms: list[float]) -> str:
-    if not ms:
-        return f"{name} nan ms"
-    label = "p99" if len(ms) >= 1000 else "max"  # a p99 needs 1,000 samples
-    value = float(np.percentile(ms, 99)) if label == "p99" else max(ms)
-    return f"{name.replace('p99', label)} {value:.1f} ms"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="hot_swap_check", description=__doc__.splitlines()[0])
     p.add_argument("--url", help="a running server (needs --data-dir, the directory it serves)")
@@ -235,12 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"swap.requests {out['requests']} requests")
     print(f"swap.errors_5xx {out['errors_5xx']} requests")
     print(f"swap.mixed_version_requests {out['mixed_version_requests']} requests")
-    print(p99_line("swap.p99_ms_before", out["before"]))
-    print(p99_line("swap.p99_ms_during", out["during"]))
     before, during = out["before"], out["during"]
-    if before and during:
-        q = 99 if min(len(before), len(during)) >= 1000 else 100
-        print(f"swap.{'p99' if q == 99 else 'max'}_ratio {np.percentile(during, q) / np.percentile(before, q):.2f} x")
+    for name, ms in (("swap.p99_ms_before", before), ("swap.p99_ms_during", during)):
+        name, value = tail(name, ms)
+        print(f"{name} {value:.1f} ms")
+    if before and during:  # both tails of one kind: p99s when both carry one, else maxima
+        samples = min(len(before), len(during))
+        q = 99 if samples >= MIN_P99_SAMPLES else 100
+        print(f"{tail_name('swap.p99_ratio', samples)} {percentile(during, q) / percentile(before, q):.2f} x")
     for key in ("visible_s", "rollback_visible_s"):
         v = out[key]
         print(f"swap.{key} {'nan' if v is None else f'{v:.2f}'} s")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-
-import numpy as np
+from dataclasses import dataclass, field
 
 from scripts.chaoslib.load import Sample
 
-__all__ = ["APP_DOWN_STATUSES", "Result", "measure", "p99"]
+__all__ = ["APP_DOWN_STATUSES", "Result", "measure"]
 
 # what a request gets while there is no app: refused (0), not routed yet (404), refused by the starting proxy
 APP_DOWN_STATUSES = (0, 404, 502, 503, 504)
@@ -25,9 +23,10 @@ class Result:
     conn_errors: int = 0  # no HTTP answer (refused, reset, client timeout)
     down_errors: int = 0  # failed for want of an app: while it was down (full_restart), or in the killed ingress
     degraded_during: int = 0
-    p99_ms_during: float = float("nan")
-    p99_ms_during_feed: float = float("nan")  # feed reads only (writes wait for a restarting shard)
-    p99_ms_after: float = float("nan")
+    # the answered requests' latencies; the report gives each window's tail (``scripts.figures.tail``)
+    ms_during: list[float] = field(default_factory=list)
+    ms_during_feed: list[float] = field(default_factory=list)  # feed reads only (writes wait for a restarting shard)
+    ms_after: list[float] = field(default_factory=list)
     recovery_s: float = float("nan")
     state_match: int = 0
     mismatch: str = ""
@@ -79,12 +78,7 @@ def measure(res: Result, samples: Sequence[Sample], t0: float, end_during: float
     res.degraded_during = sum(1 for s in counted if s.degraded and s.started < end_during)
     during = [s for s in counted if s.started < end_during and s.status]
     after = [s.ms for s in counted if s.started >= end_during and s.status]
-    res.p99_ms_during = p99([s.ms for s in during])
-    res.p99_ms_during_feed = p99([s.ms for s in during if s.op == "feed"])
-    res.p99_ms_after = p99(after)
+    res.ms_during = [s.ms for s in during]
+    res.ms_during_feed = [s.ms for s in during if s.op == "feed"]
+    res.ms_after = after
     return res
-
-
-def p99(ms: Sequence[float]) -> float:
-    """The 99th percentile of ``ms``; NaN when empty."""
-    return float(np.percentile(ms, 99)) if len(ms) else float("nan")

@@ -66,7 +66,7 @@ def test_a_killed_part_degrades_recovers_and_keeps_state(tmp_path, tiny_world):
     assert out.returncode == 0, f"{out.stderr[-3000:]}\n{out.stdout[-3000:]}"
     for fault in faults:
         for key, pattern in (
-            ("requests", r"[1-9]\d*"), ("errors_5xx", r"0"), ("p99_ms_during", r"\d+\.\d ms"),
+            ("requests", r"[1-9]\d*"), ("errors_5xx", r"0"), ("max_ms_during", r"\d+\.\d ms"),
             ("recovery_s", r"\d+\.\d\d s"), ("state_match", r"1"), ("writes_read_back", r"[1-9]\d*"),
             ("lost_writes", r"0"),
         ):
