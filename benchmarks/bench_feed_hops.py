@@ -3,8 +3,9 @@
     python benchmarks/bench_feed_hops.py --address <Ray address> --data-dir DIR [--viewers 200] [--k 1000]
 
 Run beside a served app (``xserve serve`` says its Ray address on stderr),
-with nothing else driving it. For ``--viewers`` viewers (ids 1..N, their
-histories read over HTTP once, untimed), one after another, it times:
+with nothing else driving it. For ``--viewers`` viewers (ids 1..N, each one's
+context window read once from the user store, untimed, by the call and with the
+trim block the feed uses), one after another, it times:
 
 * ``hops.encode_user_ms``: the user tower for one request, in this process
   (the towers of the data directory, as the Retrieval replica loads them);
@@ -31,7 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+import asyncio
+
 import msgspec
 import numpy as np
 
@@ -40,9 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from xserve import clock  # noqa: E402
 from xserve.actors.naming import NAMESPACE, ActorNames  # noqa: E402
 from xserve.config import load_config  # noqa: E402
+from xserve.deployments.clients import UserStoreClient  # noqa: E402
 from xserve.retrieval.encoders import load_encoders  # noqa: E402
 from xserve.retrieval.merge import shard_quota  # noqa: E402
-from xserve.schema import RetrievalRequest, UserRecord  # noqa: E402
+from xserve.schema import RetrievalRequest  # noqa: E402
 from xserve.synth.bootstrap import with_models  # noqa: E402
 
 
@@ -56,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--address", required=True, help="the app's Ray address (xserve serve prints it)")
     p.add_argument("--data-dir", required=True, type=Path)
-    p.add_argument("--url", default="http://127.0.0.1:8000")
     p.add_argument("--viewers", type=int, default=200)
     p.add_argument("--k", type=int, default=0, help="posts per retrieval (default: mixer.retrieval_max_results)")
     p.add_argument("--app", default="default", help="the Serve application's name")
@@ -72,14 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     rcfg = config.retrieval
     k = args.k or config.mixer.retrieval_max_results
     encoder, _, _ = load_encoders(rcfg)
-    histories = {}
-    with httpx.Client(base_url=args.url, timeout=30) as http:
-        for viewer in range(1, args.viewers + 1):
-            resp = http.get(f"/v1/users/{viewer}")
-            if resp.status_code == 200:
-                histories[viewer] = msgspec.json.decode(resp.content, type=UserRecord).history[-config.mixer.history_length :]
     ray.init(address=args.address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
     names = ActorNames.of(str(args.data_dir.resolve()))
+    n_users = config.serving.num_user_shards
+    users = UserStoreClient([ray.get_actor(names.user_shard(i, n_users), namespace=NAMESPACE) for i in range(n_users)],
+                            config.mixer.history_length, trim_block=config.mixer.history_trim_block)
+
+    async def windows() -> dict[int, tuple]:  # the history each viewer's feed gives the towers
+        found = await asyncio.gather(*(users.query_data(v) for v in range(1, args.viewers + 1)))
+        return {d.user_id: d.history for d in found if d is not None}
+
+    histories = asyncio.run(windows())
     shards = [ray.get_actor(names.retrieval_shard(i), namespace=NAMESPACE) for i in range(rcfg.num_shards)]
     quota = shard_quota(k, rcfg.num_shards, rcfg.shard_quota_sigmas)
     handle = serve.get_deployment_handle("Retrieval", args.app)
