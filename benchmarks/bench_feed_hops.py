@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import socket
 import statistics
 import sys
 import time
@@ -63,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=0, help="posts per retrieval (default: mixer.retrieval_max_results)")
     p.add_argument("--app", default="default", help="the Serve application's name")
     args = p.parse_args(argv)
+    host, _, port = args.address.rpartition(":")
+    try:  # Ray itself retries an unreachable address for minutes
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError):
+        p.error(f"no Ray answers at {args.address}: start the app first (`xserve serve` prints its Ray address)")
     # the app's `ray.init()` turns Ray's token auth on (the token in ~/.ray/auth_token); a driver joining it must
     # use it too, and Ray reads the mode once, before this process first connects (as scripts/chaos.py does)
     os.environ.setdefault("RAY_AUTH_MODE", "token")

@@ -208,6 +208,8 @@ def run_backfill(
 
     rcfg = config.retrieval
     data_dir = Path(data_dir)
+    if not data_dir.is_dir():  # the versions would be written into a new, empty directory that nothing serves
+        raise FileNotFoundError(f"no data directory at {data_dir}: pass the one the server uses (xserve serve --data-dir)")
     versions = EmbeddingVersions(data_dir)
     version = EmbeddingVersions.check_name(version or time.strftime("b%Y%m%dT%H%M%S", time.gmtime()))
     now_ms = clock.now_ms() if now_ms is None else now_ms
@@ -233,6 +235,8 @@ def run_backfill(
                 warnings.filterwarnings("ignore", message="lancedb fork support")  # fork+exec helpers: safe
                 t_embed = time.perf_counter()  # rows/s covers read → tower → write, not ray.init
                 ds, total = _posts_dataset(ray.data, data_dir, posts)
+                if total == 0:  # switching to an empty version would leave retrieval nothing to serve
+                    raise ValueError(f"no posts to embed in {posts or data_dir}: seed or import a world first")
                 versions.begin(version)
                 shards = [versions.open_shard(version, s, rcfg, create=True) for s in range(rcfg.num_shards)]
                 writer = _ShardWriter(shards, version, chunk_rows)

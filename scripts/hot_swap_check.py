@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from scripts.figures import MIN_P99_SAMPLES, percentile, tail, tail_name  # noqa: E402
 from xserve import clock  # noqa: E402
+from xserve.storage.layout import RANKER_FILE, TOWERS_FILE, DataDirLayout  # noqa: E402
 from xserve.storage.model_versions import ModelVersions  # noqa: E402
 
 __all__ = ["SwapProbe", "derive_version", "feed_versions", "register_live", "main"]
@@ -102,9 +103,9 @@ def derive_version(versions: ModelVersions, base: str, name: str, shift: float =
     with torch.no_grad():
         loaded.model.action_head.bias.add_(shift)
     vdir = versions.begin(name)
-    ranker_version = save_checkpoint(vdir / "ranker.pt", "ranker", loaded.model, loaded.hasher, loaded.metrics,
+    ranker_version = save_checkpoint(vdir / RANKER_FILE, "ranker", loaded.model, loaded.hasher, loaded.metrics,
                                      loaded.extra)
-    (vdir / "towers.pt").hardlink_to(versions.towers_path(base).resolve())
+    (vdir / TOWERS_FILE).hardlink_to(versions.towers_path(base).resolve())
     versions.finish(name, clock.now_ms(), ranker_version=ranker_version, towers_version="(as base)")
     return ranker_version
 
@@ -194,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.url and not args.data_dir:
         p.error("--url needs --data-dir (the versions are written there)")
+    if args.url and not DataDirLayout(args.data_dir).ranker_checkpoint.is_file():
+        p.error(f"--data-dir {args.data_dir} holds no trained models: pass the directory the server at --url serves")
     say = (lambda m: None) if args.quiet else (lambda m: print(f"hot_swap_check: {m}", file=sys.stderr, flush=True))
     app, tmp = None, None
     try:

@@ -121,6 +121,10 @@ def test_backfill_bad_input_exits_2(tmp_path, capsys):
     assert "backfill_embeddings: error: --posts" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--data-dir", str(tmp_path), "--version", "../x", "--posts", str(tmp_path)])
+    with pytest.raises(SystemExit) as exc:  # nothing written where no server reads
+        main(["--data-dir", str(tmp_path / "nowhere"), "--quiet"])
+    assert exc.value.code == 2 and "no data directory at" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_posts_created_through_the_api_are_re_embedded_unless_deleted(tmp_path):
