@@ -195,14 +195,16 @@ def _engagement_tables(data_dir: str, live: bool = False):
         raise CliError(f"no data directory at {data_dir}; {_NO_DATA}")
     from xserve.storage.lance.tables import DataDir
 
-    dd = DataDir(data_dir, create=False)
-    posts = dd.read_posts(columns=["post_id", "author_id", "created_at_ms"]) if dd.count("posts") else None
-    if live:
-        from xserve.loop.live_data import training_engagements
+    from xserve.loop.live_data import accepted_posts, training_engagements
 
+    dd = DataDir(data_dir, create=False)
+    # the posts table plus the posts created through the API (the catalog's logs), deletions applied
+    posts, post_counts = accepted_posts(data_dir, ["post_id", "author_id", "created_at_ms"])
+    if live:
         engagements, counts = training_engagements(data_dir)
         if engagements.num_rows == 0:
             raise CliError(f"no engagements in {data_dir}; {_NO_DATA}")
+        counts.update(posts_table=post_counts["table"], posts_live=post_counts["live"])
         return engagements, posts, dd.read_users() if dd.count("users") else None, counts
     if dd.count("engagements") == 0:
         raise CliError(f"no engagements in {data_dir}; {_NO_DATA}")
