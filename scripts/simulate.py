@@ -21,8 +21,9 @@ The ranker's page is the top of the same list the others reorder (the one order,
 
 The reader (``xserve.synth.behaviour.BehaviourModel``) reads top down with attention decaying by position,
 draws actions and dwell from the world's ground truth, and the script sends them back:
-``POST /v1/engagements`` (one batch per page, carrying each post's ``prediction_request_id``) and, for
-blocks and mutes, ``PUT /v1/users/{id}/blocks|mutes/{author}``. Between sessions authors keep posting
+``POST /v1/impressions`` (the posts the reader viewed of each page, under every policy: what a client had on
+screen), ``POST /v1/engagements`` (one batch per page, carrying each post's ``prediction_request_id``) and,
+for blocks and mutes, ``PUT /v1/users/{id}/blocks|mutes/{author}``. Between sessions authors keep posting
 (``POST /v1/posts``, one post every ``--post-every`` sessions, made known to the ground truth).
 
 Every policy runs on the same users with the same random numbers: a session's generator is seeded by
@@ -198,7 +199,13 @@ class Simulator:
                               "prediction_request_id": post.get("prediction_request_id")})
                 if action in _EDGE_OF and post["author_id"] != user:
                     edges.append(f"/v1/users/{user}/{_EDGE_OF[action]}/{post['author_id']}")
+        # what the reader viewed (the attention draws), as a client reports what it had on screen: the server's
+        # impressions of this feed are then these posts, not every candidate it returned (docs/loop.md)
+        seen = {"viewer_id": user, "request_id": posts[0].get("prediction_request_id"),
+                "post_ids": [post["post_id"] for post in posts]} if posts else None
         try:
+            if seen is not None and seen["request_id"]:
+                self.http.post("/v1/impressions", json=seen).raise_for_status()
             if batch:
                 self.http.post("/v1/engagements", json=batch).raise_for_status()
             for path in edges:
@@ -392,6 +399,10 @@ def run_own_app(args) -> int:
                 print(f"sim.retrain_data.live_engagements {data.get('live_new', 0)} engagements", flush=True)
                 if "impressions" in data:
                     print(f"sim.retrain_data.impressions {data['impressions']} impressions", flush=True)
+                    for key, unit in (("feeds", "feeds"), ("reported_feeds", "feeds"),
+                                      ("served_impressions", "impressions"), ("seen_impressions", "impressions")):
+                        if f"impression_{key}" in data:
+                            print(f"sim.retrain_data.{key} {data[f'impression_{key}']} {unit}", flush=True)
                 ranker_version = manifest["ranker_version"]
                 waited = wait_for_versions(http, reader, ranker_version, RETRAINED)
                 progress(f"version {RETRAINED} live (ranker and retrieval) {waited:.0f} s after the switch; no restart")
