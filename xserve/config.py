@@ -350,6 +350,7 @@ class StorageConfig(_Section):
     data_dir: str = "./xserve-data"  # overridden by $XSERVE_DATA_DIR
     fsync: bool = True  # acknowledged writes survive a power loss, not just a crash
     lock_wait_s: float = 30.0  # a restarted event-log writer waits this long for its dying predecessor's lock
+    catalog_segment_bytes: int = 8 << 20  # post-catalog log segment size: `xserve compact` folds and drops whole segments, so smaller = tighter bound
 
 
 class RankerServingConfig(_Section):
