@@ -7,8 +7,8 @@
 Readers are users of the world (``--users``, drawn with ``--seed``). A session reads up to ``--pages``
 pages of ``--page-size`` posts; each page is a fresh ``POST /v1/feed/for_you`` (``seen_ids`` = the posts
 already shown in the session). The ``ranker`` policy asks for ``--page-size`` posts, as a client does, and
-shows the served order: the server logs as impressions exactly what the reader was shown, and every
-engagement carries the request id of the feed that showed its post. The other policies ask for
+shows the served order; every engagement carries the request id of the feed that showed its post. The other
+policies ask for
 ``--candidates`` posts (the server's filtered candidates in the served order: the app this script starts
 serves ``mixer.top_k = --candidates``) and show the first ``--page-size`` of them in their own order:
 
@@ -161,8 +161,8 @@ class Simulator:
         shown: list[int] = []
         tally.start_session()
         for _ in range(self.args.pages):
-            # the ranker's page is what a client asks for (so the server logs as impressions just what is shown);
-            # the other policies reorder the server's longer candidate list client side (docs/simulation.md)
+            # the ranker's page is what a client asks for; the other policies reorder the server's longer candidate
+            # list client side (docs/simulation.md); every policy reports what its reader viewed (send)
             posts = self.feed(user, shown, self.args.page_size if policy == "ranker" else self.args.candidates)
             if not posts:
                 return

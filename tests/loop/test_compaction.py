@@ -146,4 +146,7 @@ def test_catalog_logs_fold_into_the_posts_table_and_a_restarted_catalog_still_re
     log.close()
     after, counts = accepted_posts(tmp_path)
     assert sorted(after.column("post_id").to_pylist()) == sorted(before.column("post_id").to_pylist()) == acknowledged
+    for posts in (before, after):  # labels as last set, from the log before and from the table after
+        labels = dict(zip(posts.column("post_id").to_pylist(), posts.column("labels").to_pylist()))
+        assert labels[1] == labels[12] == ["spam"] and labels[13] == []
     assert counts["live"] < 10  # most now come from the table

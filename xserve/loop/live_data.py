@@ -149,19 +149,24 @@ def accepted_posts(data_dir: str | Path, columns: Sequence[str] | None = None) -
     dd = DataDir(layout.root, create=False)
     table = dd.read_posts(columns=cols if "post_id" in cols else ["post_id", *cols]) if dd.count("posts") else None
     changes = catalog_changes(layout.catalog_logs)
-    known = set(table.column("post_id").to_pylist()) if table is not None else set()
-    counts = {"table": 0 if table is None else table.num_rows, "live": 0, "deleted": 0}
-    if table is not None and (changes.deleted & known):
-        keep = ~np.isin(table.column("post_id").to_numpy(), np.fromiter(changes.deleted, np.int64))
-        counts["deleted"] = int((~keep).sum())
-        table = table.filter(pa.array(keep))
-        counts["table"] = table.num_rows
-    if table is not None and "labels" in cols and changes.labels.keys() & known:
+    table_ids = table.column("post_id").to_numpy() if table is not None else np.zeros(0, np.int64)  # (P,)
+    counts = {"table": len(table_ids), "live": 0, "deleted": 0}
+    if table is not None and changes.deleted:
+        keep = ~np.isin(table_ids, np.fromiter(changes.deleted, np.int64))
+        if not keep.all():
+            counts["deleted"] = int((~keep).sum())
+            table = table.filter(pa.array(keep))
+            counts["table"] = table.num_rows
+    relabelled = np.isin(table.column("post_id").to_numpy(), np.fromiter(changes.labels, np.int64)) \
+        if table is not None and "labels" in cols and changes.labels else None
+    if relabelled is not None and relabelled.any():
         labels = [list(changes.labels.get(pid, old)) for pid, old in zip(table.column("post_id").to_pylist(),
                                                                          table.column("labels").to_pylist())]
         table = table.set_column(table.schema.get_field_index("labels"), table.schema.field("labels"),
                                  pa.array(labels, table.schema.field("labels").type))
-    live = posts_to_table(p for p in changes.posts() if p.post_id not in known)
+    created = changes.posts()
+    in_table = np.isin(np.fromiter((p.post_id for p in created), np.int64, len(created)), table_ids)  # folded already
+    live = posts_to_table(p for p, folded in zip(created, in_table.tolist()) if not folded)
     counts["live"] = live.num_rows
     if table is None and not live.num_rows:
         return None, counts
