@@ -397,6 +397,8 @@ def run_own_app(args) -> int:
                 data = manifest.get("data", {})  # what the retrain read: the table's rows and the live ones
                 print(f"sim.retrain_data.table_engagements {data.get('table', 0)} engagements", flush=True)
                 print(f"sim.retrain_data.live_engagements {data.get('live_new', 0)} engagements", flush=True)
+                print(f"sim.retrain_data.table_posts {data.get('posts_table', 0)} posts", flush=True)
+                print(f"sim.retrain_data.live_posts {data.get('posts_live', 0)} posts", flush=True)  # via POST /v1/posts
                 if "impressions" in data:
                     print(f"sim.retrain_data.impressions {data['impressions']} impressions", flush=True)
                     for key, unit in (("feeds", "feeds"), ("reported_feeds", "feeds"),
