@@ -219,14 +219,14 @@ def _drop_expired(path: Path, cutoff_ms: int, event_type: Any, what: str, report
 
 def compact(config: XServeConfig, now_ms: int) -> CompactionReport:
     """Retention and compaction of the data directory (module docstring); returns what it did and the sizes."""
-    from xserve.schema import FeedImpressions, PostEvent
+    from xserve.schema import ImpressionRecord, PostEvent
 
     layout = DataDirLayout(config.storage.data_dir)
     report = CompactionReport()
     report.bytes_before = {a: directory_bytes(p) for a, p in _areas(layout).items()}
     if layout.impression_logs.is_dir():
         report.counts["impression_segments_dropped"] = _drop_expired(
-            layout.impression_logs, now_ms - config.loop.impression_retention_ms, FeedImpressions, "impression log", report)
+            layout.impression_logs, now_ms - config.loop.impression_retention_ms, ImpressionRecord, "impression log", report)
     if layout.thunder_events.is_dir():
         report.counts["thunder_segments_dropped"] = _drop_expired(
             layout.thunder_events, now_ms - config.thunder.retention_ms, PostEvent, "thunder log", report)
