@@ -146,42 +146,16 @@ def _posts_dataset(ray_data: Any, data_dir: Path, posts: str | None) -> tuple[An
         source = pads.dataset(str(path), format="parquet")
         columns = POST_COLUMNS + ([REPLY_COLUMN] if REPLY_COLUMN in source.schema.names else [])
         return ray_data.read_parquet(str(path), columns=columns), source.count_rows()
-    from xserve.storage.lance.tables import DataDir  # the data directory's posts table
+    from xserve.loop.live_data import accepted_posts
 
-    table = DataDir(data_dir, create=False).read_posts(columns=POST_COLUMNS + [REPLY_COLUMN])
-    live = catalog_posts(data_dir, set(table.column("post_id").to_pylist()))
-    if live.num_rows:
-        table = pa.concat_tables([table, live.cast(table.schema)])
+    # the posts table plus the posts created through the API since (the catalog's logs), deleted ones left out:
+    # re-embedded with the rest, so a switch to a new embedding version keeps them retrievable
+    table, _ = accepted_posts(data_dir, POST_COLUMNS + [REPLY_COLUMN])
+    if table is None:
+        from xserve.storage.lance.tables import POSTS_SCHEMA
+
+        table = POSTS_SCHEMA.empty_table().select(POST_COLUMNS + [REPLY_COLUMN])
     return ray_data.from_arrow(table), table.num_rows
-
-
-def catalog_posts(data_dir: Path, known: set[int]) -> pa.Table:
-    """Posts created through the API since seeding (``POST /v1/posts``: the post catalog's logs, not in the posts
-    table) and not deleted since, as ``POST_COLUMNS`` plus the reply column: re-embedded with the rest, so a
-    switch to a new embedding version keeps them retrievable."""
-    from xserve.posts.catalog import CatalogEvent
-    from xserve.schema import PostCreated, PostDeleted, QuotedPostDeleted
-    from xserve.storage.layout import SHARD_LOG_GLOB, DataDirLayout
-    from xserve.storage.log.event_log import EventLog
-
-    created: dict[int, Any] = {}
-    deleted: set[int] = set()
-    root = DataDirLayout(data_dir).catalog_logs
-    for d in sorted(root.glob(SHARD_LOG_GLOB)) if root.is_dir() else ():
-        for _, _, event in EventLog(d, event_type=CatalogEvent).read():
-            if isinstance(event, PostCreated) and event.post.post_id not in known:
-                created[event.post.post_id] = event.post
-            elif isinstance(event, PostDeleted):
-                deleted.add(event.post_id)
-            elif isinstance(event, QuotedPostDeleted):
-                deleted.add(event.quoting_post_id)
-    posts = [post for post_id, post in created.items() if post_id not in deleted]
-    return pa.table({
-        "post_id": pa.array([x.post_id for x in posts], pa.int64()),
-        "author_id": pa.array([x.author_id for x in posts], pa.int64()),
-        "created_at_ms": pa.array([x.created_at_ms for x in posts], pa.int64()),
-        REPLY_COLUMN: pa.array([x.in_reply_to_post_id for x in posts], pa.int64()),
-    })
 
 
 def run_backfill(

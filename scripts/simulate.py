@@ -7,8 +7,8 @@
 Readers are users of the world (``--users``, drawn with ``--seed``). A session reads up to ``--pages``
 pages of ``--page-size`` posts; each page is a fresh ``POST /v1/feed/for_you`` (``seen_ids`` = the posts
 already shown in the session). The ``ranker`` policy asks for ``--page-size`` posts, as a client does, and
-shows the served order: the server logs as impressions exactly what the reader was shown, and every
-engagement carries the request id of the feed that showed its post. The other policies ask for
+shows the served order; every engagement carries the request id of the feed that showed its post. The other
+policies ask for
 ``--candidates`` posts (the server's filtered candidates in the served order: the app this script starts
 serves ``mixer.top_k = --candidates``) and show the first ``--page-size`` of them in their own order:
 
@@ -21,8 +21,9 @@ The ranker's page is the top of the same list the others reorder (the one order,
 
 The reader (``xserve.synth.behaviour.BehaviourModel``) reads top down with attention decaying by position,
 draws actions and dwell from the world's ground truth, and the script sends them back:
-``POST /v1/engagements`` (one batch per page, carrying each post's ``prediction_request_id``) and, for
-blocks and mutes, ``PUT /v1/users/{id}/blocks|mutes/{author}``. Between sessions authors keep posting
+``POST /v1/impressions`` (the posts the reader viewed of each page, under every policy: what a client had on
+screen), ``POST /v1/engagements`` (one batch per page, carrying each post's ``prediction_request_id``) and,
+for blocks and mutes, ``PUT /v1/users/{id}/blocks|mutes/{author}``. Between sessions authors keep posting
 (``POST /v1/posts``, one post every ``--post-every`` sessions, made known to the ground truth).
 
 Every policy runs on the same users with the same random numbers: a session's generator is seeded by
@@ -160,8 +161,8 @@ class Simulator:
         shown: list[int] = []
         tally.start_session()
         for _ in range(self.args.pages):
-            # the ranker's page is what a client asks for (so the server logs as impressions just what is shown);
-            # the other policies reorder the server's longer candidate list client side (docs/simulation.md)
+            # the ranker's page is what a client asks for; the other policies reorder the server's longer candidate
+            # list client side (docs/simulation.md); every policy reports what its reader viewed (send)
             posts = self.feed(user, shown, self.args.page_size if policy == "ranker" else self.args.candidates)
             if not posts:
                 return
@@ -198,7 +199,13 @@ class Simulator:
                               "prediction_request_id": post.get("prediction_request_id")})
                 if action in _EDGE_OF and post["author_id"] != user:
                     edges.append(f"/v1/users/{user}/{_EDGE_OF[action]}/{post['author_id']}")
+        # what the reader viewed (the attention draws), as a client reports what it had on screen: the server's
+        # impressions of this feed are then these posts, not every candidate it returned (docs/loop.md)
+        seen = {"viewer_id": user, "request_id": posts[0].get("prediction_request_id"),
+                "post_ids": [post["post_id"] for post in posts]} if posts else None
         try:
+            if seen is not None and seen["request_id"]:
+                self.http.post("/v1/impressions", json=seen).raise_for_status()
             if batch:
                 self.http.post("/v1/engagements", json=batch).raise_for_status()
             for path in edges:
@@ -390,8 +397,14 @@ def run_own_app(args) -> int:
                 data = manifest.get("data", {})  # what the retrain read: the table's rows and the live ones
                 print(f"sim.retrain_data.table_engagements {data.get('table', 0)} engagements", flush=True)
                 print(f"sim.retrain_data.live_engagements {data.get('live_new', 0)} engagements", flush=True)
+                print(f"sim.retrain_data.table_posts {data.get('posts_table', 0)} posts", flush=True)
+                print(f"sim.retrain_data.live_posts {data.get('posts_live', 0)} posts", flush=True)  # via POST /v1/posts
                 if "impressions" in data:
                     print(f"sim.retrain_data.impressions {data['impressions']} impressions", flush=True)
+                    for key, unit in (("feeds", "feeds"), ("reported_feeds", "feeds"),
+                                      ("served_impressions", "impressions"), ("seen_impressions", "impressions")):
+                        if f"impression_{key}" in data:
+                            print(f"sim.retrain_data.{key} {data[f'impression_{key}']} {unit}", flush=True)
                 ranker_version = manifest["ranker_version"]
                 waited = wait_for_versions(http, reader, ranker_version, RETRAINED)
                 progress(f"version {RETRAINED} live (ranker and retrieval) {waited:.0f} s after the switch; no restart")

@@ -195,14 +195,16 @@ def _engagement_tables(data_dir: str, live: bool = False):
         raise CliError(f"no data directory at {data_dir}; {_NO_DATA}")
     from xserve.storage.lance.tables import DataDir
 
-    dd = DataDir(data_dir, create=False)
-    posts = dd.read_posts(columns=["post_id", "author_id", "created_at_ms"]) if dd.count("posts") else None
-    if live:
-        from xserve.loop.live_data import training_engagements
+    from xserve.loop.live_data import accepted_posts, training_engagements
 
+    dd = DataDir(data_dir, create=False)
+    # the posts table plus the posts created through the API (the catalog's logs), deletions applied
+    posts, post_counts = accepted_posts(data_dir, ["post_id", "author_id", "created_at_ms"])
+    if live:
         engagements, counts = training_engagements(data_dir)
         if engagements.num_rows == 0:
             raise CliError(f"no engagements in {data_dir}; {_NO_DATA}")
+        counts.update(posts_table=post_counts["table"], posts_live=post_counts["live"])
         return engagements, posts, dd.read_users() if dd.count("users") else None, counts
     if dd.count("engagements") == 0:
         raise CliError(f"no engagements in {data_dir}; {_NO_DATA}")
@@ -223,7 +225,7 @@ def train_version(config: XServeConfig, name: str | None = None, switch: bool = 
     import pyarrow as pa
 
     from xserve import clock
-    from xserve.loop.impressions import impression_arrays, read_impressions
+    from xserve.loop.impressions import impression_arrays, read_impression_records, seen_feeds
     from xserve.phoenix.training.train import train
     from xserve.storage.model_versions import ModelVersionError, ModelVersions
 
@@ -236,11 +238,19 @@ def train_version(config: XServeConfig, name: str | None = None, switch: bool = 
             raise CliError(f"no engagements since {since_ms} in {data_dir}")
     impressions = None
     if config.loop.negatives == "impressions":
-        impressions = impression_arrays(read_impressions(DataDirLayout(data_dir).impression_logs, since_ms))
+        # what the readers saw where their clients reported it (POST /v1/impressions), else what was served
+        feeds, seen = seen_feeds(read_impression_records(DataDirLayout(data_dir).impression_logs, since_ms),
+                                 config.loop.unreported_feeds)
+        impressions = impression_arrays(feeds)
         counts["impressions"] = len(impressions["post_id"])
-    say(f"training data: {counts['table']:,} table engagements + {counts['live_new']:,} live "
+        counts.update({f"impression_{k}": v for k, v in seen.items()})
+    say(f"training data: {counts['posts_table']:,} table posts + {counts['posts_live']:,} created through the API; "
+        f"{counts['table']:,} table engagements + {counts['live_new']:,} live "
         f"({engagements.num_rows:,} rows{'' if since_ms is None else f' since {since_ms}'}); negatives: "
-        f"{config.loop.negatives}" + (f" ({counts['impressions']:,} impressions)" if impressions is not None else ""))
+        f"{config.loop.negatives}" + (f" ({counts['impressions']:,} impressions: {counts['impression_seen_impressions']:,} "
+                                      f"seen in {counts['impression_reported_feeds']:,} reported feeds of "
+                                      f"{counts['impression_feeds']:,}; unreported feeds: {config.loop.unreported_feeds})"
+                                      if impressions is not None else ""))
     versions = ModelVersions(data_dir)
     now_ms = clock.now_ms()
     try:

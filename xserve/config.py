@@ -350,6 +350,7 @@ class StorageConfig(_Section):
     data_dir: str = "./xserve-data"  # overridden by $XSERVE_DATA_DIR
     fsync: bool = True  # acknowledged writes survive a power loss, not just a crash
     lock_wait_s: float = 30.0  # a restarted event-log writer waits this long for its dying predecessor's lock
+    catalog_segment_bytes: int = 8 << 20  # post-catalog log segment size: `xserve compact` folds and drops whole segments, so smaller = tighter bound
 
 
 class RankerServingConfig(_Section):
@@ -433,6 +434,7 @@ class LoopConfig(_Section):
     impression_segment_bytes: int = 8 << 20  # impression log segment size: retention drops whole segments, so smaller = tighter bound
     engagement_retention_ms: int = 90 * 24 * HOUR_MS  # `xserve compact` deletes engagements older than this from the engagements table (0 = keep all)
     negatives: Literal["sampled", "impressions"] = "sampled"  # ranker negatives: posts sampled from the corpus, or posts served and not engaged
+    unreported_feeds: Literal["served", "skip"] = "served"  # impression negatives of a feed no client reported as seen (POST /v1/impressions): every served post, or none
     model_poll_s: float = 1.0  # Ranker replicas re-read models/CURRENT this often (retrieval: retrieval.version_poll_s); 0 = pinned
     keep_model_versions: int = 3  # complete model versions kept by `xserve train` (current, previous, one more)
     train_window_ms: int = 30 * 24 * HOUR_MS  # continuous training learns from the newest window of engagements

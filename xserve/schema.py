@@ -46,11 +46,14 @@ __all__ = [
     "EngagementRecorded",
     "EngagementsBody",
     "FeedRequest",
+    "FeedSeen",
     "FeedResponse",
     "FeedSource",
     "FilteredOut",
     "HistoryItem",
     "ImpressionBloomFilter",
+    "ImpressionRecord",
+    "ImpressionsBody",
     "IngestRejection",
     "IngestResult",
     "InNetworkRequest",
@@ -84,6 +87,7 @@ __all__ = [
     "RetrievedPost",
     "ScoreExplanation",
     "ScoredPost",
+    "SeenImpressions",
     "Served",
     "ServedPostRef",
     "ServedType",
@@ -970,6 +974,23 @@ class FeedImpressions(Struct, frozen=True, tag="feed_impressions"):
     impressions: tuple[Impression, ...]
 
 
+MAX_SEEN_POSTS = 200  # posts one seen report names: a feed's most (FeedRequest.limit)
+
+
+class FeedSeen(Struct, frozen=True, tag="feed_seen"):
+    """What the client showed of one served feed (``POST /v1/impressions``): the impression log's record beside
+    the feed's ``FeedImpressions``, joined to it by ``request_id`` (``xserve.loop.impressions.seen_feeds``)."""
+
+    request_id: str  # the served feed's request id
+    viewer_id: int
+    seen_at_ms: int  # when the server logged the report (its clock)
+    post_ids: tuple[int, ...]  # the posts on screen, in screen order (top first)
+    first_position: int = 0  # the screen position of post_ids[0] (a later chunk of a long feed starts past 0)
+
+
+ImpressionRecord = FeedImpressions | FeedSeen  # the impression log's records
+
+
 class PostLabelsSet(Struct, frozen=True, tag="post_labels_set", forbid_unknown_fields=True):
     """Replaces a post's visibility labels (``PUT /v1/posts/{id}/labels``)."""
 
@@ -1045,3 +1066,18 @@ class UserRecord(Struct, frozen=True):
     followers_count: int
     features: UserFeatures  # follows, blocks, mutes, subscriptions, muted keywords
     history: tuple[HistoryItem, ...] = ()  # engagement sequence, newest last (at most mixer.history_length)
+
+
+# --------------------------------------------------------------------------- seen impressions (issue 15)
+
+
+class SeenImpressions(Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of ``POST /v1/impressions``: the posts of one served feed the client actually had on screen."""
+
+    viewer_id: PositiveId  # the viewer the feed was served to
+    request_id: Annotated[str, Meta(min_length=1, max_length=MAX_PREDICTION_ID_CHARS)]  # the feed's request_id
+    post_ids: Annotated[tuple[PositiveId, ...], Meta(min_length=1, max_length=MAX_SEEN_POSTS)]  # screen order, top first
+    first_position: Annotated[int, Meta(ge=0, le=10_000)] = 0  # screen position of post_ids[0] (a later chunk of one feed)
+
+
+ImpressionsBody = SeenImpressions | Annotated[list[SeenImpressions], Meta(min_length=1, max_length=MAX_BATCH)]

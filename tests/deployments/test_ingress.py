@@ -187,6 +187,10 @@ def test_explain_numbers_add_up(served):
         ("POST", "/v1/engagements", b"[]", 422, "length"),
         ("POST", "/v1/engagements", b'{"user_id": 1, "post_id": 5, "author_id": 1, "action": "favorite", "timestamp_ms": 1}', 404, "5"),
         ("POST", "/v1/engagements", b'{"user_id": 1, "post_id": 5, "author_id": 1, "action": "wave", "timestamp_ms": 1}', 422, "action"),
+        ("POST", "/v1/impressions", b'{"viewer_id": 1, "request_id": "ab-2", "post_ids": [5]}', 422, "viewer_id 1"),
+        ("POST", "/v1/impressions", b'{"viewer_id": 1, "request_id": "ab-1", "post_ids": []}', 422, "post_ids"),
+        ("POST", "/v1/impressions", b'{"viewer_id": 1, "request_id": "ab-1", "post_ids": [5, 5]}', 422, "more than once"),
+        ("POST", "/v1/impressions", b'{"viewer_id": 987654321, "request_id": "ab-987654321", "post_ids": [5]}', 404, "987654321"),
         ("PUT", "/v1/users/1/follows/987654321", b"", 404, "987654321"),
         ("PUT", "/v1/users/1/befriends/2", b"", 404, "befriends"),
         ("PUT", "/v1/users/1/follows/1", b"", 409, "themself"),
@@ -214,6 +218,30 @@ def test_a_refused_batch_applies_nothing(served):
     assert s.post("/v1/engagements", [good, {**good, "user_id": 987654321}]).status_code == 404
     # nothing was recorded: the viewer still has no history, so retrieval has nothing to search with
     assert "PhoenixSource" in s.feed(920001)["degraded"]
+
+
+def test_what_the_client_reports_as_seen_is_the_feeds_impressions(served):
+    """``POST /v1/impressions``: the server logs every post it returned; the client reports the two it showed, and
+    those two, at their screen positions, are the feed's impressions for training (``seen_feeds``)."""
+    from xserve.loop.impressions import read_impression_records, read_impressions, seen_feeds
+    from xserve.storage.layout import DataDirLayout
+
+    feed = served.feed(1, limit=6)
+    request_id, posts = feed["request_id"], [p["post_id"] for p in feed["posts"]]
+    assert len(posts) >= 3
+    shown = [posts[2], posts[0]]  # the client's own order: two of the six, on screen
+    report = {"viewer_id": 1, "request_id": request_id, "post_ids": shown}
+    assert served.post("/v1/impressions", [report]).json() == {"accepted": 1}
+    logs = DataDirLayout(served.config.storage.data_dir).impression_logs
+
+    def joined():
+        feeds, _ = seen_feeds(read_impression_records(logs))
+        return next((f for f in feeds if f.request_id == request_id), None)
+
+    seen = wait_until(joined, 10, "the feed's own record (written after the response) in the impression log")
+    assert [(i.post_id, i.position) for i in seen.impressions] == [(shown[0], 0), (shown[1], 1)]
+    as_served = next(f for f in read_impressions(logs) if f.request_id == request_id)
+    assert [i.post_id for i in as_served.impressions] == posts  # the log still holds what was served
 
 
 def test_read_endpoints_return_the_stored_records(served):

@@ -97,3 +97,56 @@ def test_expired_engagements_free_their_disk(tmp_path):
     report = compact(cfg, NOW + 100)
     assert report.counts["engagements_expired"] == n - 10 and dd.count("engagements") == 10
     assert sum(f.stat().st_size for f in table_dir.rglob("*") if f.is_file()) < size_before / 4
+
+
+def test_catalog_logs_fold_into_the_posts_table_and_a_restarted_catalog_still_reads_every_acknowledged_post(tmp_path):
+    """Segments older than the catalog's live window are folded (posts in, labels set, deletions out) and dropped,
+    never past a consumer's watermark; a restarted shard and training read the same posts as before."""
+    import json
+
+    from xserve.actors.posts import open_catalog
+    from xserve.loop.live_data import accepted_posts
+    from xserve.schema import Post, PostCreated, PostDeleted, PostLabelsSet, VisibilityLabel
+    from xserve.storage.lance.tables import posts_to_table
+
+    layout = DataDirLayout(tmp_path)
+    DataDir(tmp_path, fsync=False).write_posts(posts_to_table([Post(post_id=1, author_id=5, created_at_ms=NOW - 900 * HOUR_MS),
+                                                               Post(post_id=2, author_id=5, created_at_ms=NOW - 900 * HOUR_MS)]))
+    cfg = load_config(environ={}, overrides={"storage": {"data_dir": str(tmp_path), "fsync": False, "catalog_segment_bytes": 256}})
+    old, new = NOW - 100 * HOUR_MS, NOW - HOUR_MS  # past the 48 h window, within it
+    catalog, log, _, _ = open_catalog(cfg, 0, 1, old)
+    writes = [[PostCreated(Post(post_id=p, author_id=6, created_at_ms=old, text=f"old {p}"))] for p in range(10, 20)]
+    writes += [[PostLabelsSet(1, (VisibilityLabel.SPAM,))], [PostDeleted(2, old)], [PostDeleted(11, old)],
+               [PostLabelsSet(12, (VisibilityLabel.SPAM,))]]
+    for events in writes:
+        log.append(events, old)  # acknowledged: in the log (256-byte segments: several of them)
+    for events in ([PostCreated(Post(post_id=30, author_id=6, created_at_ms=new))], [PostDeleted(10, new)]):
+        log.append(events, new)
+    log.close()
+    acknowledged = [1, 12, 13, 14, 15, 16, 17, 18, 19, 30]  # 2, 10, 11 deleted
+    before, _ = accepted_posts(tmp_path)
+    catalog_logs = sum(f.stat().st_size for f in layout.catalog_logs.rglob("*.seg"))
+
+    layout.thunder_catalog_watermark.parent.mkdir(parents=True)
+    layout.thunder_catalog_watermark.write_text(json.dumps({"offsets": {"shard-0-of-1": 3}}))
+    held_back = compact(cfg, NOW)  # Thunder has read only 3 records: nothing past them goes
+    assert held_back.counts["catalog_segments_dropped"] <= 3 and held_back.counts["catalog_posts_folded"] <= 3
+    layout.thunder_catalog_watermark.write_text(json.dumps({"offsets": {"shard-0-of-1": 16}}))
+    report = compact(cfg, NOW)
+    assert report.counts["catalog_segments_dropped"] > 0
+    # deleted: 2 (seeded) and 11 (created in the segments the held-back run folded); labelled: 1 (seeded)
+    assert report.counts["catalog_posts_deleted"] == 2 and report.counts["catalog_labels_folded"] == 1
+    assert sum(f.stat().st_size for f in layout.catalog_logs.rglob("*.seg")) < catalog_logs / 2
+
+    restarted, log, _, _ = open_catalog(cfg, 0, 1, NOW)  # as the shard actor starts
+    got = restarted.get([1, 2, 10, 11, 12, 13, 19, 30])
+    assert sorted(got) == [1, 12, 13, 19, 30]
+    assert got[1].labels == got[12].labels == (VisibilityLabel.SPAM,) and got[13].text == "old 13"
+    assert log.next_offset == 16  # offsets count on: the consumers' watermarks still point at the same records
+    log.close()
+    after, counts = accepted_posts(tmp_path)
+    assert sorted(after.column("post_id").to_pylist()) == sorted(before.column("post_id").to_pylist()) == acknowledged
+    for posts in (before, after):  # labels as last set, from the log before and from the table after
+        labels = dict(zip(posts.column("post_id").to_pylist(), posts.column("labels").to_pylist()))
+        assert labels[1] == labels[12] == ["spam"] and labels[13] == []
+    assert counts["live"] < 10  # most now come from the table

@@ -9,7 +9,8 @@ import pyarrow as pa
 
 from xserve.clock import HOUR_MS
 from xserve.config import LoopConfig, load_config
-from xserve.loop.impressions import ImpressionLog, feed_impressions, impression_arrays, read_impressions
+from xserve.loop.impressions import (ImpressionLog, feed_impressions, impression_arrays, read_impression_records,
+                                     read_impressions, seen_feeds)
 from xserve.loop.live_data import live_engagements, training_engagements
 from xserve.loop.negatives import ImpressionNegatives, unengaged
 from xserve.mixer.side_effects import ServedHistorySideEffect
@@ -110,6 +111,30 @@ def test_training_reads_the_table_plus_new_live_rows(tmp_path):
     assert table.column("post_id").to_pylist() == [11, 12] and table.column("action").to_pylist() == ["favorite", "reply"]
 
 
+def test_training_sees_the_posts_created_through_the_api(tmp_path):
+    """A post the server accepted (``POST /v1/posts``: the catalog's log) reaches training with its creation time,
+    beside the posts table's; a deleted one does not."""
+    from xserve.cli import _engagement_tables
+    from xserve.posts.catalog import CatalogEvent
+    from xserve.schema import Post, PostCreated, PostDeleted
+    from xserve.storage import DataDir, engagements_to_table
+    from xserve.storage.lance.tables import posts_to_table
+    from xserve.storage.log.event_log import EventLog
+
+    dd = DataDir(tmp_path, fsync=False)
+    dd.write_posts(posts_to_table([Post(post_id=11, author_id=8, created_at_ms=NOW - 9)]))
+    dd.write_engagements(engagements_to_table([Engagement(7, 11, 8, Action.FAVORITE, NOW)]))
+    log = EventLog(DataDirLayout(tmp_path).catalog_log(0, 1), writer=True, fsync=False, event_type=CatalogEvent)
+    log.append([PostCreated(Post(post_id=12, author_id=8, created_at_ms=NOW + 1, text="live")),
+                PostCreated(Post(post_id=13, author_id=8, created_at_ms=NOW + 2))], NOW + 2)
+    log.append([PostDeleted(post_id=13, deleted_at_ms=NOW + 3)], NOW + 3)
+    log.close()
+    _, posts, _, counts = _engagement_tables(str(tmp_path), live=True)
+    assert posts.to_pylist() == [{"post_id": 11, "author_id": 8, "created_at_ms": NOW - 9},
+                                 {"post_id": 12, "author_id": 8, "created_at_ms": NOW + 1}]
+    assert (counts["posts_table"], counts["posts_live"]) == (1, 1)
+
+
 def test_unengaged_marks_only_impressions_without_any_engagement():
     got = unengaged(np.array([1, 1, 2, 2]), np.array([10, 11, 10, 12]), np.array([1, 2, 3]), np.array([10, 12, 10]))
     assert got.tolist() == [False, True, True, False]
@@ -129,3 +154,45 @@ def test_impression_negatives_come_from_the_users_own_recent_unengaged_impressio
         row = negs.replace(np.full((1, 4), -1), np.array([1]), np.array([[320, 320, 320, 320]]), 150,
                            np.random.default_rng(_))
         assert set(row.ravel().tolist()) <= {0, 2}  # posts 11 (t=200) and 12 (t=300), not 10 (engaged)
+
+
+def test_a_seen_report_narrows_its_feed_to_what_was_on_screen_and_unreported_feeds_follow_the_setting():
+    from xserve.schema import FeedSeen
+
+    reported = feed_impressions("r-7", 7, NOW, [cand(1), cand(2), cand(3), cand(4)])
+    silent = feed_impressions("s-7", 7, NOW, [cand(5), cand(6)])
+    reports = [FeedSeen("r-7", 7, NOW + 1, (3, 1)),  # screen order: 3 above 1
+               FeedSeen("r-7", 7, NOW + 2, (2, 99), first_position=2),  # the next chunk; 99 was never served
+               FeedSeen("lost-7", 7, NOW + 3, (8,))]  # a feed whose record is not in the log
+    feeds, counts = seen_feeds([reports[0], reported, silent, *reports[1:]])  # a report may precede its feed
+    assert [(i.post_id, i.position) for i in feeds[0].impressions] == [(3, 0), (1, 1), (2, 2)]
+    assert feeds[0].impressions[0].scores.favorite == 0.5  # the served predictions are kept
+    assert feeds[1] == silent  # no report: every served post ("served", the default)
+    assert counts == {"feeds": 2, "reported_feeds": 1, "served_impressions": 6, "seen_impressions": 3,
+                      "seen_unmatched": 2}
+    skipped, _ = seen_feeds([reported, silent, *reports], unreported="skip")
+    assert [f.request_id for f in skipped] == ["r-7"]
+    assert impression_arrays(skipped)["post_id"].tolist() == [3, 1, 2]
+
+
+def test_the_shard_logs_seen_reports_beside_the_feeds_and_reopens(tmp_path):
+    from xserve.schema import FeedSeen, Served
+
+    cfg = load_config(environ={}, overrides={"storage": {"data_dir": str(tmp_path), "fsync": False},
+                                             "serving": {"num_user_shards": 1}})
+    shard = UserShard.open(cfg, 0, 1)
+    shard.apply([UserUpserted(7)])
+    shard.record_served(Served(7, (1, 2), NOW), feed_impressions("r", 7, NOW, [cand(1), cand(2)]))
+    assert shard.record_seen([FeedSeen("r", 7, NOW, (2,))])
+    assert shard.stats()["impression_log"]["seen_reports"] == 1
+    shard.close()
+    reopened = UserShard.open(cfg, 0, 1)  # an old log of feeds only still reads: the records are tagged
+    records = list(read_impression_records(DataDirLayout(tmp_path).impression_logs))
+    assert [type(r).__name__ for r in records] == ["FeedImpressions", "FeedSeen"]
+    assert [f.request_id for f in read_impressions(DataDirLayout(tmp_path).impression_logs)] == ["r"]
+    reopened.close()
+    off = load_config(environ={}, overrides={"storage": {"data_dir": str(tmp_path / "off"), "fsync": False},
+                                             "loop": {"log_impressions": False}})
+    unlogged = UserShard.open(off, 0, 1)
+    assert not unlogged.record_seen([FeedSeen("r", 7, NOW, (2,))])  # the API answers 409
+    unlogged.close()

@@ -128,21 +128,30 @@ def test_backfill_bad_input_exits_2(tmp_path, capsys):
 
 
 def test_posts_created_through_the_api_are_re_embedded_unless_deleted(tmp_path):
-    """The catalog's logs hold the posts written since seeding: the backfill reads them beside the posts table."""
-    from scripts.backfill_embeddings import catalog_posts
+    """The catalog's logs hold the posts written since seeding: the backfill reads them beside the posts table
+    (``accepted_posts``, the one reader training uses too)."""
+    from scripts.backfill_embeddings import POST_COLUMNS, REPLY_COLUMN
+    from xserve.loop.live_data import accepted_posts
     from xserve.posts.catalog import CatalogEvent
     from xserve.schema import Post, PostCreated, PostDeleted
+    from xserve.storage import DataDir
+    from xserve.storage.lance.tables import posts_to_table
     from xserve.storage.layout import DataDirLayout
     from xserve.storage.log.event_log import EventLog
 
+    DataDir(tmp_path, fsync=False).write_posts(posts_to_table(
+        [Post(post_id=p, author_id=8, created_at_ms=NOW_MS - 5) for p in (4, 9)]))
     log = EventLog(DataDirLayout(tmp_path).catalog_log(0, 1), writer=True, fsync=False, event_type=CatalogEvent)
     log.append([PostCreated(Post(post_id=p, author_id=7, created_at_ms=NOW_MS, text="hi",
                                  in_reply_to_post_id=5 if p == 3 else None)) for p in (1, 2, 3, 4)], NOW_MS)
-    log.append([PostDeleted(post_id=2, deleted_at_ms=NOW_MS)], NOW_MS)
+    log.append([PostDeleted(post_id=2, deleted_at_ms=NOW_MS), PostDeleted(post_id=9, deleted_at_ms=NOW_MS)], NOW_MS)
     log.close()
-    got = catalog_posts(tmp_path, known={4})  # 4: in the posts table already
+    got, counts = accepted_posts(tmp_path, POST_COLUMNS + [REPLY_COLUMN])
     assert got.to_pylist() == [
+        {"post_id": 4, "author_id": 8, "created_at_ms": NOW_MS - 5, "in_reply_to_post_id": None},  # the table's
         {"post_id": 1, "author_id": 7, "created_at_ms": NOW_MS, "in_reply_to_post_id": None},
         {"post_id": 3, "author_id": 7, "created_at_ms": NOW_MS, "in_reply_to_post_id": 5},
     ]
-    assert catalog_posts(tmp_path / "none", known=set()).num_rows == 0
+    assert counts == {"table": 1, "live": 2, "deleted": 1}
+    (tmp_path / "none").mkdir()
+    assert accepted_posts(tmp_path / "none")[0] is None  # no posts at all

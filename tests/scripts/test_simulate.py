@@ -12,7 +12,10 @@ import httpx
 import pytest
 
 from scripts.simulate import FIGURES, POLICIES, main, paired_ratio
+from xserve.loop.impressions import read_impression_records
+from xserve.schema import FeedSeen
 from xserve.storage.lance.embeddings import EmbeddingVersions
+from xserve.storage.layout import DataDirLayout
 
 pytestmark = pytest.mark.ray
 
@@ -24,6 +27,12 @@ def test_every_policy_prints_its_figures_and_they_are_sane(served_app, capsys):
             "--api-key", served_app.auth["Authorization"].removeprefix("Bearer "),
             "--users", "2", "--pages", "1", "--page-size", "10", "--candidates", "50", "--post-every", "2",
             "--attention-decay", "0.95"]
+    logs = DataDirLayout(served_app.config.storage.data_dir).impression_logs
+
+    def seen_reports() -> set[tuple[str, tuple[int, ...]]]:
+        return {(r.request_id, r.post_ids) for r in read_impression_records(logs) if isinstance(r, FeedSeen)}
+
+    earlier = seen_reports()
     assert main(argv) == 0
     out = capsys.readouterr().out
     with capsys.disabled():  # the figures, in the log of the run
@@ -43,6 +52,10 @@ def test_every_policy_prints_its_figures_and_they_are_sane(served_app, capsys):
         assert figures[f"sim.{policy}.dwell_s_per_session"] >= 0.0
         assert figures[f"sim.{policy}.unregretted_s_per_session"] <= figures[f"sim.{policy}.dwell_s_per_session"]
     assert figures["sim.request_errors"] == 0
+    # every policy's reader reported what it viewed (POST /v1/impressions): one report per page read, those posts
+    reported = seen_reports() - earlier
+    assert len(reported) == sum(figures[f"sim.{p}.sessions"] for p in POLICIES)  # one page per session here
+    assert sum(len(ids) for _, ids in reported) == sum(figures[f"sim.{p}.viewed"] for p in POLICIES)
     assert figures["sim.posts_created"] == 4  # 8 sessions, one post every 2
     assert not any(name.startswith("sim.retrained") for name in figures)  # --url: no retrain
     # the retrain waits for retrieval's version in the admin stats: the live one is there

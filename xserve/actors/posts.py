@@ -32,7 +32,7 @@ from xserve.storage.layout import SHARD_LOG_GLOB, DataDirLayout
 from xserve.storage.log.event_log import EventLog
 from xserve.storage.log.log_tail import LogTail
 
-__all__ = ["PostCatalogShard", "catalog_log_dir", "catalog_tail"]
+__all__ = ["PostCatalogShard", "catalog_log_dir", "catalog_tail", "open_catalog"]
 
 
 def catalog_log_dir(data_dir: str | Path, shard: int, num_shards: int) -> Path:
@@ -45,6 +45,33 @@ def catalog_tail(data_dir: str | Path, watermark: str | Path) -> LogTail:
     return LogTail(DataDirLayout(data_dir).catalog_logs, SHARD_LOG_GLOB, CatalogEvent, watermark)
 
 
+def open_catalog(config: XServeConfig, shard: int, num_shards: int, now_ms: int) -> tuple[PostCatalog, EventLog, int, int]:
+    """One shard's catalog as the data directory holds it (a start or a restart): the posts table as its
+    read-through store, the recent posts preloaded, its log replayed and held for writing. Returns (catalog,
+    log, posts preloaded, events replayed)."""
+    data_dir = Path(config.storage.data_dir)
+    lookup = None
+    preloaded = 0
+    if DataDirLayout(data_dir).table("posts").exists():
+        from xserve.storage.lance.post_lookup import PostTableLookup
+
+        lookup = PostTableLookup(data_dir)
+    retention = config.mixer.max_post_age_ms
+    catalog = PostCatalog(lookup, config.serving.hydration_cache_size, retention)
+    if lookup is not None:
+        recent = [p for p in lookup.recent(now_ms - retention) if shard_for(p.post_id, num_shards) == shard]
+        preloaded = catalog.preload(recent)
+    log = EventLog(
+        catalog_log_dir(data_dir, shard, num_shards),
+        writer=True,
+        fsync=config.storage.fsync,
+        segment_bytes=config.storage.catalog_segment_bytes,
+        event_type=CatalogEvent,
+        lock_wait_s=config.storage.lock_wait_s,
+    )
+    return catalog, log, preloaded, log.replay(catalog.apply)
+
+
 # max_restarts=-1: a restart re-reads the posts table and replays the log, always to the same state;
 # out of order: see UserStoreShard
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=1, allow_out_of_order_execution=True)
@@ -54,27 +81,9 @@ class PostCatalogShard:
     def __init__(self, config: XServeConfig, shard: int, num_shards: int, now_ms: int) -> None:
         self._enc = msgspec.msgpack.Encoder()  # per instance: Ray may pickle the class by value
         self._shard, self._num_shards = shard, num_shards
-        data_dir = Path(config.storage.data_dir)
-        lookup = None
-        self.preloaded = 0
-        if DataDirLayout(data_dir).table("posts").exists():
-            from xserve.storage.lance.post_lookup import PostTableLookup
-
-            lookup = PostTableLookup(data_dir)
-        retention = config.mixer.max_post_age_ms
-        self._catalog = PostCatalog(lookup, config.serving.hydration_cache_size, retention)
-        if lookup is not None:
-            recent = [p for p in lookup.recent(now_ms - retention) if shard_for(p.post_id, num_shards) == shard]
-            self.preloaded = self._catalog.preload(recent)
-        self._log = EventLog(
-            catalog_log_dir(data_dir, shard, num_shards),
-            writer=True,
-            fsync=config.storage.fsync,
-            event_type=CatalogEvent,
-            lock_wait_s=config.storage.lock_wait_s,
-        )
-        self.replayed = self._log.replay(self._catalog.apply)
-        self._counters = PostCounters(config.popular.counted_actions, retention, config.popular.refresh_ms)
+        self._catalog, self._log, self.preloaded, self.replayed = open_catalog(config, shard, num_shards, now_ms)
+        self._counters = PostCounters(config.popular.counted_actions, config.mixer.max_post_age_ms,
+                                      config.popular.refresh_ms)
 
     def stats(self) -> dict[str, Any]:
         c = self._catalog

@@ -18,7 +18,7 @@ import msgspec
 import ray
 
 from xserve.config import XServeConfig
-from xserve.schema import FeedImpressions, Served, UserEvent
+from xserve.schema import FeedImpressions, FeedSeen, Served, UserEvent
 from xserve.users.shard import UserShard
 from xserve.users.writes import Refusal
 
@@ -56,3 +56,6 @@ class UserStoreShard:
 
     def record_served(self, served: Served, impressions: FeedImpressions | None = None) -> None:
         self._shard.record_served(served, impressions)
+
+    def record_seen(self, reports: Sequence[FeedSeen]) -> bool:
+        return self._shard.record_seen(reports)

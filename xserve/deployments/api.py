@@ -37,6 +37,8 @@ from xserve.schema import (
     EngagementsBody,
     FeedRequest,
     FeedResponse,
+    FeedSeen,
+    ImpressionsBody,
     LabelsBody,
     MutedKeywordsBody,
     MutedKeywordsSet,
@@ -46,6 +48,7 @@ from xserve.schema import (
     PostDeleted,
     PostLabelsSet,
     QuotedPostDeleted,
+    SeenImpressions,
     UserBody,
     UserEvent,
     UserQueryData,
@@ -89,7 +92,8 @@ class PostSink(Protocol):
 
 
 _DECODERS: dict[Any, msgspec.json.Decoder] = {  # built once
-    t: msgspec.json.Decoder(t) for t in (FeedRequest, NewPost, UserBody, MutedKeywordsBody, LabelsBody, EngagementsBody, AdBody)
+    t: msgspec.json.Decoder(t)
+    for t in (FeedRequest, NewPost, UserBody, MutedKeywordsBody, LabelsBody, EngagementsBody, AdBody, ImpressionsBody)
 }
 
 
@@ -101,6 +105,16 @@ def decode(type_: Any, body: bytes) -> Any:
         raise ApiError(422, str(exc)) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
+
+
+def new_request_id(viewer_id: int) -> str:
+    """A feed's request id: 16 random hex digits, a dash, the viewer (so a report names whose feed it was)."""
+    return f"{uuid.uuid4().hex[:16]}-{viewer_id}"
+
+
+def served_to(request_id: str, viewer_id: int) -> bool:
+    """Whether ``request_id`` can be a feed served to ``viewer_id`` (its :func:`new_request_id` suffix)."""
+    return request_id.endswith(f"-{viewer_id}")
 
 
 def check_id(name: str, value: int) -> int:
@@ -154,7 +168,7 @@ class FeedAPI:
             raise ApiError(503, str(exc), retry_after_s=1) from None
         if data is None:
             raise ApiError(404, f"unknown user {req.viewer_id} (viewer_id)")
-        request_id = f"{uuid.uuid4().hex[:16]}-{req.viewer_id}"
+        request_id = new_request_id(req.viewer_id)
         # the viewer's data rides in the query: its hydrators read it, so one user-store call per feed
         response: FeedResponse = await self._pipeline(req, request_id, self._now_ms(), data)
         if stale:
@@ -288,6 +302,30 @@ class FeedAPI:
                 raise ApiError(422, f"engagement {i}: author_id {e.author_id} is not the author of post {e.post_id}")
         await self._write_users([EngagementRecorded(e) for e in batch])
         await self._count_engagements(batch, found)
+        return {"accepted": len(batch)}
+
+    # ---------------------------------------------------------------- seen impressions
+
+    async def impressions(self, body: bytes) -> dict[str, int]:
+        """Log what the client showed of served feeds (``SeenImpressions``: the feed's request id and the posts on
+        screen, top first) beside the feeds' impressions; they then count as the feed's impressions in training
+        (``xserve.loop.impressions.seen_feeds``). Logged as the feeds are (fsynced at most every
+        ``loop.impression_sync_interval_s``) before the answer."""
+        decoded = decode(ImpressionsBody, body)
+        batch: list[SeenImpressions] = [decoded] if isinstance(decoded, SeenImpressions) else decoded
+        for i, r in enumerate(batch):
+            if not served_to(r.request_id, r.viewer_id):
+                raise ApiError(422, f"report {i}: request_id {r.request_id!r} is not a feed served to viewer_id "
+                                    f"{r.viewer_id} (a feed's request_id ends with -<viewer_id>)")
+            if len(set(r.post_ids)) != len(r.post_ids):
+                repeated = next(p for p in r.post_ids if r.post_ids.count(p) > 1)
+                raise ApiError(422, f"report {i}: post_ids name post {repeated} more than once")
+        await self._require_users(sorted({r.viewer_id for r in batch}), "viewer_id")
+        now = self._now_ms()
+        logged = await self._users.record_seen(
+            [FeedSeen(r.request_id, r.viewer_id, now, r.post_ids, r.first_position) for r in batch])
+        if not logged:
+            raise ApiError(409, "this server logs no impressions (loop.log_impressions is false)")
         return {"accepted": len(batch)}
 
     async def _count_engagements(self, batch: Sequence[Engagement], posts: dict[int, Post]) -> None:

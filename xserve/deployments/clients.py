@@ -41,6 +41,7 @@ from xserve.schema import (
     AdSlate,
     Engagement,
     FeedImpressions,
+    FeedSeen,
     HistoryItem,
     IngestResult,
     InNetworkRequest,
@@ -177,6 +178,16 @@ class UserStoreClient:
             await uncancelled(self._shard(user_id).apply.remote([served], True))
         else:  # one call for both: the served ids and the feed's impressions
             await uncancelled(self._shard(user_id).record_served.remote(served, impressions))
+
+    async def record_seen(self, reports: Sequence[FeedSeen]) -> bool:
+        """Log seen reports on their viewers' shards (the impression logs); False when impressions are not logged."""
+        by_shard: dict[int, list[FeedSeen]] = {}
+        for r in reports:
+            by_shard.setdefault(shard_for(r.viewer_id, len(self._shards)), []).append(r)
+        logged = await asyncio.gather(*(
+            _store_call(lambda shard=self._shards[s], batch=batch: shard.record_seen.remote(batch), self.unavailable_wait_s)
+            for s, batch in by_shard.items()))
+        return all(logged)
 
     async def served_history(self, user_id: int) -> tuple[int, ...]:
         data = await self.query_data(user_id)

@@ -10,6 +10,7 @@ Endpoints (bodies are msgspec Structs of ``xserve.schema``; errors are
 ``DELETE /v1/posts/{post_id}``             -> ``{"post_id"}``
 ``PUT /v1/posts/{post_id}/labels``         ``LabelsBody`` -> ``{"post_id"}``
 ``POST /v1/engagements``                   an ``Engagement`` or a list of them -> ``{"accepted"}``
+``POST /v1/impressions``                   a ``SeenImpressions`` or a list: what the client showed -> ``{"accepted"}``
 ``PUT /v1/users/{user_id}``                ``UserBody`` -> ``{"user_id"}`` (creates or updates)
 ``GET /v1/users/{user_id}``                -> ``UserRecord`` (profile, relations, muted keywords, history)
 ``PUT|DELETE /v1/users/{id}/{rel}/{t}``    rel = follows | blocks | mutes | subscriptions
@@ -69,6 +70,7 @@ from xserve.schema import (
     MutedKeywordsBody,
     NewPost,
     Post,
+    SeenImpressions,
     UserBody,
     UserRecord,
 )
@@ -95,6 +97,7 @@ def _response_schema(type_: Any) -> dict[str, Any]:
 
 
 _ENGAGEMENTS_SCHEMA = {"oneOf": [msgspec.json.schema(Engagement), msgspec.json.schema(list[Engagement])]}
+_IMPRESSIONS_SCHEMA = {"oneOf": [msgspec.json.schema(SeenImpressions), msgspec.json.schema(list[SeenImpressions])]}
 
 
 def _ok(payload: dict[str, Any] | bytes) -> Response:
@@ -264,6 +267,13 @@ class FeedIngress:
     )
     async def engagements(self, request: Request) -> Response:
         return await self._call(self._api.engagements, request=request)
+
+    @api_app.post(
+        "/v1/impressions",
+        openapi_extra={"requestBody": {"required": True, "content": {_JSON: {"schema": _IMPRESSIONS_SCHEMA}}}},
+    )
+    async def impressions(self, request: Request) -> Response:
+        return await self._call(self._api.impressions, request=request)
 
     @api_app.get("/v1/users/{user_id}", openapi_extra=_response_schema(UserRecord))
     async def get_user(self, user_id: int) -> Response:

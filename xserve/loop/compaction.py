@@ -11,7 +11,13 @@ What grows with traffic, and what bounds it:
   store forgets them anyway), keeps every other event (profiles, edges, muted keywords: the tables do not
   hold them all), and rewrites each log with what it kept. The engagements table then keeps
   ``loop.engagement_retention_ms`` of history;
-* Thunder's log: dropped past ``thunder.retention_ms`` by its ingest actor (and here).
+* Thunder's log: dropped past ``thunder.retention_ms`` by its ingest actor (and here);
+* the post catalog's logs (``DIR/hydration/``), the source of truth for posts created through the API: whole
+  segments older than the catalog's live window (``mixer.max_post_age_ms``, the retention its shards keep live
+  posts for) are folded into the posts table (created posts inserted, labels set, deleted posts removed) and
+  then dropped, never past what a consumer has read (Thunder's and the live indexer's watermarks). A restarted
+  catalog finds the folded posts in the table, and training and the backfill read them there
+  (``xserve.loop.live_data.accepted_posts``). Offsets keep counting, so the consumers' watermarks stay valid.
 
 A log is rewritten beside the old one (``.compact-<name>``), then swapped in by two renames; a crash between
 them is finished by the next run (``recover``). The writers' locks are taken first, so compaction of the
@@ -21,6 +27,7 @@ user logs runs with the app stopped: while it serves, its shards hold the locks 
 from __future__ import annotations
 
 import heapq
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -73,7 +80,8 @@ def recover(root: Path) -> None:
 
 def _areas(layout: DataDirLayout) -> dict[str, Path]:
     return {"impressions": layout.impression_logs, "user_logs": layout.user_logs, "thunder_log": layout.thunder_events,
-            "engagements_table": layout.table("engagements"), "catalog_logs": layout.catalog_logs}
+            "engagements_table": layout.table("engagements"), "catalog_logs": layout.catalog_logs,
+            "posts_table": layout.table("posts")}
 
 
 def _batches(log: EventLog) -> Iterator[tuple[int, list[Any]]]:
@@ -144,6 +152,60 @@ def _compact_user_logs(layout: DataDirLayout, config: XServeConfig, now_ms: int,
                          user_log_events_kept=kept)
 
 
+def _consumer_offsets(layout: DataDirLayout) -> list[dict[str, int]]:
+    """The committed offsets of each consumer of the catalog's logs that has run (Thunder, the live indexer)."""
+    out = []
+    for watermark in (layout.thunder_catalog_watermark, layout.live_index_watermark):
+        try:
+            out.append({str(k): int(v) for k, v in json.loads(watermark.read_text()).get("offsets", {}).items()})
+        except FileNotFoundError:
+            continue  # never ran: it starts from what is left, and what went is in the posts table
+    return out
+
+
+def _compact_catalog_logs(layout: DataDirLayout, config: XServeConfig, now_ms: int, report: CompactionReport) -> None:
+    from xserve.loop.live_data import CatalogChanges
+    from xserve.posts.catalog import CatalogEvent
+    from xserve.storage.lance.tables import DataDir, posts_to_table
+
+    root = layout.catalog_logs
+    dirs = [d for d in sorted(root.glob(SHARD_LOG_GLOB)) if d.is_dir()] if root.is_dir() else []
+    consumers = _consumer_offsets(layout)
+    cutoff = now_ms - config.mixer.max_post_age_ms
+    folded, dropped, held = CatalogChanges(), 0, False
+    logs: list[tuple[EventLog, int]] = []
+    try:
+        for d in dirs:
+            try:
+                log = EventLog(d, writer=True, fsync=config.storage.fsync, event_type=CatalogEvent)
+            except EventLogLocked:
+                held = True
+                report.skipped.append(f"catalog log {d.name}: held by the running app (stop it, then compact again)")
+                continue
+            read = min((c.get(d.name, 0) for c in consumers), default=None)  # never past what a consumer has read
+            boundary = log.retention_boundary(cutoff, read)
+            folded.apply(event for _, _, event in log.read(until_offset=boundary))
+            logs.append((log, boundary))
+        if folded.created or folded.labels or folded.deleted:  # durable in the table before any log loses them
+            dd = DataDir(layout.root, fsync=config.storage.fsync)
+            posts = folded.posts()
+            if posts:
+                dd.write_posts(posts_to_table(posts), mode="upsert")
+            labelled = {pid: labels for pid, labels in folded.labels.items()
+                        if pid not in folded.created and pid not in folded.deleted}
+            report.counts["catalog_labels_folded"] = dd.set_post_labels(labelled)
+            report.counts["catalog_posts_deleted"] = dd.delete_posts(folded.deleted)
+            report.counts["catalog_posts_folded"] = len(posts)
+            if not held:  # every catalog shard stopped: nothing reads the table's older versions
+                dd.reclaim("posts")
+        for log, boundary in logs:
+            dropped += log.drop_before(cutoff, boundary)
+    finally:
+        for log, _ in logs:
+            log.close()
+    report.counts["catalog_segments_dropped"] = dropped
+
+
 def _drop_expired(path: Path, cutoff_ms: int, event_type: Any, what: str, report: CompactionReport) -> int:
     dropped = 0
     for d in ([path] if (path / "LOCK").exists() or any(path.glob("*.seg")) else sorted(path.glob(SHARD_LOG_GLOB))):
@@ -157,14 +219,14 @@ def _drop_expired(path: Path, cutoff_ms: int, event_type: Any, what: str, report
 
 def compact(config: XServeConfig, now_ms: int) -> CompactionReport:
     """Retention and compaction of the data directory (module docstring); returns what it did and the sizes."""
-    from xserve.schema import FeedImpressions, PostEvent
+    from xserve.schema import ImpressionRecord, PostEvent
 
     layout = DataDirLayout(config.storage.data_dir)
     report = CompactionReport()
     report.bytes_before = {a: directory_bytes(p) for a, p in _areas(layout).items()}
     if layout.impression_logs.is_dir():
         report.counts["impression_segments_dropped"] = _drop_expired(
-            layout.impression_logs, now_ms - config.loop.impression_retention_ms, FeedImpressions, "impression log", report)
+            layout.impression_logs, now_ms - config.loop.impression_retention_ms, ImpressionRecord, "impression log", report)
     if layout.thunder_events.is_dir():
         report.counts["thunder_segments_dropped"] = _drop_expired(
             layout.thunder_events, now_ms - config.thunder.retention_ms, PostEvent, "thunder log", report)
@@ -177,6 +239,6 @@ def compact(config: XServeConfig, now_ms: int) -> CompactionReport:
             now_ms - config.loop.engagement_retention_ms)
         if report.counts["engagements_expired"] or report.counts.get("user_log_engagements_folded"):
             table.reclaim("engagements")  # a delete only marks rows; the folds left a version each
-    report.skipped.append("post catalog logs: the source of truth for live posts, not compacted yet")
+    _compact_catalog_logs(layout, config, now_ms, report)
     report.bytes_after = {a: directory_bytes(p) for a, p in _areas(layout).items()}
     return report

@@ -11,25 +11,34 @@ times out or fails is counted by the ingress (``ImpressionCounts``, in ``/v1/adm
 crash loses nothing already appended (the kernel holds it); a power loss loses at most the last sync
 interval. Disk is bounded by ``loop.impression_retention_ms``: whole segments older than it are dropped
 (:meth:`ImpressionLog.drop_expired`, run by the shard at most once a minute, and by ``xserve compact``).
+
+What was seen: the server logs every post it returned, but a client shows only what the reader scrolled to.
+``POST /v1/impressions`` reports that (``SeenImpressions``), and the viewer's shard appends it to the same log
+as a :class:`~xserve.schema.FeedSeen` record, durable as the feed's record is. :func:`seen_feeds` joins the two
+by request id: a feed with at least one report counts only its reported posts, at their screen positions; a
+feed without one (a client that never reports, or whose report was lost) counts every served post
+(``loop.unreported_feeds = "served"``, the default) or nothing (``"skip"``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from xserve.clock import MINUTE_MS
 from xserve.config import LoopConfig
-from xserve.schema import ACTIONS, FeedImpressions, Impression, PostCandidate, ServedType
+from xserve.schema import ACTIONS, FeedImpressions, FeedSeen, Impression, ImpressionRecord, PostCandidate, ServedType
 from xserve.storage.layout import SHARD_LOG_GLOB
 from xserve.storage.log.event_log import EventLog
 
-__all__ = ["ImpressionCounts", "ImpressionLog", "feed_impressions", "impression_arrays", "read_impressions"]
+__all__ = ["ImpressionCounts", "ImpressionLog", "feed_impressions", "impression_arrays", "read_impression_records",
+           "read_impressions", "seen_feeds"]
 
 RETENTION_CHECK_MS = MINUTE_MS  # the shard drops expired segments at most this often
 
@@ -74,22 +83,25 @@ class ImpressionLog:
         self.config = config
         self._clock = clock or time.monotonic
         self._log = EventLog(directory, writer=True, fsync=True, segment_bytes=config.impression_segment_bytes,
-                             event_type=FeedImpressions, lock_wait_s=lock_wait_s)
+                             event_type=ImpressionRecord, lock_wait_s=lock_wait_s)
         self._synced_at = self._clock()
         self._retention_checked_ms = 0
         self.feeds = 0  # appended since open
+        self.seen_reports = 0  # FeedSeen records appended since open
         self.dropped_segments = 0
 
     def __repr__(self) -> str:
         return f"ImpressionLog({str(self._log.directory)!r}, feeds={self.feeds})"
 
-    def append(self, feeds: Sequence[FeedImpressions], now_ms: int) -> None:
+    def append(self, records: Sequence[ImpressionRecord], now_ms: int) -> None:
         """Append; fsync when the last one is older than the sync interval; drop expired segments now and then."""
         sync = self._clock() - self._synced_at >= self.config.impression_sync_interval_s
-        self._log.append(feeds, now_ms, sync=sync)
+        self._log.append(records, now_ms, sync=sync)
         if sync:
             self._synced_at = self._clock()
-        self.feeds += len(feeds)
+        seen = sum(isinstance(r, FeedSeen) for r in records)
+        self.seen_reports += seen
+        self.feeds += len(records) - seen
         if now_ms - self._retention_checked_ms >= RETENTION_CHECK_MS:
             self.drop_expired(now_ms)
 
@@ -104,14 +116,57 @@ class ImpressionLog:
         self._log.close()
 
 
-def read_impressions(root: Path, since_ms: int | None = None) -> Iterator[FeedImpressions]:
-    """Every logged feed under ``root`` (``DIR/impressions``), log by log; ``since_ms`` skips older appends."""
+def read_impression_records(root: Path, since_ms: int | None = None) -> Iterator[ImpressionRecord]:
+    """Every record (served feeds and seen reports) under ``root`` (``DIR/impressions``), log by log."""
     if not root.is_dir():
         return
     for d in sorted(root.glob(SHARD_LOG_GLOB)):
         if d.is_dir():
-            for _, _, feed in EventLog(d, event_type=FeedImpressions).read(since_ms=since_ms):
-                yield feed
+            for _, _, record in EventLog(d, event_type=ImpressionRecord).read(since_ms=since_ms):
+                yield record
+
+
+def read_impressions(root: Path, since_ms: int | None = None) -> Iterator[FeedImpressions]:
+    """Every logged feed under ``root`` (``DIR/impressions``), as served, log by log; ``since_ms`` skips older appends."""
+    for record in read_impression_records(root, since_ms):
+        if isinstance(record, FeedImpressions):
+            yield record
+
+
+def seen_feeds(records: Iterable[ImpressionRecord], unreported: str = "served") -> tuple[list[FeedImpressions], dict[str, int]]:
+    """The feeds as the readers saw them (module docstring): each feed with a seen report keeps only the reported
+    posts, at their screen positions (their served scores kept); one without keeps every served post
+    (``unreported="served"``) or is left out (``"skip"``). Returns the feeds and the counts ``feeds``,
+    ``reported_feeds``, ``served_impressions``, ``seen_impressions`` and ``seen_unmatched`` (reported posts the
+    feed's record does not hold: a report for a feed never logged, or a post it did not serve)."""
+    if unreported not in ("served", "skip"):
+        raise ValueError(f"unreported must be 'served' or 'skip', got {unreported!r}")
+    feeds: list[FeedImpressions] = []
+    seen: dict[str, dict[int, int]] = {}  # request id -> {post id: screen position}, over every report
+    for record in records:
+        if isinstance(record, FeedSeen):
+            positions = seen.setdefault(record.request_id, {})
+            for i, pid in enumerate(record.post_ids):
+                positions.setdefault(pid, record.first_position + i)
+        else:
+            feeds.append(record)
+    out: list[FeedImpressions] = []
+    counts = {"feeds": len(feeds), "reported_feeds": 0, "served_impressions": 0, "seen_impressions": 0,
+              "seen_unmatched": sum(len(p) for p in seen.values())}
+    for feed in feeds:
+        counts["served_impressions"] += len(feed.impressions)
+        positions = seen.get(feed.request_id)
+        if positions is None:
+            if unreported == "served":
+                out.append(feed)
+            continue
+        shown = sorted((i for i in feed.impressions if i.post_id in positions), key=lambda i: positions[i.post_id])
+        kept = tuple(msgspec.structs.replace(i, position=positions[i.post_id]) for i in shown)
+        counts["reported_feeds"] += 1
+        counts["seen_impressions"] += len(kept)
+        counts["seen_unmatched"] -= len(kept)
+        out.append(msgspec.structs.replace(feed, impressions=kept))
+    return out, counts
 
 
 def impression_arrays(feeds: Iterator[FeedImpressions] | Sequence[FeedImpressions]) -> dict[str, Any]:

@@ -1,25 +1,35 @@
-"""What ``xserve train`` learns from: the engagements table (seeded or imported) plus the live engagements.
+"""What ``xserve train`` learns from: the engagements table (seeded or imported) plus the live engagements, and
+the posts table plus the posts created through the API (:func:`accepted_posts`).
 
 The API appends every accepted engagement to the user-store event logs (``EngagementRecorded``, fsynced
 before the answer, replayed after a restart), with the ``prediction_request_id`` the client sent back.
 :func:`live_engagements` reads them from those logs; :func:`training_engagements` adds them to the table's
 rows (a row in both, once folded by ``xserve compact``, is counted once: the table's key is user, post,
 action and time). The join key to the impression log is ``prediction_request_id`` = the feed's request id.
+
+Posts: ``POST /v1/posts`` logs each new post (fsynced) in the post catalog's logs (``DIR/hydration/``), the
+source of truth for live posts; the posts table holds the seeded or imported ones and, once ``xserve compact``
+folds them, the older live ones. :func:`accepted_posts` is the one place training (and the re-embedding
+backfill) reads posts from: both, each post once, deletions and label changes applied.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from xserve.schema import Engagement, EngagementRecorded, UserEvent
+from xserve.schema import (Engagement, EngagementRecorded, Post, PostCreated, PostDeleted, PostLabelsSet, QuotedPostDeleted,
+                           UserEvent)
 from xserve.storage.layout import SHARD_LOG_GLOB, DataDirLayout
 from xserve.storage.log.event_log import EventLog
 
-__all__ = ["LIVE_COLUMNS", "engagements_table", "live_engagements", "training_engagements"]
+__all__ = ["LIVE_COLUMNS", "CatalogChanges", "accepted_posts", "catalog_changes", "engagements_table", "live_engagements",
+           "training_engagements"]
 
 # the engagements table's columns, with the request id that served the post (null when the client sent none)
 LIVE_COLUMNS = ("user_id", "post_id", "author_id", "action", "timestamp_ms", "dwell_ms", "product_surface",
@@ -86,3 +96,80 @@ def training_engagements(data_dir: str | Path) -> tuple[pa.Table, dict[str, int]
     if merged.num_rows > 1:
         merged = merged.take(pa.array(np.argsort(merged.column("timestamp_ms").to_numpy(), kind="stable")))
     return merged, counts
+
+
+@dataclass
+class CatalogChanges:
+    """What post-catalog events change about posts, folded: the posts they create, the labels they set, the posts
+    they delete (a delete wins over a create or a label, in any order: a deleted id is never reused)."""
+
+    created: dict[int, Post] = field(default_factory=dict)  # post id -> the post as created (labels as set since)
+    labels: dict[int, tuple[str, ...]] = field(default_factory=dict)  # post id -> its labels, set after creation
+    deleted: set[int] = field(default_factory=set)
+
+    def apply(self, events: Iterable[Any]) -> CatalogChanges:
+        for event in events:
+            match event:
+                case PostCreated(post=post):
+                    self.created.setdefault(post.post_id, post)  # a retried create is the same post
+                case PostDeleted(post_id=pid) | QuotedPostDeleted(quoting_post_id=pid):
+                    self.deleted.add(pid)
+                case PostLabelsSet(post_id=pid, labels=labels):
+                    self.labels[pid] = tuple(sorted({str(label) for label in labels}))
+        return self
+
+    def posts(self) -> list[Post]:
+        """The created posts not deleted, with their labels as last set."""
+        import msgspec
+
+        return [msgspec.structs.replace(p, labels=self.labels[pid]) if pid in self.labels else p
+                for pid, p in self.created.items() if pid not in self.deleted]
+
+
+def catalog_changes(catalog_logs: Path, since_ms: int | None = None) -> CatalogChanges:
+    """Every event of the post catalog's logs under ``catalog_logs`` (``DIR/hydration``), folded."""
+    from xserve.posts.catalog import CatalogEvent
+
+    changes = CatalogChanges()
+    for d in sorted(catalog_logs.glob(SHARD_LOG_GLOB)) if catalog_logs.is_dir() else ():
+        if d.is_dir():
+            changes.apply(event for _, _, event in EventLog(d, event_type=CatalogEvent).read(since_ms=since_ms))
+    return changes
+
+
+def accepted_posts(data_dir: str | Path, columns: Sequence[str] | None = None) -> tuple[pa.Table | None, dict[str, int]]:
+    """Every post the server accepted and has not deleted, as the posts table's ``columns`` (default all): the
+    posts table plus the posts created through the API (the catalog's logs), each once, labels as last set.
+    Returns (the table, or None when there is no post at all; counts ``table`` and ``live`` (the rows from each),
+    ``deleted`` (table rows left out as deleted))."""
+    from xserve.storage.lance.tables import POSTS_SCHEMA, DataDir, posts_to_table  # LanceDB: only here
+
+    layout = DataDirLayout(data_dir)
+    cols = list(POSTS_SCHEMA.names if columns is None else columns)
+    dd = DataDir(layout.root, create=False)
+    table = dd.read_posts(columns=cols if "post_id" in cols else ["post_id", *cols]) if dd.count("posts") else None
+    changes = catalog_changes(layout.catalog_logs)
+    table_ids = table.column("post_id").to_numpy() if table is not None else np.zeros(0, np.int64)  # (P,)
+    counts = {"table": len(table_ids), "live": 0, "deleted": 0}
+    if table is not None and changes.deleted:
+        keep = ~np.isin(table_ids, np.fromiter(changes.deleted, np.int64))
+        if not keep.all():
+            counts["deleted"] = int((~keep).sum())
+            table = table.filter(pa.array(keep))
+            counts["table"] = table.num_rows
+    relabelled = np.isin(table.column("post_id").to_numpy(), np.fromiter(changes.labels, np.int64)) \
+        if table is not None and "labels" in cols and changes.labels else None
+    if relabelled is not None and relabelled.any():
+        labels = [list(changes.labels.get(pid, old)) for pid, old in zip(table.column("post_id").to_pylist(),
+                                                                         table.column("labels").to_pylist())]
+        table = table.set_column(table.schema.get_field_index("labels"), table.schema.field("labels"),
+                                 pa.array(labels, table.schema.field("labels").type))
+    created = changes.posts()
+    in_table = np.isin(np.fromiter((p.post_id for p in created), np.int64, len(created)), table_ids)  # folded already
+    live = posts_to_table(p for p, folded in zip(created, in_table.tolist()) if not folded)
+    counts["live"] = live.num_rows
+    if table is None and not live.num_rows:
+        return None, counts
+    live = live.select(table.column_names if table is not None else cols)
+    merged = live if table is None else pa.concat_tables([table, live.cast(table.schema)])
+    return merged.select(cols), counts

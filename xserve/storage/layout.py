@@ -11,7 +11,7 @@ alone (and a migration of existing directories)::
     DIR/models/{ranker,towers}.pt        the trained Phoenix checkpoints (first run; directories without versions)
     DIR/models/CURRENT                   the live model version (``xserve train`` switches it atomically)
     DIR/models/v<name>/                  one model version (ranker.pt, towers.pt, MANIFEST.json)
-    DIR/impressions/shard-<i>-of-<n>/    served feeds as impressions, one log per user-store shard
+    DIR/impressions/shard-<i>-of-<n>/    served feeds as impressions and the seen reports, one log per user-store shard
     DIR/loop/reports/                    one JSON report per continuous-training cycle
     DIR/users/shard-<i>-of-<n>/          user-store event logs (one per shard)
     DIR/hydration/shard-<i>-of-<n>/      post-catalog event logs: the source of truth for posts

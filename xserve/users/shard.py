@@ -21,7 +21,7 @@ from typing import Any
 
 from xserve.clock import now_ms
 from xserve.config import XServeConfig
-from xserve.schema import FeedImpressions, Served, UserEvent, UserProfile, UserQueryData
+from xserve.schema import FeedImpressions, FeedSeen, Served, UserEvent, UserProfile, UserQueryData
 from xserve.storage.layout import SHARD_LOG_GLOB, DataDirLayout
 from xserve.storage.log.event_log import EventLog
 from xserve.users.store import UserStore
@@ -69,7 +69,8 @@ class UserShard:
     def stats(self) -> dict[str, Any]:
         out = {"store": repr(self.store), "loaded": self.loaded, "replayed": self.replayed}
         if self.impressions is not None:
-            out["impression_log"] = {"feeds": self.impressions.feeds, "dropped_segments": self.impressions.dropped_segments}
+            out["impression_log"] = {"feeds": self.impressions.feeds, "seen_reports": self.impressions.seen_reports,
+                                     "dropped_segments": self.impressions.dropped_segments}
         return out
 
     def record_served(self, served: Served, impressions: FeedImpressions | None = None) -> None:
@@ -81,6 +82,14 @@ class UserShard:
             self.apply([served], checked=True)
         if impressions is not None and self.impressions is not None:
             self.impressions.append([impressions], self._clock_ms())
+
+    def record_seen(self, reports: Sequence[FeedSeen]) -> bool:
+        """Log what clients showed of served feeds (``POST /v1/impressions``) in the impression log, as durable as
+        the feeds' own records; False when this shard logs no impressions (``loop.log_impressions`` off)."""
+        if self.impressions is None:
+            return False
+        self.impressions.append(reports, self._clock_ms())
+        return True
 
     def query_data(self, user_id: int, history_limit: int, trim_block: int = 1) -> UserQueryData | None:
         return self.store.query_data(user_id, history_limit, self._clock_ms(), trim_block)

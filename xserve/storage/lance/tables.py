@@ -515,6 +515,32 @@ class DataDir:
             out["action"] = codes.to_numpy(zero_copy_only=False).astype(np.int8)
         return {c: out[c] for c in table.column_names}
 
+    def set_post_labels(self, labels: Mapping[int, Sequence[str]]) -> int:
+        """Replace the labels of the given posts that the table holds (``xserve compact`` folding label changes);
+        returns rows updated."""
+        table = self._table("posts")
+        if table is None or not labels:
+            return 0
+        rows = self._read("posts", where=f"post_id IN ({','.join(str(int(i)) for i in labels)})")
+        if not rows.num_rows:
+            return 0
+        new = pa.array([list(labels[pid]) for pid in rows.column("post_id").to_pylist()], POSTS_SCHEMA.field("labels").type)
+        return self._write("posts", rows.set_column(rows.schema.get_field_index("labels"), POSTS_SCHEMA.field("labels"), new),
+                           "upsert")
+
+    def delete_posts(self, post_ids: Iterable[int]) -> int:
+        """Delete the given posts (``xserve compact`` folding deletions); returns rows deleted."""
+        ids = sorted({int(i) for i in post_ids})
+        table = self._table("posts")
+        if table is None or not ids:
+            return 0
+        started_ns = time.time_ns() - 2_000_000_000  # as in _write: coarse file mtimes
+        before = table.count_rows()
+        table.delete(f"post_id IN ({','.join(map(str, ids))})")
+        if self.fsync:  # durable before the log records that held the deletions are dropped
+            _fsync_changed(self.layout.table("posts"), started_ns)
+        return before - table.count_rows()
+
     def delete_engagements_before(self, cutoff_ms: int) -> int:
         """Delete the engagements older than ``cutoff_ms`` (retention, ``xserve compact``); returns rows deleted."""
         table = self._table("engagements")

@@ -31,7 +31,8 @@ that starts while its predecessor is still being torn down waits up to
 ``lock_wait_s`` for it, and two live writers are refused (:class:`EventLogLocked`).
 
 Retention: :meth:`drop_before` deletes whole segments whose every record was
-appended before a cutoff; the active segment is never dropped.
+appended before a cutoff (and, optionally, lies below a consumer's offset); the
+active segment is never dropped, so offsets keep counting on after it.
 """
 
 from __future__ import annotations
@@ -237,21 +238,34 @@ class EventLog:
         self._next_offset = offset
         return first, offset
 
-    def drop_before(self, cutoff_ms: int) -> int:
-        """Delete segments whose records were all appended before ``cutoff_ms``; returns how many."""
+    def drop_before(self, cutoff_ms: int, until_offset: int | None = None) -> int:
+        """Delete segments whose records were all appended before ``cutoff_ms`` (and, given ``until_offset``, all
+        have offsets below it: a consumer's watermark); returns how many."""
         if not self.writer:
             raise RuntimeError("event log opened read-only: drop_before needs writer=True")
+        dropped = self._droppable(cutoff_ms, until_offset)
+        for path in dropped:
+            path.unlink()
+        return len(dropped)
+
+    def retention_boundary(self, cutoff_ms: int, until_offset: int | None = None) -> int:
+        """The first offset :meth:`drop_before` with these arguments would keep: records below it go (a caller
+        that must keep what they hold, such as a compaction folding them into a table, reads them first)."""
         segs = _segments(self.directory)
-        dropped = 0
+        dropped = len(self._droppable(cutoff_ms, until_offset))
+        return segs[dropped][0] if dropped < len(segs) else self._next_offset
+
+    def _droppable(self, cutoff_ms: int, until_offset: int | None) -> list[Path]:
+        segs = _segments(self.directory)
+        out = []
         for (_, path), (next_base, next_path) in zip(segs, segs[1:]):
-            if next_base > self._active_base:
+            if next_base > self._active_base or (until_offset is not None and next_base > until_offset):
                 break
-            first_at = self._first_appended_at(next_path)
+            first_at = self._first_appended_at(next_path)  # the next segment's first record: after this one's last
             if first_at is None or first_at >= cutoff_ms:
                 break
-            path.unlink()
-            dropped += 1
-        return dropped
+            out.append(path)
+        return out
 
     @staticmethod
     def _first_appended_at(path: Path) -> int | None:
