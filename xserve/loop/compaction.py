@@ -27,7 +27,6 @@ user logs runs with the app stopped: while it serves, its shards hold the locks 
 from __future__ import annotations
 
 import heapq
-import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from xserve.schema import EngagementRecorded, Served, UserEvent
 from xserve.storage.files import fsync_path
 from xserve.storage.layout import SHARD_LOG_GLOB, DataDirLayout
 from xserve.storage.log.event_log import EventLog, EventLogLocked
+from xserve.storage.log.log_tail import read_watermark
 
 __all__ = ["CompactionReport", "compact", "directory_bytes", "recover"]
 
@@ -154,13 +154,9 @@ def _compact_user_logs(layout: DataDirLayout, config: XServeConfig, now_ms: int,
 
 def _consumer_offsets(layout: DataDirLayout) -> list[dict[str, int]]:
     """The committed offsets of each consumer of the catalog's logs that has run (Thunder, the live indexer)."""
-    out = []
-    for watermark in (layout.thunder_catalog_watermark, layout.live_index_watermark):
-        try:
-            out.append({str(k): int(v) for k, v in json.loads(watermark.read_text()).get("offsets", {}).items()})
-        except FileNotFoundError:
-            continue  # never ran: it starts from what is left, and what went is in the posts table
-    return out
+    # a consumer that never ran starts from what is left, and what went is in the posts table
+    found = (read_watermark(w) for w in (layout.thunder_catalog_watermark, layout.live_index_watermark))
+    return [offsets for offsets, _ in filter(None, found)]
 
 
 def _compact_catalog_logs(layout: DataDirLayout, config: XServeConfig, now_ms: int, report: CompactionReport) -> None:

@@ -23,9 +23,18 @@ from typing import Any
 from xserve.storage.log.event_log import LogCursor
 from xserve.storage.files import write_json_atomic
 
-__all__ = ["LogTail", "TailEntry"]
+__all__ = ["LogTail", "TailEntry", "read_watermark"]
 
 TailEntry = tuple[str, int, int, Any]  # (log name, offset, appended_at_ms, event)
+
+
+def read_watermark(watermark: str | Path) -> tuple[dict[str, int], dict[str, Any]] | None:
+    """A consumer's committed offsets per log and what it committed beside them; None when it never committed."""
+    try:
+        data = json.loads(Path(watermark).read_text())
+    except FileNotFoundError:
+        return None
+    return {str(k): int(v) for k, v in data.pop("offsets", {}).items()}, data
 
 
 class LogTail:
@@ -37,12 +46,7 @@ class LogTail:
         self.event_type = event_type
         self.watermark = Path(watermark)
         self._cursors: dict[str, LogCursor] = {}
-        try:
-            data = json.loads(self.watermark.read_text())
-        except FileNotFoundError:
-            data = {}
-        self.committed: dict[str, int] = {str(k): int(v) for k, v in data.pop("offsets", {}).items()}
-        self.meta: dict[str, Any] = data  # what the consumer committed beside the offsets
+        self.committed, self.meta = read_watermark(self.watermark) or ({}, {})  # meta: committed beside the offsets
         self._from = dict(self.committed)  # where a log's cursor starts when the log is first seen
 
     def __repr__(self) -> str:
