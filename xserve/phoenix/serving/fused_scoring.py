@@ -66,26 +66,47 @@ class _Layer:
     def __init__(self, block, dtype: torch.dtype) -> None:
         a, f = block.attn, block.ffn
         d = a.q_proj.in_features
-        w_attn, w_ffn = block.pre_attn_norm.weight[:, None], block.pre_ffn_norm.weight[:, None]  # (D, 1)
-        self.w_qkv_t = (torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).T * w_attn).to(dtype)  # (D, H·K+2·G·K)
-        self.w_q_t = (a.q_proj.weight.T * w_attn).to(dtype).reshape(d * a.num_q_heads, a.key_size)  # (D·H, K)
-        self.w_k_t = (a.k_proj.weight.T * w_attn).to(dtype).reshape(d * a.num_kv_heads, a.key_size)  # (D·G, K)
-        self.w_v_t = (a.v_proj.weight.T * w_attn).to(dtype).contiguous()  # (D, G·K)
-        self.w_o_t = a.o_proj.weight.T.to(dtype).contiguous()  # (H·K, D)
-        self.w_in = torch.stack([f.w_1.weight.T * w_ffn, f.w_v.weight.T * w_ffn]).to(dtype)  # (2, D, F): contiguous halves
-        self.w_out_t = f.w_out.weight.T.to(dtype).contiguous()  # (F, D)
+        w_attn, w_ffn = block.pre_attn_norm.weight, block.pre_ffn_norm.weight  # (D,)
+        # Linear weights in nn.Linear's (out, in) layout: _linear computes x @ Wᵀ.
+        self.w_qkv = (torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]) * w_attn).to(dtype)  # (H·K+2·G·K, D)
+        self.w_q_t = (a.q_proj.weight.T * w_attn[:, None]).to(dtype).reshape(d * a.num_q_heads, a.key_size)  # (D·H, K)
+        self.w_k_t = (a.k_proj.weight.T * w_attn[:, None]).to(dtype).reshape(d * a.num_kv_heads, a.key_size)  # (D·G, K)
+        self.w_v = (a.v_proj.weight * w_attn).to(dtype)  # (G·K, D)
+        self.w_o = a.o_proj.weight.to(dtype)  # (D, H·K)
+        self.w_1, self.w_v_ffn = (f.w_1.weight * w_ffn).to(dtype), (f.w_v.weight * w_ffn).to(dtype)  # (F, D) each
+        self.w_out = f.w_out.weight.to(dtype)  # (D, F)
         self.eps = (block.pre_attn_norm.eps, block.pre_ffn_norm.eps)
         self.post = [(n.weight.to(dtype), n.eps) for n in (block.post_attn_norm, block.post_ffn_norm)]
 
     def rotated_qkv(self, rot: torch.Tensor, q_scale: float) -> torch.Tensor:
-        """q/k/v projection with RoPE at one position per row folded in: ``rot (R, K, K)`` → ``(R, D, H·K+2·G·K)``.
+        """q/k/v projection with RoPE at one position per row folded in: ``rot (R, K, K)`` → ``(R, H·K+2·G·K, D)``
+        ((out, in) per row).
 
         ``rope(x) = x @ rot`` is linear, so ``rope(W x) = (Wᵀ rot)ᵀ x`` per head; the query scale goes in too.
         """
-        r, d = rot.shape[0], self.w_v_t.shape[0]
+        r, d = rot.shape[0], self.w_v.shape[1]
         q = torch.matmul(self.w_q_t, rot).view(r, d, -1) * q_scale  # (R, D, H·K)
         k = torch.matmul(self.w_k_t, rot).view(r, d, -1)  # (R, D, G·K)
-        return torch.cat([q, k, self.w_v_t.expand(r, -1, -1)], dim=-1)
+        return torch.cat([q.transpose(1, 2), k.transpose(1, 2), self.w_v.expand(r, -1, -1)], dim=1)
+
+
+def onednn_linear_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``_linear`` can use oneDNN here: a CPU fp32 build of torch with it (x86 wheels have it)."""
+    return (device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, onednn: bool = False) -> torch.Tensor:
+    """``x @ wᵀ (+ bias)`` for ``w (out, in)``; with ``onednn`` through oneDNN's fp32 matmul.
+
+    Why: torch's CPU matmul calls MKL, which on this AMD CPU runs its AVX2 kernels (~90 GFLOP/s on one
+    thread); oneDNN's fp32 kernels use AVX-512 (~200 GFLOP/s on the projections, ~120 on the attention's
+    K = 32 blocks), strict fp32 arithmetic either way. ``torch.ops.mkldnn._linear_pointwise`` is the op
+    torch's own compiler emits for a CPU linear; it takes any strides.
+    """
+    if onednn:
+        return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
+    return F.linear(x, w, bias)
 
 
 def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -148,16 +169,20 @@ class FusedCandidateScorer:
         self._q_scale = 2 * self.multiplier / self.cap if self.cap > 0 else self.multiplier * LOG2E
         self._exp2_scale = 2 * self.cap * LOG2E
         self.layers = [_Layer(b, self.dtype) for b in model.transformer.blocks]
+        self.onednn = onednn_linear_available(next(model.parameters()).device, self.dtype)
         self.final_eps = model.final_norm.eps
         # Every head as one matmul: the action logits, the dwell and the three duration pre-activations; the
         # final norm's weight folded in.
         heads = (model.action_head, model.dwell_head, model.duration_head)
-        self.w_head_t = (torch.cat([h.weight for h in heads]).T * model.final_norm.weight[:, None]).to(self.dtype)  # (D, A+1+3)
+        self.w_head = (torch.cat([h.weight for h in heads]) * model.final_norm.weight).to(self.dtype)  # (A+1+3, D)
         self.b_head = torch.cat([h.bias for h in heads]).to(self.dtype)  # (A+1+3,)
+        self.w_candidate = model.embeddings.candidate_proj.weight.to(self.dtype)  # (D, (Hp+Ha+2)·D)
 
     def candidate_tokens(self, cand: CandidateBatch) -> torch.Tensor:
-        """``(R, c)`` candidate ids → tokens ``(R, c, D)`` (the model's own embedding code)."""
-        return self.model.embeddings.candidate_tokens(cand).to(self.dtype)
+        """``(R, c)`` candidate ids → tokens ``(R, c, D)`` (the model's own embedding code, its projection on
+        ``_linear``)."""
+        emb = self.model.embeddings
+        return _linear(emb.candidate_features(cand).to(self.dtype), self.w_candidate, onednn=self.onednn)
 
     def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
                 causal_past: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -175,31 +200,30 @@ class FusedCandidateScorer:
         """
         b, n, g_kv, g, k = q.shape
         t_all = keys.shape[2]
-        rows = n if self.block_logits is None else max(1, self.block_logits // (b * g_kv * g * t_all))
-        kt = keys.transpose(-1, -2)  # (B, G, K, T)
+        rows = n if self.block_logits is None else max(1, self.block_logits // (g * t_all))
         num = q.new_empty(b, n, g_kv, g, k)
         den = q.new_empty(b, n, g_kv, g)
         row_max = q.new_empty(b, n, g_kv, g) if self.cap <= 0 else None
-        # Every block's logits in one buffer: a fresh tensor per block was a fresh MB from malloc, page-faulted in.
-        logits = q.new_empty(b * g_kv * g * min(rows, n) * t_all) if rows < n else None
-        for i in range(0, n, rows):
-            j = min(n, i + rows)
-            m, t = j - i, t_all if causal_past is None else min(t_all, causal_past + j)
-            qb = q[:, i:j].permute(0, 2, 3, 1, 4).reshape(b, g_kv, g * m, k)  # (B, G, g·m, K): g heads stacked
-            out = None if logits is None else logits[: b * g_kv * g * m * t].view(b, g_kv, g * m, t)
-            w = torch.matmul(qb, kt[..., :t], out=out)  # (B, G, g·m, t)
-            if self.cap > 0:
-                w = w.sigmoid_().mul_(self._exp2_scale)  # in [0, 2·cap·log2 e]: no fp32 overflow, no max needed
-            if bias is not None:
-                w = w.view(b, g_kv, g, m, t).add_(bias[..., i:j, :t] if bias.shape[-2] > 1 else bias[..., :t])
-                w = w.view(b, g_kv, g * m, t)  # -inf at masked keys: exp2 gives exactly 0
-            if row_max is not None:  # unbounded logits: subtract the row max before exp2
-                mx = w.amax(-1, keepdim=True)
-                w = w.sub_(mx)
-                row_max[:, i:j] = mx.view(b, g_kv, g, m).permute(0, 3, 1, 2)
-            w = w.exp2_()
-            den[:, i:j] = w.sum(-1).view(b, g_kv, g, m).permute(0, 3, 1, 2)
-            num[:, i:j] = torch.matmul(w, values[:, :, :t]).view(b, g_kv, g, m, k).permute(0, 3, 1, 2, 4)
+        for bi in range(b):
+            for gi in range(g_kv):  # one (row, kv head) at a time: 2-D matmuls, the g query heads stacked
+                q_bg, k_bg, v_bg = q[bi, :, gi], keys[bi, gi], values[bi, gi]  # (n, g, K), (T, K), (T, K)
+                bias_b = None if bias is None else bias[bi, 0, 0]  # (1 or n, T)
+                for i in range(0, n, rows):
+                    j = min(n, i + rows)
+                    m, t = j - i, t_all if causal_past is None else min(t_all, causal_past + j)
+                    qb = q_bg[i:j].transpose(0, 1).reshape(g * m, k)  # (g·m, K)
+                    w = _linear(qb, k_bg[:t], onednn=self.onednn)  # (g·m, t) logits
+                    if self.cap > 0:
+                        w = w.sigmoid_().mul_(self._exp2_scale)  # in [0, 2·cap·log2 e]: no fp32 overflow, no max needed
+                    if bias_b is not None:  # -inf at masked keys: exp2 gives exactly 0
+                        w = w.view(g, m, t).add_(bias_b[i:j, :t] if bias_b.shape[0] > 1 else bias_b[:, :t]).view(g * m, t)
+                    if row_max is not None:  # unbounded logits: subtract the row max before exp2
+                        mx = w.amax(-1, keepdim=True)
+                        w = w.sub_(mx)
+                        row_max[bi, i:j, gi] = mx.view(g, m).T
+                    w = w.exp2_()
+                    den[bi, i:j, gi] = w.sum(-1).view(g, m).T
+                    num[bi, i:j, gi] = _linear(w, v_bg[:t].T, onednn=self.onednn).view(g, m, k).transpose(0, 1)
         return num, den, row_max
 
     def _attention(self, x: torch.Tensor, w_qkv: torch.Tensor, layer: _Layer, ctx_k: torch.Tensor,
@@ -208,7 +232,8 @@ class FusedCandidateScorer:
         g_kv, g, k = self.num_kv_heads, self.groups, self.key_size
         hk, gk = self.num_q_heads * k, g_kv * k
         # Queries and keys come out rotated to the row's position n+1 and the queries scaled (folded weights).
-        qkv = x @ w_qkv[0] if r == 1 else torch.bmm(x, w_qkv)  # (R, c, H·K + 2·G·K)
+        qkv = torch.stack([_linear(x[i], w_qkv[i], onednn=self.onednn) for i in range(r)]) if r > 1 else \
+            _linear(x, w_qkv[0], onednn=self.onednn)  # (R, c, H·K + 2·G·K)
         q = qkv[..., :hk].view(r, c, g_kv, g, k)  # head h = kv_head·g + j, as the reference's repeat_interleave
         k_self = qkv[..., hk : hk + gk].view(r, c, g_kv, 1, k)
         v_self = qkv[..., hk + gk :].view(r, c, g_kv, 1, k)
@@ -222,7 +247,7 @@ class FusedCandidateScorer:
             num, den, self_w = num * rescale[..., None], den * rescale, self_w - m
         self_w = self_w.exp2_()  # (R, c, G, g)
         out = num.add_(self_w[..., None] * v_self).div_((den + self_w)[..., None])  # (R, c, G, g, K)
-        return out.view(r, c, hk) @ layer.w_o_t  # (R, c, D)
+        return _linear(out.view(r, c, hk), layer.w_o, onednn=self.onednn)  # (R, c, D)
 
     def score(self, tokens: torch.Tensor, positions: torch.Tensor, ctx_k: list[torch.Tensor],
               ctx_v: list[torch.Tensor], ctx_bias: torch.Tensor | None) -> torch.Tensor:
@@ -243,16 +268,13 @@ class FusedCandidateScorer:
             h = _add_post_norm(h, self._ffn(_rms(h, layer.eps[1]), layer), layer.post[1])
         return self._heads(h)
 
-    @staticmethod
-    def _ffn(x: torch.Tensor, layer: _Layer) -> torch.Tensor:
-        a, b = x.flatten(0, -2) @ layer.w_in  # (2, N, F)
-        return (_gelu_mul(a, b) @ layer.w_out_t).view_as(x)
+    def _ffn(self, x: torch.Tensor, layer: _Layer) -> torch.Tensor:
+        a = _linear(x, layer.w_1, onednn=self.onednn)
+        return _linear(_gelu_mul(a, _linear(x, layer.w_v_ffn, onednn=self.onednn)), layer.w_out, onednn=self.onednn)
 
     def _heads(self, h: torch.Tensor) -> torch.Tensor:
         """The final norm (its weight folded into the heads) and every head: ``(B, T, D)`` → ``(B, T, A+1+3)``."""
-        return torch.addmm(self.b_head, _rms(h, self.final_eps).flatten(0, 1), self.w_head_t).view(
-            h.shape[0], h.shape[1], -1
-        )
+        return _linear(_rms(h, self.final_eps), self.w_head, self.b_head, onednn=self.onednn)
 
     def encode(self, tokens: torch.Tensor, start: int, past_k: list[torch.Tensor] | None,
                past_v: list[torch.Tensor] | None, valid: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -316,7 +338,7 @@ class FusedCandidateScorer:
         causal = None if bool(allowed[:, :, past + 1 :].triu().any()) else past
         h, new_k, new_v = tokens, [], []
         for i, layer in enumerate(self.layers):
-            qkv = _rms(h, layer.eps[0]) @ layer.w_qkv_t  # (B, Tn, H·K+2·G·K)
+            qkv = _linear(_rms(h, layer.eps[0]), layer.w_qkv, onednn=self.onednn)  # (B, Tn, H·K+2·G·K)
             q = qkv[..., :hk].view(b, tn, g_kv * g, k) * self._q_scale  # (B, Tn, H, K)
             kk = qkv[..., hk : hk + gk].view(b, tn, g_kv, k)  # (B, Tn, G, K)
             q = (q * cos + torch.cat([-q[..., k // 2 :], q[..., : k // 2]], dim=-1) * sin).view(b, tn, g_kv, g, k)
@@ -327,7 +349,8 @@ class FusedCandidateScorer:
             keys = kk if past_k is None else torch.cat([past_k[i], kk], dim=2)  # (B, G, P+Tn, K)
             values = v if past_v is None else torch.cat([past_v[i], v], dim=2)
             num, den, _ = self._attend(q, keys, values, bias, causal_past=causal)  # (B, Tn, G, g, K), (B, Tn, G, g)
-            h = _add_post_norm(h, num.div_(den[..., None]).view(b, tn, hk) @ layer.w_o_t, layer.post[0])
+            h = _add_post_norm(h, _linear(num.div_(den[..., None]).view(b, tn, hk), layer.w_o, onednn=self.onednn),
+                               layer.post[0])
             h = _add_post_norm(h, self._ffn(_rms(h, layer.eps[1]), layer), layer.post[1])
         return h, new_k, new_v
 
