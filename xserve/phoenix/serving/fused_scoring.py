@@ -24,8 +24,16 @@ What it exploits, all exact identities of the reference's math:
 * grouped-query attention reads each kv head once: the ``groups`` query heads
   that share it are stacked along the query axis of one matmul instead of
   repeating the context keys per query head;
-* q/k/v projections and the two FFN input projections are fused into one
-  matmul each.
+* the q/k/v projections are one matmul, and each pre-norm's weight is folded
+  into the matmul after it (the norm then only scales rows);
+* attention runs in blocks of query rows whose logits (``BLOCK_LOGITS``, 1 MiB)
+  stay in L2, one kv head of one row at a time, and causal attention reads only
+  the keys a block can see (a whole ``(g·c, T)`` logits tensor was 17 MB a layer
+  at 2,000 candidates: six passes over DRAM and fresh pages each call);
+* on a CPU every matmul goes through oneDNN's fp32 kernels (``_linear``):
+  torch's ``@`` calls MKL, which runs AVX2 code on AMD CPUs.
+
+Measured effect and what did not help: ``docs/ranker_serving.md``, "Kernels".
 
 Shapes: R = rows (a row is one user's chunk of candidates), c = candidates per
 row, T = context tokens, D = ``emb_dim``, G = kv heads, g = query heads per kv
@@ -196,7 +204,7 @@ class FusedCandidateScorer:
 
         Why blocks: one ``(g·n, T)`` logits tensor per kv head was tens of MB (s512_c2000: 17 MB a layer), so each
         of its passes (QK matmul, sigmoid, scale, exp2, sum, PV matmul) went to DRAM and every call faulted in
-        fresh pages; a block of ``_BLOCK_LOGITS`` stays in L2 and its memory is reused.
+        fresh pages; a block of ``BLOCK_LOGITS`` stays in L2.
         """
         b, n, g_kv, g, k = q.shape
         t_all = keys.shape[2]
