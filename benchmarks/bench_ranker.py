@@ -30,7 +30,9 @@ where reuse matters most, and X's production shape ``1023x1400``).
 Prints one ``name value unit`` line per figure (progress on stderr): candidates/s per path, the
 speedups of ours (miss) over naive and one-pass, hit over miss, the median
 latency of a miss (and its process CPU time: the box is shared), achieved GFLOP/s of our miss path at ``--flops-shape`` (default s512_c2000),
-and a plain fp32 matmul's GFLOP/s measured in the same run. Medians of
+and a plain fp32 matmul's GFLOP/s measured in the same run (``ranker.gflops_matmul_peak``: torch's ``@``, MKL), with
+the fraction of it reached; where the fused kernels run on oneDNN, the same matmul through oneDNN too
+(``ranker.gflops_matmul_peak_onednn``, ``ranker.peak_fraction_onednn``). Medians of
 ``--repeats`` timings; the machine is shared, so compare ratios within a run.
 """
 
@@ -234,9 +236,15 @@ def main(argv: list[str] | None = None) -> int:
             flops_at = (s, c, t_miss)
     s, c, t_miss = flops_at  # type: ignore[misc]
     # Achieved by our miss path at --flops-shape (else the first shape of the run).
-    print(f"ranker.gflops_achieved {model_flops(cfg, s, c) / t_miss / 1e9:.1f} GFLOP/s")
+    achieved, peak = model_flops(cfg, s, c) / t_miss / 1e9, matmul_peak_gflops(args.repeats)
+    print(f"ranker.gflops_achieved {achieved:.1f} GFLOP/s")
     print(f"ranker.gflops_shape.s{s}_c{c} 1 shape")
-    print(f"ranker.gflops_matmul_peak {matmul_peak_gflops(args.repeats):.1f} GFLOP/s")
+    print(f"ranker.gflops_matmul_peak {peak:.1f} GFLOP/s")
+    print(f"ranker.peak_fraction {achieved / peak:.2f} x")
+    if ours.fast is not None and ours.fast.onednn:  # the kernels' own matmul: the stricter peak (docs/ranker_serving.md)
+        peak_onednn = matmul_peak_gflops(args.repeats, onednn=True)
+        print(f"ranker.gflops_matmul_peak_onednn {peak_onednn:.1f} GFLOP/s")
+        print(f"ranker.peak_fraction_onednn {achieved / peak_onednn:.2f} x")
     print(f"ranker.threads {args.threads} threads")
     return 0
 

@@ -207,6 +207,29 @@ def test_fused_onepass_equals_the_models_forward(model):
     torch.testing.assert_close(got.dwell_s, want.dwell_s, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("block_logits, onednn, cap", [(1, True, 30.0), (1, False, 0.0), (None, False, 30.0)])
+def test_fused_kernel_variants_equal_full_forward(block_logits, onednn, cap):
+    """The fused attention in blocks of one query row (how a long request is scored; causal keys cut per block),
+    with torch's own matmuls instead of oneDNN (CUDA, or a CPU build without it), capped or not, still gives the
+    model's scores: two users of different lengths in one batch (masked padding keys), one's grown history (a
+    partial hit), and the one-pass baseline."""
+    model = tiny_model(attn_logit_cap=cap)
+    runner = make_runner(model)
+    runner.fast.block_logits = block_logits
+    runner.fast.onednn = onednn and runner.fast.onednn
+    hist = history(22, seed=5)
+    reqs = [make_request(user=1, hist=hist[:13], n_candidates=11), make_request(user=2, n_history=4, n_candidates=7, seed=2)]
+    for req, res in zip(reqs, runner.score(reqs), strict=True):
+        assert_close(res, full_forward(runner, req))
+    grown = make_request(user=1, hist=hist, n_candidates=11)
+    assert_close(runner.score([grown])[0], full_forward(runner, grown))
+    assert runner.cache.stats.partial_hits == 1
+    ctx, cand = runner.featurizer.from_requests(reqs)
+    with torch.inference_mode():
+        want, got = model(ctx, cand), runner.fast.onepass(ctx, cand)
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_context_ages_and_durations_equal_full_forward_and_key_the_cache(model, fused):
     """Issue 17: a request's user context and its negative entries' ages change the scores, the cached and fused

@@ -39,19 +39,25 @@ def model_flops(cfg: PhoenixConfig, s: int, c: int) -> float:
     return context + cands
 
 
-def matmul_peak_gflops(repeats: int = 20, n: int = 1024, threads: int | None = None) -> float:
+def matmul_peak_gflops(repeats: int = 20, n: int = 1024, threads: int | None = None, onednn: bool = False) -> float:
     """A plain fp32 ``n x n`` matmul's GFLOP/s (median of ``repeats``), with ``threads`` torch threads
-    (None: as set); the ranker's ``ranker_serving.num_threads`` is the fair setting for a served request."""
+    (None: as set); the ranker's ``ranker_serving.num_threads`` is the fair setting for a served request.
+
+    ``onednn``: the same product through oneDNN's fp32 matmul (what the fused ranker kernels call on a CPU,
+    ``fused_scoring._linear``) instead of torch's ``@`` (MKL, whose AVX2 kernels it runs on AMD CPUs: on the
+    2-core box oneDNN's AVX-512 kernels were ~2.2x faster). Raises where torch has no oneDNN.
+    """
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b  # warm-up: the first call allocates
+        product = (lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")) if onednn else (lambda: a @ b)
+        product()  # warm-up: the first call allocates
         times = []
         for _ in range(max(1, repeats)):
             started = time.perf_counter()
-            a @ b
+            product()
             times.append(time.perf_counter() - started)
         return 2 * n**3 / statistics.median(times) / 1e9
     finally:

@@ -448,11 +448,14 @@ class PhoenixEmbeddings(nn.Module):
 
     def candidate_tokens(self, cand: CandidateBatch) -> torch.Tensor:
         """Candidate tokens ``(B, C, D)``."""
+        return self.candidate_proj(self.candidate_features(cand))
+
+    def candidate_features(self, cand: CandidateBatch) -> torch.Tensor:
+        """What ``candidate_proj`` projects to a candidate token: ``(B, C, (Hp+Ha+2)·D)``."""
         if self.candidate_proj is None or self.age is None:
             raise RuntimeError("these embeddings were built without candidate tokens")
-        x = torch.cat([self.item(cand.post_hashes, cand.author_hashes), self.surface(cand.surface),
-                       self.age(cand.age_bucket)], dim=-1)  # (B, C, (Hp+Ha+2)·D)
-        return self.candidate_proj(x)
+        return torch.cat([self.item(cand.post_hashes, cand.author_hashes), self.surface(cand.surface),
+                          self.age(cand.age_bucket)], dim=-1)
 
 
 def init_linears(module: nn.Module, skip: tuple[nn.Module, ...] = ()) -> None:

@@ -24,8 +24,16 @@ What it exploits, all exact identities of the reference's math:
 * grouped-query attention reads each kv head once: the ``groups`` query heads
   that share it are stacked along the query axis of one matmul instead of
   repeating the context keys per query head;
-* q/k/v projections and the two FFN input projections are fused into one
-  matmul each.
+* the q/k/v projections are one matmul, and each pre-norm's weight is folded
+  into the matmul after it (the norm then only scales rows);
+* attention runs in blocks of query rows whose logits (``BLOCK_LOGITS``, 1 MiB)
+  stay in L2, one kv head of one row at a time, and causal attention reads only
+  the keys a block can see (a whole ``(g·c, T)`` logits tensor was 17 MB a layer
+  at 2,000 candidates: six passes over DRAM and fresh pages each call);
+* on a CPU every matmul goes through oneDNN's fp32 kernels (``_linear``):
+  torch's ``@`` calls MKL, which runs AVX2 code on AMD CPUs.
+
+Measured effect and what did not help: ``docs/ranker_serving.md``, "Kernels".
 
 Shapes: R = rows (a row is one user's chunk of candidates), c = candidates per
 row, T = context tokens, D = ``emb_dim``, G = kv heads, g = query heads per kv
@@ -40,7 +48,6 @@ import torch
 import torch.nn.functional as F
 
 from xserve.phoenix.model.ranker import (
-    GELU_APPROXIMATE,
     CandidateBatch,
     ContextBatch,
     PhoenixRanker,
@@ -53,34 +60,83 @@ from xserve.phoenix.model.ranker import (
 __all__ = ["FusedCandidateScorer", "rope_matrices"]
 
 LOG2E = math.log2(math.e)
+# Attention logits per block of query rows on the CPU: 256 Ki fp32 = 1 MiB, half of this CPU's 2 MiB L2 per core.
+BLOCK_LOGITS = 1 << 18
 
 
 class _Layer:
-    """One decoder block's weights, fused and laid out for the candidate path."""
+    """One decoder block's weights, fused and laid out for the candidate path.
+
+    Each pre-norm's weight is folded into the matmul it feeds (``(x̂·w) @ W = x̂ @ (diag(w) W)``), so those
+    norms only scale rows (``_rms``); the post-norms keep their weights (the norm reads the unweighted sum).
+    """
 
     def __init__(self, block, dtype: torch.dtype) -> None:
         a, f = block.attn, block.ffn
         d = a.q_proj.in_features
-        self.w_qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).to(dtype)  # (H·K+2·G·K, D)
-        self.w_q_t = a.q_proj.weight.T.to(dtype).reshape(d, a.num_q_heads, a.key_size)  # (D, H, K)
-        self.w_k_t = a.k_proj.weight.T.to(dtype).reshape(d, a.num_kv_heads, a.key_size)  # (D, G, K)
-        self.w_v_t = a.v_proj.weight.T.to(dtype).contiguous()  # (D, G·K)
-        self.w_o_t = a.o_proj.weight.T.to(dtype).contiguous()  # (H·K, D)
-        self.w_in = torch.stack([f.w_1.weight.T, f.w_v.weight.T]).to(dtype)  # (2, D, F): one bmm, contiguous halves
-        self.w_out_t = f.w_out.weight.T.to(dtype).contiguous()  # (F, D)
-        self.norms = [
-            (n.weight.to(dtype), n.eps)
-            for n in (block.pre_attn_norm, block.post_attn_norm, block.pre_ffn_norm, block.post_ffn_norm)
-        ]
+        w_attn, w_ffn = block.pre_attn_norm.weight, block.pre_ffn_norm.weight  # (D,)
+        # Linear weights in nn.Linear's (out, in) layout: _linear computes x @ Wᵀ.
+        self.w_qkv = (torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]) * w_attn).to(dtype)  # (H·K+2·G·K, D)
+        self.w_q_t = (a.q_proj.weight.T * w_attn[:, None]).to(dtype).reshape(d * a.num_q_heads, a.key_size)  # (D·H, K)
+        self.w_k_t = (a.k_proj.weight.T * w_attn[:, None]).to(dtype).reshape(d * a.num_kv_heads, a.key_size)  # (D·G, K)
+        self.w_v = (a.v_proj.weight * w_attn).to(dtype)  # (G·K, D)
+        self.w_o = a.o_proj.weight.to(dtype)  # (D, H·K)
+        self.w_1, self.w_v_ffn = (f.w_1.weight * w_ffn).to(dtype), (f.w_v.weight * w_ffn).to(dtype)  # (F, D) each
+        self.w_out = f.w_out.weight.to(dtype)  # (D, F)
+        self.eps = (block.pre_attn_norm.eps, block.pre_ffn_norm.eps)
+        self.post = [(n.weight.to(dtype), n.eps) for n in (block.post_attn_norm, block.post_ffn_norm)]
 
     def rotated_qkv(self, rot: torch.Tensor, q_scale: float) -> torch.Tensor:
-        """q/k/v projection with RoPE at one position per row folded in: ``rot (R, K, K)`` → ``(R, D, H·K+2·G·K)``.
+        """q/k/v projection with RoPE at one position per row folded in: ``rot (R, K, K)`` → ``(R, H·K+2·G·K, D)``
+        ((out, in) per row).
 
         ``rope(x) = x @ rot`` is linear, so ``rope(W x) = (Wᵀ rot)ᵀ x`` per head; the query scale goes in too.
         """
-        q = torch.einsum("dhk,rkj->rdhj", self.w_q_t, rot).flatten(2) * q_scale  # (R, D, H·K)
-        k = torch.einsum("dgk,rkj->rdgj", self.w_k_t, rot).flatten(2)  # (R, D, G·K)
-        return torch.cat([q, k, self.w_v_t.expand(rot.shape[0], -1, -1)], dim=-1)
+        r, d = rot.shape[0], self.w_v.shape[1]
+        q = torch.matmul(self.w_q_t, rot).view(r, d, -1) * q_scale  # (R, D, H·K)
+        k = torch.matmul(self.w_k_t, rot).view(r, d, -1)  # (R, D, G·K)
+        return torch.cat([q.transpose(1, 2), k.transpose(1, 2), self.w_v.expand(r, -1, -1)], dim=1)
+
+
+def onednn_linear_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``_linear`` can use oneDNN here: a CPU fp32 build of torch with it (x86 wheels have it)."""
+    return (device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, onednn: bool = False) -> torch.Tensor:
+    """``x @ wᵀ (+ bias)`` for ``w (out, in)``; with ``onednn`` through oneDNN's fp32 matmul.
+
+    Why: torch's CPU matmul calls MKL, which on this AMD CPU runs its AVX2 kernels (~90 GFLOP/s on one
+    thread); oneDNN's fp32 kernels use AVX-512 (~200 GFLOP/s on the projections, ~120 on the attention's
+    K = 32 blocks), strict fp32 arithmetic either way. ``torch.ops.mkldnn._linear_pointwise`` is the op
+    torch's own compiler emits for a CPU linear; it takes any strides.
+    """
+    if onednn:
+        return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
+    return F.linear(x, w, bias)
+
+
+def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x / rms(x)`` over the last axis (an RMSNorm whose weight is folded elsewhere): one reduction, one scale."""
+    ss = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32).square_()
+    return x * ss.div_(x.shape[-1]).add_(eps).rsqrt_().to(x.dtype)
+
+
+def _add_post_norm(h: torch.Tensor, x: torch.Tensor, norm: tuple[torch.Tensor, float]) -> torch.Tensor:
+    """``h + RMSNorm(x)`` (the post-norms); ``x`` is a temporary and is overwritten."""
+    w, eps = norm
+    ss = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32).square_()
+    return h + x.mul_(ss.div_(x.shape[-1]).add_(eps).rsqrt_().to(x.dtype)).mul_(w)
+
+
+_GELU_C = 2 * math.sqrt(2 / math.pi)
+
+
+def _gelu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``gelu_tanh(a) · b`` with ``a`` overwritten: ``0.5·a·(1 + tanh(u)) = a·σ(2u)``, u = √(2/π)(a + 0.044715·a³)
+    (``F.gelu``'s tanh form measured 1.3 ns an element here, this one 0.6)."""
+    return (a * a).mul_(0.044715 * _GELU_C).add_(_GELU_C).mul_(a).sigmoid_().mul_(a).mul_(b)
 
 
 def rope_matrices(positions: torch.Tensor, key_size: int, base: float, dtype: torch.dtype) -> torch.Tensor:
@@ -101,7 +157,9 @@ class FusedCandidateScorer:
     loading new weights). Stateless between calls; safe to ``torch.compile``.
     """
 
-    def __init__(self, model: PhoenixRanker, dtype: torch.dtype | None = None) -> None:
+    @torch.no_grad()
+    def __init__(self, model: PhoenixRanker, dtype: torch.dtype | None = None,
+                 block_logits: int | None = BLOCK_LOGITS) -> None:
         cfg = model.config
         attn = model.transformer.blocks[0].attn
         self.model = model
@@ -111,21 +169,70 @@ class FusedCandidateScorer:
         self.cap = attn.cap
         self.multiplier = attn.multiplier
         self.rope_base = cfg.rope_base
+        # Logits per attention block (see _attend); on a GPU one block (memory is not the limit there).
+        self.block_logits = None if next(model.parameters()).device.type == "cuda" else block_logits
         # cap·tanh(z) = 2·cap·σ(2z) − cap, and the constant −cap cancels in the softmax, so the
         # weights are exp(2·cap·σ(2z)) with z = s·q·k/cap: σ is ~80× cheaper than tanh on CPU.
         # And exp(x) = 2^(x·log2 e): exp2 measured ~3x cheaper than exp here.
         self._q_scale = 2 * self.multiplier / self.cap if self.cap > 0 else self.multiplier * LOG2E
         self._exp2_scale = 2 * self.cap * LOG2E
         self.layers = [_Layer(b, self.dtype) for b in model.transformer.blocks]
-        self.final_norm = (model.final_norm.weight.to(self.dtype), model.final_norm.eps)
-        # Every head as one matmul: the action logits, the dwell and the three duration pre-activations.
+        self.onednn = onednn_linear_available(next(model.parameters()).device, self.dtype)
+        self.final_eps = model.final_norm.eps
+        # Every head as one matmul: the action logits, the dwell and the three duration pre-activations; the
+        # final norm's weight folded in.
         heads = (model.action_head, model.dwell_head, model.duration_head)
-        self.w_head = torch.cat([h.weight for h in heads]).to(self.dtype)  # (A+1+3, D)
+        self.w_head = (torch.cat([h.weight for h in heads]) * model.final_norm.weight).to(self.dtype)  # (A+1+3, D)
         self.b_head = torch.cat([h.bias for h in heads]).to(self.dtype)  # (A+1+3,)
+        self.w_candidate = model.embeddings.candidate_proj.weight.to(self.dtype)  # (D, (Hp+Ha+2)·D)
 
     def candidate_tokens(self, cand: CandidateBatch) -> torch.Tensor:
-        """``(R, c)`` candidate ids → tokens ``(R, c, D)`` (the model's own embedding code)."""
-        return self.model.embeddings.candidate_tokens(cand).to(self.dtype)
+        """``(R, c)`` candidate ids → tokens ``(R, c, D)`` (the model's own embedding code, its projection on
+        ``_linear``)."""
+        emb = self.model.embeddings
+        return _linear(emb.candidate_features(cand).to(self.dtype), self.w_candidate, onednn=self.onednn)
+
+    def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
+                causal_past: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Soft-capped attention of ``q (B, n, G, g, K)`` (scaled; any strides) over ``keys``, ``values (B, G, T, K)``,
+        in blocks of query rows whose logits stay in the L2 cache.
+
+        ``bias`` is None or additive (0 / -inf) ``(B, 1, 1, 1 or n, T)``. ``causal_past = P``: row t sees at most
+        keys ``0 .. P+t``, so a block of rows ``[i, j)`` reads only the first ``P+j`` keys (the others are masked
+        by ``bias``: they add exactly 0). Returns the unnormalised ``Σ w·v`` ``(B, n, G, g, K)``, ``Σ w``
+        ``(B, n, G, g)`` and, without a cap, the row max (log2 domain) both are relative to (else None).
+
+        Why blocks: one ``(g·n, T)`` logits tensor per kv head was tens of MB (s512_c2000: 17 MB a layer), so each
+        of its passes (QK matmul, sigmoid, scale, exp2, sum, PV matmul) went to DRAM and every call faulted in
+        fresh pages; a block of ``BLOCK_LOGITS`` stays in L2.
+        """
+        b, n, g_kv, g, k = q.shape
+        t_all = keys.shape[2]
+        rows = n if self.block_logits is None else max(1, self.block_logits // (g * t_all))
+        num = q.new_empty(b, n, g_kv, g, k)
+        den = q.new_empty(b, n, g_kv, g)
+        row_max = q.new_empty(b, n, g_kv, g) if self.cap <= 0 else None
+        for bi in range(b):
+            for gi in range(g_kv):  # one (row, kv head) at a time: 2-D matmuls, the g query heads stacked
+                q_bg, k_bg, v_bg = q[bi, :, gi], keys[bi, gi], values[bi, gi]  # (n, g, K), (T, K), (T, K)
+                bias_b = None if bias is None else bias[bi, 0, 0]  # (1 or n, T)
+                for i in range(0, n, rows):
+                    j = min(n, i + rows)
+                    m, t = j - i, t_all if causal_past is None else min(t_all, causal_past + j)
+                    qb = q_bg[i:j].transpose(0, 1).reshape(g * m, k)  # (g·m, K)
+                    w = _linear(qb, k_bg[:t], onednn=self.onednn)  # (g·m, t) logits
+                    if self.cap > 0:
+                        w = w.sigmoid_().mul_(self._exp2_scale)  # in [0, 2·cap·log2 e]: no fp32 overflow, no max needed
+                    if bias_b is not None:  # -inf at masked keys: exp2 gives exactly 0
+                        w = w.view(g, m, t).add_(bias_b[i:j, :t] if bias_b.shape[0] > 1 else bias_b[:, :t]).view(g * m, t)
+                    if row_max is not None:  # unbounded logits: subtract the row max before exp2
+                        mx = w.amax(-1, keepdim=True)
+                        w = w.sub_(mx)
+                        row_max[bi, i:j, gi] = mx.view(g, m).T
+                    w = w.exp2_()
+                    den[bi, i:j, gi] = w.sum(-1).view(g, m).T
+                    num[bi, i:j, gi] = _linear(w, v_bg[:t].T, onednn=self.onednn).view(g, m, k).transpose(0, 1)
+        return num, den, row_max
 
     def _attention(self, x: torch.Tensor, w_qkv: torch.Tensor, layer: _Layer, ctx_k: torch.Tensor,
                    ctx_v: torch.Tensor, ctx_bias: torch.Tensor | None) -> torch.Tensor:
@@ -133,30 +240,22 @@ class FusedCandidateScorer:
         g_kv, g, k = self.num_kv_heads, self.groups, self.key_size
         hk, gk = self.num_q_heads * k, g_kv * k
         # Queries and keys come out rotated to the row's position n+1 and the queries scaled (folded weights).
-        qkv = x @ w_qkv[0] if r == 1 else torch.bmm(x, w_qkv)  # (R, c, H·K + 2·G·K)
+        qkv = torch.stack([_linear(x[i], w_qkv[i], onednn=self.onednn) for i in range(r)]) if r > 1 else \
+            _linear(x, w_qkv[0], onednn=self.onednn)  # (R, c, H·K + 2·G·K)
         q = qkv[..., :hk].view(r, c, g_kv, g, k)  # head h = kv_head·g + j, as the reference's repeat_interleave
         k_self = qkv[..., hk : hk + gk].view(r, c, g_kv, 1, k)
         v_self = qkv[..., hk + gk :].view(r, c, g_kv, 1, k)
-        self_logit = (q * k_self).sum(-1)  # (R, c, G, g): own key, same position
-        q = q.permute(0, 2, 3, 1, 4).reshape(r, g_kv, g * c, k)  # (R, G, g·c, K): g heads stacked per kv head
-        logits = q @ ctx_k.transpose(-1, -2)  # (R, G, g·c, T)
+        self_w = (q * k_self).sum(-1)  # (R, c, G, g): own key, same position
         if self.cap > 0:
-            weights = logits.sigmoid_().mul_(self._exp2_scale)  # in [0, 2·cap·log2 e]: no fp32 overflow
-            self_w = self_logit.sigmoid().mul_(self._exp2_scale)
-        else:
-            weights, self_w = logits, self_logit
-        if ctx_bias is not None:
-            weights = weights.add_(ctx_bias)  # -inf at padding keys: exp gives exactly 0
-        if self.cap <= 0:  # unbounded logits: subtract the row max before exp
-            m = torch.maximum(weights.amax(-1), self_w.permute(0, 2, 3, 1).reshape(r, g_kv, g * c))
-            weights = weights.sub_(m[..., None])
-            self_w = self_w - m.view(r, g_kv, g, c).permute(0, 3, 1, 2)
-        weights = weights.exp2_()  # (R, G, g·c, T)
-        self_w = self_w.exp2()  # (R, c, G, g)
-        denom = weights.sum(-1).view(r, g_kv, g, c).permute(0, 3, 1, 2) + self_w  # (R, c, G, g)
-        out = (weights @ ctx_v).view(r, g_kv, g, c, k).permute(0, 3, 1, 2, 4)  # (R, c, G, g, K)
-        out = (out + self_w[..., None] * v_self) / denom[..., None]
-        return out.reshape(r, c, hk) @ layer.w_o_t  # (R, c, D)
+            self_w = self_w.sigmoid_().mul_(self._exp2_scale)
+        num, den, row_max = self._attend(q, ctx_k, ctx_v, None if ctx_bias is None else ctx_bias[:, :, :, None])
+        if row_max is not None:  # merge the own key's logit into the context's row max (log-sum-exp)
+            m = torch.maximum(row_max, self_w)
+            rescale = (row_max - m).exp2_()
+            num, den, self_w = num * rescale[..., None], den * rescale, self_w - m
+        self_w = self_w.exp2_()  # (R, c, G, g)
+        out = num.add_(self_w[..., None] * v_self).div_((den + self_w)[..., None])  # (R, c, G, g, K)
+        return _linear(out.view(r, c, hk), layer.w_o, onednn=self.onednn)  # (R, c, D)
 
     def score(self, tokens: torch.Tensor, positions: torch.Tensor, ctx_k: list[torch.Tensor],
               ctx_v: list[torch.Tensor], ctx_bias: torch.Tensor | None) -> torch.Tensor:
@@ -171,18 +270,19 @@ class FusedCandidateScorer:
         rot = rope_matrices(positions, self.key_size, self.rope_base, self.dtype)  # (R, K, K)
         h = tokens
         for layer, kl, vl in zip(self.layers, ctx_k, ctx_v, strict=True):
-            (w0, e0), (w1, e1), (w2, e2), (w3, e3) = layer.norms
-            d = w0.shape[0]
             w_qkv = layer.rotated_qkv(rot, self._q_scale)
-            attn = self._attention(F.rms_norm(h, (d,), w0, e0), w_qkv, layer, kl, vl, ctx_bias)
-            h = h + F.rms_norm(attn, (d,), w1, e1)
-            a, b = F.rms_norm(h, (d,), w2, e2).flatten(0, 1) @ layer.w_in  # (2, R·c, F)
-            ffn = (F.gelu(a, approximate=GELU_APPROXIMATE).mul_(b) @ layer.w_out_t).view_as(h)  # (R, c, D)
-            h = h + F.rms_norm(ffn, (d,), w3, e3)
-        w, eps = self.final_norm
-        return torch.addmm(self.b_head, F.rms_norm(h, (w.shape[0],), w, eps).flatten(0, 1), self.w_head.T).view(
-            h.shape[0], h.shape[1], -1
-        )
+            attn = self._attention(_rms(h, layer.eps[0]), w_qkv, layer, kl, vl, ctx_bias)
+            h = _add_post_norm(h, attn, layer.post[0])
+            h = _add_post_norm(h, self._ffn(_rms(h, layer.eps[1]), layer), layer.post[1])
+        return self._heads(h)
+
+    def _ffn(self, x: torch.Tensor, layer: _Layer) -> torch.Tensor:
+        a = _linear(x, layer.w_1, onednn=self.onednn)
+        return _linear(_gelu_mul(a, _linear(x, layer.w_v_ffn, onednn=self.onednn)), layer.w_out, onednn=self.onednn)
+
+    def _heads(self, h: torch.Tensor) -> torch.Tensor:
+        """The final norm (its weight folded into the heads) and every head: ``(B, T, D)`` → ``(B, T, A+1+3)``."""
+        return _linear(_rms(h, self.final_eps), self.w_head, self.b_head, onednn=self.onednn)
 
     def encode(self, tokens: torch.Tensor, start: int, past_k: list[torch.Tensor] | None,
                past_v: list[torch.Tensor] | None, valid: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -214,10 +314,7 @@ class FusedCandidateScorer:
         one-pass baseline of ``benchmarks/bench_ranker.py``, on the same kernels as the cached path).
         """
         h, _, _ = self._layers_over(tokens, positions, allowed, None, None)
-        w, eps = self.final_norm
-        return torch.addmm(self.b_head, F.rms_norm(h, (w.shape[0],), w, eps).flatten(0, 1), self.w_head.T).view(
-            h.shape[0], h.shape[1], -1
-        )
+        return self._heads(h)
 
     def onepass(self, ctx: ContextBatch, cand: CandidateBatch) -> RankerOutput:
         """``PhoenixRanker.forward`` on the fused kernels: ``[user | history | candidates]`` in one sequence under
@@ -241,36 +338,28 @@ class FusedCandidateScorer:
         g_kv, g, k = self.num_kv_heads, self.groups, self.key_size
         hk, gk = self.num_q_heads * k, g_kv * k
         cos, sin = rope_cos_sin(positions, k, self.rope_base)  # (1 or B, 1, Tn, K)
-        cos, sin = cos.to(self.dtype)[:, :, None], sin.to(self.dtype)[:, :, None]  # (1 or B, 1, 1, Tn, K)
+        cos, sin = cos.to(self.dtype)[:, 0, :, None], sin.to(self.dtype)[:, 0, :, None]  # (1 or B, Tn, 1, K)
         bias = torch.zeros(allowed.shape, dtype=self.dtype, device=tokens.device).masked_fill_(~allowed, float("-inf"))
         bias = bias[:, None, None]  # (B, 1, 1, Tn, P+Tn)
-        scale = self._q_scale
+        past = 0 if past_k is None else past_k[0].shape[2]
+        # Causal (every allowed key of token t is at or before P+t) unless a token may see later ones.
+        causal = None if bool(allowed[:, :, past + 1 :].triu().any()) else past
         h, new_k, new_v = tokens, [], []
         for i, layer in enumerate(self.layers):
-            (w0, e0), (w1, e1), (w2, e2), (w3, e3) = layer.norms
-            d = w0.shape[0]
-            qkv = F.rms_norm(h, (d,), w0, e0) @ layer.w_qkv.T  # (B, Tn, H·K+2·G·K)
-            q = qkv[..., :hk].view(b, tn, g_kv, g, k).permute(0, 2, 3, 1, 4) * scale  # (B, G, g, Tn, K)
-            kk = qkv[..., hk : hk + gk].view(b, tn, g_kv, k).transpose(1, 2)  # (B, G, Tn, K)
+            qkv = _linear(_rms(h, layer.eps[0]), layer.w_qkv, onednn=self.onednn)  # (B, Tn, H·K+2·G·K)
+            q = qkv[..., :hk].view(b, tn, g_kv * g, k) * self._q_scale  # (B, Tn, H, K)
+            kk = qkv[..., hk : hk + gk].view(b, tn, g_kv, k)  # (B, Tn, G, K)
+            q = (q * cos + torch.cat([-q[..., k // 2 :], q[..., : k // 2]], dim=-1) * sin).view(b, tn, g_kv, g, k)
+            kk = (kk * cos + torch.cat([-kk[..., k // 2 :], kk[..., : k // 2]], dim=-1) * sin).transpose(1, 2).contiguous()
             v = qkv[..., hk + gk :].view(b, tn, g_kv, k).transpose(1, 2).contiguous()  # (B, G, Tn, K)
-            q = q * cos + torch.cat([-q[..., k // 2 :], q[..., : k // 2]], dim=-1) * sin
-            kk = kk * cos[:, :, 0] + torch.cat([-kk[..., k // 2 :], kk[..., : k // 2]], dim=-1) * sin[:, :, 0]
-            new_k.append(kk)
+            new_k.append(kk)  # (B, G, Tn, K)
             new_v.append(v)
             keys = kk if past_k is None else torch.cat([past_k[i], kk], dim=2)  # (B, G, P+Tn, K)
             values = v if past_v is None else torch.cat([past_v[i], v], dim=2)
-            logits = (q.reshape(b, g_kv, g * tn, k) @ keys.transpose(-1, -2)).view(b, g_kv, g, tn, -1)
-            if self.cap > 0:
-                weights = logits.sigmoid_().mul_(self._exp2_scale).add_(bias).exp2_()  # as in _attention
-            else:
-                weights = logits.add_(bias)
-                weights = weights.sub_(weights.amax(-1, keepdim=True)).exp2_()
-            weights = weights / weights.sum(-1, keepdim=True)  # (B, G, g, Tn, P+Tn)
-            out = (weights.view(b, g_kv, g * tn, -1) @ values).view(b, g_kv, g, tn, k)  # (B, G, g, Tn, K)
-            attn = out.permute(0, 3, 1, 2, 4).reshape(b, tn, hk) @ layer.w_o_t  # (B, Tn, D)
-            h = h + F.rms_norm(attn, (d,), w1, e1)
-            a, bb = F.rms_norm(h, (d,), w2, e2).flatten(0, 1) @ layer.w_in  # (2, B·Tn, F)
-            h = h + F.rms_norm((F.gelu(a, approximate=GELU_APPROXIMATE).mul_(bb) @ layer.w_out_t).view_as(h), (d,), w3, e3)
+            num, den, _ = self._attend(q, keys, values, bias, causal_past=causal)  # (B, Tn, G, g, K), (B, Tn, G, g)
+            h = _add_post_norm(h, _linear(num.div_(den[..., None]).view(b, tn, hk), layer.w_o, onednn=self.onednn),
+                               layer.post[0])
+            h = _add_post_norm(h, self._ffn(_rms(h, layer.eps[1]), layer), layer.post[1])
         return h, new_k, new_v
 
     @staticmethod
