@@ -30,7 +30,7 @@ every replica is constructed); the rest of ``run.later_start_s`` is the
 command's own start before them and the wait for ``/healthz`` after.
 
 Where it goes, per part of the later run (a Ray worker is named after its actor
-or replica class, other processes after their program): ``run.pss_mb.<part>``,
+or replica class, other processes after their program): ``run.pss_mb.<part>``, ``run.rss_mb.<part>``,
 ``run.start_cpu_s.<part>`` (CPU seconds it used from launch to ``/healthz``:
 its start cost, imports included; their sum is ``run.later_start_cpu_s``, and
 ``run.first_start_cpu_s`` the first run's, training included: unlike the start
@@ -126,9 +126,11 @@ def by_name(pids: list[int]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for pid in pids:
         name = re.sub(r"[^A-Za-z0-9_]", "_", process_name(pid))
-        entry = out.setdefault(name, {"processes": 0, "pss_mb": 0.0, "cpu_s": 0.0, "libraries": set()})
+        entry = out.setdefault(name, {"processes": 0, "rss_mb": 0.0, "pss_mb": 0.0, "cpu_s": 0.0, "libraries": set()})
         entry["processes"] += 1
-        entry["pss_mb"] += memory_mb([pid])[1]
+        rss, pss = memory_mb([pid])
+        entry["rss_mb"] += rss
+        entry["pss_mb"] += pss
         entry["cpu_s"] += cpu_s(pid)
         entry["libraries"] |= libraries(pid)
     return out
@@ -237,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run.processes_loading.{lib} {sum(p['processes'] for _, p in parts if lib in p['libraries'])} processes")
         for name, part in parts:
             print(f"run.pss_mb.{name} {part['pss_mb']:.0f} MB")
+        for name, part in parts:  # each process's shared libraries counted again: what fewer processes would save
+            print(f"run.rss_mb.{name} {part['rss_mb']:.0f} MB")
         for name, part in parts:  # what each part costs to start (its CPU until /healthz), and what it loaded
             print(f"run.start_cpu_s.{name} {part['start_cpu_s']:.1f} s")
         for name, part in parts:
