@@ -82,7 +82,7 @@ class TowerOnFirstUse:
     """A candidate tower and its model version, loaded when first asked for (``load()`` returns the pair).
 
     The live indexer embeds only posts created through the API: a start whose catalog holds none waiting
-    never needs its tower, and loading it (torch and the checkpoint: about 2 s of CPU and 250 MB on a
+    never needs its tower, and loading it (torch and the checkpoint: 1.3-2 s of CPU and 220 MB PSS on a
     2-core machine, beside every other part starting) would only slow the start and hold memory. A load
     that fails raises to the caller (the indexer's flush, retried on its next tick) and is tried again on
     the next use.
