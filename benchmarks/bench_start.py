@@ -19,7 +19,10 @@ its Ray cluster: GCS, raylet, workers, Serve's controller and proxy, the
 replicas and the store actors): ``run.rss_mb`` (resident set, shared pages
 counted in every process that maps them, as ``ps`` shows) and ``run.pss_mb``
 (shared pages divided among their processes: what the app costs the machine),
-and ``run.processes``. The start's own phases, from the server's log, are
+and ``run.processes``. Then it creates one post through the API and waits until
+retrieval has indexed it (the indexer loads its candidate tower on the first
+post it embeds) and reads the memory again: ``run.rss_mb_after_post``,
+``run.pss_mb_after_post``. The start's own phases, from the server's log, are
 ``run.first_phase_s.<phase>`` (seed, train, index), and the later run's
 ``run.later_phase_s.<phase>``: ``ray`` (``ray.init``), ``stores`` (creating the
 store actors), ``serve_start`` (Serve's controller and proxy), ``deploy`` (until
@@ -27,7 +30,7 @@ every replica is constructed); the rest of ``run.later_start_s`` is the
 command's own start before them and the wait for ``/healthz`` after.
 
 Where it goes, per part of the later run (a Ray worker is named after its actor
-or replica class, other processes after their program): ``run.pss_mb.<part>``,
+or replica class, other processes after their program): ``run.pss_mb.<part>``, ``run.rss_mb.<part>``,
 ``run.start_cpu_s.<part>`` (CPU seconds it used from launch to ``/healthz``:
 its start cost, imports included; their sum is ``run.later_start_cpu_s``, and
 ``run.first_start_cpu_s`` the first run's, training included: unlike the start
@@ -123,9 +126,11 @@ def by_name(pids: list[int]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for pid in pids:
         name = re.sub(r"[^A-Za-z0-9_]", "_", process_name(pid))
-        entry = out.setdefault(name, {"processes": 0, "pss_mb": 0.0, "cpu_s": 0.0, "libraries": set()})
+        entry = out.setdefault(name, {"processes": 0, "rss_mb": 0.0, "pss_mb": 0.0, "cpu_s": 0.0, "libraries": set()})
         entry["processes"] += 1
-        entry["pss_mb"] += memory_mb([pid])[1]
+        rss, pss = memory_mb([pid])
+        entry["rss_mb"] += rss
+        entry["pss_mb"] += pss
         entry["cpu_s"] += cpu_s(pid)
         entry["libraries"] |= libraries(pid)
     return out
@@ -140,6 +145,27 @@ def feeds(port: int, n: int) -> int:
     return ok
 
 
+def indexed_posts(http: httpx.Client) -> int:
+    """Posts the retrieval shards have upserted since they started (``/v1/admin/stats``)."""
+    return sum(s["upserted"] for s in http.get("/v1/admin/stats").json()["retrieval"]["shards"])
+
+
+def post_and_wait_indexed(port: int, timeout_s: float = 120.0) -> float:
+    """Create one post (the demo's user 1, no API key by default) and wait until retrieval has indexed it;
+    returns the seconds that took."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        before = indexed_posts(http)
+        started = time.perf_counter()
+        r = http.post("/v1/posts", json={"author_id": 1, "text": "bench_start: a post to index"})
+        if r.status_code != 200:
+            raise RuntimeError(f"creating a post answered {r.status_code}: {r.text[:200]}")
+        while indexed_posts(http) <= before:
+            if time.perf_counter() - started > timeout_s:
+                raise RuntimeError(f"the created post was not indexed within {timeout_s:g} s")
+            time.sleep(0.2)
+        return time.perf_counter() - started
+
+
 def run_once(app: AppProcess, label: str, n_feeds: int) -> dict[str, Any]:
     started = time.perf_counter()
     app.start()
@@ -151,8 +177,11 @@ def run_once(app: AppProcess, label: str, n_feeds: int) -> dict[str, Any]:
     parts = by_name(pids)
     for name, part in parts.items():
         part["start_cpu_s"] = started_cpu.get(name, {}).get("cpu_s", 0.0)
+    indexed_s = post_and_wait_indexed(app.port)
+    rss_after, pss_after = memory_mb(app.pids())
     return {f"{label}_start_s": took, "rss_mb": rss, "pss_mb": pss, "processes": len(pids), "feeds_ok": served,
-            "by_name": parts}
+            "by_name": parts, "post_indexed_s": indexed_s, "rss_mb_after_post": rss_after,
+            "pss_mb_after_post": pss_after}
 
 
 def phases(log_text: str, line: str = "prepared") -> dict[str, float]:
@@ -201,12 +230,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run.pss_mb {measured['pss_mb']:.0f} MB")
         print(f"run.processes {measured['processes']} processes")
         print(f"run.feeds_ok {measured['feeds_ok']} of {args.feeds}")
+        print(f"run.post_indexed_s {measured['post_indexed_s']:.1f} s")
+        print(f"run.rss_mb_after_post {measured['rss_mb_after_post']:.0f} MB")
+        print(f"run.pss_mb_after_post {measured['pss_mb_after_post']:.0f} MB")
         parts = sorted(measured["by_name"].items(), key=lambda kv: -kv[1]["pss_mb"])
         print(f"run.later_start_cpu_s {sum(p['start_cpu_s'] for _, p in parts):.1f} s")
         for lib in HEAVY_LIBRARIES:
             print(f"run.processes_loading.{lib} {sum(p['processes'] for _, p in parts if lib in p['libraries'])} processes")
         for name, part in parts:
             print(f"run.pss_mb.{name} {part['pss_mb']:.0f} MB")
+        for name, part in parts:  # each process's shared libraries counted again: what fewer processes would save
+            print(f"run.rss_mb.{name} {part['rss_mb']:.0f} MB")
         for name, part in parts:  # what each part costs to start (its CPU until /healthz), and what it loaded
             print(f"run.start_cpu_s.{name} {part['start_cpu_s']:.1f} s")
         for name, part in parts:

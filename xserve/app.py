@@ -20,14 +20,15 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
-
-from ray.serve import Application
+from typing import TYPE_CHECKING, Any
 
 from xserve import clock
 from xserve.actors.naming import NAMESPACE, ActorNames
 from xserve.config import ConfigError, XServeConfig, config_to_dict, load_config, merge_config
 from xserve.synth.bootstrap import prepare_data_dir, say, with_models
+
+if TYPE_CHECKING:  # Ray Serve (and the pandas it imports) loads where the app is built, not with this module
+    from ray.serve import Application
 
 __all__ = ["app", "build_app", "ingress_options", "serve_forever", "served_config"]
 
@@ -100,7 +101,6 @@ def serve_forever(config: XServeConfig, num_cpus: int | None = None) -> None:
 
     started = time.perf_counter()
     import ray
-    from ray import serve
 
     # starting Ray forks after prepare_data_dir used LanceDB here; this process does no LanceDB work meanwhile
     warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
@@ -120,6 +120,8 @@ def serve_forever(config: XServeConfig, num_cpus: int | None = None) -> None:
         served = served_config(config)
         start_all(served, ActorNames.of(served.storage.data_dir), clock.now_ms())
         phases["stores_s"] = time.perf_counter() - started - sum(phases.values())  # created; their processes start
+        from ray import serve  # imported while the stores' processes start (with pandas: about 0.7 s of CPU)
+
         serve.start(http_options={"host": config.serving.host, "port": config.serving.port}, logging_config=quiet)
         phases["serve_start_s"] = time.perf_counter() - started - sum(phases.values())
         serve.run(build_app(config, prepare=False), blocking=False, logging_config=quiet)

@@ -37,6 +37,7 @@ def test_parts_count_their_processes_cpu_and_heavy_libraries():
     parts = by_name([os.getpid()])
     (part,) = parts.values()
     assert part["processes"] == 1 and part["pss_mb"] > 10 and part["cpu_s"] > 0
+    assert part["rss_mb"] >= part["pss_mb"], "a shared page counts whole in RSS, in part in PSS"
     import sys
 
     assert ("torch" in part["libraries"]) == ("torch" in sys.modules)  # mapped exactly when imported

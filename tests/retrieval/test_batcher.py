@@ -81,3 +81,46 @@ def test_max_buffered_below_flush_size_is_an_error():
 
     with pytest.raises(ValueError, match="max_buffered"):
         _batcher(flush_size=4, max_buffered=3)
+
+
+def test_model_version_of_the_tower_that_embedded_the_batch():
+    """A callable version is asked after the tower call: the live indexer's tower loads on first use."""
+    from xserve.retrieval.encoders import TowerOnFirstUse
+
+    loads = []
+    tower = TowerOnFirstUse(lambda: (loads.append(1), (encoder(), "towers-abc"))[1])
+    b = _batcher(encoder=tower, model_version=lambda: tower.version)
+    b.add(_posts([1, 2, 3]), now_s=0.0)
+    assert not tower.loaded and loads == [], "buffering posts loads no tower"
+    out = b.drain()
+    assert tower.loaded and loads == [1]
+    assert {rows.model_version for rows in out.values()} == {"towers-abc"}
+    b.add(_posts([4]), now_s=0.0)
+    b.drain()
+    assert loads == [1], "loaded once"
+
+
+def test_a_tower_that_fails_to_load_is_tried_again_on_the_next_use():
+    from xserve.retrieval.encoders import TowerOnFirstUse
+
+    attempts = []
+
+    def load():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("checkpoint not readable yet")
+        return encoder(), "towers-abc"
+
+    tower = TowerOnFirstUse(load)
+    b = _batcher(encoder=tower, model_version=lambda: tower.version)
+    b.add(_posts([1, 2]), now_s=0.0)
+    taken = b.take()
+    try:
+        b.encode(taken)
+    except OSError:
+        b.put_back(taken, now_s=0.0)  # as the live indexer does after a failed flush
+    else:
+        raise AssertionError("the first load was meant to fail")
+    assert not tower.loaded and len(b) == 2
+    assert sorted(np.concatenate([r.post_ids for r in b.drain().values()]).tolist()) == [1, 2]
+    assert tower.loaded and len(attempts) == 2

@@ -107,7 +107,7 @@ class RetrievalIndexer:
     def __init__(self, data_dir: str, config: dict[str, Any], max_post_age_ms: int, names: ActorNames) -> None:
         from xserve.actors.posts import catalog_tail
         from xserve.retrieval.batcher import UpsertBatcher
-        from xserve.retrieval.encoders import FollowedPostEncoder, encoders_for_version
+        from xserve.retrieval.encoders import FollowedPostEncoder, TowerOnFirstUse, encoders_for_version
         from xserve.retrieval.live import LiveIndexer
         from xserve.storage.version_poll import VersionFollower
 
@@ -115,13 +115,19 @@ class RetrievalIndexer:
         versions = EmbeddingVersions(data_dir)
         # created before this actor, by the same call (xserve.actors.stateful.retrieval_actors)
         self._shards = [ray.get_actor(names.retrieval_shard(s), namespace=NAMESPACE) for s in range(cfg.num_shards)]
-        # the candidate tower of the current embedding version (its manifest names it), followed on each tick
-        self._towers = VersionFollower(
-            versions.current_name, lambda v: encoders_for_version(cfg, v and versions.manifest(v), data_dir)[1:])
+
+        def towers(version: str | None) -> TowerOnFirstUse:
+            tower = TowerOnFirstUse(lambda: encoders_for_version(cfg, version and versions.manifest(version), data_dir)[1:])
+            if hasattr(self, "_towers"):
+                tower.load()  # a switch loads now, so that a version that fails to load keeps the live one
+            return tower
+
+        # the candidate tower of the current embedding version (its manifest names it), followed on each tick; the
+        # start's is loaded when the first created post is embedded (TowerOnFirstUse says why)
+        self._towers = VersionFollower(versions.current_name, towers)
         post_encoder = FollowedPostEncoder(self._live_post_tower)
-        model_version = self._towers.live.value[1]
         batcher = UpsertBatcher(
-            post_encoder, cfg.num_shards, cfg.flush_size, cfg.flush_age_s, model_version,
+            post_encoder, cfg.num_shards, cfg.flush_size, cfg.flush_age_s, lambda: self._towers.live.value.version,
             max(cfg.max_buffered_upserts, cfg.flush_size),
         )
         self._live = LiveIndexer(
@@ -140,7 +146,7 @@ class RetrievalIndexer:
         """The current version's candidate tower, re-read before each embedding batch (a file read; a load
         only after a switch), so a batch is embedded by the tower of the version it is written into."""
         self._towers.poll()
-        return self._towers.live.value[0]
+        return self._towers.live.value
 
     def _ensure_timer(self) -> None:
         if self._timer is None or self._timer.done():

@@ -16,7 +16,7 @@ indexer, which reads posts from the catalog's durable logs, stops reading when
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class UpsertBatcher:
         num_shards: int,
         flush_size: int,
         flush_age_s: float,
-        model_version: str = "",
+        model_version: str | Callable[[], str] = "",
         max_buffered: int | None = None,
     ):
         if flush_size < 1:
@@ -51,6 +51,7 @@ class UpsertBatcher:
         self.num_shards = num_shards
         self.flush_size = flush_size
         self.flush_age_s = flush_age_s
+        # a callable is asked after each tower call: the version of the tower that just embedded the batch
         self.model_version = model_version
         self.max_buffered = max_buffered  # None = unbounded
         self.dropped = 0  # posts dropped (oldest first) because the buffer was full
@@ -122,11 +123,12 @@ class UpsertBatcher:
             return {}
         post_ids, author_ids, created, replies = taken
         vectors = np.asarray(self.encoder.encode_posts(post_ids, author_ids), dtype=np.float32)  # (N, D)
+        version = self.model_version if isinstance(self.model_version, str) else self.model_version()
         shards = shard_array(post_ids, self.num_shards)
         out: dict[int, PostEmbeddings] = {}
         for s in np.unique(shards).tolist():
             m = shards == s
-            out[s] = PostEmbeddings(post_ids[m], author_ids[m], created[m], vectors[m], self.model_version, replies[m])
+            out[s] = PostEmbeddings(post_ids[m], author_ids[m], created[m], vectors[m], version, replies[m])
         return out
 
     def drain(self) -> dict[int, PostEmbeddings]:
