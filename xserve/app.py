@@ -100,8 +100,6 @@ def serve_forever(config: XServeConfig, num_cpus: int | None = None) -> None:
     import warnings
 
     started = time.perf_counter()
-    if not config.serving.serve_control_loop_s >= 0:
-        raise ConfigError(f"serving.serve_control_loop_s must be >= 0, got {config.serving.serve_control_loop_s}")
     # read by Serve's controller when its process starts (Ray's processes inherit this one's environment)
     os.environ.setdefault("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", str(config.serving.serve_control_loop_s))
     import ray

@@ -425,6 +425,10 @@ class ServingConfig(_Section):
     # and not yet declared dead: ~15 s with Ray's default health check) for up to this, then 503 + Retry-After
     store_unavailable_wait_s: float = 30.0
 
+    def __post_init__(self) -> None:
+        if not self.serve_control_loop_s >= 0:
+            raise ValueError(f"serving.serve_control_loop_s must be >= 0, got {self.serve_control_loop_s}")
+
 
 class LoopConfig(_Section):
     """Closing the loop: impression logging, live training data, model versions and hot swap (docs/loop.md)."""
