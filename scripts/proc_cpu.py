@@ -1,8 +1,8 @@
 """CPU-seconds of a local app's processes, by kind, read from ``/proc`` (Linux; the server on this machine).
 
 The app is found from its HTTP port: the process listening on it (Serve's ``ProxyActor``), then up its
-ancestors to the topmost whose command line names ``xserve`` (the ``xserve serve`` driver that started
-Ray), then every descendant of that: Ray's own processes (GCS, raylet, dashboard, monitors), the Serve
+ancestors to the topmost that runs ``xserve`` (the ``xserve serve`` driver that started Ray; a wrapper that
+only names it, ``flock /tmp/xserve-heavy.lock ...``, is not the app), then every descendant of that: Ray's own processes (GCS, raylet, dashboard, monitors), the Serve
 controller and proxy, the deployments' replicas and the store actors. A process's kind is its title
 (``ray::ServeReplica:xserve:Ranker`` -> ``Ranker``; ``ray::UserStoreShard.get`` -> ``UserStoreShard``) or
 its program's name (``raylet``, ``gcs_server``, ``dashboard.py``). ``scripts/load_test.py`` samples it
