@@ -25,6 +25,12 @@ unchanged), ``serve.kv_partial_hit_rate`` (its cached prefix reused after the
 history grew) and ``serve.kv_reuse_rate`` (either) are over repeat requests only.
 ``load.ranker_share_of_feed`` is the ranker's (``PhoenixScorer``) share of the
 explained feeds' latency.
+
+When the server runs on this machine (a process here listens on the URL's port), the run also prints
+``load.cpu_ms_per_feed.<kind>``: the CPU-seconds each kind of the app's processes (Serve's proxy, the
+ingress, Retrieval, the Ranker, the store actors, Ray's own) spent during the timed run, read from
+``/proc`` (``scripts/proc_cpu.py``), per feed served (writes in the mix are counted in), with their
+``.total`` and ``load.cpu_cores_busy``; the ramp prints each step's ``.total``.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: `scripts` is a package of it
 
 from scripts.figures import percentile, tail  # noqa: E402
+from scripts.proc_cpu import AppProcesses, cpu_by_kind  # noqa: E402
 from xserve import clock  # noqa: E402
 
 ACTIONS = ("favorite", "click", "dwell", "reply", "repost", "profile_click", "not_interested")
@@ -62,6 +69,7 @@ def _loopback(url: str) -> bool:
 
 class Stats:
     def __init__(self) -> None:
+        self.cpu_s: dict[str, float] = {}  # the local app's CPU-seconds in the run, by process kind (empty: remote)
         self.latency_ms: dict[str, list[float]] = defaultdict(list)
         self.errors: dict[str, int] = defaultdict(int)
         self.stage_in: dict[str, list[int]] = defaultdict(list)
@@ -401,6 +409,7 @@ async def run(args) -> int:
         stats, seconds = await drive(http, args, args.clients, args.seed)
         report(stats, seconds, args.clients)
         await report_flop_bound(http, args, stats, seconds)
+        cpu_lines(stats, seconds)
     return 0
 
 
@@ -411,10 +420,29 @@ async def drive(http: httpx.AsyncClient, args, clients: int, seed: int) -> tuple
     started = time.perf_counter()
     deadline = started + args.seconds
     budget = [args.max_requests]
+    app = AppProcesses.serving(urlparse(args.url).port or 80)
+    before = app.cpu_s() if app else {}
     await asyncio.gather(
         *(client_loop(http, random.Random(rng.random()), args, stats, deadline, budget) for _ in range(clients))
     )
+    if app:
+        stats.cpu_s = cpu_by_kind(before, app.cpu_s())
     return stats, time.perf_counter() - started
+
+
+def cpu_lines(stats: Stats, seconds: float, prefix: str = "load.", kinds: bool = True) -> None:
+    """The local app's CPU per feed served, by process kind (largest first) and in total (module docstring)."""
+    feeds = len(stats.latency_ms.get("feed", []))
+    if not stats.cpu_s or not feeds:
+        return
+    total = sum(stats.cpu_s.values())
+    if kinds:
+        for kind, s in sorted(stats.cpu_s.items(), key=lambda kv: -kv[1]):
+            if s > 0:
+                print(f"{prefix}cpu_ms_per_feed.{kind} {1000 * s / feeds:.4g} ms")
+    print(f"{prefix}cpu_ms_per_feed.total {1000 * total / feeds:.4g} ms")
+    if kinds:
+        print(f"{prefix}cpu_cores_busy {total / seconds:.3g} cores")
 
 
 async def report_flop_bound(http: httpx.AsyncClient, args, stats: Stats, seconds: float) -> None:
@@ -441,7 +469,9 @@ async def run_ramp(http: httpx.AsyncClient, args) -> int:
         print(f"load.ramp.c{clients}.feed_p50_ms {percentile(feeds, 50):.6g} ms")
         name, value = tail(f"load.ramp.c{clients}.feed_p99_ms", feeds)
         print(f"{name} {value:.6g} ms")
-        print(f"load.ramp.c{clients}.feed_samples {len(feeds)} requests", flush=True)
+        print(f"load.ramp.c{clients}.feed_samples {len(feeds)} requests")
+        cpu_lines(stats, seconds, f"load.ramp.c{clients}.", kinds=False)
+        sys.stdout.flush()
         steps.append((clients, rps, p99))
         if p99 >= KNEE_P99_MS:
             break  # past the knee: more clients only queue
@@ -459,7 +489,10 @@ def _client_counts(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="load.cpu_ms_per_feed.* (CPU per feed by process kind, from /proc) is printed only for a server "
+               "on this machine: one whose port a local process listens on.")
     p.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL (loopback only)")
     p.add_argument("--seconds", type=float, default=30.0, help="how long to run (default 30)")
     p.add_argument("--max-requests", type=int, default=100_000, help="stop after this many requests")

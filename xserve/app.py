@@ -100,6 +100,8 @@ def serve_forever(config: XServeConfig, num_cpus: int | None = None) -> None:
     import warnings
 
     started = time.perf_counter()
+    # read by Serve's controller when its process starts (Ray's processes inherit this one's environment)
+    os.environ.setdefault("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", str(config.serving.serve_control_loop_s))
     import ray
 
     # starting Ray forks after prepare_data_dir used LanceDB here; this process does no LanceDB work meanwhile

@@ -400,6 +400,7 @@ class ServingConfig(_Section):
     host: str = "127.0.0.1"  # HTTP bind address (0.0.0.0 on a cluster head)
     port: int = 8000  # Serve's default HTTP port
     demo_world: str = "small"  # synthetic world seeded on first run with an empty data dir (xserve.synth sizes)
+    serve_control_loop_s: float = 0.5  # `xserve serve`: Serve's controller loop period (Ray's default 0.1 s burned ~4 % of a core on an idle app); replica health is checked every 10 s either way
     ray_dashboard: bool = False  # `xserve serve` starts its Ray with the dashboard (its head modules, :8265); off: one machine's memory and start-up go to the app
     ingress_num_cpus: float = 0.5  # Ray CPUs reserved per FeedIngress replica (serve_config.yaml sets 1 on a cluster)
     retrieval_num_cpus: float = 0.5  # per Retrieval replica; with the ranker's 1.0 the app fits a 2-CPU machine
@@ -423,6 +424,10 @@ class ServingConfig(_Section):
     # writes and API reads resend to a user/post shard whose actor is unreachable (restarting, or its node lost
     # and not yet declared dead: ~15 s with Ray's default health check) for up to this, then 503 + Retry-After
     store_unavailable_wait_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.serve_control_loop_s >= 0:
+            raise ValueError(f"serving.serve_control_loop_s must be >= 0, got {self.serve_control_loop_s}")
 
 
 class LoopConfig(_Section):

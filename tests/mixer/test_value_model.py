@@ -158,3 +158,28 @@ def test_the_vectorised_score_equals_the_sum_of_the_explained_terms(p, dwell, du
     tol = 1e-9 * (1.0 + sum(abs(v) for v in terms.values()))
     assert fast.weighted_score == pytest.approx(slow.weighted_score, rel=1e-9, abs=tol)
     assert slow.weighted_score == pytest.approx(ValueModel(config, 5).offset(sum(terms.values())), rel=1e-9, abs=tol)
+
+
+@given(probs, seconds, st.tuples(seconds, seconds, seconds), st.sampled_from([None, 5_000, 60_000]), st.booleans(),
+       st.sampled_from([7, 8, 20, 99]), st.booleans())
+def test_the_explained_terms_from_one_matrix_equal_the_terms_one_candidate_at_a_time(p, dwell, durations, video_ms,
+                                                                                    link, author, reply):
+    """An explain request's terms come from ``term_matrix`` (one numpy expression for every candidate): each
+    candidate's dict is ``ValueModel.terms``, the per-candidate reference, with the perturbation multipliers."""
+    vm = ValueModelConfig(author_exploration_bonus=0.3, perturbation_sigma=0.1, perturbation_salt="x",
+                          mutual_follow_dwell_boost=0.5, mutual_follow_reply_boost=0.7)
+    config = ScoringConfig(value_model=vm, weights=ScoringWeights(link_open=1.5, video_open=0.2))
+    features = UserFeatures(followed_user_ids=frozenset({7, 8}), mutual_follow_ids=frozenset({7}))
+    scores = ActionScores.from_sequence(p, dwell, durations)
+    cands = [cand(1, author_id=author, action_scores=scores, video_duration_ms=video_ms, has_link=link,
+                  in_reply_to_post_id=9 if reply else None),
+             cand(2, author_id=7, action_scores=scores, video_duration_ms=video_ms, has_link=not link), cand(3)]
+    run(ValueModelScorer(config), cands, features, viewer=5)
+    model = ValueModel(config, 5)
+    for c in cands[:2]:
+        expected = model.terms(c.action_scores, c, c.author_id in features.mutual_follow_ids,
+                               c.author_id not in features.followed_user_ids and c.author_id != 20)
+        assert {k: v for k, v in c.score_terms.items() if not k.startswith("perturbation.")} == pytest.approx(expected)
+        assert {k: v for k, v in c.score_terms.items() if k.startswith("perturbation.")} == {
+            f"perturbation.{h}": m for h, m in model.multipliers.items()}
+    assert cands[2].score_terms is None and cands[2].weighted_score is None

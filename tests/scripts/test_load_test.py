@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 
@@ -52,3 +53,45 @@ def test_the_flop_bound_grows_with_candidates_and_history_and_is_flops_over_the_
     cfg = PhoenixConfig()
     assert model_flops(cfg, 128, 1_400) > model_flops(cfg, 128, 1_000) > model_flops(cfg, 64, 1_000) > 0
     assert math.isclose(flop_bound_s(cfg, 128, 1_400, 35.0), model_flops(cfg, 128, 1_400) / 35e9)
+
+
+def test_the_cpu_lines_attribute_a_local_servers_processes_by_kind(capsys):
+    """``load.cpu_ms_per_feed.*``: the app is found from the process listening on its port (here this test, on
+    an ephemeral port), its processes' CPU read from /proc before and after, named by kind, per feed."""
+    import socket
+    import time
+
+    from scripts.load_test import cpu_lines
+    from scripts.proc_cpu import AppProcesses, cpu_by_kind, kind_of
+
+    assert kind_of("ray::ServeReplica:xserve:FeedIngress") == "FeedIngress"
+    assert kind_of("ray::UserStoreShard.query_data") == "UserStoreShard"
+    assert kind_of("/v/bin/python -u /v/ray/_private/log_monitor.py --logs-dir=x") == "log_monitor.py"
+    assert kind_of("/v/ray/core/src/ray/raylet/raylet --x=1") == "raylet"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        app = AppProcesses.serving(listener.getsockname()[1])
+        assert app is not None and app.root == os.getpid()  # no `xserve serve` above it: the listener itself
+        before = app.cpu_s()
+        deadline = time.process_time() + 0.05
+        while time.process_time() < deadline:  # burn 50 ms of CPU
+            pass
+        spent = cpu_by_kind(before, app.cpu_s())
+    assert sum(spent.values()) >= 0.03
+    stats = Stats()
+    stats.latency_ms["feed"] = [1.0] * 10
+    stats.cpu_s = {"FeedIngress": 0.5, "Ranker": 1.0}
+    cpu_lines(stats, seconds=2.0)
+    assert capsys.readouterr().out.splitlines() == [
+        "load.cpu_ms_per_feed.Ranker 100 ms", "load.cpu_ms_per_feed.FeedIngress 50 ms",
+        "load.cpu_ms_per_feed.total 150 ms", "load.cpu_cores_busy 0.75 cores"]
+    assert AppProcesses.serving(_free_port()) is None  # nothing listens: no lines, the server is not here
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -108,6 +108,9 @@ def _get_or_create(
     if detached:
         options["lifetime"] = "detached"
     options |= placement.options(names.part(name))
+    # no task events: Ray records each call's states for its dashboard and state API and ships them to the GCS
+    # every second; a feed makes a dozen calls to these actors, and Serve turns them off for its own actors too
+    options.setdefault("enable_task_events", False)
     return actor_class.options(name=name, namespace=NAMESPACE, get_if_exists=True, **options).remote(*args)
 
 
