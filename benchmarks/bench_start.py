@@ -57,6 +57,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts.chaoslib.app_process import AppProcess  # noqa: E402
+from scripts.proc_cpu import cpu_seconds, process_kind  # noqa: E402
 
 
 def memory_mb(pids: list[int]) -> tuple[float, float]:
@@ -73,42 +74,6 @@ def memory_mb(pids: list[int]) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
-def process_name(pid: int) -> str:
-    """:func:`name_of_command` of process ``pid``; ``?`` if it is gone."""
-    try:
-        return name_of_command(Path(f"/proc/{pid}/cmdline").read_bytes())
-    except OSError:
-        return "?"
-
-
-def name_of_command(cmdline: bytes) -> str:
-    """The actor or replica class of a Ray worker (``Ranker``, ``ThunderShard``), ``raylet``, ``gcs_server``,
-    ``xserve_serve`` (the server), a script's name, or the program's."""
-    args = cmdline.split(b"\0")
-    first = args[0].decode(errors="replace")
-    if first.startswith("ray::"):
-        # ray::UserStoreShard, ray::ServeReplica:default:Ranker, ray::ThunderShard.query (running a method)
-        return first.split()[0][len("ray::"):].split(":")[-1].split(".")[0]
-    words = [a.decode(errors="replace") for a in args if a]
-    if "xserve" in words and "serve" in words:
-        return "xserve_serve"
-    for word in words:
-        base = Path(word).name
-        if base.endswith(".py") or base in ("raylet", "gcs_server"):
-            return base.removesuffix(".py")
-    return Path(first).name or "?"
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` has used so far; 0 if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid ... utime stime (14th, 15th)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 HEAVY_LIBRARIES = ("torch", "lancedb", "pyarrow", "pandas")  # the large imports: a process that needs none should map none
 
 
@@ -122,16 +87,16 @@ def libraries(pid: int) -> set[str]:
 
 
 def by_name(pids: list[int]) -> dict[str, dict[str, Any]]:
-    """Per :func:`process_name`: processes, PSS in MB, CPU seconds, and the heavy libraries loaded."""
+    """Per process kind (``scripts.proc_cpu.kind_of``): processes, PSS in MB, CPU seconds, and the heavy libraries loaded."""
     out: dict[str, dict[str, Any]] = {}
     for pid in pids:
-        name = re.sub(r"[^A-Za-z0-9_]", "_", process_name(pid))
+        name = re.sub(r"[^A-Za-z0-9_]", "_", process_kind(pid))
         entry = out.setdefault(name, {"processes": 0, "rss_mb": 0.0, "pss_mb": 0.0, "cpu_s": 0.0, "libraries": set()})
         entry["processes"] += 1
         rss, pss = memory_mb([pid])
         entry["rss_mb"] += rss
         entry["pss_mb"] += pss
-        entry["cpu_s"] += cpu_s(pid)
+        entry["cpu_s"] += cpu_seconds(pid)
         entry["libraries"] |= libraries(pid)
     return out
 

@@ -2,7 +2,7 @@
 
 The app is found from its HTTP port: the process listening on it (Serve's ``ProxyActor``), then up its
 ancestors to the topmost that runs ``xserve`` (the ``xserve serve`` driver that started Ray; a wrapper that
-only names it, ``flock /tmp/xserve-heavy.lock ...``, is not the app), then every descendant of that: Ray's own processes (GCS, raylet, dashboard, monitors), the Serve
+only names it among its arguments is not the app), then every descendant of that: Ray's own processes (GCS, raylet, dashboard, monitors), the Serve
 controller and proxy, the deployments' replicas and the store actors. A process's kind is its title
 (``ray::ServeReplica:xserve:Ranker`` -> ``Ranker``; ``ray::UserStoreShard.get`` -> ``UserStoreShard``) or
 its program's name (``raylet``, ``gcs_server``, ``dashboard.py``). ``scripts/load_test.py`` samples it
@@ -16,7 +16,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
-__all__ = ["AppProcesses", "cpu_by_kind", "kind_of", "listening_pid"]
+__all__ = ["AppProcesses", "cpu_by_kind", "cpu_seconds", "kind_of", "listening_pid", "process_kind"]
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 _PROC = "/proc"
@@ -44,31 +44,40 @@ def _cmdline(pid: int) -> str:
 
 
 def kind_of(cmdline: str) -> str:
-    """A process's kind from its command line (module docstring)."""
-    if cmdline.startswith("ray::"):
-        title = cmdline[5:].split()[0] if cmdline[5:].strip() else "worker"
-        if title.startswith("ServeReplica:"):
-            title = title.rsplit(":", 1)[-1]  # ServeReplica:<app>:<deployment>
-        return re.split(r"[.(]", title, maxsplit=1)[0] or "worker"
-    words = cmdline.split()
+    """A process's kind from its command line (its arguments separated by NULs, as ``/proc`` gives them, or
+    spaces): the actor or replica class of a Ray worker (``ray::ServeReplica:default:Ranker`` -> ``Ranker``,
+    ``ray::ThunderShard.query`` -> ``ThunderShard``), ``xserve_serve`` for the server, ``raylet``,
+    ``gcs_server``, a Python script's name without ``.py`` (``log_monitor``), else the program's name."""
+    words = cmdline.replace("\0", " ").split()
     if not words:
         return "unknown"
-    program = os.path.basename(words[0])
-    if program.startswith("python"):  # a script (dashboard.py, log_monitor.py) or -m module, after any flags
-        args = words[1:]
-        while args and args[0].startswith("-") and args[0] != "-m":
-            args = args[1:]
-        if args[:1] == ["-m"] and len(args) > 1:
-            return args[1]
-        if args:
-            return os.path.basename(args[0])
-    return program
+    if words[0].startswith("ray::"):
+        return re.split(r"[.(]", words[0][len("ray::"):].split(":")[-1], maxsplit=1)[0] or "worker"
+    names = [os.path.basename(w) for w in words]
+    if _runs_xserve(cmdline) and "serve" in words:
+        return "xserve_serve"
+    for name in names:
+        if name.endswith(".py") or name in ("raylet", "gcs_server"):
+            return name.removesuffix(".py")
+    return names[0]
+
+
+def process_kind(pid: int) -> str:
+    """:func:`kind_of` process ``pid``; ``?`` when it is gone."""
+    cmdline = _read(f"{_PROC}/{pid}/cmdline")
+    return "?" if cmdline is None else kind_of(cmdline)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far; 0 when it is gone."""
+    st = _stat(pid)
+    return 0.0 if st is None else st[1]
 
 
 def _runs_xserve(cmdline: str) -> bool:
     """The command line runs xserve itself (``xserve serve``, ``python -m xserve serve``), not merely names it
     (a ``flock /tmp/xserve-heavy.lock ...`` wrapper, whose descendants include the load test)."""
-    words = cmdline.split()
+    words = cmdline.replace("\0", " ").split()
     names = [os.path.basename(w) for w in words[:2]]  # the program, or the interpreter and its script
     return "xserve" in names or words[1:3] == ["-m", "xserve"]
 

@@ -19,20 +19,22 @@ def test_memory_sums_the_live_processes_and_skips_the_gone():
 
 
 def test_processes_are_named_after_their_actor_or_program():
-    from benchmarks.bench_start import name_of_command
+    from scripts.proc_cpu import kind_of
 
-    assert [name_of_command(cmd) for cmd in (
-        b"ray::ServeReplica:default:Ranker\0", b"ray::ThunderShard.query\0",
-        b"/v/bin/python\0-m\0xserve\0serve\0--port\08000\0", b"/v/lib/ray/core/src/ray/raylet/raylet\0--x\0",
-    )] == ["Ranker", "ThunderShard", "xserve_serve", "raylet"]
+    assert [kind_of(cmd) for cmd in (
+        "ray::ServeReplica:default:Ranker\0", "ray::ThunderShard.query\0",
+        "/v/bin/python\0-m\0xserve\0serve\0--port\08000\0", "/v/bin/xserve\0serve\0--data-dir\0d\0",
+        "/v/lib/ray/core/src/ray/raylet/raylet\0--x\0",
+    )] == ["Ranker", "ThunderShard", "xserve_serve", "xserve_serve", "raylet"]
 
 
 def test_parts_count_their_processes_cpu_and_heavy_libraries():
     import numpy  # noqa: F401 - a library this process has loaded; torch may or may not be
 
-    from benchmarks.bench_start import by_name, cpu_s, libraries
+    from benchmarks.bench_start import by_name, libraries
+    from scripts.proc_cpu import cpu_seconds
 
-    assert cpu_s(os.getpid()) > 0 and cpu_s(2**22 + 7) == 0.0
+    assert cpu_seconds(os.getpid()) > 0 and cpu_seconds(2**22 + 7) == 0.0
     assert libraries(2**22 + 7) == set()
     parts = by_name([os.getpid()])
     (part,) = parts.values()

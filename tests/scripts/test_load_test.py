@@ -66,7 +66,7 @@ def test_the_cpu_lines_attribute_a_local_servers_processes_by_kind(capsys):
 
     assert kind_of("ray::ServeReplica:xserve:FeedIngress") == "FeedIngress"
     assert kind_of("ray::UserStoreShard.query_data") == "UserStoreShard"
-    assert kind_of("/v/bin/python -u /v/ray/_private/log_monitor.py --logs-dir=x") == "log_monitor.py"
+    assert kind_of("/v/bin/python -u /v/ray/_private/log_monitor.py --logs-dir=x") == "log_monitor"
     assert kind_of("/v/ray/core/src/ray/raylet/raylet --x=1") == "raylet"
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
