@@ -29,7 +29,7 @@ def test_file_then_env_then_overrides(tmp_path):
         ("[mixer]\ntop_k = 'x'\n", "mixer.top_k"),
         ("[nope]\na = 1\n", "unknown field `nope`"),
         ("not toml [", "not valid"),
-        ("[serving]\nserve_control_loop_s = -1\n", "serving.serve_control_loop_s must be >= 0"),
+        ("[serving]\nserve_control_loop_s = 0\n", "serving.serve_control_loop_s must be > 0"),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path, text, needle):

@@ -426,8 +426,8 @@ class ServingConfig(_Section):
     store_unavailable_wait_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if not self.serve_control_loop_s >= 0:
-            raise ValueError(f"serving.serve_control_loop_s must be >= 0, got {self.serve_control_loop_s}")
+        if not self.serve_control_loop_s > 0:  # 0 would spin the controller's loop
+            raise ValueError(f"serving.serve_control_loop_s must be > 0, got {self.serve_control_loop_s}")
 
 
 class LoopConfig(_Section):
