@@ -146,14 +146,14 @@ class ValueModelScorer(Scorer[ForYouQuery, PostCandidate, Valued]):
                   np.array([c.video_duration_ms is not None
                             and c.video_duration_ms > self.config.min_video_duration_ms for c in cs]),
                   np.array([c.has_link for c in cs]), mutual, unexplored)
-        combined = combined_scores(*inputs).tolist()  # the score, explained or not
+        names, matrix = term_matrix(*inputs)  # (C, terms): their sum is the score, explained or not
+        combined = matrix.sum(1).tolist()
         if not query.explain:
             for k, i in enumerate(scored):
                 out[i] = (model.offset(combined[k]), None)
             return out
-        # explain: every term from one (C, terms) matrix, each candidate's dict built from its row (built term
-        # by term, ~28 terms per candidate, the explain took 33 ms of a feed of 1,664 candidates, measured)
-        names, matrix = term_matrix(*inputs)
+        # explain: each candidate's dict built from its row of the matrix (built term by term, ~28 terms per
+        # candidate, the explain took 33 ms of a feed of 1,664 candidates, measured)
         perturbation = ({f"perturbation.{h}": m for h, m in model.multipliers.items()}
                         if self.config.value_model.perturbation_sigma > 0 else {})
         for k, (i, row) in enumerate(zip(scored, matrix.tolist(), strict=True)):
@@ -173,17 +173,9 @@ def combined_scores(model: ValueModel, x: np.ndarray, long_video: np.ndarray, ha
     """``(C,)`` Σ ``ValueModel.terms`` of ``C`` candidates given as arrays: ``x (C, ActionScores fields)`` their
     predictions, and per candidate a video longer than ``min_video_duration_ms``, an outbound link, an original
     by a mutual follow, an unexplored author. The scorer's sum, and the simulator's oracle over true
-    probabilities (``scripts/simulate.py``): one formula, so both rank with the same weights."""
-    w, vm = model.weights, model.config.value_model
-    weights = _field_weights(model)
-    terms = x * weights  # (C, fields): every action and dwell_time; the durations' weights are 0
-    terms[~long_video, _COL[Action.VIDEO_QUALITY_VIEW.value]] = 0.0
-    terms[~has_link, _COL[Action.LINK_OPEN.value]] = 0.0
-    total = terms.sum(1)
-    for name, (action, duration) in PRODUCT_TERMS.items():
-        total += w[name] * x[:, _COL[action.value]] * x[:, _COL[duration]]
-    boost = vm.mutual_follow_reply_boost * x[:, _COL["reply"]] + vm.mutual_follow_dwell_boost * x[:, _COL["dwell"]]
-    return total + np.where(mutual, boost, 0.0) + np.where(unexplored, vm.author_exploration_bonus, 0.0)
+    probabilities (``scripts/simulate.py``): one formula (:func:`term_matrix`'s rows summed), so both rank with
+    the same weights."""
+    return term_matrix(model, x, long_video, has_link, mutual, unexplored)[1].sum(1)
 
 
 def _field_weights(model: ValueModel) -> np.ndarray:
