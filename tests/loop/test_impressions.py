@@ -65,11 +65,17 @@ def test_the_shard_logs_impressions_and_retention_drops_whole_old_segments(tmp_p
     assert rows["post_id"][-1] == 99 and rows["probs"].shape == (len(kept), len(ACTIONS)) and rows["request_id"][-1] == "new"
 
 
-def test_user_shard_records_served_ids_and_impressions_in_one_call_and_reopens(tmp_path):
+def one_shard_holding_user_7(tmp_path):
+    """The config of one user-store shard over ``tmp_path``, and that shard, opened, with user 7 in it."""
     cfg = load_config(environ={}, overrides={"storage": {"data_dir": str(tmp_path), "fsync": False},
                                              "serving": {"num_user_shards": 1}})
     shard = UserShard.open(cfg, 0, 1)
     shard.apply([UserUpserted(7)])
+    return cfg, shard
+
+
+def test_user_shard_records_served_ids_and_impressions_in_one_call_and_reopens(tmp_path):
+    cfg, shard = one_shard_holding_user_7(tmp_path)
     from xserve.schema import Served
 
     shard.record_served(Served(7, (1, 2), NOW), feed_impressions("r", 7, NOW, [cand(1), cand(2)]))
@@ -81,10 +87,7 @@ def test_user_shard_records_served_ids_and_impressions_in_one_call_and_reopens(t
 
 
 def test_live_engagements_come_from_the_user_logs_once_with_their_request_id(tmp_path):
-    cfg = load_config(environ={}, overrides={"storage": {"data_dir": str(tmp_path), "fsync": False},
-                                             "serving": {"num_user_shards": 1}})
-    shard = UserShard.open(cfg, 0, 1)
-    shard.apply([UserUpserted(7)])
+    cfg, shard = one_shard_holding_user_7(tmp_path)
     e = Engagement(7, 11, 8, Action.FAVORITE, NOW, prediction_request_id="r-1")
     shard.apply([EngagementRecorded(e), EngagementRecorded(e)])  # a retried write is one engagement
     shard.close()
@@ -99,10 +102,7 @@ def test_training_reads_the_table_plus_new_live_rows(tmp_path):
     from xserve.storage import engagements_to_table
 
     dd.write_engagements(engagements_to_table([first]))
-    cfg = load_config(environ={}, overrides={"storage": {"data_dir": str(tmp_path), "fsync": False},
-                                             "serving": {"num_user_shards": 1}})
-    shard = UserShard.open(cfg, 0, 1)
-    shard.apply([UserUpserted(7)])
+    cfg, shard = one_shard_holding_user_7(tmp_path)
     live = Engagement(7, 12, 8, Action.REPLY, NOW + 5, prediction_request_id="r-2")
     shard.apply([EngagementRecorded(first), EngagementRecorded(live)])  # the first is in the table already
     shard.close()
@@ -178,10 +178,7 @@ def test_a_seen_report_narrows_its_feed_to_what_was_on_screen_and_unreported_fee
 def test_the_shard_logs_seen_reports_beside_the_feeds_and_reopens(tmp_path):
     from xserve.schema import FeedSeen, Served
 
-    cfg = load_config(environ={}, overrides={"storage": {"data_dir": str(tmp_path), "fsync": False},
-                                             "serving": {"num_user_shards": 1}})
-    shard = UserShard.open(cfg, 0, 1)
-    shard.apply([UserUpserted(7)])
+    cfg, shard = one_shard_holding_user_7(tmp_path)
     shard.record_served(Served(7, (1, 2), NOW), feed_impressions("r", 7, NOW, [cand(1), cand(2)]))
     assert shard.record_seen([FeedSeen("r", 7, NOW, (2,))])
     assert shard.stats()["impression_log"]["seen_reports"] == 1
