@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 
@@ -120,8 +121,6 @@ class CatalogChanges:
 
     def posts(self) -> list[Post]:
         """The created posts not deleted, with their labels as last set."""
-        import msgspec
-
         return [msgspec.structs.replace(p, labels=self.labels[pid]) if pid in self.labels else p
                 for pid, p in self.created.items() if pid not in self.deleted]
 
