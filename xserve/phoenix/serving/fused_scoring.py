@@ -117,17 +117,21 @@ def _linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, 
     return F.linear(x, w, bias)
 
 
+def _inv_rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``1 / rms(x)`` over the last axis, ``(..., 1)``: one reduction (the scale of every RMSNorm here)."""
+    ss = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32).square_()
+    return ss.div_(x.shape[-1]).add_(eps).rsqrt_().to(x.dtype)
+
+
 def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
     """``x / rms(x)`` over the last axis (an RMSNorm whose weight is folded elsewhere): one reduction, one scale."""
-    ss = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32).square_()
-    return x * ss.div_(x.shape[-1]).add_(eps).rsqrt_().to(x.dtype)
+    return x * _inv_rms(x, eps)
 
 
 def _add_post_norm(h: torch.Tensor, x: torch.Tensor, norm: tuple[torch.Tensor, float]) -> torch.Tensor:
     """``h + RMSNorm(x)`` (the post-norms); ``x`` is a temporary and is overwritten."""
     w, eps = norm
-    ss = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32).square_()
-    return h + x.mul_(ss.div_(x.shape[-1]).add_(eps).rsqrt_().to(x.dtype)).mul_(w)
+    return h + x.mul_(_inv_rms(x, eps)).mul_(w)
 
 
 _GELU_C = 2 * math.sqrt(2 / math.pi)
