@@ -99,6 +99,7 @@ __all__ = [
     "RMSNorm",
     "RankerOutput",
     "Transformer",
+    "apply_rope",
     "context_mask",
     "context_positions",
     "ffn_hidden_size",
@@ -220,7 +221,8 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-x2, x1], dim=-1)
 
 
-def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE of ``x (..., K)`` given ``cos``/``sin`` broadcastable to it (``rope_cos_sin``); the fused kernels use it too."""
     return x * cos + _rotate_half(x) * sin  # (B, heads, T, K)
 
 
@@ -270,7 +272,7 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(b, t, self.num_q_heads, self.key_size).transpose(1, 2)  # (B, H, T, K)
         k = self.k_proj(x).view(b, t, self.num_kv_heads, self.key_size).transpose(1, 2)  # (B, G, T, K)
         v = self.v_proj(x).view(b, t, self.num_kv_heads, self.key_size).transpose(1, 2)  # (B, G, T, K)
-        return _apply_rope(q, cos, sin), _apply_rope(k, cos, sin), v
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def _logits(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Soft-capped ``cap·tanh(q·k·m/cap)``; the scale goes on q (T·K values), not on the T·T logits."""

@@ -52,6 +52,7 @@ from xserve.phoenix.model.ranker import (
     ContextBatch,
     PhoenixRanker,
     RankerOutput,
+    apply_rope,
     context_positions,
     isolation_mask,
     rope_cos_sin,
@@ -353,8 +354,8 @@ class FusedCandidateScorer:
             qkv = _linear(_rms(h, layer.eps[0]), layer.w_qkv, onednn=self.onednn)  # (B, Tn, H·K+2·G·K)
             q = qkv[..., :hk].view(b, tn, g_kv * g, k) * self._q_scale  # (B, Tn, H, K)
             kk = qkv[..., hk : hk + gk].view(b, tn, g_kv, k)  # (B, Tn, G, K)
-            q = (q * cos + torch.cat([-q[..., k // 2 :], q[..., : k // 2]], dim=-1) * sin).view(b, tn, g_kv, g, k)
-            kk = (kk * cos + torch.cat([-kk[..., k // 2 :], kk[..., : k // 2]], dim=-1) * sin).transpose(1, 2).contiguous()
+            q = apply_rope(q, cos, sin).view(b, tn, g_kv, g, k)
+            kk = apply_rope(kk, cos, sin).transpose(1, 2).contiguous()
             v = qkv[..., hk + gk :].view(b, tn, g_kv, k).transpose(1, 2).contiguous()  # (B, G, Tn, K)
             new_k.append(kk)  # (B, G, Tn, K)
             new_v.append(v)
