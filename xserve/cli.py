@@ -411,6 +411,7 @@ def _print_evaluation(result: dict) -> None:
     for metric in ("auc", "rce"):
         for action in result["ranker"][metric]:
             row(f"ranker {metric} {action}", [m["ranker"][metric].get(action) for m in methods.values()])
+    row("ranker viewer_dependence favorite", [m["ranker"].get("viewer_dependence") for m in methods.values()])
     for section in ("retrieval", "next_engagement"):
         for key in result[section]:
             row(f"{section} {key}", [m[section].get(key) for m in methods.values()])

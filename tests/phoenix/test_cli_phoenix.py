@@ -56,3 +56,5 @@ def test_train_then_evaluate_json_on_a_seeded_world(tmp_path):
     assert set(oracle["ranker"]["auc"]) == set(out["ranker"]["auc"]) and set(oracle["retrieval"]) == set(out["retrieval"])
     # the world's own model ranks favorites among the engaged and sampled posts better than chance
     assert oracle["ranker"]["auc"]["favorite"] > out["baselines"]["random"]["ranker"]["auc"]["favorite"] + 0.1
+    # the world's favorite depends on who reads (topic interests, follows); the figure is printed for the model too
+    assert oracle["ranker"]["viewer_dependence"] > 0.3 and out["ranker"]["viewer_dependence"] >= 0.0

@@ -5,7 +5,7 @@ import torch
 
 from tests.phoenix.factories import engagement_table, random_batch, tiny_config
 from xserve.config import MixerConfig
-from xserve.phoenix.training.evaluate import evaluate
+from xserve.phoenix.training.evaluate import evaluate, viewer_dependence
 from xserve.phoenix.training.train import (
     RANKER_FILE,
     TOWERS_FILE,
@@ -74,8 +74,10 @@ def test_evaluation_has_the_stable_shape_and_beats_the_baselines(trained):
     ev = evaluate(result.data, result.ranker, result.towers, seed=0)
     assert set(ev) == {"ranker", "retrieval", "next_engagement", "baselines"}
     assert set(ev["baselines"]) == {"popularity", "item_knn", "random"}
+    assert set(ev["ranker"]) == {"auc", "rce", "viewer_dependence"}  # the model's own: another viewer put in
+    assert 0.0 <= ev["ranker"]["viewer_dependence"] < 10.0
     for section in (ev, ev["baselines"]["popularity"], ev["baselines"]["item_knn"], ev["baselines"]["random"]):
-        assert set(section["ranker"]) == {"auc", "rce"}
+        assert {"auc", "rce"} <= set(section["ranker"])
         assert set(section["ranker"]["auc"]) == {"favorite", "click", "not_interested"}  # only actions in the data
         assert set(section["retrieval"]) == {"recall@10", "recall@100", "recall@1000"}
         assert set(section["next_engagement"]) == {"hr@10", "ndcg@10"}
@@ -153,3 +155,10 @@ def test_tower_negatives_mix_in_batch_frequency_with_uniform_draws_from_the_quer
     in_window = (corpus.created <= at) & (corpus.created >= at - 10 * hour)
     assert len(rows) == 400 and in_window[rows].all() and width == in_window.sum()
     assert len(np.unique(rows)) > 0.5 * min(400, width)  # uniform: most of a small window is drawn
+
+
+def test_viewer_dependence_is_zero_for_one_order_for_everyone():
+    logits = np.array([0.0, 1.0, 2.0, 3.0])
+    assert viewer_dependence(logits, logits) == 0.0  # popularity or recency: the same scores whoever reads
+    assert viewer_dependence(logits, logits[::-1]) == pytest.approx(2.0 / logits.std())
+    assert viewer_dependence(np.ones(3), np.zeros(3)) == 0.0  # no spread: nothing to order

@@ -58,7 +58,7 @@ from xserve.phoenix.training.train import Prepared, corpus_max_age_ms, negatives
 from xserve.schema import ACTION_INDEX, ACTIONS, DURATION_ACTIONS, Action
 
 __all__ = ["BASELINES", "POSITIVE", "RECALL_KS", "ItemKNN", "Oracle", "PriorCounts", "corpus_warnings", "evaluate",
-           "positive_probability"]
+           "positive_probability", "viewer_dependence"]
 
 RECALL_KS = (10, 100, 1000)
 SMALL_CORPUS_FACTOR = 10  # warn when a query's corpus holds fewer than this many posts per k reported
@@ -265,7 +265,7 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
     if len(rows) > tc.eval_max_queries:
         rows = np.sort(rng.choice(rows, tc.eval_max_queries, replace=False))
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("model", "knn", "label", "user", "post", "ts",
-                                                          "durations", "duration_label")}
+                                                          "durations", "duration_label", "swapped", "swapped_user")}
     e, c = data.entries, data.corpus
     for b in _batches(len(rows), tc.batch_size):
         r = rows[b]
@@ -273,6 +273,12 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
         scored = ranker.score_candidates(ranker.encode_context(ctx), cand)
         p = torch.sigmoid(scored.logits).numpy()
         valid = cand.valid.numpy()
+        # the same candidates scored for another row's viewer (its user and history): viewer_dependence. Rows
+        # half a batch apart, as adjacent rows are often one user's cuts; pairs of one user are left out below
+        other = np.roll(np.arange(len(r)), len(r) // 2)
+        swapped_ctx = context_batch(ex.entries, ex.hist_start[r][other], ex.hist_len[r][other], data.featurizer,
+                                    now_ms=e.ts[ex.pos_start[r]])
+        swapped = ranker.score_candidates(ranker.encode_context(swapped_ctx), cand).logits.numpy()
         # candidate post ids and the time each was (or would have been) seen, for the baselines
         j = np.arange(ex.num_pos)
         pidx = ex.pos_start[r, None] + np.minimum(j, np.maximum(ex.pos_len[r, None] - 1, 0))
@@ -291,6 +297,8 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
         parts["ts"].append(ts[valid])
         parts["durations"].append(scored.durations_s.numpy()[valid])  # (n, 3) seconds given each action
         parts["duration_label"].append(ex.durations(r)[valid])
+        parts["swapped"].append(swapped[valid])
+        parts["swapped_user"].append(np.broadcast_to(e.user[ex.hist_start[r][other], None], post.shape)[valid])
     if not parts["model"]:
         return {}
     p, knn_p, y, user, post, ts = (np.concatenate(parts[k]) for k in ("model", "knn", "label", "user", "post", "ts"))
@@ -312,9 +320,24 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
         if truth is not None:
             out["oracle"]["auc"][name] = auc(ya, truth[:, a])
             out["oracle"]["rce"][name] = _calibrated_rce(ya, truth[:, a], _logit)
+    swapped, swapped_user = np.concatenate(parts["swapped"]), np.concatenate(parts["swapped_user"])
+    other = swapped_user != user
+    out["model"]["viewer_dependence"] = viewer_dependence(_logit(p[other, _FAV]), swapped[other, _FAV])
+    if truth is not None:
+        out["oracle"]["viewer_dependence"] = viewer_dependence(
+            _logit(truth[other, _FAV]), _logit(oracle(swapped_user[other], post[other], ts[other])[:, _FAV]))
     out["durations"] = _duration_metrics(np.concatenate(parts["durations"]), np.concatenate(parts["duration_label"]),
                                          user, post, ts, oracle)
     return out
+
+
+def viewer_dependence(logits: np.ndarray, swapped_logits: np.ndarray) -> float:
+    """How much a score depends on who the viewer is: the mean change of the candidates' logits when another
+    example's viewer (user and history) is put in, over the spread of the logits across candidates. 0 = the same
+    order for everyone (popularity, recency); a fresh ranker is about 0.7, a synthetic world's truth about 0.9
+    on favorite (docs/phoenix.md, "Does the ranker use the viewer?")."""
+    spread = float(np.std(logits)) if len(logits) else 0.0
+    return float(np.mean(np.abs(logits - swapped_logits)) / spread) if spread > 0 else 0.0
 
 
 def _duration_metrics(predicted: np.ndarray, label: np.ndarray, user: np.ndarray, post: np.ndarray, ts: np.ndarray,
