@@ -467,10 +467,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.data_dir is None or not (args.data_dir / "ground_truth.npz").exists():
             p.error("--url needs --data-dir: the server's data directory, holding the world's ground_truth.npz")
         return simulate(args, args.url, args.data_dir, None)
-    if args.data_dir is not None and not ((args.data_dir / "ground_truth.npz").exists()
-                                          and ModelVersions(args.data_dir).live_paths()[0].is_file()):
-        p.error(f"--data-dir {args.data_dir} needs a seeded world (ground_truth.npz) with trained models: run "
-                "`xserve seed` and `xserve train` on it first, or leave --data-dir out")
+    if args.data_dir is not None:
+        if not ((args.data_dir / "ground_truth.npz").exists() and ModelVersions(args.data_dir).live_paths()[0].is_file()):
+            p.error(f"--data-dir {args.data_dir} needs a seeded world (ground_truth.npz) with trained models: run "
+                    "`xserve seed` and `xserve train` on it first, or leave --data-dir out")
+        try:  # before the app starts: a world seeded before the oracle's keys cannot be simulated
+            TrueActionModel(np.load(args.data_dir / "ground_truth.npz"))
+        except ValueError as exc:
+            p.error(f"--data-dir {args.data_dir}: {exc}")
     try:
         return run_own_app(args)
     except RuntimeError as exc:
