@@ -3,6 +3,7 @@
     python scripts/simulate.py                       # a fresh small world: seed, train, serve, simulate, retrain
     python scripts/simulate.py --size medium         # the goal run
     python scripts/simulate.py --url http://127.0.0.1:8000 --data-dir DIR   # drive a running server (no retrain)
+    python scripts/simulate.py --data-dir DIR        # a seeded, trained world of yours (copied): serve, simulate, retrain
 
 Readers are users of the world (``--users``, drawn with ``--seed``). A session reads up to ``--pages``
 pages of ``--page-size`` posts; each page is a fresh ``POST /v1/feed/for_you`` (``seen_ids`` = the posts
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -378,8 +380,12 @@ def run_own_app(args) -> int:
         data_dir = Path(tmp) / "data"
         env = app_env(args.candidates)
         started = time.perf_counter()
-        xserve(env, "seed", "--size", args.size, "--seed", str(args.seed), "--data-dir", str(data_dir), "--quiet")
-        xserve(env, "train", "--data-dir", str(data_dir), "--quiet")
+        if args.data_dir is not None:  # a seeded, trained world of the user's: a copy, so the run leaves it as it was
+            progress(f"copying {args.data_dir}")
+            shutil.copytree(args.data_dir, data_dir)
+        else:
+            xserve(env, "seed", "--size", args.size, "--seed", str(args.seed), "--data-dir", str(data_dir), "--quiet")
+            xserve(env, "train", "--data-dir", str(data_dir), "--quiet")
         app = AppProcess(data_dir, args.port, args.num_cpus, env, Path(tmp) / "app.log", start_timeout_s=1800)
         progress(f"world ready in {time.perf_counter() - started:.0f} s; starting the app")
         app.start()
@@ -428,7 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", choices=("tiny", "small", "medium", "large"), default="small",
                    help="the world seeded when no --url is given (default small)")
     p.add_argument("--url", default=None, help="drive this running server (loopback only) instead; needs --data-dir")
-    p.add_argument("--data-dir", type=Path, default=None, help="with --url: the server's data directory (its ground_truth.npz)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="with --url: the server's data directory (its ground_truth.npz); without: a seeded world with "
+                   "trained models to start the app on (copied; instead of seeding --size and training)")
     p.add_argument("--api-key", default="", help="with --url: the server's serving.api_key, for writes")
     p.add_argument("--users", type=int, default=60,
                    help="readers drawn from the world (default 60: sized to the 20-minute run, docs/simulation.md)")
@@ -459,6 +467,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.data_dir is None or not (args.data_dir / "ground_truth.npz").exists():
             p.error("--url needs --data-dir: the server's data directory, holding the world's ground_truth.npz")
         return simulate(args, args.url, args.data_dir, None)
+    if args.data_dir is not None:
+        if not ((args.data_dir / "ground_truth.npz").exists() and ModelVersions(args.data_dir).live_paths()[0].is_file()):
+            p.error(f"--data-dir {args.data_dir} needs a seeded world (ground_truth.npz) with trained models: run "
+                    "`xserve seed` and `xserve train` on it first, or leave --data-dir out")
+        try:  # before the app starts: a world seeded before the oracle's keys cannot be simulated
+            TrueActionModel(np.load(args.data_dir / "ground_truth.npz"))
+        except ValueError as exc:
+            p.error(f"--data-dir {args.data_dir}: {exc}")
     try:
         return run_own_app(args)
     except RuntimeError as exc:

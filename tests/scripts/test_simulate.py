@@ -76,3 +76,11 @@ def test_paired_ratios_cancel_what_the_sessions_share():
 
     ratio, se = paired_ratio(tally(2.0), tally(1.0), "unregretted_s_per_session", None)
     assert ratio == pytest.approx(2.0) and se == pytest.approx(0.0, abs=1e-12)  # unpaired, the error would be huge
+
+
+def test_a_data_dir_without_a_trained_world_is_one_line_and_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--data-dir", str(tmp_path)])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "needs a seeded world" in err and "xserve seed" in err
