@@ -55,3 +55,22 @@ def test_distinct_ids_rarely_collide_in_every_hash():
 def test_padding_row_is_zero():
     e = HashEmbedding(10, 4, init_std=1.0)
     assert torch.equal(e(torch.tensor([[0, 0]])), torch.zeros(1, 2, 4))
+
+
+def test_every_default_hash_spreads_sequential_ids_like_a_random_one():
+    """Ids come in runs (users 1..U, a world's posts 10⁹ + i): each hash column of every kind must put a run on
+    about as many rows as a random function would (a multiplicative hash with an unlucky scale put 200,000
+    consecutive post ids on 30,000 rows)."""
+    config = PhoenixConfig()
+    hasher = PhoenixHasher(config, HashConstants.default(PhoenixConfig(num_user_hashes=8, num_post_hashes=8,
+                                                                       num_author_hashes=8)))
+    runs = {"user": (1, (10_000, 100_000, 1_000_000)), "author": (1, (10_000, 100_000, 1_000_000)),
+            "post": (1_000_000_000, (30_000, 200_000, 1_000_000))}
+    for kind, (start, sizes) in runs.items():
+        vocab = hasher.vocab[kind]
+        for n in sizes:
+            rows = hasher(kind, np.arange(start, start + n, dtype=np.int64))
+            random_rows = vocab * (1 - np.exp(-n / vocab))  # expected distinct rows of a random function
+            for j in range(rows.shape[1]):
+                distinct = len(np.unique(rows[:, j]))
+                assert distinct >= 0.95 * min(random_rows, n), (kind, n, j, distinct, random_rows)
