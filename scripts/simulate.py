@@ -327,7 +327,24 @@ def xserve(env: dict[str, str], *argv: str) -> None:
     run_checked(env, "-m", "xserve", *argv)
 
 
-def simulate(args, url: str, data_dir: Path, retrain: Callable[[httpx.Client, int], None] | None) -> int:
+def traffic_bytes(data_dir: Path) -> int:
+    """Bytes of the data directory that serving writes (logs, tables), leaving out the model and embedding
+    versions a retrain and a re-embedding write."""
+    layout = DataDirLayout(data_dir)
+    versions = (layout.models.resolve(), layout.embeddings.resolve())
+    return sum(f.stat().st_size for f in Path(data_dir).rglob("*")
+               if f.is_file() and not any(v in f.resolve().parents for v in versions))
+
+
+def print_disk_growth(name: str, grown_bytes: int, traffic_s: float) -> None:
+    """``sim.<name>``: megabytes a simulated hour of this traffic adds to the data directory."""
+    print(f"sim.{name} {grown_bytes / 1e6 / max(traffic_s, 1e-9) * 3600:.1f} MB/h", flush=True)
+
+
+def simulate(args, url: str, data_dir: Path, retrain: Callable[[httpx.Client, int], None] | None,
+             disk: dict[str, float] | None = None) -> int:
+    """``disk`` (optional) receives the traffic's ``start_bytes`` and ``traffic_s`` (the passes' time, not the
+    retrain's), so the caller can measure the directory again after compaction."""
     truth = TrueActionModel(np.load(data_dir / "ground_truth.npz"))
     behaviour = BehaviourModel(truth, BehaviourConfig(attention_decay=args.attention_decay, regret_s=args.regret_s))
     users = np.sort(np.random.default_rng(args.seed).choice(truth.gt["user_ids"], size=min(args.users, truth.num_users),
@@ -336,11 +353,15 @@ def simulate(args, url: str, data_dir: Path, retrain: Callable[[httpx.Client, in
     progress(f"{len(users)} users x {args.sessions} session(s) x {len(args.policies)} policies at {url}; {behaviour!r}")
     with httpx.Client(base_url=url, timeout=args.timeout, headers=headers) as http:
         sim = Simulator(http, truth, behaviour, args, users)
+        start_bytes, passes_started = traffic_bytes(data_dir), time.perf_counter()
         before = sim.run(args.policies, "before")
+        traffic_s = time.perf_counter() - passes_started
         report(before, retrained=False)
         if retrain is not None:
             retrain(http, int(users[0]))
+            second_started = time.perf_counter()
             after = sim.run(args.policies, "retrained")
+            traffic_s += time.perf_counter() - second_started
             report(after, retrained=True)
             if "ranker" in before and "ranker" in after:
                 print_ratio("sim.retrain_gain", after["ranker"], before["ranker"])
@@ -348,6 +369,11 @@ def simulate(args, url: str, data_dir: Path, retrain: Callable[[httpx.Client, in
                     base = before["ranker"].figures()[name][0]
                     gain = after["ranker"].figures()[name][0] / base if base else float("nan")
                     print(f"sim.retrain_gain.{name} {gain:.6g} ratio", flush=True)
+        grown = traffic_bytes(data_dir) - start_bytes
+        print(f"sim.disk_traffic_bytes {grown} bytes", flush=True)
+        print_disk_growth("disk_growth_per_hour", grown, traffic_s)
+        if disk is not None:
+            disk.update(start_bytes=start_bytes, traffic_s=traffic_s)
         print(f"sim.request_errors {sim.errors} requests", flush=True)
         print(f"sim.feed_requests {sim.feeds} requests", flush=True)
         print(f"sim.posts_created {sim.posts_created} posts", flush=True)
@@ -415,10 +441,16 @@ def run_own_app(args) -> int:
                 waited = wait_for_versions(http, reader, ranker_version, RETRAINED)
                 progress(f"version {RETRAINED} live (ranker and retrieval) {waited:.0f} s after the switch; no restart")
 
-            return simulate(args, f"http://127.0.0.1:{args.port}", data_dir, None if args.no_retrain else retrain)
+            disk: dict[str, float] = {}
+            code = simulate(args, f"http://127.0.0.1:{args.port}", data_dir, None if args.no_retrain else retrain, disk)
         finally:
             app.stop()
-            progress(f"done in {time.perf_counter() - started:.0f} s")
+        # what the traffic's hour weighs once compacted (retention and folding need the app stopped)
+        xserve(env, "compact", "--data-dir", str(data_dir))
+        print_disk_growth("disk_growth_per_hour_after_compact", traffic_bytes(data_dir) - int(disk["start_bytes"]),
+                          disk["traffic_s"])
+        progress(f"done in {time.perf_counter() - started:.0f} s")
+        return code
 
 
 def _policies(text: str) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ import re
 import httpx
 import pytest
 
-from scripts.simulate import FIGURES, POLICIES, main, paired_ratio
+from scripts.simulate import FIGURES, POLICIES, main, paired_ratio, traffic_bytes
 from xserve.loop.impressions import read_impression_records
 from xserve.schema import FeedSeen
 from xserve.storage.lance.embeddings import EmbeddingVersions
@@ -52,6 +52,7 @@ def test_every_policy_prints_its_figures_and_they_are_sane(served_app, capsys):
         assert figures[f"sim.{policy}.dwell_s_per_session"] >= 0.0
         assert figures[f"sim.{policy}.unregretted_s_per_session"] <= figures[f"sim.{policy}.dwell_s_per_session"]
     assert figures["sim.request_errors"] == 0
+    assert figures["sim.disk_traffic_bytes"] > 0 and figures["sim.disk_growth_per_hour"] > 0  # the logged feeds
     # every policy's reader reported what it viewed (POST /v1/impressions): one report per page read, those posts
     reported = seen_reports() - earlier
     assert len(reported) == sum(figures[f"sim.{p}.sessions"] for p in POLICIES)  # one page per session here
@@ -84,3 +85,12 @@ def test_a_data_dir_without_a_trained_world_is_one_line_and_exit_2(tmp_path, cap
     assert exited.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "needs a seeded world" in err and "xserve seed" in err
+
+
+def test_traffic_bytes_leave_out_model_and_embedding_versions(tmp_path):
+    layout = DataDirLayout(tmp_path)
+    for path, size in ((layout.impression_logs / "0.log", 100), (layout.models / "v1" / "ranker.pt", 1_000),
+                       (layout.embeddings / "v1" / "part.lance", 10_000), (tmp_path / "users.lance" / "x", 7)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * size)
+    assert traffic_bytes(tmp_path) == 107  # what serving wrote; a retrain's models and embeddings are not traffic
