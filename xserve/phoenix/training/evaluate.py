@@ -265,7 +265,8 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
     if len(rows) > tc.eval_max_queries:
         rows = np.sort(rng.choice(rows, tc.eval_max_queries, replace=False))
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("model", "knn", "label", "user", "post", "ts",
-                                                          "durations", "duration_label", "swapped", "swapped_user")}
+                                                          "durations", "duration_label", "logits", "swapped",
+                                                          "swapped_user")}
     e, c = data.entries, data.corpus
     for b in _batches(len(rows), tc.batch_size):
         r = rows[b]
@@ -297,6 +298,7 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
         parts["ts"].append(ts[valid])
         parts["durations"].append(scored.durations_s.numpy()[valid])  # (n, 3) seconds given each action
         parts["duration_label"].append(ex.durations(r)[valid])
+        parts["logits"].append(scored.logits.numpy()[valid])
         parts["swapped"].append(swapped[valid])
         parts["swapped_user"].append(np.broadcast_to(e.user[ex.hist_start[r][other], None], post.shape)[valid])
     if not parts["model"]:
@@ -320,9 +322,10 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
         if truth is not None:
             out["oracle"]["auc"][name] = auc(ya, truth[:, a])
             out["oracle"]["rce"][name] = _calibrated_rce(ya, truth[:, a], _logit)
-    swapped, swapped_user = np.concatenate(parts["swapped"]), np.concatenate(parts["swapped_user"])
+    logits, swapped = np.concatenate(parts["logits"]), np.concatenate(parts["swapped"])
+    swapped_user = np.concatenate(parts["swapped_user"])
     other = swapped_user != user
-    out["model"]["viewer_dependence"] = viewer_dependence(_logit(p[other, _FAV]), swapped[other, _FAV])
+    out["model"]["viewer_dependence"] = viewer_dependence(logits[other, _FAV], swapped[other, _FAV])
     if truth is not None:
         out["oracle"]["viewer_dependence"] = viewer_dependence(
             _logit(truth[other, _FAV]), _logit(oracle(swapped_user[other], post[other], ts[other])[:, _FAV]))
