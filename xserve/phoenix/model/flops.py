@@ -43,17 +43,23 @@ def matmul_gflops(library: str = "torch", repeats: int = 20, n: int = 1024, thre
     """A plain fp32 ``n x n`` matmul's GFLOP/s (median of ``repeats``), with ``threads`` torch threads (None: as
     set; the ranker's ``ranker_serving.num_threads`` is the fair setting for a served request), through
     ``library``: ``"torch"`` (its ``@``: MKL, whose AVX2 kernels it runs on AMD CPUs) or ``"onednn"`` (oneDNN's
-    fp32 matmul, what the fused ranker kernels call on a CPU, ``fused_scoring._linear``: on the 2-core box its
-    AVX-512 kernels were ~2.2x faster). Raises where torch has no oneDNN.
+    fp32 matmul through ``fused_scoring.linear``, the call the fused ranker kernels make on a CPU: on the 2-core
+    box its AVX-512 kernels were ~2.2x faster). Raises where the kernels cannot use oneDNN.
     """
+    # the serving kernels' own matmul and test, so the peak measures exactly what they call
+    from xserve.phoenix.serving.fused_scoring import linear, onednn_linear_available
+
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         a, b = torch.randn(n, n), torch.randn(n, n)
         if library == "onednn":
+            if not onednn_linear_available(a.device, a.dtype):
+                raise RuntimeError("this torch has no oneDNN fp32 matmul (fused_scoring.onednn_linear_available)")
+
             def product() -> torch.Tensor:
-                return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+                return linear(a, b, onednn=True)  # a @ bᵀ: the same FLOPs as a @ b
         elif library == "torch":
             def product() -> torch.Tensor:
                 return a @ b
@@ -73,11 +79,11 @@ def matmul_gflops(library: str = "torch", repeats: int = 20, n: int = 1024, thre
 def matmul_peak_gflops(repeats: int = 20, n: int = 1024, threads: int | None = None) -> float:
     """The matmul peak: the fastest fp32 matmul this process can run, torch's ``@`` or oneDNN's where torch has
     it. The fused kernels call oneDNN, so a peak measured on the slower library alone would let them pass it."""
+    from xserve.phoenix.serving.fused_scoring import onednn_linear_available
+
     peaks = [matmul_gflops("torch", repeats, n, threads)]
-    try:
+    if onednn_linear_available(torch.device("cpu"), torch.float32):  # else the kernels use torch's matmul too
         peaks.append(matmul_gflops("onednn", repeats, n, threads))
-    except (AttributeError, RuntimeError):  # a torch build without oneDNN: the kernels use torch's matmul too
-        pass
     return max(peaks)
 
 

@@ -30,7 +30,7 @@ What it exploits, all exact identities of the reference's math:
   stay in L2, one kv head of one row at a time, and causal attention reads only
   the keys a block can see (a whole ``(g·c, T)`` logits tensor was 17 MB a layer
   at 2,000 candidates: six passes over DRAM and fresh pages each call);
-* on a CPU every matmul goes through oneDNN's fp32 kernels (``_linear``):
+* on a CPU every matmul goes through oneDNN's fp32 kernels (``linear``):
   torch's ``@`` calls MKL, which runs AVX2 code on AMD CPUs.
 
 Measured effect and what did not help: ``docs/ranker_serving.md``, "Kernels".
@@ -58,7 +58,7 @@ from xserve.phoenix.model.ranker import (
     rope_cos_sin,
 )
 
-__all__ = ["FusedCandidateScorer", "rope_matrices"]
+__all__ = ["FusedCandidateScorer", "linear", "onednn_linear_available", "rope_matrices"]
 
 LOG2E = math.log2(math.e)
 # Attention logits per block of query rows on the CPU: 256 Ki fp32 = 1 MiB, half of this CPU's 2 MiB L2 per core.
@@ -76,7 +76,7 @@ class _Layer:
         a, f = block.attn, block.ffn
         d = a.q_proj.in_features
         w_attn, w_ffn = block.pre_attn_norm.weight, block.pre_ffn_norm.weight  # (D,)
-        # Linear weights in nn.Linear's (out, in) layout: _linear computes x @ Wᵀ.
+        # Linear weights in nn.Linear's (out, in) layout: ``linear`` computes x @ Wᵀ.
         self.w_qkv = (torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]) * w_attn).to(dtype)  # (H·K+2·G·K, D)
         self.w_q_t = (a.q_proj.weight.T * w_attn[:, None]).to(dtype).reshape(d * a.num_q_heads, a.key_size)  # (D·H, K)
         self.w_k_t = (a.k_proj.weight.T * w_attn[:, None]).to(dtype).reshape(d * a.num_kv_heads, a.key_size)  # (D·G, K)
@@ -100,12 +100,12 @@ class _Layer:
 
 
 def onednn_linear_available(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether ``_linear`` can use oneDNN here: a CPU fp32 build of torch with it (x86 wheels have it)."""
+    """Whether ``linear`` can use oneDNN here: a CPU fp32 build of torch with it (x86 wheels have it)."""
     return (device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
-def _linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, onednn: bool = False) -> torch.Tensor:
+def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, onednn: bool = False) -> torch.Tensor:
     """``x @ wᵀ (+ bias)`` for ``w (out, in)``; with ``onednn`` through oneDNN's fp32 matmul.
 
     Why: torch's CPU matmul calls MKL, which on this AMD CPU runs its AVX2 kernels (~90 GFLOP/s on one
@@ -193,9 +193,9 @@ class FusedCandidateScorer:
 
     def candidate_tokens(self, cand: CandidateBatch) -> torch.Tensor:
         """``(R, c)`` candidate ids → tokens ``(R, c, D)`` (the model's own embedding code, its projection on
-        ``_linear``)."""
+        ``linear``)."""
         emb = self.model.embeddings
-        return _linear(emb.candidate_features(cand).to(self.dtype), self.w_candidate, onednn=self.onednn)
+        return linear(emb.candidate_features(cand).to(self.dtype), self.w_candidate, onednn=self.onednn)
 
     def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
                 causal_past: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -225,7 +225,7 @@ class FusedCandidateScorer:
                     j = min(n, i + rows)
                     m, t = j - i, t_all if causal_past is None else min(t_all, causal_past + j)
                     qb = q_bg[i:j].transpose(0, 1).reshape(g * m, k)  # (g·m, K)
-                    w = _linear(qb, k_bg[:t], onednn=self.onednn)  # (g·m, t) logits
+                    w = linear(qb, k_bg[:t], onednn=self.onednn)  # (g·m, t) logits
                     if self.cap > 0:
                         w = w.sigmoid_().mul_(self._exp2_scale)  # in [0, 2·cap·log2 e]: no fp32 overflow, no max needed
                     if bias_b is not None:  # -inf at masked keys: exp2 gives exactly 0
@@ -236,7 +236,7 @@ class FusedCandidateScorer:
                         row_max[bi, i:j, gi] = mx.view(g, m).T
                     w = w.exp2_()
                     den[bi, i:j, gi] = w.sum(-1).view(g, m).T
-                    num[bi, i:j, gi] = _linear(w, v_bg[:t].T, onednn=self.onednn).view(g, m, k).transpose(0, 1)
+                    num[bi, i:j, gi] = linear(w, v_bg[:t].T, onednn=self.onednn).view(g, m, k).transpose(0, 1)
         return num, den, row_max
 
     def _attention(self, x: torch.Tensor, w_qkv: torch.Tensor, layer: _Layer, ctx_k: torch.Tensor,
@@ -245,8 +245,8 @@ class FusedCandidateScorer:
         g_kv, g, k = self.num_kv_heads, self.groups, self.key_size
         hk, gk = self.num_q_heads * k, g_kv * k
         # Queries and keys come out rotated to the row's position n+1 and the queries scaled (folded weights).
-        qkv = torch.stack([_linear(x[i], w_qkv[i], onednn=self.onednn) for i in range(r)]) if r > 1 else \
-            _linear(x, w_qkv[0], onednn=self.onednn)  # (R, c, H·K + 2·G·K)
+        qkv = torch.stack([linear(x[i], w_qkv[i], onednn=self.onednn) for i in range(r)]) if r > 1 else \
+            linear(x, w_qkv[0], onednn=self.onednn)  # (R, c, H·K + 2·G·K)
         q = qkv[..., :hk].view(r, c, g_kv, g, k)  # head h = kv_head·g + j, as the reference's repeat_interleave
         k_self = qkv[..., hk : hk + gk].view(r, c, g_kv, 1, k)
         v_self = qkv[..., hk + gk :].view(r, c, g_kv, 1, k)
@@ -260,7 +260,7 @@ class FusedCandidateScorer:
             num, den, self_w = num * rescale[..., None], den * rescale, self_w - m
         self_w = self_w.exp2_()  # (R, c, G, g)
         out = num.add_(self_w[..., None] * v_self).div_((den + self_w)[..., None])  # (R, c, G, g, K)
-        return _linear(out.view(r, c, hk), layer.w_o, onednn=self.onednn)  # (R, c, D)
+        return linear(out.view(r, c, hk), layer.w_o, onednn=self.onednn)  # (R, c, D)
 
     def score(self, tokens: torch.Tensor, positions: torch.Tensor, ctx_k: list[torch.Tensor],
               ctx_v: list[torch.Tensor], ctx_bias: torch.Tensor | None) -> torch.Tensor:
@@ -282,12 +282,12 @@ class FusedCandidateScorer:
         return self._heads(h)
 
     def _ffn(self, x: torch.Tensor, layer: _Layer) -> torch.Tensor:
-        a = _linear(x, layer.w_1, onednn=self.onednn)
-        return _linear(_gelu_mul(a, _linear(x, layer.w_v_ffn, onednn=self.onednn)), layer.w_out, onednn=self.onednn)
+        a = linear(x, layer.w_1, onednn=self.onednn)
+        return linear(_gelu_mul(a, linear(x, layer.w_v_ffn, onednn=self.onednn)), layer.w_out, onednn=self.onednn)
 
     def _heads(self, h: torch.Tensor) -> torch.Tensor:
         """The final norm (its weight folded into the heads) and every head: ``(B, T, D)`` → ``(B, T, A+1+3)``."""
-        return _linear(_rms(h, self.final_eps), self.w_head, self.b_head, onednn=self.onednn)
+        return linear(_rms(h, self.final_eps), self.w_head, self.b_head, onednn=self.onednn)
 
     def encode(self, tokens: torch.Tensor, start: int, past_k: list[torch.Tensor] | None,
                past_v: list[torch.Tensor] | None, valid: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -351,7 +351,7 @@ class FusedCandidateScorer:
         causal = None if bool(allowed[:, :, past + 1 :].triu().any()) else past
         h, new_k, new_v = tokens, [], []
         for i, layer in enumerate(self.layers):
-            qkv = _linear(_rms(h, layer.eps[0]), layer.w_qkv, onednn=self.onednn)  # (B, Tn, H·K+2·G·K)
+            qkv = linear(_rms(h, layer.eps[0]), layer.w_qkv, onednn=self.onednn)  # (B, Tn, H·K+2·G·K)
             q = qkv[..., :hk].view(b, tn, g_kv * g, k) * self._q_scale  # (B, Tn, H, K)
             kk = qkv[..., hk : hk + gk].view(b, tn, g_kv, k)  # (B, Tn, G, K)
             q = apply_rope(q, cos, sin).view(b, tn, g_kv, g, k)
@@ -362,7 +362,7 @@ class FusedCandidateScorer:
             keys = kk if past_k is None else torch.cat([past_k[i], kk], dim=2)  # (B, G, P+Tn, K)
             values = v if past_v is None else torch.cat([past_v[i], v], dim=2)
             num, den, _ = self._attend(q, keys, values, bias, causal_past=causal)  # (B, Tn, G, g, K), (B, Tn, G, g)
-            h = _add_post_norm(h, _linear(num.div_(den[..., None]).view(b, tn, hk), layer.w_o, onednn=self.onednn),
+            h = _add_post_norm(h, linear(num.div_(den[..., None]).view(b, tn, hk), layer.w_o, onednn=self.onednn),
                                layer.post[0])
             h = _add_post_norm(h, self._ffn(_rms(h, layer.eps[1]), layer), layer.post[1])
         return h, new_k, new_v
