@@ -264,21 +264,20 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
     rows = np.arange(len(ex))
     if len(rows) > tc.eval_max_queries:
         rows = np.sort(rng.choice(rows, tc.eval_max_queries, replace=False))
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("model", "knn", "label", "user", "post", "ts",
-                                                          "durations", "duration_label", "logits", "swapped",
-                                                          "swapped_user")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("logits", "knn", "label", "user", "post", "ts",
+                                                          "durations", "duration_label", "swapped", "swapped_user")}
     e, c = data.entries, data.corpus
     for b in _batches(len(rows), tc.batch_size):
         r = rows[b]
         ctx, cand, lab, _ = ex.batch(r, data.featurizer)
         scored = ranker.score_candidates(ranker.encode_context(ctx), cand)
-        p = torch.sigmoid(scored.logits).numpy()
         valid = cand.valid.numpy()
+        now = e.ts[ex.pos_start[r]]  # the example's time: its first positive
         # the same candidates scored for another row's viewer (its user and history): viewer_dependence. Rows
         # half a batch apart, as adjacent rows are often one user's cuts; pairs of one user are left out below
         other = np.roll(np.arange(len(r)), len(r) // 2)
         swapped_ctx = context_batch(ex.entries, ex.hist_start[r][other], ex.hist_len[r][other], data.featurizer,
-                                    now_ms=e.ts[ex.pos_start[r]])
+                                    now_ms=now)
         swapped = ranker.score_candidates(ranker.encode_context(swapped_ctx), cand).logits.numpy()
         # candidate post ids and the time each was (or would have been) seen, for the baselines
         j = np.arange(ex.num_pos)
@@ -287,10 +286,9 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
         post = np.concatenate([e.post[pidx], c.post[neg]], 1)
         ts = np.concatenate([e.ts[pidx], e.ts[ex.neg_ref[r]]], 1)
         hidx, hvalid = history_index(ex.hist_start[r], ex.hist_len[r])
-        now = e.ts[ex.pos_start[r]]  # the example's time: its first positive
         vectors = knn.user_vectors(e.post[hidx], hvalid, now)
         knn_scores = np.stack([knn.scores(vectors, a, post, now) for a in range(len(ACTIONS))], -1)  # (B, C, A)
-        parts["model"].append(p[valid])
+        parts["logits"].append(scored.logits.numpy()[valid])
         parts["knn"].append(knn_scores[valid])
         parts["label"].append(lab[valid])
         parts["user"].append(np.broadcast_to(e.user[ex.hist_start[r], None], post.shape)[valid])
@@ -298,12 +296,13 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
         parts["ts"].append(ts[valid])
         parts["durations"].append(scored.durations_s.numpy()[valid])  # (n, 3) seconds given each action
         parts["duration_label"].append(ex.durations(r)[valid])
-        parts["logits"].append(scored.logits.numpy()[valid])
         parts["swapped"].append(swapped[valid])
         parts["swapped_user"].append(np.broadcast_to(e.user[ex.hist_start[r][other], None], post.shape)[valid])
-    if not parts["model"]:
+    if not parts["logits"]:
         return {}
-    p, knn_p, y, user, post, ts = (np.concatenate(parts[k]) for k in ("model", "knn", "label", "user", "post", "ts"))
+    logits, knn_p, y, user, post, ts = (np.concatenate(parts[k]) for k in ("logits", "knn", "label", "user", "post",
+                                                                           "ts"))
+    p = torch.sigmoid(torch.from_numpy(logits)).numpy()
     truth = oracle(user, post, ts) if oracle is not None else None
     out: dict[str, dict] = {k: {"auc": {}, "rce": {}} for k in _methods(oracle)}
     for a, action in enumerate(ACTIONS):
@@ -322,8 +321,7 @@ def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, k
         if truth is not None:
             out["oracle"]["auc"][name] = auc(ya, truth[:, a])
             out["oracle"]["rce"][name] = _calibrated_rce(ya, truth[:, a], _logit)
-    logits, swapped = np.concatenate(parts["logits"]), np.concatenate(parts["swapped"])
-    swapped_user = np.concatenate(parts["swapped_user"])
+    swapped, swapped_user = np.concatenate(parts["swapped"]), np.concatenate(parts["swapped_user"])
     other = swapped_user != user
     out["model"]["viewer_dependence"] = viewer_dependence(logits[other, _FAV], swapped[other, _FAV])
     if truth is not None:
