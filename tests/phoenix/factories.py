@@ -42,6 +42,8 @@ def random_batch(b: int = 3, s: int = 6, c: int = 5, hist_lens=None, seed: int =
     actions = (torch.rand(b, s, NUM_ACTIONS, generator=g) < 0.3).to(dtype)
     ctx = ContextBatch(r(b, 2), post, r(b, s, 2), actions, r(b, s, hi=8))
     cand = CandidateBatch(r(b, c, 2), r(b, c, 2), r(b, c, hi=8), r(b, c, hi=82))
+    # post texts of up to 4 tokens (row 0 = no token), drawn last so the other inputs keep their draws
+    ctx.content, cand.content = r(b, s, 4) * (r(b, s, 4, hi=3) > 1), r(b, c, 4) * (r(b, c, 4, hi=3) > 1)
     return ctx, cand
 
 

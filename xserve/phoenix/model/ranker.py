@@ -127,6 +127,7 @@ class ContextBatch:
     surface: torch.Tensor  # (B, S) int64 product surface
     history_age: torch.Tensor | None = None  # (B, S) int64 age bucket of negative-feedback entries, 0 = none
     context: torch.Tensor | None = None  # (B, 3+T) int64 context-table rows: country, language, app, T topics; 0 = unknown
+    content: torch.Tensor | None = None  # (B, S, M) int64 content-table rows of each entry's post text, 0 = none
 
     @property
     def history_valid(self) -> torch.Tensor:
@@ -140,6 +141,12 @@ class ContextBatch:
         return ContextBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
                                for f in fields(self)})
 
+    def slots(self, start: int, stop: int | None = None) -> ContextBatch:
+        """History slots ``[start, stop)`` of every row, every per-slot input cut alike; the user's inputs kept."""
+        per_user = ("user_hashes", "context")
+        return ContextBatch(**{f.name: v if v is None or f.name in per_user else v[:, start:stop]
+                               for f in fields(self) for v in (getattr(self, f.name),)})
+
 
 @dataclass
 class CandidateBatch:
@@ -149,13 +156,15 @@ class CandidateBatch:
     author_hashes: torch.Tensor  # (B, C, Ha) int64
     surface: torch.Tensor  # (B, C) int64
     age_bucket: torch.Tensor  # (B, C) int64, 0 = unknown
+    content: torch.Tensor | None = None  # (B, C, M) int64 content-table rows of each post's text, 0 = none
 
     @property
     def valid(self) -> torch.Tensor:
         return self.post_hashes[..., 0] != 0  # (B, C)
 
     def select(self, rows: torch.Tensor | slice) -> CandidateBatch:
-        return CandidateBatch(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+        return CandidateBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
+                                 for f in fields(self)})
 
 
 class RankerOutput(NamedTuple):
@@ -406,8 +415,8 @@ class PhoenixEmbeddings(nn.Module):
         self.action_projection = nn.Parameter(torch.randn(NUM_ACTIONS, d) / math.sqrt(NUM_ACTIONS))
         item = (config.num_post_hashes + config.num_author_hashes) * d
         self.user_proj = nn.Linear(config.num_user_hashes * d, d, bias=False)
-        self.history_proj = nn.Linear(item + 2 * d, d, bias=False)
-        self.candidate_proj = nn.Linear(item + 2 * d, d, bias=False) if candidate_tokens else None
+        self.history_proj = nn.Linear(item + 3 * d, d, bias=False)
+        self.candidate_proj = nn.Linear(item + 3 * d, d, bias=False) if candidate_tokens else None
         self.age = nn.Embedding(config.age_buckets, d) if candidate_tokens else None
         # The two additive inputs start small (N(0, 0.02²) here, and context_proj by init_linears), so a fresh
         # model's tokens are close to those without them and training grows what helps.
@@ -420,6 +429,7 @@ class PhoenixEmbeddings(nn.Module):
         for proj in (self.user_proj, self.history_proj, self.candidate_proj):
             if proj is not None:
                 nn.init.normal_(proj.weight, std=proj.in_features**-0.5)
+        self.content = HashEmbedding(config.content_vocab, d, init_std=1.0)  # drawn last: the others keep their draws
 
     def item(self, post_hashes: torch.Tensor, author_hashes: torch.Tensor) -> torch.Tensor:
         """``(..., Hp)``, ``(..., Ha)`` hashes → concatenated embeddings ``(..., (Hp+Ha)·D)``."""
@@ -434,11 +444,20 @@ class PhoenixEmbeddings(nn.Module):
             user = user + self.context_proj(self.user_context(ctx.context))[:, None]  # (B, 1, D)
         has_action = (ctx.actions.sum(-1, keepdim=True) > 0).to(ctx.actions.dtype)  # (B, S, 1)
         actions = ((2 * ctx.actions - 1) @ self.action_projection) * has_action  # (B, S, D)
-        history = torch.cat([self.item(ctx.post_hashes, ctx.author_hashes), actions, self.surface(ctx.surface)], -1)
+        history = torch.cat([self.item(ctx.post_hashes, ctx.author_hashes), self.text(ctx.content, actions),
+                             actions, self.surface(ctx.surface)], -1)
         history = self.history_proj(history)  # (B, S, D)
         if ctx.history_age is not None:
             history = history + self.history_age(ctx.history_age)  # bucket 0 (no negative action) adds 0
         return torch.cat([user, history], dim=1)  # (B, 1+S, D)
+
+    def text(self, rows: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """Content-table rows ``(..., M)`` → the mean of the valid tokens' embeddings ``(..., D)``; zeros (shaped
+        ``like``) for a batch without content, and for a post without text."""
+        if rows is None:
+            return torch.zeros_like(like)
+        n = (rows != 0).sum(-1, keepdim=True).clamp(min=1).to(like.dtype)  # (..., 1)
+        return self.content(rows).sum(-2) / n  # (..., M, D) -> (..., D)
 
     def user_context(self, rows: torch.Tensor) -> torch.Tensor:
         """Context-table rows ``(B, 3+T)`` → ``(B, 4·D)``: country, language, app, then the mean of the valid
@@ -453,10 +472,11 @@ class PhoenixEmbeddings(nn.Module):
         return self.candidate_proj(self.candidate_features(cand))
 
     def candidate_features(self, cand: CandidateBatch) -> torch.Tensor:
-        """What ``candidate_proj`` projects to a candidate token: ``(B, C, (Hp+Ha+2)·D)``."""
+        """What ``candidate_proj`` projects to a candidate token: ``(B, C, (Hp+Ha+3)·D)``."""
         if self.candidate_proj is None or self.age is None:
             raise RuntimeError("these embeddings were built without candidate tokens")
-        return torch.cat([self.item(cand.post_hashes, cand.author_hashes), self.surface(cand.surface),
+        surface = self.surface(cand.surface)
+        return torch.cat([self.item(cand.post_hashes, cand.author_hashes), self.text(cand.content, surface), surface,
                           self.age(cand.age_bucket)], dim=-1)
 
 

@@ -189,7 +189,7 @@ class FusedCandidateScorer:
         heads = (model.action_head, model.dwell_head, model.duration_head)
         self.w_head = (torch.cat([h.weight for h in heads]) * model.final_norm.weight).to(self.dtype)  # (A+1+3, D)
         self.b_head = torch.cat([h.bias for h in heads]).to(self.dtype)  # (A+1+3,)
-        self.w_candidate = model.embeddings.candidate_proj.weight.to(self.dtype)  # (D, (Hp+Ha+2)·D)
+        self.w_candidate = model.embeddings.candidate_proj.weight.to(self.dtype)  # (D, (Hp+Ha+3)·D)
 
     def candidate_tokens(self, cand: CandidateBatch) -> torch.Tensor:
         """``(R, c)`` candidate ids → tokens ``(R, c, D)`` (the model's own embedding code, its projection on
