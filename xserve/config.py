@@ -285,6 +285,7 @@ class PhoenixConfig(_Section):
     max_context_topics: int = 8  # declared interest topics a user token takes (the first ones)
     content_vocab: int = 100_003  # rows of the post-content table (the words and hashtags of a post's text), row 0 = none
     max_content_tokens: int = 8  # distinct tokens of a post's text a history or candidate token takes (the first ones)
+    match_rank: int = 32  # rank of the ranker's content-match term (how a candidate's text matches the history's)
 
 
 class TrainConfig(_Section):

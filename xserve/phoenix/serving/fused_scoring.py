@@ -331,7 +331,8 @@ class FusedCandidateScorer:
         allowed = isolation_mask(ctx_valid, cand.valid)[:, 0]  # (B, T, T)
         cand_pos = (ctx.lengths + 1)[:, None].expand(b, c)  # (B, C): every candidate at n+1
         positions = torch.cat([context_positions(s, b, tokens.device), cand_pos], dim=1)  # (B, T)
-        return self.split_heads(self.forward_masked(tokens, positions, allowed)[:, 1 + s :])
+        out = self.split_heads(self.forward_masked(tokens, positions, allowed)[:, 1 + s :])
+        return self.model.matched(out, self.model.taste(ctx), cand)  # the content-match term, outside the layers
 
     def _layers_over(self, tokens: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor,
                      past_k: list[torch.Tensor] | None, past_v: list[torch.Tensor] | None,

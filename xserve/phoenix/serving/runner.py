@@ -237,8 +237,9 @@ class RankerRunner:
             if c.alloc is not None and c.start < c.num_tokens:
                 self._store(c, dense[:, :, i, :, : c.num_tokens])
                 self.cache.commit(c.alloc)
+        # the history's text taste is a sum over the entries (cheap): computed afresh, not cached
         return ContextKV(layers=[(dense[l, 0], dense[l, 1]) for l in range(self.num_layers)], valid=valid,
-                         lengths=lengths)
+                         lengths=lengths, taste=self.model.taste(_to_device(ctx, self.device)))
 
     def _gather(self, block_ids: list[int], n: int) -> torch.Tensor:
         """Positions ``0..n-1`` of a cached context → ``(L, 2, G, n, K)``."""
@@ -345,14 +346,16 @@ class RankerRunner:
         ks = [k[sel, :, :n_max] for k, _ in kv.layers]  # (rows, G, T, K)
         vs = [v[sel, :, :n_max] for _, v in kv.layers]
         valid, lengths = kv.valid[sel, :n_max], kv.lengths[sel]
+        taste = None if kv.taste is None else kv.taste[sel]
         if self.fast is None:
-            out = self.model.score_candidates(ContextKV(list(zip(ks, vs, strict=True)), valid, lengths), cand)
+            out = self.model.score_candidates(ContextKV(list(zip(ks, vs, strict=True)), valid, lengths, taste), cand)
         else:
             bias = None  # only rows shorter than the longest context need their padding keys masked
             if not bool(valid.all()):
                 bias = torch.zeros(valid.shape, dtype=self.dtype, device=self.device).masked_fill_(
                     ~valid, float("-inf"))[:, None, None, :]  # (rows, 1, 1, T)
             out = self.fast.split_heads(self._score_rows(self.fast.candidate_tokens(cand), lengths + 1, ks, vs, bias))
+            out = self.model.matched(out, taste, cand)
         return RankerOutput(out.logits.reshape(r, c, -1), out.dwell_s.reshape(r, c), out.durations_s.reshape(r, c, -1))
 
 
