@@ -199,7 +199,7 @@ def _engagement_tables(data_dir: str, live: bool = False):
 
     dd = DataDir(data_dir, create=False)
     # the posts table plus the posts created through the API (the catalog's logs), deletions applied
-    posts, post_counts = accepted_posts(data_dir, ["post_id", "author_id", "created_at_ms"])
+    posts, post_counts = accepted_posts(data_dir, ["post_id", "author_id", "created_at_ms", "text"])
     if live:
         engagements, counts = training_engagements(data_dir)
         if engagements.num_rows == 0:

@@ -283,6 +283,9 @@ class PhoenixConfig(_Section):
     history_age_buckets: int = 12  # negative-feedback history entries' age: 1+floor(log2(1+days)), last = older; 0 = not negative
     context_vocab: int = 10_007  # rows of the user-context table (country, language, client app, declared topics), row 0 = unknown
     max_context_topics: int = 8  # declared interest topics a user token takes (the first ones)
+    content_vocab: int = 100_003  # rows of the post-content table (the words and hashtags of a post's text), row 0 = none
+    max_content_tokens: int = 8  # distinct tokens of a post's text a history or candidate token takes (the first ones)
+    match_rank: int = 32  # rank of the ranker's content-match term (how a candidate's text matches the history's)
 
 
 class TrainConfig(_Section):

@@ -411,6 +411,8 @@ class HistoryItem(Struct, frozen=True, array_like=True):
     timestamp_ms: int  # the latest action in the window
     product_surface: ProductSurface = ProductSurface.HOME_FOR_YOU
     dwell_ms: int = 0
+    text: str = ""  # the post's text for the ranker's content input, filled by the feed's query hydration; "" = none
+
 
 
 # --------------------------------------------------------------------------- service calls
@@ -456,6 +458,7 @@ class RankCandidate(Struct, frozen=True, array_like=True):
     author_id: int
     created_at_ms: int | None = None  # for the post-age bucket; None = unknown
     product_surface: ProductSurface = ProductSurface.HOME_FOR_YOU
+    text: str = ""  # the post's text (a repost's: the original's), the ranker's content input; "" = none
 
 
 def _from_msgpack(type_: Any, data: bytes) -> Any:

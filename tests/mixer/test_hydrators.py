@@ -76,6 +76,21 @@ def test_query_hydrators_read_the_viewer_data_the_query_carries_instead_of_calli
     assert [h.post_id for h in asyncio.run(UserActionSeqQueryHydrator(store, history_length=3).hydrate(q))] == [7, 8, 9]
 
 
+def test_the_history_gets_its_posts_texts_in_one_read_and_goes_without_them_when_the_read_fails():
+    store = InMemoryUserData(history={1: tuple(item(i) for i in range(1, 6))})
+    posts = InMemoryPostData(posts={i: Post(i, 1, NOW_MS - 10, text=f"post {i}" if i != 3 else "") for i in (2, 3, 4, 5)})
+    history = asyncio.run(UserActionSeqQueryHydrator(store, history_length=4, post_data=posts).hydrate(query()))
+    assert [(h.post_id, h.text) for h in history] == [(2, "post 2"), (3, ""), (4, "post 4"), (5, "post 5")]
+    assert posts.calls == 1
+
+    class Failing(InMemoryPostData):
+        async def get_posts(self, post_ids):
+            raise TimeoutError("posts actor busy")
+
+    history = asyncio.run(UserActionSeqQueryHydrator(store, history_length=4, post_data=Failing()).hydrate(query()))
+    assert [(h.post_id, h.text) for h in history] == [(2, ""), (3, ""), (4, ""), (5, "")]
+
+
 def test_served_history_is_read_on_bottom_for_you_requests_only():
     store = InMemoryUserData(served=[(1, [7, 8], NOW_MS - 1), (2, [9], NOW_MS)])
     hydrator = ServedHistoryQueryHydrator(store)

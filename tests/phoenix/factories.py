@@ -42,13 +42,16 @@ def random_batch(b: int = 3, s: int = 6, c: int = 5, hist_lens=None, seed: int =
     actions = (torch.rand(b, s, NUM_ACTIONS, generator=g) < 0.3).to(dtype)
     ctx = ContextBatch(r(b, 2), post, r(b, s, 2), actions, r(b, s, hi=8))
     cand = CandidateBatch(r(b, c, 2), r(b, c, 2), r(b, c, hi=8), r(b, c, hi=82))
+    # post texts of up to 4 tokens (row 0 = no token), drawn last so the other inputs keep their draws
+    ctx.content, cand.content = r(b, s, 4) * (r(b, s, 4, hi=3) > 1), r(b, c, 4) * (r(b, c, 4, hi=3) > 1)
     return ctx, cand
 
 
 def engagement_table(n_users: int = 60, n_authors: int = 12, posts_per_author: int = 15, per_user: int = 40,
-                     seed: int = 0, topics: int = 3) -> tuple[pa.Table, pa.Table]:
+                     seed: int = 0, topics: int = 3, texts: bool = False) -> tuple[pa.Table, pa.Table]:
     """A log from a known latent model: users see popular authors and authors on their topic more, favorite
-    posts of authors on their topic and mark others not-interested. Returns (engagements by time, posts)."""
+    posts of authors on their topic and mark others not-interested. Returns (engagements by time, posts);
+    with ``texts`` the posts carry a text naming their author's topic among two random filler words."""
     rng = np.random.default_rng(seed)
     user_topic = rng.integers(0, topics, n_users)
     author_topic = rng.integers(0, topics, n_authors)
@@ -82,6 +85,10 @@ def engagement_table(n_users: int = 60, n_authors: int = 12, posts_per_author: i
     })
     posts = pa.table({"post_id": np.arange(1, n_posts + 1, dtype=np.int64),
                       "author_id": (post_author + 1).astype(np.int64), "created_at_ms": post_created.astype(np.int64)})
+    if texts:
+        filler = rng.integers(0, 50, (n_posts, 2))
+        posts = posts.append_column("text", pa.array(
+            [f"w{a} #topic{author_topic[post_author[i]]} w{b}" for i, (a, b) in enumerate(filler)]))
     return eng, posts
 
 

@@ -24,7 +24,17 @@ def tiny_ranker_config(**kw) -> PhoenixConfig:
 
 def tiny_model(seed: int = 0, **kw) -> PhoenixRanker:
     torch.manual_seed(seed)
-    return PhoenixRanker(tiny_ranker_config(**kw)).eval()
+    model = PhoenixRanker(tiny_ranker_config(**kw)).eval()
+    torch.nn.init.normal_(model.match.head.weight)  # zero in a fresh model: the oracles here cover the text term too
+    return model
+
+
+_WORDS = ("rust", "goal", "vote", "jazz", "rain", "code", "match", "song")
+
+
+def text(rng: np.random.Generator) -> str:
+    """A post text of 0 to 4 words (a fifth have none)."""
+    return " ".join(rng.choice(_WORDS, size=int(rng.integers(0, 5)))) if rng.random() > 0.2 else ""
 
 
 def make_runner(model: PhoenixRanker | None = None, **serving) -> RankerRunner:
@@ -41,7 +51,7 @@ def history(n: int, seed: int, user: int = 1) -> tuple[HistoryItem, ...]:
         acts = frozenset(a for a in ACTIONS if rng.random() < 0.2)
         out.append(HistoryItem(post_id=int(rng.integers(1, 10**9)), author_id=int(rng.integers(1, 10**6)),
                                actions=acts, timestamp_ms=NOW - (n - i) * 60_000 - user,
-                               product_surface=ProductSurface(int(rng.integers(0, 8)))))
+                               product_surface=ProductSurface(int(rng.integers(0, 8))), text=text(rng)))
     return tuple(out)
 
 
@@ -50,7 +60,7 @@ def candidates(n: int, seed: int) -> tuple[RankCandidate, ...]:
     return tuple(
         RankCandidate(post_id=int(rng.integers(1, 10**9)), author_id=int(rng.integers(1, 10**6)),
                       created_at_ms=None if i % 7 == 0 else NOW - int(rng.integers(0, 100 * HOUR)),
-                      product_surface=ProductSurface(int(rng.integers(0, 8))))
+                      product_surface=ProductSurface(int(rng.integers(0, 8))), text=text(rng))
         for i in range(n)
     )
 

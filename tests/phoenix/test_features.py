@@ -36,3 +36,15 @@ def test_from_requests_orders_truncates_and_pads():
     assert cand.age_bucket.tolist() == [[3, 0], [0, 0]]  # 2 h old -> bucket 3; unknown -> 0
     assert cand.surface[0].tolist() == [int(ProductSurface.HOME_FOR_YOU), int(ProductSurface.SEARCH)]
     assert ctx.actions[0, :, ACTION_INDEX[Action.FAVORITE]].tolist() == [1, 1, 1]
+
+
+def test_content_ids_are_the_first_distinct_case_folded_tokens_of_a_text():
+    from xserve.phoenix.model.features import content_ids
+
+    ids = content_ids("Rust rust RUST, #rust and Go! #golang", 3)
+    assert ids.dtype == np.int64 and len(ids) == 3
+    assert ids[0] == content_ids("rust", 3)[0] and len(set(ids.tolist())) == 3  # rust, and, go
+    assert ids[2] == content_ids("go", 1)[0] and 0 not in ids
+    assert (content_ids("", 4) == 0).all() and (content_ids(None, 4) == 0).all()
+    assert content_ids("#spoilers", 2)[0] == content_ids("Spoilers", 2)[0]  # a hashtag is its word (the tokenizer's)
+    assert (content_ids("a b", 4)[2:] == 0).all()

@@ -180,3 +180,48 @@ def test_the_block_trimmed_window_is_the_same_in_serving_and_training():
             assert torch.equal(trained.post_hashes[0, :m], previous.post_hashes[0, :m]), t
         previous = trained
     assert len(lengths) > 2  # the window grew and was trimmed more than once
+
+
+def test_post_texts_reach_the_model_alike_in_training_and_serving():
+    """Issue 15: training reads each post's text from the posts table; serving gets it from the feed's query
+    hydration (the history) and the candidates' core data. The content ids of every history slot and of a
+    candidate are the same in both paths, a post without text included (no content ids in either)."""
+    import asyncio
+
+    from tests.mixer.fakes import InMemoryPostData, InMemoryUserData, query
+    from xserve.mixer.query_hydrators import UserActionSeqQueryHydrator
+    from xserve.phoenix.training.data import PostContent
+    from xserve.schema import Post
+
+    events = _log(np.random.default_rng(0))
+    words = ("Rust", "goal", "#Vote", "jazz", "rain")
+    texts = {p: "" if p % 7 == 0 else f"{words[p % 5]} {words[p % 3]} about #{words[p % 4]}" for p in range(1, 30)}
+    cfg = tiny_phoenix(history_len=HISTORY_LEN)
+    featurizer = Featurizer(cfg, PhoenixHasher(cfg))
+    t = T0 + 20 * W
+    entries = aggregate(_table(events), W)
+    content = PostContent.build(pa.table({"post_id": list(texts), "text": list(texts.values())}), cfg.max_content_tokens)
+    entries.content = content.of(entries.post)
+    corpus = PostCorpus.build(entries)
+    corpus.content = content.of(corpus.post)
+    examples = RankerExamples.build(entries, corpus, split_ms=t, validation=True, num_pos=4, num_neg=2,
+                                    history_len=HISTORY_LEN, max_age_ms=48 * 3_600_000, rng=np.random.default_rng(0))
+    (row,) = np.flatnonzero(entries.user[examples.pos_start] == USER)[:1]
+    trained, trained_cand, _, _ = examples.batch(np.array([row]), featurizer)
+
+    store = UserStore(ServingConfig(), MixerConfig())
+    for e in events:
+        if e.timestamp_ms < t:
+            store.apply(EngagementRecorded(e))
+    posts = InMemoryPostData(posts={p: Post(p, 100 + p, T0, text=s) for p, s in texts.items()})
+    hydrator = UserActionSeqQueryHydrator(InMemoryUserData(history={USER: store.history(USER, HISTORY_LEN)}),
+                                          HISTORY_LEN, posts)
+    history = asyncio.run(hydrator.hydrate(query(USER)))
+    first = int(entries.post[examples.pos_start[row]])  # the example's first positive, as a served candidate
+    served, served_cand = featurizer.from_requests(
+        [RankRequest(USER, history, (RankCandidate(first, 100 + first, T0, text=texts[first]),), now_ms=t)])
+    assert torch.equal(served.post_hashes, trained.post_hashes)
+    assert torch.equal(served.content, trained.content)
+    assert torch.equal(served_cand.content[0, 0], trained_cand.content[0, 0])
+    no_text = (served.post_hashes[..., 0] != 0) & (served.content == 0).all(-1)
+    assert no_text.any() and (served.content != 0).any()  # both kinds of post are in the history

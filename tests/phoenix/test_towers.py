@@ -31,6 +31,7 @@ def test_user_embedding_ignores_padding_and_candidate_tower_is_per_item():
     trimmed = ctx.select(slice(0, 1))
     trimmed.post_hashes, trimmed.author_hashes = trimmed.post_hashes[:, :3], trimmed.author_hashes[:, :3]
     trimmed.actions, trimmed.surface = trimmed.actions[:, :3], trimmed.surface[:, :3]
+    trimmed.content = trimmed.content[:, :3]
     assert torch.allclose(t.user_embeddings(trimmed)[0], u[0], atol=1e-12)
     one = t.candidate_embeddings(cand.post_hashes[0, :1], cand.author_hashes[0, :1])
     assert torch.allclose(one[0], t.candidate_embeddings(cand.post_hashes[0], cand.author_hashes[0])[0])

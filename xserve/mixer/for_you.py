@@ -103,7 +103,7 @@ def build_for_you_pipeline(
     return CandidatePipeline(
         query_hydrators=_timed(
             mixer.query_hydrator_timeout_s,
-            UserActionSeqQueryHydrator(clients.user_data, mixer.history_length),
+            UserActionSeqQueryHydrator(clients.user_data, mixer.history_length, post_data),
             _required(UserFeaturesQueryHydrator(clients.user_data)),
             ServedHistoryQueryHydrator(clients.user_data),
             *_present(ads and AdSlateQueryHydrator(ads, clients.user_data)),

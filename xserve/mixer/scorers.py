@@ -82,11 +82,11 @@ class PhoenixScorer(Scorer[ForYouQuery, PostCandidate, Prediction]):
 
 
 def _as_ranked(c: PostCandidate) -> RankCandidate:
+    # a repost's text is the original's (CoreDataHydrator), as its ids are
     if c.repost_of_post_id is None:
-        return RankCandidate(post_id=c.post_id, author_id=c.author_id, created_at_ms=c.created_at_ms)
-    return RankCandidate(
-        post_id=c.repost_of_post_id, author_id=c.repost_of_user_id or c.author_id, created_at_ms=c.created_at_ms
-    )
+        return RankCandidate(post_id=c.post_id, author_id=c.author_id, created_at_ms=c.created_at_ms, text=c.text or "")
+    return RankCandidate(post_id=c.repost_of_post_id, author_id=c.repost_of_user_id or c.author_id,
+                         created_at_ms=c.created_at_ms, text=c.text or "")
 
 
 class WeightedScorer(Scorer[ForYouQuery, PostCandidate, float | None]):

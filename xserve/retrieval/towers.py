@@ -48,7 +48,7 @@ class TowerEncoder:
     @torch.inference_mode()
     def encode_users(self, requests: Sequence[RetrievalRequest]) -> np.ndarray:
         f = self.featurizer
-        history = f.history_arrays([r.history for r in requests], [r.now_ms for r in requests])  # 5 × (B, S)
+        history = f.history_arrays([r.history for r in requests], [r.now_ms for r in requests])  # 5 × (B, S), (B, S, M)
         user_ids = np.array([r.user_id for r in requests], dtype=np.int64)
         ctx = f.context(user_ids, *history, user_context=f.user_contexts([r.context for r in requests]))
         return self.model.user_embeddings(ctx).float().numpy()  # (B, D)

@@ -29,8 +29,10 @@ __all__ = ["CHECKPOINT_FORMAT", "Loaded", "load_ranker", "load_towers", "save_ch
 
 # 2: the FFN's GELU is the tanh approximation; format-1 models were trained with exact GELU.
 # 3: 20 actions (video_open, link_open), the duration head, history ages and the user-context table (issue 17).
-CHECKPOINT_FORMAT = 3
-_FORMAT_HINTS = {1: " (trained with exact GELU)", 2: " (18 actions, no duration head, history ages or user context)"}
+# 4: the post-content table: the tokens of each history entry's and candidate's text (issue 15).
+CHECKPOINT_FORMAT = 4
+_FORMAT_HINTS = {1: " (trained with exact GELU)", 2: " (18 actions, no duration head, history ages or user context)",
+                 3: " (no post-content input)"}
 M = TypeVar("M", bound=nn.Module)
 
 

@@ -26,8 +26,9 @@ from xserve.config import PhoenixConfig
 
 __all__ = ["HASH_MODULUS", "HashConstants", "HashEmbedding", "IdKind", "PhoenixHasher", "hash_ids"]
 
-IdKind = Literal["user", "post", "author", "context"]
-KINDS: tuple[IdKind, ...] = ("user", "post", "author", "context")  # context: the user-context values (one hash)
+IdKind = Literal["user", "post", "author", "context", "content"]
+# context: the user-context values; content: the tokens of a post's text (one hash each)
+KINDS: tuple[IdKind, ...] = ("user", "post", "author", "context", "content")
 HASH_MODULUS = 2**31 - 1
 MAX_HASHES = 8  # per kind; the config may use fewer
 
@@ -40,12 +41,14 @@ _SCALES: dict[str, tuple[int, ...]] = {
     "post": (1206441766, 1231580101, 949766838, 1247518209, 682141865, 445714208, 2013064853, 1868472094),
     "author": (829994215, 1094673918, 371882626, 348866114, 1926129943, 1832759994, 842250665, 372107943),
     "context": (1782061354,),  # drawn with numpy.random.default_rng(20261017) (checkpoint format 3)
+    "content": (2088050151,),  # drawn with numpy.random.default_rng(20261203) (checkpoint format 4)
 }
 _BIASES: dict[str, tuple[int, ...]] = {
     "user": (864930864, 1122313684, 1226639996, 1452958477, 260655262, 811612006, 94670598, 164152499),
     "post": (589233667, 974901142, 406060346, 376381057, 463123507, 1698401433, 1025040390, 751651865),
     "author": (1038931609, 1751407374, 1868107865, 791589506, 982537750, 1568107517, 307313886, 1025870352),
     "context": (1182486070,),
+    "content": (1799160328,),
 }
 
 
@@ -82,7 +85,7 @@ class HashConstants:
         for kind, n in counts.items():
             if not 1 <= n <= MAX_HASHES:
                 raise ValueError(f"phoenix.num_{kind}_hashes must be in 1..{MAX_HASHES}, got {n}")
-        counts["context"] = 1
+        counts["context"] = counts["content"] = 1
         return cls(
             scales={k: _SCALES[k][: counts[k]] for k in KINDS},
             biases={k: _BIASES[k][: counts[k]] for k in KINDS},
@@ -104,7 +107,7 @@ class PhoenixHasher:
     def __init__(self, config: PhoenixConfig, constants: HashConstants | None = None) -> None:
         self.constants = constants if constants is not None else HashConstants.default(config)
         self.vocab = {"user": config.user_vocab, "post": config.post_vocab, "author": config.author_vocab,
-                      "context": config.context_vocab}
+                      "context": config.context_vocab, "content": config.content_vocab}
         for kind in KINDS:
             if len(self.constants.scales[kind]) != len(self.constants.biases[kind]):
                 raise ValueError(f"hash constants for {kind}: scales and biases differ in length")

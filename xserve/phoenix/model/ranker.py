@@ -83,7 +83,7 @@ from torch import nn
 
 from xserve.config import PhoenixConfig
 from xserve.phoenix.model.embeddings import HashEmbedding
-from xserve.schema import ACTIONS
+from xserve.schema import ACTIONS, NEGATIVE_ACTIONS
 
 __all__ = [
     "NUM_ACTIONS",
@@ -127,6 +127,7 @@ class ContextBatch:
     surface: torch.Tensor  # (B, S) int64 product surface
     history_age: torch.Tensor | None = None  # (B, S) int64 age bucket of negative-feedback entries, 0 = none
     context: torch.Tensor | None = None  # (B, 3+T) int64 context-table rows: country, language, app, T topics; 0 = unknown
+    content: torch.Tensor | None = None  # (B, S, M) int64 content-table rows of each entry's post text, 0 = none
 
     @property
     def history_valid(self) -> torch.Tensor:
@@ -140,6 +141,12 @@ class ContextBatch:
         return ContextBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
                                for f in fields(self)})
 
+    def slots(self, start: int, stop: int | None = None) -> ContextBatch:
+        """History slots ``[start, stop)`` of every row, every per-slot input cut alike; the user's inputs kept."""
+        per_user = ("user_hashes", "context")
+        return ContextBatch(**{f.name: v if v is None or f.name in per_user else v[:, start:stop]
+                               for f in fields(self) for v in (getattr(self, f.name),)})
+
 
 @dataclass
 class CandidateBatch:
@@ -149,13 +156,15 @@ class CandidateBatch:
     author_hashes: torch.Tensor  # (B, C, Ha) int64
     surface: torch.Tensor  # (B, C) int64
     age_bucket: torch.Tensor  # (B, C) int64, 0 = unknown
+    content: torch.Tensor | None = None  # (B, C, M) int64 content-table rows of each post's text, 0 = none
 
     @property
     def valid(self) -> torch.Tensor:
         return self.post_hashes[..., 0] != 0  # (B, C)
 
     def select(self, rows: torch.Tensor | slice) -> CandidateBatch:
-        return CandidateBatch(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+        return CandidateBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
+                                 for f in fields(self)})
 
 
 class RankerOutput(NamedTuple):
@@ -171,6 +180,7 @@ class ContextKV:
     layers: list[tuple[torch.Tensor, torch.Tensor]]  # per layer (k, v), each (B, G, 1+S, K)
     valid: torch.Tensor  # (B, 1+S) bool: user token and valid history tokens
     lengths: torch.Tensor  # (B,) valid history tokens n; candidates sit at position n+1
+    taste: torch.Tensor | None = None  # (B, D) the history's text taste (PhoenixRanker.taste); None = no text
 
 
 # --------------------------------------------------------------------------- masks and positions
@@ -406,8 +416,8 @@ class PhoenixEmbeddings(nn.Module):
         self.action_projection = nn.Parameter(torch.randn(NUM_ACTIONS, d) / math.sqrt(NUM_ACTIONS))
         item = (config.num_post_hashes + config.num_author_hashes) * d
         self.user_proj = nn.Linear(config.num_user_hashes * d, d, bias=False)
-        self.history_proj = nn.Linear(item + 2 * d, d, bias=False)
-        self.candidate_proj = nn.Linear(item + 2 * d, d, bias=False) if candidate_tokens else None
+        self.history_proj = nn.Linear(item + 3 * d, d, bias=False)
+        self.candidate_proj = nn.Linear(item + 3 * d, d, bias=False) if candidate_tokens else None
         self.age = nn.Embedding(config.age_buckets, d) if candidate_tokens else None
         # The two additive inputs start small (N(0, 0.02²) here, and context_proj by init_linears), so a fresh
         # model's tokens are close to those without them and training grows what helps.
@@ -420,6 +430,7 @@ class PhoenixEmbeddings(nn.Module):
         for proj in (self.user_proj, self.history_proj, self.candidate_proj):
             if proj is not None:
                 nn.init.normal_(proj.weight, std=proj.in_features**-0.5)
+        self.content = HashEmbedding(config.content_vocab, d, init_std=1.0)  # drawn last: the others keep their draws
 
     def item(self, post_hashes: torch.Tensor, author_hashes: torch.Tensor) -> torch.Tensor:
         """``(..., Hp)``, ``(..., Ha)`` hashes → concatenated embeddings ``(..., (Hp+Ha)·D)``."""
@@ -434,11 +445,20 @@ class PhoenixEmbeddings(nn.Module):
             user = user + self.context_proj(self.user_context(ctx.context))[:, None]  # (B, 1, D)
         has_action = (ctx.actions.sum(-1, keepdim=True) > 0).to(ctx.actions.dtype)  # (B, S, 1)
         actions = ((2 * ctx.actions - 1) @ self.action_projection) * has_action  # (B, S, D)
-        history = torch.cat([self.item(ctx.post_hashes, ctx.author_hashes), actions, self.surface(ctx.surface)], -1)
+        history = torch.cat([self.item(ctx.post_hashes, ctx.author_hashes), self.text(ctx.content, actions),
+                             actions, self.surface(ctx.surface)], -1)
         history = self.history_proj(history)  # (B, S, D)
         if ctx.history_age is not None:
             history = history + self.history_age(ctx.history_age)  # bucket 0 (no negative action) adds 0
         return torch.cat([user, history], dim=1)  # (B, 1+S, D)
+
+    def text(self, rows: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """Content-table rows ``(..., M)`` → the mean of the valid tokens' embeddings ``(..., D)``; zeros (shaped
+        ``like``) for a batch without content, and for a post without text."""
+        if rows is None:
+            return torch.zeros_like(like)
+        n = (rows != 0).sum(-1, keepdim=True).clamp(min=1).to(like.dtype)  # (..., 1)
+        return self.content(rows).sum(-2) / n  # (..., M, D) -> (..., D)
 
     def user_context(self, rows: torch.Tensor) -> torch.Tensor:
         """Context-table rows ``(B, 3+T)`` → ``(B, 4·D)``: country, language, app, then the mean of the valid
@@ -453,10 +473,11 @@ class PhoenixEmbeddings(nn.Module):
         return self.candidate_proj(self.candidate_features(cand))
 
     def candidate_features(self, cand: CandidateBatch) -> torch.Tensor:
-        """What ``candidate_proj`` projects to a candidate token: ``(B, C, (Hp+Ha+2)·D)``."""
+        """What ``candidate_proj`` projects to a candidate token: ``(B, C, (Hp+Ha+3)·D)``."""
         if self.candidate_proj is None or self.age is None:
             raise RuntimeError("these embeddings were built without candidate tokens")
-        return torch.cat([self.item(cand.post_hashes, cand.author_hashes), self.surface(cand.surface),
+        surface = self.surface(cand.surface)
+        return torch.cat([self.item(cand.post_hashes, cand.author_hashes), self.text(cand.content, surface), surface,
                           self.age(cand.age_bucket)], dim=-1)
 
 
@@ -471,6 +492,38 @@ def init_linears(module: nn.Module, skip: tuple[nn.Module, ...] = ()) -> None:
 
 
 # --------------------------------------------------------------------------- the ranker
+
+
+_NEGATIVE_COLUMNS = [i for i, a in enumerate(ACTIONS) if a in NEGATIVE_ACTIONS]
+
+
+class ContentMatch(nn.Module):
+    """Action logits from how a candidate's text matches the history's: ``Σ_k w_ak (U t̂)_k (V ĉ)_k``, a
+    rank-``match_rank`` bilinear form of the history's text taste ``t`` and the candidate's text ``c`` (both
+    scaled to norm √D).
+
+    Why beside the transformer: what a user reads about is the strongest signal a feed has, and the
+    attention layers learn a product of context and candidate slowly (a fresh model's attention is near
+    uniform); a factorisation term, as in DLRM's and DCN's feature interactions, learns it in a few hundred
+    steps. The weights ``w`` start at zero, so a fresh model scores as one without it.
+    """
+
+    def __init__(self, config: PhoenixConfig) -> None:
+        super().__init__()
+        d, r = config.emb_dim, config.match_rank
+        self.taste_proj = nn.Linear(d, r, bias=False)
+        self.text_proj = nn.Linear(d, r, bias=False)
+        self.head = nn.Linear(r, NUM_ACTIONS, bias=False)
+        for proj in (self.taste_proj, self.text_proj):
+            nn.init.normal_(proj.weight, std=d**-0.5)
+        nn.init.zeros_(self.head.weight)
+
+    def forward(self, taste: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """``taste (B, D)``, candidate texts ``(B, C, D)`` → logits ``(B, C, A)``."""
+        scale = math.sqrt(taste.shape[-1])
+        t = self.taste_proj(F.normalize(taste, dim=-1) * scale)[:, None]  # (B, 1, r)
+        c = self.text_proj(F.normalize(text, dim=-1) * scale)  # (B, C, r)
+        return self.head(t * c)
 
 
 class PhoenixRanker(nn.Module):
@@ -488,6 +541,29 @@ class PhoenixRanker(nn.Module):
         self.duration_head = nn.Linear(config.emb_dim, 3)  # DURATION_ACTIONS order
         e = self.embeddings
         init_linears(self, skip=(e.user_proj, e.history_proj, e.candidate_proj))
+        self.match = ContentMatch(config)  # built last: the layers above keep their initial draws
+
+    def taste(self, ctx: ContextBatch) -> torch.Tensor | None:
+        """``(B, D)`` the sum of the history entries' text embeddings, an entry holding a negative action counted
+        negatively (what the user said it does not want); None for a batch without text."""
+        if ctx.content is None:
+            return None
+        text = self.embeddings.text(ctx.content, ctx.actions.new_zeros(*ctx.content.shape[:2], self.config.emb_dim))
+        negative = ctx.actions[..., _NEGATIVE_COLUMNS].sum(-1, keepdim=True) > 0  # (B, S, 1)
+        sign = torch.where(negative, -1.0, 1.0).to(text.dtype) * ctx.history_valid[..., None].to(text.dtype)
+        return (text * sign).sum(1)  # (B, D)
+
+    def content_logits(self, taste: torch.Tensor | None, cand: CandidateBatch) -> torch.Tensor | None:
+        """``(B, C, A)`` the content-match term of each candidate's action logits; None without text."""
+        if taste is None or cand.content is None:
+            return None
+        return self.match(taste, self.embeddings.text(cand.content, taste.new_zeros(*cand.content.shape[:2],
+                                                                                   self.config.emb_dim)))
+
+    def matched(self, out: RankerOutput, taste: torch.Tensor | None, cand: CandidateBatch) -> RankerOutput:
+        """``out`` with the content-match term added to its action logits (none without text)."""
+        match = self.content_logits(taste, cand)
+        return out if match is None else out._replace(logits=out.logits + match.to(out.logits.dtype))
 
     def _heads(self, h: torch.Tensor) -> RankerOutput:
         h = self.final_norm(h)  # (B, C, D)
@@ -503,7 +579,7 @@ class PhoenixRanker(nn.Module):
         cand_pos = (ctx.lengths + 1)[:, None].expand(b, c)  # (B, C): every candidate at n+1
         positions = torch.cat([context_positions(s, b, tokens.device), cand_pos], dim=1)  # (B, T)
         h, _ = self.transformer(tokens, positions, mask)
-        return self._heads(h[:, 1 + s :])  # (B, C, D) -> heads
+        return self.matched(self._heads(h[:, 1 + s :]), self.taste(ctx), cand)  # (B, C, D) -> heads
 
     def encode_context(self, ctx: ContextBatch) -> ContextKV:
         """Run the context alone (causal) and keep every layer's (k, v) for ``score_candidates``."""
@@ -511,7 +587,7 @@ class PhoenixRanker(nn.Module):
         tokens = self.embeddings.context_tokens(ctx)  # (B, 1+S, D)
         valid = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=tokens.device), ctx.history_valid], 1)
         _, kvs = self.transformer(tokens, context_positions(s, b, tokens.device), context_mask(valid))
-        return ContextKV(layers=kvs, valid=valid, lengths=ctx.lengths)
+        return ContextKV(layers=kvs, valid=valid, lengths=ctx.lengths, taste=self.taste(ctx))
 
     def extend_context(self, context: ContextKV, newer: ContextBatch) -> ContextKV:
         """Append newer history entries to an encoded context without re-encoding it.
@@ -530,12 +606,15 @@ class PhoenixRanker(nn.Module):
         old = context.valid[:, None, :].expand(b, s, -1)  # (B, S, Tc) every valid cached token
         mask = torch.cat([old, own], dim=-1)[:, None]  # (B, 1, S, Tc+S)
         _, kvs = self.transformer(tokens, positions, mask, past=context.layers)
+        taste = self.taste(newer)
+        if context.taste is not None and taste is not None:
+            taste = context.taste + taste
         return ContextKV(layers=kvs, valid=torch.cat([context.valid, new_valid], 1),
-                         lengths=context.lengths + new_valid.sum(-1))
+                         lengths=context.lengths + new_valid.sum(-1), taste=taste)
 
     def score_candidates(self, context: ContextKV, cand: CandidateBatch) -> RankerOutput:
         """Score candidates ``(B, C, ...)`` against an encoded context of the same batch rows."""
         b, c = cand.post_hashes.shape[:2]
         positions = (context.lengths + 1)[:, None].expand(b, c)  # (B, C)
         h = self.transformer.forward_candidates(self.embeddings.candidate_tokens(cand), positions, context)
-        return self._heads(h)
+        return self.matched(self._heads(h), context.taste, cand)

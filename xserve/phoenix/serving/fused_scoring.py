@@ -189,7 +189,7 @@ class FusedCandidateScorer:
         heads = (model.action_head, model.dwell_head, model.duration_head)
         self.w_head = (torch.cat([h.weight for h in heads]) * model.final_norm.weight).to(self.dtype)  # (A+1+3, D)
         self.b_head = torch.cat([h.bias for h in heads]).to(self.dtype)  # (A+1+3,)
-        self.w_candidate = model.embeddings.candidate_proj.weight.to(self.dtype)  # (D, (Hp+Ha+2)·D)
+        self.w_candidate = model.embeddings.candidate_proj.weight.to(self.dtype)  # (D, (Hp+Ha+3)·D)
 
     def candidate_tokens(self, cand: CandidateBatch) -> torch.Tensor:
         """``(R, c)`` candidate ids → tokens ``(R, c, D)`` (the model's own embedding code, its projection on
@@ -331,7 +331,8 @@ class FusedCandidateScorer:
         allowed = isolation_mask(ctx_valid, cand.valid)[:, 0]  # (B, T, T)
         cand_pos = (ctx.lengths + 1)[:, None].expand(b, c)  # (B, C): every candidate at n+1
         positions = torch.cat([context_positions(s, b, tokens.device), cand_pos], dim=1)  # (B, T)
-        return self.split_heads(self.forward_masked(tokens, positions, allowed)[:, 1 + s :])
+        out = self.split_heads(self.forward_masked(tokens, positions, allowed)[:, 1 + s :])
+        return self.model.matched(out, self.model.taste(ctx), cand)  # the content-match term, outside the layers
 
     def _layers_over(self, tokens: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor,
                      past_k: list[torch.Tensor] | None, past_v: list[torch.Tensor] | None,

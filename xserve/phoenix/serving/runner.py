@@ -199,8 +199,8 @@ class RankerRunner:
         validate_rank_request(r, self.serving.max_candidates)
 
     def _context_batch(self, requests: Sequence[RankRequest]) -> tuple[ContextBatch, tuple[np.ndarray, ...], np.ndarray]:
-        """The batch's contexts, their history arrays (post, author, action bits, surface, age bucket), each
-        ``(B, S)``, and their user-context ids ``(B, 3+T)``."""
+        """The batch's contexts, their history arrays (post, author, action bits, surface, age bucket, each
+        ``(B, S)``, and content ids ``(B, S, M)``), and their user-context ids ``(B, 3+T)``."""
         f = self.featurizer
         history = f.history_arrays([r.history for r in requests], [r.now_ms for r in requests])
         user_context = f.user_contexts([r.context for r in requests])
@@ -237,8 +237,9 @@ class RankerRunner:
             if c.alloc is not None and c.start < c.num_tokens:
                 self._store(c, dense[:, :, i, :, : c.num_tokens])
                 self.cache.commit(c.alloc)
+        # the history's text taste is a sum over the entries (cheap): computed afresh, not cached
         return ContextKV(layers=[(dense[l, 0], dense[l, 1]) for l in range(self.num_layers)], valid=valid,
-                         lengths=lengths)
+                         lengths=lengths, taste=self.model.taste(_to_device(ctx, self.device)))
 
     def _gather(self, block_ids: list[int], n: int) -> torch.Tensor:
         """Positions ``0..n-1`` of a cached context → ``(L, 2, G, n, K)``."""
@@ -261,8 +262,8 @@ class RankerRunner:
         """Encode context positions ``start .. t-1`` of ``rows`` into ``dense``."""
         sub = _to_device(ctx.select(torch.tensor(rows)), self.device)
         s = t - 1  # history slots needed: contexts of these rows are at most t long
-        sub = ContextBatch(sub.user_hashes, sub.post_hashes[:, :s], sub.author_hashes[:, :s],
-                           sub.actions[:, :s].to(self.dtype), sub.surface[:, :s], sub.history_age[:, :s], sub.context)
+        sub = sub.slots(0, s)
+        sub.actions = sub.actions.to(self.dtype)
         idx = torch.tensor(rows, device=self.device)
         if self.fast is None:  # reference: the model's own encode_context / extend_context
             if start == 0:
@@ -272,8 +273,7 @@ class RankerRunner:
                                          for l in range(self.num_layers)],
                                  valid=torch.ones(len(rows), start, dtype=torch.bool, device=self.device),
                                  lengths=torch.full((len(rows),), start - 1, device=self.device))
-                newer = ContextBatch(sub.user_hashes, *(x[:, start - 1 :] for x in (
-                    sub.post_hashes, sub.author_hashes, sub.actions, sub.surface, sub.history_age)), sub.context)
+                newer = sub.slots(start - 1)
                 layers = self.model.extend_context(past, newer).layers
             for l, (k, v) in enumerate(layers):
                 dense[l, 0, idx, :, start:t] = k[:, :, start:t]
@@ -316,7 +316,10 @@ class RankerRunner:
         grid[:3, slot] = cols[:3]
         grid[3, slot] = buckets
         grid = grid.reshape(4, len(row_req), chunk)
-        return self.featurizer.candidates(grid[0], grid[1], grid[2], grid[3]), row_req, slot
+        content = np.zeros((len(row_req) * chunk, self.featurizer.config.max_content_tokens), np.int64)
+        content[slot] = self.featurizer.text_content([c.text for r in requests for c in r.candidates])
+        content = content.reshape(len(row_req), chunk, -1)
+        return self.featurizer.candidates(grid[0], grid[1], grid[2], grid[3], content), row_req, slot
 
     def _score_candidates(self, requests: Sequence[RankRequest], kv: ContextKV) -> list[RankResult]:
         cand, row_req, slot = self._candidate_rows(requests)
@@ -343,14 +346,16 @@ class RankerRunner:
         ks = [k[sel, :, :n_max] for k, _ in kv.layers]  # (rows, G, T, K)
         vs = [v[sel, :, :n_max] for _, v in kv.layers]
         valid, lengths = kv.valid[sel, :n_max], kv.lengths[sel]
+        taste = None if kv.taste is None else kv.taste[sel]
         if self.fast is None:
-            out = self.model.score_candidates(ContextKV(list(zip(ks, vs, strict=True)), valid, lengths), cand)
+            out = self.model.score_candidates(ContextKV(list(zip(ks, vs, strict=True)), valid, lengths, taste), cand)
         else:
             bias = None  # only rows shorter than the longest context need their padding keys masked
             if not bool(valid.all()):
                 bias = torch.zeros(valid.shape, dtype=self.dtype, device=self.device).masked_fill_(
                     ~valid, float("-inf"))[:, None, None, :]  # (rows, 1, 1, T)
             out = self.fast.split_heads(self._score_rows(self.fast.candidate_tokens(cand), lengths + 1, ks, vs, bias))
+            out = self.model.matched(out, taste, cand)
         return RankerOutput(out.logits.reshape(r, c, -1), out.dwell_s.reshape(r, c), out.durations_s.reshape(r, c, -1))
 
 
@@ -374,11 +379,12 @@ def validate_rank_request(r: RankRequest, max_candidates: int) -> None:
 def _token_keys(user_id: int, history: tuple[np.ndarray, ...], row: int,
                 user_context: np.ndarray | None = None) -> list[tuple]:
     """What makes each context position's token: the user and its context ids (when any is known), then (post,
-    author, action bits, surface, age bucket). A new country or a negative entry crossing an age bucket changes a
-    key, so the cache re-encodes from there instead of reusing keys/values made from other tokens."""
+    author, action bits, surface, age bucket, content ids). A new country or a negative entry crossing an age bucket
+    changes a key, so the cache re-encodes from there instead of reusing keys/values made from other tokens."""
     n = int((history[0][row] != 0).sum())
     known = () if user_context is None or not user_context.any() else tuple(user_context.tolist())
-    return [("user", user_id, *known)] + list(zip(*(a[row, :n].tolist() for a in history), strict=True))
+    columns = [a[row, :n].tolist() for a in history[:5]] + [list(map(tuple, history[5][row, :n].tolist()))]
+    return [("user", user_id, *known)] + list(zip(*columns, strict=True))
 
 
 def _to_device(batch, device: torch.device):

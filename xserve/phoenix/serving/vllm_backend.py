@@ -151,7 +151,11 @@ class VLLMRankerBackend:
         self.last_cached_tokens = sum(o.num_cached_tokens or 0 for o in outs)
         hidden = torch.stack([torch.as_tensor(o.outputs.embedding) for o in outs]) if outs else \
             torch.zeros(0, self.model.config.emb_dim)
-        probs = torch.sigmoid(self.model.action_head(hidden)).tolist()
+        logits = self.model.action_head(hidden)  # (n, A)
+        match = self.model.content_logits(self.model.taste(ctx), cand)  # (B, C, A): outside the transformer
+        if match is not None and outs:
+            logits = logits + torch.cat([match[i, : len(r.candidates)] for i, r in enumerate(requests)])
+        probs = torch.sigmoid(logits).tolist()
         dwell = F.softplus(self.model.dwell_head(hidden).squeeze(-1)).tolist()
         durations = F.softplus(self.model.duration_head(hidden)).tolist()  # (n, 3) DURATION_ACTIONS seconds
         out, k = [], 0

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from xserve.phoenix.model.features import Featurizer, age_buckets, history_age_buckets, multi_hot
+from xserve.phoenix.model.features import Featurizer, age_buckets, content_ids, history_age_buckets, multi_hot
 from xserve.phoenix.model.ranker import CandidateBatch, ContextBatch
 from xserve.schema import ACTION_INDEX, ACTIONS, DURATION_ACTIONS, NEGATIVE_ACTIONS, Action, UserContext
 from xserve.users.history import aggregate_actions, window_start
@@ -115,6 +115,7 @@ class Entries:
     created_share: float = 1.0  # share of log rows that carry post_created_at_ms (0 when the column is absent)
     durations_ms: np.ndarray | None = None  # (E, 3) longest duration of each DURATION_ACTIONS action, 0 = none
     user_context: np.ndarray | None = None  # (U, 3+T) context ids of each user slice (features.context_ids); None = unknown
+    content: np.ndarray | None = None  # (E, M) content ids of each entry's post text (features.content_ids); None = no text
 
     def __len__(self) -> int:
         return len(self.user)
@@ -187,6 +188,31 @@ def split_time(entries: Entries, validation_fraction: float) -> int:
 
 
 @dataclass
+class PostContent:
+    """The content ids of every post a posts table holds text for (``features.content_ids``, as serving computes
+    them from the post it hydrates); a post without a text row gets zeros (no text)."""
+
+    post: np.ndarray  # (N,) int64 ascending
+    ids: np.ndarray  # (N, M) int64
+
+    @classmethod
+    def build(cls, posts: Any | None, max_tokens: int) -> PostContent:
+        if posts is None or "text" not in posts.column_names or not posts.num_rows:
+            return cls(np.zeros(0, np.int64), np.zeros((0, max_tokens), np.int64))
+        post, first = np.unique(_col(posts, "post_id"), return_index=True)
+        texts = posts.column("text").to_pylist()
+        return cls(post, np.stack([content_ids(texts[i], max_tokens) for i in first]))
+
+    def of(self, post_ids: np.ndarray) -> np.ndarray:
+        """``(...)`` post ids → ``(..., M)`` content ids."""
+        post_ids = np.asarray(post_ids, np.int64)
+        if not len(self.post):
+            return np.zeros((*post_ids.shape, self.ids.shape[1]), np.int64)
+        at = np.minimum(np.searchsorted(self.post, post_ids), len(self.post) - 1)
+        return np.where((self.post[at] == post_ids)[..., None], self.ids[at], 0)
+
+
+@dataclass
 class PostCorpus:
     """Every known post, sorted by the time it entered the corpus (the negative-sampling and retrieval corpus).
 
@@ -204,6 +230,7 @@ class PostCorpus:
     author: np.ndarray  # (N,) int64
     created: np.ndarray  # (N,) int64 creation time, else first engagement; ascending
     known_created_ms: np.ndarray  # (N,) int64 the age feature's creation time, 0 = unknown
+    content: np.ndarray | None = None  # (N, M) content ids of each post's text (features.content_ids); None = no text
 
     @classmethod
     def build(cls, entries: Entries, posts: Any | None = None) -> PostCorpus:
@@ -337,7 +364,10 @@ class RankerExamples:
                                age_buckets(c.known_created_ms[nidx], e.ts[ref], featurizer.config.age_buckets)], 1)
         bits = np.concatenate([np.where(valid, e.bits[pidx], 0), np.zeros_like(neg)], 1)
         dwell = np.concatenate([np.where(valid, e.dwell_ms[pidx], 0), np.zeros_like(neg)], 1) / 1000.0
-        cand = featurizer.candidates(post, author, surface, ages)
+        content = None
+        if e.content is not None and c.content is not None:
+            content = np.concatenate([e.content[pidx], c.content[nidx]], 1)  # (B, P+N, M)
+        cand = featurizer.candidates(post, author, surface, ages, content)
         return self.context(rows, featurizer), cand, multi_hot(bits), dwell.astype(np.float32)
 
 
@@ -363,7 +393,8 @@ def context_batch(e: Entries, start: np.ndarray, length: np.ndarray, featurizer:
     if e.user_context is not None:
         user_context = e.user_context[np.searchsorted(e.starts, row, side="right") - 1]
     return featurizer.context(user, np.where(valid, e.post[idx], 0), e.author[idx], e.bits[idx], e.surface[idx],
-                              history_age=age, user_context=user_context)
+                              history_age=age, user_context=user_context,
+                              content=None if e.content is None else e.content[idx])
 
 
 @dataclass

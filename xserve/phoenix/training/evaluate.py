@@ -465,8 +465,11 @@ def _next_engagement_metrics(data: Prepared, ranker: PhoenixRanker, prior: Prior
         author = np.concatenate([e.author[t][:, None], c.author[np.maximum(neg, 0)]], 1)
         created = np.concatenate([e.created[t][:, None], c.known_created_ms[np.maximum(neg, 0)]], 1)
         now = e.ts[t][:, None]
+        content = None
+        if e.content is not None and c.content is not None:
+            content = np.concatenate([e.content[t][:, None], c.content[np.maximum(neg, 0)]], 1)  # (q, m, M)
         cand = data.featurizer.candidates(post, author, np.repeat(e.surface[t][:, None], m, 1),
-                                          age_buckets(created, now, cfg.phoenix.age_buckets))
+                                          age_buckets(created, now, cfg.phoenix.age_buckets), content)
         hist_start = history_start(user_start[b], t, cfg.phoenix.history_len, cfg.mixer.history_trim_block)
         ctx = context_batch(e, hist_start, t - hist_start, data.featurizer, now_ms=e.ts[t])
         idx, in_hist = history_index(hist_start, t - hist_start)

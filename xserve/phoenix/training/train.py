@@ -47,6 +47,7 @@ from xserve.phoenix.model.checkpoint import load_ranker, load_towers, save_check
 from xserve.storage.layout import RANKER_FILE, TOWERS_FILE
 from xserve.phoenix.training.data import (
     Entries,
+    PostContent,
     PostCorpus,
     RankerExamples,
     TowerExamples,
@@ -125,6 +126,8 @@ def prepare(engagements: Any, posts: Any | None, config: XServeConfig,
         split_ms = split_time(entries, config.train.validation_fraction)
     entries.user_context = user_context_ids(entries, users, featurizer)  # the users table's context, if it has one
     corpus = PostCorpus.build(entries, posts)
+    content = PostContent.build(posts, featurizer.config.max_content_tokens)  # the posts' texts, as serving reads them
+    entries.content, corpus.content = content.of(entries.post), content.of(corpus.post)
     negatives = None
     if impressions is not None and config.loop.negatives == "impressions":
         from xserve.loop.negatives import ImpressionNegatives
