@@ -11,7 +11,8 @@ already shown in the session). The ``ranker`` policy asks for ``--page-size`` po
 shows the served order; every engagement carries the request id of the feed that showed its post. The other
 policies ask for
 ``--candidates`` posts (the server's filtered candidates in the served order: the app this script starts
-serves ``mixer.top_k = --candidates``) and show the first ``--page-size`` of them in their own order:
+serves ``mixer.top_k`` and ``serving.max_feed_limit = --candidates``, by default every candidate, so that no
+policy reorders a list the ranker chose) and show the first ``--page-size`` of them in their own order:
 
 * ``recency``: newest first (the ranker-down fallback's order); ``random``: a seeded shuffle;
 * ``oracle``: the served value model's sum (``xserve.mixer.value_model.combined_scores``: the same weights,
@@ -304,11 +305,16 @@ def report(tallies: dict[str, SessionTally], retrained: bool) -> dict[str, dict[
 # --------------------------------------------------------------------------- the app this script starts
 
 
+ALL_CANDIDATES = 5_000  # more than a feed request gathers (sources: 1,200 + 1,600 + the popular ones)
+
+
 def app_env(candidates: int) -> dict[str, str]:
-    """The app's environment: the ranker's top ``candidates`` come back to the client (one list every policy orders)."""
+    """The app's environment: up to ``candidates`` filtered candidates come back to the client (one list every
+    policy orders)."""
     # RAY_ADDRESS=local: the backfill's Ray Data job starts a Ray of its own (a plain `ray.init()` joins a Ray
     # another job started on this machine)
-    return {**os.environ, "XSERVE__MIXER__TOP_K": str(candidates), "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local"}
+    return {**os.environ, "XSERVE__MIXER__TOP_K": str(candidates), "XSERVE__SERVING__MAX_FEED_LIMIT": str(candidates),
+            "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local"}
 
 
 def run_checked(env: dict[str, str], *argv: str | Path) -> None:
@@ -475,8 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sessions", type=int, default=1, help="sessions per reader and policy (default 1)")
     p.add_argument("--pages", type=int, default=3, help="pages a session reads at most (default 3)")
     p.add_argument("--page-size", type=int, default=10, help="posts per page (default 10)")
-    p.add_argument("--candidates", type=int, default=200,
-                   help="posts asked per feed request: the list every policy orders (default 200, the API's most)")
+    p.add_argument("--candidates", type=int, default=None,
+                   help=f"posts asked per feed request: the list every policy orders (default {ALL_CANDIDATES}: every "
+                        "candidate of the app this script starts; with --url 200, a server's default most)")
     p.add_argument("--policies", type=_policies, default=POLICIES, help=f"comma-separated (default {','.join(POLICIES)})")
     p.add_argument("--attention-decay", type=float, default=BehaviourConfig().attention_decay,
                    help="P(reading on after a post) (default %(default)s)")
@@ -491,8 +498,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-cpus", type=int, default=2, help="the started app's Ray CPUs (default 2)")
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds (default 30)")
     args = p.parse_args(argv)
-    if min(args.users, args.sessions, args.pages, args.page_size) < 1 or not 1 <= args.candidates <= 200:
-        p.error("--users, --sessions, --pages and --page-size must be >= 1, --candidates in [1, 200]")
+    if args.candidates is None:
+        args.candidates = 200 if args.url is not None else ALL_CANDIDATES
+    if min(args.users, args.sessions, args.pages, args.page_size) < 1 or not 1 <= args.candidates <= ALL_CANDIDATES:
+        p.error(f"--users, --sessions, --pages and --page-size must be >= 1, --candidates in [1, {ALL_CANDIDATES}]")
     if args.url is not None:
         if not _loopback(args.url):
             p.error(f"--url must be a loopback address, got {args.url}")

@@ -390,6 +390,7 @@ class ServingConfig(_Section):
     num_user_shards: int = 1  # UserStoreShard actors, users sharded by id; one machine: 1, a cluster sets more (docs/cluster.md)
     max_history_items: int = 256  # aggregated engagement-sequence entries kept per user (newest)
     max_served_ids: int = 200  # served-history post ids kept per user (newest)
+    max_feed_limit: int = 200  # the most posts a feed request's limit may ask for (422 above); the simulator's app raises it to read every candidate
     max_edges_per_kind: int = 20_000  # follows (or blocks, mutes, subscriptions) per user; more is refused
     num_hydration_shards: int = 1  # PostCatalogShard actors, posts sharded by id
     # Ray scheduling strategy of the stateful actors (user, post, Thunder, retrieval): DEFAULT packs them

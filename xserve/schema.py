@@ -671,7 +671,7 @@ class FeedRequest(Struct, frozen=True, forbid_unknown_fields=True):
     """Body of ``POST /v1/feed/for_you``."""
 
     viewer_id: PositiveId
-    limit: Annotated[int, Meta(ge=1, le=200)] | None = None  # None = config result_size
+    limit: Annotated[int, Meta(ge=1, le=MAX_ID_LIST)] | None = None  # None = config result_size; at most serving.max_feed_limit
     seen_ids: Annotated[tuple[PositiveId, ...], Meta(max_length=MAX_ID_LIST)] = ()
     served_ids: Annotated[tuple[PositiveId, ...], Meta(max_length=MAX_ID_LIST)] = ()
     in_network_only: bool = False
@@ -977,7 +977,7 @@ class FeedImpressions(Struct, frozen=True, tag="feed_impressions"):
     impressions: tuple[Impression, ...]
 
 
-MAX_SEEN_POSTS = 200  # posts one seen report names: a feed's most (FeedRequest.limit)
+MAX_SEEN_POSTS = 200  # posts one seen report names: a feed's most at the default serving.max_feed_limit
 
 
 class FeedSeen(Struct, frozen=True, tag="feed_seen"):

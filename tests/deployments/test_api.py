@@ -183,3 +183,28 @@ def test_the_feed_ranks_the_context_window_so_an_engagement_only_appends_to_a_fu
     asyncio.run(api.feed(b'{"viewer_id": 7}'))
     assert seen[0] == list(range(9, 21))  # 20 entries: the oldest block of 8 trimmed, 12 left
     assert seen[1] == seen[0] + [21]  # the same prefix: the Ranker reuses its cached blocks
+
+
+def test_a_feed_limit_above_serving_max_feed_limit_is_a_422_naming_the_setting():
+    import asyncio
+
+    from xserve.config import MixerConfig, ServingConfig
+    from xserve.deployments.api import FeedAPI
+    from xserve.deployments.clients import UserStoreClient
+    from xserve.schema import UserUpserted
+    from xserve.users.store import UserStore
+
+    async def pipeline(req, request_id, now_ms, data):
+        from xserve.schema import FeedResponse
+        return FeedResponse(request_id=request_id, posts=())
+
+    store = UserStore(ServingConfig(), MixerConfig())
+    store.apply(UserUpserted(7, "viewer", 1))
+    users = UserStoreClient([_UserShard(store)], MixerConfig().history_length)
+    api = FeedAPI(users, posts=None, sinks=[], pipeline=pipeline, now_ms=lambda: 1, max_feed_limit=200)
+    asyncio.run(api.feed(b'{"viewer_id": 7, "limit": 200}'))
+    with pytest.raises(ApiError) as err:
+        asyncio.run(api.feed(b'{"viewer_id": 7, "limit": 201}'))
+    assert err.value.status == 422 and "serving.max_feed_limit = 200" in str(err.value)
+    wide = FeedAPI(users, posts=None, sinks=[], pipeline=pipeline, now_ms=lambda: 1, max_feed_limit=5000)
+    asyncio.run(wide.feed(b'{"viewer_id": 7, "limit": 5000}'))  # an evaluation app reads every candidate

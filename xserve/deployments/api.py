@@ -147,8 +147,10 @@ class FeedAPI:
         viewer_wait_s: tuple[float, float] = (0.2, 1.5),
         ads: AdsHandleClient | None = None,
         viewers: UserStoreClient | None = None,
+        max_feed_limit: int = 200,
     ) -> None:
         self._users = users
+        self._max_feed_limit = max_feed_limit
         self._viewers = viewers if viewers is not None else users
         self._ads = ads  # the ads inventory; None: the /v1/ads routes answer 404
         self._viewer_wait_s = viewer_wait_s
@@ -162,6 +164,9 @@ class FeedAPI:
 
     async def feed(self, body: bytes) -> bytes:
         req: FeedRequest = decode(FeedRequest, body)
+        if req.limit is not None and req.limit > self._max_feed_limit:
+            raise ApiError(422, f"limit {req.limit} is more than serving.max_feed_limit = {self._max_feed_limit}: "
+                                "ask for fewer posts, or page with seen_ids")
         try:
             data, stale = await self._viewers.viewer_data(req.viewer_id, *self._viewer_wait_s)
         except UserStoreUnavailable as exc:

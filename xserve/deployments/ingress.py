@@ -194,6 +194,7 @@ class FeedIngress:
             viewer_wait_s=(self._base.mixer.query_hydrator_timeout_s, self._base.mixer.request_timeout_s),
             ads=self._graph.api_ads,
             viewers=self._graph.users,  # the feed's history: the context window, trimmed in blocks
+            max_feed_limit=self._base.serving.max_feed_limit,
         )
         self._max_body = self._base.serving.max_body_bytes
         # fixed for the replica's life (a reconfigure does not change the key or the limits: slots held by
