@@ -9,10 +9,11 @@ A = 18 actions (``xserve.schema.ACTIONS`` order).
 
 Tokens are ``[user | history | candidates]`` (§6.2): the user token is the
 concatenated user-hash embeddings projected to D; a history token concatenates
-post-hash and author-hash embeddings, a signed multi-hot action embedding
+post-hash and author-hash embeddings, the mean embedding of its post text's
+tokens (issue 15, zeros without text), a signed multi-hot action embedding
 (``(2a−1) @ action_projection``, zeroed when the entry has no action) and a
 product-surface embedding, projected to D; a candidate token concatenates
-post-hash and author-hash embeddings, product surface and a post-age bucket
+post-hash and author-hash embeddings, its text's mean token embedding, product surface and a post-age bucket
 (§6.7: ``floor(age_min/60)+1``, overflow bucket, 0 = unknown), projected to D.
 Embeddings are looked up from hashes (``embeddings.py``); hash 0 is padding and
 the first hash column decides validity.
@@ -25,7 +26,9 @@ final RMSNorm, one logit per action (independent sigmoids), a softplus
 dwell-time head (seconds) and a softplus duration head of three conditional
 durations (seconds of video watched given an open, of profile visit given a
 profile click, on the post given a click: ``DURATION_ACTIONS``), the regressions
-the value model multiplies by their action's probability.
+the value model multiplies by their action's probability. Beside the layers,
+``ContentMatch`` adds to each action logit how the candidate's text matches the
+history's (issue 15; its class docstring says why).
 
 **Additive inputs** (issue 17, each zero for "unknown", so a context without them
 gives the tokens it gave before): the user token adds ``context_proj`` of the
@@ -452,13 +455,13 @@ class PhoenixEmbeddings(nn.Module):
             history = history + self.history_age(ctx.history_age)  # bucket 0 (no negative action) adds 0
         return torch.cat([user, history], dim=1)  # (B, 1+S, D)
 
-    def text(self, rows: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-        """Content-table rows ``(..., M)`` → the mean of the valid tokens' embeddings ``(..., D)``; zeros (shaped
-        ``like``) for a batch without content, and for a post without text."""
+    def text(self, rows: torch.Tensor | None, like: torch.Tensor | None = None) -> torch.Tensor:
+        """Content-table rows ``(..., M)`` → the mean of the valid tokens' embeddings ``(..., D)`` (zeros for a
+        post without text); a batch without content (``rows`` None) gives zeros shaped ``like``."""
         if rows is None:
             return torch.zeros_like(like)
-        n = (rows != 0).sum(-1, keepdim=True).clamp(min=1).to(like.dtype)  # (..., 1)
-        return self.content(rows).sum(-2) / n  # (..., M, D) -> (..., D)
+        e = self.content(rows)  # (..., M, D)
+        return e.sum(-2) / (rows != 0).sum(-1, keepdim=True).clamp(min=1).to(e.dtype)  # (..., D)
 
     def user_context(self, rows: torch.Tensor) -> torch.Tensor:
         """Context-table rows ``(B, 3+T)`` → ``(B, 4·D)``: country, language, app, then the mean of the valid
@@ -548,7 +551,7 @@ class PhoenixRanker(nn.Module):
         negatively (what the user said it does not want); None for a batch without text."""
         if ctx.content is None:
             return None
-        text = self.embeddings.text(ctx.content, ctx.actions.new_zeros(*ctx.content.shape[:2], self.config.emb_dim))
+        text = self.embeddings.text(ctx.content).to(ctx.actions.dtype)  # (B, S, D)
         negative = ctx.actions[..., _NEGATIVE_COLUMNS].sum(-1, keepdim=True) > 0  # (B, S, 1)
         sign = torch.where(negative, -1.0, 1.0).to(text.dtype) * ctx.history_valid[..., None].to(text.dtype)
         return (text * sign).sum(1)  # (B, D)
@@ -557,8 +560,7 @@ class PhoenixRanker(nn.Module):
         """``(B, C, A)`` the content-match term of each candidate's action logits; None without text."""
         if taste is None or cand.content is None:
             return None
-        return self.match(taste, self.embeddings.text(cand.content, taste.new_zeros(*cand.content.shape[:2],
-                                                                                   self.config.emb_dim)))
+        return self.match(taste, self.embeddings.text(cand.content).to(taste.dtype))
 
     def matched(self, out: RankerOutput, taste: torch.Tensor | None, cand: CandidateBatch) -> RankerOutput:
         """``out`` with the content-match term added to its action logits (none without text)."""
