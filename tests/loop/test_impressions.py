@@ -130,8 +130,8 @@ def test_training_sees_the_posts_created_through_the_api(tmp_path):
     log.append([PostDeleted(post_id=13, deleted_at_ms=NOW + 3)], NOW + 3)
     log.close()
     _, posts, _, counts = _engagement_tables(str(tmp_path), live=True)
-    assert posts.to_pylist() == [{"post_id": 11, "author_id": 8, "created_at_ms": NOW - 9},
-                                 {"post_id": 12, "author_id": 8, "created_at_ms": NOW + 1}]
+    assert posts.to_pylist() == [{"post_id": 11, "author_id": 8, "created_at_ms": NOW - 9, "text": ""},
+                                 {"post_id": 12, "author_id": 8, "created_at_ms": NOW + 1, "text": "live"}]  # the ranker's content
     assert (counts["posts_table"], counts["posts_live"]) == (1, 1)
 
 
