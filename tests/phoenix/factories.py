@@ -92,4 +92,17 @@ def engagement_table(n_users: int = 60, n_authors: int = 12, posts_per_author: i
     return eng, posts
 
 
+def validation_batch(data, config: XServeConfig, seed: int = 1):
+    """The validation examples of prepared ``data`` (the split it recorded) as one batch: (context, candidates,
+    labels, dwell), built as training builds its examples."""
+    from xserve.phoenix.training.data import RankerExamples
+
+    tc = config.train
+    ex = RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=True,
+                              num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
+                              history_len=config.phoenix.history_len, max_age_ms=config.mixer.max_post_age_ms,
+                              rng=np.random.default_rng(seed))
+    return ex.batch(np.arange(len(ex)), data.featurizer)
+
+
 assert len(ACTIONS) == NUM_ACTIONS

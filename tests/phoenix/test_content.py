@@ -6,11 +6,9 @@ favorites from the rest on held-out days; trained on the same log without texts,
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from tests.phoenix.factories import engagement_table, tiny_config
-from xserve.phoenix.training.data import RankerExamples
+from tests.phoenix.factories import engagement_table, tiny_config, validation_batch
 from xserve.phoenix.training.metrics import auc
 from xserve.phoenix.training.train import deterministic, prepare, train_ranker
 from xserve.schema import ACTION_INDEX, Action
@@ -23,12 +21,7 @@ def _favorite_auc(eng, posts) -> float:
     with deterministic(CONFIG.train.seed, 1) as rng:
         data = prepare(eng, posts, CONFIG)
         model, _ = train_ranker(data, rng)
-    tc = CONFIG.train
-    ex = RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=True,
-                              num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
-                              history_len=CONFIG.phoenix.history_len, max_age_ms=CONFIG.mixer.max_post_age_ms,
-                              rng=np.random.default_rng(1))
-    ctx, cand, labels, _ = ex.batch(np.arange(len(ex)), data.featurizer)
+    ctx, cand, labels, _ = validation_batch(data, CONFIG)
     with torch.no_grad():
         logits = model.score_candidates(model.encode_context(ctx), cand).logits[..., _FAV].numpy()
     valid = cand.valid.numpy() & (labels.sum(-1) > 0)  # the engaged candidates: favorite or only clicked

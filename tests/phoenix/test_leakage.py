@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from tests.phoenix.factories import engagement_table, tiny_config
+from tests.phoenix.factories import engagement_table, tiny_config, validation_batch
 from xserve.phoenix.training.data import RankerExamples
 from xserve.phoenix.training.metrics import auc
 from xserve.phoenix.training.train import deterministic, initial_head_bias, prepare, train_ranker
@@ -39,12 +39,7 @@ def _validation_auc(eng: pa.Table, posts: pa.Table) -> dict[str, float]:
 
 
 def _ranker_auc(data, model) -> dict[str, float]:
-    tc = CONFIG.train
-    ex = RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=True,
-                              num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
-                              history_len=CONFIG.phoenix.history_len, max_age_ms=CONFIG.mixer.max_post_age_ms,
-                              rng=np.random.default_rng(1))
-    ctx, cand, labels, _ = ex.batch(np.arange(len(ex)), data.featurizer)
+    ctx, cand, labels, _ = validation_batch(data, CONFIG)
     probs = torch.sigmoid(model.score_candidates(model.encode_context(ctx), cand).logits).numpy()
     valid = cand.valid.numpy()
     y, p = labels[valid], probs[valid]
