@@ -45,15 +45,16 @@ T = TypeVar("T")
 TEST_BUDGET_S = 20.0  # one test's call
 SETUP_BUDGET_S = 60.0  # one test's setup, which carries the module- and session-scoped fixtures it starts
 
-# The tiny demo world sized to its tests: hash tables of 4k/40k rows instead of 100k/1M (53 MB of
-# checkpoints instead of 1.2 GB, loaded by every app start), a few hundred training examples, and 2
-# retrieval and 2 Thunder shards instead of 4 (fewer actor processes to start). An app serving it needs
-# the same retrieval.num_shards (the index is built with it): in-process configs merge TINY_WORLD, an
-# `xserve serve` subprocess gets `tiny_world_env()`.
+# The tiny demo world sized to its tests: hash tables of 4k/40k rows instead of 100k/1M (66 MB of
+# checkpoints instead of 1.2 GB, loaded by every app start; the content table's default 100k rows would
+# add 94 MB for the synthetic world's ~140 words), a few hundred training examples, and 2 retrieval and 2
+# Thunder shards instead of 4 (fewer actor processes to start). An app serving it needs the same
+# retrieval.num_shards (the index is built with it): in-process configs merge TINY_WORLD, an `xserve serve`
+# subprocess gets `tiny_world_env()`.
 TINY_WORLD = {
     "serving": {"demo_world": "tiny", "bootstrap_train_examples": 128, "bootstrap_train_epochs": 1},
     "train": {"epochs": 1, "batch_size": 32, "ranker_positives": 32, "ranker_negatives": 32},
-    "phoenix": {"user_vocab": 4_001, "post_vocab": 40_009, "author_vocab": 4_001},
+    "phoenix": {"user_vocab": 4_001, "post_vocab": 40_009, "author_vocab": 4_001, "content_vocab": 4_001},
     "retrieval": {"num_shards": 2},
     "thunder": {"num_shards": 2},
 }
