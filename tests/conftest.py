@@ -13,9 +13,6 @@ CI (``.ci/run``: a fresh clone, 2 cores) runs the whole suite in at most 9 minut
   (``actor_is_dead``) before relying on it being gone.
 * **Size worlds and models to the test.** ``tiny_world`` is 200 users, 3,000 posts and models with
   hash tables sized to it (50 MB, trained in seconds); unit tests build data with the factories.
-* **A test that starts a Ray cluster of its own** (a kill of the whole app, several nodes) is marked
-  ``own_cluster``: ``make test`` runs those in a second pytest process beside the rest, since they spend
-  most of their minutes waiting on process starts and Ray's failure detection.
 * **Long matrices go to scripts and benchmarks.** CI runs one representative case of a slow end-to-end
   path (every fault, every fuzz example): the test's docstring names the script or environment variable
   that runs the rest.

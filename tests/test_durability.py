@@ -239,7 +239,6 @@ class Burst(threading.Thread):
             http.close()
 
 
-@pytest.mark.own_cluster
 @pytest.mark.budget(240, reason="two starts of the whole app around a kill -9: the one durability cycle CI keeps")
 def test_acknowledged_writes_survive_kill_9_and_the_write_in_flight_is_all_or_nothing(tiny_world, tmp_path):
     data_dir = tmp_path / "data"

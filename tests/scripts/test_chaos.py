@@ -49,7 +49,6 @@ def test_bad_arguments_exit_2_with_one_line(argv, needle, capsys):
 
 
 @pytest.mark.ray
-@pytest.mark.own_cluster
 @pytest.mark.budget(90, reason="one start of the whole app and one kill: the chaos run CI keeps")
 def test_a_killed_part_degrades_recovers_and_keeps_state(tmp_path, tiny_world):
     names = list(FAULTS)

@@ -98,7 +98,6 @@ def test_the_ledger_names_each_acknowledged_write_a_read_does_not_show():
 
 
 @pytest.mark.ray
-@pytest.mark.own_cluster
 @pytest.mark.budget(120, reason="three Ray nodes, one app start and a node loss: the multi-node run CI keeps")
 def test_the_app_spreads_over_three_nodes_and_survives_losing_one(tmp_path, tiny_world):
     cmd = [
