@@ -92,16 +92,12 @@ def engagement_table(n_users: int = 60, n_authors: int = 12, posts_per_author: i
     return eng, posts
 
 
-def validation_batch(data, config: XServeConfig, seed: int = 1):
-    """The validation examples of prepared ``data`` (the split it recorded) as one batch: (context, candidates,
-    labels, dwell), built as training builds its examples."""
-    from xserve.phoenix.training.data import RankerExamples
+def validation_batch(data, seed: int = 1):
+    """The held-out examples of prepared ``data`` (after the split it recorded) as one batch: (context,
+    candidates, labels, dwell), built as ``xserve evaluate`` builds them."""
+    from xserve.phoenix.training.train import ranker_examples
 
-    tc = config.train
-    ex = RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=True,
-                              num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
-                              history_len=config.phoenix.history_len, max_age_ms=config.mixer.max_post_age_ms,
-                              rng=np.random.default_rng(seed))
+    ex = ranker_examples(data, np.random.default_rng(seed), validation=True)
     return ex.batch(np.arange(len(ex)), data.featurizer)
 
 

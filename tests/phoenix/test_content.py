@@ -21,7 +21,7 @@ def _favorite_auc(eng, posts) -> float:
     with deterministic(CONFIG.train.seed, 1) as rng:
         data = prepare(eng, posts, CONFIG)
         model, _ = train_ranker(data, rng)
-    ctx, cand, labels, _ = validation_batch(data, CONFIG)
+    ctx, cand, labels, _ = validation_batch(data)
     with torch.no_grad():
         logits = model.score_candidates(model.encode_context(ctx), cand).logits[..., _FAV].numpy()
     valid = cand.valid.numpy() & (labels.sum(-1) > 0)  # the engaged candidates: favorite or only clicked

@@ -39,7 +39,7 @@ def _validation_auc(eng: pa.Table, posts: pa.Table) -> dict[str, float]:
 
 
 def _ranker_auc(data, model) -> dict[str, float]:
-    ctx, cand, labels, _ = validation_batch(data, CONFIG)
+    ctx, cand, labels, _ = validation_batch(data)
     probs = torch.sigmoid(model.score_candidates(model.encode_context(ctx), cand).logits).numpy()
     valid = cand.valid.numpy()
     y, p = labels[valid], probs[valid]

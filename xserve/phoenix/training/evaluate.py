@@ -51,10 +51,10 @@ from xserve.phoenix.model.features import age_buckets
 from xserve.phoenix.model.ranker import PhoenixRanker
 from xserve.phoenix.model.towers import PhoenixTowers
 from xserve.phoenix.training.data import (
-    NEGATIVE_MASK, POSITIVE_MASK, Entries, RankerExamples, context_batch, history_index, history_start,
+    NEGATIVE_MASK, POSITIVE_MASK, Entries, context_batch, history_index, history_start,
 )
 from xserve.phoenix.training.metrics import auc, hit_rate, ndcg, platt_fit, random_ranks, rce, recall, target_ranks
-from xserve.phoenix.training.train import Prepared, corpus_max_age_ms, negatives_max_age_ms
+from xserve.phoenix.training.train import Prepared, corpus_max_age_ms, negatives_max_age_ms, ranker_examples
 from xserve.schema import ACTION_INDEX, ACTIONS, DURATION_ACTIONS, Action
 
 __all__ = ["BASELINES", "POSITIVE", "RECALL_KS", "ItemKNN", "Oracle", "PriorCounts", "corpus_warnings", "evaluate",
@@ -255,12 +255,8 @@ def _logit(p: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def _ranker_metrics(data: Prepared, ranker: PhoenixRanker, prior: PriorCounts, knn: ItemKNN, oracle: Oracle | None,
                     rng: np.random.Generator) -> dict[str, dict]:
-    cfg = data.config
-    tc = cfg.train
-    ex = RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=True,
-                              num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
-                              history_len=cfg.phoenix.history_len, max_age_ms=negatives_max_age_ms(cfg), rng=rng,
-                              trim_block=cfg.mixer.history_trim_block)
+    tc = data.config.train
+    ex = ranker_examples(data, rng, validation=True)
     rows = np.arange(len(ex))
     if len(rows) > tc.eval_max_queries:
         rows = np.sort(rng.choice(rows, tc.eval_max_queries, replace=False))

@@ -308,11 +308,7 @@ def train_ranker(data: Prepared, rng: np.random.Generator, progress: bool = Fals
         model.duration_head.bias.copy_(torch.from_numpy(initial_duration_bias(data)).float())
 
     def make(r: np.random.Generator) -> RankerExamples:
-        return RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=False,
-                                    num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
-                                    history_len=cfg.phoenix.history_len, max_age_ms=negatives_max_age_ms(cfg), rng=r,
-                                    trim_block=cfg.mixer.history_trim_block,
-                                    impression_negatives=data.impression_negatives)
+        return ranker_examples(data, r, validation=False)
 
     def step(ex: RankerExamples, rows: np.ndarray):
         return ranker_loss(model, ex.batch(rows, data.featurizer), tc.dwell_loss_weight, ex.durations(rows),
@@ -321,10 +317,7 @@ def train_ranker(data: Prepared, rng: np.random.Generator, progress: bool = Fals
     losses = _run_epochs(model, cfg, make, step, tc.ranker_examples_per_epoch, "ranker", rng, progress)
     metrics = {"train_bce_first": float(np.mean(losses[:20])), "train_bce_last": float(np.mean(losses[-20:])),
                "steps": len(losses)}
-    val = RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=True,
-                               num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
-                               history_len=cfg.phoenix.history_len, max_age_ms=negatives_max_age_ms(cfg), rng=rng,
-                               trim_block=cfg.mixer.history_trim_block)
+    val = ranker_examples(data, rng, validation=True)
     if len(val):
         rows = np.arange(min(len(val), 4 * tc.batch_size))
         with torch.no_grad():
@@ -332,6 +325,18 @@ def train_ranker(data: Prepared, rng: np.random.Generator, progress: bool = Fals
                     for r in np.array_split(rows, max(1, len(rows) // tc.batch_size))]
         metrics["val_bce"] = float(np.mean(vals))
     return model, metrics
+
+
+def ranker_examples(data: Prepared, rng: np.random.Generator, validation: bool) -> RankerExamples:
+    """The ranker's examples of ``data``: its training examples (with the impression negatives, when training
+    uses them), or the held-out ones after its recorded split, which the validation loss and ``xserve evaluate``
+    score. One builder, so that both see the examples training sees."""
+    cfg, tc = data.config, data.config.train
+    return RankerExamples.build(data.entries, data.corpus, split_ms=data.split_ms, validation=validation,
+                                num_pos=tc.ranker_positives, num_neg=tc.ranker_negatives,
+                                history_len=cfg.phoenix.history_len, max_age_ms=negatives_max_age_ms(cfg), rng=rng,
+                                trim_block=cfg.mixer.history_trim_block,
+                                impression_negatives=None if validation else data.impression_negatives)
 
 
 def negatives_max_age_ms(config: XServeConfig) -> int:
