@@ -13,8 +13,9 @@ post-hash and author-hash embeddings, the mean embedding of its post text's
 tokens (issue 15, zeros without text), a signed multi-hot action embedding
 (``(2a−1) @ action_projection``, zeroed when the entry has no action) and a
 product-surface embedding, projected to D; a candidate token concatenates
-post-hash and author-hash embeddings, its text's mean token embedding, product surface and a post-age bucket
-(§6.7: ``floor(age_min/60)+1``, overflow bucket, 0 = unknown), projected to D.
+post-hash and author-hash embeddings, its text's mean token embedding, product
+surface and a post-age bucket (§6.7: ``floor(age_min/60)+1``, overflow bucket,
+0 = unknown), projected to D.
 Embeddings are looked up from hashes (``embeddings.py``); hash 0 is padding and
 the first hash column decides validity.
 
